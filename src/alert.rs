@@ -1,0 +1,245 @@
+//! Alerts: a change worth telling, rendered once and fed to every sink alike.
+
+use crate::report::{EndpointVerdict, Report, Verdict};
+use crate::store::{Delivery, DomainState, Item, Sink};
+
+/// Consecutive unreachable checks before the state becomes unreachable.
+pub const UNREACHABLE_AFTER: u32 = 3;
+
+/// A state change of one domain.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Alert {
+    /// Unique id; also the PubSub item id.
+    pub id: String,
+    /// The domain.
+    pub domain: String,
+    /// The state before (None on the first check).
+    pub from: Option<Verdict>,
+    /// The new state.
+    pub to: Verdict,
+    /// One-line summary.
+    pub title: String,
+    /// The details.
+    pub content: String,
+    /// RFC 3339 time.
+    pub updated: String,
+}
+
+/// What a new report does to a domain's stored state: the next state, and an alert if it changed.
+pub fn transition(prev: &DomainState, report: &Report) -> (DomainState, Option<Alert>) {
+    let mut next = prev.clone();
+    next.last_report = Some(report.clone());
+    next.history.push((report.checked_at.clone(), report.verdict));
+    if next.history.len() > crate::store::HISTORY {
+        let excess = next.history.len() - crate::store::HISTORY;
+        next.history.drain(..excess);
+    }
+    let observed = report.verdict;
+    let effective = if observed == Verdict::Unreachable {
+        next.unreachable_streak = next.unreachable_streak.saturating_add(1);
+        if next.unreachable_streak < UNREACHABLE_AFTER {
+            // One failed round is not news: the server may just be restarting.
+            match prev.state {
+                Some(s) => s,
+                None => return (next, None),
+            }
+        } else {
+            Verdict::Unreachable
+        }
+    } else {
+        next.unreachable_streak = 0;
+        observed
+    };
+    if prev.state == Some(effective) {
+        return (next, None);
+    }
+    next.state = Some(effective);
+    next.since = Some(report.checked_at.clone());
+    // The first state is news only when it is an alarm.
+    if prev.state.is_none() && !effective.is_alarm() {
+        return (next, None);
+    }
+    let alert = render(prev.state, effective, report);
+    (next, Some(alert))
+}
+
+/// Renders an alert from the report that caused it.
+pub fn render(from: Option<Verdict>, to: Verdict, report: &Report) -> Alert {
+    let title = match (from, to) {
+        (Some(f), Verdict::Ok) if f != Verdict::Ok => {
+            format!("{}: recovered, OK again (was {f})", report.domain)
+        }
+        (Some(f), Verdict::Unreachable) => format!(
+            "{}: unreachable for {UNREACHABLE_AFTER} checks in a row (was {f})",
+            report.domain
+        ),
+        (Some(Verdict::Ok), Verdict::NoTlsa) => {
+            format!("{}: TLSA records removed or unusable, no longer protected (was ok)", report.domain)
+        }
+        (Some(Verdict::Ok), Verdict::Insecure) => {
+            format!("{}: DNSSEC lost, no longer protected (was ok)", report.domain)
+        }
+        _ => report.summary(),
+    };
+    let mut lines = vec![title.clone()];
+    lines.push(format!(
+        "Checked at {} over {}.",
+        report.checked_at, report.transport
+    ));
+    for e in &report.endpoints {
+        let interesting = e.verdict != EndpointVerdict::Match || to == Verdict::Ok;
+        if !interesting {
+            continue;
+        }
+        let mut line = format!(
+            "{} {}:{} [{}] {}: {}",
+            e.service,
+            e.host,
+            e.port,
+            e.address.map(|a| a.to_string()).unwrap_or_else(|| "-".into()),
+            e.tls,
+            e.verdict_word()
+        );
+        if let Some(k) = &e.spki_sha256 {
+            line.push_str(&format!("; key seen (SPKI sha256) {k}"));
+        }
+        if !e.tlsa.is_empty() {
+            line.push_str(&format!("; TLSA {}", e.tlsa.join(", ")));
+        }
+        if let Some(err) = &e.error {
+            line.push_str(&format!("; {err}"));
+        }
+        for n in &e.notes {
+            line.push_str(&format!("; {n}"));
+        }
+        lines.push(line);
+    }
+    if to.is_alarm() {
+        lines.extend(report.advice.iter().take(1).cloned());
+    }
+    Alert {
+        id: format!(
+            "{}-{}-{:08x}",
+            report.checked_at.replace([':', '-'], ""),
+            to.as_str(),
+            rand::random::<u32>()
+        ),
+        domain: report.domain.clone(),
+        from,
+        to,
+        title,
+        content: lines.join("\n"),
+        updated: report.checked_at.clone(),
+    }
+}
+
+impl Alert {
+    /// The PubSub item for this alert.
+    pub fn item(&self) -> Item {
+        Item {
+            id: self.id.clone(),
+            title: self.title.clone(),
+            content: self.content.clone(),
+            updated: self.updated.clone(),
+        }
+    }
+
+    /// One delivery per chat subscriber and per PubSub subscriber.
+    pub fn deliveries(&self, chat: &[String], pubsub: &[String]) -> Vec<Delivery> {
+        let sinks = chat.iter().map(|j| Sink::Chat(j.clone())).chain(pubsub.iter().map(|j| {
+            Sink::Event {
+                node: self.domain.clone(),
+                jid: j.clone(),
+            }
+        }));
+        sinks
+            .map(|sink| Delivery {
+                alert_id: self.id.clone(),
+                sink,
+                title: self.title.clone(),
+                content: self.content.clone(),
+                updated: self.updated.clone(),
+            })
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn report(v: Verdict) -> Report {
+        Report {
+            domain: "example.org".into(),
+            checked_at: "2026-11-22T12:00:00Z".into(),
+            verdict: v,
+            endpoints: vec![],
+            records_to_add: vec![],
+            advice: vec![],
+            transport: "tor".into(),
+            errors: vec![],
+        }
+    }
+
+    fn run(seq: &[Verdict]) -> Vec<Option<(Option<Verdict>, Verdict)>> {
+        let mut state = DomainState::default();
+        seq.iter()
+            .map(|v| {
+                let (next, alert) = transition(&state, &report(*v));
+                state = next;
+                alert.map(|a| (a.from, a.to))
+            })
+            .collect()
+    }
+
+    #[test]
+    fn contract_s4_alerts_on_changes_only() {
+        use Verdict::*;
+        let table: Vec<(Vec<Verdict>, Vec<Option<(Option<Verdict>, Verdict)>>)> = vec![
+            (vec![Ok, Ok, Ok], vec![None, None, None]),
+            (vec![Ok, Mismatch, Mismatch, Ok], vec![None, Some((Some(Ok), Mismatch)), None, Some((Some(Mismatch), Ok))]),
+            (vec![Mismatch], vec![Some((None, Mismatch))]),
+            (vec![Ok, Bogus], vec![None, Some((Some(Ok), Bogus))]),
+            (vec![Ok, NoTlsa], vec![None, Some((Some(Ok), NoTlsa))]),
+            (vec![Ok, Insecure], vec![None, Some((Some(Ok), Insecure))]),
+            (
+                vec![Ok, Unreachable, Unreachable, Unreachable, Unreachable, Ok],
+                vec![None, None, None, Some((Some(Ok), Unreachable)), None, Some((Some(Unreachable), Ok))],
+            ),
+            (vec![Ok, Unreachable, Ok, Unreachable, Unreachable], vec![None; 5]),
+            (vec![Unreachable, Unreachable, Unreachable], vec![None, None, None]),
+        ];
+        for (seq, want) in table {
+            assert_eq!(run(&seq), want, "{seq:?}");
+        }
+    }
+
+    #[test]
+    fn alert_renders_titles_and_one_delivery_per_sink() {
+        let a = render(Some(Verdict::Mismatch), Verdict::Ok, &report(Verdict::Ok));
+        assert!(a.title.contains("recovered"), "{}", a.title);
+        let a = render(Some(Verdict::Ok), Verdict::Insecure, &report(Verdict::Insecure));
+        assert!(a.title.contains("DNSSEC lost"), "{}", a.title);
+        let d = a.deliveries(&["a@x".into(), "b@x".into()], &["c@x/r".into()]);
+        assert_eq!(d.len(), 3);
+        assert!(d.iter().all(|d| d.alert_id == a.id));
+        assert_eq!(
+            d[2].sink,
+            Sink::Event {
+                node: "example.org".into(),
+                jid: "c@x/r".into()
+            }
+        );
+        let b = render(Some(Verdict::Ok), Verdict::Insecure, &report(Verdict::Insecure));
+        assert_ne!(a.id, b.id);
+    }
+
+    #[test]
+    fn history_is_bounded() {
+        let mut state = DomainState::default();
+        for _ in 0..(crate::store::HISTORY + 7) {
+            state = transition(&state, &report(Verdict::Ok)).0;
+        }
+        assert_eq!(state.history.len(), crate::store::HISTORY);
+    }
+}

@@ -1,0 +1,233 @@
+//! A check: discovery, a probe of every endpoint, judging, advice.
+
+use std::collections::BTreeSet;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use futures::stream::{self, StreamExt};
+use hickory_resolver::proto::rr::RecordType;
+use tracing::Instrument;
+
+use crate::advice::{self, AdviceInput, ZoneFacts};
+use crate::dns::discovery::{self, Endpoint, ServiceSet, TlsaState};
+use crate::dns::Resolver;
+use crate::domain::Domain;
+use crate::judge::{judge, Probed};
+use crate::probe::{Prober, Target};
+use crate::report::{now_rfc3339, EndpointVerdict, Report};
+
+/// Most probes of one check in flight at once.
+pub const PROBE_CONCURRENCY: usize = 8;
+
+/// What went wrong on our side during a check: the operator's concern, not the domain's.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Health {
+    /// DNS lookups that got no usable answer.
+    pub dns_failures: usize,
+    /// Probes that failed because of Tor or the proxy.
+    pub transport_failures: usize,
+    /// Probes attempted.
+    pub probes: usize,
+}
+
+/// Runs checks with one resolver and one prober.
+#[derive(Clone)]
+pub struct Checker {
+    resolver: Resolver,
+    prober: Prober,
+    /// Confirm a mismatch over a fresh circuit before reporting it.
+    pub confirm_mismatch: bool,
+}
+
+impl Checker {
+    /// A checker.
+    pub fn new(resolver: Resolver, prober: Prober) -> Checker {
+        Checker {
+            resolver,
+            prober,
+            confirm_mismatch: true,
+        }
+    }
+
+    /// Checks one domain.
+    pub async fn check(&self, domain: &Domain, services: ServiceSet) -> (Report, Health) {
+        let span = tracing::info_span!("check", domain = %domain);
+        self.check_inner(domain, services).instrument(span).await
+    }
+
+    async fn check_inner(&self, domain: &Domain, services: ServiceSet) -> (Report, Health) {
+        let checked_at = now_rfc3339();
+        let found = discovery::discover(&self.resolver, domain, &services.services()).await;
+        let mut health = Health {
+            dns_failures: found.failures.len(),
+            ..Health::default()
+        };
+        let endpoints = Arc::new(found.endpoints.clone());
+        let probes: Vec<(usize, Probed)> = stream::iter(0..endpoints.len())
+            .map(|i| {
+                let endpoints = endpoints.clone();
+                async move { (i, self.probe_endpoint(domain, &endpoints[i]).await) }
+            })
+            .buffer_unordered(PROBE_CONCURRENCY)
+            .collect()
+            .await;
+        let mut probed = vec![Probed::Skipped; endpoints.len()];
+        for (i, p) in probes {
+            probed[i] = p;
+        }
+        let now = SystemTime::now();
+        let mut reports = Vec::with_capacity(endpoints.len());
+        for (endpoint, p) in endpoints.iter().zip(&probed) {
+            if !matches!(p, Probed::Skipped) {
+                health.probes += 1;
+            }
+            if let Probed::Failed(e) = p {
+                if !e.is_remote() {
+                    health.transport_failures += 1;
+                }
+            }
+            let mut report = judge(endpoint, p, now);
+            if report.verdict == EndpointVerdict::Mismatch && self.confirm_mismatch {
+                report = self.confirm(domain, endpoint, report, now).await;
+            }
+            reports.push(report);
+        }
+        let mut errors: Vec<String> = found.failures.iter().map(|f| f.to_string()).collect();
+        errors.extend(found.notes.iter().cloned());
+        for (e, p) in endpoints.iter().zip(&probed) {
+            if let Probed::Failed(err) = p {
+                if !err.is_remote() {
+                    errors.push(format!("{}:{}: {err}", e.host, e.port));
+                }
+            }
+        }
+        let dns_failed = !found.failures.is_empty();
+        let verdict = Report::overall(&reports, dns_failed);
+        let zones = self.zone_facts(&endpoints).await;
+        let advice = advice::advise(&AdviceInput {
+            domain: domain.as_str(),
+            endpoints: &reports,
+            zones: &zones,
+            fallbacks: &found.fallbacks,
+        });
+        let report = Report {
+            domain: domain.to_string(),
+            checked_at,
+            verdict,
+            records_to_add: advice::records_to_add(&reports),
+            endpoints: reports,
+            advice,
+            transport: self.prober.transport().into(),
+            errors,
+        };
+        tracing::info!(verdict = %report.verdict, endpoints = report.endpoints.len(), "checked");
+        (report, health)
+    }
+
+    async fn probe_endpoint(&self, domain: &Domain, endpoint: &Endpoint) -> Probed {
+        let Some(address) = endpoint.address else {
+            return Probed::Skipped;
+        };
+        if matches!(
+            endpoint.tlsa,
+            TlsaState::Bogus { .. } | TlsaState::Failed(_)
+        ) {
+            return Probed::Skipped;
+        }
+        let target = target(domain, endpoint, address);
+        match self.prober.probe(&target).await {
+            Ok(obs) => Probed::Observed(obs),
+            Err(e) => Probed::Failed(e),
+        }
+    }
+
+    /// A second probe over a fresh circuit; only a repeated mismatch stands.
+    async fn confirm(
+        &self,
+        domain: &Domain,
+        endpoint: &Endpoint,
+        first: crate::report::EndpointReport,
+        now: SystemTime,
+    ) -> crate::report::EndpointReport {
+        let Some(address) = endpoint.address else {
+            return first;
+        };
+        let second = match self.prober.probe_once(&target(domain, endpoint, address)).await {
+            Ok(obs) => Probed::Observed(obs),
+            Err(e) => Probed::Failed(e),
+        };
+        let mut again = judge(endpoint, &second, now);
+        match again.verdict {
+            EndpointVerdict::Mismatch => {
+                let mut first = first;
+                first.notes.push("confirmed by a second probe over a fresh circuit".into());
+                if again.spki_sha256 != first.spki_sha256 {
+                    first.notes.push(format!(
+                        "the second probe saw yet another key: {}",
+                        again.spki_sha256.unwrap_or_default()
+                    ));
+                }
+                first
+            }
+            EndpointVerdict::Match => {
+                again.notes.push(format!(
+                    "a first probe saw a non-matching key (SPKI sha256 {}), not seen again over a fresh circuit",
+                    first.spki_sha256.unwrap_or_default()
+                ));
+                again
+            }
+            _ => {
+                let mut first = first;
+                first.notes.push(format!(
+                    "not confirmed: the second probe failed ({})",
+                    again.error.unwrap_or_default()
+                ));
+                first
+            }
+        }
+    }
+
+    /// What DNS says about each zone that needs signing.
+    async fn zone_facts(&self, endpoints: &[Endpoint]) -> Vec<ZoneFacts> {
+        let names: BTreeSet<String> = endpoints
+            .iter()
+            .filter_map(|e| match &e.tlsa {
+                TlsaState::NotApplicable { name, .. } => Some(name.clone()),
+                _ => None,
+            })
+            .collect();
+        let mut facts = Vec::new();
+        let mut zones_seen = BTreeSet::new();
+        for name in names {
+            let zone = self.resolver.zone_of(&name).await.ok().flatten();
+            if let Some(z) = &zone {
+                if !zones_seen.insert(z.clone()) {
+                    continue;
+                }
+            }
+            let apex = zone.clone().unwrap_or_else(|| name.clone());
+            let has = |r: Result<crate::dns::Answer<()>, _>| {
+                r.map(|a| !a.records.is_empty()).unwrap_or(false)
+            };
+            let has_dnskey = has(self.resolver.exists(&apex, RecordType::DNSKEY).await);
+            let has_ds = has(self.resolver.exists(&apex, RecordType::DS).await);
+            facts.push(ZoneFacts {
+                name,
+                zone,
+                has_dnskey,
+                has_ds,
+            });
+        }
+        facts
+    }
+}
+
+fn target(domain: &Domain, endpoint: &Endpoint, address: std::net::IpAddr) -> Target {
+    Target {
+        addr: SocketAddr::new(address, endpoint.port),
+        domain: domain.to_string(),
+        role: endpoint.service.role(),
+        tls: endpoint.service.tls(),
+    }
+}

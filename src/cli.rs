@@ -1,0 +1,392 @@
+//! The command line (CONTRACT §1): `check`, `tlsa`, `serve`, and global overrides.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::check::Checker;
+use crate::config::{parse_nameserver, parse_socket, Config, ConfigError, Transport};
+use crate::dane;
+use crate::dns::discovery::{tlsa_name, ServiceSet};
+use crate::dns::{Resolver, ResolverSettings};
+use crate::domain::Domain;
+use crate::probe::transport::{Connector, TorDirs};
+use crate::probe::Prober;
+use crate::report::{now_rfc3339, Report, Verdict};
+
+/// Exit status for a usage error (sysexits EX_USAGE).
+pub const EXIT_USAGE: i32 = 64;
+/// Exit status for a configuration error (sysexits EX_CONFIG).
+pub const EXIT_CONFIG: i32 = 78;
+/// Exit status when the check could not run (CONTRACT: could not check).
+pub const EXIT_UNAVAILABLE: i32 = 3;
+/// How long `check` waits for Tor to bootstrap.
+pub const BOOTSTRAP_TIMEOUT: Duration = Duration::from_secs(180);
+
+/// CertWatch: catch machine-in-the-middle attacks on XMPP servers with DANE, probing over Tor.
+#[derive(Parser, Debug)]
+#[command(name = "certwatch", version, about, long_about = None)]
+pub struct Cli {
+    /// The configuration file (TOML).
+    #[arg(long, global = true, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Settings that override the configuration file.
+    #[command(flatten)]
+    pub overrides: Overrides,
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Global overrides, each also settable in the config file.
+#[derive(Args, Debug, Default, Clone)]
+pub struct Overrides {
+    /// Ask these DNS servers (IP:PORT) instead of the system's (repeatable).
+    #[arg(long, global = true, value_name = "IP:PORT")]
+    pub nameserver: Vec<String>,
+    /// DNSKEY records to trust instead of the built-in IANA root keys.
+    #[arg(long, global = true, value_name = "FILE")]
+    pub trust_anchor: Option<PathBuf>,
+    /// How probes travel: tor, socks5 or direct.
+    #[arg(long, global = true, value_name = "tor|socks5|direct")]
+    pub transport: Option<Transport>,
+    /// The SOCKS5 proxy for --transport socks5.
+    #[arg(long, global = true, value_name = "HOST:PORT")]
+    pub socks5: Option<String>,
+    /// An arti configuration file merged over the defaults.
+    #[arg(long, global = true, value_name = "FILE")]
+    pub arti_config: Option<PathBuf>,
+}
+
+/// The commands.
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// One-shot check of a domain, then exit (0 ok, 1 alarm, 2 not set up, 3 could not check).
+    Check {
+        /// The XMPP domain.
+        domain: String,
+        /// Print one JSON object.
+        #[arg(long)]
+        json: bool,
+        /// Which services to check.
+        #[arg(long, value_enum, default_value_t = ServiceSet::All)]
+        service: ServiceSet,
+    },
+    /// Print the TLSA records to publish, from your own certificate or key file.
+    Tlsa {
+        /// A PEM certificate (the first one is the leaf, as in fullchain.pem).
+        #[arg(long, value_name = "PEM", conflicts_with = "key", required_unless_present = "key")]
+        cert: Option<PathBuf>,
+        /// A PEM private key (PKCS#8, SEC1 or PKCS#1).
+        #[arg(long, value_name = "PEM")]
+        key: Option<PathBuf>,
+        /// The SRV target host.
+        #[arg(long)]
+        host: String,
+        /// The SRV port.
+        #[arg(long)]
+        port: u16,
+    },
+    /// Run the XMPP component.
+    Serve,
+}
+
+/// Parses the arguments, runs the command and returns the exit status.
+pub fn main() -> i32 {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            let code = if e.use_stderr() { EXIT_USAGE } else { 0 };
+            let _ = e.print();
+            return code;
+        }
+    };
+    let config = match load_config(&cli) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("certwatch: {e}");
+            return EXIT_CONFIG;
+        }
+    };
+    init_logging(matches!(cli.command, Command::Serve));
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("certwatch: cannot start the runtime: {e}");
+            return 71;
+        }
+    };
+    match cli.command {
+        Command::Check {
+            domain,
+            json,
+            service,
+        } => runtime.block_on(run_check(&config, &domain, json, service)),
+        Command::Tlsa {
+            cert,
+            key,
+            host,
+            port,
+        } => run_tlsa(cert.as_deref(), key.as_deref(), &host, port),
+        Command::Serve => runtime.block_on(crate::xmpp::serve(config)),
+    }
+}
+
+fn init_logging(serving: bool) {
+    let default = if serving {
+        "info,arti_client=warn,tor_circmgr=warn,tor_guardmgr=warn,tor_dirmgr=warn,tor_chanmgr=warn,tor_proto=warn,hickory=warn,sled=warn"
+    } else {
+        "warn,tor_guardmgr=error,tor_dirmgr=error,tor_circmgr=error"
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
+}
+
+/// The config file (if any) with the command-line overrides applied, validated.
+pub fn load_config(cli: &Cli) -> Result<Config, ConfigError> {
+    let mut config = match &cli.config {
+        Some(path) => Config::load(path)?,
+        None => Config::default(),
+    };
+    let o = &cli.overrides;
+    if !o.nameserver.is_empty() {
+        config.dns.nameservers = o.nameserver.clone();
+    }
+    if let Some(t) = &o.trust_anchor {
+        config.dns.trust_anchor = t.display().to_string();
+    }
+    if let Some(t) = o.transport {
+        config.probe.transport = t;
+    }
+    if let Some(s) = &o.socks5 {
+        config.probe.socks5 = s.clone();
+    }
+    if let Some(a) = &o.arti_config {
+        config.probe.arti_config = a.display().to_string();
+    }
+    config.validate()?;
+    Ok(config)
+}
+
+/// The resolver the configuration asks for.
+pub fn resolver(config: &Config) -> Result<Resolver, ConfigError> {
+    let nameservers = config
+        .dns
+        .nameservers
+        .iter()
+        .map(|s| parse_nameserver(s).map_err(ConfigError::Invalid))
+        .collect::<Result<Vec<SocketAddr>, _>>()?;
+    let settings = ResolverSettings {
+        nameservers,
+        trust_anchor: non_empty_path(&config.dns.trust_anchor),
+        timeout: None,
+    };
+    Resolver::new(&settings).map_err(|e| ConfigError::Invalid(e.to_string()))
+}
+
+/// Starts the configured transport.
+pub async fn connector(
+    config: &Config,
+    dirs: Option<&TorDirs>,
+) -> Result<Connector, crate::probe::transport::TransportSetupError> {
+    let socks5 = parse_socket(&config.probe.socks5, "probe.socks5").ok();
+    let arti = non_empty_path(&config.probe.arti_config);
+    Connector::start(
+        config.probe.transport,
+        socks5,
+        arti.as_deref(),
+        dirs,
+        BOOTSTRAP_TIMEOUT,
+    )
+    .await
+}
+
+fn non_empty_path(s: &str) -> Option<PathBuf> {
+    (!s.is_empty()).then(|| PathBuf::from(s))
+}
+
+async fn run_check(config: &Config, input: &str, json: bool, service: ServiceSet) -> i32 {
+    let domain = match Domain::parse(input) {
+        Ok(d) => d,
+        Err(e) => {
+            eprintln!("certwatch: {e}");
+            return EXIT_USAGE;
+        }
+    };
+    let resolver = match resolver(config) {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("certwatch: {e}");
+            return EXIT_CONFIG;
+        }
+    };
+    let connector = match connector(config, None).await {
+        Ok(c) => c,
+        Err(e) if e.is_config() => {
+            eprintln!("certwatch: {e}");
+            return EXIT_CONFIG;
+        }
+        Err(e) => {
+            let report = unavailable(&domain, config.probe.transport, e.to_string());
+            print_report(&report, json);
+            return report.verdict.exit_code();
+        }
+    };
+    let prober = Prober::new(connector, config.probe.timeout, None);
+    let checker = Checker::new(resolver, prober);
+    let (report, _health) = checker.check(&domain, service).await;
+    print_report(&report, json);
+    report.verdict.exit_code()
+}
+
+/// A report for a check that could not start (Tor or resolver unavailable).
+pub fn unavailable(domain: &Domain, transport: Transport, error: String) -> Report {
+    Report {
+        domain: domain.to_string(),
+        checked_at: now_rfc3339(),
+        verdict: Verdict::Unreachable,
+        endpoints: vec![],
+        records_to_add: vec![],
+        advice: vec![],
+        transport: transport.to_string(),
+        errors: vec![error],
+    }
+}
+
+fn print_report(report: &Report, json: bool) {
+    if json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(report).expect("report serialises")
+        );
+    } else {
+        print!("{}", report.to_text());
+    }
+}
+
+fn run_tlsa(cert: Option<&Path>, key: Option<&Path>, host: &str, port: u16) -> i32 {
+    let host = match Domain::parse(host) {
+        Ok(h) => h,
+        Err(e) => {
+            eprintln!("certwatch: --host: {e}");
+            return EXIT_USAGE;
+        }
+    };
+    let (path, is_cert) = match (cert, key) {
+        (Some(c), _) => (c, true),
+        (None, Some(k)) => (k, false),
+        (None, None) => unreachable!("clap requires one of them"),
+    };
+    let pem = match read_bounded(path) {
+        Ok(p) => p,
+        Err(e) => {
+            eprintln!("certwatch: cannot read {}: {e}", path.display());
+            return 66;
+        }
+    };
+    let spki = if is_cert {
+        dane::spki_from_cert_pem(&pem).map(|(spki, _)| spki)
+    } else {
+        dane::spki_from_key_pem(&pem)
+    };
+    let spki = match spki {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("certwatch: {}: {e}", path.display());
+            return 65;
+        }
+    };
+    let owner = tlsa_name(port, host.as_str());
+    println!(
+        "{}",
+        crate::advice::zone_line(
+            &owner,
+            &format!("3 1 1 {}", hex::encode(dane::association_from_spki(&spki, 1)))
+        )
+    );
+    0
+}
+
+fn read_bounded(path: &Path) -> std::io::Result<String> {
+    let meta = std::fs::metadata(path)?;
+    if meta.len() > 1 << 20 {
+        return Err(std::io::Error::other("larger than 1 MiB; not a PEM file"));
+    }
+    std::fs::read_to_string(path)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn contract_cli_parses() {
+        let cli = Cli::try_parse_from([
+            "certwatch",
+            "--nameserver",
+            "127.0.0.1:53",
+            "--nameserver",
+            "127.0.0.2:53",
+            "--transport",
+            "direct",
+            "check",
+            "example.org",
+            "--json",
+            "--service",
+            "client",
+        ])
+        .unwrap();
+        assert_eq!(cli.overrides.nameserver.len(), 2);
+        assert_eq!(cli.overrides.transport, Some(Transport::Direct));
+        assert!(matches!(
+            cli.command,
+            Command::Check {
+                json: true,
+                service: ServiceSet::Client,
+                ..
+            }
+        ));
+        // Global options may also follow the subcommand.
+        let cli = Cli::try_parse_from(["certwatch", "serve", "--config", "x.toml"]).unwrap();
+        assert_eq!(cli.config.as_deref(), Some(Path::new("x.toml")));
+    }
+
+    #[test]
+    fn tlsa_needs_exactly_one_source() {
+        let base = ["certwatch", "tlsa", "--host", "x.example.org", "--port", "5222"];
+        assert!(Cli::try_parse_from(base).is_err());
+        let mut both = base.to_vec();
+        both.extend(["--cert", "a.pem", "--key", "b.pem"]);
+        assert!(Cli::try_parse_from(both).is_err());
+        let mut one = base.to_vec();
+        one.extend(["--key", "b.pem"]);
+        assert!(Cli::try_parse_from(one).is_ok());
+    }
+
+    #[test]
+    fn overrides_beat_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.toml");
+        std::fs::write(&path, "[probe]\ntransport = \"tor\"\n").unwrap();
+        let cli = Cli::try_parse_from([
+            "certwatch",
+            "--config",
+            path.to_str().unwrap(),
+            "--transport",
+            "socks5",
+            "--socks5",
+            "127.0.0.1:9150",
+            "serve",
+        ])
+        .unwrap();
+        let c = load_config(&cli).unwrap();
+        assert_eq!(c.probe.transport, Transport::Socks5);
+        assert_eq!(c.probe.socks5, "127.0.0.1:9150");
+    }
+}

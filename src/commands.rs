@@ -1,0 +1,283 @@
+//! Chat commands (CONTRACT §2): one type per command, each parsed, run, replied.
+
+use crate::domain::Domain;
+use crate::engine::Engine;
+use crate::report::{Report, Verdict};
+
+/// The longest message body we read as a command.
+pub const MAX_BODY: usize = 1024;
+
+/// The command lines `help` prints and disco advertises.
+pub const HELP_LINES: &[&str] = &[
+    "help",
+    "check DOMAIN",
+    "subscribe DOMAIN",
+    "unsubscribe DOMAIN",
+    "list",
+    "status DOMAIN",
+];
+
+/// A parsed chat command.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Command {
+    /// `help`
+    Help,
+    /// `check DOMAIN`
+    Check(Domain),
+    /// `subscribe DOMAIN`
+    Subscribe(Domain),
+    /// `unsubscribe DOMAIN`
+    Unsubscribe(Domain),
+    /// `list`
+    List,
+    /// `status DOMAIN`
+    Status(Domain),
+}
+
+/// A message that is not a valid command; the reply is one line.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum CommandError {
+    /// Not a command we know.
+    #[error("Unknown command. Send \"help\" for the list of commands.")]
+    Unknown,
+    /// A command without its domain.
+    #[error("Usage: {0} DOMAIN")]
+    MissingDomain(&'static str),
+    /// A command with an extra argument.
+    #[error("Usage: {0}")]
+    Extra(&'static str),
+    /// The domain is not valid.
+    #[error("Not a valid domain: {0}")]
+    BadDomain(String),
+    /// The body is too long to be a command.
+    #[error("Message too long ({0} bytes); send \"help\" for the commands.")]
+    TooLong(usize),
+}
+
+impl Command {
+    /// Parses a message body.
+    pub fn parse(body: &str) -> Result<Command, CommandError> {
+        if body.len() > MAX_BODY {
+            return Err(CommandError::TooLong(body.len()));
+        }
+        let mut words = body.split_whitespace();
+        let verb = words.next().unwrap_or("").to_ascii_lowercase();
+        let arg = words.next();
+        let extra = words.next().is_some();
+        let domain = |name: &'static str| -> Result<Domain, CommandError> {
+            let arg = arg.ok_or(CommandError::MissingDomain(name))?;
+            if extra {
+                return Err(CommandError::Extra(match name {
+                    "check" => "check DOMAIN",
+                    "subscribe" => "subscribe DOMAIN",
+                    "unsubscribe" => "unsubscribe DOMAIN",
+                    _ => "status DOMAIN",
+                }));
+            }
+            Domain::parse(arg).map_err(|e| CommandError::BadDomain(e.to_string()))
+        };
+        let bare = |name: &'static str, cmd: Command| {
+            if arg.is_some() {
+                Err(CommandError::Extra(name))
+            } else {
+                Ok(cmd)
+            }
+        };
+        match verb.as_str() {
+            "help" | "?" => bare("help", Command::Help),
+            "list" => bare("list", Command::List),
+            "check" => Ok(Command::Check(domain("check")?)),
+            "subscribe" => Ok(Command::Subscribe(domain("subscribe")?)),
+            "unsubscribe" => Ok(Command::Unsubscribe(domain("unsubscribe")?)),
+            "status" => Ok(Command::Status(domain("status")?)),
+            _ => Err(CommandError::Unknown),
+        }
+    }
+
+    /// Runs the command for `jid` (a bare JID) and returns the reply text.
+    pub async fn run(self, engine: &Engine, jid: &str) -> String {
+        let result = match self {
+            Command::Help => Ok(help()),
+            Command::Check(d) => check(engine, &d).await,
+            Command::Subscribe(d) => subscribe(engine, &d, jid).await,
+            Command::Unsubscribe(d) => unsubscribe(engine, &d, jid).await,
+            Command::List => list(engine, jid),
+            Command::Status(d) => status(engine, &d),
+        };
+        result.unwrap_or_else(|e| {
+            tracing::warn!(error = %e, "command failed");
+            format!("Sorry, that failed on our side: {e}")
+        })
+    }
+}
+
+fn help() -> String {
+    [
+        "CertWatch checks that XMPP servers present the keys their DNSSEC-signed TLSA records announce, probing over Tor.",
+        "help: this list",
+        "check DOMAIN: check a domain now and tell what to fix",
+        "subscribe DOMAIN: monitor a domain and get an alert when its state changes",
+        "unsubscribe DOMAIN: stop your alerts for a domain",
+        "list: your subscriptions with each domain's last state",
+        "status DOMAIN: the last stored result, without probing",
+    ]
+    .join("\n")
+}
+
+async fn check(engine: &Engine, domain: &Domain) -> Result<String, String> {
+    let report = engine.check_now(domain).await?;
+    Ok(check_reply(&report, engine.component()))
+}
+
+/// The reply to `check`: setup steps, success with how to subscribe, or the alarm.
+pub fn check_reply(report: &Report, component: &str) -> String {
+    let mut out = vec![report.summary()];
+    let d = &report.domain;
+    match report.verdict {
+        Verdict::Ok => {
+            out.push(format!(
+                "To be alerted if this changes, send \"subscribe {d}\", or follow the PubSub node xmpp:{component}?;node={d}"
+            ));
+        }
+        Verdict::Mismatch | Verdict::Bogus => {
+            for e in report.alarming() {
+                let seen = e.spki_sha256.as_deref().unwrap_or("-");
+                out.push(format!(
+                    "{} {}:{} ({}): {}; key seen {}; records: {}",
+                    e.service,
+                    e.host,
+                    e.port,
+                    e.address.map(|a| a.to_string()).unwrap_or_default(),
+                    e.verdict_word(),
+                    seen,
+                    if e.tlsa.is_empty() { "-".into() } else { e.tlsa.join(", ") }
+                ));
+            }
+        }
+        Verdict::Insecure | Verdict::NoTlsa | Verdict::Unreachable => {}
+    }
+    if !report.records_to_add.is_empty() {
+        out.push("Add these lines to the zone:".into());
+        out.extend(report.records_to_add.iter().cloned());
+    }
+    out.extend(report.errors.iter().map(|e| format!("Problem: {e}")));
+    out.extend(report.advice.iter().cloned());
+    out.join("\n")
+}
+
+async fn subscribe(engine: &Engine, domain: &Domain, jid: &str) -> Result<String, String> {
+    if let Some(refusal) = engine.may_subscribe(jid, domain.as_str())? {
+        return Ok(refusal);
+    }
+    let store = engine.store();
+    let fresh = store
+        .subscribe(domain.as_str(), jid)
+        .map_err(|e| e.to_string())?;
+    store.flush().await.map_err(|e| e.to_string())?;
+    engine.wake_monitor();
+    let component = engine.component();
+    Ok(if fresh {
+        format!(
+            "Subscribed to {domain}. You will get a message whenever its state changes; it is being checked now. PubSub: xmpp:{component}?;node={domain}"
+        )
+    } else {
+        format!("You are already subscribed to {domain}.")
+    })
+}
+
+async fn unsubscribe(engine: &Engine, domain: &Domain, jid: &str) -> Result<String, String> {
+    let store = engine.store();
+    let existed = store
+        .unsubscribe(domain.as_str(), jid)
+        .map_err(|e| e.to_string())?;
+    store.flush().await.map_err(|e| e.to_string())?;
+    Ok(if existed {
+        format!("Unsubscribed from {domain}.")
+    } else {
+        format!("You were not subscribed to {domain}.")
+    })
+}
+
+fn list(engine: &Engine, jid: &str) -> Result<String, String> {
+    let store = engine.store();
+    let domains = store.subscriptions_of(jid).map_err(|e| e.to_string())?;
+    if domains.is_empty() {
+        return Ok("You have no subscriptions. Send \"subscribe DOMAIN\" to add one.".into());
+    }
+    let mut lines = vec![format!("Your subscriptions ({}):", domains.len())];
+    for d in domains {
+        let state = store.domain_state(&d).map_err(|e| e.to_string())?;
+        let text = match state.and_then(|s| s.state.map(|v| (v, s.since))) {
+            Some((v, since)) => format!("{d}: {v} since {}", since.unwrap_or_default()),
+            None => format!("{d}: not checked yet"),
+        };
+        lines.push(text);
+    }
+    Ok(lines.join("\n"))
+}
+
+fn status(engine: &Engine, domain: &Domain) -> Result<String, String> {
+    let state = engine
+        .store()
+        .domain_state(domain.as_str())
+        .map_err(|e| e.to_string())?;
+    let Some(report) = state.and_then(|s| s.last_report) else {
+        return Ok(format!(
+            "No stored result for {domain}. Send \"check {domain}\" to check it now."
+        ));
+    };
+    Ok(format!(
+        "{}\nChecked at {} over {}.",
+        report.summary(),
+        report.checked_at,
+        report.transport
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parse_table() {
+        let d = |s: &str| Domain::parse(s).unwrap();
+        let ok = [
+            ("help", Command::Help),
+            ("  HELP ", Command::Help),
+            ("list", Command::List),
+            ("check example.org", Command::Check(d("example.org"))),
+            ("Check Example.ORG.", Command::Check(d("example.org"))),
+            ("subscribe bücher.example", Command::Subscribe(d("xn--bcher-kva.example"))),
+            ("unsubscribe example.org", Command::Unsubscribe(d("example.org"))),
+            ("status example.org", Command::Status(d("example.org"))),
+        ];
+        for (body, want) in ok {
+            assert_eq!(Command::parse(body).unwrap(), want, "{body}");
+        }
+        let long = "x".repeat(MAX_BODY + 1);
+        let err = [
+            ("", CommandError::Unknown),
+            ("hello", CommandError::Unknown),
+            ("check", CommandError::MissingDomain("check")),
+            ("subscribe a.org b.org", CommandError::Extra("subscribe DOMAIN")),
+            ("list everything", CommandError::Extra("list")),
+            (long.as_str(), CommandError::TooLong(MAX_BODY + 1)),
+        ];
+        for (body, want) in err {
+            assert_eq!(Command::parse(body).unwrap_err(), want);
+        }
+        for bad in ["check not_a_domain", "check 192.0.2.1", "status a..b"] {
+            let e = Command::parse(bad).unwrap_err();
+            assert!(matches!(e, CommandError::BadDomain(_)), "{bad}: {e:?}");
+            assert!(!e.to_string().contains('\n'));
+        }
+    }
+
+    #[test]
+    fn help_has_one_line_per_command() {
+        let h = help();
+        for cmd in ["check DOMAIN", "subscribe DOMAIN", "unsubscribe DOMAIN", "list", "status DOMAIN"] {
+            assert!(h.lines().any(|l| l.starts_with(cmd)), "{cmd}");
+        }
+    }
+}

@@ -1,0 +1,317 @@
+//! The configuration file (CONTRACT §5): serde data, one section per subsystem.
+//!
+//! Every key has a default, so an empty file (or no file at all) is a valid
+//! configuration for `check`. Unknown keys are an error that names the key.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+/// The whole configuration.
+#[derive(Clone, Debug, Default, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// The XMPP component link.
+    pub xmpp: XmppConfig,
+    /// DNS resolution and DNSSEC validation.
+    pub dns: DnsConfig,
+    /// How probes reach servers.
+    pub probe: ProbeConfig,
+    /// The monitoring schedule.
+    pub monitor: MonitorConfig,
+    /// Where state lives.
+    pub store: StoreConfig,
+}
+
+/// `[xmpp]`: the XEP-0114 component link.
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct XmppConfig {
+    /// The component's JID.
+    pub component: String,
+    /// The XMPP server's component port.
+    pub server: String,
+    /// The shared secret.
+    pub secret: String,
+    /// A file holding the shared secret (used when `secret` is empty).
+    pub secret_file: String,
+    /// Operator JIDs, told when Tor or DNS keeps failing.
+    pub admins: Vec<String>,
+}
+
+impl Default for XmppConfig {
+    fn default() -> Self {
+        XmppConfig {
+            component: "certwatch.example.org".into(),
+            server: "127.0.0.1:5347".into(),
+            secret: String::new(),
+            secret_file: String::new(),
+            admins: Vec::new(),
+        }
+    }
+}
+
+/// `[dns]`: which resolvers to ask and which keys to trust.
+#[derive(Clone, Debug, Default, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct DnsConfig {
+    /// `IP:PORT` (or bare IP, port 53) of resolvers; empty means the system's.
+    pub nameservers: Vec<String>,
+    /// A file of DNSKEY records to trust; empty means the built-in IANA root keys.
+    pub trust_anchor: String,
+}
+
+/// How a probe reaches a server.
+#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum Transport {
+    /// The embedded arti Tor client.
+    #[default]
+    Tor,
+    /// An existing SOCKS5 proxy, normally a system tor.
+    Socks5,
+    /// A plain TCP connection (no anonymity).
+    Direct,
+}
+
+impl std::str::FromStr for Transport {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "tor" => Ok(Transport::Tor),
+            "socks5" => Ok(Transport::Socks5),
+            "direct" => Ok(Transport::Direct),
+            other => Err(format!(
+                "unknown transport {other:?} (expected tor, socks5 or direct)"
+            )),
+        }
+    }
+}
+
+impl std::fmt::Display for Transport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Transport::Tor => "tor",
+            Transport::Socks5 => "socks5",
+            Transport::Direct => "direct",
+        })
+    }
+}
+
+/// `[probe]`: transport and bounds of one probe.
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct ProbeConfig {
+    /// tor, socks5 or direct.
+    pub transport: Transport,
+    /// The SOCKS5 proxy for `transport = "socks5"`.
+    pub socks5: String,
+    /// An arti TOML file merged over the defaults.
+    pub arti_config: String,
+    /// The upper bound of one probe, connection included.
+    #[serde(with = "humantime_serde")]
+    pub timeout: Duration,
+}
+
+impl Default for ProbeConfig {
+    fn default() -> Self {
+        ProbeConfig {
+            transport: Transport::Tor,
+            socks5: "127.0.0.1:9050".into(),
+            arti_config: String::new(),
+            timeout: Duration::from_secs(60),
+        }
+    }
+}
+
+/// `[monitor]`: how often each domain is probed.
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct MonitorConfig {
+    /// Time between two checks of one domain.
+    #[serde(with = "humantime_serde")]
+    pub interval: Duration,
+    /// Up to this much random delay is added to each interval.
+    #[serde(with = "humantime_serde")]
+    pub jitter: Duration,
+}
+
+impl Default for MonitorConfig {
+    fn default() -> Self {
+        MonitorConfig {
+            interval: Duration::from_secs(3600),
+            jitter: Duration::from_secs(600),
+        }
+    }
+}
+
+/// `[store]`: the sled database.
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct StoreConfig {
+    /// The sled database directory.
+    pub path: String,
+}
+
+impl Default for StoreConfig {
+    fn default() -> Self {
+        StoreConfig {
+            path: "certwatch.db".into(),
+        }
+    }
+}
+
+/// A configuration that could not be used; exit status 78.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The TOML was malformed or had an unknown key or bad value.
+    #[error("config file {path}: {message}")]
+    Parse {
+        /// The file.
+        path: PathBuf,
+        /// toml's message, which names the key and line.
+        message: String,
+    },
+    /// A value parsed but cannot work.
+    #[error("config: {0}")]
+    Invalid(String),
+}
+
+impl Config {
+    /// Reads and parses a configuration file.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        Config::parse(&text).map_err(|message| ConfigError::Parse {
+            path: path.to_owned(),
+            message,
+        })
+    }
+
+    /// Parses configuration text.
+    pub fn parse(text: &str) -> Result<Config, String> {
+        toml::from_str(text).map_err(|e| e.to_string().trim_end().to_owned())
+    }
+
+    /// The nameservers as socket addresses (port 53 when none is given).
+    pub fn nameservers(&self) -> Result<Vec<SocketAddr>, ConfigError> {
+        self.dns
+            .nameservers
+            .iter()
+            .map(|s| parse_nameserver(s).map_err(ConfigError::Invalid))
+            .collect()
+    }
+
+    /// The component secret, from `secret` or `secret_file`.
+    pub fn secret(&self) -> Result<String, ConfigError> {
+        if !self.xmpp.secret.is_empty() {
+            return Ok(self.xmpp.secret.clone());
+        }
+        if self.xmpp.secret_file.is_empty() {
+            return Err(ConfigError::Invalid(
+                "xmpp.secret or xmpp.secret_file must be set for serve".into(),
+            ));
+        }
+        let path = PathBuf::from(&self.xmpp.secret_file);
+        let text = std::fs::read_to_string(&path)
+            .map_err(|source| ConfigError::Read { path, source })?;
+        Ok(text.trim().to_owned())
+    }
+
+    /// Checks what serde cannot: values that parse but cannot work.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        self.nameservers()?;
+        if self.probe.transport == Transport::Socks5 {
+            parse_socket(&self.probe.socks5, "probe.socks5").map_err(ConfigError::Invalid)?;
+        }
+        if self.probe.timeout.is_zero() {
+            return Err(ConfigError::Invalid("probe.timeout must be positive".into()));
+        }
+        if self.monitor.interval < Duration::from_secs(1) {
+            return Err(ConfigError::Invalid(
+                "monitor.interval must be at least 1s".into(),
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// Parses `IP`, `IP:PORT` or `[IPv6]:PORT` into a socket address.
+pub fn parse_nameserver(s: &str) -> Result<SocketAddr, String> {
+    if let Ok(addr) = s.parse::<SocketAddr>() {
+        return Ok(addr);
+    }
+    s.parse::<std::net::IpAddr>()
+        .map(|ip| SocketAddr::new(ip, 53))
+        .map_err(|_| format!("bad nameserver {s:?}: expected IP or IP:PORT"))
+}
+
+/// Parses an `IP:PORT` socket address, naming the key on error.
+pub fn parse_socket(s: &str, key: &str) -> Result<SocketAddr, String> {
+    s.parse::<SocketAddr>()
+        .map_err(|_| format!("bad {key} {s:?}: expected IP:PORT"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn example_config_parses_and_matches_defaults() {
+        let text = include_str!("../certwatch.example.toml");
+        let config = Config::parse(text).expect("example parses");
+        let mut expected = Config::default();
+        expected.xmpp.secret = "change-me".into();
+        assert_eq!(config, expected);
+        config.validate().unwrap();
+    }
+
+    #[test]
+    fn unknown_key_is_named() {
+        let err = Config::parse("[probe]\ntransprt = \"tor\"\n").unwrap_err();
+        assert!(err.contains("transprt"), "{err}");
+        let err = Config::parse("[monitr]\n").unwrap_err();
+        assert!(err.contains("monitr"), "{err}");
+    }
+
+    #[test]
+    fn durations_are_humantime() {
+        let c = Config::parse("[monitor]\ninterval = \"90m\"\njitter = \"30s\"\n").unwrap();
+        assert_eq!(c.monitor.interval, Duration::from_secs(5400));
+        assert_eq!(c.monitor.jitter, Duration::from_secs(30));
+        assert!(Config::parse("[monitor]\ninterval = \"soon\"\n").is_err());
+    }
+
+    #[test]
+    fn bad_values_are_rejected() {
+        let c = Config::parse("[dns]\nnameservers = [\"not-an-ip\"]\n").unwrap();
+        assert!(c.validate().unwrap_err().to_string().contains("not-an-ip"));
+        assert!(Config::parse("[probe]\ntransport = \"carrier-pigeon\"\n").is_err());
+        let c = Config::parse("[probe]\ntransport = \"socks5\"\nsocks5 = \"x\"\n").unwrap();
+        assert!(c.validate().is_err());
+    }
+
+    #[test]
+    fn nameserver_port_defaults_to_53() {
+        assert_eq!(
+            parse_nameserver("127.0.0.1").unwrap(),
+            "127.0.0.1:53".parse().unwrap()
+        );
+        assert_eq!(
+            parse_nameserver("[::1]:5353").unwrap(),
+            "[::1]:5353".parse().unwrap()
+        );
+    }
+}

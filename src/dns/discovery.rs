@@ -1,0 +1,462 @@
+//! Finds every endpoint of a domain and the TLSA records that cover it.
+//!
+//! RFC 6120 §3.2 (SRV, fallback), XEP-0368 (direct TLS services), RFC 7673
+//! (TLSA at `_PORT._tcp.<SRV target>`, only under a secure SRV and secure
+//! addresses), RFC 7671 §7 (CNAME chains, handled by the resolver).
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+
+use serde::Serialize;
+
+use super::{Answer, DnsFailure, Resolver, Security};
+use crate::dane::Tlsa;
+use crate::domain::Domain;
+use crate::probe::session::{Role, TlsMode};
+
+/// Most SRV records used per service: a hostile zone must not fan us out.
+pub const MAX_SRV: usize = 16;
+/// Most addresses probed per target.
+pub const MAX_ADDRESSES: usize = 8;
+
+/// One of the four XMPP SRV services.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+pub enum Service {
+    /// `_xmpp-client._tcp`: c2s with STARTTLS.
+    #[serde(rename = "xmpp-client")]
+    XmppClient,
+    /// `_xmpps-client._tcp`: c2s with direct TLS (XEP-0368).
+    #[serde(rename = "xmpps-client")]
+    XmppsClient,
+    /// `_xmpp-server._tcp`: s2s with STARTTLS.
+    #[serde(rename = "xmpp-server")]
+    XmppServer,
+    /// `_xmpps-server._tcp`: s2s with direct TLS.
+    #[serde(rename = "xmpps-server")]
+    XmppsServer,
+}
+
+impl Service {
+    /// All four, in report order.
+    pub const ALL: [Service; 4] = [
+        Service::XmppClient,
+        Service::XmppsClient,
+        Service::XmppServer,
+        Service::XmppsServer,
+    ];
+
+    /// The service name as in SRV and in the JSON report.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Service::XmppClient => "xmpp-client",
+            Service::XmppsClient => "xmpps-client",
+            Service::XmppServer => "xmpp-server",
+            Service::XmppsServer => "xmpps-server",
+        }
+    }
+
+    /// STARTTLS or direct TLS.
+    pub fn tls(self) -> TlsMode {
+        match self {
+            Service::XmppClient | Service::XmppServer => TlsMode::StartTls,
+            Service::XmppsClient | Service::XmppsServer => TlsMode::Direct,
+        }
+    }
+
+    /// Client-to-server or server-to-server.
+    pub fn role(self) -> Role {
+        match self {
+            Service::XmppClient | Service::XmppsClient => Role::Client,
+            Service::XmppServer | Service::XmppsServer => Role::Server,
+        }
+    }
+
+    /// The port used when no SRV is published (RFC 6120 §3.2.2); direct TLS has none.
+    pub fn fallback_port(self) -> Option<u16> {
+        match self {
+            Service::XmppClient => Some(5222),
+            Service::XmppServer => Some(5269),
+            _ => None,
+        }
+    }
+}
+
+impl std::fmt::Display for Service {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Which services a check covers (`--service`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum ServiceSet {
+    /// c2s only.
+    Client,
+    /// s2s only.
+    Server,
+    /// Both.
+    #[default]
+    All,
+}
+
+impl ServiceSet {
+    /// The services in this set.
+    pub fn services(self) -> Vec<Service> {
+        Service::ALL
+            .into_iter()
+            .filter(|s| match self {
+                ServiceSet::All => true,
+                ServiceSet::Client => s.role() == Role::Client,
+                ServiceSet::Server => s.role() == Role::Server,
+            })
+            .collect()
+    }
+}
+
+/// The TLSA situation of one endpoint, before any probe.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum TlsaState {
+    /// DANE does not apply: the SRV or address records are not secure.
+    NotApplicable {
+        /// The name whose lookup was not secure (the zone to sign is its zone).
+        name: String,
+        /// The weakest link on the way (insecure or indeterminate).
+        security: Security,
+        /// Which lookup was not secure.
+        reason: String,
+    },
+    /// A lookup on the way was bogus.
+    Bogus {
+        /// Which lookup.
+        reason: String,
+    },
+    /// Secure, and there are no TLSA records.
+    Absent,
+    /// TLSA records exist but are not secure (e.g. CNAME into an unsigned zone).
+    InsecureRecords {
+        /// The records seen (not to be trusted).
+        records: Vec<Tlsa>,
+    },
+    /// Secure TLSA records.
+    Present {
+        /// The records.
+        records: Vec<Tlsa>,
+    },
+    /// The TLSA lookup itself failed.
+    Failed(DnsFailure),
+}
+
+/// One place to probe: service + host + port + address + TLS mode.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Endpoint {
+    /// Which SRV service (the fallback counts as its plain service).
+    pub service: Service,
+    /// The SRV target (or the domain itself on fallback).
+    pub host: String,
+    /// The port.
+    pub port: u16,
+    /// The address to connect to; None when the host has none.
+    pub address: Option<IpAddr>,
+    /// The owner name of its TLSA records.
+    pub tlsa_name: String,
+    /// Names a DANE-TA certificate may carry (RFC 7673 §4).
+    pub reference_names: Vec<String>,
+    /// What DNS says about its TLSA records.
+    pub tlsa: TlsaState,
+    /// Why it cannot be probed, when it cannot.
+    pub error: Option<String>,
+}
+
+/// Everything DNS told us about a domain.
+#[derive(Clone, Debug, Default)]
+pub struct Discovery {
+    /// Every endpoint, in service order.
+    pub endpoints: Vec<Endpoint>,
+    /// Services without SRV records that fell back to the domain itself.
+    pub fallbacks: Vec<Service>,
+    /// Services explicitly not offered (SRV target `.`).
+    pub not_offered: Vec<Service>,
+    /// Lookups that failed (resolver trouble), by name.
+    pub failures: Vec<DnsFailure>,
+    /// Something worth telling the admin that is not a verdict.
+    pub notes: Vec<String>,
+}
+
+/// Walks the DNS of one domain.
+pub async fn discover(resolver: &Resolver, domain: &Domain, services: &[Service]) -> Discovery {
+    let mut walk = Walk {
+        resolver,
+        domain,
+        out: Discovery::default(),
+        addresses: HashMap::new(),
+        tlsa: HashMap::new(),
+    };
+    for &service in services {
+        walk.service(service).await;
+    }
+    walk.out
+}
+
+struct Walk<'a> {
+    resolver: &'a Resolver,
+    domain: &'a Domain,
+    out: Discovery,
+    addresses: HashMap<String, Result<Answer<IpAddr>, DnsFailure>>,
+    tlsa: HashMap<String, TlsaState>,
+}
+
+impl Walk<'_> {
+    async fn service(&mut self, service: Service) {
+        let srv_name = format!("_{}._tcp.{}", service.as_str(), self.domain);
+        let srv = match self.resolver.srv(&srv_name).await {
+            Ok(answer) => answer,
+            Err(failure) => {
+                self.out.failures.push(failure);
+                return;
+            }
+        };
+        if srv.records.is_empty() {
+            return self.no_srv(service, srv.security).await;
+        }
+        if srv.records.len() == 1 && srv.records[0].target == "." {
+            self.out.not_offered.push(service);
+            return;
+        }
+        let mut records = srv.records.clone();
+        records.retain(|r| r.target != ".");
+        records.sort_by_key(|r| (r.priority, std::cmp::Reverse(r.weight), r.target.clone()));
+        records.dedup_by(|a, b| a.target == b.target && a.port == b.port);
+        if records.len() > MAX_SRV {
+            self.out.notes.push(format!(
+                "{srv_name} has {} SRV records; only the first {MAX_SRV} were checked",
+                records.len()
+            ));
+            records.truncate(MAX_SRV);
+        }
+        for record in records {
+            let mut names = vec![self.domain.to_string()];
+            if srv.security == Security::Secure && record.target != self.domain.as_str() {
+                names.push(record.target.clone());
+            }
+            let srv_link = Link {
+                name: srv_name.clone(),
+                security: srv.security,
+                what: format!("the SRV record {srv_name}"),
+            };
+            self.target(service, &record.target, record.port, srv_link, names)
+                .await;
+        }
+    }
+
+    /// RFC 6120 §3.2.2: no SRV, so the domain itself on the default port.
+    async fn no_srv(&mut self, service: Service, security: Security) {
+        let Some(port) = service.fallback_port() else {
+            return;
+        };
+        if security == Security::Bogus {
+            // A bogus denial may hide real SRV records; do not guess a fallback.
+            let srv_name = format!("_{}._tcp.{}", service.as_str(), self.domain);
+            self.out.endpoints.push(Endpoint {
+                service,
+                host: self.domain.to_string(),
+                port,
+                address: None,
+                tlsa_name: tlsa_name(port, self.domain.as_str()),
+                reference_names: vec![self.domain.to_string()],
+                tlsa: TlsaState::Bogus {
+                    reason: format!("the denial of {srv_name} is bogus"),
+                },
+                error: None,
+            });
+            return;
+        }
+        self.out.fallbacks.push(service);
+        let host = self.domain.to_string();
+        // Without SRV the names come from the user's input itself, so the
+        // first link is as good as the address records (RFC 7672 §2.2.2 style).
+        let link = Link {
+            name: host.clone(),
+            security: Security::Secure,
+            what: String::new(),
+        };
+        self.target(service, &host, port, link, vec![host.clone()])
+            .await;
+    }
+
+    async fn target(
+        &mut self,
+        service: Service,
+        host: &str,
+        port: u16,
+        srv: Link,
+        reference_names: Vec<String>,
+    ) {
+        let addresses = match self.addresses.get(host) {
+            Some(cached) => cached.clone(),
+            None => {
+                let fresh = self.resolver.addresses(host).await;
+                self.addresses.insert(host.to_owned(), fresh.clone());
+                fresh
+            }
+        };
+        let tlsa_name = tlsa_name(port, host);
+        let template = Endpoint {
+            service,
+            host: host.to_owned(),
+            port,
+            address: None,
+            tlsa_name: tlsa_name.clone(),
+            reference_names,
+            tlsa: TlsaState::Absent,
+            error: None,
+        };
+        let addresses = match addresses {
+            Ok(a) => a,
+            Err(failure) => {
+                let error = failure.to_string();
+                self.out.failures.push(failure.clone());
+                self.out.endpoints.push(Endpoint {
+                    tlsa: TlsaState::Failed(failure),
+                    error: Some(error),
+                    ..template
+                });
+                return;
+            }
+        };
+        let addr_link = Link {
+            name: host.to_owned(),
+            security: addresses.security,
+            what: format!("the address records of {host}"),
+        };
+        let tlsa = self.tlsa_state(&tlsa_name, &srv, &addr_link).await;
+        if addresses.records.is_empty() {
+            let error = if addresses.nxdomain {
+                format!("{host} does not exist")
+            } else {
+                format!("{host} has no A or AAAA records")
+            };
+            self.out.endpoints.push(Endpoint {
+                tlsa,
+                error: Some(error),
+                ..template
+            });
+            return;
+        }
+        let mut list = addresses.records.clone();
+        if list.len() > MAX_ADDRESSES {
+            self.out.notes.push(format!(
+                "{host} has {} addresses; only the first {MAX_ADDRESSES} were checked",
+                list.len()
+            ));
+            list.truncate(MAX_ADDRESSES);
+        }
+        for address in list {
+            self.out.endpoints.push(Endpoint {
+                address: Some(address),
+                tlsa: tlsa.clone(),
+                ..template.clone()
+            });
+        }
+    }
+
+    async fn tlsa_state(&mut self, name: &str, srv: &Link, addresses: &Link) -> TlsaState {
+        for link in [srv, addresses] {
+            match link.security {
+                Security::Secure => {}
+                Security::Bogus => {
+                    return TlsaState::Bogus {
+                        reason: format!("{} failed DNSSEC validation", link.what),
+                    }
+                }
+                other => {
+                    return TlsaState::NotApplicable {
+                        name: link.name.clone(),
+                        security: other,
+                        reason: format!("{}: DNSSEC {other}", link.what),
+                    }
+                }
+            }
+        }
+        if let Some(cached) = self.tlsa.get(name) {
+            return cached.clone();
+        }
+        let state = match self.resolver.tlsa(name).await {
+            Err(failure) => {
+                self.out.failures.push(failure.clone());
+                TlsaState::Failed(failure)
+            }
+            Ok(answer) => match (answer.security, answer.records.is_empty()) {
+                (Security::Bogus, _) => TlsaState::Bogus {
+                    reason: format!("the TLSA records at {name} failed DNSSEC validation"),
+                },
+                (Security::Secure, true) => TlsaState::Absent,
+                (Security::Secure, false) => TlsaState::Present {
+                    records: answer.records,
+                },
+                (_, false) => TlsaState::InsecureRecords {
+                    records: answer.records,
+                },
+                (other, true) => TlsaState::NotApplicable {
+                    name: name.to_owned(),
+                    security: other,
+                    reason: format!("the denial of TLSA at {name} is not secure ({other})"),
+                },
+            },
+        };
+        self.tlsa.insert(name.to_owned(), state.clone());
+        state
+    }
+}
+
+struct Link {
+    name: String,
+    security: Security,
+    what: String,
+}
+
+/// RFC 7673 §3 / RFC 6698 §3: `_PORT._tcp.HOST`.
+pub fn tlsa_name(port: u16, host: &str) -> String {
+    format!("_{port}._tcp.{}", host.trim_end_matches('.'))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rfc7673_tlsa_name_uses_srv_target_and_port() {
+        assert_eq!(
+            tlsa_name(5222, "xmpp.example.org"),
+            "_5222._tcp.xmpp.example.org"
+        );
+        assert_eq!(tlsa_name(5269, "x.example."), "_5269._tcp.x.example");
+    }
+
+    #[test]
+    fn xep0368_services_use_direct_tls_and_have_no_fallback() {
+        let table = [
+            (Service::XmppClient, TlsMode::StartTls, Role::Client, Some(5222)),
+            (Service::XmppsClient, TlsMode::Direct, Role::Client, None),
+            (Service::XmppServer, TlsMode::StartTls, Role::Server, Some(5269)),
+            (Service::XmppsServer, TlsMode::Direct, Role::Server, None),
+        ];
+        for (service, tls, role, port) in table {
+            assert_eq!(service.tls(), tls);
+            assert_eq!(service.role(), role);
+            assert_eq!(service.fallback_port(), port);
+        }
+    }
+
+    #[test]
+    fn service_sets() {
+        assert_eq!(ServiceSet::All.services().len(), 4);
+        assert_eq!(
+            ServiceSet::Client.services(),
+            vec![Service::XmppClient, Service::XmppsClient]
+        );
+        assert_eq!(
+            ServiceSet::Server.services(),
+            vec![Service::XmppServer, Service::XmppsServer]
+        );
+    }
+}

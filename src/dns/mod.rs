@@ -1,0 +1,539 @@
+//! DNS lookups with DNSSEC validated in-process, normalised into [`Answer`]s.
+//!
+//! Every answer, positive or negative, carries one [`Security`] value
+//! computed by hickory's own validator from our trust anchor; an upstream AD
+//! bit is never trusted. This module gathers observations and judges nothing.
+
+pub mod discovery;
+
+use std::net::{IpAddr, SocketAddr};
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use hickory_resolver::config::{
+    ConnectionConfig, NameServerConfig, ResolveHosts, ResolverConfig, ResolverOpts,
+};
+use hickory_resolver::net::runtime::TokioRuntimeProvider;
+use hickory_resolver::net::{DnsError, NetError};
+use hickory_resolver::proto::dnssec::{Proof, TrustAnchors};
+use hickory_resolver::proto::op::ResponseCode;
+use hickory_resolver::proto::rr::{Name, RData, Record, RecordType};
+use hickory_resolver::TokioResolver;
+
+use crate::dane::Tlsa;
+
+/// The DNSSEC status of an answer (RFC 4035 §4.3).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Security {
+    /// Validation failed: an attack or a broken zone.
+    Bogus,
+    /// Could not be determined.
+    Indeterminate,
+    /// Provably unsigned (no DS on the way down).
+    Insecure,
+    /// Validated from the trust anchor.
+    Secure,
+}
+
+impl Security {
+    fn from_proof(proof: Proof) -> Security {
+        match proof {
+            Proof::Secure => Security::Secure,
+            Proof::Insecure => Security::Insecure,
+            Proof::Bogus => Security::Bogus,
+            Proof::Indeterminate => Security::Indeterminate,
+        }
+    }
+
+    /// The weaker of two statuses: a chain is only as secure as its worst link.
+    pub fn and(self, other: Security) -> Security {
+        self.min(other)
+    }
+}
+
+impl std::fmt::Display for Security {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Security::Bogus => "bogus",
+            Security::Indeterminate => "indeterminate",
+            Security::Insecure => "insecure",
+            Security::Secure => "secure",
+        })
+    }
+}
+
+/// The records of one RRset with the proof that qualifies them.
+#[must_use = "an answer's security must be looked at"]
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Answer<T> {
+    /// The records of the asked type (empty for a negative answer).
+    pub records: Vec<T>,
+    /// DNSSEC status of the whole answer, CNAME links included.
+    pub security: Security,
+    /// The names of the CNAME chain that was followed, if any.
+    pub cnames: Vec<String>,
+    /// The name does not exist at all (NXDOMAIN), rather than lacking this type.
+    pub nxdomain: bool,
+}
+
+impl<T> Answer<T> {
+    fn negative(security: Security, nxdomain: bool) -> Self {
+        Answer {
+            records: Vec::new(),
+            security,
+            cnames: Vec::new(),
+            nxdomain,
+        }
+    }
+}
+
+/// An SRV record (RFC 2782).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Srv {
+    /// Lower is preferred.
+    pub priority: u16,
+    /// Load share among equal priorities.
+    pub weight: u16,
+    /// The port.
+    pub port: u16,
+    /// The target host, lowercase, without the trailing dot; `.` means "not offered".
+    pub target: String,
+}
+
+/// A lookup that produced no answer to judge: the operator's problem, or the resolver's.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum DnsFailure {
+    /// The upstream resolver answered SERVFAIL: a validating upstream refuses bogus data this way.
+    #[error("the resolver refused the answer for {name} (SERVFAIL): if it validates DNSSEC, the zone is likely bogus")]
+    ServFail {
+        /// The name asked.
+        name: String,
+    },
+    /// REFUSED or another error code.
+    #[error("the resolver answered {code} for {name}")]
+    Rcode {
+        /// The name asked.
+        name: String,
+        /// The response code.
+        code: String,
+    },
+    /// No resolver answered in time, or none could be reached.
+    #[error("no DNS answer for {name}: {detail}")]
+    Unavailable {
+        /// The name asked.
+        name: String,
+        /// What went wrong.
+        detail: String,
+    },
+    /// The name itself is not valid for DNS.
+    #[error("bad DNS name {name}: {detail}")]
+    BadName {
+        /// The name.
+        name: String,
+        /// Why.
+        detail: String,
+    },
+}
+
+/// Which resolvers and keys to use.
+#[derive(Clone, Debug, Default)]
+pub struct ResolverSettings {
+    /// Explicit resolvers; empty means the system's.
+    pub nameservers: Vec<SocketAddr>,
+    /// A file of DNSKEY records; None means the built-in IANA root keys.
+    pub trust_anchor: Option<std::path::PathBuf>,
+    /// Per-query timeout.
+    pub timeout: Option<Duration>,
+}
+
+/// Why a resolver could not be built: a configuration error (exit 78).
+#[derive(Debug, thiserror::Error)]
+pub enum ResolverSetupError {
+    /// The trust anchor file did not parse.
+    #[error("cannot read trust anchor {path}: {detail}")]
+    TrustAnchor {
+        /// The file.
+        path: String,
+        /// Why.
+        detail: String,
+    },
+    /// The system resolver configuration could not be read.
+    #[error("cannot read the system resolver configuration: {0}")]
+    System(String),
+    /// hickory refused the configuration.
+    #[error("cannot build the resolver: {0}")]
+    Build(String),
+}
+
+/// A validating stub resolver.
+#[derive(Clone)]
+pub struct Resolver {
+    inner: TokioResolver,
+}
+
+impl Resolver {
+    /// Builds a resolver that validates DNSSEC itself from the given trust anchor.
+    pub fn new(settings: &ResolverSettings) -> Result<Resolver, ResolverSetupError> {
+        let anchors = match &settings.trust_anchor {
+            Some(path) => load_trust_anchor(path)?,
+            None => TrustAnchors::default(),
+        };
+        let mut builder = if settings.nameservers.is_empty() {
+            TokioResolver::builder_tokio().map_err(|e| ResolverSetupError::System(e.to_string()))?
+        } else {
+            let servers = settings
+                .nameservers
+                .iter()
+                .map(|addr| name_server(*addr))
+                .collect();
+            TokioResolver::builder_with_config(
+                ResolverConfig::from_parts(None, vec![], servers),
+                TokioRuntimeProvider::default(),
+            )
+        };
+        let opts: &mut ResolverOpts = builder.options_mut();
+        opts.validate = true;
+        opts.use_hosts_file = ResolveHosts::Never;
+        opts.ndots = 0;
+        opts.attempts = 2;
+        opts.timeout = settings.timeout.unwrap_or(Duration::from_secs(5));
+        opts.edns0 = true;
+        let inner = builder
+            .with_trust_anchor(Arc::new(anchors))
+            .build()
+            .map_err(|e| ResolverSetupError::Build(e.to_string()))?;
+        Ok(Resolver { inner })
+    }
+
+    /// SRV records at `name`.
+    pub async fn srv(&self, name: &str) -> Result<Answer<Srv>, DnsFailure> {
+        self.lookup(name, RecordType::SRV, |data| match data {
+            RData::SRV(srv) => Some(Srv {
+                priority: srv.priority,
+                weight: srv.weight,
+                port: srv.port,
+                target: name_to_string(&srv.target),
+            }),
+            _ => None,
+        })
+        .await
+    }
+
+    /// A and AAAA records of `host`, with the weaker security of the two lookups.
+    pub async fn addresses(&self, host: &str) -> Result<Answer<IpAddr>, DnsFailure> {
+        let (v4, v6) = tokio::join!(
+            self.lookup(host, RecordType::A, |data| match data {
+                RData::A(a) => Some(IpAddr::V4(a.0)),
+                _ => None,
+            }),
+            self.lookup(host, RecordType::AAAA, |data| match data {
+                RData::AAAA(a) => Some(IpAddr::V6(a.0)),
+                _ => None,
+            }),
+        );
+        let (v4, v6) = match (v4, v6) {
+            (Err(e), _) | (_, Err(e)) => return Err(e),
+            (Ok(a), Ok(b)) => (a, b),
+        };
+        let mut records = v4.records;
+        records.extend(v6.records);
+        let mut cnames = v4.cnames;
+        for c in v6.cnames {
+            if !cnames.contains(&c) {
+                cnames.push(c);
+            }
+        }
+        Ok(Answer {
+            records,
+            security: v4.security.and(v6.security),
+            cnames,
+            nxdomain: v4.nxdomain && v6.nxdomain,
+        })
+    }
+
+    /// TLSA records at `name`, following a CNAME chain (RFC 7671 §7).
+    pub async fn tlsa(&self, name: &str) -> Result<Answer<Tlsa>, DnsFailure> {
+        self.lookup(name, RecordType::TLSA, |data| match data {
+            RData::TLSA(t) => Some(Tlsa {
+                usage: u8::from(t.cert_usage),
+                selector: u8::from(t.selector),
+                matching: u8::from(t.matching),
+                data: t.cert_data.clone(),
+            }),
+            _ => None,
+        })
+        .await
+    }
+
+    /// Whether `name` has records of `rtype` (for DS/DNSKEY/SOA probing in advice).
+    pub async fn exists(&self, name: &str, rtype: RecordType) -> Result<Answer<()>, DnsFailure> {
+        self.lookup(name, rtype, |data| (data.record_type() == rtype).then_some(()))
+            .await
+    }
+
+    /// The zone apex that holds `name`, from the SOA in the answer or authority section.
+    pub async fn zone_of(&self, name: &str) -> Result<Option<String>, DnsFailure> {
+        let qname = parse_name(name)?;
+        match self.inner.lookup(qname, RecordType::SOA).await {
+            Ok(lookup) => Ok(lookup
+                .answers()
+                .iter()
+                .chain(lookup.authorities())
+                .find(|r| r.record_type() == RecordType::SOA)
+                .map(|r| name_to_string(&r.name))),
+            Err(NetError::Dns(DnsError::NoRecordsFound(nr))) => Ok(nr
+                .soa
+                .as_ref()
+                .map(|soa| name_to_string(&soa.name))
+                .or_else(|| {
+                    nr.authorities.as_ref().and_then(|a| {
+                        a.iter()
+                            .find(|r| r.record_type() == RecordType::SOA)
+                            .map(|r| name_to_string(&r.name))
+                    })
+                })),
+            Err(NetError::Dns(DnsError::Nsec { response, .. })) => Ok(response
+                .authorities
+                .iter()
+                .find(|r| r.record_type() == RecordType::SOA)
+                .map(|r| name_to_string(&r.name))),
+            Err(e) => Err(failure(name, e)),
+        }
+    }
+
+    async fn lookup<T>(
+        &self,
+        name: &str,
+        rtype: RecordType,
+        extract: impl Fn(&RData) -> Option<T>,
+    ) -> Result<Answer<T>, DnsFailure> {
+        let qname = parse_name(name)?;
+        let result = self.inner.lookup(qname, rtype).await;
+        let answer = match result {
+            Ok(lookup) => positive(lookup.answers(), rtype, &extract),
+            Err(e) => negative(name, e)?,
+        };
+        if answer.security == Security::Bogus && !answer.cnames.is_empty() {
+            // hickory marks a valid CNAME answer bogus when an NSEC3 record rides in
+            // the authority section, as resolvers with QNAME minimisation send; so
+            // validate each link of the chain on its own before believing it.
+            return self.revalidate_chain(name, rtype, &answer, &extract).await;
+        }
+        Ok(answer)
+    }
+
+    /// Re-checks a bogus CNAME answer one link at a time.
+    async fn revalidate_chain<T>(
+        &self,
+        name: &str,
+        rtype: RecordType,
+        bogus: &Answer<T>,
+        extract: &impl Fn(&RData) -> Option<T>,
+    ) -> Result<Answer<T>, DnsFailure> {
+        let mut security = Security::Secure;
+        let mut owner = name.trim_end_matches('.').to_ascii_lowercase();
+        let mut cnames = Vec::new();
+        // A chain is bounded by what the first answer showed (and 8 links at most).
+        for _ in 0..bogus.cnames.len().min(8) {
+            let qname = parse_name(&owner)?;
+            let step = match self.inner.lookup(qname, RecordType::CNAME).await {
+                Ok(lookup) => lookup
+                    .answers()
+                    .iter()
+                    .find_map(|r| match &r.data {
+                        RData::CNAME(c) if name_to_string(&r.name) == owner => {
+                            Some((name_to_string(&c.0), Security::from_proof(r.proof)))
+                        }
+                        _ => None,
+                    }),
+                Err(e) => {
+                    // No CNAME here: the chain ends, whatever its proof says.
+                    let _end_of_chain: Answer<()> = negative(&owner, e)?;
+                    None
+                }
+            };
+            let Some((target, link_security)) = step else {
+                break;
+            };
+            security = security.and(link_security);
+            cnames.push(target.clone());
+            owner = target;
+        }
+        let qname = parse_name(&owner)?;
+        let mut last = match self.inner.lookup(qname, rtype).await {
+            Ok(lookup) => positive(lookup.answers(), rtype, extract),
+            Err(e) => negative(&owner, e)?,
+        };
+        if !last.cnames.is_empty() {
+            // The chain grew between our lookups: do not guess, keep the bogus verdict.
+            last.security = Security::Bogus;
+        }
+        Ok(Answer {
+            records: last.records,
+            security: security.and(last.security),
+            cnames,
+            nxdomain: last.nxdomain,
+        })
+    }
+}
+
+fn positive<T>(
+    records: &[Record],
+    rtype: RecordType,
+    extract: &impl Fn(&RData) -> Option<T>,
+) -> Answer<T> {
+    let mut security = Security::Secure;
+    let mut out = Vec::new();
+    let mut cnames = Vec::new();
+    let mut relevant = 0usize;
+    for record in records {
+        let t = record.record_type();
+        if t == rtype {
+            if let Some(v) = extract(&record.data) {
+                out.push(v);
+            }
+        } else if t == RecordType::CNAME {
+            if let RData::CNAME(c) = &record.data {
+                cnames.push(name_to_string(&c.0));
+            }
+        } else {
+            continue;
+        }
+        relevant += 1;
+        security = security.and(Security::from_proof(record.proof));
+    }
+    if relevant == 0 {
+        security = Security::Indeterminate;
+    }
+    Answer {
+        records: out,
+        security,
+        cnames,
+        nxdomain: false,
+    }
+}
+
+fn negative<T>(name: &str, err: NetError) -> Result<Answer<T>, DnsFailure> {
+    match err {
+        NetError::Dns(DnsError::NoRecordsFound(nr)) => {
+            let nxdomain = nr.response_code == ResponseCode::NXDomain;
+            let proofs: Vec<Security> = nr
+                .authorities
+                .iter()
+                .flat_map(|a| a.iter())
+                .map(|r| Security::from_proof(r.proof))
+                .chain(nr.soa.iter().map(|soa| Security::from_proof(soa.proof)))
+                .collect();
+            let security = proofs
+                .into_iter()
+                .reduce(Security::and)
+                .unwrap_or(Security::Indeterminate);
+            Ok(Answer::negative(security, nxdomain))
+        }
+        NetError::Dns(DnsError::Nsec {
+            proof, response, ..
+        }) => Ok(Answer::negative(
+            Security::from_proof(proof),
+            response.response_code == ResponseCode::NXDomain,
+        )),
+        NetError::Dns(DnsError::DnssecBogus) => Ok(Answer::negative(Security::Bogus, false)),
+        other => Err(failure(name, other)),
+    }
+}
+
+fn failure(name: &str, err: NetError) -> DnsFailure {
+    let name = name.to_owned();
+    match err {
+        NetError::Dns(DnsError::ResponseCode(ResponseCode::ServFail)) => DnsFailure::ServFail { name },
+        NetError::Dns(DnsError::ResponseCode(code)) => DnsFailure::Rcode {
+            name,
+            code: code.to_string(),
+        },
+        other => DnsFailure::Unavailable {
+            name,
+            detail: other.to_string(),
+        },
+    }
+}
+
+fn parse_name(name: &str) -> Result<Name, DnsFailure> {
+    let fqdn = if name.ends_with('.') {
+        name.to_owned()
+    } else {
+        format!("{name}.")
+    };
+    Name::from_ascii(&fqdn).map_err(|e| DnsFailure::BadName {
+        name: name.to_owned(),
+        detail: e.to_string(),
+    })
+}
+
+/// Lowercase, without the trailing dot; the root stays `.`.
+pub fn name_to_string(name: &Name) -> String {
+    let s = name.to_ascii().to_ascii_lowercase();
+    if s == "." {
+        s
+    } else {
+        s.trim_end_matches('.').to_owned()
+    }
+}
+
+fn name_server(addr: SocketAddr) -> NameServerConfig {
+    let mut udp = ConnectionConfig::udp();
+    udp.port = addr.port();
+    let mut tcp = ConnectionConfig::tcp();
+    tcp.port = addr.port();
+    NameServerConfig::new(addr.ip(), true, vec![udp, tcp])
+}
+
+fn load_trust_anchor(path: &Path) -> Result<TrustAnchors, ResolverSetupError> {
+    let err = |detail: String| ResolverSetupError::TrustAnchor {
+        path: path.display().to_string(),
+        detail,
+    };
+    let meta = std::fs::metadata(path).map_err(|e| err(e.to_string()))?;
+    // Bounded: a trust anchor is a handful of keys.
+    if meta.len() > 1 << 20 {
+        return Err(err("larger than 1 MiB".into()));
+    }
+    let anchors = TrustAnchors::from_file(path).map_err(|e| err(e.to_string()))?;
+    if anchors.is_empty() {
+        return Err(err("no DNSKEY records in it".into()));
+    }
+    Ok(anchors)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn security_and_takes_the_weaker() {
+        use Security::*;
+        assert_eq!(Secure.and(Insecure), Insecure);
+        assert_eq!(Insecure.and(Bogus), Bogus);
+        assert_eq!(Secure.and(Secure), Secure);
+        assert_eq!(Indeterminate.and(Secure), Indeterminate);
+        assert_eq!(Bogus.and(Indeterminate), Bogus);
+    }
+
+    #[test]
+    fn names_are_lowercase_without_dot() {
+        let n = Name::from_ascii("XMPP.Example.ORG.").unwrap();
+        assert_eq!(name_to_string(&n), "xmpp.example.org");
+        assert_eq!(name_to_string(&Name::root()), ".");
+    }
+
+    #[test]
+    fn bad_trust_anchor_file_is_a_setup_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("anchor.key");
+        std::fs::write(&path, "this is not a DNSKEY\n").unwrap();
+        let err = load_trust_anchor(&path).err().expect("must fail");
+        assert!(err.to_string().contains("anchor.key"), "{err}");
+        let err = load_trust_anchor(&dir.path().join("missing")).err().unwrap();
+        assert!(err.to_string().contains("missing"), "{err}");
+    }
+}

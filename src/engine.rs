@@ -1,0 +1,325 @@
+//! The running service's shared core: store, checker, limits, wake-ups.
+
+use std::collections::{HashMap, VecDeque};
+use std::path::PathBuf;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use tokio::sync::{Notify, Semaphore};
+use tokio::time::Instant;
+
+use crate::check::{Checker, Health};
+use crate::config::{Config, ConfigError};
+use crate::dns::discovery::ServiceSet;
+use crate::dns::Resolver;
+use crate::domain::Domain;
+use crate::probe::transport::TorDirs;
+use crate::probe::Prober;
+use crate::report::{now_rfc3339, Report};
+use crate::store::{Delivery, Sink, Store};
+
+/// Commands one JID may send per minute.
+pub const COMMANDS_PER_MINUTE: usize = 20;
+/// Fresh checks one JID may ask for per hour.
+pub const CHECKS_PER_HOUR: usize = 30;
+/// Domains one JID may subscribe to.
+pub const DOMAINS_PER_JID: usize = 50;
+/// Domains monitored in all.
+pub const MAX_DOMAINS: usize = 20_000;
+/// Chat checks running at once.
+pub const CHAT_CHECKS: usize = 4;
+/// Failing checks (Tor or DNS on our side) before the operators are told.
+pub const ADMIN_AFTER: u32 = 3;
+/// The most JIDs the rate limiter remembers (older ones are forgotten).
+const LIMITER_JIDS: usize = 10_000;
+
+/// The bot's own health, as stored.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SelfHealth {
+    /// Consecutive checks that failed on our side.
+    pub failures: u32,
+    /// When the failures began.
+    pub failing_since: Option<String>,
+    /// The last failure.
+    pub last_error: Option<String>,
+    /// Whether the operators were told.
+    pub alerted: bool,
+}
+
+/// Shared by the component, the commands, the monitor and the deliverer.
+pub struct Engine {
+    store: Store,
+    config: Config,
+    resolver: Resolver,
+    tor_dirs: TorDirs,
+    checker: tokio::sync::Mutex<Option<Checker>>,
+    monitor_wake: Notify,
+    outbox_wake: Notify,
+    chat_checks: Semaphore,
+    limiter: Mutex<Limiter>,
+}
+
+impl Engine {
+    /// Builds the engine; the transport starts lazily at the first check.
+    pub fn new(config: Config, store: Store) -> Result<Engine, ConfigError> {
+        let resolver = crate::cli::resolver(&config)?;
+        let base = PathBuf::from(format!("{}-arti", config.store.path));
+        Ok(Engine {
+            store,
+            resolver,
+            tor_dirs: TorDirs {
+                state: base.join("state"),
+                cache: base.join("cache"),
+            },
+            config,
+            checker: tokio::sync::Mutex::new(None),
+            monitor_wake: Notify::new(),
+            outbox_wake: Notify::new(),
+            chat_checks: Semaphore::new(CHAT_CHECKS),
+            limiter: Mutex::new(Limiter::default()),
+        })
+    }
+
+    /// The store.
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// The component's JID.
+    pub fn component(&self) -> &str {
+        &self.config.xmpp.component
+    }
+
+    /// The checker, starting the transport on first use (and again after a failure).
+    async fn checker(&self) -> Result<Checker, String> {
+        let mut slot = self.checker.lock().await;
+        if let Some(c) = slot.as_ref() {
+            return Ok(c.clone());
+        }
+        let connector = crate::cli::connector(&self.config, Some(&self.tor_dirs))
+            .await
+            .map_err(|e| e.to_string())?;
+        let from = Some(self.config.xmpp.component.clone());
+        let prober = Prober::new(connector, self.config.probe.timeout, from);
+        let checker = Checker::new(self.resolver.clone(), prober);
+        *slot = Some(checker.clone());
+        Ok(checker)
+    }
+
+    /// A full check, as the monitor runs it.
+    pub async fn run_check(&self, domain: &Domain) -> Result<(Report, Health), String> {
+        let checker = self.checker().await?;
+        Ok(checker.check(domain, ServiceSet::All).await)
+    }
+
+    /// A check asked for by chat: bounded in number, stored if the domain is monitored.
+    pub async fn check_now(&self, domain: &Domain) -> Result<Report, String> {
+        let _permit = self
+            .chat_checks
+            .acquire()
+            .await
+            .map_err(|_| "shutting down".to_string())?;
+        let (report, health) = self.run_check(domain).await?;
+        self.note_health(&health, None).await;
+        self.store
+            .put_last_report(domain.as_str(), &report)
+            .map_err(|e| e.to_string())?;
+        Ok(report)
+    }
+
+    /// Records whether a check failed on our side, and tells the operators once.
+    pub async fn note_health(&self, health: &Health, setup_error: Option<&str>) {
+        let failed = setup_error.is_some()
+            || (health.probes > 0 && health.transport_failures == health.probes)
+            || health.dns_failures > 0;
+        let mut h: SelfHealth = self.store.meta("health").ok().flatten().unwrap_or_default();
+        let mut notify = None;
+        if failed {
+            h.failures = h.failures.saturating_add(1);
+            h.failing_since.get_or_insert_with(now_rfc3339);
+            h.last_error = Some(
+                setup_error
+                    .map(str::to_owned)
+                    .unwrap_or_else(|| describe(health)),
+            );
+            if h.failures >= ADMIN_AFTER && !h.alerted {
+                h.alerted = true;
+                notify = Some(format!(
+                    "CertWatch operator alert: Tor or DNS has been failing since {} ({} checks in a row). Last error: {}. Subscribers are not alerted for this; checks resume when it recovers.",
+                    h.failing_since.as_deref().unwrap_or("?"),
+                    h.failures,
+                    h.last_error.as_deref().unwrap_or("?")
+                ));
+            }
+        } else if health.probes > 0 || health.dns_failures == 0 {
+            if h.alerted {
+                notify = Some(format!(
+                    "CertWatch operator notice: Tor and DNS work again (failing since {}).",
+                    h.failing_since.as_deref().unwrap_or("?")
+                ));
+            }
+            h = SelfHealth::default();
+        }
+        if failed {
+            tracing::warn!(failures = h.failures, error = ?h.last_error, "check failed on our side");
+        }
+        if let Some(text) = notify {
+            let now = now_rfc3339();
+            let deliveries: Vec<Delivery> = self
+                .config
+                .xmpp
+                .admins
+                .iter()
+                .map(|admin| Delivery {
+                    alert_id: format!("health-{now}"),
+                    sink: Sink::Chat(admin.clone()),
+                    title: text.clone(),
+                    content: text.clone(),
+                    updated: now.clone(),
+                })
+                .collect();
+            if let Err(e) = self.store.enqueue(&deliveries) {
+                tracing::warn!(error = %e, "cannot queue operator alert");
+            }
+            self.wake_outbox();
+        }
+        if let Err(e) = self.store.put_meta("health", &h) {
+            tracing::warn!(error = %e, "cannot store health");
+        }
+    }
+
+    /// Whether `jid` may subscribe to one more domain; Some(reason) when not.
+    pub fn may_subscribe(&self, jid: &str, domain: &str) -> Result<Option<String>, String> {
+        let mine = self.store.subscriptions_of(jid).map_err(|e| e.to_string())?;
+        if mine.iter().any(|d| d == domain) {
+            return Ok(None);
+        }
+        if mine.len() >= DOMAINS_PER_JID {
+            return Ok(Some(format!(
+                "You already follow {DOMAINS_PER_JID} domains, the most one account may; unsubscribe from one first."
+            )));
+        }
+        let monitored = self.store.monitored().map_err(|e| e.to_string())?;
+        if monitored.len() >= MAX_DOMAINS && !monitored.iter().any(|d| d == domain) {
+            return Ok(Some(
+                "This CertWatch monitors as many domains as it can; try again later.".into(),
+            ));
+        }
+        Ok(None)
+    }
+
+    /// Counts a command from `jid`; Some(reason) when over its rate.
+    pub fn allow_command(&self, jid: &str, is_check: bool) -> Option<String> {
+        let mut l = self.limiter.lock().expect("limiter lock");
+        l.allow(jid, is_check, Instant::now())
+    }
+
+    /// Makes the monitor look for new domains now.
+    pub fn wake_monitor(&self) {
+        self.monitor_wake.notify_one();
+    }
+
+    /// Waits for a monitor wake-up.
+    pub async fn monitor_woken(&self) {
+        self.monitor_wake.notified().await
+    }
+
+    /// Makes the deliverer look at the outbox now.
+    pub fn wake_outbox(&self) {
+        self.outbox_wake.notify_one();
+    }
+
+    /// Waits for an outbox wake-up.
+    pub async fn outbox_woken(&self) {
+        self.outbox_wake.notified().await
+    }
+}
+
+fn describe(h: &Health) -> String {
+    if h.dns_failures > 0 {
+        format!("{} DNS lookups got no answer", h.dns_failures)
+    } else {
+        format!("{} of {} probes failed in the transport", h.transport_failures, h.probes)
+    }
+}
+
+/// Sliding-window rate limits per JID.
+#[derive(Default)]
+struct Limiter {
+    commands: HashMap<String, VecDeque<Instant>>,
+    checks: HashMap<String, VecDeque<Instant>>,
+}
+
+impl Limiter {
+    fn allow(&mut self, jid: &str, is_check: bool, now: Instant) -> Option<String> {
+        if self.commands.len() > LIMITER_JIDS {
+            self.commands.clear();
+            self.checks.clear();
+        }
+        if !window(&mut self.commands, jid, now, Duration::from_secs(60), COMMANDS_PER_MINUTE) {
+            return Some("Too many commands; wait a minute.".into());
+        }
+        if is_check
+            && !window(&mut self.checks, jid, now, Duration::from_secs(3600), CHECKS_PER_HOUR)
+        {
+            return Some(format!(
+                "You asked for {CHECKS_PER_HOUR} checks this hour, the most allowed; \"status DOMAIN\" shows stored results."
+            ));
+        }
+        None
+    }
+}
+
+fn window(
+    map: &mut HashMap<String, VecDeque<Instant>>,
+    jid: &str,
+    now: Instant,
+    span: Duration,
+    max: usize,
+) -> bool {
+    let q = map.entry(jid.to_owned()).or_default();
+    while q.front().is_some_and(|t| now.duration_since(*t) >= span) {
+        q.pop_front();
+    }
+    if q.len() >= max {
+        return false;
+    }
+    q.push_back(now);
+    true
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn rate_limits_per_jid_with_moving_time() {
+        let mut l = Limiter::default();
+        let t0 = Instant::now();
+        for _ in 0..COMMANDS_PER_MINUTE {
+            assert!(l.allow("a@x", false, t0).is_none());
+        }
+        assert!(l.allow("a@x", false, t0).is_some());
+        assert!(l.allow("b@x", false, t0).is_none(), "other JIDs are not affected");
+        tokio::time::advance(Duration::from_secs(61)).await;
+        assert!(l.allow("a@x", false, Instant::now()).is_none());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn check_limit_is_hourly() {
+        let mut l = Limiter::default();
+        let mut t = Instant::now();
+        for _ in 0..CHECKS_PER_HOUR {
+            assert!(l.allow("a@x", true, t).is_none());
+            t += Duration::from_secs(61);
+        }
+        assert!(l.allow("a@x", true, t).is_some());
+        assert!(l.allow("a@x", false, t).is_none(), "other commands still work");
+    }
+}

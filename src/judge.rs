@@ -1,0 +1,225 @@
+//! Turns what DNS and one probe observed into an endpoint verdict. Pure.
+
+use std::time::SystemTime;
+
+use crate::dane::{self, MatchContext, MatchOutcome};
+use crate::dns::discovery::{Endpoint, TlsaState};
+use crate::probe::tls::TlsObservation;
+use crate::probe::ProbeError;
+use crate::report::{EndpointReport, EndpointVerdict};
+
+/// What a probe of one endpoint gave, if one was made.
+#[derive(Clone, Debug)]
+pub enum Probed {
+    /// Not probed (no address, or DNS already decided).
+    Skipped,
+    /// A handshake happened.
+    Observed(TlsObservation),
+    /// The probe failed.
+    Failed(ProbeError),
+}
+
+/// The verdict for one endpoint.
+pub fn judge(endpoint: &Endpoint, probed: &Probed, now: SystemTime) -> EndpointReport {
+    let mut report = EndpointReport {
+        service: endpoint.service.as_str().into(),
+        host: endpoint.host.clone(),
+        port: endpoint.port,
+        address: endpoint.address,
+        tls: match endpoint.service.tls() {
+            crate::probe::session::TlsMode::StartTls => "starttls".into(),
+            crate::probe::session::TlsMode::Direct => "direct".into(),
+        },
+        verdict: EndpointVerdict::Unreachable,
+        tlsa: Vec::new(),
+        spki_sha256: None,
+        cert_sha256: None,
+        matched: None,
+        error: endpoint.error.clone(),
+        tlsa_name: endpoint.tlsa_name.clone(),
+        tls_version: None,
+        cipher: None,
+        notes: Vec::new(),
+    };
+    if let Probed::Observed(obs) = probed {
+        report.tls_version = Some(obs.version.clone());
+        report.cipher = Some(obs.cipher.clone());
+        if let Some(leaf) = obs.chain.first() {
+            report.cert_sha256 = Some(hex::encode(dane::cert_sha256(leaf)));
+            match dane::spki_sha256(leaf) {
+                Ok(d) => report.spki_sha256 = Some(hex::encode(d)),
+                Err(e) => report.notes.push(format!("the presented certificate is malformed: {e}")),
+            }
+        }
+    }
+    let failure = match probed {
+        Probed::Failed(e) => Some(e),
+        _ => None,
+    };
+    report.verdict = match &endpoint.tlsa {
+        TlsaState::Bogus { reason } => {
+            report.notes.push(reason.clone());
+            EndpointVerdict::Bogus
+        }
+        TlsaState::Failed(f) => {
+            report.error.get_or_insert_with(|| f.to_string());
+            EndpointVerdict::Unreachable
+        }
+        TlsaState::NotApplicable { reason, .. } => {
+            report.notes.push(format!("DANE does not apply: {reason}"));
+            EndpointVerdict::Insecure
+        }
+        TlsaState::InsecureRecords { records } => {
+            report.tlsa = records.iter().map(|r| r.to_string()).collect();
+            report.notes.push(format!(
+                "the TLSA records at {} are not DNSSEC-secure (for example a CNAME into an unsigned zone), so they protect nothing",
+                endpoint.tlsa_name
+            ));
+            EndpointVerdict::Insecure
+        }
+        TlsaState::Absent => EndpointVerdict::NoTlsa,
+        TlsaState::Present { records } => {
+            report.tlsa = records.iter().map(|r| r.to_string()).collect();
+            match probed {
+                Probed::Observed(obs) => {
+                    let ctx = MatchContext {
+                        chain: &obs.chain,
+                        reference_names: &endpoint.reference_names,
+                        now,
+                        pkix_roots: None,
+                    };
+                    match dane::match_chain(records, &ctx) {
+                        MatchOutcome::Matched { record } => {
+                            report.matched = Some(record.to_string());
+                            EndpointVerdict::Match
+                        }
+                        MatchOutcome::NoMatch { notes } => {
+                            report.notes.extend(notes);
+                            EndpointVerdict::Mismatch
+                        }
+                        MatchOutcome::NoUsableRecords { notes } => {
+                            report.notes.extend(notes);
+                            report
+                                .notes
+                                .push("no TLSA record is usable (RFC 7671 §4.1)".into());
+                            EndpointVerdict::NoTlsa
+                        }
+                        MatchOutcome::MalformedChain { error } => {
+                            report.notes.push(format!(
+                                "the server presented a certificate that cannot be parsed: {error}"
+                            ));
+                            EndpointVerdict::Mismatch
+                        }
+                    }
+                }
+                Probed::Failed(e) if e.is_starttls_missing() => {
+                    report.error = Some(e.to_string());
+                    EndpointVerdict::StarttlsMissing
+                }
+                Probed::Failed(_) | Probed::Skipped => EndpointVerdict::Unreachable,
+            }
+        }
+    };
+    if let Some(e) = failure {
+        report.error.get_or_insert_with(|| e.to_string());
+        if report.verdict == EndpointVerdict::NoTlsa || report.verdict == EndpointVerdict::Insecure
+        {
+            // Still a finding about DNS; the failed probe only means no key to suggest.
+            report.notes.push(format!("probe failed: {e}"));
+        }
+    }
+    report
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::dane::Tlsa;
+    use crate::dns::discovery::Service;
+    use crate::probe::session::ProbeFailure;
+
+    fn cert() -> Vec<u8> {
+        let key = rcgen::KeyPair::generate().unwrap();
+        let params = rcgen::CertificateParams::new(vec!["xmpp.example.org".into()]).unwrap();
+        params.self_signed(&key).unwrap().der().to_vec()
+    }
+
+    fn endpoint(tlsa: TlsaState) -> Endpoint {
+        Endpoint {
+            service: Service::XmppClient,
+            host: "xmpp.example.org".into(),
+            port: 5222,
+            address: Some("192.0.2.1".parse().unwrap()),
+            tlsa_name: "_5222._tcp.xmpp.example.org".into(),
+            reference_names: vec!["example.org".into(), "xmpp.example.org".into()],
+            tlsa,
+            error: None,
+        }
+    }
+
+    fn observed(der: &[u8]) -> Probed {
+        Probed::Observed(TlsObservation {
+            chain: vec![der.to_vec()],
+            version: "TLSv1.3".into(),
+            cipher: "TLS13_AES_128_GCM_SHA256".into(),
+            alpn: None,
+        })
+    }
+
+    #[test]
+    fn verdict_table() {
+        let der = cert();
+        let other = cert();
+        let good = dane::record_for(&der, 3, 1, 1).unwrap();
+        let bad = dane::record_for(&other, 3, 1, 1).unwrap();
+        let present = |r: &Tlsa| TlsaState::Present {
+            records: vec![r.clone()],
+        };
+        let no_starttls = Probed::Failed(ProbeError::Session(ProbeFailure::StartTlsMissing));
+        let refused = Probed::Failed(ProbeError::Connect(
+            crate::probe::transport::ConnectFailure::Remote("connection refused".into()),
+        ));
+        let table = vec![
+            (present(&good), observed(&der), EndpointVerdict::Match),
+            (present(&bad), observed(&der), EndpointVerdict::Mismatch),
+            (present(&good), no_starttls.clone(), EndpointVerdict::StarttlsMissing),
+            (present(&good), refused.clone(), EndpointVerdict::Unreachable),
+            (TlsaState::Absent, observed(&der), EndpointVerdict::NoTlsa),
+            (TlsaState::Absent, no_starttls, EndpointVerdict::NoTlsa),
+            (
+                TlsaState::Bogus { reason: "x".into() },
+                Probed::Skipped,
+                EndpointVerdict::Bogus,
+            ),
+            (
+                TlsaState::InsecureRecords {
+                    records: vec![good.clone()],
+                },
+                observed(&der),
+                EndpointVerdict::Insecure,
+            ),
+            (present(&good), observed(b"garbage"), EndpointVerdict::Mismatch),
+        ];
+        for (state, probed, want) in table {
+            let r = judge(&endpoint(state.clone()), &probed, SystemTime::now());
+            assert_eq!(r.verdict, want, "{state:?} / {probed:?}");
+        }
+    }
+
+    #[test]
+    fn match_reports_digests_and_record() {
+        let der = cert();
+        let good = dane::record_for(&der, 3, 1, 1).unwrap();
+        let r = judge(
+            &endpoint(TlsaState::Present {
+                records: vec![good.clone()],
+            }),
+            &observed(&der),
+            SystemTime::now(),
+        );
+        assert_eq!(r.matched.as_deref(), Some(good.to_string().as_str()));
+        assert_eq!(r.spki_sha256.as_deref(), Some(hex::encode(&good.data).as_str()));
+        assert_eq!(r.cert_sha256.unwrap().len(), 64);
+        assert_eq!(r.tlsa, vec![good.to_string()]);
+    }
+}

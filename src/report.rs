@@ -1,0 +1,361 @@
+//! The result of a check: verdicts, the JSON of CONTRACT §1, exit codes, text.
+
+use std::net::IpAddr;
+
+use serde::{Deserialize, Serialize};
+
+/// The verdict for one endpoint.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EndpointVerdict {
+    /// The presented key matched a TLSA record.
+    Match,
+    /// The presented key matched none of the TLSA records.
+    Mismatch,
+    /// Secure, but no usable TLSA records.
+    NoTlsa,
+    /// DANE does not apply: the zone (or the SRV/address/TLSA chain) is unsigned.
+    Insecure,
+    /// DNSSEC validation failed on the way.
+    Bogus,
+    /// TLSA requires TLS but the server did not offer STARTTLS.
+    StarttlsMissing,
+    /// No connection or no TLS handshake.
+    Unreachable,
+}
+
+/// The verdict for the whole domain.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Verdict {
+    /// Protected.
+    Ok,
+    /// Some endpoint presented a key no record matches (or dropped STARTTLS).
+    Mismatch,
+    /// DNSSEC validation failed.
+    Bogus,
+    /// The zone is not signed.
+    Insecure,
+    /// Signed, but TLSA records are missing or unusable.
+    NoTlsa,
+    /// Nothing could be checked.
+    Unreachable,
+}
+
+impl Verdict {
+    /// The exit status of `check` (CONTRACT §1).
+    pub fn exit_code(self) -> i32 {
+        match self {
+            Verdict::Ok => 0,
+            Verdict::Mismatch | Verdict::Bogus => 1,
+            Verdict::Insecure | Verdict::NoTlsa => 2,
+            Verdict::Unreachable => 3,
+        }
+    }
+
+    /// The verdict as written in JSON and in the store.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Verdict::Ok => "ok",
+            Verdict::Mismatch => "mismatch",
+            Verdict::Bogus => "bogus",
+            Verdict::Insecure => "insecure",
+            Verdict::NoTlsa => "no_tlsa",
+            Verdict::Unreachable => "unreachable",
+        }
+    }
+
+    /// Whether this is an alarm (exit 1).
+    pub fn is_alarm(self) -> bool {
+        self.exit_code() == 1
+    }
+}
+
+impl std::fmt::Display for Verdict {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// One endpoint in the report (CONTRACT §1 `endpoints[]`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EndpointReport {
+    /// xmpp-client, xmpps-client, xmpp-server or xmpps-server.
+    pub service: String,
+    /// The SRV target.
+    pub host: String,
+    /// The port.
+    pub port: u16,
+    /// The address probed (null when the host has none).
+    pub address: Option<IpAddr>,
+    /// starttls or direct.
+    pub tls: String,
+    /// The endpoint's verdict.
+    pub verdict: EndpointVerdict,
+    /// The TLSA records in presentation form.
+    pub tlsa: Vec<String>,
+    /// SHA-256 of the presented leaf's SPKI, when a handshake happened.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub spki_sha256: Option<String>,
+    /// SHA-256 of the presented leaf certificate.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cert_sha256: Option<String>,
+    /// The record that matched.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub matched: Option<String>,
+    /// Why it was unreachable (or what failed).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    /// The TLSA owner name (an addition to the contract).
+    pub tlsa_name: String,
+    /// The TLS version negotiated (addition).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls_version: Option<String>,
+    /// The cipher suite negotiated (addition).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cipher: Option<String>,
+    /// Details from the matcher or DNS (addition).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub notes: Vec<String>,
+}
+
+/// The result of one check (CONTRACT §1).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Report {
+    /// The domain, lowercase ASCII.
+    pub domain: String,
+    /// RFC 3339 UTC time of the check.
+    pub checked_at: String,
+    /// The overall verdict.
+    pub verdict: Verdict,
+    /// Every endpoint.
+    pub endpoints: Vec<EndpointReport>,
+    /// Zone-file lines to publish.
+    pub records_to_add: Vec<String>,
+    /// What to do, one sentence each.
+    pub advice: Vec<String>,
+    /// How the probes travelled (addition): tor, socks5 or direct.
+    pub transport: String,
+    /// Resolver or transport failures that limited the check (addition).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub errors: Vec<String>,
+}
+
+impl Report {
+    /// The overall verdict from the endpoints: alarm outranks the rest.
+    pub fn overall(endpoints: &[EndpointReport], dns_failed: bool) -> Verdict {
+        let any = |v: EndpointVerdict| endpoints.iter().any(|e| e.verdict == v);
+        if any(EndpointVerdict::Mismatch) || any(EndpointVerdict::StarttlsMissing) {
+            Verdict::Mismatch
+        } else if any(EndpointVerdict::Bogus) {
+            Verdict::Bogus
+        } else if dns_failed {
+            Verdict::Unreachable
+        } else if any(EndpointVerdict::Insecure) {
+            Verdict::Insecure
+        } else if any(EndpointVerdict::NoTlsa) {
+            Verdict::NoTlsa
+        } else if any(EndpointVerdict::Match) {
+            Verdict::Ok
+        } else {
+            Verdict::Unreachable
+        }
+    }
+
+    /// The endpoints that raised the alarm.
+    pub fn alarming(&self) -> impl Iterator<Item = &EndpointReport> {
+        self.endpoints.iter().filter(|e| {
+            matches!(
+                e.verdict,
+                EndpointVerdict::Mismatch | EndpointVerdict::StarttlsMissing | EndpointVerdict::Bogus
+            )
+        })
+    }
+
+    /// A one-line summary, for chat and alert titles.
+    pub fn summary(&self) -> String {
+        let d = &self.domain;
+        match self.verdict {
+            Verdict::Ok => {
+                let n = self
+                    .endpoints
+                    .iter()
+                    .filter(|e| e.verdict == EndpointVerdict::Match)
+                    .count();
+                format!("{d}: OK, {n} endpoint(s) presented a key matching their DNSSEC-signed TLSA records")
+            }
+            Verdict::Mismatch => {
+                let (n, starttls) = self.alarming().fold((0, 0), |(n, s), e| {
+                    (n + 1, s + usize::from(e.verdict == EndpointVerdict::StarttlsMissing))
+                });
+                if starttls > 0 && starttls == n {
+                    format!("{d}: ALARM, STARTTLS was not offered where TLSA requires TLS (possible downgrade attack)")
+                } else {
+                    format!("{d}: ALARM, {n} endpoint(s) presented a key that matches none of the TLSA records (possible interception)")
+                }
+            }
+            Verdict::Bogus => format!("{d}: ALARM, DNSSEC validation failed (bogus answers)"),
+            Verdict::Insecure => format!("{d}: not protected, the zone is not DNSSEC-signed"),
+            Verdict::NoTlsa => format!("{d}: not protected, DNSSEC is on but TLSA records are missing"),
+            Verdict::Unreachable => format!("{d}: could not check, no endpoint could be reached"),
+        }
+    }
+
+    /// The human-readable report (`check` without `--json`).
+    pub fn to_text(&self) -> String {
+        let mut out = String::new();
+        out.push_str(&self.summary());
+        out.push('\n');
+        out.push_str(&format!(
+            "checked at {} over {}\n",
+            self.checked_at, self.transport
+        ));
+        for e in &self.endpoints {
+            let addr = e
+                .address
+                .map(|a| a.to_string())
+                .unwrap_or_else(|| "-".into());
+            out.push_str(&format!(
+                "\n{} {}:{} [{}] ({}): {}\n",
+                e.service,
+                e.host,
+                e.port,
+                addr,
+                e.tls,
+                verdict_text(e.verdict)
+            ));
+            for t in &e.tlsa {
+                out.push_str(&format!("  TLSA      {t}\n"));
+            }
+            if let Some(spki) = &e.spki_sha256 {
+                out.push_str(&format!("  key seen  SPKI sha256 {spki}\n"));
+            }
+            if let Some(m) = &e.matched {
+                out.push_str(&format!("  matched   {m}\n"));
+            }
+            if let Some(err) = &e.error {
+                out.push_str(&format!("  error     {err}\n"));
+            }
+            for n in &e.notes {
+                out.push_str(&format!("  note      {n}\n"));
+            }
+        }
+        if !self.errors.is_empty() {
+            out.push_str("\nProblems during the check:\n");
+            for e in &self.errors {
+                out.push_str(&format!("  - {e}\n"));
+            }
+        }
+        if !self.records_to_add.is_empty() {
+            out.push_str("\nRecords to add to the zone:\n");
+            for r in &self.records_to_add {
+                out.push_str(&format!("  {r}\n"));
+            }
+        }
+        if !self.advice.is_empty() {
+            out.push_str("\nAdvice:\n");
+            for a in &self.advice {
+                out.push_str(&format!("  - {a}\n"));
+            }
+        }
+        out
+    }
+}
+
+impl EndpointReport {
+    /// The verdict as words for people.
+    pub fn verdict_word(&self) -> &'static str {
+        verdict_text(self.verdict)
+    }
+}
+
+fn verdict_text(v: EndpointVerdict) -> &'static str {
+    match v {
+        EndpointVerdict::Match => "match",
+        EndpointVerdict::Mismatch => "MISMATCH",
+        EndpointVerdict::NoTlsa => "no TLSA records",
+        EndpointVerdict::Insecure => "insecure (not DNSSEC-signed)",
+        EndpointVerdict::Bogus => "BOGUS DNSSEC",
+        EndpointVerdict::StarttlsMissing => "STARTTLS MISSING",
+        EndpointVerdict::Unreachable => "unreachable",
+    }
+}
+
+/// Now as RFC 3339 UTC with seconds.
+pub fn now_rfc3339() -> String {
+    humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ep(verdict: EndpointVerdict) -> EndpointReport {
+        EndpointReport {
+            service: "xmpp-client".into(),
+            host: "xmpp.example.org".into(),
+            port: 5222,
+            address: Some("192.0.2.1".parse().unwrap()),
+            tls: "starttls".into(),
+            verdict,
+            tlsa: vec![],
+            spki_sha256: None,
+            cert_sha256: None,
+            matched: None,
+            error: None,
+            tlsa_name: "_5222._tcp.xmpp.example.org".into(),
+            tls_version: None,
+            cipher: None,
+            notes: vec![],
+        }
+    }
+
+    #[test]
+    fn contract_exit_codes_and_alarm_outranks() {
+        use EndpointVerdict as E;
+        let table: &[(&[E], bool, Verdict, i32)] = &[
+            (&[E::Match], false, Verdict::Ok, 0),
+            (&[E::Match, E::Unreachable], false, Verdict::Ok, 0),
+            (&[E::Match, E::Mismatch], false, Verdict::Mismatch, 1),
+            (&[E::Unreachable, E::StarttlsMissing], false, Verdict::Mismatch, 1),
+            (&[E::Insecure, E::Bogus], false, Verdict::Bogus, 1),
+            (&[E::Mismatch, E::Bogus], false, Verdict::Mismatch, 1),
+            (&[E::Insecure, E::Insecure], false, Verdict::Insecure, 2),
+            (&[E::NoTlsa, E::Match], false, Verdict::NoTlsa, 2),
+            (&[E::Unreachable], false, Verdict::Unreachable, 3),
+            (&[], false, Verdict::Unreachable, 3),
+            (&[E::Match], true, Verdict::Unreachable, 3),
+            (&[E::Mismatch], true, Verdict::Mismatch, 1),
+        ];
+        for (verdicts, dns_failed, want, code) in table {
+            let eps: Vec<_> = verdicts.iter().map(|v| ep(*v)).collect();
+            let got = Report::overall(&eps, *dns_failed);
+            assert_eq!(got, *want, "{verdicts:?}");
+            assert_eq!(got.exit_code(), *code);
+        }
+    }
+
+    #[test]
+    fn json_uses_contract_names() {
+        let mut e = ep(EndpointVerdict::StarttlsMissing);
+        e.error = Some("connection refused".into());
+        let report = Report {
+            domain: "example.org".into(),
+            checked_at: "2026-11-22T12:00:00Z".into(),
+            verdict: Verdict::NoTlsa,
+            endpoints: vec![e],
+            records_to_add: vec![],
+            advice: vec![],
+            transport: "tor".into(),
+            errors: vec![],
+        };
+        let v: serde_json::Value = serde_json::to_value(&report).unwrap();
+        assert_eq!(v["verdict"], "no_tlsa");
+        assert_eq!(v["endpoints"][0]["verdict"], "starttls_missing");
+        assert_eq!(v["endpoints"][0]["address"], "192.0.2.1");
+        assert_eq!(v["endpoints"][0]["error"], "connection refused");
+        assert!(v["endpoints"][0].get("matched").is_none());
+        let back: Report = serde_json::from_value(v).unwrap();
+        assert_eq!(back, report);
+    }
+}

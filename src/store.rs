@@ -1,0 +1,533 @@
+//! Durable state in sled.
+//!
+//! Key layout (all keys UTF-8, `\0` separates parts; values are JSON):
+//!
+//! | tree          | key                    | value                      |
+//! |---------------|------------------------|----------------------------|
+//! | `domains`     | domain                 | [`DomainState`]            |
+//! | `subs`        | domain `\0` bare JID   | empty (chat subscription)  |
+//! | `subs_by_jid` | bare JID `\0` domain   | empty (the reverse index)  |
+//! | `outbox`      | u64 big-endian seq     | [`Delivery`] not yet sent  |
+//! | `ps_subs`     | node `\0` JID          | empty (PubSub subscriber)  |
+//! | `ps_items`    | node `\0` u64 BE seq   | [`Item`]                   |
+//! | `meta`        | name                   | JSON of the bot's own state |
+//!
+//! A domain is monitored while it has an entry in `domains`. A state change
+//! and the deliveries it causes are written in one transaction, so a crash
+//! can neither lose an alert nor let a re-check raise it twice. Writes that a
+//! user was told about are flushed before the reply.
+
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+use sled::transaction::{ConflictableTransactionError, TransactionError};
+use sled::Transactional;
+
+use crate::report::{Report, Verdict};
+
+/// How many history entries are kept per domain.
+pub const HISTORY: usize = 20;
+/// How many PubSub items are kept per node.
+pub const MAX_ITEMS: usize = 50;
+
+/// Storage failed: the operator's problem.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// sled failed.
+    #[error("store: {0}")]
+    Sled(#[from] sled::Error),
+    /// A stored value did not decode.
+    #[error("store: corrupt value under {key}: {detail}")]
+    Corrupt {
+        /// The key.
+        key: String,
+        /// Why.
+        detail: String,
+    },
+}
+
+impl From<TransactionError<StoreError>> for StoreError {
+    fn from(e: TransactionError<StoreError>) -> Self {
+        match e {
+            TransactionError::Abort(e) => e,
+            TransactionError::Storage(e) => StoreError::Sled(e),
+        }
+    }
+}
+
+/// What we know about one monitored domain.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DomainState {
+    /// The state alerts are about (None until the first check).
+    pub state: Option<Verdict>,
+    /// When that state began (RFC 3339).
+    pub since: Option<String>,
+    /// The last report.
+    pub last_report: Option<Report>,
+    /// Consecutive checks that found the domain unreachable.
+    pub unreachable_streak: u32,
+    /// Recent (time, verdict) pairs, newest last.
+    pub history: Vec<(String, Verdict)>,
+}
+
+/// Where one alert goes.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Sink {
+    /// A chat message to a bare JID.
+    Chat(String),
+    /// A PubSub event notification of a node's new item to one subscriber.
+    Event {
+        /// The node.
+        node: String,
+        /// The subscriber.
+        jid: String,
+    },
+}
+
+/// One alert waiting to be delivered to one sink.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Delivery {
+    /// The alert's id (also the PubSub item id).
+    pub alert_id: String,
+    /// Where it goes.
+    pub sink: Sink,
+    /// One-line summary.
+    pub title: String,
+    /// Details.
+    pub content: String,
+    /// RFC 3339 time of the alert.
+    pub updated: String,
+}
+
+/// A published PubSub item.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Item {
+    /// The item id.
+    pub id: String,
+    /// One-line summary.
+    pub title: String,
+    /// Details.
+    pub content: String,
+    /// RFC 3339 time.
+    pub updated: String,
+}
+
+/// The sled database.
+#[derive(Clone)]
+pub struct Store {
+    db: sled::Db,
+    domains: sled::Tree,
+    subs: sled::Tree,
+    subs_by_jid: sled::Tree,
+    outbox: sled::Tree,
+    ps_subs: sled::Tree,
+    ps_items: sled::Tree,
+    meta: sled::Tree,
+}
+
+fn key2(a: &str, b: &str) -> Vec<u8> {
+    let mut k = Vec::with_capacity(a.len() + b.len() + 1);
+    k.extend_from_slice(a.as_bytes());
+    k.push(0);
+    k.extend_from_slice(b.as_bytes());
+    k
+}
+
+fn prefix(a: &str) -> Vec<u8> {
+    let mut k = a.as_bytes().to_vec();
+    k.push(0);
+    k
+}
+
+fn second_part(key: &[u8]) -> String {
+    let pos = key.iter().position(|b| *b == 0).map_or(0, |p| p + 1);
+    String::from_utf8_lossy(&key[pos..]).into_owned()
+}
+
+fn decode<T: for<'de> Deserialize<'de>>(key: &[u8], value: &[u8]) -> Result<T, StoreError> {
+    serde_json::from_slice(value).map_err(|e| StoreError::Corrupt {
+        key: String::from_utf8_lossy(key).into_owned(),
+        detail: e.to_string(),
+    })
+}
+
+fn encode<T: Serialize>(value: &T) -> Vec<u8> {
+    serde_json::to_vec(value).expect("plain data serialises")
+}
+
+impl Store {
+    /// Opens (or creates) the database directory.
+    pub fn open(path: &Path) -> Result<Store, StoreError> {
+        Store::from_db(sled::open(path)?)
+    }
+
+    /// A throwaway database, for tests and benchmarks.
+    pub fn temporary() -> Result<Store, StoreError> {
+        Store::from_db(sled::Config::new().temporary(true).open()?)
+    }
+
+    fn from_db(db: sled::Db) -> Result<Store, StoreError> {
+        Ok(Store {
+            domains: db.open_tree("domains")?,
+            subs: db.open_tree("subs")?,
+            subs_by_jid: db.open_tree("subs_by_jid")?,
+            outbox: db.open_tree("outbox")?,
+            ps_subs: db.open_tree("ps_subs")?,
+            ps_items: db.open_tree("ps_items")?,
+            meta: db.open_tree("meta")?,
+            db,
+        })
+    }
+
+    /// Makes every write so far durable.
+    pub async fn flush(&self) -> Result<(), StoreError> {
+        self.db.flush_async().await?;
+        Ok(())
+    }
+
+    /// Starts monitoring a domain if it is not yet; returns whether it is new.
+    pub fn monitor(&self, domain: &str) -> Result<bool, StoreError> {
+        let fresh = encode(&DomainState::default());
+        let previous = self
+            .domains
+            .compare_and_swap(domain, None as Option<&[u8]>, Some(fresh))?;
+        Ok(previous.is_ok())
+    }
+
+    /// Stops monitoring a domain nobody follows any more.
+    fn forget_if_unfollowed(&self, domain: &str) -> Result<(), StoreError> {
+        if self.subscribers(domain)?.is_empty() && self.pubsub_subscribers(domain)?.is_empty() {
+            self.domains.remove(domain)?;
+        }
+        Ok(())
+    }
+
+    /// Every monitored domain.
+    pub fn monitored(&self) -> Result<Vec<String>, StoreError> {
+        self.domains
+            .iter()
+            .keys()
+            .map(|k| Ok(String::from_utf8_lossy(&k?).into_owned()))
+            .collect()
+    }
+
+    /// The state of one domain, if monitored.
+    pub fn domain_state(&self, domain: &str) -> Result<Option<DomainState>, StoreError> {
+        match self.domains.get(domain)? {
+            Some(v) => Ok(Some(decode(domain.as_bytes(), &v)?)),
+            None => Ok(None),
+        }
+    }
+
+    /// Stores a report for a domain that is not monitored (e.g. a chat `check`).
+    pub fn put_last_report(&self, domain: &str, report: &Report) -> Result<(), StoreError> {
+        let mut state = self.domain_state(domain)?.unwrap_or_default();
+        state.last_report = Some(report.clone());
+        if self.domains.contains_key(domain)? {
+            self.domains.insert(domain, encode(&state))?;
+        }
+        Ok(())
+    }
+
+    /// Writes a domain's new state, the PubSub item and the deliveries it
+    /// causes, atomically. Does nothing if the domain stopped being monitored.
+    pub fn commit_check(
+        &self,
+        domain: &str,
+        state: &DomainState,
+        item: Option<&Item>,
+        deliveries: &[Delivery],
+    ) -> Result<bool, StoreError> {
+        let ids: Vec<u64> = deliveries
+            .iter()
+            .map(|_| self.db.generate_id())
+            .collect::<Result<_, _>>()?;
+        let item_key = key2_bytes(domain, &self.db.generate_id()?.to_be_bytes());
+        let value = encode(state);
+        let written = (&self.domains, &self.outbox, &self.ps_items).transaction(
+            |(domains, outbox, items)| {
+                if domains.get(domain)?.is_none() {
+                    return Ok(false);
+                }
+                domains.insert(domain.as_bytes(), value.clone())?;
+                if let Some(item) = item {
+                    items.insert(item_key.clone(), encode(item))?;
+                }
+                for (id, d) in ids.iter().zip(deliveries) {
+                    outbox.insert(&id.to_be_bytes(), encode(d))?;
+                }
+                Ok::<_, ConflictableTransactionError<StoreError>>(true)
+            },
+        )?;
+        if written && item.is_some() {
+            self.trim_items(domain)?;
+        }
+        Ok(written)
+    }
+
+    /// Queues deliveries that belong to no domain state (operator alerts).
+    pub fn enqueue(&self, deliveries: &[Delivery]) -> Result<(), StoreError> {
+        for d in deliveries {
+            let id = self.db.generate_id()?;
+            self.outbox.insert(id.to_be_bytes(), encode(d))?;
+        }
+        Ok(())
+    }
+
+    /// A named piece of the bot's own state.
+    pub fn meta<T: for<'de> Deserialize<'de>>(&self, name: &str) -> Result<Option<T>, StoreError> {
+        match self.meta.get(name)? {
+            Some(v) => Ok(Some(decode(name.as_bytes(), &v)?)),
+            None => Ok(None),
+        }
+    }
+
+    /// Stores a named piece of the bot's own state.
+    pub fn put_meta<T: Serialize>(&self, name: &str, value: &T) -> Result<(), StoreError> {
+        self.meta.insert(name, encode(value))?;
+        Ok(())
+    }
+
+    /// Adds a chat subscription; returns false if it already existed.
+    pub fn subscribe(&self, domain: &str, jid: &str) -> Result<bool, StoreError> {
+        self.monitor(domain)?;
+        let fresh = (&self.subs, &self.subs_by_jid).transaction(|(subs, by_jid)| {
+            let old = subs.insert(key2(domain, jid), b"".as_slice())?;
+            by_jid.insert(key2(jid, domain), b"".as_slice())?;
+            Ok::<_, ConflictableTransactionError<StoreError>>(old.is_none())
+        })?;
+        Ok(fresh)
+    }
+
+    /// Removes a chat subscription; returns whether there was one.
+    pub fn unsubscribe(&self, domain: &str, jid: &str) -> Result<bool, StoreError> {
+        let existed = (&self.subs, &self.subs_by_jid).transaction(|(subs, by_jid)| {
+            let old = subs.remove(key2(domain, jid))?;
+            by_jid.remove(key2(jid, domain))?;
+            Ok::<_, ConflictableTransactionError<StoreError>>(old.is_some())
+        })?;
+        self.forget_if_unfollowed(domain)?;
+        Ok(existed)
+    }
+
+    /// The bare JIDs subscribed to a domain by chat.
+    pub fn subscribers(&self, domain: &str) -> Result<Vec<String>, StoreError> {
+        self.subs
+            .scan_prefix(prefix(domain))
+            .keys()
+            .map(|k| Ok(second_part(&k?)))
+            .collect()
+    }
+
+    /// The domains a JID is subscribed to by chat.
+    pub fn subscriptions_of(&self, jid: &str) -> Result<Vec<String>, StoreError> {
+        self.subs_by_jid
+            .scan_prefix(prefix(jid))
+            .keys()
+            .map(|k| Ok(second_part(&k?)))
+            .collect()
+    }
+
+    /// Adds a PubSub subscriber to a node (and monitors the domain).
+    pub fn pubsub_subscribe(&self, node: &str, jid: &str) -> Result<bool, StoreError> {
+        self.monitor(node)?;
+        Ok(self.ps_subs.insert(key2(node, jid), b"".as_slice())?.is_none())
+    }
+
+    /// Removes a PubSub subscriber; returns whether it was subscribed.
+    pub fn pubsub_unsubscribe(&self, node: &str, jid: &str) -> Result<bool, StoreError> {
+        let existed = self.ps_subs.remove(key2(node, jid))?.is_some();
+        self.forget_if_unfollowed(node)?;
+        Ok(existed)
+    }
+
+    /// The JIDs subscribed to a node.
+    pub fn pubsub_subscribers(&self, node: &str) -> Result<Vec<String>, StoreError> {
+        self.ps_subs
+            .scan_prefix(prefix(node))
+            .keys()
+            .map(|k| Ok(second_part(&k?)))
+            .collect()
+    }
+
+    /// Publishes an item on a node (idempotent per item id), keeping the newest [`MAX_ITEMS`].
+    pub fn put_item(&self, node: &str, item: &Item) -> Result<bool, StoreError> {
+        if self.items(node, usize::MAX)?.iter().any(|i| i.id == item.id) {
+            return Ok(false);
+        }
+        let seq = self.db.generate_id()?;
+        self.ps_items
+            .insert(key2_bytes(node, &seq.to_be_bytes()), encode(item))?;
+        self.trim_items(node)?;
+        Ok(true)
+    }
+
+    fn trim_items(&self, node: &str) -> Result<(), StoreError> {
+        let keys: Vec<_> = self
+            .ps_items
+            .scan_prefix(prefix(node))
+            .keys()
+            .collect::<Result<_, _>>()?;
+        for k in keys.iter().take(keys.len().saturating_sub(MAX_ITEMS)) {
+            self.ps_items.remove(k)?;
+        }
+        Ok(())
+    }
+
+    /// The newest `max` items of a node, newest first.
+    pub fn items(&self, node: &str, max: usize) -> Result<Vec<Item>, StoreError> {
+        self.ps_items
+            .scan_prefix(prefix(node))
+            .rev()
+            .take(max)
+            .map(|kv| {
+                let (k, v) = kv?;
+                decode(&k, &v)
+            })
+            .collect()
+    }
+
+    /// Deliveries not yet sent, oldest first.
+    pub fn pending(&self) -> Result<Vec<(u64, Delivery)>, StoreError> {
+        self.outbox
+            .iter()
+            .map(|kv| {
+                let (k, v) = kv?;
+                let mut id = [0u8; 8];
+                id.copy_from_slice(&k[..8.min(k.len())]);
+                Ok((u64::from_be_bytes(id), decode(&k, &v)?))
+            })
+            .collect()
+    }
+
+    /// Marks a delivery sent, durably.
+    pub async fn mark_sent(&self, id: u64) -> Result<(), StoreError> {
+        self.outbox.remove(id.to_be_bytes())?;
+        self.flush().await
+    }
+
+    /// Approximate size on disk, for benchmarks.
+    pub fn size_on_disk(&self) -> Result<u64, StoreError> {
+        Ok(self.db.size_on_disk()?)
+    }
+}
+
+fn key2_bytes(a: &str, b: &[u8]) -> Vec<u8> {
+    let mut k = prefix(a);
+    k.extend_from_slice(b);
+    k
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn subscriptions_both_ways_and_monitoring_follows_them() {
+        let s = Store::temporary().unwrap();
+        assert!(s.subscribe("example.org", "alice@localhost").unwrap());
+        assert!(!s.subscribe("example.org", "alice@localhost").unwrap());
+        s.subscribe("example.org", "bob@localhost").unwrap();
+        s.subscribe("example.net", "alice@localhost").unwrap();
+        assert_eq!(
+            s.subscribers("example.org").unwrap(),
+            vec!["alice@localhost", "bob@localhost"]
+        );
+        assert_eq!(
+            s.subscriptions_of("alice@localhost").unwrap(),
+            vec!["example.net", "example.org"]
+        );
+        assert_eq!(s.monitored().unwrap(), vec!["example.net", "example.org"]);
+        assert!(s.unsubscribe("example.net", "alice@localhost").unwrap());
+        assert!(!s.unsubscribe("example.net", "alice@localhost").unwrap());
+        assert_eq!(s.monitored().unwrap(), vec!["example.org"]);
+        // A prefix of another domain must not leak into its scan.
+        s.subscribe("example.org.uk", "carol@localhost").unwrap();
+        assert_eq!(s.subscribers("example.org").unwrap().len(), 2);
+    }
+
+    #[test]
+    fn pubsub_subscriber_keeps_domain_monitored() {
+        let s = Store::temporary().unwrap();
+        s.subscribe("example.org", "alice@localhost").unwrap();
+        s.pubsub_subscribe("example.org", "bob@localhost/res").unwrap();
+        s.unsubscribe("example.org", "alice@localhost").unwrap();
+        assert_eq!(s.monitored().unwrap(), vec!["example.org"]);
+        s.pubsub_unsubscribe("example.org", "bob@localhost/res").unwrap();
+        assert!(s.monitored().unwrap().is_empty());
+    }
+
+    #[test]
+    fn commit_check_writes_state_and_outbox_together() {
+        let s = Store::temporary().unwrap();
+        let d = Delivery {
+            alert_id: "a1".into(),
+            sink: Sink::Chat("alice@localhost".into()),
+            title: "t".into(),
+            content: "c".into(),
+            updated: "2026-11-22T12:00:00Z".into(),
+        };
+        let state = DomainState {
+            state: Some(Verdict::Mismatch),
+            ..DomainState::default()
+        };
+        let item = Item {
+            id: "a1".into(),
+            title: "t".into(),
+            content: "c".into(),
+            updated: "u".into(),
+        };
+        // Not monitored: nothing is written.
+        assert!(!s
+            .commit_check("example.org", &state, Some(&item), &[d.clone()])
+            .unwrap());
+        assert!(s.pending().unwrap().is_empty());
+        assert!(s.items("example.org", 10).unwrap().is_empty());
+        s.monitor("example.org").unwrap();
+        assert!(s
+            .commit_check("example.org", &state, Some(&item), &[d.clone()])
+            .unwrap());
+        assert_eq!(s.items("example.org", 10).unwrap(), vec![item]);
+        let pending = s.pending().unwrap();
+        assert_eq!(pending.len(), 1);
+        assert_eq!(pending[0].1, d);
+        assert_eq!(
+            s.domain_state("example.org").unwrap().unwrap().state,
+            Some(Verdict::Mismatch)
+        );
+    }
+
+    #[test]
+    fn items_are_idempotent_newest_first_and_bounded() {
+        let s = Store::temporary().unwrap();
+        for i in 0..(MAX_ITEMS + 5) {
+            let item = Item {
+                id: format!("i{i}"),
+                title: "t".into(),
+                content: "c".into(),
+                updated: "u".into(),
+            };
+            assert!(s.put_item("example.org", &item).unwrap());
+            assert!(!s.put_item("example.org", &item).unwrap());
+        }
+        let items = s.items("example.org", usize::MAX).unwrap();
+        assert_eq!(items.len(), MAX_ITEMS);
+        assert_eq!(items[0].id, format!("i{}", MAX_ITEMS + 4));
+        assert!(s.items("example.net", 10).unwrap().is_empty());
+    }
+
+    #[tokio::test]
+    async fn survives_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let s = Store::open(dir.path()).unwrap();
+            s.subscribe("example.org", "alice@localhost").unwrap();
+            s.flush().await.unwrap();
+        }
+        let s = Store::open(dir.path()).unwrap();
+        assert_eq!(
+            s.subscriptions_of("alice@localhost").unwrap(),
+            vec!["example.org"]
+        );
+    }
+}

@@ -1,0 +1,438 @@
+//! The XEP-0114 component: the link to the XMPP server, dispatch of incoming
+//! stanzas, and delivery of queued alerts.
+//!
+//! The link reconnects with backoff, pings the server to stay alive, and
+//! always sets `from`. Alerts leave the outbox only when the stream took them.
+
+pub mod iq;
+pub mod stanzas;
+
+use std::borrow::Cow;
+use std::net::SocketAddr;
+use std::str::FromStr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use futures::{SinkExt, StreamExt};
+use tokio::io::BufStream;
+use tokio::net::TcpStream;
+use tokio::sync::{mpsc, oneshot, watch};
+use tokio::time::Instant;
+use tokio_xmpp::connect::ServerConnector;
+use tokio_xmpp::parsers::jid::{BareJid, Jid};
+use tokio_xmpp::parsers::message::{Message, MessageType};
+use tokio_xmpp::parsers::presence::{Presence, Type as PresenceType};
+use tokio_xmpp::xmlstream::{initiate_stream, PendingFeaturesRecv, StreamHeader, Timeouts};
+use tokio_xmpp::{Component, Stanza};
+
+use crate::commands::Command;
+use crate::config::{parse_socket, Config};
+use crate::engine::Engine;
+use crate::store::{Delivery, Sink, Store};
+
+/// How often the link pings the server.
+const PING_EVERY: Duration = Duration::from_secs(25);
+/// Silence after which the link is considered dead.
+const DEAD_AFTER: Duration = Duration::from_secs(90);
+/// Reconnect backoff bounds.
+const BACKOFF_MIN: Duration = Duration::from_secs(1);
+const BACKOFF_MAX: Duration = Duration::from_secs(60);
+
+/// A stanza to write, with an optional acknowledgement once the stream took it.
+struct Outgoing {
+    stanza: Stanza,
+    ack: Option<oneshot::Sender<bool>>,
+}
+
+/// The current link to the server, if any.
+#[derive(Default)]
+pub struct Link {
+    tx: Mutex<Option<mpsc::Sender<Outgoing>>>,
+    up: watch::Sender<u64>,
+}
+
+impl Link {
+    fn set(&self, tx: Option<mpsc::Sender<Outgoing>>) {
+        *self.tx.lock().expect("link lock") = tx;
+        self.up.send_modify(|g| *g += 1);
+    }
+
+    fn sender(&self) -> Option<mpsc::Sender<Outgoing>> {
+        self.tx.lock().expect("link lock").clone()
+    }
+
+    /// Queues a stanza on the current link; dropped when there is none.
+    pub fn send(&self, stanza: impl Into<Stanza>) {
+        if let Some(tx) = self.sender() {
+            let _ = tx.try_send(Outgoing {
+                stanza: stanza.into(),
+                ack: None,
+            });
+        }
+    }
+
+    /// Sends a stanza and waits until the stream has written it.
+    async fn send_acked(&self, stanza: Stanza) -> bool {
+        let Some(tx) = self.sender() else {
+            return false;
+        };
+        let (ack, done) = oneshot::channel();
+        if tx
+            .send(Outgoing {
+                stanza,
+                ack: Some(ack),
+            })
+            .await
+            .is_err()
+        {
+            return false;
+        }
+        done.await.unwrap_or(false)
+    }
+}
+
+/// A TCP connector that sets TCP_NODELAY, which tokio-xmpp does not.
+#[derive(Clone, Debug)]
+struct NodelayConnector(SocketAddr);
+
+impl ServerConnector for NodelayConnector {
+    type Stream = BufStream<TcpStream>;
+
+    async fn connect(
+        &self,
+        jid: &Jid,
+        ns: &'static str,
+        timeouts: Timeouts,
+    ) -> Result<(PendingFeaturesRecv<Self::Stream>, sasl::common::ChannelBinding), tokio_xmpp::Error>
+    {
+        let tcp = tokio::time::timeout(Duration::from_secs(15), TcpStream::connect(self.0))
+            .await
+            .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "connect timed out"))??;
+        tcp.set_nodelay(true)?;
+        let header = StreamHeader {
+            to: Some(Cow::Owned(jid.domain().as_str().to_owned())),
+            from: None,
+            id: None,
+        };
+        let pending = initiate_stream(BufStream::new(tcp), ns, header, timeouts).await?;
+        Ok((pending, sasl::common::ChannelBinding::None))
+    }
+}
+
+/// Everything a stanza handler needs.
+pub struct Ctx {
+    /// The engine.
+    pub engine: Arc<Engine>,
+    /// The link.
+    pub link: Arc<Link>,
+    /// The component's JID, used as `from` everywhere.
+    pub me: Jid,
+}
+
+/// `certwatch serve`: runs until SIGINT or SIGTERM; returns the exit status.
+pub async fn serve(config: Config) -> i32 {
+    let secret = match config.secret() {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("certwatch: {e}");
+            return crate::cli::EXIT_CONFIG;
+        }
+    };
+    let server = match parse_socket(&config.xmpp.server, "xmpp.server") {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("certwatch: config: {e}");
+            return crate::cli::EXIT_CONFIG;
+        }
+    };
+    let me = match BareJid::from_str(&config.xmpp.component) {
+        Ok(j) if j.node().is_none() => Jid::from(j),
+        _ => {
+            eprintln!(
+                "certwatch: config: xmpp.component {:?} must be a domain JID like certwatch.example.org",
+                config.xmpp.component
+            );
+            return crate::cli::EXIT_CONFIG;
+        }
+    };
+    let store = match Store::open(std::path::Path::new(&config.store.path)) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("certwatch: cannot open store {}: {e}", config.store.path);
+            return 74;
+        }
+    };
+    let engine = match Engine::new(config, store) {
+        Ok(e) => Arc::new(e),
+        Err(e) => {
+            eprintln!("certwatch: {e}");
+            return crate::cli::EXIT_CONFIG;
+        }
+    };
+    let link = Arc::new(Link::default());
+    let ctx = Arc::new(Ctx {
+        engine: engine.clone(),
+        link: link.clone(),
+        me: me.clone(),
+    });
+    let monitor = tokio::spawn(crate::monitor::run(engine.clone()));
+    let deliverer = tokio::spawn(deliver(ctx.clone()));
+    tracing::info!(component = %me, %server, "starting");
+    let connection = connection_loop(ctx.clone(), server, secret);
+    tokio::select! {
+        _ = connection => {}
+        _ = shutdown_signal() => tracing::info!("shutting down"),
+    }
+    monitor.abort();
+    deliverer.abort();
+    if let Some(tx) = link.sender() {
+        // Close the stream politely; the writer ends the stream on a closed channel.
+        drop(tx);
+        link.set(None);
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    if let Err(e) = engine.store().flush().await {
+        tracing::warn!(error = %e, "cannot flush the store");
+    }
+    0
+}
+
+async fn shutdown_signal() {
+    let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(_) => return std::future::pending().await,
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+}
+
+async fn connection_loop(ctx: Arc<Ctx>, server: SocketAddr, secret: String) {
+    let mut backoff = BACKOFF_MIN;
+    loop {
+        let started = Instant::now();
+        match run_link(&ctx, server, &secret).await {
+            Ok(()) => tracing::info!("link to the server closed"),
+            Err(e) => tracing::warn!(%server, error = %e, "link to the server failed"),
+        }
+        ctx.link.set(None);
+        if started.elapsed() > BACKOFF_MAX {
+            backoff = BACKOFF_MIN;
+        }
+        let pause = backoff + Duration::from_millis(rand::random_range(0..=backoff.as_millis() as u64 / 2));
+        tracing::info!(seconds = pause.as_secs_f32(), "reconnecting");
+        tokio::time::sleep(pause).await;
+        backoff = (backoff * 2).min(BACKOFF_MAX);
+    }
+}
+
+async fn run_link(ctx: &Arc<Ctx>, server: SocketAddr, secret: &str) -> Result<(), String> {
+    let timeouts = Timeouts {
+        read_timeout: Duration::from_secs(60),
+        response_timeout: Duration::from_secs(15),
+    };
+    let component = Component::new_with_connector(
+        &ctx.me.to_string(),
+        secret,
+        NodelayConnector(server),
+        timeouts,
+    )
+    .await
+    .map_err(|e| e.to_string())?;
+    tracing::info!(component = %ctx.me, "connected to the server");
+    let (mut sink, mut stream) = component.split();
+    let (tx, mut rx) = mpsc::channel::<Outgoing>(256);
+    ctx.link.set(Some(tx));
+    let last_seen = Arc::new(Mutex::new(Instant::now()));
+    let writer = async {
+        while let Some(out) = rx.recv().await {
+            let ok = sink.send(out.stanza).await.is_ok();
+            if let Some(ack) = out.ack {
+                let _ = ack.send(ok);
+            }
+            if !ok {
+                return Err("write failed".to_string());
+            }
+        }
+        let _ = sink.close().await;
+        Ok(())
+    };
+    let reader = async {
+        while let Some(stanza) = stream.next().await {
+            *last_seen.lock().expect("clock lock") = Instant::now();
+            dispatch(ctx, stanza);
+        }
+        Err::<(), _>("the server closed the stream".to_string())
+    };
+    let pinger = async {
+        let server_jid = Jid::from(ctx.me.domain().to_owned());
+        let parent = parent_domain(ctx.me.domain().as_str());
+        let target = parent.map(|d| Jid::new(&d).unwrap_or(server_jid.clone())).unwrap_or(server_jid);
+        let mut n = 0u64;
+        loop {
+            tokio::time::sleep(PING_EVERY).await;
+            let silent = last_seen.lock().expect("clock lock").elapsed();
+            if silent > DEAD_AFTER {
+                return Err::<(), _>(format!("no traffic for {}s", silent.as_secs()));
+            }
+            n += 1;
+            ctx.link
+                .send(stanzas::ping(&ctx.me, &target, &format!("keepalive-{n}")));
+        }
+    };
+    tokio::select! {
+        r = writer => r,
+        r = reader => r,
+        r = pinger => r,
+    }
+}
+
+/// The server's domain for a component `certwatch.example.org` is `example.org`.
+fn parent_domain(component: &str) -> Option<String> {
+    component.split_once('.').map(|(_, rest)| rest.to_owned())
+}
+
+fn dispatch(ctx: &Arc<Ctx>, stanza: Stanza) {
+    match stanza {
+        Stanza::Message(m) => on_message(ctx, m),
+        Stanza::Presence(p) => on_presence(ctx, p),
+        Stanza::Iq(iq) => iq::on_iq(ctx, iq),
+    }
+}
+
+fn on_message(ctx: &Arc<Ctx>, m: Message) {
+    if !matches!(m.type_, MessageType::Chat | MessageType::Normal) {
+        return;
+    }
+    let (Some(from), Some(body)) = (m.from.clone(), m.get_best_body(vec![]).map(|(_, b)| b.clone()))
+    else {
+        return;
+    };
+    let ctx = ctx.clone();
+    tokio::spawn(async move {
+        let bare = from.to_bare().to_string();
+        let reply = match Command::parse(&body) {
+            Err(e) => e.to_string(),
+            Ok(cmd) => match ctx
+                .engine
+                .allow_command(&bare, matches!(cmd, Command::Check(_)))
+            {
+                Some(refusal) => refusal,
+                None => {
+                    tracing::debug!(?cmd, "command");
+                    cmd.run(&ctx.engine, &bare).await
+                }
+            },
+        };
+        ctx.link
+            .send(stanzas::chat(&ctx.me, &from, &reply, MessageType::Chat));
+    });
+}
+
+fn on_presence(ctx: &Arc<Ctx>, p: Presence) {
+    let Some(from) = p.from.clone() else { return };
+    let bare = Jid::from(from.to_bare());
+    match p.type_ {
+        PresenceType::Subscribe => {
+            ctx.link
+                .send(stanzas::presence(&ctx.me, &bare, PresenceType::Subscribed));
+            ctx.link
+                .send(stanzas::presence(&ctx.me, &bare, PresenceType::None));
+        }
+        PresenceType::Probe => ctx
+            .link
+            .send(stanzas::presence(&ctx.me, &from, PresenceType::None)),
+        PresenceType::Unsubscribe => ctx
+            .link
+            .send(stanzas::presence(&ctx.me, &bare, PresenceType::Unsubscribed)),
+        _ => {}
+    }
+}
+
+/// Sends queued alerts whenever the link is up; marks each sent once written.
+async fn deliver(ctx: Arc<Ctx>) {
+    let mut up = ctx.link.up.subscribe();
+    loop {
+        if ctx.link.sender().is_some() {
+            if let Err(e) = flush_outbox(&ctx).await {
+                tracing::warn!(error = %e, "cannot deliver alerts");
+            }
+        }
+        tokio::select! {
+            _ = ctx.engine.outbox_woken() => {}
+            _ = up.changed() => {}
+            _ = tokio::time::sleep(Duration::from_secs(30)) => {}
+        }
+    }
+}
+
+async fn flush_outbox(ctx: &Ctx) -> Result<(), String> {
+    let store = ctx.engine.store();
+    for (id, delivery) in store.pending().map_err(|e| e.to_string())? {
+        let Some(stanza) = delivery_stanza(&ctx.me, &delivery) else {
+            tracing::warn!(id, "undeliverable alert dropped (bad JID)");
+            store.mark_sent(id).await.map_err(|e| e.to_string())?;
+            continue;
+        };
+        if !ctx.link.send_acked(stanza).await {
+            return Ok(()); // the link went down; the rest waits for the next one
+        }
+        store.mark_sent(id).await.map_err(|e| e.to_string())?;
+        tracing::info!(alert = %delivery.alert_id, "alert delivered");
+    }
+    Ok(())
+}
+
+fn delivery_stanza(me: &Jid, d: &Delivery) -> Option<Stanza> {
+    match &d.sink {
+        Sink::Chat(jid) => {
+            let to = Jid::new(jid).ok()?;
+            Some(stanzas::chat(me, &to, &d.content, MessageType::Chat).into())
+        }
+        Sink::Event { node, jid } => {
+            let to = Jid::new(jid).ok()?;
+            let entry = stanzas::atom_entry(&d.alert_id, &d.title, &d.content, &d.updated);
+            let item = stanzas::item(stanzas::NS_PUBSUB_EVENT, &d.alert_id, entry);
+            Some(stanzas::event_message(me, &to, stanzas::event(node, item)).into())
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parent_of_component_is_the_server_domain() {
+        assert_eq!(parent_domain("certwatch.localhost").as_deref(), Some("localhost"));
+        assert_eq!(parent_domain("localhost"), None);
+    }
+
+    #[test]
+    fn deliveries_become_chat_or_event_stanzas_from_the_component() {
+        let me = Jid::new("certwatch.localhost").unwrap();
+        let mut d = Delivery {
+            alert_id: "a1".into(),
+            sink: Sink::Chat("alice@localhost".into()),
+            title: "t".into(),
+            content: "body".into(),
+            updated: "2026-11-22T12:00:00Z".into(),
+        };
+        let Some(Stanza::Message(m)) = delivery_stanza(&me, &d) else {
+            panic!("chat expected")
+        };
+        assert_eq!(m.from.as_ref(), Some(&me));
+        assert_eq!(m.type_, MessageType::Chat);
+        d.sink = Sink::Event {
+            node: "example.org".into(),
+            jid: "bob@localhost/r".into(),
+        };
+        let Some(Stanza::Message(m)) = delivery_stanza(&me, &d) else {
+            panic!("event expected")
+        };
+        assert_eq!(m.payloads[0].name(), "event");
+        d.sink = Sink::Chat("not a jid@@".into());
+        assert!(delivery_stanza(&me, &d).is_none());
+    }
+}
