@@ -35,7 +35,10 @@ pub struct AdviceInput<'a> {
 pub fn records_to_add(endpoints: &[EndpointReport]) -> Vec<String> {
     let mut lines = BTreeSet::new();
     for e in endpoints {
-        let wants = matches!(e.verdict, EndpointVerdict::NoTlsa | EndpointVerdict::Insecure);
+        let wants = matches!(
+            e.verdict,
+            EndpointVerdict::NoTlsa | EndpointVerdict::Insecure
+        );
         // Never suggest the key of a mismatch: it may be the attacker's.
         if let (true, Some(spki)) = (wants, &e.spki_sha256) {
             lines.insert(zone_line(&e.tlsa_name, &format!("3 1 1 {spki}")));
@@ -68,9 +71,13 @@ pub fn advise(input: &AdviceInput) -> Vec<String> {
         out.push(zone_advice(z));
     }
     if has(EndpointVerdict::NoTlsa) || has(EndpointVerdict::Insecure) {
-        if eps.iter().any(|e| e.spki_sha256.is_some()
-            && matches!(e.verdict, EndpointVerdict::NoTlsa | EndpointVerdict::Insecure))
-        {
+        if eps.iter().any(|e| {
+            e.spki_sha256.is_some()
+                && matches!(
+                    e.verdict,
+                    EndpointVerdict::NoTlsa | EndpointVerdict::Insecure
+                )
+        }) {
             out.push("Add the TLSA lines listed under records_to_add. They were computed from the key seen over the network; compute them from your own key on the server to be sure: `certwatch tlsa --cert /etc/letsencrypt/live/HOST/fullchain.pem --host HOST --port PORT` (or `openssl x509 -in cert.pem -noout -pubkey | openssl pkey -pubin -outform DER | sha256sum`).".into());
         }
         out.push("TLSA records are additive: when one host serves several domains, add each line once next to any existing records; never replace records other domains rely on.".into());
@@ -101,7 +108,11 @@ pub fn advise(input: &AdviceInput) -> Vec<String> {
             s.fallback_port().unwrap_or(0)
         ));
     }
-    if !eps.is_empty() && eps.iter().all(|e| e.verdict == EndpointVerdict::Unreachable) {
+    if !eps.is_empty()
+        && eps
+            .iter()
+            .all(|e| e.verdict == EndpointVerdict::Unreachable)
+    {
         out.push("No endpoint could be reached; check that the server is up and reachable from the Internet (including over Tor exits).".into());
     }
     out

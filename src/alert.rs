@@ -29,7 +29,8 @@ pub struct Alert {
 pub fn transition(prev: &DomainState, report: &Report) -> (DomainState, Option<Alert>) {
     let mut next = prev.clone();
     next.last_report = Some(report.clone());
-    next.history.push((report.checked_at.clone(), report.verdict));
+    next.history
+        .push((report.checked_at.clone(), report.verdict));
     if next.history.len() > crate::store::HISTORY {
         let excess = next.history.len() - crate::store::HISTORY;
         next.history.drain(..excess);
@@ -74,10 +75,16 @@ pub fn render(from: Option<Verdict>, to: Verdict, report: &Report) -> Alert {
             report.domain
         ),
         (Some(Verdict::Ok), Verdict::NoTlsa) => {
-            format!("{}: TLSA records removed or unusable, no longer protected (was ok)", report.domain)
+            format!(
+                "{}: TLSA records removed or unusable, no longer protected (was ok)",
+                report.domain
+            )
         }
         (Some(Verdict::Ok), Verdict::Insecure) => {
-            format!("{}: DNSSEC lost, no longer protected (was ok)", report.domain)
+            format!(
+                "{}: DNSSEC lost, no longer protected (was ok)",
+                report.domain
+            )
         }
         _ => report.summary(),
     };
@@ -96,7 +103,9 @@ pub fn render(from: Option<Verdict>, to: Verdict, report: &Report) -> Alert {
             e.service,
             e.host,
             e.port,
-            e.address.map(|a| a.to_string()).unwrap_or_else(|| "-".into()),
+            e.address
+                .map(|a| a.to_string())
+                .unwrap_or_else(|| "-".into()),
             e.tls,
             e.verdict_word()
         );
@@ -146,12 +155,13 @@ impl Alert {
 
     /// One delivery per chat subscriber and per PubSub subscriber.
     pub fn deliveries(&self, chat: &[String], pubsub: &[String]) -> Vec<Delivery> {
-        let sinks = chat.iter().map(|j| Sink::Chat(j.clone())).chain(pubsub.iter().map(|j| {
-            Sink::Event {
+        let sinks = chat
+            .iter()
+            .map(|j| Sink::Chat(j.clone()))
+            .chain(pubsub.iter().map(|j| Sink::Event {
                 node: self.domain.clone(),
                 jid: j.clone(),
-            }
-        }));
+            }));
         sinks
             .map(|sink| Delivery {
                 alert_id: self.id.clone(),
@@ -197,17 +207,38 @@ mod tests {
         use Verdict::*;
         let table: Vec<(Vec<Verdict>, Vec<Option<(Option<Verdict>, Verdict)>>)> = vec![
             (vec![Ok, Ok, Ok], vec![None, None, None]),
-            (vec![Ok, Mismatch, Mismatch, Ok], vec![None, Some((Some(Ok), Mismatch)), None, Some((Some(Mismatch), Ok))]),
+            (
+                vec![Ok, Mismatch, Mismatch, Ok],
+                vec![
+                    None,
+                    Some((Some(Ok), Mismatch)),
+                    None,
+                    Some((Some(Mismatch), Ok)),
+                ],
+            ),
             (vec![Mismatch], vec![Some((None, Mismatch))]),
             (vec![Ok, Bogus], vec![None, Some((Some(Ok), Bogus))]),
             (vec![Ok, NoTlsa], vec![None, Some((Some(Ok), NoTlsa))]),
             (vec![Ok, Insecure], vec![None, Some((Some(Ok), Insecure))]),
             (
                 vec![Ok, Unreachable, Unreachable, Unreachable, Unreachable, Ok],
-                vec![None, None, None, Some((Some(Ok), Unreachable)), None, Some((Some(Unreachable), Ok))],
+                vec![
+                    None,
+                    None,
+                    None,
+                    Some((Some(Ok), Unreachable)),
+                    None,
+                    Some((Some(Unreachable), Ok)),
+                ],
             ),
-            (vec![Ok, Unreachable, Ok, Unreachable, Unreachable], vec![None; 5]),
-            (vec![Unreachable, Unreachable, Unreachable], vec![None, None, None]),
+            (
+                vec![Ok, Unreachable, Ok, Unreachable, Unreachable],
+                vec![None; 5],
+            ),
+            (
+                vec![Unreachable, Unreachable, Unreachable],
+                vec![None, None, None],
+            ),
         ];
         for (seq, want) in table {
             assert_eq!(run(&seq), want, "{seq:?}");
@@ -218,7 +249,11 @@ mod tests {
     fn alert_renders_titles_and_one_delivery_per_sink() {
         let a = render(Some(Verdict::Mismatch), Verdict::Ok, &report(Verdict::Ok));
         assert!(a.title.contains("recovered"), "{}", a.title);
-        let a = render(Some(Verdict::Ok), Verdict::Insecure, &report(Verdict::Insecure));
+        let a = render(
+            Some(Verdict::Ok),
+            Verdict::Insecure,
+            &report(Verdict::Insecure),
+        );
         assert!(a.title.contains("DNSSEC lost"), "{}", a.title);
         let d = a.deliveries(&["a@x".into(), "b@x".into()], &["c@x/r".into()]);
         assert_eq!(d.len(), 3);
@@ -230,7 +265,11 @@ mod tests {
                 jid: "c@x/r".into()
             }
         );
-        let b = render(Some(Verdict::Ok), Verdict::Insecure, &report(Verdict::Insecure));
+        let b = render(
+            Some(Verdict::Ok),
+            Verdict::Insecure,
+            &report(Verdict::Insecure),
+        );
         assert_ne!(a.id, b.id);
     }
 

@@ -153,7 +153,11 @@ impl Checker {
         let Some(address) = endpoint.address else {
             return first;
         };
-        let second = match self.prober.probe_once(&target(domain, endpoint, address)).await {
+        let second = match self
+            .prober
+            .probe_once(&target(domain, endpoint, address))
+            .await
+        {
             Ok(obs) => Probed::Observed(obs),
             Err(e) => Probed::Failed(e),
         };
@@ -161,7 +165,9 @@ impl Checker {
         match again.verdict {
             EndpointVerdict::Mismatch => {
                 let mut first = first;
-                first.notes.push("confirmed by a second probe over a fresh circuit".into());
+                first
+                    .notes
+                    .push("confirmed by a second probe over a fresh circuit".into());
                 if again.spki_sha256 != first.spki_sha256 {
                     first.notes.push(format!(
                         "the second probe saw yet another key: {}",

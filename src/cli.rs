@@ -77,7 +77,12 @@ pub enum Command {
     /// Print the TLSA records to publish, from your own certificate or key file.
     Tlsa {
         /// A PEM certificate (the first one is the leaf, as in fullchain.pem).
-        #[arg(long, value_name = "PEM", conflicts_with = "key", required_unless_present = "key")]
+        #[arg(
+            long,
+            value_name = "PEM",
+            conflicts_with = "key",
+            required_unless_present = "key"
+        )]
         cert: Option<PathBuf>,
         /// A PEM private key (PKCS#8, SEC1 or PKCS#1).
         #[arg(long, value_name = "PEM")]
@@ -111,7 +116,10 @@ pub fn main() -> i32 {
         }
     };
     init_logging(matches!(cli.command, Command::Serve));
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("certwatch: cannot start the runtime: {e}");
@@ -307,7 +315,10 @@ fn run_tlsa(cert: Option<&Path>, key: Option<&Path>, host: &str, port: u16) -> i
         "{}",
         crate::advice::zone_line(
             &owner,
-            &format!("3 1 1 {}", hex::encode(dane::association_from_spki(&spki, 1)))
+            &format!(
+                "3 1 1 {}",
+                hex::encode(dane::association_from_spki(&spki, 1))
+            )
         )
     );
     0
@@ -359,7 +370,14 @@ mod tests {
 
     #[test]
     fn tlsa_needs_exactly_one_source() {
-        let base = ["certwatch", "tlsa", "--host", "x.example.org", "--port", "5222"];
+        let base = [
+            "certwatch",
+            "tlsa",
+            "--host",
+            "x.example.org",
+            "--port",
+            "5222",
+        ];
         assert!(Cli::try_parse_from(base).is_err());
         let mut both = base.to_vec();
         both.extend(["--cert", "a.pem", "--key", "b.pem"]);

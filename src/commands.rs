@@ -150,7 +150,11 @@ pub fn check_reply(report: &Report, component: &str) -> String {
                     e.address.map(|a| a.to_string()).unwrap_or_default(),
                     e.verdict_word(),
                     seen,
-                    if e.tlsa.is_empty() { "-".into() } else { e.tlsa.join(", ") }
+                    if e.tlsa.is_empty() {
+                        "-".into()
+                    } else {
+                        e.tlsa.join(", ")
+                    }
                 ));
             }
         }
@@ -247,8 +251,14 @@ mod tests {
             ("list", Command::List),
             ("check example.org", Command::Check(d("example.org"))),
             ("Check Example.ORG.", Command::Check(d("example.org"))),
-            ("subscribe bücher.example", Command::Subscribe(d("xn--bcher-kva.example"))),
-            ("unsubscribe example.org", Command::Unsubscribe(d("example.org"))),
+            (
+                "subscribe bücher.example",
+                Command::Subscribe(d("xn--bcher-kva.example")),
+            ),
+            (
+                "unsubscribe example.org",
+                Command::Unsubscribe(d("example.org")),
+            ),
             ("status example.org", Command::Status(d("example.org"))),
         ];
         for (body, want) in ok {
@@ -259,7 +269,10 @@ mod tests {
             ("", CommandError::Unknown),
             ("hello", CommandError::Unknown),
             ("check", CommandError::MissingDomain("check")),
-            ("subscribe a.org b.org", CommandError::Extra("subscribe DOMAIN")),
+            (
+                "subscribe a.org b.org",
+                CommandError::Extra("subscribe DOMAIN"),
+            ),
             ("list everything", CommandError::Extra("list")),
             (long.as_str(), CommandError::TooLong(MAX_BODY + 1)),
         ];
@@ -276,7 +289,13 @@ mod tests {
     #[test]
     fn help_has_one_line_per_command() {
         let h = help();
-        for cmd in ["check DOMAIN", "subscribe DOMAIN", "unsubscribe DOMAIN", "list", "status DOMAIN"] {
+        for cmd in [
+            "check DOMAIN",
+            "subscribe DOMAIN",
+            "unsubscribe DOMAIN",
+            "list",
+            "status DOMAIN",
+        ] {
             assert!(h.lines().any(|l| l.starts_with(cmd)), "{cmd}");
         }
     }

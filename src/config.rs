@@ -225,8 +225,8 @@ impl Config {
             ));
         }
         let path = PathBuf::from(&self.xmpp.secret_file);
-        let text = std::fs::read_to_string(&path)
-            .map_err(|source| ConfigError::Read { path, source })?;
+        let text =
+            std::fs::read_to_string(&path).map_err(|source| ConfigError::Read { path, source })?;
         Ok(text.trim().to_owned())
     }
 
@@ -237,7 +237,9 @@ impl Config {
             parse_socket(&self.probe.socks5, "probe.socks5").map_err(ConfigError::Invalid)?;
         }
         if self.probe.timeout.is_zero() {
-            return Err(ConfigError::Invalid("probe.timeout must be positive".into()));
+            return Err(ConfigError::Invalid(
+                "probe.timeout must be positive".into(),
+            ));
         }
         if self.monitor.interval < Duration::from_secs(1) {
             return Err(ConfigError::Invalid(

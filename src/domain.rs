@@ -152,11 +152,19 @@ mod tests {
             ("", |e| matches!(e, DomainError::Empty)),
             (".", |e| matches!(e, DomainError::Empty)),
             ("a..b", |e| matches!(e, DomainError::EmptyLabel)),
-            (&long_label, |e| matches!(e, DomainError::LabelTooLong { .. })),
+            (&long_label, |e| {
+                matches!(e, DomainError::LabelTooLong { .. })
+            }),
             (&long_name, |e| matches!(e, DomainError::TooLong { .. })),
-            ("exa mple.org", |e| matches!(e, DomainError::BadCharacter(_))),
-            ("user@example.org", |e| matches!(e, DomainError::BadCharacter(_))),
-            ("_xmpp.example.org", |e| matches!(e, DomainError::BadCharacter(_))),
+            ("exa mple.org", |e| {
+                matches!(e, DomainError::BadCharacter(_))
+            }),
+            ("user@example.org", |e| {
+                matches!(e, DomainError::BadCharacter(_))
+            }),
+            ("_xmpp.example.org", |e| {
+                matches!(e, DomainError::BadCharacter(_))
+            }),
             ("-a.example.org", |e| matches!(e, DomainError::Hyphen(_))),
             ("192.0.2.1", |e| matches!(e, DomainError::IpAddress(_))),
             ("localhost", |e| matches!(e, DomainError::SingleLabel(_))),

@@ -196,7 +196,10 @@ impl Engine {
 
     /// Whether `jid` may subscribe to one more domain; Some(reason) when not.
     pub fn may_subscribe(&self, jid: &str, domain: &str) -> Result<Option<String>, String> {
-        let mine = self.store.subscriptions_of(jid).map_err(|e| e.to_string())?;
+        let mine = self
+            .store
+            .subscriptions_of(jid)
+            .map_err(|e| e.to_string())?;
         if mine.iter().any(|d| d == domain) {
             return Ok(None);
         }
@@ -245,7 +248,10 @@ fn describe(h: &Health) -> String {
     if h.dns_failures > 0 {
         format!("{} DNS lookups got no answer", h.dns_failures)
     } else {
-        format!("{} of {} probes failed in the transport", h.transport_failures, h.probes)
+        format!(
+            "{} of {} probes failed in the transport",
+            h.transport_failures, h.probes
+        )
     }
 }
 
@@ -262,11 +268,23 @@ impl Limiter {
             self.commands.clear();
             self.checks.clear();
         }
-        if !window(&mut self.commands, jid, now, Duration::from_secs(60), COMMANDS_PER_MINUTE) {
+        if !window(
+            &mut self.commands,
+            jid,
+            now,
+            Duration::from_secs(60),
+            COMMANDS_PER_MINUTE,
+        ) {
             return Some("Too many commands; wait a minute.".into());
         }
         if is_check
-            && !window(&mut self.checks, jid, now, Duration::from_secs(3600), CHECKS_PER_HOUR)
+            && !window(
+                &mut self.checks,
+                jid,
+                now,
+                Duration::from_secs(3600),
+                CHECKS_PER_HOUR,
+            )
         {
             return Some(format!(
                 "You asked for {CHECKS_PER_HOUR} checks this hour, the most allowed; \"status DOMAIN\" shows stored results."
@@ -306,7 +324,10 @@ mod tests {
             assert!(l.allow("a@x", false, t0).is_none());
         }
         assert!(l.allow("a@x", false, t0).is_some());
-        assert!(l.allow("b@x", false, t0).is_none(), "other JIDs are not affected");
+        assert!(
+            l.allow("b@x", false, t0).is_none(),
+            "other JIDs are not affected"
+        );
         tokio::time::advance(Duration::from_secs(61)).await;
         assert!(l.allow("a@x", false, Instant::now()).is_none());
     }
@@ -320,6 +341,9 @@ mod tests {
             t += Duration::from_secs(61);
         }
         assert!(l.allow("a@x", true, t).is_some());
-        assert!(l.allow("a@x", false, t).is_none(), "other commands still work");
+        assert!(
+            l.allow("a@x", false, t).is_none(),
+            "other commands still work"
+        );
     }
 }

@@ -48,7 +48,9 @@ pub fn judge(endpoint: &Endpoint, probed: &Probed, now: SystemTime) -> EndpointR
             report.cert_sha256 = Some(hex::encode(dane::cert_sha256(leaf)));
             match dane::spki_sha256(leaf) {
                 Ok(d) => report.spki_sha256 = Some(hex::encode(d)),
-                Err(e) => report.notes.push(format!("the presented certificate is malformed: {e}")),
+                Err(e) => report
+                    .notes
+                    .push(format!("the presented certificate is malformed: {e}")),
             }
         }
     }
@@ -182,8 +184,16 @@ mod tests {
         let table = vec![
             (present(&good), observed(&der), EndpointVerdict::Match),
             (present(&bad), observed(&der), EndpointVerdict::Mismatch),
-            (present(&good), no_starttls.clone(), EndpointVerdict::StarttlsMissing),
-            (present(&good), refused.clone(), EndpointVerdict::Unreachable),
+            (
+                present(&good),
+                no_starttls.clone(),
+                EndpointVerdict::StarttlsMissing,
+            ),
+            (
+                present(&good),
+                refused.clone(),
+                EndpointVerdict::Unreachable,
+            ),
             (TlsaState::Absent, observed(&der), EndpointVerdict::NoTlsa),
             (TlsaState::Absent, no_starttls, EndpointVerdict::NoTlsa),
             (
@@ -198,7 +208,11 @@ mod tests {
                 observed(&der),
                 EndpointVerdict::Insecure,
             ),
-            (present(&good), observed(b"garbage"), EndpointVerdict::Mismatch),
+            (
+                present(&good),
+                observed(b"garbage"),
+                EndpointVerdict::Mismatch,
+            ),
         ];
         for (state, probed, want) in table {
             let r = judge(&endpoint(state.clone()), &probed, SystemTime::now());
@@ -218,7 +232,10 @@ mod tests {
             SystemTime::now(),
         );
         assert_eq!(r.matched.as_deref(), Some(good.to_string().as_str()));
-        assert_eq!(r.spki_sha256.as_deref(), Some(hex::encode(&good.data).as_str()));
+        assert_eq!(
+            r.spki_sha256.as_deref(),
+            Some(hex::encode(&good.data).as_str())
+        );
         assert_eq!(r.cert_sha256.unwrap().len(), 64);
         assert_eq!(r.tlsa, vec![good.to_string()]);
     }

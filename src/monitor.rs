@@ -185,7 +185,12 @@ pub async fn check_domain(engine: &Engine, domain: &str) {
             let chat = store.subscribers(domain).unwrap_or_default();
             let pubsub = store.pubsub_subscribers(domain).unwrap_or_default();
             tracing::info!(domain, from = ?a.from, to = %a.to, "state changed");
-            store.commit_check(domain, &next, Some(&a.item()), &a.deliveries(&chat, &pubsub))
+            store.commit_check(
+                domain,
+                &next,
+                Some(&a.item()),
+                &a.deliveries(&chat, &pubsub),
+            )
         }
         None => store.commit_check(domain, &next, None, &[]),
     };
@@ -217,7 +222,10 @@ mod tests {
         assert_eq!(s.take_due(t0), vec!["a.org"]);
         assert!(s.take_due(t0).is_empty(), "running, not due twice");
         s.sync(&[("a.org".into(), None)], t0);
-        assert!(s.take_due(t0).is_empty(), "a running domain is not re-added");
+        assert!(
+            s.take_due(t0).is_empty(),
+            "a running domain is not re-added"
+        );
         s.done("a.org", t0);
         let next = s.next_due().unwrap();
         assert!(next >= t0 + H && next <= t0 + H + J, "{:?}", next - t0);

@@ -167,7 +167,9 @@ impl Report {
         self.endpoints.iter().filter(|e| {
             matches!(
                 e.verdict,
-                EndpointVerdict::Mismatch | EndpointVerdict::StarttlsMissing | EndpointVerdict::Bogus
+                EndpointVerdict::Mismatch
+                    | EndpointVerdict::StarttlsMissing
+                    | EndpointVerdict::Bogus
             )
         })
     }
@@ -186,7 +188,10 @@ impl Report {
             }
             Verdict::Mismatch => {
                 let (n, starttls) = self.alarming().fold((0, 0), |(n, s), e| {
-                    (n + 1, s + usize::from(e.verdict == EndpointVerdict::StarttlsMissing))
+                    (
+                        n + 1,
+                        s + usize::from(e.verdict == EndpointVerdict::StarttlsMissing),
+                    )
                 });
                 if starttls > 0 && starttls == n {
                     format!("{d}: ALARM, STARTTLS was not offered where TLSA requires TLS (possible downgrade attack)")
@@ -196,7 +201,9 @@ impl Report {
             }
             Verdict::Bogus => format!("{d}: ALARM, DNSSEC validation failed (bogus answers)"),
             Verdict::Insecure => format!("{d}: not protected, the zone is not DNSSEC-signed"),
-            Verdict::NoTlsa => format!("{d}: not protected, DNSSEC is on but TLSA records are missing"),
+            Verdict::NoTlsa => {
+                format!("{d}: not protected, DNSSEC is on but TLSA records are missing")
+            }
             Verdict::Unreachable => format!("{d}: could not check, no endpoint could be reached"),
         }
     }
@@ -317,7 +324,12 @@ mod tests {
             (&[E::Match], false, Verdict::Ok, 0),
             (&[E::Match, E::Unreachable], false, Verdict::Ok, 0),
             (&[E::Match, E::Mismatch], false, Verdict::Mismatch, 1),
-            (&[E::Unreachable, E::StarttlsMissing], false, Verdict::Mismatch, 1),
+            (
+                &[E::Unreachable, E::StarttlsMissing],
+                false,
+                Verdict::Mismatch,
+                1,
+            ),
             (&[E::Insecure, E::Bogus], false, Verdict::Bogus, 1),
             (&[E::Mismatch, E::Bogus], false, Verdict::Mismatch, 1),
             (&[E::Insecure, E::Insecure], false, Verdict::Insecure, 2),

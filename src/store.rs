@@ -331,7 +331,10 @@ impl Store {
     /// Adds a PubSub subscriber to a node (and monitors the domain).
     pub fn pubsub_subscribe(&self, node: &str, jid: &str) -> Result<bool, StoreError> {
         self.monitor(node)?;
-        Ok(self.ps_subs.insert(key2(node, jid), b"".as_slice())?.is_none())
+        Ok(self
+            .ps_subs
+            .insert(key2(node, jid), b"".as_slice())?
+            .is_none())
     }
 
     /// Removes a PubSub subscriber; returns whether it was subscribed.
@@ -352,7 +355,11 @@ impl Store {
 
     /// Publishes an item on a node (idempotent per item id), keeping the newest [`MAX_ITEMS`].
     pub fn put_item(&self, node: &str, item: &Item) -> Result<bool, StoreError> {
-        if self.items(node, usize::MAX)?.iter().any(|i| i.id == item.id) {
+        if self
+            .items(node, usize::MAX)?
+            .iter()
+            .any(|i| i.id == item.id)
+        {
             return Ok(false);
         }
         let seq = self.db.generate_id()?;
@@ -450,10 +457,12 @@ mod tests {
     fn pubsub_subscriber_keeps_domain_monitored() {
         let s = Store::temporary().unwrap();
         s.subscribe("example.org", "alice@localhost").unwrap();
-        s.pubsub_subscribe("example.org", "bob@localhost/res").unwrap();
+        s.pubsub_subscribe("example.org", "bob@localhost/res")
+            .unwrap();
         s.unsubscribe("example.org", "alice@localhost").unwrap();
         assert_eq!(s.monitored().unwrap(), vec!["example.org"]);
-        s.pubsub_unsubscribe("example.org", "bob@localhost/res").unwrap();
+        s.pubsub_unsubscribe("example.org", "bob@localhost/res")
+            .unwrap();
         assert!(s.monitored().unwrap().is_empty());
     }
 

@@ -435,9 +435,19 @@ mod tests {
     #[test]
     fn xep0368_services_use_direct_tls_and_have_no_fallback() {
         let table = [
-            (Service::XmppClient, TlsMode::StartTls, Role::Client, Some(5222)),
+            (
+                Service::XmppClient,
+                TlsMode::StartTls,
+                Role::Client,
+                Some(5222),
+            ),
             (Service::XmppsClient, TlsMode::Direct, Role::Client, None),
-            (Service::XmppServer, TlsMode::StartTls, Role::Server, Some(5269)),
+            (
+                Service::XmppServer,
+                TlsMode::StartTls,
+                Role::Server,
+                Some(5269),
+            ),
             (Service::XmppsServer, TlsMode::Direct, Role::Server, None),
         ];
         for (service, tls, role, port) in table {

@@ -269,8 +269,10 @@ impl Resolver {
 
     /// Whether `name` has records of `rtype` (for DS/DNSKEY/SOA probing in advice).
     pub async fn exists(&self, name: &str, rtype: RecordType) -> Result<Answer<()>, DnsFailure> {
-        self.lookup(name, rtype, |data| (data.record_type() == rtype).then_some(()))
-            .await
+        self.lookup(name, rtype, |data| {
+            (data.record_type() == rtype).then_some(())
+        })
+        .await
     }
 
     /// The zone apex that holds `name`, from the SOA in the answer or authority section.
@@ -339,15 +341,12 @@ impl Resolver {
         for _ in 0..bogus.cnames.len().min(8) {
             let qname = parse_name(&owner)?;
             let step = match self.inner.lookup(qname, RecordType::CNAME).await {
-                Ok(lookup) => lookup
-                    .answers()
-                    .iter()
-                    .find_map(|r| match &r.data {
-                        RData::CNAME(c) if name_to_string(&r.name) == owner => {
-                            Some((name_to_string(&c.0), Security::from_proof(r.proof)))
-                        }
-                        _ => None,
-                    }),
+                Ok(lookup) => lookup.answers().iter().find_map(|r| match &r.data {
+                    RData::CNAME(c) if name_to_string(&r.name) == owner => {
+                        Some((name_to_string(&c.0), Security::from_proof(r.proof)))
+                    }
+                    _ => None,
+                }),
                 Err(e) => {
                     // No CNAME here: the chain ends, whatever its proof says.
                     let _end_of_chain: Answer<()> = negative(&owner, e)?;
@@ -446,7 +445,9 @@ fn negative<T>(name: &str, err: NetError) -> Result<Answer<T>, DnsFailure> {
 fn failure(name: &str, err: NetError) -> DnsFailure {
     let name = name.to_owned();
     match err {
-        NetError::Dns(DnsError::ResponseCode(ResponseCode::ServFail)) => DnsFailure::ServFail { name },
+        NetError::Dns(DnsError::ResponseCode(ResponseCode::ServFail)) => {
+            DnsFailure::ServFail { name }
+        }
         NetError::Dns(DnsError::ResponseCode(code)) => DnsFailure::Rcode {
             name,
             code: code.to_string(),
@@ -533,7 +534,9 @@ mod tests {
         std::fs::write(&path, "this is not a DNSKEY\n").unwrap();
         let err = load_trust_anchor(&path).err().expect("must fail");
         assert!(err.to_string().contains("anchor.key"), "{err}");
-        let err = load_trust_anchor(&dir.path().join("missing")).err().unwrap();
+        let err = load_trust_anchor(&dir.path().join("missing"))
+            .err()
+            .unwrap();
         assert!(err.to_string().contains("missing"), "{err}");
     }
 }

@@ -111,8 +111,15 @@ impl Prober {
             Role::Server => self.from.as_deref(),
             Role::Client => None,
         };
-        negotiate(stream, &target.domain, target.role, from, target.tls, &self.limits)
-            .await
-            .map_err(ProbeError::Session)
+        negotiate(
+            stream,
+            &target.domain,
+            target.role,
+            from,
+            target.tls,
+            &self.limits,
+        )
+        .await
+        .map_err(ProbeError::Session)
     }
 }

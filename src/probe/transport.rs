@@ -96,14 +96,17 @@ impl Connector {
     ) -> Result<Connector, TransportSetupError> {
         match transport {
             Transport::Direct => Ok(Connector::Direct),
-            Transport::Socks5 => Ok(Connector::Socks5(socks5.unwrap_or_else(|| {
-                SocketAddr::from(([127, 0, 0, 1], 9050))
-            }))),
+            Transport::Socks5 => {
+                Ok(Connector::Socks5(socks5.unwrap_or_else(|| {
+                    SocketAddr::from(([127, 0, 0, 1], 9050))
+                })))
+            }
             Transport::Tor => {
                 let config = arti_config_from(arti_config, dirs)?;
-                let client = TorClient::builder().config(config).create_unbootstrapped().map_err(
-                    |e| TransportSetupError::Bootstrap(e.to_string()),
-                )?;
+                let client = TorClient::builder()
+                    .config(config)
+                    .create_unbootstrapped()
+                    .map_err(|e| TransportSetupError::Bootstrap(e.to_string()))?;
                 match tokio::time::timeout(bootstrap_timeout, client.bootstrap()).await {
                     Ok(Ok(())) => Ok(Connector::Tor(client)),
                     Ok(Err(e)) => Err(TransportSetupError::Bootstrap(e.to_string())),
@@ -187,7 +190,9 @@ fn io_message(e: &std::io::Error) -> String {
 fn classify_arti(e: &arti_client::Error) -> ConnectFailure {
     use ErrorKind::*;
     match e.kind() {
-        RemoteConnectionRefused => ConnectFailure::Remote("connection refused (seen by the Tor exit)".into()),
+        RemoteConnectionRefused => {
+            ConnectFailure::Remote("connection refused (seen by the Tor exit)".into())
+        }
         RemoteNetworkFailed | RemoteHostNotFound | RemoteNetworkTimeout | ExitTimeout
         | RemoteStreamClosed | RemoteStreamReset | RemoteStreamError => {
             ConnectFailure::Remote(format!("{e} (seen by the Tor exit)"))
@@ -231,7 +236,10 @@ fn arti_config_from(
 
 /// RFC 1928 CONNECT to an IP through a SOCKS5 proxy, with random RFC 1929
 /// credentials so tor (IsolateSOCKSAuth) builds a fresh circuit.
-async fn socks5_connect(proxy: SocketAddr, target: SocketAddr) -> Result<TcpStream, ConnectFailure> {
+async fn socks5_connect(
+    proxy: SocketAddr,
+    target: SocketAddr,
+) -> Result<TcpStream, ConnectFailure> {
     let transport = |what: &str, e: std::io::Error| {
         ConnectFailure::Transport(format!("socks5 proxy {proxy}: {what}: {}", io_message(&e)))
     };
@@ -256,7 +264,9 @@ async fn socks5_connect(proxy: SocketAddr, target: SocketAddr) -> Result<TcpStre
     auth.extend_from_slice(user.as_bytes());
     auth.push(1);
     auth.push(b'x');
-    s.write_all(&auth).await.map_err(|e| transport("write", e))?;
+    s.write_all(&auth)
+        .await
+        .map_err(|e| transport("write", e))?;
     s.read_exact(&mut reply)
         .await
         .map_err(|e| transport("read", e))?;
@@ -352,7 +362,9 @@ mod tests {
             s.write_all(&[1, 0]).await.unwrap();
             let mut req = [0u8; 10];
             s.read_exact(&mut req).await.unwrap();
-            s.write_all(&[5, code, 0, 1, 127, 0, 0, 1, 0, 0]).await.unwrap();
+            s.write_all(&[5, code, 0, 1, 127, 0, 0, 1, 0, 0])
+                .await
+                .unwrap();
             let mut seen = user;
             seen.extend_from_slice(&req);
             seen

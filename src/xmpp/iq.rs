@@ -58,7 +58,10 @@ fn answer(ctx: &Ctx, from: &Jid, payload: &Element, set: bool) -> Answer {
 
 fn store_error(e: impl std::fmt::Display) -> (DefinedCondition, String) {
     tracing::warn!(error = %e, "store failed during an IQ");
-    (DefinedCondition::InternalServerError, "storage failed".into())
+    (
+        DefinedCondition::InternalServerError,
+        "storage failed".into(),
+    )
 }
 
 /// A node name that is a monitored (or monitorable) domain, in its canonical form.
@@ -82,7 +85,10 @@ fn disco_info(ctx: &Ctx, node: Option<&str>) -> Answer {
             .map_err(store_error)?
             .is_some();
         if !known {
-            return Err((DefinedCondition::ItemNotFound, format!("{node} is not monitored")));
+            return Err((
+                DefinedCondition::ItemNotFound,
+                format!("{node} is not monitored"),
+            ));
         }
     }
     Ok(Some(stanzas::disco_info(node, crate::commands::HELP_LINES)))
@@ -108,10 +114,10 @@ fn pubsub(ctx: &Ctx, from: &Jid, payload: &Element, set: bool) -> Answer {
                 .attr("node")
                 .ok_or((DefinedCondition::BadRequest, "node is required".into()))?;
             let domain = node_domain(node)?;
-            let jid = op
-                .attr("jid")
-                .and_then(|j| Jid::new(j).ok())
-                .ok_or((DefinedCondition::BadRequest, "a valid jid is required".into()))?;
+            let jid = op.attr("jid").and_then(|j| Jid::new(j).ok()).ok_or((
+                DefinedCondition::BadRequest,
+                "a valid jid is required".into(),
+            ))?;
             // XEP-0060 §6.1.3.1: one may only subscribe oneself.
             if jid.to_bare() != from.to_bare() {
                 return Err((
@@ -131,7 +137,10 @@ fn pubsub(ctx: &Ctx, from: &Jid, payload: &Element, set: bool) -> Answer {
                     .pubsub_subscribe(domain.as_str(), &jid.to_string())
                     .map_err(store_error)?;
                 ctx.engine.wake_monitor();
-                Ok(Some(stanzas::subscription(domain.as_str(), &jid.to_string())))
+                Ok(Some(stanzas::subscription(
+                    domain.as_str(),
+                    &jid.to_string(),
+                )))
             } else {
                 let existed = store
                     .pubsub_unsubscribe(domain.as_str(), &jid.to_string())
@@ -157,9 +166,15 @@ fn pubsub(ctx: &Ctx, from: &Jid, payload: &Element, set: bool) -> Answer {
                 .min(MAX_RETURNED_ITEMS);
             let items = store.items(domain.as_str(), max).map_err(store_error)?;
             let known = !items.is_empty()
-                || store.domain_state(domain.as_str()).map_err(store_error)?.is_some();
+                || store
+                    .domain_state(domain.as_str())
+                    .map_err(store_error)?
+                    .is_some();
             if !known {
-                return Err((DefinedCondition::ItemNotFound, format!("{node} is not monitored")));
+                return Err((
+                    DefinedCondition::ItemNotFound,
+                    format!("{node} is not monitored"),
+                ));
             }
             let elements = items
                 .iter()

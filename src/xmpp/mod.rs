@@ -103,11 +103,18 @@ impl ServerConnector for NodelayConnector {
         jid: &Jid,
         ns: &'static str,
         timeouts: Timeouts,
-    ) -> Result<(PendingFeaturesRecv<Self::Stream>, sasl::common::ChannelBinding), tokio_xmpp::Error>
-    {
+    ) -> Result<
+        (
+            PendingFeaturesRecv<Self::Stream>,
+            sasl::common::ChannelBinding,
+        ),
+        tokio_xmpp::Error,
+    > {
         let tcp = tokio::time::timeout(Duration::from_secs(15), TcpStream::connect(self.0))
             .await
-            .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "connect timed out"))??;
+            .map_err(|_| {
+                std::io::Error::new(std::io::ErrorKind::TimedOut, "connect timed out")
+            })??;
         tcp.set_nodelay(true)?;
         let header = StreamHeader {
             to: Some(Cow::Owned(jid.domain().as_str().to_owned())),
@@ -220,7 +227,8 @@ async fn connection_loop(ctx: Arc<Ctx>, server: SocketAddr, secret: String) {
         if started.elapsed() > BACKOFF_MAX {
             backoff = BACKOFF_MIN;
         }
-        let pause = backoff + Duration::from_millis(rand::random_range(0..=backoff.as_millis() as u64 / 2));
+        let pause =
+            backoff + Duration::from_millis(rand::random_range(0..=backoff.as_millis() as u64 / 2));
         tracing::info!(seconds = pause.as_secs_f32(), "reconnecting");
         tokio::time::sleep(pause).await;
         backoff = (backoff * 2).min(BACKOFF_MAX);
@@ -268,7 +276,9 @@ async fn run_link(ctx: &Arc<Ctx>, server: SocketAddr, secret: &str) -> Result<()
     let pinger = async {
         let server_jid = Jid::from(ctx.me.domain().to_owned());
         let parent = parent_domain(ctx.me.domain().as_str());
-        let target = parent.map(|d| Jid::new(&d).unwrap_or(server_jid.clone())).unwrap_or(server_jid);
+        let target = parent
+            .map(|d| Jid::new(&d).unwrap_or(server_jid.clone()))
+            .unwrap_or(server_jid);
         let mut n = 0u64;
         loop {
             tokio::time::sleep(PING_EVERY).await;
@@ -305,8 +315,10 @@ fn on_message(ctx: &Arc<Ctx>, m: Message) {
     if !matches!(m.type_, MessageType::Chat | MessageType::Normal) {
         return;
     }
-    let (Some(from), Some(body)) = (m.from.clone(), m.get_best_body(vec![]).map(|(_, b)| b.clone()))
-    else {
+    let (Some(from), Some(body)) = (
+        m.from.clone(),
+        m.get_best_body(vec![]).map(|(_, b)| b.clone()),
+    ) else {
         return;
     };
     let ctx = ctx.clone();
@@ -343,9 +355,11 @@ fn on_presence(ctx: &Arc<Ctx>, p: Presence) {
         PresenceType::Probe => ctx
             .link
             .send(stanzas::presence(&ctx.me, &from, PresenceType::None)),
-        PresenceType::Unsubscribe => ctx
-            .link
-            .send(stanzas::presence(&ctx.me, &bare, PresenceType::Unsubscribed)),
+        PresenceType::Unsubscribe => ctx.link.send(stanzas::presence(
+            &ctx.me,
+            &bare,
+            PresenceType::Unsubscribed,
+        )),
         _ => {}
     }
 }
@@ -405,7 +419,10 @@ mod tests {
 
     #[test]
     fn parent_of_component_is_the_server_domain() {
-        assert_eq!(parent_domain("certwatch.localhost").as_deref(), Some("localhost"));
+        assert_eq!(
+            parent_domain("certwatch.localhost").as_deref(),
+            Some("localhost")
+        );
         assert_eq!(parent_domain("localhost"), None);
     }
 

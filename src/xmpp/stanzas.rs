@@ -52,8 +52,10 @@ pub fn attr(builder: ElementBuilder, name: &str, value: impl Into<String>) -> El
 pub fn chat(from: &Jid, to: &Jid, body: &str, type_: MessageType) -> Message {
     let mut m = Message::new_with_type(type_, Some(to.clone()));
     m.from = Some(from.clone());
-    m.bodies
-        .insert(tokio_xmpp::parsers::message::Lang(String::new()), body.to_owned());
+    m.bodies.insert(
+        tokio_xmpp::parsers::message::Lang(String::new()),
+        body.to_owned(),
+    );
     m
 }
 
@@ -151,7 +153,11 @@ pub fn disco_items(component: &Jid, nodes: &[String]) -> Element {
     for n in nodes {
         let item = attr(
             attr(
-                attr(Element::builder("item", NS_DISCO_ITEMS), "jid", component.to_string()),
+                attr(
+                    Element::builder("item", NS_DISCO_ITEMS),
+                    "jid",
+                    component.to_string(),
+                ),
                 "node",
                 n.as_str(),
             ),
@@ -168,7 +174,11 @@ pub fn atom_entry(id: &str, title: &str, content: &str, updated: &str) -> Elemen
     let text = |name: &str, value: &str| Element::builder(name, NS_ATOM).append(value).build();
     Element::builder("entry", NS_ATOM)
         .append(text("title", title))
-        .append(attr(Element::builder("content", NS_ATOM), "type", "text").append(content).build())
+        .append(
+            attr(Element::builder("content", NS_ATOM), "type", "text")
+                .append(content)
+                .build(),
+        )
         .append(text("updated", updated))
         .append(text("id", id))
         .build()
@@ -205,7 +215,9 @@ pub fn items_result(node: &str, items: Vec<Element>) -> Element {
     for i in items {
         list = list.append(i);
     }
-    Element::builder("pubsub", NS_PUBSUB).append(list.build()).build()
+    Element::builder("pubsub", NS_PUBSUB)
+        .append(list.build())
+        .build()
 }
 
 /// The event notification message payload (XEP-0060 §7.1.2).
@@ -281,7 +293,12 @@ mod tests {
 
     #[test]
     fn atom_event_roundtrips_with_all_fields() {
-        let entry = atom_entry("id1", "example.org: ALARM", "details <&>", "2026-11-22T12:00:00Z");
+        let entry = atom_entry(
+            "id1",
+            "example.org: ALARM",
+            "details <&>",
+            "2026-11-22T12:00:00Z",
+        );
         let ev = roundtrip_element(&event("example.org", item(NS_PUBSUB_EVENT, "id1", entry)));
         let items = ev.get_child("items", NS_PUBSUB_EVENT).unwrap();
         assert_eq!(items.attr("node"), Some("example.org"));
@@ -306,20 +323,29 @@ mod tests {
         let to = jid("alice@localhost/res");
         let stanzas: Vec<Stanza> = vec![
             chat(&from, &to, "hello", MessageType::Chat).into(),
-            iq_result(&from, &to, "q1", Some(subscription("example.org", "alice@localhost"))).into(),
+            iq_result(
+                &from,
+                &to,
+                "q1",
+                Some(subscription("example.org", "alice@localhost")),
+            )
+            .into(),
             iq_error(&from, &to, "q2", DefinedCondition::ServiceUnavailable, "no").into(),
             presence(&from, &to, PresenceType::Subscribed).into(),
             event_message(
                 &from,
                 &to,
-                event("example.org", item(NS_PUBSUB_EVENT, "x", atom_entry("x", "t", "c", "u"))),
+                event(
+                    "example.org",
+                    item(NS_PUBSUB_EVENT, "x", atom_entry("x", "t", "c", "u")),
+                ),
             )
             .into(),
             ping(&from, &jid("localhost"), "p1").into(),
             iq_result(&from, &to, "q3", Some(items_result("example.org", vec![]))).into(),
         ];
         for s in stanzas {
-            let e: Element = s.clone().into();
+            let e: Element = s.into();
             assert_eq!(e.attr("from"), Some("certwatch.localhost"));
             let back = roundtrip_element(&e);
             let parsed = Stanza::try_from(back).expect("parses as a stanza");

@@ -1,0 +1,296 @@
+//! Shared harness for the integration tests: the labs (real name servers,
+//! real XMPP servers, a real Tor network), the certwatch binary, and a real
+//! third-party XMPP client (slixmpp) driven over JSON lines.
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, ChildStdin, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+
+/// The repository root.
+pub fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// The certwatch binary cargo built for these tests.
+pub fn certwatch() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_certwatch"))
+}
+
+/// Panics unless this process sees only the loopback interface.
+pub fn assert_isolated() {
+    let names: Vec<String> = std::fs::read_dir("/sys/class/net")
+        .expect("read /sys/class/net")
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(
+        names,
+        vec!["lo".to_string()],
+        "this test starts Tor and must run in a network namespace with only lo: run `bash scripts/test.sh` (or `unshare --net`)"
+    );
+}
+
+/// A key pair and a self-signed certificate for the test XMPP servers.
+pub struct TestCert {
+    /// PEM certificate file.
+    pub cert: PathBuf,
+    /// PEM key file.
+    pub key: PathBuf,
+    /// SHA-256 of the SPKI, hex.
+    pub spki: String,
+}
+
+impl TestCert {
+    /// Generates a fresh EC key and a certificate for `names` into `dir`.
+    pub fn generate(dir: &Path, stem: &str, names: &[&str]) -> TestCert {
+        let key = rcgen::KeyPair::generate().unwrap();
+        let params =
+            rcgen::CertificateParams::new(names.iter().map(|s| s.to_string()).collect::<Vec<_>>())
+                .unwrap();
+        let cert = params.self_signed(&key).unwrap();
+        let cert_path = dir.join(format!("{stem}.crt"));
+        let key_path = dir.join(format!("{stem}.key"));
+        std::fs::write(&cert_path, cert.pem()).unwrap();
+        std::fs::write(&key_path, key.serialize_pem()).unwrap();
+        let spki = hex::encode(certwatch::dane::spki_sha256(cert.der()).unwrap());
+        TestCert {
+            cert: cert_path,
+            key: key_path,
+            spki,
+        }
+    }
+}
+
+/// Runs `script start ARGS DIR` with `env`, and `script stop ARGS DIR` when dropped.
+pub struct Lab {
+    script: PathBuf,
+    args: Vec<String>,
+    /// The lab's working directory.
+    pub dir: PathBuf,
+    env: Vec<(String, String)>,
+}
+
+impl Lab {
+    /// Starts a lab; panics with the script's output if it fails.
+    pub fn start(script: &str, args: &[&str], dir: &Path, env: &[(&str, String)]) -> Lab {
+        std::fs::create_dir_all(dir).unwrap();
+        let lab = Lab {
+            script: root().join("tests/labs").join(script),
+            args: args.iter().map(|s| s.to_string()).collect(),
+            dir: dir.to_owned(),
+            env: env
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.clone()))
+                .collect(),
+        };
+        lab.run("start");
+        lab
+    }
+
+    /// Runs another verb of the script (e.g. `reload`).
+    pub fn run(&self, verb: &str) {
+        let out = Command::new("bash")
+            .arg(&self.script)
+            .arg(verb)
+            .args(&self.args)
+            .arg(&self.dir)
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
+            .output()
+            .expect("run lab script");
+        assert!(
+            out.status.success(),
+            "{} {verb} failed ({}):\n{}\n{}",
+            self.script.display(),
+            out.status,
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    /// Reads `KEY=VALUE` lines of a file the lab wrote.
+    pub fn env_file(&self, name: &str) -> Vec<(String, String)> {
+        std::fs::read_to_string(self.dir.join(name))
+            .unwrap()
+            .lines()
+            .filter_map(|l| l.split_once('='))
+            .map(|(k, v)| (k.trim().to_owned(), v.trim().trim_matches('"').to_owned()))
+            .collect()
+    }
+}
+
+impl Drop for Lab {
+    fn drop(&mut self) {
+        let _ = Command::new("bash")
+            .arg(&self.script)
+            .arg("stop")
+            .args(&self.args)
+            .arg(&self.dir)
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
+            .output();
+    }
+}
+
+/// A child process killed when dropped.
+pub struct Proc(pub Child);
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// The slixmpp test client, driven over JSON lines.
+pub struct Client {
+    child: Proc,
+    stdin: ChildStdin,
+    lines: mpsc::Receiver<Value>,
+    /// Events seen while waiting for something else.
+    pub backlog: Vec<Value>,
+    next_id: u64,
+}
+
+impl Client {
+    /// Logs in as `jid` on the server at 127.0.0.1:`port`.
+    pub fn connect(jid: &str, password: &str, port: u16) -> Client {
+        let mut child = Command::new("python3")
+            .arg(root().join("tests/labs/xmppclient.py"))
+            .args(["--jid", jid, "--password", password, "--host", "127.0.0.1"])
+            .args(["--port", &port.to_string()])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("spawn xmppclient.py");
+        let stdin = child.stdin.take().unwrap();
+        let stdout = child.stdout.take().unwrap();
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                if let Ok(v) = serde_json::from_str::<Value>(&line) {
+                    if tx.send(v).is_err() {
+                        break;
+                    }
+                }
+            }
+        });
+        let mut c = Client {
+            child: Proc(child),
+            stdin,
+            lines: rx,
+            backlog: Vec::new(),
+            next_id: 1,
+        };
+        c.wait_event(Duration::from_secs(30), |v| v["event"] == "ready")
+            .unwrap_or_else(|| panic!("{jid} did not log in"));
+        c
+    }
+
+    /// Waits for an event matching `pred`, from the backlog first.
+    pub fn wait_event(
+        &mut self,
+        timeout: Duration,
+        pred: impl Fn(&Value) -> bool,
+    ) -> Option<Value> {
+        if let Some(pos) = self.backlog.iter().position(&pred) {
+            return Some(self.backlog.remove(pos));
+        }
+        let deadline = Instant::now() + timeout;
+        loop {
+            let left = deadline.checked_duration_since(Instant::now())?;
+            match self.lines.recv_timeout(left) {
+                Ok(v) if pred(&v) => return Some(v),
+                Ok(v) => self.backlog.push(v),
+                Err(_) => return None,
+            }
+        }
+    }
+
+    /// Sends a command and waits for its reply.
+    pub fn cmd(&mut self, mut command: Value) -> Value {
+        let id = self.next_id;
+        self.next_id += 1;
+        command["id"] = json!(id);
+        writeln!(self.stdin, "{command}").unwrap();
+        self.stdin.flush().unwrap();
+        self.wait_event(Duration::from_secs(30), |v| v["id"] == json!(id))
+            .unwrap_or_else(|| panic!("no reply to {command}"))
+    }
+
+    /// Sends a chat message and returns the body of the next message from `to`.
+    pub fn ask(&mut self, to: &str, body: &str, timeout: Duration) -> String {
+        let r = self.cmd(json!({"cmd": "send", "to": to, "body": body}));
+        assert_eq!(r["ok"], true, "{r}");
+        let bare = to.to_owned();
+        let reply = self
+            .wait_event(timeout, |v| {
+                v["event"] == "message"
+                    && v["from"]
+                        .as_str()
+                        .is_some_and(|f| f.split('/').next() == Some(&bare))
+            })
+            .unwrap_or_else(|| panic!("no reply from {to} to {body:?}"));
+        reply["body"].as_str().unwrap_or_default().to_owned()
+    }
+
+    /// Messages from `from` seen so far or within `timeout`, all of them.
+    pub fn drain_messages(&mut self, from: &str, timeout: Duration) -> Vec<Value> {
+        let mut out = Vec::new();
+        while let Some(v) = self.wait_event(timeout, |v| {
+            v["event"] == "message" && v["from"].as_str().is_some_and(|f| f.starts_with(from))
+        }) {
+            out.push(v);
+        }
+        out
+    }
+}
+
+impl Drop for Client {
+    fn drop(&mut self) {
+        let _ = writeln!(self.stdin, "{}", json!({"id": 0, "cmd": "quit"}));
+    }
+}
+
+/// Polls `f` until it returns Some, or panics after `timeout` naming `what`.
+pub fn eventually<T>(timeout: Duration, what: &str, mut f: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// Runs `certwatch ARGS check DOMAIN --json` and returns (exit code, JSON).
+pub fn check_json(global: &[String], domain: &str, extra: &[&str]) -> (i32, Value) {
+    let out = certwatch()
+        .args(global)
+        .args(["check", domain, "--json"])
+        .args(extra)
+        .env("RUST_LOG", "warn")
+        .output()
+        .expect("run certwatch");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let json: Value = serde_json::from_str(&stdout).unwrap_or_else(|e| {
+        panic!(
+            "check {domain}: not JSON ({e}):\n{stdout}\nstderr:\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        )
+    });
+    (out.status.code().unwrap_or(-1), json)
+}
+
+/// A free-standing temporary directory kept when the test fails (for logs).
+pub fn workdir(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("certwatch-test-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}

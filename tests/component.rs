@@ -1,0 +1,199 @@
+//! The component on real Prosody and real ejabberd, driven by a real client.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{certwatch, eventually, workdir, Client, Lab, Proc};
+use serde_json::json;
+
+const COMPONENT: &str = "certwatch.localhost";
+const T: Duration = Duration::from_secs(20);
+
+fn start_bot(dir: &std::path::Path, component_port: u16) -> Proc {
+    let config = dir.join("certwatch.toml");
+    // Nothing answers DNS on port 9: checks fail fast, on loopback only.
+    std::fs::write(
+        &config,
+        format!(
+            r#"
+[xmpp]
+component = "{COMPONENT}"
+server = "127.0.0.1:{component_port}"
+secret = "s3cret"
+admins = ["admin@localhost"]
+
+[dns]
+nameservers = ["127.0.0.1:9"]
+
+[probe]
+transport = "direct"
+timeout = "3s"
+
+[monitor]
+interval = "1h"
+jitter = "0s"
+
+[store]
+path = "{}"
+"#,
+            dir.join("db").display()
+        ),
+    )
+    .unwrap();
+    let log = std::fs::File::create(dir.join("certwatch.log")).unwrap();
+    Proc(
+        certwatch()
+            .args(["--config", config.to_str().unwrap(), "serve"])
+            .env("RUST_LOG", "info,certwatch=debug")
+            .stderr(log)
+            .spawn()
+            .expect("start certwatch serve"),
+    )
+}
+
+/// Waits until the component answers a ping through the server.
+fn wait_component(client: &mut Client) {
+    eventually(Duration::from_secs(40), "the component to answer", || {
+        let r = client.cmd(json!({"cmd": "ping", "to": COMPONENT}));
+        (r["ok"] == true).then_some(())
+    });
+}
+
+fn component_flow(server: &str, base: u16) {
+    let dir = workdir(&format!("component-{server}"));
+    let ports = [
+        ("C2S_PORT", base + 22),
+        ("C2S_TLS_PORT", base + 23),
+        ("S2S_PORT", base + 69),
+        ("S2S_TLS_PORT", base + 70),
+        ("COMPONENT_PORT", base + 47),
+    ];
+    let env: Vec<(&str, String)> = ports
+        .iter()
+        .map(|(k, v)| (*k, v.to_string()))
+        .chain([
+            ("COMPONENT_JID", COMPONENT.to_string()),
+            ("COMPONENT_SECRET", "s3cret".into()),
+        ])
+        .collect();
+    let lab = Lab::start("xmpplab.sh", &[server], &dir.join("server"), &env);
+    let c2s = base + 22;
+    let mut bot = start_bot(&dir, base + 47);
+    let mut alice = Client::connect("alice@localhost", "alice-pw", c2s);
+    wait_component(&mut alice);
+
+    // help: one line per command.
+    let help = alice.ask(COMPONENT, "help", T);
+    for cmd in [
+        "check DOMAIN",
+        "subscribe DOMAIN",
+        "unsubscribe DOMAIN",
+        "list",
+        "status DOMAIN",
+    ] {
+        assert!(
+            help.lines().any(|l| l.starts_with(cmd)),
+            "{server}: help lacks {cmd}: {help}"
+        );
+    }
+    // Anything else: a one-line hint.
+    let hint = alice.ask(COMPONENT, "hello there", T);
+    assert!(hint.contains("help") && !hint.contains('\n'), "{hint}");
+    // Bad input: a clear one-line error.
+    for bad in ["check not_a_domain", "subscribe 192.0.2.1", "status a..b"] {
+        let e = alice.ask(COMPONENT, bad, T);
+        assert!(
+            e.starts_with("Not a valid domain") && !e.contains('\n'),
+            "{bad}: {e}"
+        );
+    }
+    let long = alice.ask(COMPONENT, &format!("check {}.org", "a".repeat(300)), T);
+    assert!(long.contains("too long"), "{long}");
+
+    // subscribe, list, status.
+    let sub = alice.ask(COMPONENT, "subscribe Example.ORG", T);
+    assert!(sub.starts_with("Subscribed to example.org"), "{sub}");
+    assert!(
+        sub.contains(&format!("xmpp:{COMPONENT}?;node=example.org")),
+        "{sub}"
+    );
+    let again = alice.ask(COMPONENT, "subscribe example.org", T);
+    assert!(again.contains("already subscribed"), "{again}");
+    let list = alice.ask(COMPONENT, "list", T);
+    assert!(list.contains("example.org"), "{list}");
+    let status = alice.ask(COMPONENT, "status example.net", T);
+    assert!(
+        status.contains("No stored result for example.net"),
+        "{status}"
+    );
+
+    // disco#info, disco#items, ping, unknown IQ, presence subscription.
+    let info = alice.cmd(json!({"cmd": "disco_info", "to": COMPONENT}));
+    assert_eq!(info["ok"], true, "{info}");
+    let features: Vec<&str> = info["features"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|f| f.as_str())
+        .collect();
+    for f in [
+        "http://jabber.org/protocol/pubsub",
+        "urn:xmpp:ping",
+        "http://jabber.org/protocol/disco#info",
+    ] {
+        assert!(
+            features.contains(&f),
+            "{server}: disco#info lacks {f}: {info}"
+        );
+    }
+    let items = alice.cmd(json!({"cmd": "disco_items", "to": COMPONENT}));
+    assert!(items.to_string().contains("example.org"), "{items}");
+    let unknown = alice.cmd(json!({"cmd": "iq_raw", "to": COMPONENT, "type": "get",
+        "xml": "<query xmlns='urn:x-certwatch-unknown'/>"}));
+    assert_eq!(unknown["ok"], false, "{unknown}");
+    assert_eq!(unknown["error"], "service-unavailable", "{unknown}");
+    alice.cmd(json!({"cmd": "subscribe_presence", "to": COMPONENT}));
+    alice
+        .wait_event(T, |v| v["event"] == "presence" && v["type"] == "subscribed")
+        .unwrap_or_else(|| panic!("{server}: no presence subscribed from the component"));
+
+    // The XMPP server restarts: the component reconnects and answers again.
+    drop(alice);
+    lab.run("stop");
+    lab.run("start");
+    let mut alice = Client::connect("alice@localhost", "alice-pw", c2s);
+    wait_component(&mut alice);
+    let help = alice.ask(COMPONENT, "help", T);
+    assert!(help.contains("subscribe DOMAIN"), "{help}");
+
+    // The bot is killed (-9) and restarted: the subscription survived.
+    bot.0.kill().unwrap();
+    bot.0.wait().unwrap();
+    drop(bot);
+    let _bot = start_bot(&dir, base + 47);
+    wait_component(&mut alice);
+    let list = alice.ask(COMPONENT, "list", T);
+    assert!(
+        list.contains("example.org"),
+        "{server}: lost after restart: {list}"
+    );
+
+    let unsub = alice.ask(COMPONENT, "unsubscribe example.org", T);
+    assert!(
+        unsub.starts_with("Unsubscribed from example.org"),
+        "{unsub}"
+    );
+    let list = alice.ask(COMPONENT, "list", T);
+    assert!(list.contains("no subscriptions"), "{list}");
+}
+
+#[test]
+fn prosody_component_end_to_end() {
+    component_flow("prosody", 16000);
+}
+
+#[test]
+fn ejabberd_component_end_to_end() {
+    component_flow("ejabberd", 16100);
+}
