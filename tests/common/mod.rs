@@ -3,7 +3,8 @@
 //! third-party XMPP client (slixmpp) driven over JSON lines.
 #![allow(dead_code)]
 
-use std::io::{BufRead, BufReader, Write};
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, Command, Stdio};
 use std::sync::mpsc;
@@ -293,4 +294,37 @@ pub fn workdir(name: &str) -> PathBuf {
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
     dir
+}
+
+/// Ports of the lab's XMPP endpoints (shared by the DNS and Tor tests).
+pub const C2S: u16 = 15222;
+pub const C2S_TLS: u16 = 15223;
+pub const S2S: u16 = 15269;
+pub const S2S_TLS: u16 = 15270;
+pub const NOSTARTTLS: u16 = 15998;
+pub const DOWN: u16 = 15999;
+
+/// Lab domains Prosody must serve (the probe's stream `to` and SNI).
+pub const HOSTS: &str = "good.test wrong.test rollover.test notlsa.test nsec.test nosrv.test dot.test unsigned.test expired.test badsig.test badds.test dsunsigned.test cname.test cnameinsecure.test shared.test nostarttls.test down.test";
+
+/// A server that speaks XMPP but offers no STARTTLS (a downgrade in the path).
+pub fn no_starttls_server(port: u16) {
+    let listener = TcpListener::bind(("127.0.0.1", port)).expect("bind the no-STARTTLS server");
+    std::thread::spawn(move || {
+        for conn in listener.incoming() {
+            let Ok(mut s) = conn else { continue };
+            std::thread::spawn(move || {
+                let _ = s.set_read_timeout(Some(Duration::from_secs(5)));
+                let mut buf = [0u8; 1024];
+                let _ = s.read(&mut buf);
+                let _ = s.write_all(
+                    b"<?xml version='1.0'?><stream:stream xmlns='jabber:client' \
+                      xmlns:stream='http://etherx.jabber.org/streams' id='x1' version='1.0'>\
+                      <stream:features><mechanisms xmlns='urn:ietf:params:xml:ns:xmpp-sasl'>\
+                      <mechanism>PLAIN</mechanism></mechanisms></stream:features>",
+                );
+                let _ = s.read(&mut buf);
+            });
+        }
+    });
 }

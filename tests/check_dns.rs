@@ -1,0 +1,257 @@
+//! `certwatch check` against a real DNSSEC-signed lab (NSD + unbound) and a
+//! real Prosody presenting a test key, over the direct transport.
+
+mod common;
+
+use common::{
+    certwatch, check_json, no_starttls_server, workdir, Lab, TestCert, C2S, C2S_TLS, DOWN, HOSTS,
+    NOSTARTTLS, S2S, S2S_TLS,
+};
+use serde_json::Value;
+
+fn endpoints(json: &Value) -> &Vec<Value> {
+    json["endpoints"].as_array().expect("endpoints array")
+}
+
+fn verdicts_of(json: &Value, service: &str) -> Vec<String> {
+    endpoints(json)
+        .iter()
+        .filter(|e| e["service"] == service)
+        .map(|e| e["verdict"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+#[test]
+fn dnssec_lab_verdicts_advice_and_tlsa_command() {
+    let dir = workdir("check-dns");
+    let good = TestCert::generate(&dir, "good", &["good.test", "xmpp.good.test"]);
+    let other = TestCert::generate(&dir, "other", &["other.test"]);
+    let ports = [
+        ("C2S_PORT", C2S),
+        ("C2S_TLS_PORT", C2S_TLS),
+        ("S2S_PORT", S2S),
+        ("S2S_TLS_PORT", S2S_TLS),
+        ("NOSTARTTLS_PORT", NOSTARTTLS),
+        ("DOWN_PORT", DOWN),
+        ("COMPONENT_PORT", 15247),
+    ];
+    let mut env: Vec<(&str, String)> = ports.iter().map(|(k, v)| (*k, v.to_string())).collect();
+    env.push(("GOOD_SPKI", good.spki.clone()));
+    env.push(("OTHER_SPKI", other.spki.clone()));
+    env.push(("DNSLAB_ADDR_BASE", "127.53.0".into()));
+    env.push(("TLS_CERT", good.cert.display().to_string()));
+    env.push(("TLS_KEY", good.key.display().to_string()));
+    env.push(("EXTRA_HOSTS", HOSTS.into()));
+    let dns = Lab::start("dnslab.sh", &[], &dir.join("dns"), &env);
+    let _xmpp = Lab::start("xmpplab.sh", &["prosody"], &dir.join("prosody"), &env);
+    no_starttls_server(NOSTARTTLS);
+    let lab_env = dns.env_file("env");
+    let get = |k: &str| {
+        lab_env
+            .iter()
+            .find(|(key, _)| key == k)
+            .unwrap_or_else(|| panic!("{k} missing from the lab env"))
+            .1
+            .clone()
+    };
+    let global = |ns: &str| {
+        vec![
+            "--nameserver".to_string(),
+            ns.to_string(),
+            "--trust-anchor".into(),
+            get("TRUST_ANCHOR"),
+            "--transport".into(),
+            "direct".into(),
+        ]
+    };
+    let auth = global(&get("AUTH_NS"));
+
+    // (domain, exit code, verdict) straight from the authoritative server.
+    let table: &[(&str, i32, &str)] = &[
+        ("good.test", 0, "ok"),
+        ("rollover.test", 0, "ok"),
+        ("shared.test", 0, "ok"),
+        ("cname.test", 0, "ok"),
+        ("dot.test", 0, "ok"),
+        ("wrong.test", 1, "mismatch"),
+        ("nostarttls.test", 1, "mismatch"),
+        ("expired.test", 1, "bogus"),
+        ("badsig.test", 1, "bogus"),
+        ("badds.test", 1, "bogus"),
+        ("dsunsigned.test", 1, "bogus"),
+        ("notlsa.test", 2, "no_tlsa"),
+        ("nsec.test", 2, "no_tlsa"),
+        ("nosrv.test", 2, "no_tlsa"),
+        ("unsigned.test", 2, "insecure"),
+        ("cnameinsecure.test", 2, "insecure"),
+        ("down.test", 3, "unreachable"),
+    ];
+    let mut failures = Vec::new();
+    let mut reports = std::collections::HashMap::new();
+    for (domain, code, verdict) in table {
+        let (got_code, json) = check_json(&auth, domain, &[]);
+        if got_code != *code || json["verdict"] != *verdict {
+            failures.push(format!(
+                "{domain}: want {verdict}/{code}, got {}/{got_code}\n{}",
+                json["verdict"],
+                serde_json::to_string_pretty(&json).unwrap()
+            ));
+        }
+        reports.insert(*domain, json);
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n\n"));
+
+    // Every service, target, port and address is an endpoint; hex is lowercase.
+    let g = &reports["good.test"];
+    for service in ["xmpp-client", "xmpps-client", "xmpp-server", "xmpps-server"] {
+        let v = verdicts_of(g, service);
+        assert!(v.contains(&"match".to_string()), "{service}: {v:?}");
+    }
+    let e = endpoints(g)
+        .iter()
+        .find(|e| e["service"] == "xmpps-client" && e["address"] == "127.0.0.1")
+        .expect("direct TLS c2s endpoint");
+    assert_eq!(e["port"], C2S_TLS);
+    assert_eq!(e["host"], "xmpp.good.test");
+    assert_eq!(e["tls"], "direct");
+    assert_eq!(e["spki_sha256"], good.spki.as_str());
+    assert_eq!(e["matched"], format!("3 1 1 {}", good.spki));
+    assert_eq!(e["tlsa"][0], format!("3 1 1 {}", good.spki));
+    assert!(
+        endpoints(g).iter().any(|e| e["address"] == "::1"),
+        "AAAA endpoints are listed"
+    );
+    assert!(g["checked_at"].as_str().unwrap().ends_with('Z'));
+
+    // A mismatch shows the key seen and the records, and never suggests adding the seen key.
+    let w = &reports["wrong.test"];
+    let m = endpoints(w)
+        .iter()
+        .find(|e| e["verdict"] == "mismatch")
+        .unwrap();
+    assert_eq!(m["spki_sha256"], good.spki.as_str());
+    assert_eq!(m["tlsa"][0], format!("3 1 1 {}", other.spki));
+    assert!(w["records_to_add"].as_array().unwrap().is_empty());
+
+    // STARTTLS stripped where TLSA requires TLS is its own finding.
+    assert_eq!(
+        verdicts_of(&reports["nostarttls.test"], "xmpp-client")[0],
+        "starttls_missing"
+    );
+
+    // Signed but no TLSA: the exact zone-file lines, from the key seen.
+    let n = &reports["notlsa.test"];
+    let lines: Vec<&str> = n["records_to_add"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap())
+        .collect();
+    let want = format!("_{C2S}._tcp.xmpp.notlsa.test. IN TLSA 3 1 1 {}", good.spki);
+    assert!(lines.contains(&want.as_str()), "{lines:?}");
+    let advice = n["advice"].to_string();
+    assert!(
+        advice.contains("--reuse-key") && advice.contains("additive"),
+        "{advice}"
+    );
+
+    // No SRV: fallback to the domain on 5222, and advice to publish SRV.
+    let s = &reports["nosrv.test"];
+    assert!(endpoints(s)
+        .iter()
+        .any(|e| e["host"] == "nosrv.test" && e["port"] == 5222));
+    assert!(
+        s["advice"].to_string().contains("publish SRV records"),
+        "{}",
+        s["advice"]
+    );
+
+    // Unsigned zone: which zone to sign.
+    let u = &reports["unsigned.test"];
+    assert!(
+        u["advice"].to_string().contains("The zone unsigned.test"),
+        "{}",
+        u["advice"]
+    );
+    assert!(!u["records_to_add"].as_array().unwrap().is_empty());
+
+    // Behind a QNAME-minimising resolver (NSEC3 in authority sections), a
+    // valid CNAME chain must still validate (hickory false-bogus workaround).
+    let recursive = global(&get("RESOLVER_NS"));
+    for (domain, verdict) in [
+        ("cname.test", "ok"),
+        ("good.test", "ok"),
+        ("badsig.test", "bogus"),
+    ] {
+        let (_, json) = check_json(&recursive, domain, &[]);
+        assert_eq!(json["verdict"], verdict, "{domain} via unbound: {json:#}");
+    }
+
+    // A validating upstream refuses bogus data with SERVFAIL: said distinctly.
+    let validating = global(&get("VALIDATING_NS"));
+    let (code, json) = check_json(&validating, "badsig.test", &[]);
+    assert_eq!(code, 3, "{json:#}");
+    assert!(json["errors"].to_string().contains("SERVFAIL"), "{json:#}");
+
+    // --service limits the services.
+    let (_, json) = check_json(&auth, "good.test", &["--service", "server"]);
+    assert!(endpoints(&json)
+        .iter()
+        .all(|e| e["service"].as_str().unwrap().ends_with("server")));
+
+    // tlsa from the admin's own files gives the same record as the probe saw.
+    for flag in [("--cert", &good.cert), ("--key", &good.key)] {
+        let out = certwatch()
+            .args([
+                "tlsa",
+                flag.0,
+                flag.1.to_str().unwrap(),
+                "--host",
+                "xmpp.good.test",
+                "--port",
+                "5222",
+            ])
+            .output()
+            .unwrap();
+        assert!(out.status.success());
+        assert_eq!(
+            String::from_utf8_lossy(&out.stdout).trim(),
+            format!("_5222._tcp.xmpp.good.test. IN TLSA 3 1 1 {}", good.spki)
+        );
+    }
+
+    // Bad input: usage errors (64), configuration errors (78).
+    let out = certwatch()
+        .args(["check", "not a domain"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(64));
+    let out = certwatch()
+        .args(["--transport", "pigeon", "check", "good.test"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(64));
+    let bad_config = dir.join("bad.toml");
+    std::fs::write(&bad_config, "[probe]\ntransprt = \"tor\"\n").unwrap();
+    let out = certwatch()
+        .args([
+            "--config",
+            bad_config.to_str().unwrap(),
+            "check",
+            "good.test",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(78));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("transprt"));
+    let out = certwatch()
+        .args([
+            "--trust-anchor",
+            "/nonexistent/anchor.key",
+            "check",
+            "good.test",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(78));
+}
