@@ -15,7 +15,7 @@ use crate::dns::discovery::ServiceSet;
 use crate::dns::Resolver;
 use crate::domain::Domain;
 use crate::probe::transport::TorDirs;
-use crate::probe::Prober;
+use crate::probe::{Prober, Spacing};
 use crate::report::{now_rfc3339, Report};
 use crate::store::{Delivery, Sink, Store};
 
@@ -58,7 +58,11 @@ pub struct Engine {
     outbox_wake: Notify,
     chat_checks: Semaphore,
     limiter: Mutex<Limiter>,
+    spacing: std::sync::Arc<Spacing>,
 }
+
+/// The least time between two probes of one address:port.
+pub const PROBE_GAP: Duration = Duration::from_secs(2);
 
 impl Engine {
     /// Builds the engine; the transport starts lazily at the first check.
@@ -78,6 +82,7 @@ impl Engine {
             outbox_wake: Notify::new(),
             chat_checks: Semaphore::new(CHAT_CHECKS),
             limiter: Mutex::new(Limiter::default()),
+            spacing: std::sync::Arc::new(Spacing::new(PROBE_GAP, Duration::from_secs(600))),
         })
     }
 
@@ -106,7 +111,8 @@ impl Engine {
             .await
             .map_err(|e| e.to_string())?;
         let from = Some(self.config.xmpp.component.clone());
-        let prober = Prober::new(connector, self.config.probe.timeout, from);
+        let prober = Prober::new(connector, self.config.probe.timeout, from)
+            .with_spacing(self.spacing.clone());
         let checker = Checker::new(self.resolver.clone(), prober);
         *slot = Some(checker.clone());
         Ok(checker)

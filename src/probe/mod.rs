@@ -7,8 +7,12 @@ pub mod session;
 pub mod tls;
 pub mod transport;
 
+use std::collections::HashMap;
 use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
+
+use tokio::time::Instant;
 
 use self::session::{negotiate, Limits, ProbeFailure, Role, TlsMode};
 use self::tls::TlsObservation;
@@ -53,6 +57,56 @@ pub struct Target {
     pub tls: TlsMode,
 }
 
+/// Spaces probes to one address:port, whatever domains point at it, so the
+/// bot can never be turned into a flood against one server.
+#[derive(Debug)]
+pub struct Spacing {
+    gap: Duration,
+    max_wait: Duration,
+    next: Mutex<HashMap<SocketAddr, Instant>>,
+}
+
+/// How many addresses the spacing table remembers before pruning.
+const SPACING_TABLE: usize = 50_000;
+
+impl Spacing {
+    /// At most one probe per `gap` to each address:port; a probe that would
+    /// wait longer than `max_wait` is refused.
+    pub fn new(gap: Duration, max_wait: Duration) -> Spacing {
+        Spacing {
+            gap,
+            max_wait,
+            next: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Reserves this address's next slot, or refuses when it is too far off.
+    fn reserve(&self, addr: SocketAddr, now: Instant) -> Result<Instant, ProbeError> {
+        let mut next = self.next.lock().expect("spacing lock");
+        if next.len() > SPACING_TABLE {
+            next.retain(|_, t| *t > now);
+        }
+        let at = next.get(&addr).copied().unwrap_or(now).max(now);
+        if at - now > self.max_wait {
+            return Err(ProbeError::Connect(ConnectFailure::Transport(format!(
+                "too many probes queued for {addr}; skipped"
+            ))));
+        }
+        next.insert(addr, at + self.gap);
+        Ok(at)
+    }
+
+    /// Waits for this address's turn.
+    pub async fn turn(&self, addr: SocketAddr) -> Result<(), ProbeError> {
+        if self.gap.is_zero() {
+            return Ok(());
+        }
+        let at = self.reserve(addr, Instant::now())?;
+        tokio::time::sleep_until(at).await;
+        Ok(())
+    }
+}
+
 /// Probes endpoints through one connector with fixed bounds.
 #[derive(Clone)]
 pub struct Prober {
@@ -61,6 +115,7 @@ pub struct Prober {
     connect_timeout: Duration,
     from: Option<String>,
     attempts: u32,
+    spacing: Option<Arc<Spacing>>,
 }
 
 impl Prober {
@@ -77,7 +132,14 @@ impl Prober {
             connect_timeout: timeout,
             from,
             attempts: 2,
+            spacing: None,
         }
+    }
+
+    /// Caps how often any one address:port is probed.
+    pub fn with_spacing(mut self, spacing: Arc<Spacing>) -> Prober {
+        self.spacing = Some(spacing);
+        self
     }
 
     /// The transport's name.
@@ -102,6 +164,9 @@ impl Prober {
 
     /// Exactly one connection, over a fresh circuit.
     pub async fn probe_once(&self, target: &Target) -> Result<TlsObservation, ProbeError> {
+        if let Some(spacing) = &self.spacing {
+            spacing.turn(target.addr).await?;
+        }
         let stream = self
             .connector
             .connect(target.addr, self.connect_timeout)
@@ -121,5 +186,29 @@ impl Prober {
         )
         .await
         .map_err(ProbeError::Session)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn spacing_caps_probes_per_address() {
+        let s = Spacing::new(Duration::from_secs(2), Duration::from_secs(5));
+        let a: SocketAddr = "192.0.2.1:5222".parse().unwrap();
+        let b: SocketAddr = "192.0.2.2:5222".parse().unwrap();
+        let t0 = Instant::now();
+        s.turn(a).await.unwrap();
+        s.turn(b).await.unwrap();
+        assert_eq!(Instant::now(), t0, "first probes go at once");
+        s.turn(a).await.unwrap();
+        assert_eq!(Instant::now() - t0, Duration::from_secs(2));
+        // Queue up to the wait bound, then refuse rather than pile up.
+        let now = Instant::now();
+        assert_eq!(s.reserve(a, now).unwrap(), now + Duration::from_secs(2));
+        assert_eq!(s.reserve(a, now).unwrap(), now + Duration::from_secs(4));
+        assert!(s.reserve(a, now).is_err());
+        assert_eq!(s.reserve(b, now).unwrap(), t0 + Duration::from_secs(2));
     }
 }
