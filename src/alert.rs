@@ -205,7 +205,8 @@ mod tests {
     #[test]
     fn contract_s4_alerts_on_changes_only() {
         use Verdict::*;
-        let table: Vec<(Vec<Verdict>, Vec<Option<(Option<Verdict>, Verdict)>>)> = vec![
+        type Change = Option<(Option<Verdict>, Verdict)>;
+        let table: Vec<(Vec<Verdict>, Vec<Change>)> = vec![
             (vec![Ok, Ok, Ok], vec![None, None, None]),
             (
                 vec![Ok, Mismatch, Mismatch, Ok],

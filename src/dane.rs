@@ -1,66 +1,593 @@
-//! TEMPORARY STUB until the real module lands.
-#![allow(missing_docs, unused)]
-use std::time::SystemTime;
+//! DANE: TLSA records (RFC 6698) and matching a presented certificate chain
+//! against them under the operational rules of RFC 7671, as XMPP uses them
+//! (RFC 7673). Pure: the time and the PKIX trust anchors come in through
+//! [`MatchContext`], so every verdict can be reproduced in a test.
+
+use std::cell::OnceCell;
+use std::fmt;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use rustls_pki_types::{CertificateDer, ServerName, TrustAnchor, UnixTime};
+use sha2::{Digest, Sha256, Sha512};
+use x509_parser::certificate::X509Certificate;
+use x509_parser::extensions::GeneralName;
+use x509_parser::oid_registry::{OID_PKCS1_SHA1WITHRSA, OID_SHA1_WITH_RSA};
+use x509_parser::prelude::FromDer;
+use x509_parser::time::ASN1Time;
+
+mod keyfile;
+#[cfg(test)]
+mod tests;
+
+pub use keyfile::{spki_from_cert_pem, spki_from_key_pem, KeyFileError};
+
+/// A TLSA record (RFC 6698 §2.1).
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct Tlsa {
+    /// Certificate usage: 0 PKIX-TA, 1 PKIX-EE, 2 DANE-TA, 3 DANE-EE (RFC 7218).
     pub usage: u8,
+    /// Selector: 0 the whole certificate, 1 its SubjectPublicKeyInfo.
     pub selector: u8,
+    /// Matching type: 0 the selected bytes themselves, 1 SHA-256, 2 SHA-512.
     pub matching: u8,
+    /// Certificate association data.
     pub data: Vec<u8>,
 }
-#[derive(Debug, thiserror::Error)]
-#[error("x")]
-pub struct E;
-impl Tlsa {
-    pub fn parse(s: &str) -> Result<Tlsa, E> {
-        Err(E)
-    }
+
+/// Why a TLSA record in presentation format could not be read.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum TlsaParseError {
+    /// Fewer than the four fields (usage, selector, matching type, data); holds the count.
+    #[error("a TLSA record has 4 fields (usage selector matching-type data), found {0}")]
+    TooFewFields(usize),
+    /// A numeric field (named first) holds something other than 0-255 (second).
+    #[error("the {0} field must be a number from 0 to 255, found {1:?}")]
+    NotANumber(&'static str, String),
+    /// The data has an odd number of hex digits (the count).
+    #[error("the association data has an odd number of hex digits ({0})")]
+    OddHex(usize),
+    /// The data holds a non-hex character (first) at a digit position (second, from 0).
+    #[error("the association data has {0:?} at digit {1}, which is not hex")]
+    BadHex(char, usize),
 }
-impl std::fmt::Display for Tlsa {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(
-            f,
-            "{} {} {} {}",
-            self.usage,
-            self.selector,
-            self.matching,
-            hex::encode(&self.data)
+
+/// Why a record cannot be used; RFC 7671 §4.1 says to ignore such records.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum Unusable {
+    /// A usage RFC 7218 does not define.
+    #[error("certificate usage {0} is not defined (0-3 are)")]
+    Usage(u8),
+    /// A selector RFC 7218 does not define.
+    #[error("selector {0} is not defined (0 and 1 are)")]
+    Selector(u8),
+    /// A matching type RFC 7218 does not define.
+    #[error("matching type {0} is not defined (0-2 are)")]
+    Matching(u8),
+    /// A digest that can never match: (matching type, length it needs, length it has).
+    #[error("a matching type {0} digest is {1} bytes, this one is {2}")]
+    DigestLength(u8, usize, usize),
+    /// Matching type 0 with no data, which can never match.
+    #[error("the association data is empty")]
+    Empty,
+}
+
+/// Why a certificate, or the parameters asked of it, could not be used.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum CertError {
+    /// The bytes are not an X.509 certificate.
+    #[error("not a DER X.509 certificate: {0}")]
+    Der(String),
+    /// The certificate is followed by more bytes.
+    #[error("{0} bytes follow the certificate's DER encoding")]
+    TrailingData(usize),
+    /// The usage, selector or matching type asked for is not defined.
+    #[error("cannot build that record: {0}")]
+    Parameters(#[from] Unusable),
+}
+
+impl Tlsa {
+    /// Reads the presentation format `3 1 1 ab12…`; the hex may contain whitespace.
+    pub fn parse(s: &str) -> Result<Tlsa, TlsaParseError> {
+        let mut fields = s.split_whitespace();
+        let mut number = |name: &'static str, found: usize| {
+            let value = fields.next().ok_or(TlsaParseError::TooFewFields(found))?;
+            let bad = || TlsaParseError::NotANumber(name, value.into());
+            value.parse::<u8>().map_err(|_| bad())
+        };
+        let (usage, selector) = (number("usage", 0)?, number("selector", 1)?);
+        let matching = number("matching type", 2)?;
+        let hex: String = fields.collect();
+        if hex.is_empty() {
+            return Err(TlsaParseError::TooFewFields(3));
+        }
+        if let Some(i) = hex.chars().position(|c| !c.is_ascii_hexdigit()) {
+            let c = hex.chars().nth(i).unwrap_or('?');
+            return Err(TlsaParseError::BadHex(c, i));
+        }
+        let data = hex::decode(&hex).map_err(|_| TlsaParseError::OddHex(hex.len()))?;
+        Ok(Tlsa {
+            usage,
+            selector,
+            matching,
+            data,
+        })
+    }
+
+    /// Whether the record can be used at all (RFC 7671 §4.1, RFC 7218 registries).
+    pub fn usable(&self) -> Result<(), Unusable> {
+        if self.usage > 3 {
+            return Err(Unusable::Usage(self.usage));
+        }
+        if self.selector > 1 {
+            return Err(Unusable::Selector(self.selector));
+        }
+        let expected = match self.matching {
+            0 if self.data.is_empty() => return Err(Unusable::Empty),
+            0 => return Ok(()),
+            1 => 32,
+            2 => 64,
+            m => return Err(Unusable::Matching(m)),
+        };
+        match self.data.len() {
+            n if n == expected => Ok(()),
+            n => Err(Unusable::DigestLength(self.matching, expected, n)),
+        }
+    }
+
+    /// Short form for notes: full records can be kilobytes of hex.
+    fn short(&self) -> String {
+        let hex = hex::encode(&self.data);
+        let cut = if hex.len() > 16 { "…" } else { "" };
+        let head = hex.get(..16).unwrap_or(&hex);
+        format!(
+            "{} {} {} {head}{cut}",
+            self.usage, self.selector, self.matching
         )
     }
 }
-pub fn spki_sha256(c: &[u8]) -> Result<[u8; 32], E> {
-    Err(E)
+
+impl fmt::Display for Tlsa {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let hex = hex::encode(&self.data);
+        write!(
+            f,
+            "{} {} {} {hex}",
+            self.usage, self.selector, self.matching
+        )
+    }
 }
-pub fn cert_sha256(c: &[u8]) -> [u8; 32] {
-    [0; 32]
+
+/// SHA-256 of a certificate's SubjectPublicKeyInfo: the data of a `3 1 1` record.
+pub fn spki_sha256(cert_der: &[u8]) -> Result<[u8; 32], CertError> {
+    Ok(Sha256::digest(parse_cert(cert_der)?.public_key().raw).into())
 }
-pub fn record_for(c: &[u8], u: u8, s: u8, m: u8) -> Result<Tlsa, E> {
-    Err(E)
+
+/// SHA-256 of a certificate's DER bytes: the data of a `3 0 1` record.
+pub fn cert_sha256(cert_der: &[u8]) -> [u8; 32] {
+    Sha256::digest(cert_der).into()
 }
-pub fn spki_from_key_pem(p: &str) -> Result<Vec<u8>, E> {
-    Err(E)
+
+/// The record data for a (selector, matching) pair of a certificate.
+pub fn association(cert_der: &[u8], selector: u8, matching: u8) -> Result<Vec<u8>, CertError> {
+    let cert = parse_cert(cert_der)?;
+    let selected = select(&cert, selector).ok_or(Unusable::Selector(selector))?;
+    Ok(digest(selected, matching).ok_or(Unusable::Matching(matching))?)
 }
-pub fn spki_from_cert_pem(p: &str) -> Result<(Vec<u8>, Vec<u8>), E> {
-    Err(E)
+
+/// Builds a TLSA record for a certificate, e.g. the `3 1 1` line to advise publishing.
+pub fn record_for(
+    cert_der: &[u8],
+    usage: u8,
+    selector: u8,
+    matching: u8,
+) -> Result<Tlsa, CertError> {
+    if usage > 3 {
+        return Err(Unusable::Usage(usage).into());
+    }
+    Ok(Tlsa {
+        usage,
+        selector,
+        matching,
+        data: association(cert_der, selector, matching)?,
+    })
 }
-pub fn association_from_spki(s: &[u8], m: u8) -> Vec<u8> {
-    vec![]
+
+/// The selector-1 record data for an SPKI; empty for a matching type outside 0-2.
+pub fn association_from_spki(spki_der: &[u8], matching: u8) -> Vec<u8> {
+    // Empty never equals valid record data, so callers passing a constant need no Result.
+    digest(spki_der, matching).unwrap_or_default()
 }
+
+/// What the matcher needs to know besides the records.
+#[derive(Clone, Copy, Debug)]
 pub struct MatchContext<'a> {
+    /// DER certificates as presented, leaf first.
     pub chain: &'a [Vec<u8>],
+    /// Acceptable names, lowercase ASCII (RFC 7673 §4: the service domain, and the SRV target when the SRV was secure).
     pub reference_names: &'a [String],
+    /// The time certificates must be valid at (DANE-TA, PKIX-TA, PKIX-EE only).
     pub now: SystemTime,
-    pub pkix_roots: Option<&'a [rustls_pki_types::TrustAnchor<'static>]>,
+    /// Trust anchors for usages 0 and 1; `None` means `webpki_roots::TLS_SERVER_ROOTS`.
+    pub pkix_roots: Option<&'a [TrustAnchor<'static>]>,
 }
+
+/// The result of matching a chain against a TLSA RRset.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum MatchOutcome {
-    Matched { record: Tlsa },
-    NoMatch { notes: Vec<String> },
-    NoUsableRecords { notes: Vec<String> },
-    MalformedChain { error: String },
+    /// A record authenticated the chain.
+    Matched {
+        /// The first record, in the order given, that did.
+        record: Tlsa,
+    },
+    /// Usable records existed and none authenticated the chain.
+    NoMatch {
+        /// Why each record failed, and which records or certificates were ignored.
+        notes: Vec<String>,
+    },
+    /// Every record was unusable, which RFC 7671 §4.1 treats as no TLSA at all.
+    NoUsableRecords {
+        /// Why each record is unusable.
+        notes: Vec<String>,
+    },
+    /// The chain was empty or its leaf could not be parsed: a finding, not a crash.
+    MalformedChain {
+        /// What is wrong with it.
+        error: String,
+    },
 }
-pub fn match_chain(r: &[Tlsa], c: &MatchContext) -> MatchOutcome {
-    MatchOutcome::MalformedChain {
-        error: String::new(),
+
+/// Matches a presented chain against a TLSA RRset (RFC 6698 §2.1.1, RFC 7671 §5).
+pub fn match_chain(records: &[Tlsa], ctx: &MatchContext) -> MatchOutcome {
+    let (mut notes, mut usable) = (Vec::new(), Vec::new());
+    for record in records {
+        match record.usable() {
+            Ok(()) => usable.push(record),
+            Err(why) => notes.push(format!("{}: unusable, ignored: {why}", record.short())),
+        }
     }
+    // Records decide first: with none usable the chain is irrelevant (RFC 7671 §4.1).
+    if usable.is_empty() {
+        return MatchOutcome::NoUsableRecords { notes };
+    }
+    let malformed = |error| MatchOutcome::MalformedChain { error };
+    let leaf = match ctx.chain.first().map(|der| parse_cert(der)) {
+        Some(Ok(leaf)) => leaf,
+        Some(Err(e)) => return malformed(format!("the server's certificate: {e}")),
+        None => return malformed("the server presented no certificate".into()),
+    };
+    let mut certs = vec![Some(leaf)];
+    for (i, der) in ctx.chain.iter().enumerate().skip(1) {
+        // A broken extra certificate must not hide a DANE-EE match on the leaf.
+        let ignored = |e| notes.push(format!("certificate {i} of the chain is ignored: {e}"));
+        certs.push(parse_cert(der).map_err(ignored).ok());
+    }
+    let pkix = OnceCell::new();
+    let matcher = Matcher { ctx, certs, pkix };
+    for record in usable {
+        match matcher.check(record) {
+            Ok(()) => {
+                return MatchOutcome::Matched {
+                    record: record.clone(),
+                }
+            }
+            Err(why) => notes.push(format!("{}: {why}", record.short())),
+        }
+    }
+    MatchOutcome::NoMatch { notes }
+}
+
+fn parse_cert(der: &[u8]) -> Result<X509Certificate<'_>, CertError> {
+    let (rest, cert) = X509Certificate::from_der(der).map_err(|e| CertError::Der(e.to_string()))?;
+    if !rest.is_empty() {
+        return Err(CertError::TrailingData(rest.len()));
+    }
+    Ok(cert)
+}
+
+fn select<'a>(cert: &'a X509Certificate<'_>, selector: u8) -> Option<&'a [u8]> {
+    match selector {
+        0 => Some(cert.as_raw()),
+        1 => Some(cert.public_key().raw),
+        _ => None,
+    }
+}
+
+fn digest(data: &[u8], matching: u8) -> Option<Vec<u8>> {
+    match matching {
+        0 => Some(data.to_vec()),
+        1 => Some(Sha256::digest(data).to_vec()),
+        2 => Some(Sha512::digest(data).to_vec()),
+        _ => None,
+    }
+}
+
+/// What PKIX validation found, kept because several records may ask.
+struct PkixPath {
+    intermediates: Vec<Vec<u8>>,
+    anchor_spki: Vec<u8>,
+}
+
+struct Matcher<'a> {
+    ctx: &'a MatchContext<'a>,
+    certs: Vec<Option<X509Certificate<'a>>>,
+    pkix: OnceCell<Result<PkixPath, String>>,
+}
+
+impl Matcher<'_> {
+    fn check(&self, record: &Tlsa) -> Result<(), String> {
+        const NOT_LEAF: &str = "does not match the server's certificate";
+        match record.usage {
+            3 if self.matches(record, 0) => Ok(()),
+            1 if self.matches(record, 0) => match self.pkix() {
+                Ok(_) => Ok(()),
+                Err(e) => Err(format!("matched but PKIX validation failed: {e}")),
+            },
+            1 | 3 => Err(NOT_LEAF.into()),
+            2 => self.dane_ta(record),
+            0 => self.pkix_ta(record),
+            u => Err(Unusable::Usage(u).to_string()),
+        }
+    }
+
+    fn matches(&self, record: &Tlsa, index: usize) -> bool {
+        let Some(cert) = self.cert(index) else {
+            return false;
+        };
+        let data = select(cert, record.selector).and_then(|s| digest(s, record.matching));
+        data.as_ref() == Some(&record.data)
+    }
+
+    fn cert(&self, index: usize) -> Option<&X509Certificate<'_>> {
+        self.certs.get(index).and_then(Option::as_ref)
+    }
+
+    fn describe(&self, index: usize) -> String {
+        let subject = self.cert(index).map(|c| c.subject().to_string());
+        format!("certificate {index} ({})", subject.unwrap_or_default())
+    }
+
+    /// RFC 7671 §5.2: the record names a trust anchor in the chain; the leaf must chain to it.
+    fn dane_ta(&self, record: &Tlsa) -> Result<(), String> {
+        let anchors = (0..self.certs.len()).filter(|&i| self.matches(record, i));
+        let mut failures = Vec::new();
+        for anchor in anchors {
+            if anchor == 0 && !self.cert(0).is_some_and(|c| c.issuer() == c.subject()) {
+                // As in OpenSSL: only a self-issued leaf can be its own trust anchor.
+                let (s, m) = (record.selector, record.matching);
+                let why = format!("matches the server's own certificate, which is not self-issued and so cannot be its trust anchor; a pin of the server's own key is written 3 {s} {m}");
+                failures.push(why);
+                continue;
+            }
+            let mut visited = vec![false; self.certs.len()];
+            let mut why = String::new();
+            let found = match self.search(0, anchor, &mut visited, &mut why) {
+                Some(path) => self.check_path(&path),
+                None if why.is_empty() => Err("no chain of issuer names leads there".into()),
+                None => Err(format!("the chain does not verify up to it: {why}")),
+            };
+            match found {
+                Ok(()) => return Ok(()),
+                Err(e) => failures.push(format!("matches {} but {e}", self.describe(anchor))),
+            }
+        }
+        if failures.is_empty() {
+            return Err("matches no certificate in the chain".into());
+        }
+        Err(failures.join("; "))
+    }
+
+    /// Depth-first search for the issuer path from `at` to `anchor`, checking signatures;
+    /// a certificate visited once is never retried, so this stays linear.
+    fn search(
+        &self,
+        at: usize,
+        anchor: usize,
+        seen: &mut [bool],
+        why: &mut String,
+    ) -> Option<Vec<usize>> {
+        let cert = self.cert(at)?;
+        if at == anchor {
+            return Some(vec![at]);
+        }
+        seen[at] = true;
+        for (j, parent) in self.certs.iter().enumerate() {
+            let Some(parent) = parent else { continue };
+            if seen[j] || parent.subject().as_raw() != cert.issuer().as_raw() {
+                continue;
+            }
+            let algorithm = &cert.signature_algorithm.algorithm;
+            if *algorithm == OID_PKCS1_SHA1WITHRSA || *algorithm == OID_SHA1_WITH_RSA {
+                // Collisions are practical and OpenSSL 3 rejects it, so it authenticates nothing.
+                *why = format!("certificate {at} is signed with SHA-1");
+                continue;
+            }
+            if let Err(e) = cert.verify_signature(Some(parent.public_key())) {
+                *why = format!("the signature on certificate {at} does not verify with the key of certificate {j}, its named issuer ({e})");
+                continue;
+            }
+            if let Some(mut path) = self.search(j, anchor, seen, why) {
+                path.insert(0, at);
+                return Some(path);
+            }
+        }
+        None
+    }
+
+    /// What comes with a DANE-TA anchor: CA flags, validity dates, and the leaf's name.
+    fn check_path(&self, path: &[usize]) -> Result<(), String> {
+        let now = asn1_time(self.ctx.now);
+        for (pos, &i) in path.iter().enumerate() {
+            let Some(cert) = self.cert(i) else { continue };
+            // The anchor is trusted as a key (RFC 5280 §6.1.1 d), so a v1 root may pass.
+            if pos > 0 && pos + 1 < path.len() && !cert.is_ca() {
+                return Err(format!(
+                    "{} issues a certificate but is not a CA",
+                    self.describe(i)
+                ));
+            }
+            let (from, to) = (cert.validity().not_before, cert.validity().not_after);
+            if !cert.validity().is_valid_at(now) {
+                let (from, to, now) = (iso(from), iso(to), iso(now));
+                return Err(format!(
+                    "{} is valid from {from} to {to}, not at {now}",
+                    self.describe(i)
+                ));
+            }
+        }
+        // RFC 7671 §5.2 and RFC 7673 §4: unlike DANE-EE, DANE-TA needs the name check.
+        let presented = self.cert(0).map(leaf_names).unwrap_or_default();
+        let reference = self.ctx.reference_names;
+        if presented
+            .iter()
+            .any(|p| reference.iter().any(|r| name_matches(p, r)))
+        {
+            return Ok(());
+        }
+        let (presented, reference) = (presented.join(", "), reference.join(", "));
+        Err(format!(
+            "the server's certificate is for [{presented}], not for any of [{reference}]"
+        ))
+    }
+
+    fn pkix(&self) -> &Result<PkixPath, String> {
+        self.pkix.get_or_init(|| pkix_validate(self.ctx))
+    }
+
+    /// RFC 6698 §2.1.1: usage 0 names a CA that must sit on a PKIX-valid path.
+    fn pkix_ta(&self, record: &Tlsa) -> Result<(), String> {
+        let in_chain: Vec<usize> = (1..self.certs.len())
+            .filter(|&i| self.matches(record, i))
+            .collect();
+        let path = match self.pkix() {
+            Ok(path) => path,
+            Err(e) if in_chain.is_empty() => {
+                return Err(format!(
+                    "matches no CA certificate in the chain, and PKIX validation failed: {e}"
+                ))
+            }
+            Err(e) => return Err(format!("matched but PKIX validation failed: {e}")),
+        };
+        let (selector, matching) = (record.selector, record.matching);
+        let on_path =
+            |der: &Vec<u8>| association(der, selector, matching).is_ok_and(|d| d == record.data);
+        // The anchor store holds keys, not certificates: find a presented copy for selector 0.
+        let is_anchor = |i: &usize| {
+            self.cert(*i)
+                .is_some_and(|c| c.public_key().raw == path.anchor_spki)
+        };
+        let anchor_matches = match selector {
+            1 => association_from_spki(&path.anchor_spki, matching) == record.data,
+            _ => in_chain.iter().any(is_anchor),
+        };
+        match (
+            path.intermediates.iter().any(on_path) || anchor_matches,
+            in_chain.is_empty(),
+        ) {
+            (true, _) => Ok(()),
+            (false, false) => {
+                Err("matches a CA certificate that is not on the validated PKIX path".into())
+            }
+            (false, true) => Err("matches no CA certificate on the validated PKIX path".into()),
+        }
+    }
+}
+
+/// Ordinary web PKIX validation plus the name check (RFC 6125, via webpki).
+fn pkix_validate(ctx: &MatchContext) -> Result<PkixPath, String> {
+    let ders: Vec<CertificateDer> = ctx
+        .chain
+        .iter()
+        .map(|d| CertificateDer::from(d.as_slice()))
+        .collect();
+    let (leaf, intermediates) = ders.split_first().ok_or("no certificate")?;
+    let ee = webpki::EndEntityCert::try_from(leaf).map_err(|e| describe_webpki(&e))?;
+    let anchors = ctx.pkix_roots.unwrap_or(webpki_roots::TLS_SERVER_ROOTS);
+    let time = UnixTime::since_unix_epoch(ctx.now.duration_since(UNIX_EPOCH).unwrap_or_default());
+    let algs = webpki::ALL_VERIFICATION_ALGS;
+    let usage = webpki::KeyUsage::server_auth();
+    let path = ee.verify_for_usage(algs, anchors, intermediates, time, usage, None, None);
+    let path = path.map_err(|e| describe_webpki(&e))?;
+    let valid_for = |n: &String| {
+        let name = ServerName::try_from(n.as_str());
+        name.is_ok_and(|n| ee.verify_is_valid_for_subject_name(&n).is_ok())
+    };
+    if !ctx.reference_names.iter().any(valid_for) {
+        let names = ctx.reference_names.join(", ");
+        return Err(format!("the certificate is not valid for any of [{names}]"));
+    }
+    let intermediates = path.intermediate_certificates().map(|c| c.der().to_vec());
+    let anchor_spki = webpki::spki_for_anchor(path.anchor()).to_vec();
+    Ok(PkixPath {
+        intermediates: intermediates.collect(),
+        anchor_spki,
+    })
+}
+
+fn describe_webpki(e: &webpki::Error) -> String {
+    let at = |t: &UnixTime| iso(asn1_time(UNIX_EPOCH + Duration::from_secs(t.as_secs())));
+    match e {
+        webpki::Error::CertExpired { not_after, .. } => format!("expired at {}", at(not_after)),
+        webpki::Error::CertNotValidYet { not_before, .. } => {
+            format!("not valid before {}", at(not_before))
+        }
+        webpki::Error::UnknownIssuer => "no path to a trusted root (unknown issuer)".into(),
+        webpki::Error::InvalidSignatureForPublicKey => {
+            "a signature in the chain does not verify".into()
+        }
+        webpki::Error::CaUsedAsEndEntity => "the server's certificate is a CA certificate".into(),
+        other => format!("{other:?}"),
+    }
+}
+
+/// The DNS names the leaf claims: its DNS SANs, or its CN only when it has none (RFC 6125 §6.4.4).
+fn leaf_names(leaf: &X509Certificate) -> Vec<String> {
+    let sans = leaf.subject_alternative_name().ok().flatten();
+    let sans = sans.iter().flat_map(|san| san.value.general_names.iter());
+    let names = sans.filter_map(|g| match g {
+        GeneralName::DNSName(n) => Some(*n),
+        _ => None,
+    });
+    let mut names: Vec<&str> = names.collect();
+    if names.is_empty() {
+        names = leaf
+            .subject()
+            .iter_common_name()
+            .filter_map(|cn| cn.as_str().ok())
+            .collect();
+    }
+    names.into_iter().map(str::to_ascii_lowercase).collect()
+}
+
+/// RFC 6125 §6.4.3: a wildcard stands for exactly one whole left-most label.
+fn name_matches(presented: &str, reference: &str) -> bool {
+    let presented = presented.trim_end_matches('.').to_ascii_lowercase();
+    let reference = reference.trim_end_matches('.').to_ascii_lowercase();
+    match presented.strip_prefix("*.") {
+        // `*.org` would cover a whole TLD: require two labels after the star.
+        Some(parent) if parent.contains('.') => {
+            let split = reference.split_once('.');
+            split.is_some_and(|(label, rest)| !label.is_empty() && rest == parent)
+        }
+        Some(_) => false,
+        None => !presented.is_empty() && presented == reference,
+    }
+}
+
+fn asn1_time(t: SystemTime) -> ASN1Time {
+    // Clamped to the years 1970-9999, which ASN1Time always holds.
+    let secs = t.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
+    let secs = secs.min(253_402_300_799) as i64;
+    ASN1Time::from_timestamp(secs).unwrap_or_else(|_| ASN1Time::now())
+}
+
+fn iso(t: ASN1Time) -> String {
+    let d = t.to_datetime();
+    let (date, time) = (
+        (d.year(), u8::from(d.month()), d.day()),
+        (d.hour(), d.minute(), d.second()),
+    );
+    format!(
+        "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}Z",
+        date.0, date.1, date.2, time.0, time.1, time.2
+    )
 }

@@ -148,7 +148,8 @@ mod tests {
     fn invalid_domains_are_rejected_with_a_reason() {
         let long_label = format!("{}.org", "a".repeat(64));
         let long_name = format!("{}org", "abcdefghi.".repeat(26));
-        let cases: Vec<(&str, fn(&DomainError) -> bool)> = vec![
+        type Check = fn(&DomainError) -> bool;
+        let cases: Vec<(&str, Check)> = vec![
             ("", |e| matches!(e, DomainError::Empty)),
             (".", |e| matches!(e, DomainError::Empty)),
             ("a..b", |e| matches!(e, DomainError::EmptyLabel)),

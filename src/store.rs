@@ -488,13 +488,13 @@ mod tests {
         };
         // Not monitored: nothing is written.
         assert!(!s
-            .commit_check("example.org", &state, Some(&item), &[d.clone()])
+            .commit_check("example.org", &state, Some(&item), std::slice::from_ref(&d))
             .unwrap());
         assert!(s.pending().unwrap().is_empty());
         assert!(s.items("example.org", 10).unwrap().is_empty());
         s.monitor("example.org").unwrap();
         assert!(s
-            .commit_check("example.org", &state, Some(&item), &[d.clone()])
+            .commit_check("example.org", &state, Some(&item), std::slice::from_ref(&d))
             .unwrap());
         assert_eq!(s.items("example.org", 10).unwrap(), vec![item]);
         let pending = s.pending().unwrap();
