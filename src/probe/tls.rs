@@ -1,8 +1,197 @@
-//! TEMPORARY STUB until the real module lands.
+//! The TLS handshake of a probe: accept whatever chain the server presents and
+//! write it down exactly as presented. Judging it is someone else's job.
+
+use std::io;
+use std::sync::Arc;
+use std::time::Duration;
+
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::client::Resumption;
+use rustls::crypto::{
+    ring, verify_tls12_signature, verify_tls13_signature, WebPkiSupportedAlgorithms,
+};
+use rustls::{ClientConfig, DigitallySignedStruct, ProtocolVersion, SignatureScheme};
+use rustls_pki_types::{CertificateDer, ServerName, UnixTime};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
+use tokio::time::Instant;
+use tokio_rustls::client::TlsStream;
+use tokio_rustls::TlsConnector;
+
+use crate::probe::session::ProbeFailure;
+
+/// Stage name reported for failures during the handshake.
+const STAGE: &str = "tls handshake";
+
+/// How long a polite close may take at most: the observation is already in
+/// hand, so a peer that will not take our close_notify must not delay it.
+const CLOSE_GRACE: Duration = Duration::from_secs(2);
+
+/// What the TLS handshake showed; judged by nobody here.
 #[derive(Clone, Debug)]
 pub struct TlsObservation {
+    /// The certificates as presented (DER), leaf first, in the server's order.
     pub chain: Vec<Vec<u8>>,
+    /// The negotiated protocol version, e.g. "TLSv1.3".
     pub version: String,
+    /// The negotiated cipher suite, e.g. "TLS13_AES_128_GCM_SHA256".
     pub cipher: String,
+    /// The ALPN protocol the server selected, if any.
     pub alpn: Option<String>,
+}
+
+/// Accepts any certificate chain, so that a wrong, expired or self-signed
+/// chain is still observed rather than lost to a verification error. The
+/// chain itself is kept by rustls (`peer_certificates`), per connection, so
+/// one shared config can serve concurrent probes without mixing them up.
+#[derive(Debug)]
+struct AcceptAnyChain {
+    algorithms: WebPkiSupportedAlgorithms,
+}
+
+impl ServerCertVerifier for AcceptAnyChain {
+    fn verify_server_cert(
+        &self,
+        _end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        _server_name: &ServerName<'_>,
+        _ocsp_response: &[u8],
+        _now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        Ok(ServerCertVerified::assertion())
+    }
+
+    // The handshake signature is still checked: it proves the server holds the
+    // key of the leaf we record, so the record is of a key actually in use.
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        verify_tls12_signature(message, cert, dss, &self.algorithms)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        verify_tls13_signature(message, cert, dss, &self.algorithms)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.algorithms.supported_schemes()
+    }
+}
+
+/// A rustls ClientConfig whose verifier accepts any chain and records it (handshake signatures are still checked with ring's algorithms).
+pub fn recording_config(alpn: Option<&[u8]>) -> Arc<ClientConfig> {
+    // An explicit provider, because the process-wide default may be unset or
+    // be another backend chosen by some other dependency.
+    let provider = Arc::new(ring::default_provider());
+    let verifier = Arc::new(AcceptAnyChain {
+        algorithms: provider.signature_verification_algorithms,
+    });
+    let mut config = ClientConfig::builder_with_provider(provider)
+        .with_protocol_versions(rustls::ALL_VERSIONS)
+        .expect("ring supports TLS 1.2 and 1.3")
+        .dangerous()
+        .with_custom_certificate_verifier(verifier)
+        .with_no_client_auth();
+    // A resumed session presents no certificate: rustls would report the
+    // chain remembered from an earlier probe, not the one on the wire now.
+    config.resumption = Resumption::disabled();
+    config.enable_early_data = false;
+    config.alpn_protocols = alpn.map(|p| vec![p.to_vec()]).unwrap_or_default();
+    Arc::new(config)
+}
+
+/// Runs a TLS handshake over `stream` with SNI `sni`, records the presented chain and closes; `timeout` bounds the whole call.
+pub async fn handshake<S: AsyncRead + AsyncWrite + Unpin>(
+    stream: S,
+    sni: &str,
+    alpn: Option<&[u8]>,
+    timeout: Duration,
+) -> Result<TlsObservation, ProbeFailure> {
+    handshake_until(stream, sni, alpn, Instant::now() + timeout).await
+}
+
+/// [`handshake`] against an absolute deadline, so a caller with its own
+/// overall budget cannot be overrun by the close.
+pub(crate) async fn handshake_until<S: AsyncRead + AsyncWrite + Unpin>(
+    stream: S,
+    sni: &str,
+    alpn: Option<&[u8]>,
+    deadline: Instant,
+) -> Result<TlsObservation, ProbeFailure> {
+    let name = ServerName::try_from(sni.to_owned()).map_err(|_| ProbeFailure::Io {
+        detail: format!("not a usable TLS server name: {sni:?}"),
+    })?;
+    let connector = TlsConnector::from(recording_config(alpn));
+    let mut tls = match tokio::time::timeout_at(deadline, connector.connect(name, stream)).await {
+        Err(_) => return Err(ProbeFailure::Timeout { stage: STAGE }),
+        Ok(Err(e)) => return Err(handshake_failure(e)),
+        Ok(Ok(tls)) => tls,
+    };
+    let observation = observe(&tls)?;
+    // Courtesy only: the result stands whether or not the close completes.
+    let close_by = deadline.min(Instant::now() + CLOSE_GRACE);
+    if let Err(e) = tokio::time::timeout_at(close_by, tls.shutdown()).await {
+        tracing::debug!(sni, error = %e, "TLS close did not complete in time");
+    }
+    Ok(observation)
+}
+
+/// Reads what the completed handshake negotiated.
+fn observe<S>(tls: &TlsStream<S>) -> Result<TlsObservation, ProbeFailure> {
+    let (_, conn) = tls.get_ref();
+    let chain: Vec<Vec<u8>> = conn
+        .peer_certificates()
+        .unwrap_or_default()
+        .iter()
+        .map(|c| c.as_ref().to_vec())
+        .collect();
+    // rustls refuses an empty Certificate message, so this is a guard for a
+    // future rustls, not an expected path.
+    if chain.is_empty() {
+        return Err(ProbeFailure::Tls {
+            detail: "handshake completed without a certificate".into(),
+        });
+    }
+    let version = match conn.protocol_version() {
+        Some(ProtocolVersion::TLSv1_3) => "TLSv1.3".to_owned(),
+        Some(ProtocolVersion::TLSv1_2) => "TLSv1.2".to_owned(),
+        Some(other) => format!("{other:?}"),
+        None => String::new(),
+    };
+    let cipher = conn
+        .negotiated_cipher_suite()
+        .map(|s| {
+            let suite = s.suite();
+            suite
+                .as_str()
+                .map(str::to_owned)
+                .unwrap_or_else(|| format!("{suite:?}"))
+        })
+        .unwrap_or_default();
+    let alpn = conn
+        .alpn_protocol()
+        .map(|p| String::from_utf8_lossy(p).into_owned());
+    Ok(TlsObservation {
+        chain,
+        version,
+        cipher,
+        alpn,
+    })
+}
+
+/// Sorts a failed handshake into the server's doing (TLS, closed) or ours.
+fn handshake_failure(e: io::Error) -> ProbeFailure {
+    if let Some(tls) = e.get_ref().and_then(|i| i.downcast_ref::<rustls::Error>()) {
+        return ProbeFailure::Tls {
+            detail: tls.to_string(),
+        };
+    }
+    ProbeFailure::from_io(e, STAGE)
 }
