@@ -86,6 +86,11 @@ impl Engine {
         })
     }
 
+    /// Changes the least time between two probes of one address:port (before the first check).
+    pub fn set_probe_gap(&mut self, gap: Duration) {
+        self.spacing = std::sync::Arc::new(Spacing::new(gap, Duration::from_secs(600)));
+    }
+
     /// The store.
     pub fn store(&self) -> &Store {
         &self.store
