@@ -29,6 +29,8 @@ pub struct AdviceInput<'a> {
     pub zones: &'a [ZoneFacts],
     /// Services that had no SRV records and used the fallback.
     pub fallbacks: &'a [Service],
+    /// Some lookups got no usable answer.
+    pub dns_failed: bool,
 }
 
 /// The zone-file lines to publish for endpoints without (secure) TLSA, from the key seen.
@@ -174,6 +176,7 @@ mod tests {
             endpoints: &eps,
             zones: &[],
             fallbacks: &[],
+            dns_failed: false,
         })
         .join("\n");
         assert!(text.contains("--reuse-key"));
@@ -210,6 +213,7 @@ mod tests {
                 endpoints: &eps,
                 zones: &[],
                 fallbacks: &[],
+                dns_failed: false,
             })
             .join("\n");
             assert!(text.contains(needle), "{rec}: {text}");
@@ -223,6 +227,7 @@ mod tests {
             endpoints: &[],
             zones: &[],
             fallbacks: &[Service::XmppClient],
+            dns_failed: false,
         })
         .join("\n");
         assert!(text.contains("no _xmpp-client._tcp SRV record"), "{text}");

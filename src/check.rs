@@ -110,6 +110,7 @@ impl Checker {
             endpoints: &reports,
             zones: &zones,
             fallbacks: &found.fallbacks,
+            dns_failed,
         });
         let report = Report {
             domain: domain.to_string(),

@@ -191,8 +191,14 @@ pub async fn discover(resolver: &Resolver, domain: &Domain, services: &[Service]
         addresses: HashMap::new(),
         tlsa: HashMap::new(),
     };
-    for &service in services {
-        walk.service(service).await;
+    // The SRV lookups are independent: ask them all at once.
+    let answers = futures::future::join_all(services.iter().map(|s| {
+        let name = format!("_{}._tcp.{}", s.as_str(), domain);
+        async move { resolver.srv(&name).await }
+    }))
+    .await;
+    for (&service, srv) in services.iter().zip(answers) {
+        walk.service(service, srv).await;
     }
     walk.out
 }
@@ -206,9 +212,9 @@ struct Walk<'a> {
 }
 
 impl Walk<'_> {
-    async fn service(&mut self, service: Service) {
+    async fn service(&mut self, service: Service, srv: Result<Answer<super::Srv>, DnsFailure>) {
         let srv_name = format!("_{}._tcp.{}", service.as_str(), self.domain);
-        let srv = match self.resolver.srv(&srv_name).await {
+        let srv = match srv {
             Ok(answer) => answer,
             Err(failure) => {
                 self.out.failures.push(failure);
