@@ -79,6 +79,10 @@ pub fn judge(endpoint: &Endpoint, probed: &Probed, now: SystemTime) -> EndpointR
             ));
             EndpointVerdict::Insecure
         }
+        // A fallback endpoint nobody answers on is a service not offered, not a gap in TLSA.
+        TlsaState::Absent if endpoint.fallback && matches!(probed, Probed::Failed(_)) => {
+            EndpointVerdict::Unreachable
+        }
         TlsaState::Absent => EndpointVerdict::NoTlsa,
         TlsaState::Present { records } => {
             report.tlsa = records.iter().map(|r| r.to_string()).collect();
@@ -156,6 +160,7 @@ mod tests {
             reference_names: vec!["example.org".into(), "xmpp.example.org".into()],
             tlsa,
             error: None,
+            fallback: false,
         }
     }
 

@@ -165,6 +165,8 @@ pub struct Endpoint {
     pub tlsa: TlsaState,
     /// Why it cannot be probed, when it cannot.
     pub error: Option<String>,
+    /// No SRV: the domain itself on the default port (RFC 6120 §3.2.2).
+    pub fallback: bool,
 }
 
 /// Everything DNS told us about a domain.
@@ -249,7 +251,7 @@ impl Walk<'_> {
                 security: srv.security,
                 what: format!("the SRV record {srv_name}"),
             };
-            self.target(service, &record.target, record.port, srv_link, names)
+            self.target(service, &record.target, record.port, srv_link, names, false)
                 .await;
         }
     }
@@ -273,6 +275,7 @@ impl Walk<'_> {
                     reason: format!("the denial of {srv_name} is bogus"),
                 },
                 error: None,
+                fallback: true,
             });
             return;
         }
@@ -285,7 +288,7 @@ impl Walk<'_> {
             security: Security::Secure,
             what: String::new(),
         };
-        self.target(service, &host, port, link, vec![host.clone()])
+        self.target(service, &host, port, link, vec![host.clone()], true)
             .await;
     }
 
@@ -296,6 +299,7 @@ impl Walk<'_> {
         port: u16,
         srv: Link,
         reference_names: Vec<String>,
+        fallback: bool,
     ) {
         let addresses = match self.addresses.get(host) {
             Some(cached) => cached.clone(),
@@ -315,6 +319,7 @@ impl Walk<'_> {
             reference_names,
             tlsa: TlsaState::Absent,
             error: None,
+            fallback,
         };
         let addresses = match addresses {
             Ok(a) => a,
@@ -335,6 +340,15 @@ impl Walk<'_> {
             what: format!("the address records of {host}"),
         };
         let tlsa = self.tlsa_state(&tlsa_name, &srv, &addr_link).await;
+        if addresses.records.is_empty() && template.fallback {
+            // No SRV and no address: the service is simply not offered.
+            self.out.notes.push(format!(
+                "{host} publishes no _{}._tcp SRV record and no address: {} not offered",
+                service.as_str(),
+                service.as_str()
+            ));
+            return;
+        }
         if addresses.records.is_empty() {
             let error = if addresses.nxdomain {
                 format!("{host} does not exist")

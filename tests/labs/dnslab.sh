@@ -1,0 +1,590 @@
+#!/usr/bin/env bash
+# A DNSSEC lab for the test suite: one NSD authoritative for a signed root,
+# a signed TLD and many leaf zones, plus two unbound resolvers iterating from
+# that root. Everything listens on ${DNSLAB_ADDR_BASE}.{1,2,3} port 53; nothing
+# ever queries outside 127.0.0.0/8.
+#
+#   dnslab.sh start DIR   build keys, zones, configs in DIR (wiped first);
+#                         start the daemons; wait until they answer.
+#                         Prints nothing but errors.
+#   dnslab.sh stop DIR    stop the daemons started in DIR (by pid file only).
+#
+# Environment (defaults): C2S_PORT=15222 C2S_TLS_PORT=15223 S2S_PORT=15269
+#   S2S_TLS_PORT=15270 DOWN_PORT=15999 NOSTARTTLS_PORT=15998
+#   DNSLAB_ADDR_BASE=127.53.0  DNSLAB_TIMEOUT=10 (seconds per readiness wait)
+#   GOOD_SPKI, OTHER_SPKI: 64 hex chars each, required (SHA-256 of an SPKI;
+#   GOOD is the key the test XMPP server presents).
+#
+# Output in DIR:
+#   env               AUTH_NS=<base>.1:53        NSD, authoritative for all zones
+#                     RESOLVER_NS=<base>.2:53    unbound, iterating, NOT validating,
+#                                                qname-minimisation on
+#                     VALIDATING_NS=<base>.3:53  unbound, iterating and validating
+#                     TRUST_ANCHOR=DIR/trust-anchor.key
+#                     DELV_ANCHOR=DIR/delv-anchor.conf  (for `delv -a`)
+#   trust-anchor.key  the root KSK as a DNSKEY record (BIND .key format)
+#   delv-anchor.conf  the same key as a `trust-anchors { }` clause
+#   root.ds           the root KSK as a DS record (unbound's anchor)
+#   log/              daemon logs (and the output of any failed keygen/sign step)
+#
+# The resolvers: .2 returns whatever it gets (RRSIGs included when asked with
+# DO; bogus data passes through). .3 answers secure data with AD, insecure
+# without, and bogus with SERVFAIL plus an Extended DNS Error. Behind both,
+# cname.test's TLSA answer carries an NSEC3 record in the authority section
+# (from a qname-minimised lookup): the case that makes hickory 0.26 call a
+# valid CNAME answer bogus.
+#
+# Zones. The root `.` is signed with RSASHA256 (2048-bit KSK and ZSK, NSEC). `test.` is signed with
+# ECDSAP256SHA256 and NSEC3 opt-out (no salt, 0 iterations), like most TLDs.
+# Leaves are ECDSAP256SHA256 with NSEC3 (no opt-out) unless said otherwise;
+# each leaf is delegated to ns.<leaf>. with glue. Every A is 127.0.0.1.
+# "Like good" means the four SRV records (_xmpp-client, _xmpps-client,
+# _xmpp-server, _xmpps-server -> C2S, C2S_TLS, S2S, S2S_TLS on xmpp.<zone>.),
+# an A record for xmpp.<zone>. and TLSA 3 1 1 GOOD at _<port>._tcp.xmpp.<zone>.
+# for the four ports.
+#   good.test          secure, like good; also AAAA ::1 for xmpp.good.test and
+#                      tlsa.good.test. TLSA 3 1 1 GOOD (a CNAME target)
+#   wrong.test         secure, like good but TLSA 3 1 1 OTHER (mismatch)
+#   rollover.test      secure, like good with TLSA OTHER and GOOD (current+next)
+#   notlsa.test        secure, SRV + A, no TLSA (NSEC3 denial)
+#   nsec.test          secure, SRV + A, no TLSA (signed with plain NSEC)
+#   nosrv.test         secure, no SRV; apex A; TLSA GOOD at _C2S._tcp.nosrv.test.
+#                      (fallback: clients use nosrv.test:5222, which has no TLSA)
+#   nostarttls.test    secure, _xmpp-client -> NOSTARTTLS_PORT, TLSA GOOD there
+#   down.test          secure, _xmpp-client -> DOWN_PORT, TLSA GOOD there
+#   dot.test           secure, _xmpp-client SRV target "." (no service);
+#                      _xmpp-server -> S2S with TLSA GOOD
+#   unsigned.test      insecure: unsigned, no DS (covered by test.'s opt-out),
+#                      like good; also tlsa.unsigned.test. TLSA GOOD
+#   expired.test       bogus: like good, all signatures expired in 2020
+#   badsig.test        bogus: like good, RRSIG over _xmpp-client._tcp SRV corrupted
+#   badds.test         bogus: like good, the DS in test. matches no DNSKEY
+#   dsunsigned.test    bogus: like good, DS in test. but the zone is served unsigned
+#   cname.test         secure, _xmpp-client -> C2S xmpp.cname.test.;
+#                      _<C2S>._tcp.xmpp.cname.test. CNAME tlsa.good.test.
+#   cnameinsecure.test secure zone, same but CNAME to tlsa.unsigned.test.
+#   shared.test        secure, _xmpp-client -> C2S xmpp.good.test. (host and
+#                      TLSA live in good.test)
+set -euo pipefail
+
+die() { echo "dnslab.sh: $*" >&2; exit 1; }
+
+usage() { die "usage: dnslab.sh start|stop DIR"; }
+
+# One DNS query that gives up quickly (loopback only: always an explicit @server).
+q() { dig +time=1 +tries=1 "$@"; }
+
+[ $# -eq 2 ] || usage
+verb=$1
+[ -n "$2" ] || usage
+case "$2" in /*) DIR=$2 ;; *) DIR=$PWD/$2 ;; esac
+DIR=${DIR%/}
+[ -n "$DIR" ] || die "refusing to use / as the lab directory"
+# Paths go into daemon configs unquoted-safe: keep them boring.
+[[ "$DIR" =~ ^[A-Za-z0-9._/+-]+$ ]] || die "lab directory has unusual characters: $DIR"
+
+BASE=${DNSLAB_ADDR_BASE:-127.53.0}
+AUTH_IP=$BASE.1
+RES_IP=$BASE.2
+VAL_IP=$BASE.3
+TIMEOUT=${DNSLAB_TIMEOUT:-10}
+DAEMONS="nsd unbound-resolver unbound-validating"
+MARK=.dnslab
+
+# Is the process in pid file $1 one we started from this DIR?
+ours() {
+  local pid cmd
+  pid=$(cat "$1" 2>/dev/null) || return 1
+  [[ "$pid" =~ ^[0-9]+$ ]] || return 1
+  cmd=$(tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null) || return 1
+  [[ "$cmd" == *" -c $DIR/"*.conf* ]] || return 1
+  echo "$pid"
+}
+
+# Is process $1 running? (An exited daemon is a zombie until pid 1 reaps it,
+# which can take seconds; kill -0 alone would count it as alive.)
+alive() {
+  local stat
+  stat=$(cat "/proc/$1/stat" 2>/dev/null) || return 1
+  stat=${stat##*) }
+  case ${stat%% *} in Z | X | x | "") return 1 ;; esac
+}
+
+# Process $1 and all its descendants (NSD forks workers), from /proc.
+tree() {
+  local f line rest
+  for f in /proc/[0-9]*/stat; do
+    { read -r line <"$f"; } 2>/dev/null || continue
+    rest=${line##*) }
+    rest=${rest#* }
+    echo "${line%% *} ${rest%% *}"
+  done | awk -v root="$1" '
+    { parent[$1] = $2 }
+    END {
+      for (p in parent) {
+        q = p
+        while (q != root && (q in parent) && parent[q] != q) q = parent[q]
+        if (q == root) print p
+      }
+    }'
+}
+
+stop_daemons() {
+  local name pidfile pid pids p left i
+  for name in $DAEMONS; do
+    pidfile=$DIR/$name.pid
+    [ -e "$pidfile" ] || continue
+    if pid=$(ours "$pidfile"); then
+      pids=$(tree "$pid")
+      kill -TERM "$pid" 2>/dev/null || true
+      # Wait (5 s at most) for the daemon and its workers: the addresses
+      # must be free when this returns.
+      for ((i = 0; i < 100; i++)); do
+        left=""
+        for p in $pids; do alive "$p" && left="$left $p"; done
+        [ -z "$left" ] && break
+        sleep 0.05
+      done
+      if [ -n "$left" ]; then
+        echo "dnslab.sh: $name (pids$left) still running 5 s after SIGTERM; sending SIGKILL" >&2
+        for p in $left; do kill -KILL "$p" 2>/dev/null || true; done
+      fi
+    fi
+    rm -f "$pidfile"
+  done
+}
+
+if [ "$verb" = stop ]; then
+  [ -d "$DIR" ] || exit 0
+  stop_daemons
+  exit 0
+fi
+[ "$verb" = start ] || usage
+
+# ---------------------------------------------------------------- inputs
+C2S=${C2S_PORT:-15222}
+C2S_TLS=${C2S_TLS_PORT:-15223}
+S2S=${S2S_PORT:-15269}
+S2S_TLS=${S2S_TLS_PORT:-15270}
+DOWN=${DOWN_PORT:-15999}
+NOSTARTTLS=${NOSTARTTLS_PORT:-15998}
+for v in C2S C2S_TLS S2S S2S_TLS DOWN NOSTARTTLS; do
+  if ! [[ "${!v}" =~ ^[1-9][0-9]{0,4}$ ]] || [ "${!v}" -gt 65535 ]; then
+    die "${v}_PORT must be a port number, got '${!v}'"
+  fi
+done
+GOOD=${GOOD_SPKI:-}
+OTHER=${OTHER_SPKI:-}
+[[ "$GOOD" =~ ^[0-9a-fA-F]{64}$ ]] || die "GOOD_SPKI must be 64 hex characters, got '$GOOD'"
+[[ "$OTHER" =~ ^[0-9a-fA-F]{64}$ ]] || die "OTHER_SPKI must be 64 hex characters, got '$OTHER'"
+GOOD=${GOOD,,}
+OTHER=${OTHER,,}
+[[ "$BASE" =~ ^127\.[0-9]{1,3}\.[0-9]{1,3}$ ]] \
+  || die "DNSLAB_ADDR_BASE must be three octets inside 127.0.0.0/8, like 127.53.0; got '$BASE'"
+[[ "$TIMEOUT" =~ ^[0-9]+$ ]] || die "DNSLAB_TIMEOUT must be whole seconds"
+for tool in nsd unbound dnssec-keygen dnssec-signzone dnssec-dsfromkey dig; do
+  command -v "$tool" >/dev/null || die "$tool not found (install nsd unbound bind9-utils bind9-dnsutils)"
+done
+
+# ---------------------------------------------------------------- fresh DIR
+if [ -d "$DIR" ]; then
+  if [ -e "$DIR/$MARK" ]; then
+    stop_daemons
+  elif [ -n "$(ls -A "$DIR")" ]; then
+    die "$DIR is not empty and not a lab directory; refusing to wipe it"
+  fi
+  find "$DIR" -mindepth 1 -delete
+fi
+
+# Nothing may answer on our addresses yet (say, a lab left running elsewhere).
+for ip in "$AUTH_IP" "$RES_IP" "$VAL_IP"; do
+  if q @"$ip" +norec . SOA >/dev/null 2>&1; then
+    die "something already answers DNS on $ip:53 (another lab still running? stop it, or set DNSLAB_ADDR_BASE)"
+  fi
+done
+
+mkdir -p "$DIR"
+touch "$DIR/$MARK"
+mkdir -p "$DIR/keys" "$DIR/spare" "$DIR/zones" "$DIR/log" "$DIR/dsset" "$DIR/nsd-state"
+
+# From here on, a failure stops whatever was started.
+started=0
+on_exit() {
+  local rc=$?
+  if [ "$rc" -ne 0 ] && [ "$started" = 1 ]; then
+    stop_daemons
+  fi
+  exit "$rc"
+}
+trap on_exit EXIT
+
+# Background jobs whose output is shown only when they fail.
+jobs_pids=()
+jobs_names=()
+spawn() { # spawn NAME CMD...
+  local name=$1
+  shift
+  "$@" >"$DIR/log/$name.log" 2>&1 &
+  jobs_pids+=($!)
+  jobs_names+=("$name")
+}
+wait_bg() {
+  local i failed=0
+  for i in "${!jobs_pids[@]}"; do
+    if ! wait "${jobs_pids[$i]}"; then
+      echo "dnslab.sh: ${jobs_names[$i]} failed:" >&2
+      sed 's/^/  /' "$DIR/log/${jobs_names[$i]}.log" >&2
+      failed=1
+    fi
+  done
+  [ "$failed" = 0 ] || exit 1
+  for i in "${!jobs_names[@]}"; do rm -f "$DIR/log/${jobs_names[$i]}.log"; done
+  jobs_pids=()
+  jobs_names=()
+}
+
+# ---------------------------------------------------------------- zones
+SIGNED="good wrong rollover notlsa nsec nosrv nostarttls down dot expired badsig badds cname cnameinsecure shared"
+# BENCH_DOMAINS=N adds bench.test with N domains dI.bench.test, each with an
+# _xmpp-client SRV to xmpp.good.test (the benchmark's workload).
+BENCH=${BENCH_DOMAINS:-0}
+[[ $BENCH =~ ^[0-9]+$ ]] || die "BENCH_DOMAINS must be a number"
+[ "$BENCH" -gt 0 ] && SIGNED="$SIGNED bench"
+UNSIGNED="unsigned dsunsigned"
+LEAVES="$SIGNED $UNSIGNED"
+
+# ---------------------------------------------------------------- keys
+ecdsa() { dnssec-keygen -q -K "$1" -a ECDSAP256SHA256 -n ZONE "${@:2}"; }
+spawn key-root-ksk dnssec-keygen -q -K "$DIR/keys" -a RSASHA256 -b 2048 -n ZONE -f KSK .
+spawn key-root-zsk dnssec-keygen -q -K "$DIR/keys" -a RSASHA256 -b 2048 -n ZONE .
+spawn key-test-ksk ecdsa "$DIR/keys" -f KSK test
+spawn key-test-zsk ecdsa "$DIR/keys" test
+for z in $SIGNED; do
+  spawn "key-$z-ksk" ecdsa "$DIR/keys" -f KSK "$z.test"
+  spawn "key-$z-zsk" ecdsa "$DIR/keys" "$z.test"
+done
+# A key the badds.test zone never publishes, and the key dsunsigned.test
+# would have used had it been signed: their DS go into test.
+spawn key-badds-stray ecdsa "$DIR/spare" -f KSK badds.test
+spawn key-dsunsigned ecdsa "$DIR/spare" -f KSK dsunsigned.test
+wait_bg
+
+# ksk KEYDIR ZONE: the .key file of the zone's KSK.
+ksk() {
+  local f
+  for f in "$1/K${2%.}.+"*.key; do
+    if grep -q "DNSKEY 257 " "$f"; then echo "$f"; return; fi
+  done
+  die "no KSK for $2 in $1"
+}
+ds() { dnssec-dsfromkey -2 "$1"; }
+
+soa_ns() { # soa_ns ZONE NSNAME
+  cat <<EOF
+\$TTL 300
+$1 IN SOA $2 hostmaster.${1#.} 1 3600 600 86400 300
+$1 IN NS $2
+EOF
+}
+
+# like_good ZONE TLSA-RDATA...: the four SRV, xmpp A, TLSA on the four ports.
+like_good() {
+  local z=$1 p r
+  shift
+  cat <<EOF
+_xmpp-client._tcp.$z IN SRV 0 5 $C2S xmpp.$z
+_xmpps-client._tcp.$z IN SRV 0 5 $C2S_TLS xmpp.$z
+_xmpp-server._tcp.$z IN SRV 0 5 $S2S xmpp.$z
+_xmpps-server._tcp.$z IN SRV 0 5 $S2S_TLS xmpp.$z
+xmpp.$z IN A 127.0.0.1
+EOF
+  for p in "$C2S" "$C2S_TLS" "$S2S" "$S2S_TLS"; do
+    for r in "$@"; do
+      echo "_$p._tcp.xmpp.$z IN TLSA $r"
+    done
+  done
+}
+
+leaf() { # leaf NAME: the unsigned zone text of NAME.test.
+  local z=$1.test.
+  soa_ns "$z" "ns.$z"
+  echo "ns.$z IN A $AUTH_IP"
+  case $1 in
+    good)
+      like_good "$z" "3 1 1 $GOOD"
+      echo "xmpp.$z IN AAAA ::1"
+      echo "tlsa.$z IN TLSA 3 1 1 $GOOD"
+      ;;
+    wrong) like_good "$z" "3 1 1 $OTHER" ;;
+    rollover) like_good "$z" "3 1 1 $OTHER" "3 1 1 $GOOD" ;;
+    notlsa | nsec) like_good "$z" ;;
+    nosrv)
+      echo "$z IN A 127.0.0.1"
+      echo "_$C2S._tcp.$z IN TLSA 3 1 1 $GOOD"
+      ;;
+    nostarttls | down)
+      local port=$NOSTARTTLS
+      [ "$1" = down ] && port=$DOWN
+      echo "_xmpp-client._tcp.$z IN SRV 0 5 $port xmpp.$z"
+      echo "xmpp.$z IN A 127.0.0.1"
+      echo "_$port._tcp.xmpp.$z IN TLSA 3 1 1 $GOOD"
+      ;;
+    dot)
+      echo "_xmpp-client._tcp.$z IN SRV 0 0 0 ."
+      echo "_xmpp-server._tcp.$z IN SRV 0 5 $S2S xmpp.$z"
+      echo "xmpp.$z IN A 127.0.0.1"
+      echo "_$S2S._tcp.xmpp.$z IN TLSA 3 1 1 $GOOD"
+      ;;
+    unsigned)
+      like_good "$z" "3 1 1 $GOOD"
+      echo "tlsa.$z IN TLSA 3 1 1 $GOOD"
+      ;;
+    expired | badsig | badds | dsunsigned) like_good "$z" "3 1 1 $GOOD" ;;
+    cname | cnameinsecure)
+      local target=tlsa.good.test.
+      [ "$1" = cnameinsecure ] && target=tlsa.unsigned.test.
+      echo "_xmpp-client._tcp.$z IN SRV 0 5 $C2S xmpp.$z"
+      echo "xmpp.$z IN A 127.0.0.1"
+      echo "_$C2S._tcp.xmpp.$z IN CNAME $target"
+      ;;
+    shared) echo "_xmpp-client._tcp.$z IN SRV 0 5 $C2S xmpp.good.test." ;;
+    bench)
+      awk -v n="$BENCH" -v port="$C2S" -v z="$z" \
+        'BEGIN { for (i = 0; i < n; i++) printf "_xmpp-client._tcp.d%d.%s IN SRV 0 5 %s xmpp.good.test.\n", i, z, port }'
+      ;;
+    *) die "unknown zone $1" ;;
+  esac
+}
+
+for z in $LEAVES; do
+  leaf "$z" >"$DIR/zones/$z.test.zone"
+done
+
+{
+  soa_ns test. ns.test.
+  echo "ns.test. IN A $AUTH_IP"
+  for z in $LEAVES; do
+    echo "$z.test. IN NS ns.$z.test."
+    echo "ns.$z.test. IN A $AUTH_IP"
+  done
+  for z in $SIGNED; do
+    [ "$z" = badds ] && continue
+    ds "$(ksk "$DIR/keys" "$z.test")"
+  done
+  ds "$(ksk "$DIR/spare" badds.test)"
+  ds "$(ksk "$DIR/spare" dsunsigned.test)"
+} >"$DIR/zones/test.zone"
+
+{
+  soa_ns . ns.test.
+  echo "test. IN NS ns.test."
+  echo "ns.test. IN A $AUTH_IP"
+  ds "$(ksk "$DIR/keys" test)"
+} >"$DIR/zones/root.zone"
+
+# ---------------------------------------------------------------- signing
+sign() { # sign FILE-STEM ORIGIN [dnssec-signzone options]
+  local stem=$1 origin=$2
+  shift 2
+  dnssec-signzone -S -K "$DIR/keys" -d "$DIR/dsset" -O full -N keep "$@" \
+    -o "$origin" -f "$DIR/zones/$stem.signed" "$DIR/zones/$stem.zone"
+}
+NSEC3=(-3 - -H 0)
+spawn sign-root sign root .
+spawn sign-test sign test test. "${NSEC3[@]}" -A
+for z in $SIGNED; do
+  case $z in
+    nsec) spawn "sign-$z" sign "$z.test" "$z.test." ;;
+    expired) spawn "sign-$z" sign "$z.test" "$z.test." "${NSEC3[@]}" -P -s 20200101000000 -e 20200201000000 ;;
+    *) spawn "sign-$z" sign "$z.test" "$z.test." "${NSEC3[@]}" ;;
+  esac
+done
+wait_bg
+
+# Corrupt the signature over _xmpp-client._tcp.badsig.test. SRV: change four
+# base64 characters near its start (the length and encoding stay valid).
+awk -v owner="_xmpp-client._tcp.badsig.test." '
+  $1 == owner && $4 == "RRSIG" && $5 == "SRV" && $12 == "badsig.test." {
+    sig = $13    # the first base64 chunk of the signature
+    out = substr(sig, 1, 8)
+    for (i = 9; i <= 12; i++) {
+      c = substr(sig, i, 1)
+      out = out (c == "A" ? "B" : "A")
+    }
+    $13 = out substr(sig, 13)
+    n++
+  }
+  { print }
+  END { if (n != 1) { print "corrupted " n+0 " signatures, expected 1" > "/dev/stderr"; exit 1 } }
+' "$DIR/zones/badsig.test.signed" >"$DIR/zones/badsig.test.signed.tmp" \
+  || die "could not corrupt the badsig.test signature"
+mv "$DIR/zones/badsig.test.signed.tmp" "$DIR/zones/badsig.test.signed"
+
+# ---------------------------------------------------------------- anchors
+root_ksk=$(ksk "$DIR/keys" .)
+cp "$root_ksk" "$DIR/trust-anchor.key"
+ds "$root_ksk" >"$DIR/root.ds"
+awk '$3 == "DNSKEY" {
+  key = ""
+  for (i = 7; i <= NF; i++) key = key $i
+  printf "trust-anchors {\n  \".\" static-key %s %s %s \"%s\";\n};\n", $4, $5, $6, key
+}' "$DIR/trust-anchor.key" >"$DIR/delv-anchor.conf"
+grep -q static-key "$DIR/delv-anchor.conf" || die "could not write $DIR/delv-anchor.conf"
+
+# ---------------------------------------------------------------- configs
+{
+  cat <<EOF
+server:
+  ip-address: $AUTH_IP
+  port: 53
+  do-ip4: yes
+  do-ip6: no
+  username: ""
+  chroot: ""
+  database: ""
+  zonesdir: "$DIR/zones"
+  zonelistfile: "$DIR/nsd-state/zone.list"
+  xfrdfile: "$DIR/nsd-state/xfrd.state"
+  xfrdir: "$DIR/nsd-state"
+  cookie-secret-file: "$DIR/nsd-state/cookiesecrets.txt"
+  pidfile: "$DIR/nsd.pid"
+  logfile: "$DIR/log/nsd.log"
+  server-count: 1
+  verbosity: 1
+  hide-version: yes
+  hide-identity: yes
+  reuseport: no
+remote-control:
+  control-enable: no
+zone:
+  name: "."
+  zonefile: "root.signed"
+zone:
+  name: "test."
+  zonefile: "test.signed"
+EOF
+  for z in $LEAVES; do
+    f=$z.test.signed
+    case " $UNSIGNED " in *" $z "*) f=$z.test.zone ;; esac
+    printf 'zone:\n  name: "%s.test."\n  zonefile: "%s"\n' "$z" "$f"
+  done
+} >"$DIR/nsd.conf"
+
+printf '. 3600000 IN NS ns.test.\nns.test. 3600000 IN A %s\n' "$AUTH_IP" >"$DIR/root.hints"
+
+unbound_conf() { # unbound_conf NAME IP validating(yes|no)
+  cat <<EOF
+server:
+  interface: $2
+  port: 53
+  outgoing-interface: $2
+  do-ip4: yes
+  do-ip6: no
+  do-udp: yes
+  do-tcp: yes
+  access-control: 127.0.0.0/8 allow
+  username: ""
+  chroot: ""
+  directory: "$DIR"
+  pidfile: "$DIR/$1.pid"
+  logfile: "$DIR/log/$1.log"
+  use-syslog: no
+  log-time-ascii: yes
+  verbosity: 1
+  num-threads: 1
+  outgoing-range: 64
+  num-queries-per-thread: 32
+  so-reuseport: no
+  msg-cache-size: 1m
+  rrset-cache-size: 2m
+  key-cache-size: 1m
+  neg-cache-size: 1m
+  root-hints: "$DIR/root.hints"
+  do-not-query-localhost: no
+  local-zone: "test." nodefault
+  qname-minimisation: yes
+  qname-minimisation-strict: no
+  prefetch: no
+  trust-anchor-signaling: no
+  root-key-sentinel: no
+  hide-version: yes
+  hide-identity: yes
+EOF
+  if [ "$3" = yes ]; then
+    cat <<EOF
+  module-config: "validator iterator"
+  trust-anchor-file: "$DIR/root.ds"
+  val-log-level: 2
+  ede: yes
+EOF
+  else
+    echo '  module-config: "iterator"'
+  fi
+  printf 'remote-control:\n  control-enable: no\n'
+}
+unbound_conf unbound-resolver "$RES_IP" no >"$DIR/unbound-resolver.conf"
+unbound_conf unbound-validating "$VAL_IP" yes >"$DIR/unbound-validating.conf"
+
+# ---------------------------------------------------------------- start
+launch() { # launch NAME CMD...: run in the foreground mode, in the background
+  local name=$1
+  shift
+  started=1
+  "$@" </dev/null >>"$DIR/log/$name.out" 2>&1 &
+  echo $! >"$DIR/$name.pid"
+}
+
+# wait_for NAME WHAT TEST-CMD...: poll until TEST-CMD succeeds.
+wait_for() {
+  local name=$1 what=$2 pid deadline
+  shift 2
+  pid=$(cat "$DIR/$name.pid")
+  deadline=$((SECONDS + TIMEOUT))
+  until "$@" >/dev/null 2>&1; do
+    if ! alive "$pid"; then
+      echo "dnslab.sh: $name exited while starting ($what). Its log:" >&2
+      tail -n 20 "$DIR/log/$name.log" "$DIR/log/$name.out" 2>/dev/null | sed 's/^/  /' >&2
+      exit 1
+    fi
+    if [ "$SECONDS" -ge "$deadline" ]; then
+      echo "dnslab.sh: $name not ready after ${TIMEOUT}s: $what. Its log:" >&2
+      tail -n 20 "$DIR/log/$name.log" "$DIR/log/$name.out" 2>/dev/null | sed 's/^/  /' >&2
+      exit 1
+    fi
+    sleep 0.05
+  done
+}
+
+# NSD is ready when it answers with authority for the SOA of every zone.
+ZONES=". test. $(for z in $LEAVES; do printf '%s.test. ' "$z"; done)"
+nsd_ready() {
+  local args=() z n
+  for z in $ZONES; do args+=("$z" SOA); done
+  n=$(q @"$AUTH_IP" +norec +noall +answer "${args[@]}" | awk '$4 == "SOA"' | wc -l)
+  [ "$n" -eq "$(wc -w <<<"$ZONES")" ]
+}
+# unbound is ready when it resolves through the lab's root (with AD if validating).
+resolver_ready() {
+  q @"$RES_IP" +noall +answer _xmpp-client._tcp.good.test. SRV | grep -q "IN[[:space:]]*SRV"
+}
+validating_ready() {
+  q @"$VAL_IP" +dnssec _xmpp-client._tcp.good.test. SRV | grep -q "^;; flags:.* ad"
+}
+
+launch nsd nsd -d -c "$DIR/nsd.conf"
+wait_for nsd "authoritative answers for all $(wc -w <<<"$ZONES") zones on $AUTH_IP:53" nsd_ready
+launch unbound-resolver unbound -d -c "$DIR/unbound-resolver.conf"
+launch unbound-validating unbound -d -c "$DIR/unbound-validating.conf"
+wait_for unbound-resolver "resolve good.test SRV on $RES_IP:53" resolver_ready
+wait_for unbound-validating "a validated (AD) good.test SRV on $VAL_IP:53" validating_ready
+for name in $DAEMONS; do
+  alive "$(cat "$DIR/$name.pid")" || die "$name exited after answering; see $DIR/log/$name.log"
+done
+
+cat >"$DIR/env" <<EOF
+AUTH_NS=$AUTH_IP:53
+RESOLVER_NS=$RES_IP:53
+VALIDATING_NS=$VAL_IP:53
+TRUST_ANCHOR=$DIR/trust-anchor.key
+DELV_ANCHOR=$DIR/delv-anchor.conf
+EOF
