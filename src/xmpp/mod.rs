@@ -38,10 +38,14 @@ const DEAD_AFTER: Duration = Duration::from_secs(90);
 const BACKOFF_MIN: Duration = Duration::from_secs(1);
 const BACKOFF_MAX: Duration = Duration::from_secs(60);
 
-/// A stanza to write, with an optional acknowledgement once the stream took it.
-struct Outgoing {
-    stanza: Stanza,
-    ack: Option<oneshot::Sender<bool>>,
+/// A stanza to write, with an optional acknowledgement once the stream took it;
+/// or a request to end the stream.
+enum Outgoing {
+    Stanza {
+        stanza: Box<Stanza>,
+        ack: Option<oneshot::Sender<bool>>,
+    },
+    Close(oneshot::Sender<()>),
 }
 
 /// The current link to the server, if any.
@@ -64,8 +68,8 @@ impl Link {
     /// Queues a stanza on the current link; dropped when there is none.
     pub fn send(&self, stanza: impl Into<Stanza>) {
         if let Some(tx) = self.sender() {
-            let _ = tx.try_send(Outgoing {
-                stanza: stanza.into(),
+            let _ = tx.try_send(Outgoing::Stanza {
+                stanza: Box::new(stanza.into()),
                 ack: None,
             });
         }
@@ -78,8 +82,8 @@ impl Link {
         };
         let (ack, done) = oneshot::channel();
         if tx
-            .send(Outgoing {
-                stanza,
+            .send(Outgoing::Stanza {
+                stanza: Box::new(stanza),
                 ack: Some(ack),
             })
             .await
@@ -88,6 +92,15 @@ impl Link {
             return false;
         }
         done.await.unwrap_or(false)
+    }
+
+    /// Ends the stream politely (`</stream:stream>`), if there is one.
+    async fn close(&self) {
+        let Some(tx) = self.sender() else { return };
+        let (ack, done) = oneshot::channel();
+        if tx.send(Outgoing::Close(ack)).await.is_ok() {
+            let _ = done.await;
+        }
     }
 }
 
@@ -186,18 +199,21 @@ pub async fn serve(config: Config) -> i32 {
     let deliverer = tokio::spawn(deliver(ctx.clone()));
     tracing::info!(component = %me, %server, "starting");
     let connection = connection_loop(ctx.clone(), server, secret);
+    tokio::pin!(connection);
     tokio::select! {
-        _ = connection => {}
+        _ = &mut connection => {}
         _ = shutdown_signal() => tracing::info!("shutting down"),
     }
     monitor.abort();
     deliverer.abort();
-    if let Some(tx) = link.sender() {
-        // Close the stream politely; the writer ends the stream on a closed channel.
-        drop(tx);
-        link.set(None);
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    // The link's writer lives in `connection`: keep driving it while it closes.
+    let _ = tokio::time::timeout(Duration::from_secs(3), async {
+        tokio::select! {
+            _ = &mut connection => {}
+            _ = link.close() => {}
+        }
+    })
+    .await;
     if let Err(e) = engine.store().flush().await {
         tracing::warn!(error = %e, "cannot flush the store");
     }
@@ -255,15 +271,24 @@ async fn run_link(ctx: &Arc<Ctx>, server: SocketAddr, secret: &str) -> Result<()
     let last_seen = Arc::new(Mutex::new(Instant::now()));
     let writer = async {
         while let Some(out) = rx.recv().await {
-            let ok = sink.send(out.stanza).await.is_ok();
-            if let Some(ack) = out.ack {
-                let _ = ack.send(ok);
-            }
-            if !ok {
-                return Err("write failed".to_string());
+            match out {
+                Outgoing::Stanza { stanza, ack } => {
+                    let ok = sink.send(*stanza).await.is_ok();
+                    if let Some(ack) = ack {
+                        let _ = ack.send(ok);
+                    }
+                    if !ok {
+                        return Err("write failed".to_string());
+                    }
+                }
+                Outgoing::Close(done) => {
+                    let _ = sink.close().await;
+                    let _ = done.send(());
+                    // Wait to be dropped: the caller is shutting down.
+                    std::future::pending::<()>().await;
+                }
             }
         }
-        let _ = sink.close().await;
         Ok(())
     };
     let reader = async {
