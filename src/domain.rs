@@ -37,7 +37,7 @@ pub enum DomainError {
     #[error("domain has an empty label")]
     EmptyLabel,
     /// A character not allowed in a host name.
-    #[error("{0:?} is not a valid domain: only letters, digits and hyphens are allowed in labels")]
+    #[error("{0:?} has a character not allowed in a domain (only letters, digits and hyphens)")]
     BadCharacter(String),
     /// A label that starts or ends with a hyphen.
     #[error("label {0:?} starts or ends with a hyphen")]

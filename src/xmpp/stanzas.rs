@@ -34,9 +34,7 @@ pub const PUBSUB_FEATURES: &[&str] = &[
     "http://jabber.org/protocol/pubsub",
     "http://jabber.org/protocol/pubsub#subscribe",
     "http://jabber.org/protocol/pubsub#retrieve-items",
-    "http://jabber.org/protocol/pubsub#retrieve-subscriptions",
     "http://jabber.org/protocol/pubsub#persistent-items",
-    "http://jabber.org/protocol/pubsub#retract-items",
 ];
 
 fn ncname(name: &str) -> NcName {
