@@ -1,0 +1,156 @@
+#!/usr/bin/env python3
+"""A real third-party XMPP client (slixmpp) that a Rust test drives over JSON lines.
+
+    xmppclient.py --jid alice@localhost --password alice-pw --host 127.0.0.1 --port 15222
+
+Prints {"event":"ready"} once logged in, then answers each command line read
+on stdin with one JSON line carrying the command's "id". Incoming chat/normal
+messages, PubSub event notifications and presence subscription answers are
+printed as events as they arrive. Loopback only: the address is given, no SRV
+lookups, no TLS (the lab servers allow plaintext logins).
+"""
+
+import argparse
+import asyncio
+import json
+import sys
+
+import slixmpp
+from slixmpp.exceptions import IqError, IqTimeout
+from slixmpp.xmlstream import ET
+
+TIMEOUT = 10
+
+
+def out(obj):
+    sys.stdout.write(json.dumps(obj) + "\n")
+    sys.stdout.flush()
+
+
+class Driver(slixmpp.ClientXMPP):
+    def __init__(self, jid, password):
+        super().__init__(jid, password)
+        self.register_plugin("xep_0030")
+        self.register_plugin("xep_0060")
+        self.register_plugin("xep_0199")
+        self.enable_starttls = False
+        self.enable_direct_tls = False
+        self.enable_plaintext = True
+        self.add_event_handler("session_start", self.on_start)
+        self.add_event_handler("message", self.on_message)
+        self.add_event_handler("pubsub_publish", self.on_publish)
+        self.add_event_handler("presence_subscribed", self.on_presence)
+        self.add_event_handler("presence_subscribe", self.on_presence)
+        self.add_event_handler("failed_auth", lambda _: out({"event": "auth_failed"}))
+
+    async def on_start(self, _):
+        self.send_presence()
+        try:
+            await self.get_roster(timeout=TIMEOUT)
+        except (IqError, IqTimeout):
+            pass
+        out({"event": "ready"})
+        asyncio.ensure_future(self.commands())
+
+    def on_message(self, msg):
+        if msg["type"] in ("chat", "normal") and msg["body"]:
+            out({"event": "message", "from": str(msg["from"]), "type": msg["type"], "body": msg["body"]})
+
+    def on_publish(self, msg):
+        items = msg["pubsub_event"]["items"]
+        out({
+            "event": "pubsub",
+            "from": str(msg["from"]),
+            "node": items["node"],
+            "items": [{"id": i["id"], "xml": "".join(ET.tostring(c, encoding="unicode") for c in i.xml)}
+                      for i in items],
+        })
+
+    def on_presence(self, pres):
+        out({"event": "presence", "type": pres["type"], "from": str(pres["from"])})
+
+    async def commands(self):
+        loop = asyncio.get_event_loop()
+        reader = asyncio.StreamReader()
+        await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
+        while True:
+            line = await reader.readline()
+            if not line:
+                break
+            try:
+                cmd = json.loads(line)
+            except ValueError:
+                continue
+            reply = {"id": cmd.get("id")}
+            try:
+                reply.update(await self.run(cmd))
+            except IqError as e:
+                reply.update({"ok": False, "error": e.iq["error"]["condition"]})
+            except IqTimeout:
+                reply.update({"ok": False, "error": "timeout"})
+            except Exception as e:  # report, never crash
+                reply.update({"ok": False, "error": f"{type(e).__name__}: {e}"})
+            out(reply)
+            if cmd.get("cmd") == "quit":
+                self.disconnect()
+                return
+
+    async def run(self, cmd):
+        c, to = cmd.get("cmd"), cmd.get("to")
+        if c == "send":
+            self.send_message(mto=to, mbody=cmd["body"], mtype="chat")
+            return {"ok": True}
+        if c == "disco_info":
+            r = await self.plugin["xep_0030"].get_info(jid=to, node=cmd.get("node"), timeout=TIMEOUT)
+            info = r["disco_info"]
+            return {"ok": True, "identities": [list(i[:3]) for i in info["identities"]],
+                    "features": list(info["features"])}
+        if c == "disco_items":
+            r = await self.plugin["xep_0030"].get_items(jid=to, node=cmd.get("node"), timeout=TIMEOUT)
+            return {"ok": True, "items": [{"jid": str(j), "node": n, "name": m}
+                                          for (j, n, m) in r["disco_items"]["items"]]}
+        if c == "pubsub_subscribe":
+            await self.plugin["xep_0060"].subscribe(to, cmd["node"], timeout=TIMEOUT)
+            return {"ok": True}
+        if c == "pubsub_unsubscribe":
+            await self.plugin["xep_0060"].unsubscribe(to, cmd["node"], timeout=TIMEOUT)
+            return {"ok": True}
+        if c == "pubsub_items":
+            r = await self.plugin["xep_0060"].get_items(to, cmd["node"], timeout=TIMEOUT)
+            items = r["pubsub"]["items"]
+            return {"ok": True, "items": [
+                {"id": i["id"], "xml": "".join(ET.tostring(ch, encoding="unicode") for ch in i.xml)}
+                for i in items]}
+        if c == "ping":
+            await self.plugin["xep_0199"].send_ping(to, timeout=TIMEOUT)
+            return {"ok": True}
+        if c == "iq_raw":
+            iq = self.Iq()
+            iq["to"] = to
+            iq["type"] = cmd.get("type", "get")
+            iq.append(ET.fromstring(cmd["xml"]))
+            await iq.send(timeout=TIMEOUT)
+            return {"ok": True}
+        if c == "subscribe_presence":
+            self.send_presence(pto=to, ptype="subscribe")
+            return {"ok": True}
+        if c == "quit":
+            return {"ok": True}
+        return {"ok": False, "error": f"unknown command {c}"}
+
+
+def main():
+    p = argparse.ArgumentParser()
+    p.add_argument("--jid", required=True)
+    p.add_argument("--password", required=True)
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, required=True)
+    a = p.parse_args()
+    xmpp = Driver(a.jid, a.password)
+    xmpp.plugin["feature_mechanisms"].unencrypted_plain = True
+    xmpp.connect(host=a.host, port=a.port)
+    asyncio.get_event_loop().run_until_complete(xmpp.disconnected)
+
+
+if __name__ == "__main__":
+    main()
