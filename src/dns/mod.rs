@@ -317,28 +317,28 @@ impl Resolver {
             Ok(lookup) => positive(lookup.answers(), rtype, &extract),
             Err(e) => negative(name, e)?,
         };
-        if answer.security == Security::Bogus && !answer.cnames.is_empty() {
+        if answer.security == Security::Bogus && rtype != RecordType::CNAME {
             // hickory marks a valid CNAME answer bogus when an NSEC3 record rides in
             // the authority section, as resolvers with QNAME minimisation send; so
-            // validate each link of the chain on its own before believing it.
-            return self.revalidate_chain(name, rtype, &answer, &extract).await;
+            // if the name is an alias, validate each link of the chain on its own.
+            if let Some(fixed) = self.revalidate_chain(name, rtype, &extract).await? {
+                return Ok(fixed);
+            }
         }
         Ok(answer)
     }
 
-    /// Re-checks a bogus CNAME answer one link at a time.
+    /// Re-checks a bogus answer one CNAME link at a time; None if `name` is no alias.
     async fn revalidate_chain<T>(
         &self,
         name: &str,
         rtype: RecordType,
-        bogus: &Answer<T>,
         extract: &impl Fn(&RData) -> Option<T>,
-    ) -> Result<Answer<T>, DnsFailure> {
+    ) -> Result<Option<Answer<T>>, DnsFailure> {
         let mut security = Security::Secure;
         let mut owner = name.trim_end_matches('.').to_ascii_lowercase();
         let mut cnames = Vec::new();
-        // A chain is bounded by what the first answer showed (and 8 links at most).
-        for _ in 0..bogus.cnames.len().min(8) {
+        for _ in 0..MAX_CNAME_LINKS {
             let qname = parse_name(&owner)?;
             let step = match self.inner.lookup(qname, RecordType::CNAME).await {
                 Ok(lookup) => lookup.answers().iter().find_map(|r| match &r.data {
@@ -360,23 +360,31 @@ impl Resolver {
             cnames.push(target.clone());
             owner = target;
         }
+        if cnames.is_empty() {
+            return Ok(None);
+        }
         let qname = parse_name(&owner)?;
-        let mut last = match self.inner.lookup(qname, rtype).await {
+        let last = match self.inner.lookup(qname, rtype).await {
             Ok(lookup) => positive(lookup.answers(), rtype, extract),
             Err(e) => negative(&owner, e)?,
         };
-        if !last.cnames.is_empty() {
-            // The chain grew between our lookups: do not guess, keep the bogus verdict.
-            last.security = Security::Bogus;
-        }
-        Ok(Answer {
+        // A chain longer than we follow, or one that changed between lookups, stays bogus.
+        let last_security = if last.cnames.is_empty() {
+            last.security
+        } else {
+            Security::Bogus
+        };
+        Ok(Some(Answer {
             records: last.records,
-            security: security.and(last.security),
+            security: security.and(last_security),
             cnames,
             nxdomain: last.nxdomain,
-        })
+        }))
     }
 }
+
+/// The longest CNAME chain followed when re-validating (RFC 7671 §7 chains are short).
+const MAX_CNAME_LINKS: usize = 8;
 
 fn positive<T>(
     records: &[Record],
