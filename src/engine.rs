@@ -115,8 +115,9 @@ impl Engine {
         let connector = crate::cli::connector(&self.config, Some(&self.tor_dirs))
             .await
             .map_err(|e| e.to_string())?;
-        let from = Some(self.config.xmpp.component.clone());
-        let prober = Prober::new(connector, self.config.probe.timeout, from)
+        // No s2s `from`: a server refuses a stream "from" a host it serves itself,
+        // which the bot's own component is when it watches its own server.
+        let prober = Prober::new(connector, self.config.probe.timeout, None)
             .with_spacing(self.spacing.clone());
         let checker = Checker::new(self.resolver.clone(), prober);
         *slot = Some(checker.clone());

@@ -18,13 +18,22 @@ import sys
 import slixmpp
 from slixmpp.exceptions import IqError, IqTimeout
 from slixmpp.xmlstream import ET
+from slixmpp.xmlstream.handler import Callback
+from slixmpp.xmlstream.matcher import MatchXPath
 
 TIMEOUT = 10
 
 
+NS_EVENT = "http://jabber.org/protocol/pubsub#event"
+
+
 def out(obj):
-    sys.stdout.write(json.dumps(obj) + "\n")
-    sys.stdout.flush()
+    try:
+        sys.stdout.write(json.dumps(obj) + "\n")
+        sys.stdout.flush()
+    except BrokenPipeError:
+        # The test stopped listening: nothing left to report to.
+        sys.exit(0)
 
 
 class Driver(slixmpp.ClientXMPP):
@@ -38,7 +47,13 @@ class Driver(slixmpp.ClientXMPP):
         self.enable_plaintext = True
         self.add_event_handler("session_start", self.on_start)
         self.add_event_handler("message", self.on_message)
-        self.add_event_handler("pubsub_publish", self.on_publish)
+        # Read PubSub notifications from the raw stanza, once per stanza
+        # received, instead of slixmpp's own items handler.
+        self.remove_handler("Pubsub Event: Items")
+        self.register_handler(Callback(
+            "certwatch pubsub event",
+            MatchXPath("{jabber:client}message/{%s}event" % NS_EVENT),
+            self.on_event))
         self.add_event_handler("presence_subscribed", self.on_presence)
         self.add_event_handler("presence_subscribe", self.on_presence)
         self.add_event_handler("failed_auth", lambda _: out({"event": "auth_failed"}))
@@ -56,15 +71,19 @@ class Driver(slixmpp.ClientXMPP):
         if msg["type"] in ("chat", "normal") and msg["body"]:
             out({"event": "message", "from": str(msg["from"]), "type": msg["type"], "body": msg["body"]})
 
-    def on_publish(self, msg):
-        items = msg["pubsub_event"]["items"]
-        out({
-            "event": "pubsub",
-            "from": str(msg["from"]),
-            "node": items["node"],
-            "items": [{"id": i["id"], "xml": "".join(ET.tostring(c, encoding="unicode") for c in i.xml)}
-                      for i in items],
-        })
+    def on_event(self, msg):
+        event = msg.xml.find("{%s}event" % NS_EVENT)
+        if event is None:
+            return
+        for items in event.findall("{%s}items" % NS_EVENT):
+            out({
+                "event": "pubsub",
+                "from": str(msg["from"]),
+                "node": items.get("node"),
+                "items": [{"id": i.get("id"),
+                           "xml": "".join(ET.tostring(c, encoding="unicode") for c in i)}
+                          for i in items.findall("{%s}item" % NS_EVENT)],
+            })
 
     def on_presence(self, pres):
         out({"event": "presence", "type": pres["type"], "from": str(pres["from"])})

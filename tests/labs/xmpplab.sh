@@ -4,7 +4,7 @@
 #
 #   xmpplab.sh start  prosody|ejabberd DIR
 #   xmpplab.sh stop   prosody|ejabberd DIR
-#   xmpplab.sh reload prosody|ejabberd DIR   (re-read certificates)
+#   xmpplab.sh reload prosody|ejabberd DIR   (present the current certificate files)
 #
 # Environment (defaults):
 #   XMPP_DOMAIN=localhost        users' host; alice/alice-pw and bob/bob-pw are registered
@@ -127,11 +127,10 @@ prosody_stop() {
 }
 
 prosody_reload() {
-  local pid
-  pid=$(cat "$DIR/prosody.lab.pid")
-  kill -HUP "$pid"
-  # Prosody re-reads its certificates on SIGHUP; give it a moment.
-  sleep 0.5
+  # Prosody 0.12 re-reads certificates on SIGHUP only once here (a second
+  # swap kept the old key), so a reload is a quick restart.
+  prosody_stop
+  prosody_start
 }
 
 # ----------------------------------------------------------------- ejabberd
