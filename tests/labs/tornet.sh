@@ -93,7 +93,10 @@ our_pid() {
     [ -s "$DIR/$name/tor.pid" ] || return 1
     pid=$(tr -dc 0-9 <"$DIR/$name/tor.pid")
     [ -n "$pid" ] && [ -r "/proc/$pid/cmdline" ] || return 1
-    tr '\0' ' ' <"/proc/$pid/cmdline" | grep -qF -- "$DIR/$name/torrc" || return 1
+    case $(tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null) in
+        *" $DIR/$name/torrc"*) ;;
+        *) return 1 ;;
+    esac
     echo "$pid"
 }
 
@@ -139,13 +142,13 @@ if [ "${ifaces% }" != lo ]; then
     echo "tornet.sh: run me as: unshare --net -- bash -c 'ip link set lo up && exec bash tornet.sh start DIR'" >&2
     exit 2
 fi
-if ! grep -q 'up' /sys/class/net/lo/operstate 2>/dev/null \
-    && ! ip -o link show lo 2>/dev/null | grep -q 'UP'; then
-    ip link set lo up 2>/dev/null || true
-fi
-if ! ip -o addr show lo 2>/dev/null | grep -q '127.0.0.1'; then
-    die "lo has no 127.0.0.1 here; run 'ip link set lo up' in the namespace first"
-fi
+# (No `cmd | grep -q` under pipefail: grep -q exits at the first match and
+# the writer may die of SIGPIPE, failing the pipeline.)
+lo_addrs=$(ip -o addr show dev lo 2>/dev/null || true)
+case $lo_addrs in
+    *127.0.0.1/*) ;;
+    *) die "lo is down or has no 127.0.0.1 here; run 'ip link set lo up' in the namespace first" ;;
+esac
 
 for t in tor tor-gencert flock; do
     command -v "$t" >/dev/null || die "$t not found (apt-get install tor util-linux)"
@@ -337,6 +340,10 @@ EOF
                 echo "SocksPort 127.0.0.1:$SOCKS_PORT"
                 echo "ControlPort 127.0.0.1:$CONTROL_PORT"
                 echo "CookieAuthentication 1"
+                # fetch each new consensus as soon as it is out, like a
+                # cache, not 75-100% of an interval later like a client
+                echo "FetchDirInfoEarly 1"
+                echo "FetchDirInfoExtraEarly 1"
                 ;;
         esac
     } >"$DIR/$name/torrc"
@@ -363,7 +370,6 @@ done
 
 tk=$(date +%s.%N)
 awk -v a="$tstart" -v b="$tk" 'BEGIN { printf "keys and configs %.1f s\n", b - a }' >"$DIR/timings"
-t0=$(date +%s.%N)
 failed() {
     local name
     echo "tornet.sh: $*" >&2
@@ -376,6 +382,17 @@ failed() {
     stop_all
     exit 1
 }
+
+# The authorities vote 4 s before each 10-second boundary (valid-after at
+# :x0, votes at :x6). Started after :x6 they miss their first round and the
+# following one often fails too; started just after :x0 the relays have
+# uploaded their descriptors by the first vote. So wait for :x0.3 (<= 10 s).
+phase=$(( $(date +%s%3N) % 10000 ))
+if [ "$phase" -gt 1500 ] || [ "$phase" -lt 300 ]; then
+    sleep "$(awk -v p="$phase" 'BEGIN { printf "%.3f", ((10300 - p) % 10000) / 1000 }')"
+fi
+t0=$(date +%s.%N)
+awk -v a="$tk" -v b="$t0" 'BEGIN { printf "waiting for the voting phase %.1f s\n", b - a }' >>"$DIR/timings"
 
 for name in $ALL; do
     # RunAsDaemon: the parent returns once the daemon has its config and
