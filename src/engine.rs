@@ -169,7 +169,7 @@ impl Engine {
                     h.last_error.as_deref().unwrap_or("?")
                 ));
             }
-        } else if health.probes > 0 || health.dns_failures == 0 {
+        } else {
             if h.alerted {
                 notify = Some(format!(
                     "CertWatch operator notice: Tor and DNS work again (failing since {}).",
@@ -327,6 +327,75 @@ fn window(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn engine_with_admins(admins: &[&str]) -> Engine {
+        let mut config = Config::default();
+        config.xmpp.admins = admins.iter().map(|s| s.to_string()).collect();
+        config.dns.nameservers = vec!["127.0.0.1:9".into()];
+        Engine::new(config, Store::temporary().unwrap()).unwrap()
+    }
+
+    #[tokio::test]
+    async fn operators_are_told_once_when_tor_keeps_failing_and_once_on_recovery() {
+        let engine = engine_with_admins(&["op1@localhost", "op2@localhost"]);
+        let failing = Health {
+            dns_failures: 0,
+            transport_failures: 4,
+            probes: 4,
+        };
+        for _ in 0..(ADMIN_AFTER - 1) {
+            engine.note_health(&failing, None).await;
+        }
+        assert!(
+            engine.store().pending().unwrap().is_empty(),
+            "not after {} failures",
+            ADMIN_AFTER - 1
+        );
+        engine.note_health(&failing, None).await;
+        let pending = engine.store().pending().unwrap();
+        assert_eq!(pending.len(), 2, "one message per operator");
+        assert!(pending[0].1.content.contains("failing"));
+        for _ in 0..5 {
+            engine.note_health(&failing, None).await;
+        }
+        assert_eq!(engine.store().pending().unwrap().len(), 2, "no repeats");
+        // A check that went through the transport again.
+        let fine = Health {
+            dns_failures: 0,
+            transport_failures: 0,
+            probes: 4,
+        };
+        engine.note_health(&fine, None).await;
+        let pending = engine.store().pending().unwrap();
+        assert_eq!(pending.len(), 4);
+        assert!(pending[3].1.content.contains("work again"));
+        engine.note_health(&fine, None).await;
+        assert_eq!(engine.store().pending().unwrap().len(), 4);
+    }
+
+    #[tokio::test]
+    async fn a_remote_failure_is_not_our_failure() {
+        let engine = engine_with_admins(&["op@localhost"]);
+        // Some probes failed in the transport, others reached servers: not a Tor outage.
+        let partial = Health {
+            dns_failures: 0,
+            transport_failures: 1,
+            probes: 4,
+        };
+        for _ in 0..10 {
+            engine.note_health(&partial, None).await;
+        }
+        assert!(engine.store().pending().unwrap().is_empty());
+        // Tor could not even start: that counts.
+        for _ in 0..ADMIN_AFTER {
+            engine
+                .note_health(&Health::default(), Some("cannot bootstrap Tor"))
+                .await;
+        }
+        let pending = engine.store().pending().unwrap();
+        assert_eq!(pending.len(), 1);
+        assert!(pending[0].1.content.contains("cannot bootstrap Tor"));
+    }
 
     #[tokio::test(start_paused = true)]
     async fn rate_limits_per_jid_with_moving_time() {
