@@ -7,6 +7,7 @@
 //! minimal STARTTLS responder in this file that accepts any stream `to`,
 //! because Prosody would need one VirtualHost per benchmark domain.
 
+use certwatch::store::StateStore as _;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};

@@ -3,6 +3,7 @@
 use crate::domain::Domain;
 use crate::engine::Engine;
 use crate::report::{Report, Verdict};
+use crate::store::StateStore as _;
 
 /// The longest message body we read as a command.
 pub const MAX_BODY: usize = 1024;

@@ -1,5 +1,6 @@
 //! The running service's shared core: store, checker, limits, wake-ups.
 
+use crate::store::StateStore as _;
 use std::collections::{HashMap, VecDeque};
 use std::path::PathBuf;
 use std::sync::Mutex;

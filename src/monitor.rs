@@ -1,6 +1,7 @@
 //! The schedule: every monitored domain is checked every interval plus jitter,
 //! a few at a time; state changes become alerts in the outbox.
 
+use crate::store::StateStore as _;
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;

@@ -12,7 +12,8 @@
 //! | `ps_items`    | node `\0` u64 BE seq   | [`Item`]                   |
 //! | `meta`        | name                   | JSON of the bot's own state |
 //!
-//! A domain is monitored while it has an entry in `domains`. A state change
+//! The rest of the program goes through the [`StateStore`] trait. A domain is
+//! monitored while it has an entry in `domains`. A state change
 //! and the deliveries it causes are written in one transaction, so a crash
 //! can neither lose an alert nor let a re-check raise it twice. Writes that a
 //! user was told about are flushed before the reply.
@@ -112,6 +113,34 @@ pub struct Item {
     pub updated: String,
 }
 
+/// The state the service keeps, as the rest of the program sees it:
+/// monitored domains, subscriptions both ways, last reports, alert marks.
+pub trait StateStore {
+    /// Starts monitoring a domain if it is not yet; returns whether it is new.
+    fn monitor(&self, domain: &str) -> Result<bool, StoreError>;
+    /// Every monitored domain.
+    fn monitored(&self) -> Result<Vec<String>, StoreError>;
+    /// The state of one domain, if monitored.
+    fn domain_state(&self, domain: &str) -> Result<Option<DomainState>, StoreError>;
+    /// Stores the last report of a monitored domain (e.g. from a chat `check`).
+    fn put_last_report(&self, domain: &str, report: &Report) -> Result<(), StoreError>;
+    /// Adds a chat subscription; returns false if it already existed.
+    fn subscribe(&self, domain: &str, jid: &str) -> Result<bool, StoreError>;
+    /// Removes a chat subscription; returns whether there was one.
+    fn unsubscribe(&self, domain: &str, jid: &str) -> Result<bool, StoreError>;
+    /// The bare JIDs subscribed to a domain by chat.
+    fn subscribers(&self, domain: &str) -> Result<Vec<String>, StoreError>;
+    /// The domains a JID is subscribed to by chat.
+    fn subscriptions_of(&self, jid: &str) -> Result<Vec<String>, StoreError>;
+    /// Deliveries not yet sent, oldest first.
+    fn pending(&self) -> Result<Vec<(u64, Delivery)>, StoreError>;
+    /// Marks a delivery sent, durably.
+    fn mark_sent(
+        &self,
+        id: u64,
+    ) -> impl std::future::Future<Output = Result<(), StoreError>> + Send;
+}
+
 /// The sled database.
 #[derive(Clone)]
 pub struct Store {
@@ -185,46 +214,10 @@ impl Store {
         Ok(())
     }
 
-    /// Starts monitoring a domain if it is not yet; returns whether it is new.
-    pub fn monitor(&self, domain: &str) -> Result<bool, StoreError> {
-        let fresh = encode(&DomainState::default());
-        let previous = self
-            .domains
-            .compare_and_swap(domain, None as Option<&[u8]>, Some(fresh))?;
-        Ok(previous.is_ok())
-    }
-
     /// Stops monitoring a domain nobody follows any more.
     fn forget_if_unfollowed(&self, domain: &str) -> Result<(), StoreError> {
         if self.subscribers(domain)?.is_empty() && self.pubsub_subscribers(domain)?.is_empty() {
             self.domains.remove(domain)?;
-        }
-        Ok(())
-    }
-
-    /// Every monitored domain.
-    pub fn monitored(&self) -> Result<Vec<String>, StoreError> {
-        self.domains
-            .iter()
-            .keys()
-            .map(|k| Ok(String::from_utf8_lossy(&k?).into_owned()))
-            .collect()
-    }
-
-    /// The state of one domain, if monitored.
-    pub fn domain_state(&self, domain: &str) -> Result<Option<DomainState>, StoreError> {
-        match self.domains.get(domain)? {
-            Some(v) => Ok(Some(decode(domain.as_bytes(), &v)?)),
-            None => Ok(None),
-        }
-    }
-
-    /// Stores a report for a domain that is not monitored (e.g. a chat `check`).
-    pub fn put_last_report(&self, domain: &str, report: &Report) -> Result<(), StoreError> {
-        let mut state = self.domain_state(domain)?.unwrap_or_default();
-        state.last_report = Some(report.clone());
-        if self.domains.contains_key(domain)? {
-            self.domains.insert(domain, encode(&state))?;
         }
         Ok(())
     }
@@ -286,46 +279,6 @@ impl Store {
     pub fn put_meta<T: Serialize>(&self, name: &str, value: &T) -> Result<(), StoreError> {
         self.meta.insert(name, encode(value))?;
         Ok(())
-    }
-
-    /// Adds a chat subscription; returns false if it already existed.
-    pub fn subscribe(&self, domain: &str, jid: &str) -> Result<bool, StoreError> {
-        self.monitor(domain)?;
-        let fresh = (&self.subs, &self.subs_by_jid).transaction(|(subs, by_jid)| {
-            let old = subs.insert(key2(domain, jid), b"".as_slice())?;
-            by_jid.insert(key2(jid, domain), b"".as_slice())?;
-            Ok::<_, ConflictableTransactionError<StoreError>>(old.is_none())
-        })?;
-        Ok(fresh)
-    }
-
-    /// Removes a chat subscription; returns whether there was one.
-    pub fn unsubscribe(&self, domain: &str, jid: &str) -> Result<bool, StoreError> {
-        let existed = (&self.subs, &self.subs_by_jid).transaction(|(subs, by_jid)| {
-            let old = subs.remove(key2(domain, jid))?;
-            by_jid.remove(key2(jid, domain))?;
-            Ok::<_, ConflictableTransactionError<StoreError>>(old.is_some())
-        })?;
-        self.forget_if_unfollowed(domain)?;
-        Ok(existed)
-    }
-
-    /// The bare JIDs subscribed to a domain by chat.
-    pub fn subscribers(&self, domain: &str) -> Result<Vec<String>, StoreError> {
-        self.subs
-            .scan_prefix(prefix(domain))
-            .keys()
-            .map(|k| Ok(second_part(&k?)))
-            .collect()
-    }
-
-    /// The domains a JID is subscribed to by chat.
-    pub fn subscriptions_of(&self, jid: &str) -> Result<Vec<String>, StoreError> {
-        self.subs_by_jid
-            .scan_prefix(prefix(jid))
-            .keys()
-            .map(|k| Ok(second_part(&k?)))
-            .collect()
     }
 
     /// Adds a PubSub subscriber to a node (and monitors the domain).
@@ -394,8 +347,74 @@ impl Store {
             .collect()
     }
 
-    /// Deliveries not yet sent, oldest first.
-    pub fn pending(&self) -> Result<Vec<(u64, Delivery)>, StoreError> {
+    /// Approximate size on disk, for benchmarks.
+    pub fn size_on_disk(&self) -> Result<u64, StoreError> {
+        Ok(self.db.size_on_disk()?)
+    }
+}
+
+impl StateStore for Store {
+    fn monitor(&self, domain: &str) -> Result<bool, StoreError> {
+        let fresh = encode(&DomainState::default());
+        let previous = self
+            .domains
+            .compare_and_swap(domain, None as Option<&[u8]>, Some(fresh))?;
+        Ok(previous.is_ok())
+    }
+    fn monitored(&self) -> Result<Vec<String>, StoreError> {
+        self.domains
+            .iter()
+            .keys()
+            .map(|k| Ok(String::from_utf8_lossy(&k?).into_owned()))
+            .collect()
+    }
+    fn domain_state(&self, domain: &str) -> Result<Option<DomainState>, StoreError> {
+        match self.domains.get(domain)? {
+            Some(v) => Ok(Some(decode(domain.as_bytes(), &v)?)),
+            None => Ok(None),
+        }
+    }
+    fn put_last_report(&self, domain: &str, report: &Report) -> Result<(), StoreError> {
+        let mut state = self.domain_state(domain)?.unwrap_or_default();
+        state.last_report = Some(report.clone());
+        if self.domains.contains_key(domain)? {
+            self.domains.insert(domain, encode(&state))?;
+        }
+        Ok(())
+    }
+    fn subscribe(&self, domain: &str, jid: &str) -> Result<bool, StoreError> {
+        self.monitor(domain)?;
+        let fresh = (&self.subs, &self.subs_by_jid).transaction(|(subs, by_jid)| {
+            let old = subs.insert(key2(domain, jid), b"".as_slice())?;
+            by_jid.insert(key2(jid, domain), b"".as_slice())?;
+            Ok::<_, ConflictableTransactionError<StoreError>>(old.is_none())
+        })?;
+        Ok(fresh)
+    }
+    fn unsubscribe(&self, domain: &str, jid: &str) -> Result<bool, StoreError> {
+        let existed = (&self.subs, &self.subs_by_jid).transaction(|(subs, by_jid)| {
+            let old = subs.remove(key2(domain, jid))?;
+            by_jid.remove(key2(jid, domain))?;
+            Ok::<_, ConflictableTransactionError<StoreError>>(old.is_some())
+        })?;
+        self.forget_if_unfollowed(domain)?;
+        Ok(existed)
+    }
+    fn subscribers(&self, domain: &str) -> Result<Vec<String>, StoreError> {
+        self.subs
+            .scan_prefix(prefix(domain))
+            .keys()
+            .map(|k| Ok(second_part(&k?)))
+            .collect()
+    }
+    fn subscriptions_of(&self, jid: &str) -> Result<Vec<String>, StoreError> {
+        self.subs_by_jid
+            .scan_prefix(prefix(jid))
+            .keys()
+            .map(|k| Ok(second_part(&k?)))
+            .collect()
+    }
+    fn pending(&self) -> Result<Vec<(u64, Delivery)>, StoreError> {
         self.outbox
             .iter()
             .map(|kv| {
@@ -406,16 +425,9 @@ impl Store {
             })
             .collect()
     }
-
-    /// Marks a delivery sent, durably.
-    pub async fn mark_sent(&self, id: u64) -> Result<(), StoreError> {
+    async fn mark_sent(&self, id: u64) -> Result<(), StoreError> {
         self.outbox.remove(id.to_be_bytes())?;
         self.flush().await
-    }
-
-    /// Approximate size on disk, for benchmarks.
-    pub fn size_on_disk(&self) -> Result<u64, StoreError> {
-        Ok(self.db.size_on_disk()?)
     }
 }
 

@@ -1,5 +1,6 @@
 //! IQ requests to the component: disco, ping, and PubSub (XEP-0060) on one node per domain.
 
+use crate::store::StateStore as _;
 use std::sync::Arc;
 
 use tokio_xmpp::minidom::Element;

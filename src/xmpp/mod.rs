@@ -7,6 +7,7 @@
 pub mod iq;
 pub mod stanzas;
 
+use crate::store::StateStore as _;
 use std::borrow::Cow;
 use std::net::SocketAddr;
 use std::str::FromStr;
