@@ -8,10 +8,9 @@ mod common;
 use std::path::Path;
 use std::time::Duration;
 
-use common::{certwatch, eventually, workdir, Client, Lab, Proc, TestCert, HOSTS};
+use common::{eventually, wait_component, workdir, Client, Lab, Proc, TestCert, COMPONENT, HOSTS};
 use serde_json::{json, Value};
 
-const COMPONENT: &str = "certwatch.localhost";
 const T: Duration = Duration::from_secs(20);
 
 struct Target {
@@ -87,56 +86,12 @@ fn host(server: &str, dir: &Path, base: u16) -> Lab {
 fn bot(dir: &Path, target: &Target, component_port: u16) -> Proc {
     let lab = target.dns.env_file("env");
     let get = |k: &str| lab.iter().find(|(key, _)| key == k).unwrap().1.clone();
-    let config = dir.join("certwatch.toml");
-    std::fs::write(
-        &config,
-        format!(
-            r#"
-[xmpp]
-component = "{COMPONENT}"
-server = "127.0.0.1:{component_port}"
-secret = "s3cret"
-
-[dns]
-nameservers = ["{}"]
-trust_anchor = "{}"
-
-[probe]
-transport = "direct"
-timeout = "5s"
-
-[monitor]
-interval = "2s"
-jitter = "1s"
-
-[store]
-path = "{}"
-"#,
-            get("AUTH_NS"),
-            get("TRUST_ANCHOR"),
-            dir.join("db").display()
-        ),
-    )
-    .unwrap();
-    let log = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(dir.join("certwatch.log"))
-        .unwrap();
-    Proc(
-        certwatch()
-            .args(["--config", config.to_str().unwrap(), "serve"])
-            .env("RUST_LOG", "info,certwatch=debug")
-            .stderr(log)
-            .spawn()
-            .unwrap(),
-    )
-}
-
-fn wait_component(client: &mut Client) {
-    eventually(Duration::from_secs(40), "the component", || {
-        (client.cmd(json!({"cmd": "ping", "to": COMPONENT}))["ok"] == true).then_some(())
-    });
+    let sections = format!(
+        "[dns]\nnameservers = [\"{}\"]\ntrust_anchor = \"{}\"\n\n[probe]\ntransport = \"direct\"\ntimeout = \"5s\"\n\n[monitor]\ninterval = \"2s\"\njitter = \"1s\"\n",
+        get("AUTH_NS"),
+        get("TRUST_ANCHOR")
+    );
+    common::start_bot(dir, component_port, &sections)
 }
 
 fn is_alert(v: &Value, needle: &str) -> bool {

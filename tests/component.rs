@@ -4,60 +4,16 @@ mod common;
 
 use std::time::Duration;
 
-use common::{certwatch, eventually, workdir, Client, Lab, Proc};
+use common::{wait_component, workdir, Client, Lab, Proc, COMPONENT};
 use serde_json::json;
 
-const COMPONENT: &str = "certwatch.localhost";
 const T: Duration = Duration::from_secs(20);
 
+/// Nothing answers DNS on port 9: checks fail fast, on loopback only.
+const SECTIONS: &str = "[dns]\nnameservers = [\"127.0.0.1:9\"]\n\n[probe]\ntransport = \"direct\"\ntimeout = \"3s\"\n\n[monitor]\ninterval = \"1h\"\njitter = \"0s\"\n";
+
 fn start_bot(dir: &std::path::Path, component_port: u16) -> Proc {
-    let config = dir.join("certwatch.toml");
-    // Nothing answers DNS on port 9: checks fail fast, on loopback only.
-    std::fs::write(
-        &config,
-        format!(
-            r#"
-[xmpp]
-component = "{COMPONENT}"
-server = "127.0.0.1:{component_port}"
-secret = "s3cret"
-admins = ["admin@localhost"]
-
-[dns]
-nameservers = ["127.0.0.1:9"]
-
-[probe]
-transport = "direct"
-timeout = "3s"
-
-[monitor]
-interval = "1h"
-jitter = "0s"
-
-[store]
-path = "{}"
-"#,
-            dir.join("db").display()
-        ),
-    )
-    .unwrap();
-    let log = std::fs::File::create(dir.join("certwatch.log")).unwrap();
-    Proc(
-        certwatch()
-            .args(["--config", config.to_str().unwrap(), "serve"])
-            .env("RUST_LOG", "info,certwatch=debug")
-            .stderr(log)
-            .spawn()
-            .expect("start certwatch serve"),
-    )
-}
-
-/// Waits until the component answers a ping through the server.
-fn wait_component(client: &mut Client) {
-    eventually(Duration::from_secs(40), "the component to answer", || {
-        let r = client.cmd(json!({"cmd": "ping", "to": COMPONENT}));
-        (r["ok"] == true).then_some(())
-    });
+    common::start_bot(dir, component_port, SECTIONS)
 }
 
 fn component_flow(server: &str, base: u16) {

@@ -334,3 +334,39 @@ pub fn no_starttls_server(port: u16) {
         }
     });
 }
+
+/// The component JID the lab servers are configured for.
+pub const COMPONENT: &str = "certwatch.localhost";
+
+/// Starts `certwatch serve` as a component on 127.0.0.1:`component_port`,
+/// with `sections` (TOML for [dns], [probe], [monitor]) and a store in `dir`;
+/// its log is appended to `dir`/certwatch.log.
+pub fn start_bot(dir: &Path, component_port: u16, sections: &str) -> Proc {
+    let config = dir.join("certwatch.toml");
+    let text = format!(
+        "[xmpp]\ncomponent = \"{COMPONENT}\"\nserver = \"127.0.0.1:{component_port}\"\nsecret = \"s3cret\"\nadmins = [\"admin@localhost\"]\n\n{sections}\n[store]\npath = \"{}\"\n",
+        dir.join("db").display()
+    );
+    std::fs::write(&config, text).unwrap();
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(dir.join("certwatch.log"))
+        .unwrap();
+    Proc(
+        certwatch()
+            .args(["--config", config.to_str().unwrap(), "serve"])
+            .env("RUST_LOG", "info,certwatch=debug")
+            .stderr(log)
+            .spawn()
+            .expect("start certwatch serve"),
+    )
+}
+
+/// Waits until the component answers a ping through the server.
+pub fn wait_component(client: &mut Client) {
+    eventually(Duration::from_secs(40), "the component to answer", || {
+        let r = client.cmd(json!({"cmd": "ping", "to": COMPONENT}));
+        (r["ok"] == true).then_some(())
+    });
+}
