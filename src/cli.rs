@@ -7,7 +7,7 @@ use std::time::Duration;
 use clap::{Args, Parser, Subcommand};
 
 use crate::check::Checker;
-use crate::config::{parse_nameserver, parse_socket, Config, ConfigError, Transport};
+use crate::config::{parse_nameserver, resolve_socket, Config, ConfigError, Transport};
 use crate::dane;
 use crate::dns::discovery::{tlsa_name, ServiceSet};
 use crate::dns::{Resolver, ResolverSettings};
@@ -203,7 +203,7 @@ pub async fn connector(
     config: &Config,
     dirs: Option<&TorDirs>,
 ) -> Result<Connector, crate::probe::transport::TransportSetupError> {
-    let socks5 = parse_socket(&config.probe.socks5, "probe.socks5").ok();
+    let socks5 = resolve_socket(&config.probe.socks5, "probe.socks5").ok();
     let arti = non_empty_path(&config.probe.arti_config);
     Connector::start(
         config.probe.transport,

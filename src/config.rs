@@ -234,7 +234,7 @@ impl Config {
     pub fn validate(&self) -> Result<(), ConfigError> {
         self.nameservers()?;
         if self.probe.transport == Transport::Socks5 {
-            parse_socket(&self.probe.socks5, "probe.socks5").map_err(ConfigError::Invalid)?;
+            resolve_socket(&self.probe.socks5, "probe.socks5").map_err(ConfigError::Invalid)?;
         }
         if self.probe.timeout.is_zero() {
             return Err(ConfigError::Invalid(
@@ -264,6 +264,18 @@ pub fn parse_nameserver(s: &str) -> Result<SocketAddr, String> {
 pub fn parse_socket(s: &str, key: &str) -> Result<SocketAddr, String> {
     s.parse::<SocketAddr>()
         .map_err(|_| format!("bad {key} {s:?}: expected IP:PORT"))
+}
+
+/// Parses `HOST:PORT` (a host name is looked up, e.g. `localhost:9050`), naming the key on error.
+pub fn resolve_socket(s: &str, key: &str) -> Result<SocketAddr, String> {
+    if let Ok(addr) = s.parse::<SocketAddr>() {
+        return Ok(addr);
+    }
+    use std::net::ToSocketAddrs;
+    s.to_socket_addrs()
+        .ok()
+        .and_then(|mut a| a.next())
+        .ok_or_else(|| format!("bad {key} {s:?}: expected HOST:PORT"))
 }
 
 #[cfg(test)]
@@ -303,6 +315,9 @@ mod tests {
         assert!(Config::parse("[probe]\ntransport = \"carrier-pigeon\"\n").is_err());
         let c = Config::parse("[probe]\ntransport = \"socks5\"\nsocks5 = \"x\"\n").unwrap();
         assert!(c.validate().is_err());
+        let c = Config::parse("[probe]\ntransport = \"socks5\"\nsocks5 = \"localhost:9050\"\n")
+            .unwrap();
+        c.validate().unwrap();
     }
 
     #[test]

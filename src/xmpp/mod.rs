@@ -27,7 +27,7 @@ use tokio_xmpp::xmlstream::{initiate_stream, PendingFeaturesRecv, StreamHeader, 
 use tokio_xmpp::{Component, Stanza};
 
 use crate::commands::Command;
-use crate::config::{parse_socket, Config};
+use crate::config::{resolve_socket, Config};
 use crate::engine::Engine;
 use crate::store::{Delivery, Sink, Store};
 
@@ -159,7 +159,7 @@ pub async fn serve(config: Config) -> i32 {
             return crate::cli::EXIT_CONFIG;
         }
     };
-    let server = match parse_socket(&config.xmpp.server, "xmpp.server") {
+    let server = match resolve_socket(&config.xmpp.server, "xmpp.server") {
         Ok(s) => s,
         Err(e) => {
             eprintln!("certwatch: config: {e}");
