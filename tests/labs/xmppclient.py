@@ -13,6 +13,7 @@ lookups, no TLS (the lab servers allow plaintext logins).
 import argparse
 import asyncio
 import json
+import os
 import sys
 
 import slixmpp
@@ -27,7 +28,12 @@ TIMEOUT = 10
 NS_EVENT = "http://jabber.org/protocol/pubsub#event"
 
 
+DEBUG = bool(os.environ.get("XMPPCLIENT_DEBUG"))
+
+
 def out(obj):
+    if DEBUG:
+        print(f"xmppclient -> {obj}", file=sys.stderr, flush=True)
     try:
         sys.stdout.write(json.dumps(obj) + "\n")
         sys.stdout.flush()
@@ -57,6 +63,9 @@ class Driver(slixmpp.ClientXMPP):
         self.add_event_handler("presence_subscribed", self.on_presence)
         self.add_event_handler("presence_subscribe", self.on_presence)
         self.add_event_handler("failed_auth", lambda _: out({"event": "auth_failed"}))
+        self.add_event_handler("disconnected", self.on_disconnected)
+        self.add_event_handler("stream_error", self.on_stream_error)
+        self.quitting = False
 
     async def on_start(self, _):
         self.send_presence()
@@ -65,7 +74,10 @@ class Driver(slixmpp.ClientXMPP):
         except (IqError, IqTimeout):
             pass
         out({"event": "ready"})
-        asyncio.ensure_future(self.commands())
+        # asyncio keeps only weak references to tasks, and the stream
+        # protocol holds its reader weakly: without this reference a garbage
+        # collection destroys the pending task and stdin is no longer read.
+        self.commands_task = asyncio.ensure_future(self.commands())
 
     def on_message(self, msg):
         if msg["type"] in ("chat", "normal") and msg["body"]:
@@ -88,12 +100,25 @@ class Driver(slixmpp.ClientXMPP):
     def on_presence(self, pres):
         out({"event": "presence", "type": pres["type"], "from": str(pres["from"])})
 
+    def on_disconnected(self, reason):
+        # Say why, on stderr (the test's output) and as an event.
+        if not self.quitting:
+            print(f"xmppclient {self.boundjid}: disconnected: {reason}", file=sys.stderr, flush=True)
+        out({"event": "disconnected", "reason": str(reason)})
+
+    def on_stream_error(self, err):
+        print(f"xmppclient {self.boundjid}: stream error: {err}", file=sys.stderr, flush=True)
+
     async def commands(self):
         loop = asyncio.get_event_loop()
         reader = asyncio.StreamReader()
-        await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
+        self.stdin_reader = reader
+        self.stdin_pipe = await loop.connect_read_pipe(
+            lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
         while True:
             line = await reader.readline()
+            if DEBUG:
+                print(f"xmppclient {self.boundjid} <- {line!r}", file=sys.stderr, flush=True)
             if not line:
                 break
             try:
@@ -111,6 +136,7 @@ class Driver(slixmpp.ClientXMPP):
                 reply.update({"ok": False, "error": f"{type(e).__name__}: {e}"})
             out(reply)
             if cmd.get("cmd") == "quit":
+                self.quitting = True
                 self.disconnect()
                 return
 
