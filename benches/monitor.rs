@@ -2,7 +2,9 @@
 //! validation against the lab's signed zones, STARTTLS probes, DANE matching,
 //! state commit to sled) with the direct transport, and prints its figures.
 //!
-//! Run as root: `cargo bench --bench monitor` (BENCH_DOMAINS=N to change N).
+//! Run as root: `cargo bench --bench monitor` (BENCH_DOMAINS=N to change N,
+//! BENCH_ROUNDS=R for R passes; the first checks new domains, the later ones
+//! measure steady-state monitoring).
 //! It starts the DNS lab itself (loopback only). The XMPP endpoint is a
 //! minimal STARTTLS responder in this file that accepts any stream `to`,
 //! because Prosody would need one VirtualHost per benchmark domain.
@@ -24,10 +26,22 @@ use certwatch::store::Store;
 const PORT: u16 = 15822;
 
 fn main() {
+    // RUST_LOG=certwatch=debug shows where a check spends its time.
+    if std::env::var_os("RUST_LOG").is_some() {
+        tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+            .with_writer(std::io::stderr)
+            .init();
+    }
     let n: usize = std::env::var("BENCH_DOMAINS")
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(10_000);
+    // Round 1 checks new domains; later rounds are steady-state monitoring.
+    let rounds_wanted: usize = std::env::var("BENCH_ROUNDS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(2);
     let root = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"));
     let dir = std::env::temp_dir().join(format!("certwatch-bench-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
@@ -96,58 +110,90 @@ fn main() {
         for d in &domains {
             store.subscribe(d, "bench@localhost").unwrap();
         }
-        let start = Instant::now();
-        let cpu0 = cpu_seconds();
-        stream::iter(domains.iter())
-            .for_each_concurrent(MONITOR_CONCURRENCY, |d| {
-                let engine = engine.clone();
-                async move { check_domain(&engine, d).await }
-            })
-            .await;
-        let wall = start.elapsed().as_secs_f64();
-        let cpu = cpu_seconds() - cpu0;
-        store.flush().await.unwrap();
-        let ok = domains
-            .iter()
-            .filter(|d| {
-                store
-                    .domain_state(d)
-                    .unwrap()
-                    .and_then(|s| s.state)
-                    .is_some_and(|v| v == certwatch::report::Verdict::Ok)
-            })
-            .count();
-        (
-            wall,
-            cpu,
-            accepted.load(Ordering::Relaxed),
-            ok,
-            store.size_on_disk().unwrap(),
-        )
+        let mut rounds = Vec::new();
+        for round in 1..=rounds_wanted {
+            let probes0 = accepted.load(Ordering::Relaxed);
+            let start = Instant::now();
+            let cpu0 = cpu_seconds();
+            stream::iter(domains.iter())
+                .for_each_concurrent(MONITOR_CONCURRENCY, |d| {
+                    let engine = engine.clone();
+                    async move { check_domain(&engine, d).await }
+                })
+                .await;
+            let wall = start.elapsed().as_secs_f64();
+            let cpu = cpu_seconds() - cpu0;
+            store.flush().await.unwrap();
+            let ok = domains
+                .iter()
+                .filter(|d| {
+                    store
+                        .domain_state(d)
+                        .unwrap()
+                        .and_then(|s| s.state)
+                        .is_some_and(|v| v == certwatch::report::Verdict::Ok)
+                })
+                .count();
+            rounds.push(Round {
+                round,
+                wall,
+                cpu,
+                probes: accepted.load(Ordering::Relaxed) - probes0,
+                ok,
+                rss_kib: rss_kib("VmRSS:"),
+            });
+        }
+        (rounds, store.size_on_disk().unwrap())
     });
-    let (wall, cpu, probes, ok, size) = result;
+    let (rounds, size) = result;
     let _ = std::process::Command::new("bash")
         .arg(&lab)
         .args(["stop", dns_dir.to_str().unwrap()])
         .status();
-    println!("domains checked       {n} ({ok} ok)");
-    println!("wall time             {wall:.1} s");
-    println!("checks per second     {:.0}", n as f64 / wall);
-    println!(
-        "probes (connections)  {probes}, {:.0} per second",
-        probes as f64 / wall
-    );
-    println!(
-        "CPU (user+system)     {cpu:.1} s, {:.0}% of one core",
-        100.0 * cpu / wall
-    );
-    println!("peak RSS              {} MiB", peak_rss_kib() / 1024);
+    for r in &rounds {
+        let what = if r.round == 1 {
+            "new domains"
+        } else {
+            "steady state"
+        };
+        println!("round {} ({what})", r.round);
+        println!("  domains checked       {n} ({} ok)", r.ok);
+        println!("  wall time             {:.1} s", r.wall);
+        println!("  checks per second     {:.0}", n as f64 / r.wall);
+        println!(
+            "  probes (connections)  {}, {:.0} per second",
+            r.probes,
+            r.probes as f64 / r.wall
+        );
+        println!(
+            "  CPU (user+system)     {:.1} s, {:.0}% of one core",
+            r.cpu,
+            100.0 * r.cpu / r.wall
+        );
+        println!("  RSS after the round   {} MiB", r.rss_kib / 1024);
+    }
+    // VmHWM is sampled lazily by the kernel; never print less than a round saw.
+    let peak = rounds
+        .iter()
+        .map(|r| r.rss_kib)
+        .fold(rss_kib("VmHWM:"), u64::max);
+    println!("peak RSS              {} MiB", peak / 1024);
     println!(
         "sled size on disk     {} KiB, {:.1} KiB per domain",
         size / 1024,
         size as f64 / 1024.0 / n as f64
     );
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// The figures of one pass over every domain.
+struct Round {
+    round: usize,
+    wall: f64,
+    cpu: f64,
+    probes: usize,
+    ok: usize,
+    rss_kib: u64,
 }
 
 /// A STARTTLS responder that accepts any stream `to` and presents `cert`.
@@ -221,11 +267,12 @@ fn cpu_seconds() -> f64 {
     (ticks(11) + ticks(12)) / 100.0
 }
 
-fn peak_rss_kib() -> u64 {
+/// A `/proc/self/status` figure in KiB (`VmRSS:` now, `VmHWM:` peak).
+fn rss_kib(field: &str) -> u64 {
     std::fs::read_to_string("/proc/self/status")
         .unwrap_or_default()
         .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .find_map(|l| l.strip_prefix(field))
         .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
         .unwrap_or(0)
 }
