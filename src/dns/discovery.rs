@@ -339,9 +339,12 @@ impl Walk<'_> {
             security: addresses.security,
             what: format!("the address records of {host}"),
         };
-        let tlsa = self.tlsa_state(&tlsa_name, &srv, &addr_link).await;
-        if addresses.records.is_empty() && template.fallback {
-            // No SRV and no address: the service is simply not offered.
+        if addresses.records.is_empty()
+            && template.fallback
+            && addresses.security != Security::Bogus
+        {
+            // No SRV and no address: the service is simply not offered, and
+            // there is no TLSA record to ask for.
             self.out.notes.push(format!(
                 "{host} publishes no _{}._tcp SRV record and no address: {} not offered",
                 service.as_str(),
@@ -349,6 +352,7 @@ impl Walk<'_> {
             ));
             return;
         }
+        let tlsa = self.tlsa_state(&tlsa_name, &srv, &addr_link).await;
         if addresses.records.is_empty() {
             let error = if addresses.nxdomain {
                 format!("{host} does not exist")
