@@ -196,14 +196,16 @@ pub async fn check_domain(engine: &Engine, domain: &str) {
         None => store.commit_check(domain, &next, None, &[]),
     };
     match result {
-        Ok(_) => {
+        // An alert is durable before anyone is told (notify-then-mark); a
+        // check that changed nothing rides on sled's periodic flush, so a
+        // crash loses at most a "last checked" time, never an alert.
+        Ok(_) if alert.is_some() => {
             if let Err(e) = store.flush().await {
                 tracing::warn!(error = %e, "cannot flush the store");
             }
-            if alert.is_some() {
-                engine.wake_outbox();
-            }
+            engine.wake_outbox();
         }
+        Ok(_) => {}
         Err(e) => tracing::warn!(domain, error = %e, "cannot store the check"),
     }
 }
