@@ -50,6 +50,14 @@ impl Checker {
         }
     }
 
+    /// The same checker with another resolver (fresh caches).
+    pub fn with_resolver(&self, resolver: Resolver) -> Checker {
+        Checker {
+            resolver,
+            ..self.clone()
+        }
+    }
+
     /// Checks one domain.
     pub async fn check(&self, domain: &Domain, services: ServiceSet) -> (Report, Health) {
         let span = tracing::info_span!("check", domain = %domain);

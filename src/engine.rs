@@ -54,13 +54,23 @@ pub struct Engine {
     config: Config,
     resolver: Resolver,
     tor_dirs: TorDirs,
-    checker: tokio::sync::Mutex<Option<Checker>>,
+    /// The checker and when its resolver (with hickory's caches) was built.
+    checker: tokio::sync::Mutex<Option<(Checker, Instant)>>,
+    /// How many times the resolver was rebuilt (its caches dropped).
+    resolver_renewals: std::sync::atomic::AtomicU64,
     monitor_wake: Notify,
     outbox_wake: Notify,
     chat_checks: Semaphore,
     limiter: Mutex<Limiter>,
     spacing: std::sync::Arc<Spacing>,
 }
+
+/// How long one resolver (and hickory's response and DNSSEC validation
+/// caches inside it) serves checks. Hickory's validation cache is keyed by
+/// record contents and only evicts when full (a million entries), so
+/// re-signed zones would otherwise grow it for weeks; a fresh resolver each
+/// hour bounds it by what one hour of checks adds.
+pub const RESOLVER_MAX_AGE: Duration = Duration::from_secs(3600);
 
 /// The least time between two probes of one address:port.
 pub const PROBE_GAP: Duration = Duration::from_secs(2);
@@ -79,6 +89,7 @@ impl Engine {
             },
             config,
             checker: tokio::sync::Mutex::new(None),
+            resolver_renewals: Default::default(),
             monitor_wake: Notify::new(),
             outbox_wake: Notify::new(),
             chat_checks: Semaphore::new(CHAT_CHECKS),
@@ -110,8 +121,20 @@ impl Engine {
     /// The checker, starting the transport on first use (and again after a failure).
     async fn checker(&self) -> Result<Checker, String> {
         let mut slot = self.checker.lock().await;
-        if let Some(c) = slot.as_ref() {
-            return Ok(c.clone());
+        if let Some((checker, since)) = slot.as_mut() {
+            if since.elapsed() >= RESOLVER_MAX_AGE {
+                match crate::cli::resolver(&self.config) {
+                    Ok(fresh) => {
+                        *checker = checker.with_resolver(fresh);
+                        *since = Instant::now();
+                        self.resolver_renewals
+                            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        tracing::debug!("DNS resolver renewed (caches dropped)");
+                    }
+                    Err(e) => tracing::warn!(error = %e, "cannot renew the DNS resolver"),
+                }
+            }
+            return Ok(checker.clone());
         }
         let connector = crate::cli::connector(&self.config, Some(&self.tor_dirs))
             .await
@@ -121,7 +144,7 @@ impl Engine {
         let prober = Prober::new(connector, self.config.probe.timeout, None)
             .with_spacing(self.spacing.clone());
         let checker = Checker::new(self.resolver.clone(), prober);
-        *slot = Some(checker.clone());
+        *slot = Some((checker.clone(), Instant::now()));
         Ok(checker)
     }
 
@@ -334,6 +357,27 @@ mod tests {
         config.xmpp.admins = admins.iter().map(|s| s.to_string()).collect();
         config.dns.nameservers = vec!["127.0.0.1:9".into()];
         Engine::new(config, Store::temporary().unwrap()).unwrap()
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_resolver_and_its_caches_are_renewed_every_hour() {
+        let mut engine = engine_with_admins(&[]);
+        engine.config.probe.transport = crate::config::Transport::Direct;
+        let renewals = |e: &Engine| {
+            e.resolver_renewals
+                .load(std::sync::atomic::Ordering::Relaxed)
+        };
+        engine.checker().await.unwrap();
+        tokio::time::advance(RESOLVER_MAX_AGE - Duration::from_secs(1)).await;
+        engine.checker().await.unwrap();
+        assert_eq!(renewals(&engine), 0, "not before an hour");
+        tokio::time::advance(Duration::from_secs(1)).await;
+        engine.checker().await.unwrap();
+        engine.checker().await.unwrap();
+        assert_eq!(renewals(&engine), 1, "once when the hour is up");
+        tokio::time::advance(RESOLVER_MAX_AGE).await;
+        engine.checker().await.unwrap();
+        assert_eq!(renewals(&engine), 2, "and every hour after");
     }
 
     #[tokio::test]
