@@ -127,7 +127,7 @@ fn component_flow(server: &str, base: u16) {
     bot.0.kill().unwrap();
     bot.0.wait().unwrap();
     drop(bot);
-    let _bot = start_bot(&dir, base + 47);
+    let mut bot = start_bot(&dir, base + 47);
     wait_component(&mut alice);
     let list = alice.ask(COMPONENT, "list", T);
     assert!(
@@ -142,6 +142,28 @@ fn component_flow(server: &str, base: u16) {
     );
     let list = alice.ask(COMPONENT, "list", T);
     assert!(list.contains("no subscriptions"), "{list}");
+
+    // SIGTERM: the bot closes its stream and exits 0; the server sees it go.
+    let pid = bot.0.id().to_string();
+    let killed = std::process::Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    let status = common::eventually(T, "the bot to exit on SIGTERM", || {
+        bot.0.try_wait().unwrap()
+    });
+    assert_eq!(status.code(), Some(0), "{server}: exit after SIGTERM");
+    let log = std::fs::read_to_string(dir.join("certwatch.log")).unwrap();
+    assert!(
+        log.contains("shutting down"),
+        "{server}: no shutdown logged"
+    );
+    let ping = alice.cmd(json!({"cmd": "ping", "to": COMPONENT}));
+    assert_eq!(
+        ping["ok"], false,
+        "{server}: component still answers: {ping}"
+    );
 }
 
 #[test]
