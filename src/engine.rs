@@ -13,7 +13,6 @@ use tokio::time::Instant;
 use crate::check::{Checker, Health};
 use crate::config::{Config, ConfigError};
 use crate::dns::discovery::ServiceSet;
-use crate::dns::Resolver;
 use crate::domain::Domain;
 use crate::probe::transport::TorDirs;
 use crate::probe::{Prober, Spacing};
@@ -52,7 +51,6 @@ pub struct SelfHealth {
 pub struct Engine {
     store: Store,
     config: Config,
-    resolver: Resolver,
     tor_dirs: TorDirs,
     /// The checker and when its resolver (with hickory's caches) was built.
     checker: tokio::sync::Mutex<Option<(Checker, Instant)>>,
@@ -78,11 +76,13 @@ pub const PROBE_GAP: Duration = Duration::from_secs(2);
 impl Engine {
     /// Builds the engine; the transport starts lazily at the first check.
     pub fn new(config: Config, store: Store) -> Result<Engine, ConfigError> {
-        let resolver = crate::cli::resolver(&config)?;
+        // A bad DNS setting fails here, at start-up; the checker builds its
+        // own resolver on first use so that no first-hour cache outlives a
+        // renewal.
+        crate::cli::resolver(&config)?;
         let base = PathBuf::from(format!("{}-arti", config.store.path));
         Ok(Engine {
             store,
-            resolver,
             tor_dirs: TorDirs {
                 state: base.join("state"),
                 cache: base.join("cache"),
@@ -143,7 +143,8 @@ impl Engine {
         // which the bot's own component is when it watches its own server.
         let prober = Prober::new(connector, self.config.probe.timeout, None)
             .with_spacing(self.spacing.clone());
-        let checker = Checker::new(self.resolver.clone(), prober);
+        let resolver = crate::cli::resolver(&self.config).map_err(|e| e.to_string())?;
+        let checker = Checker::new(resolver, prober);
         *slot = Some((checker.clone(), Instant::now()));
         Ok(checker)
     }
