@@ -196,9 +196,10 @@ pub async fn check_domain(engine: &Engine, domain: &str) {
         None => store.commit_check(domain, &next, None, &[]),
     };
     match result {
-        // An alert is durable before anyone is told (notify-then-mark); a
-        // check that changed nothing rides on sled's periodic flush, so a
-        // crash loses at most a "last checked" time, never an alert.
+        // An alert is durable before anyone is told (notify-then-mark); any
+        // other check rides on sled's periodic flush, so a crash loses at
+        // most that check's record (redone at the next check), never an
+        // alert.
         Ok(_) if alert.is_some() => {
             if let Err(e) = store.flush().await {
                 tracing::warn!(error = %e, "cannot flush the store");
