@@ -102,7 +102,7 @@ fn main() {
         config.probe.timeout = Duration::from_secs(10);
         config.store.path = dir.join("db").display().to_string();
         let store = Store::open(&dir.join("db")).unwrap();
-        let mut engine = Engine::new(config, store.clone()).unwrap();
+        let mut engine = Engine::new(config, store.clone(), certwatch::clock::system()).unwrap();
         // One host serves every benchmark domain: lift the per-target cap.
         engine.set_probe_gap(Duration::ZERO);
         let engine = Arc::new(engine);

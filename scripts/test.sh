@@ -3,7 +3,7 @@
 #   bash scripts/test.sh
 # It installs the Debian packages and the PyPI test client the tests need when
 # they are missing (without letting Debian start any stock daemon), checks
-# formatting and lints, builds once, then runs every test inside a network
+# that imports point down the layers, formatting and lints, builds once, then runs every test inside a network
 # namespace that has only the loopback interface: nothing can leave the machine.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -33,6 +33,7 @@ if ! python3 -c 'import slixmpp' 2>/dev/null; then
     || python3 -m pip install -q --break-system-packages slixmpp==1.17.0
 fi
 
+python3 scripts/check-layers.py
 cargo fmt --check
 cargo clippy --all-targets -- -D warnings
 cargo build --tests

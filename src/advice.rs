@@ -3,8 +3,8 @@
 use std::collections::BTreeSet;
 
 use crate::dane::Tlsa;
-use crate::dns::discovery::Service;
 use crate::report::{EndpointReport, EndpointVerdict};
+use crate::vocab::Service;
 
 /// What DNS says about a zone that should be signed.
 #[derive(Clone, Debug, PartialEq, Eq)]

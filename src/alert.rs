@@ -1,29 +1,10 @@
 //! Alerts: a change worth telling, rendered once and fed to every sink alike.
 
+use crate::model::{Alert, DomainState, HISTORY};
 use crate::report::{EndpointVerdict, Report, Verdict};
-use crate::store::{Delivery, DomainState, Item, Sink};
 
 /// Consecutive unreachable checks before the state becomes unreachable.
 pub const UNREACHABLE_AFTER: u32 = 3;
-
-/// A state change of one domain.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Alert {
-    /// Unique id; also the PubSub item id.
-    pub id: String,
-    /// The domain.
-    pub domain: String,
-    /// The state before (None on the first check).
-    pub from: Option<Verdict>,
-    /// The new state.
-    pub to: Verdict,
-    /// One-line summary.
-    pub title: String,
-    /// The details.
-    pub content: String,
-    /// RFC 3339 time.
-    pub updated: String,
-}
 
 /// What a new report does to a domain's stored state: the next state, and an alert if it changed.
 pub fn transition(prev: &DomainState, report: &Report) -> (DomainState, Option<Alert>) {
@@ -31,8 +12,8 @@ pub fn transition(prev: &DomainState, report: &Report) -> (DomainState, Option<A
     next.last_report = Some(report.clone());
     next.history
         .push((report.checked_at.clone(), report.verdict));
-    if next.history.len() > crate::store::HISTORY {
-        let excess = next.history.len() - crate::store::HISTORY;
+    if next.history.len() > HISTORY {
+        let excess = next.history.len() - HISTORY;
         next.history.drain(..excess);
     }
     let observed = report.verdict;
@@ -142,41 +123,10 @@ pub fn render(from: Option<Verdict>, to: Verdict, report: &Report) -> Alert {
     }
 }
 
-impl Alert {
-    /// The PubSub item for this alert.
-    pub fn item(&self) -> Item {
-        Item {
-            id: self.id.clone(),
-            title: self.title.clone(),
-            content: self.content.clone(),
-            updated: self.updated.clone(),
-        }
-    }
-
-    /// One delivery per chat subscriber and per PubSub subscriber.
-    pub fn deliveries(&self, chat: &[String], pubsub: &[String]) -> Vec<Delivery> {
-        let sinks = chat
-            .iter()
-            .map(|j| Sink::Chat(j.clone()))
-            .chain(pubsub.iter().map(|j| Sink::Event {
-                node: self.domain.clone(),
-                jid: j.clone(),
-            }));
-        sinks
-            .map(|sink| Delivery {
-                alert_id: self.id.clone(),
-                sink,
-                title: self.title.clone(),
-                content: self.content.clone(),
-                updated: self.updated.clone(),
-            })
-            .collect()
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::model::Sink;
 
     fn report(v: Verdict) -> Report {
         Report {
@@ -277,9 +227,9 @@ mod tests {
     #[test]
     fn history_is_bounded() {
         let mut state = DomainState::default();
-        for _ in 0..(crate::store::HISTORY + 7) {
+        for _ in 0..(HISTORY + 7) {
             state = transition(&state, &report(Verdict::Ok)).0;
         }
-        assert_eq!(state.history.len(), crate::store::HISTORY);
+        assert_eq!(state.history.len(), HISTORY);
     }
 }

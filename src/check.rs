@@ -10,12 +10,15 @@ use hickory_resolver::proto::rr::RecordType;
 use tracing::Instrument;
 
 use crate::advice::{self, AdviceInput, ZoneFacts};
-use crate::dns::discovery::{self, Endpoint, ServiceSet, TlsaState};
+use crate::clock::SharedClock;
+use crate::dns::discovery::{self, Endpoint, TlsaState};
 use crate::dns::Resolver;
 use crate::domain::Domain;
+use crate::error::HasKind;
 use crate::judge::{judge, Probed};
 use crate::probe::{Prober, Target};
-use crate::report::{now_rfc3339, EndpointVerdict, Report};
+use crate::report::{EndpointVerdict, Report};
+use crate::vocab::ServiceSet;
 
 /// Most probes of one check in flight at once.
 pub const PROBE_CONCURRENCY: usize = 8;
@@ -36,16 +39,18 @@ pub struct Health {
 pub struct Checker {
     resolver: Resolver,
     prober: Prober,
+    clock: SharedClock,
     /// Confirm a mismatch over a fresh circuit before reporting it.
     pub confirm_mismatch: bool,
 }
 
 impl Checker {
     /// A checker.
-    pub fn new(resolver: Resolver, prober: Prober) -> Checker {
+    pub fn new(resolver: Resolver, prober: Prober, clock: SharedClock) -> Checker {
         Checker {
             resolver,
             prober,
+            clock,
             confirm_mismatch: true,
         }
     }
@@ -65,7 +70,7 @@ impl Checker {
     }
 
     async fn check_inner(&self, domain: &Domain, services: ServiceSet) -> (Report, Health) {
-        let checked_at = now_rfc3339();
+        let checked_at = self.clock.now_rfc3339();
         let found = discovery::discover(&self.resolver, domain, &services.services()).await;
         let mut health = Health {
             dns_failures: found.failures.len(),
@@ -84,7 +89,7 @@ impl Checker {
         for (i, p) in probes {
             probed[i] = p;
         }
-        let now = SystemTime::now();
+        let now = self.clock.now();
         let mut reports = Vec::with_capacity(endpoints.len());
         for (endpoint, p) in endpoints.iter().zip(&probed) {
             if !matches!(p, Probed::Skipped) {

@@ -1,20 +1,19 @@
 //! The command line (CONTRACT §1): `check`, `tlsa`, `serve`, and global overrides.
 
-use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 
 use crate::check::Checker;
-use crate::config::{parse_nameserver, resolve_socket, Config, ConfigError, Transport};
+use crate::clock::{self, SharedClock};
+use crate::config::{Config, ConfigError, Transport};
 use crate::dane;
-use crate::dns::discovery::{tlsa_name, ServiceSet};
-use crate::dns::{Resolver, ResolverSettings};
+use crate::dns::discovery::tlsa_name;
 use crate::domain::Domain;
-use crate::probe::transport::{Connector, TorDirs};
-use crate::probe::Prober;
-use crate::report::{now_rfc3339, Report, Verdict};
+use crate::error::{ErrorKind, HasKind};
+use crate::report::{Report, Verdict};
+use crate::setup;
+use crate::vocab::ServiceSet;
 
 /// Exit status for a usage error (sysexits EX_USAGE).
 pub const EXIT_USAGE: i32 = 64;
@@ -22,8 +21,8 @@ pub const EXIT_USAGE: i32 = 64;
 pub const EXIT_CONFIG: i32 = 78;
 /// Exit status when the check could not run (CONTRACT: could not check).
 pub const EXIT_UNAVAILABLE: i32 = 3;
-/// How long `check` waits for Tor to bootstrap.
-pub const BOOTSTRAP_TIMEOUT: Duration = Duration::from_secs(180);
+/// Exit status when the store cannot be opened (sysexits EX_IOERR).
+pub const EXIT_IOERR: i32 = 74;
 
 /// CertWatch: catch machine-in-the-middle attacks on XMPP servers with DANE, probing over Tor.
 #[derive(Parser, Debug)]
@@ -138,7 +137,16 @@ pub fn main() -> i32 {
             host,
             port,
         } => run_tlsa(cert.as_deref(), key.as_deref(), &host, port),
-        Command::Serve => runtime.block_on(crate::xmpp::serve(config)),
+        Command::Serve => match runtime.block_on(crate::serve::serve(config)) {
+            Ok(()) => 0,
+            Err(e) => {
+                eprintln!("certwatch: {e}");
+                match e.kind() {
+                    ErrorKind::Store => EXIT_IOERR,
+                    _ => EXIT_CONFIG,
+                }
+            }
+        },
     }
 }
 
@@ -182,43 +190,6 @@ pub fn load_config(cli: &Cli) -> Result<Config, ConfigError> {
     Ok(config)
 }
 
-/// The resolver the configuration asks for.
-pub fn resolver(config: &Config) -> Result<Resolver, ConfigError> {
-    let nameservers = config
-        .dns
-        .nameservers
-        .iter()
-        .map(|s| parse_nameserver(s).map_err(ConfigError::Invalid))
-        .collect::<Result<Vec<SocketAddr>, _>>()?;
-    let settings = ResolverSettings {
-        nameservers,
-        trust_anchor: non_empty_path(&config.dns.trust_anchor),
-        timeout: None,
-    };
-    Resolver::new(&settings).map_err(|e| ConfigError::Invalid(e.to_string()))
-}
-
-/// Starts the configured transport.
-pub async fn connector(
-    config: &Config,
-    dirs: Option<&TorDirs>,
-) -> Result<Connector, crate::probe::transport::TransportSetupError> {
-    let socks5 = resolve_socket(&config.probe.socks5, "probe.socks5").ok();
-    let arti = non_empty_path(&config.probe.arti_config);
-    Connector::start(
-        config.probe.transport,
-        socks5,
-        arti.as_deref(),
-        dirs,
-        BOOTSTRAP_TIMEOUT,
-    )
-    .await
-}
-
-fn non_empty_path(s: &str) -> Option<PathBuf> {
-    (!s.is_empty()).then(|| PathBuf::from(s))
-}
-
 async fn run_check(config: &Config, input: &str, json: bool, service: ServiceSet) -> i32 {
     let domain = match Domain::parse(input) {
         Ok(d) => d,
@@ -227,37 +198,42 @@ async fn run_check(config: &Config, input: &str, json: bool, service: ServiceSet
             return EXIT_USAGE;
         }
     };
-    let resolver = match resolver(config) {
+    let resolver = match setup::resolver(config) {
         Ok(r) => r,
         Err(e) => {
             eprintln!("certwatch: {e}");
             return EXIT_CONFIG;
         }
     };
-    let connector = match connector(config, None).await {
+    let clock = clock::system();
+    let connector = match setup::connector(config, None).await {
         Ok(c) => c,
-        Err(e) if e.is_config() => {
+        Err(e) if e.kind() == ErrorKind::Config => {
             eprintln!("certwatch: {e}");
             return EXIT_CONFIG;
         }
         Err(e) => {
-            let report = unavailable(&domain, config.probe.transport, e.to_string());
+            let report = unavailable(&domain, config.probe.transport, e.to_string(), &clock);
             print_report(&report, json);
             return report.verdict.exit_code();
         }
     };
-    let prober = Prober::new(connector, config.probe.timeout, None);
-    let checker = Checker::new(resolver, prober);
+    let checker = Checker::new(resolver, setup::prober(config, connector), clock);
     let (report, _health) = checker.check(&domain, service).await;
     print_report(&report, json);
     report.verdict.exit_code()
 }
 
 /// A report for a check that could not start (Tor or resolver unavailable).
-pub fn unavailable(domain: &Domain, transport: Transport, error: String) -> Report {
+pub fn unavailable(
+    domain: &Domain,
+    transport: Transport,
+    error: String,
+    clock: &SharedClock,
+) -> Report {
     Report {
         domain: domain.to_string(),
-        checked_at: now_rfc3339(),
+        checked_at: clock.now_rfc3339(),
         verdict: Verdict::Unreachable,
         endpoints: vec![],
         records_to_add: vec![],

@@ -1,9 +1,10 @@
 //! Chat commands (CONTRACT §2): one type per command, each parsed, run, replied.
 
 use crate::domain::Domain;
-use crate::engine::Engine;
+use crate::engine::{Engine, Error};
+use crate::error::{ErrorKind, HasKind};
 use crate::report::{Report, Verdict};
-use crate::store::StateStore as _;
+use crate::store::{StateStore as _, StoreError};
 
 /// The longest message body we read as a command.
 pub const MAX_BODY: usize = 1024;
@@ -102,12 +103,18 @@ impl Command {
             Command::Check(d) => check(engine, &d).await,
             Command::Subscribe(d) => subscribe(engine, &d, jid).await,
             Command::Unsubscribe(d) => unsubscribe(engine, &d, jid).await,
-            Command::List => list(engine, jid),
-            Command::Status(d) => status(engine, &d),
+            Command::List => list(engine, jid).map_err(Error::from),
+            Command::Status(d) => status(engine, &d).map_err(Error::from),
         };
         result.unwrap_or_else(|e| {
-            tracing::warn!(error = %e, "command failed");
-            format!("Sorry, that failed on our side: {e}")
+            tracing::warn!(error = %e, kind = ?e.kind(), "command failed");
+            match e.kind() {
+                ErrorKind::Shutdown => "CertWatch is shutting down; try again in a minute.".into(),
+                ErrorKind::Tor => format!(
+                    "Sorry, that failed on our side: our Tor connection is not working ({e}). Try again later; the operators are told when this persists."
+                ),
+                _ => format!("Sorry, that failed on our side: {e}"),
+            }
         })
     }
 }
@@ -125,7 +132,7 @@ fn help() -> String {
     .join("\n")
 }
 
-async fn check(engine: &Engine, domain: &Domain) -> Result<String, String> {
+async fn check(engine: &Engine, domain: &Domain) -> Result<String, Error> {
     let report = engine.check_now(domain).await?;
     Ok(check_reply(&report, engine.component()))
 }
@@ -170,15 +177,13 @@ pub fn check_reply(report: &Report, component: &str) -> String {
     out.join("\n")
 }
 
-async fn subscribe(engine: &Engine, domain: &Domain, jid: &str) -> Result<String, String> {
+async fn subscribe(engine: &Engine, domain: &Domain, jid: &str) -> Result<String, Error> {
     if let Some(refusal) = engine.may_subscribe(jid, domain.as_str())? {
         return Ok(refusal);
     }
     let store = engine.store();
-    let fresh = store
-        .subscribe(domain.as_str(), jid)
-        .map_err(|e| e.to_string())?;
-    store.flush().await.map_err(|e| e.to_string())?;
+    let fresh = store.subscribe(domain.as_str(), jid)?;
+    store.flush().await?;
     engine.wake_monitor();
     let component = engine.component();
     Ok(if fresh {
@@ -190,12 +195,10 @@ async fn subscribe(engine: &Engine, domain: &Domain, jid: &str) -> Result<String
     })
 }
 
-async fn unsubscribe(engine: &Engine, domain: &Domain, jid: &str) -> Result<String, String> {
+async fn unsubscribe(engine: &Engine, domain: &Domain, jid: &str) -> Result<String, Error> {
     let store = engine.store();
-    let existed = store
-        .unsubscribe(domain.as_str(), jid)
-        .map_err(|e| e.to_string())?;
-    store.flush().await.map_err(|e| e.to_string())?;
+    let existed = store.unsubscribe(domain.as_str(), jid)?;
+    store.flush().await?;
     Ok(if existed {
         format!("Unsubscribed from {domain}.")
     } else {
@@ -203,15 +206,15 @@ async fn unsubscribe(engine: &Engine, domain: &Domain, jid: &str) -> Result<Stri
     })
 }
 
-fn list(engine: &Engine, jid: &str) -> Result<String, String> {
+fn list(engine: &Engine, jid: &str) -> Result<String, StoreError> {
     let store = engine.store();
-    let domains = store.subscriptions_of(jid).map_err(|e| e.to_string())?;
+    let domains = store.subscriptions_of(jid)?;
     if domains.is_empty() {
         return Ok("You have no subscriptions. Send \"subscribe DOMAIN\" to add one.".into());
     }
     let mut lines = vec![format!("Your subscriptions ({}):", domains.len())];
     for d in domains {
-        let state = store.domain_state(&d).map_err(|e| e.to_string())?;
+        let state = store.domain_state(&d)?;
         let text = match state.and_then(|s| s.state.map(|v| (v, s.since))) {
             Some((v, since)) => format!("{d}: {v} since {}", since.unwrap_or_default()),
             None => format!("{d}: not checked yet"),
@@ -221,11 +224,8 @@ fn list(engine: &Engine, jid: &str) -> Result<String, String> {
     Ok(lines.join("\n"))
 }
 
-fn status(engine: &Engine, domain: &Domain) -> Result<String, String> {
-    let state = engine
-        .store()
-        .domain_state(domain.as_str())
-        .map_err(|e| e.to_string())?;
+fn status(engine: &Engine, domain: &Domain) -> Result<String, StoreError> {
+    let state = engine.store().domain_state(domain.as_str())?;
     let Some(report) = state.and_then(|s| s.last_report) else {
         return Ok(format!(
             "No stored result for {domain}. Send \"check {domain}\" to check it now."

@@ -260,12 +260,6 @@ pub fn parse_nameserver(s: &str) -> Result<SocketAddr, String> {
         .map_err(|_| format!("bad nameserver {s:?}: expected IP or IP:PORT"))
 }
 
-/// Parses an `IP:PORT` socket address, naming the key on error.
-pub fn parse_socket(s: &str, key: &str) -> Result<SocketAddr, String> {
-    s.parse::<SocketAddr>()
-        .map_err(|_| format!("bad {key} {s:?}: expected IP:PORT"))
-}
-
 /// Parses `HOST:PORT` (a host name is looked up, e.g. `localhost:9050`), naming the key on error.
 pub fn resolve_socket(s: &str, key: &str) -> Result<SocketAddr, String> {
     if let Ok(addr) = s.parse::<SocketAddr>() {

@@ -112,11 +112,6 @@ impl Domain {
     pub fn as_str(&self) -> &str {
         &self.0
     }
-
-    /// The fully qualified form with a trailing dot, for DNS queries.
-    pub fn fqdn(&self) -> String {
-        format!("{}.", self.0)
-    }
 }
 
 impl fmt::Display for Domain {

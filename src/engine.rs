@@ -11,13 +11,17 @@ use tokio::sync::{Notify, Semaphore};
 use tokio::time::Instant;
 
 use crate::check::{Checker, Health};
-use crate::config::{Config, ConfigError};
-use crate::dns::discovery::ServiceSet;
+use crate::clock::SharedClock;
+use crate::config::Config;
 use crate::domain::Domain;
+use crate::error::{ErrorKind, HasKind};
+use crate::model::{Delivery, Sink};
 use crate::probe::transport::TorDirs;
-use crate::probe::{Prober, Spacing};
-use crate::report::{now_rfc3339, Report};
-use crate::store::{Delivery, Sink, Store};
+use crate::probe::Spacing;
+use crate::report::Report;
+use crate::setup::{self, SetupError};
+use crate::store::{Store, StoreError};
+use crate::vocab::ServiceSet;
 
 /// Commands one JID may send per minute.
 pub const COMMANDS_PER_MINUTE: usize = 20;
@@ -47,6 +51,30 @@ pub struct SelfHealth {
     pub alerted: bool,
 }
 
+/// Why the engine could not do what was asked.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The transport or the resolver could not be built.
+    #[error(transparent)]
+    Setup(#[from] SetupError),
+    /// The store failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// The service is shutting down.
+    #[error("shutting down")]
+    ShuttingDown,
+}
+
+impl HasKind for Error {
+    fn kind(&self) -> ErrorKind {
+        match self {
+            Error::Setup(e) => e.kind(),
+            Error::Store(_) => ErrorKind::Store,
+            Error::ShuttingDown => ErrorKind::Shutdown,
+        }
+    }
+}
+
 /// Shared by the component, the commands, the monitor and the deliverer.
 pub struct Engine {
     store: Store,
@@ -61,6 +89,7 @@ pub struct Engine {
     chat_checks: Semaphore,
     limiter: Mutex<Limiter>,
     spacing: std::sync::Arc<Spacing>,
+    clock: SharedClock,
 }
 
 /// How long one resolver (and hickory's response and DNSSEC validation
@@ -75,11 +104,11 @@ pub const PROBE_GAP: Duration = Duration::from_secs(2);
 
 impl Engine {
     /// Builds the engine; the transport starts lazily at the first check.
-    pub fn new(config: Config, store: Store) -> Result<Engine, ConfigError> {
+    pub fn new(config: Config, store: Store, clock: SharedClock) -> Result<Engine, SetupError> {
         // A bad DNS setting fails here, at start-up; the checker builds its
         // own resolver on first use so that no first-hour cache outlives a
         // renewal.
-        crate::cli::resolver(&config)?;
+        setup::resolver(&config)?;
         let base = PathBuf::from(format!("{}-arti", config.store.path));
         Ok(Engine {
             store,
@@ -95,6 +124,7 @@ impl Engine {
             chat_checks: Semaphore::new(CHAT_CHECKS),
             limiter: Mutex::new(Limiter::default()),
             spacing: std::sync::Arc::new(Spacing::new(PROBE_GAP, Duration::from_secs(600))),
+            clock,
         })
     }
 
@@ -113,17 +143,22 @@ impl Engine {
         &self.config
     }
 
+    /// The wall clock.
+    pub fn clock(&self) -> &SharedClock {
+        &self.clock
+    }
+
     /// The component's JID.
     pub fn component(&self) -> &str {
         &self.config.xmpp.component
     }
 
     /// The checker, starting the transport on first use (and again after a failure).
-    async fn checker(&self) -> Result<Checker, String> {
+    async fn checker(&self) -> Result<Checker, Error> {
         let mut slot = self.checker.lock().await;
         if let Some((checker, since)) = slot.as_mut() {
             if since.elapsed() >= RESOLVER_MAX_AGE {
-                match crate::cli::resolver(&self.config) {
+                match setup::resolver(&self.config) {
                     Ok(fresh) => {
                         *checker = checker.with_resolver(fresh);
                         *since = Instant::now();
@@ -136,42 +171,35 @@ impl Engine {
             }
             return Ok(checker.clone());
         }
-        let connector = crate::cli::connector(&self.config, Some(&self.tor_dirs))
-            .await
-            .map_err(|e| e.to_string())?;
-        // No s2s `from`: a server refuses a stream "from" a host it serves itself,
-        // which the bot's own component is when it watches its own server.
-        let prober = Prober::new(connector, self.config.probe.timeout, None)
-            .with_spacing(self.spacing.clone());
-        let resolver = crate::cli::resolver(&self.config).map_err(|e| e.to_string())?;
-        let checker = Checker::new(resolver, prober);
+        let connector = setup::connector(&self.config, Some(&self.tor_dirs)).await?;
+        let prober = setup::prober(&self.config, connector).with_spacing(self.spacing.clone());
+        let resolver = setup::resolver(&self.config)?;
+        let checker = Checker::new(resolver, prober, self.clock.clone());
         *slot = Some((checker.clone(), Instant::now()));
         Ok(checker)
     }
 
     /// A full check, as the monitor runs it.
-    pub async fn run_check(&self, domain: &Domain) -> Result<(Report, Health), String> {
+    pub async fn run_check(&self, domain: &Domain) -> Result<(Report, Health), Error> {
         let checker = self.checker().await?;
         Ok(checker.check(domain, ServiceSet::All).await)
     }
 
     /// A check asked for by chat: bounded in number, stored if the domain is monitored.
-    pub async fn check_now(&self, domain: &Domain) -> Result<Report, String> {
+    pub async fn check_now(&self, domain: &Domain) -> Result<Report, Error> {
         let _permit = self
             .chat_checks
             .acquire()
             .await
-            .map_err(|_| "shutting down".to_string())?;
+            .map_err(|_| Error::ShuttingDown)?;
         let (report, health) = self.run_check(domain).await?;
         self.note_health(&health, None).await;
-        self.store
-            .put_last_report(domain.as_str(), &report)
-            .map_err(|e| e.to_string())?;
+        self.store.put_last_report(domain.as_str(), &report)?;
         Ok(report)
     }
 
     /// Records whether a check failed on our side, and tells the operators once.
-    pub async fn note_health(&self, health: &Health, setup_error: Option<&str>) {
+    pub async fn note_health(&self, health: &Health, setup_error: Option<&Error>) {
         let failed = setup_error.is_some()
             || (health.probes > 0 && health.transport_failures == health.probes)
             || health.dns_failures > 0;
@@ -179,10 +207,12 @@ impl Engine {
         let mut notify = None;
         if failed {
             h.failures = h.failures.saturating_add(1);
-            h.failing_since.get_or_insert_with(now_rfc3339);
+            if h.failing_since.is_none() {
+                h.failing_since = Some(self.clock.now_rfc3339());
+            }
             h.last_error = Some(
                 setup_error
-                    .map(str::to_owned)
+                    .map(|e| e.to_string())
                     .unwrap_or_else(|| describe(health)),
             );
             if h.failures >= ADMIN_AFTER && !h.alerted {
@@ -207,7 +237,7 @@ impl Engine {
             tracing::warn!(failures = h.failures, error = ?h.last_error, "check failed on our side");
         }
         if let Some(text) = notify {
-            let now = now_rfc3339();
+            let now = self.clock.now_rfc3339();
             let deliveries: Vec<Delivery> = self
                 .config
                 .xmpp
@@ -232,11 +262,8 @@ impl Engine {
     }
 
     /// Whether `jid` may subscribe to one more domain; Some(reason) when not.
-    pub fn may_subscribe(&self, jid: &str, domain: &str) -> Result<Option<String>, String> {
-        let mine = self
-            .store
-            .subscriptions_of(jid)
-            .map_err(|e| e.to_string())?;
+    pub fn may_subscribe(&self, jid: &str, domain: &str) -> Result<Option<String>, StoreError> {
+        let mine = self.store.subscriptions_of(jid)?;
         if mine.iter().any(|d| d == domain) {
             return Ok(None);
         }
@@ -245,7 +272,7 @@ impl Engine {
                 "You already follow {DOMAINS_PER_JID} domains, the most one account may; unsubscribe from one first."
             )));
         }
-        let monitored = self.store.monitored().map_err(|e| e.to_string())?;
+        let monitored = self.store.monitored()?;
         if monitored.len() >= MAX_DOMAINS && !monitored.iter().any(|d| d == domain) {
             return Ok(Some(
                 "This CertWatch monitors as many domains as it can; try again later.".into(),
@@ -352,12 +379,13 @@ fn window(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::probe::transport::TransportSetupError;
 
     fn engine_with_admins(admins: &[&str]) -> Engine {
         let mut config = Config::default();
         config.xmpp.admins = admins.iter().map(|s| s.to_string()).collect();
         config.dns.nameservers = vec!["127.0.0.1:9".into()];
-        Engine::new(config, Store::temporary().unwrap()).unwrap()
+        Engine::new(config, Store::temporary().unwrap(), crate::clock::system()).unwrap()
     }
 
     #[tokio::test(start_paused = true)]
@@ -435,7 +463,12 @@ mod tests {
         // Tor could not even start: that counts.
         for _ in 0..ADMIN_AFTER {
             engine
-                .note_health(&Health::default(), Some("cannot bootstrap Tor"))
+                .note_health(
+                    &Health::default(),
+                    Some(&Error::Setup(SetupError::Transport(
+                        TransportSetupError::Bootstrap("not done after 3m".into()),
+                    ))),
+                )
                 .await;
         }
         let pending = engine.store().pending().unwrap();

@@ -27,8 +27,8 @@ pub fn judge(endpoint: &Endpoint, probed: &Probed, now: SystemTime) -> EndpointR
         port: endpoint.port,
         address: endpoint.address,
         tls: match endpoint.service.tls() {
-            crate::probe::session::TlsMode::StartTls => "starttls".into(),
-            crate::probe::session::TlsMode::Direct => "direct".into(),
+            crate::vocab::TlsMode::StartTls => "starttls".into(),
+            crate::vocab::TlsMode::Direct => "direct".into(),
         },
         verdict: EndpointVerdict::Unreachable,
         tlsa: Vec::new(),
@@ -141,8 +141,8 @@ pub fn judge(endpoint: &Endpoint, probed: &Probed, now: SystemTime) -> EndpointR
 mod tests {
     use super::*;
     use crate::dane::Tlsa;
-    use crate::dns::discovery::Service;
-    use crate::probe::session::ProbeFailure;
+    use crate::probe::ProbeFailure;
+    use crate::vocab::Service;
 
     fn cert() -> Vec<u8> {
         let key = rcgen::KeyPair::generate().unwrap();

@@ -2,34 +2,47 @@
 //! comparing the key a server presents (probed over Tor) with its
 //! DNSSEC-signed DANE TLSA records.
 //!
-//! Map of the crate, in the order data flows:
+//! Map of the crate. Each line may use only the lines below it
+//! (`scripts/check-layers.py` enforces this in CI; docs/architecture.md
+//! draws it):
 //!
-//! - [`xmpp`]: the XEP-0114 component (stanzas in and out, PubSub, delivery)
-//! - [`commands`]: chat commands, one variant each
-//! - [`engine`]: the running service's shared core (store, checker, limits)
-//! - [`monitor`]: the schedule; [`alert`]: state changes worth telling
-//! - [`check`]: one check of a domain, built from
-//!   - [`dns`]: SRV, A/AAAA, TLSA with the DNSSEC proof of each answer
-//!   - [`probe`]: transport (Tor, SOCKS5, direct) → STARTTLS or direct TLS → chain
-//!   - [`dane`]: matching a chain against TLSA records (pure)
-//!   - [`judge`]: an endpoint's verdict (pure); [`advice`]: what to publish (pure)
-//! - [`report`]: the result (JSON of the contract, text, exit codes)
-//! - [`store`]: sled; [`config`]: the TOML file; [`domain`]: input validation;
-//!   [`cli`]: the command line
+//! - [`cli`]: the command line, exit codes
+//! - [`serve`]: process start-up of `serve` (store, engine, monitor, front)
+//! - [`xmpp`]: the XEP-0114 front (stanzas in and out, PubSub, delivery)
+//! - [`commands`]: chat commands; [`monitor`]: the schedule that drives checks
+//! - [`engine`]: the running service's core (checker, limits, self-watch)
+//! - [`setup`]: resolver, transport and prober built from the config
+//! - [`check`]: one check of a domain; [`store`]: sled
+//! - [`judge`]: an endpoint's verdict from DNS and probe observations (pure)
+//! - [`dns`]: SRV, A/AAAA, TLSA with DNSSEC proofs; [`probe`]: transport
+//!   (Tor, SOCKS5, direct) → STARTTLS or direct TLS → the presented chain
+//! - [`advice`]: what to publish; [`alert`]: state changes worth telling (pure)
+//! - [`dane`]: TLSA records and matching a chain against them (pure)
+//! - [`model`]: what the store keeps (domain state, alerts, deliveries, items)
+//! - [`report`]: the result of a check (JSON, text, verdicts)
+//! - [`vocab`]: the shared words (service, role, TLS mode); [`error`]: whose
+//!   problem a failure is; [`clock`]: wall time, handed in; [`config`]: the
+//!   TOML file; [`domain`]: input validation
 
 pub mod advice;
 pub mod alert;
 pub mod check;
 pub mod cli;
+pub mod clock;
 pub mod commands;
 pub mod config;
 pub mod dane;
 pub mod dns;
 pub mod domain;
 pub mod engine;
+pub mod error;
 pub mod judge;
+pub mod model;
 pub mod monitor;
 pub mod probe;
 pub mod report;
+pub mod serve;
+pub mod setup;
 pub mod store;
+pub mod vocab;
 pub mod xmpp;

@@ -13,6 +13,7 @@ use crate::alert::transition;
 use crate::domain::Domain;
 use crate::engine::Engine;
 use crate::report::Verdict;
+use crate::store::StoreError;
 
 /// Checks run at once by the monitor.
 pub const MONITOR_CONCURRENCY: usize = 16;
@@ -131,10 +132,10 @@ pub async fn run(engine: Arc<Engine>) {
     }
 }
 
-fn monitored_with_age(engine: &Engine) -> Result<Vec<(String, Option<Duration>)>, String> {
+fn monitored_with_age(engine: &Engine) -> Result<Vec<(String, Option<Duration>)>, StoreError> {
     let store = engine.store();
-    let domains = store.monitored().map_err(|e| e.to_string())?;
-    let now = std::time::SystemTime::now();
+    let domains = store.monitored()?;
+    let now = engine.clock().now();
     Ok(domains
         .into_iter()
         .map(|d| {

@@ -288,11 +288,6 @@ fn verdict_text(v: EndpointVerdict) -> &'static str {
     }
 }
 
-/// Now as RFC 3339 UTC with seconds.
-pub fn now_rfc3339() -> String {
-    humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

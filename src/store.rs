@@ -24,10 +24,10 @@ use serde::{Deserialize, Serialize};
 use sled::transaction::{ConflictableTransactionError, TransactionError};
 use sled::Transactional;
 
-use crate::report::{Report, Verdict};
+use crate::error::{ErrorKind, HasKind};
+use crate::model::{Delivery, DomainState, Item};
+use crate::report::Report;
 
-/// How many history entries are kept per domain.
-pub const HISTORY: usize = 20;
 /// How many PubSub items are kept per node.
 pub const MAX_ITEMS: usize = 50;
 
@@ -47,6 +47,12 @@ pub enum StoreError {
     },
 }
 
+impl HasKind for StoreError {
+    fn kind(&self) -> ErrorKind {
+        ErrorKind::Store
+    }
+}
+
 impl From<TransactionError<StoreError>> for StoreError {
     fn from(e: TransactionError<StoreError>) -> Self {
         match e {
@@ -56,65 +62,9 @@ impl From<TransactionError<StoreError>> for StoreError {
     }
 }
 
-/// What we know about one monitored domain.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct DomainState {
-    /// The state alerts are about (None until the first check).
-    pub state: Option<Verdict>,
-    /// When that state began (RFC 3339).
-    pub since: Option<String>,
-    /// The last report.
-    pub last_report: Option<Report>,
-    /// Consecutive checks that found the domain unreachable.
-    pub unreachable_streak: u32,
-    /// Recent (time, verdict) pairs, newest last.
-    pub history: Vec<(String, Verdict)>,
-}
-
-/// Where one alert goes.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub enum Sink {
-    /// A chat message to a bare JID.
-    Chat(String),
-    /// A PubSub event notification of a node's new item to one subscriber.
-    Event {
-        /// The node.
-        node: String,
-        /// The subscriber.
-        jid: String,
-    },
-}
-
-/// One alert waiting to be delivered to one sink.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Delivery {
-    /// The alert's id (also the PubSub item id).
-    pub alert_id: String,
-    /// Where it goes.
-    pub sink: Sink,
-    /// One-line summary.
-    pub title: String,
-    /// Details.
-    pub content: String,
-    /// RFC 3339 time of the alert.
-    pub updated: String,
-}
-
-/// A published PubSub item.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Item {
-    /// The item id.
-    pub id: String,
-    /// One-line summary.
-    pub title: String,
-    /// Details.
-    pub content: String,
-    /// RFC 3339 time.
-    pub updated: String,
-}
-
 /// The state the service keeps, as the rest of the program sees it:
-/// monitored domains, subscriptions both ways, last reports, alert marks.
+/// monitored domains, subscriptions both ways (chat and PubSub), last
+/// reports, the outbox and its marks, PubSub items, the bot's own state.
 pub trait StateStore {
     /// Starts monitoring a domain if it is not yet; returns whether it is new.
     fn monitor(&self, domain: &str) -> Result<bool, StoreError>;
@@ -139,6 +89,33 @@ pub trait StateStore {
         &self,
         id: u64,
     ) -> impl std::future::Future<Output = Result<(), StoreError>> + Send;
+    /// Makes every write so far durable.
+    fn flush(&self) -> impl std::future::Future<Output = Result<(), StoreError>> + Send;
+    /// Writes a domain's new state, the PubSub item and the deliveries it
+    /// causes, atomically. Does nothing if the domain stopped being monitored.
+    fn commit_check(
+        &self,
+        domain: &str,
+        state: &DomainState,
+        item: Option<&Item>,
+        deliveries: &[Delivery],
+    ) -> Result<bool, StoreError>;
+    /// Queues deliveries that belong to no domain state (operator alerts).
+    fn enqueue(&self, deliveries: &[Delivery]) -> Result<(), StoreError>;
+    /// A named piece of the bot's own state.
+    fn meta<T: for<'de> Deserialize<'de>>(&self, name: &str) -> Result<Option<T>, StoreError>;
+    /// Stores a named piece of the bot's own state.
+    fn put_meta<T: Serialize>(&self, name: &str, value: &T) -> Result<(), StoreError>;
+    /// Adds a PubSub subscriber to a node (and monitors the domain).
+    fn pubsub_subscribe(&self, node: &str, jid: &str) -> Result<bool, StoreError>;
+    /// Removes a PubSub subscriber; returns whether it was subscribed.
+    fn pubsub_unsubscribe(&self, node: &str, jid: &str) -> Result<bool, StoreError>;
+    /// The JIDs subscribed to a node.
+    fn pubsub_subscribers(&self, node: &str) -> Result<Vec<String>, StoreError>;
+    /// Publishes an item on a node (idempotent per item id), keeping the newest [`MAX_ITEMS`].
+    fn put_item(&self, node: &str, item: &Item) -> Result<bool, StoreError>;
+    /// The newest `max` items of a node, newest first.
+    fn items(&self, node: &str, max: usize) -> Result<Vec<Item>, StoreError>;
 }
 
 /// The sled database.
@@ -208,118 +185,12 @@ impl Store {
         })
     }
 
-    /// Makes every write so far durable.
-    pub async fn flush(&self) -> Result<(), StoreError> {
-        self.db.flush_async().await?;
-        Ok(())
-    }
-
     /// Stops monitoring a domain nobody follows any more.
     fn forget_if_unfollowed(&self, domain: &str) -> Result<(), StoreError> {
         if self.subscribers(domain)?.is_empty() && self.pubsub_subscribers(domain)?.is_empty() {
             self.domains.remove(domain)?;
         }
         Ok(())
-    }
-
-    /// Writes a domain's new state, the PubSub item and the deliveries it
-    /// causes, atomically. Does nothing if the domain stopped being monitored.
-    pub fn commit_check(
-        &self,
-        domain: &str,
-        state: &DomainState,
-        item: Option<&Item>,
-        deliveries: &[Delivery],
-    ) -> Result<bool, StoreError> {
-        let ids: Vec<u64> = deliveries
-            .iter()
-            .map(|_| self.db.generate_id())
-            .collect::<Result<_, _>>()?;
-        let item_key = key2_bytes(domain, &self.db.generate_id()?.to_be_bytes());
-        let value = encode(state);
-        let written = (&self.domains, &self.outbox, &self.ps_items).transaction(
-            |(domains, outbox, items)| {
-                if domains.get(domain)?.is_none() {
-                    return Ok(false);
-                }
-                domains.insert(domain.as_bytes(), value.clone())?;
-                if let Some(item) = item {
-                    items.insert(item_key.clone(), encode(item))?;
-                }
-                for (id, d) in ids.iter().zip(deliveries) {
-                    outbox.insert(&id.to_be_bytes(), encode(d))?;
-                }
-                Ok::<_, ConflictableTransactionError<StoreError>>(true)
-            },
-        )?;
-        if written && item.is_some() {
-            self.trim_items(domain)?;
-        }
-        Ok(written)
-    }
-
-    /// Queues deliveries that belong to no domain state (operator alerts).
-    pub fn enqueue(&self, deliveries: &[Delivery]) -> Result<(), StoreError> {
-        for d in deliveries {
-            let id = self.db.generate_id()?;
-            self.outbox.insert(id.to_be_bytes(), encode(d))?;
-        }
-        Ok(())
-    }
-
-    /// A named piece of the bot's own state.
-    pub fn meta<T: for<'de> Deserialize<'de>>(&self, name: &str) -> Result<Option<T>, StoreError> {
-        match self.meta.get(name)? {
-            Some(v) => Ok(Some(decode(name.as_bytes(), &v)?)),
-            None => Ok(None),
-        }
-    }
-
-    /// Stores a named piece of the bot's own state.
-    pub fn put_meta<T: Serialize>(&self, name: &str, value: &T) -> Result<(), StoreError> {
-        self.meta.insert(name, encode(value))?;
-        Ok(())
-    }
-
-    /// Adds a PubSub subscriber to a node (and monitors the domain).
-    pub fn pubsub_subscribe(&self, node: &str, jid: &str) -> Result<bool, StoreError> {
-        self.monitor(node)?;
-        Ok(self
-            .ps_subs
-            .insert(key2(node, jid), b"".as_slice())?
-            .is_none())
-    }
-
-    /// Removes a PubSub subscriber; returns whether it was subscribed.
-    pub fn pubsub_unsubscribe(&self, node: &str, jid: &str) -> Result<bool, StoreError> {
-        let existed = self.ps_subs.remove(key2(node, jid))?.is_some();
-        self.forget_if_unfollowed(node)?;
-        Ok(existed)
-    }
-
-    /// The JIDs subscribed to a node.
-    pub fn pubsub_subscribers(&self, node: &str) -> Result<Vec<String>, StoreError> {
-        self.ps_subs
-            .scan_prefix(prefix(node))
-            .keys()
-            .map(|k| Ok(second_part(&k?)))
-            .collect()
-    }
-
-    /// Publishes an item on a node (idempotent per item id), keeping the newest [`MAX_ITEMS`].
-    pub fn put_item(&self, node: &str, item: &Item) -> Result<bool, StoreError> {
-        if self
-            .items(node, usize::MAX)?
-            .iter()
-            .any(|i| i.id == item.id)
-        {
-            return Ok(false);
-        }
-        let seq = self.db.generate_id()?;
-        self.ps_items
-            .insert(key2_bytes(node, &seq.to_be_bytes()), encode(item))?;
-        self.trim_items(node)?;
-        Ok(true)
     }
 
     fn trim_items(&self, node: &str) -> Result<(), StoreError> {
@@ -332,19 +203,6 @@ impl Store {
             self.ps_items.remove(k)?;
         }
         Ok(())
-    }
-
-    /// The newest `max` items of a node, newest first.
-    pub fn items(&self, node: &str, max: usize) -> Result<Vec<Item>, StoreError> {
-        self.ps_items
-            .scan_prefix(prefix(node))
-            .rev()
-            .take(max)
-            .map(|kv| {
-                let (k, v) = kv?;
-                decode(&k, &v)
-            })
-            .collect()
     }
 
     /// Approximate size on disk, for benchmarks.
@@ -429,6 +287,124 @@ impl StateStore for Store {
         self.outbox.remove(id.to_be_bytes())?;
         self.flush().await
     }
+    /// Makes every write so far durable.
+    async fn flush(&self) -> Result<(), StoreError> {
+        self.db.flush_async().await?;
+        Ok(())
+    }
+
+    /// Writes a domain's new state, the PubSub item and the deliveries it
+    /// causes, atomically. Does nothing if the domain stopped being monitored.
+    fn commit_check(
+        &self,
+        domain: &str,
+        state: &DomainState,
+        item: Option<&Item>,
+        deliveries: &[Delivery],
+    ) -> Result<bool, StoreError> {
+        let ids: Vec<u64> = deliveries
+            .iter()
+            .map(|_| self.db.generate_id())
+            .collect::<Result<_, _>>()?;
+        let item_key = key2_bytes(domain, &self.db.generate_id()?.to_be_bytes());
+        let value = encode(state);
+        let written = (&self.domains, &self.outbox, &self.ps_items).transaction(
+            |(domains, outbox, items)| {
+                if domains.get(domain)?.is_none() {
+                    return Ok(false);
+                }
+                domains.insert(domain.as_bytes(), value.clone())?;
+                if let Some(item) = item {
+                    items.insert(item_key.clone(), encode(item))?;
+                }
+                for (id, d) in ids.iter().zip(deliveries) {
+                    outbox.insert(&id.to_be_bytes(), encode(d))?;
+                }
+                Ok::<_, ConflictableTransactionError<StoreError>>(true)
+            },
+        )?;
+        if written && item.is_some() {
+            self.trim_items(domain)?;
+        }
+        Ok(written)
+    }
+
+    /// Queues deliveries that belong to no domain state (operator alerts).
+    fn enqueue(&self, deliveries: &[Delivery]) -> Result<(), StoreError> {
+        for d in deliveries {
+            let id = self.db.generate_id()?;
+            self.outbox.insert(id.to_be_bytes(), encode(d))?;
+        }
+        Ok(())
+    }
+
+    /// A named piece of the bot's own state.
+    fn meta<T: for<'de> Deserialize<'de>>(&self, name: &str) -> Result<Option<T>, StoreError> {
+        match self.meta.get(name)? {
+            Some(v) => Ok(Some(decode(name.as_bytes(), &v)?)),
+            None => Ok(None),
+        }
+    }
+
+    /// Stores a named piece of the bot's own state.
+    fn put_meta<T: Serialize>(&self, name: &str, value: &T) -> Result<(), StoreError> {
+        self.meta.insert(name, encode(value))?;
+        Ok(())
+    }
+
+    /// Adds a PubSub subscriber to a node (and monitors the domain).
+    fn pubsub_subscribe(&self, node: &str, jid: &str) -> Result<bool, StoreError> {
+        self.monitor(node)?;
+        Ok(self
+            .ps_subs
+            .insert(key2(node, jid), b"".as_slice())?
+            .is_none())
+    }
+
+    /// Removes a PubSub subscriber; returns whether it was subscribed.
+    fn pubsub_unsubscribe(&self, node: &str, jid: &str) -> Result<bool, StoreError> {
+        let existed = self.ps_subs.remove(key2(node, jid))?.is_some();
+        self.forget_if_unfollowed(node)?;
+        Ok(existed)
+    }
+
+    /// The JIDs subscribed to a node.
+    fn pubsub_subscribers(&self, node: &str) -> Result<Vec<String>, StoreError> {
+        self.ps_subs
+            .scan_prefix(prefix(node))
+            .keys()
+            .map(|k| Ok(second_part(&k?)))
+            .collect()
+    }
+
+    /// Publishes an item on a node (idempotent per item id), keeping the newest [`MAX_ITEMS`].
+    fn put_item(&self, node: &str, item: &Item) -> Result<bool, StoreError> {
+        if self
+            .items(node, usize::MAX)?
+            .iter()
+            .any(|i| i.id == item.id)
+        {
+            return Ok(false);
+        }
+        let seq = self.db.generate_id()?;
+        self.ps_items
+            .insert(key2_bytes(node, &seq.to_be_bytes()), encode(item))?;
+        self.trim_items(node)?;
+        Ok(true)
+    }
+
+    /// The newest `max` items of a node, newest first.
+    fn items(&self, node: &str, max: usize) -> Result<Vec<Item>, StoreError> {
+        self.ps_items
+            .scan_prefix(prefix(node))
+            .rev()
+            .take(max)
+            .map(|kv| {
+                let (k, v) = kv?;
+                decode(&k, &v)
+            })
+            .collect()
+    }
 }
 
 fn key2_bytes(a: &str, b: &[u8]) -> Vec<u8> {
@@ -440,6 +416,8 @@ fn key2_bytes(a: &str, b: &[u8]) -> Vec<u8> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::model::Sink;
+    use crate::report::Verdict;
 
     #[test]
     fn subscriptions_both_ways_and_monitoring_follows_them() {

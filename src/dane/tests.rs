@@ -6,6 +6,10 @@ use std::process::{Command, Stdio};
 use rcgen::{date_time_ymd, DistinguishedName, KeyUsagePurpose};
 use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair, PublicKeyData};
 
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use rustls_pki_types::{CertificateDer, TrustAnchor};
+
 use super::*;
 
 const NAME: Names = &["example.org"];

@@ -7,111 +7,15 @@
 use std::collections::HashMap;
 use std::net::IpAddr;
 
-use serde::Serialize;
-
 use super::{Answer, DnsFailure, Resolver, Security};
 use crate::dane::Tlsa;
 use crate::domain::Domain;
-use crate::probe::session::{Role, TlsMode};
+use crate::vocab::Service;
 
 /// Most SRV records used per service: a hostile zone must not fan us out.
 pub const MAX_SRV: usize = 16;
 /// Most addresses probed per target.
 pub const MAX_ADDRESSES: usize = 8;
-
-/// One of the four XMPP SRV services.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
-pub enum Service {
-    /// `_xmpp-client._tcp`: c2s with STARTTLS.
-    #[serde(rename = "xmpp-client")]
-    XmppClient,
-    /// `_xmpps-client._tcp`: c2s with direct TLS (XEP-0368).
-    #[serde(rename = "xmpps-client")]
-    XmppsClient,
-    /// `_xmpp-server._tcp`: s2s with STARTTLS.
-    #[serde(rename = "xmpp-server")]
-    XmppServer,
-    /// `_xmpps-server._tcp`: s2s with direct TLS.
-    #[serde(rename = "xmpps-server")]
-    XmppsServer,
-}
-
-impl Service {
-    /// All four, in report order.
-    pub const ALL: [Service; 4] = [
-        Service::XmppClient,
-        Service::XmppsClient,
-        Service::XmppServer,
-        Service::XmppsServer,
-    ];
-
-    /// The service name as in SRV and in the JSON report.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Service::XmppClient => "xmpp-client",
-            Service::XmppsClient => "xmpps-client",
-            Service::XmppServer => "xmpp-server",
-            Service::XmppsServer => "xmpps-server",
-        }
-    }
-
-    /// STARTTLS or direct TLS.
-    pub fn tls(self) -> TlsMode {
-        match self {
-            Service::XmppClient | Service::XmppServer => TlsMode::StartTls,
-            Service::XmppsClient | Service::XmppsServer => TlsMode::Direct,
-        }
-    }
-
-    /// Client-to-server or server-to-server.
-    pub fn role(self) -> Role {
-        match self {
-            Service::XmppClient | Service::XmppsClient => Role::Client,
-            Service::XmppServer | Service::XmppsServer => Role::Server,
-        }
-    }
-
-    /// The port used when no SRV is published (RFC 6120 §3.2.2); direct TLS has none.
-    pub fn fallback_port(self) -> Option<u16> {
-        match self {
-            Service::XmppClient => Some(5222),
-            Service::XmppServer => Some(5269),
-            _ => None,
-        }
-    }
-}
-
-impl std::fmt::Display for Service {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-/// Which services a check covers (`--service`).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
-pub enum ServiceSet {
-    /// c2s only.
-    Client,
-    /// s2s only.
-    Server,
-    /// Both.
-    #[default]
-    All,
-}
-
-impl ServiceSet {
-    /// The services in this set.
-    pub fn services(self) -> Vec<Service> {
-        Service::ALL
-            .into_iter()
-            .filter(|s| match self {
-                ServiceSet::All => true,
-                ServiceSet::Client => s.role() == Role::Client,
-                ServiceSet::Server => s.role() == Role::Server,
-            })
-            .collect()
-    }
-}
 
 /// The TLSA situation of one endpoint, before any probe.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -446,6 +350,7 @@ pub fn tlsa_name(port: u16, host: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::vocab::{Role, ServiceSet, TlsMode};
 
     #[test]
     fn rfc7673_tlsa_name_uses_srv_target_and_port() {

@@ -22,6 +22,7 @@ use hickory_resolver::proto::rr::{Name, RData, Record, RecordType};
 use hickory_resolver::TokioResolver;
 
 use crate::dane::Tlsa;
+use crate::error::{ErrorKind, HasKind};
 
 /// The DNSSEC status of an answer (RFC 4035 §4.3).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize)]
@@ -135,6 +136,17 @@ pub enum DnsFailure {
         /// Why.
         detail: String,
     },
+}
+
+/// A lookup without an answer counts as our resolver's problem; a name that
+/// is not valid is the user's.
+impl HasKind for DnsFailure {
+    fn kind(&self) -> ErrorKind {
+        match self {
+            DnsFailure::BadName { .. } => ErrorKind::Input,
+            _ => ErrorKind::Resolver,
+        }
+    }
 }
 
 /// Which resolvers and keys to use.

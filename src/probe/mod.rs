@@ -1,11 +1,16 @@
 //! Probes: one connection to one endpoint, and the chain it presented.
 //!
-//! `transport` opens the byte stream (Tor, SOCKS5, direct), `session` speaks
-//! XMPP up to TLS, `tls` records the chain. Nothing here judges a key.
+//! `transport` opens the byte stream (Tor, SOCKS5, direct), `starttls`
+//! speaks XMPP up to TLS (through the bounded scanner in `xml`), `tls`
+//! records the chain, `failure` says whose fault a failed probe is.
+//! Nothing here judges a key.
 
-pub mod session;
+pub mod failure;
+mod lexer;
+pub mod starttls;
 pub mod tls;
 pub mod transport;
+mod xml;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -14,35 +19,11 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-use self::session::{negotiate, Limits, ProbeFailure, Role, TlsMode};
+pub use self::failure::{ProbeError, ProbeFailure};
+use self::starttls::{negotiate, Limits};
 use self::tls::TlsObservation;
 use self::transport::{ConnectFailure, Connector};
-
-/// Why one probe produced no observation.
-#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
-pub enum ProbeError {
-    /// The connection could not be made.
-    #[error("{0}")]
-    Connect(ConnectFailure),
-    /// The server misbehaved or refused, after the connection.
-    #[error("{0}")]
-    Session(ProbeFailure),
-}
-
-impl ProbeError {
-    /// Whether this is a fact about the server rather than about Tor or us.
-    pub fn is_remote(&self) -> bool {
-        match self {
-            ProbeError::Connect(c) => c.is_remote(),
-            ProbeError::Session(s) => s.is_remote(),
-        }
-    }
-
-    /// STARTTLS was not offered.
-    pub fn is_starttls_missing(&self) -> bool {
-        matches!(self, ProbeError::Session(ProbeFailure::StartTlsMissing))
-    }
-}
+use crate::vocab::{Role, TlsMode};
 
 /// What to probe: an address, and how to speak to it.
 #[derive(Clone, Debug)]

@@ -17,7 +17,7 @@ use tokio::time::Instant;
 use tokio_rustls::client::TlsStream;
 use tokio_rustls::TlsConnector;
 
-use crate::probe::session::ProbeFailure;
+use super::failure::ProbeFailure;
 
 /// Stage name reported for failures during the handshake.
 const STAGE: &str = "tls handshake";

@@ -16,6 +16,7 @@ use tokio::net::TcpStream;
 use tor_rtcompat::PreferredRuntime;
 
 use crate::config::Transport;
+use crate::error::{ErrorKind as Kind, HasKind as Whose};
 
 /// Any byte stream a probe can run over.
 pub trait ProbeStream: AsyncRead + AsyncWrite + Unpin + Send {}
@@ -35,10 +36,12 @@ pub enum ConnectFailure {
     Transport(String),
 }
 
-impl ConnectFailure {
-    /// Whether this says something about the probed server.
-    pub fn is_remote(&self) -> bool {
-        matches!(self, ConnectFailure::Remote(_))
+impl Whose for ConnectFailure {
+    fn kind(&self) -> Kind {
+        match self {
+            ConnectFailure::Remote(_) => Kind::Remote,
+            ConnectFailure::Transport(_) => Kind::Tor,
+        }
     }
 }
 

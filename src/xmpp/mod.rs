@@ -27,9 +27,9 @@ use tokio_xmpp::xmlstream::{initiate_stream, PendingFeaturesRecv, StreamHeader, 
 use tokio_xmpp::{Component, Stanza};
 
 use crate::commands::Command;
-use crate::config::{resolve_socket, Config};
+use crate::config::{resolve_socket, Config, ConfigError};
 use crate::engine::Engine;
-use crate::store::{Delivery, Sink, Store};
+use crate::model::{Delivery, Sink};
 
 /// How often the link pings the server.
 const PING_EVERY: Duration = Duration::from_secs(25);
@@ -150,62 +150,58 @@ pub struct Ctx {
     pub me: Jid,
 }
 
-/// `certwatch serve`: runs until SIGINT or SIGTERM; returns the exit status.
-pub async fn serve(config: Config) -> i32 {
-    let secret = match config.secret() {
-        Ok(s) => s,
-        Err(e) => {
-            eprintln!("certwatch: {e}");
-            return crate::cli::EXIT_CONFIG;
-        }
-    };
-    let server = match resolve_socket(&config.xmpp.server, "xmpp.server") {
-        Ok(s) => s,
-        Err(e) => {
-            eprintln!("certwatch: config: {e}");
-            return crate::cli::EXIT_CONFIG;
-        }
-    };
-    let me = match BareJid::from_str(&config.xmpp.component) {
-        Ok(j) if j.node().is_none() => Jid::from(j),
-        _ => {
-            eprintln!(
-                "certwatch: config: xmpp.component {:?} must be a domain JID like certwatch.example.org",
-                config.xmpp.component
-            );
-            return crate::cli::EXIT_CONFIG;
-        }
-    };
-    let store = match Store::open(std::path::Path::new(&config.store.path)) {
-        Ok(s) => s,
-        Err(e) => {
-            eprintln!("certwatch: cannot open store {}: {e}", config.store.path);
-            return 74;
-        }
-    };
-    let engine = match Engine::new(config, store) {
-        Ok(e) => Arc::new(e),
-        Err(e) => {
-            eprintln!("certwatch: {e}");
-            return crate::cli::EXIT_CONFIG;
-        }
-    };
+/// How the front reaches its server, read from the `[xmpp]` config section.
+#[derive(Clone, Debug)]
+pub struct Settings {
+    /// The component's JID.
+    pub me: Jid,
+    /// The server's component port.
+    pub server: SocketAddr,
+    /// The shared secret.
+    pub secret: String,
+}
+
+impl Settings {
+    /// Reads and checks the `[xmpp]` section.
+    pub fn from_config(config: &Config) -> Result<Settings, ConfigError> {
+        let secret = config.secret()?;
+        let server =
+            resolve_socket(&config.xmpp.server, "xmpp.server").map_err(ConfigError::Invalid)?;
+        let me = match BareJid::from_str(&config.xmpp.component) {
+            Ok(j) if j.node().is_none() => Jid::from(j),
+            _ => {
+                return Err(ConfigError::Invalid(format!(
+                    "xmpp.component {:?} must be a domain JID like certwatch.example.org",
+                    config.xmpp.component
+                )))
+            }
+        };
+        Ok(Settings { me, server, secret })
+    }
+}
+
+/// Runs the component until `shutdown` completes, then closes the stream
+/// (waiting a few seconds at most for the server to take the close).
+pub async fn run(
+    engine: Arc<Engine>,
+    settings: Settings,
+    shutdown: impl std::future::Future<Output = ()>,
+) {
+    let Settings { me, server, secret } = settings;
     let link = Arc::new(Link::default());
     let ctx = Arc::new(Ctx {
-        engine: engine.clone(),
+        engine,
         link: link.clone(),
         me: me.clone(),
     });
-    let monitor = tokio::spawn(crate::monitor::run(engine.clone()));
     let deliverer = tokio::spawn(deliver(ctx.clone()));
     tracing::info!(component = %me, %server, "starting");
     let connection = connection_loop(ctx.clone(), server, secret);
     tokio::pin!(connection);
     tokio::select! {
         _ = &mut connection => {}
-        _ = shutdown_signal() => tracing::info!("shutting down"),
+        _ = shutdown => tracing::info!("shutting down"),
     }
-    monitor.abort();
     deliverer.abort();
     // The link's writer lives in `connection`: keep driving it while it closes.
     let _ = tokio::time::timeout(Duration::from_secs(3), async {
@@ -215,21 +211,6 @@ pub async fn serve(config: Config) -> i32 {
         }
     })
     .await;
-    if let Err(e) = engine.store().flush().await {
-        tracing::warn!(error = %e, "cannot flush the store");
-    }
-    0
-}
-
-async fn shutdown_signal() {
-    let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-        Ok(s) => s,
-        Err(_) => return std::future::pending().await,
-    };
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = term.recv() => {}
-    }
 }
 
 async fn connection_loop(ctx: Arc<Ctx>, server: SocketAddr, secret: String) {

@@ -1,0 +1,118 @@
+//! The domain model the service keeps: each monitored domain's state, the
+//! alerts its changes raise, and the deliveries and PubSub items that carry
+//! them. Plain data; the store stores it, the alert rules compute it.
+
+use serde::{Deserialize, Serialize};
+
+use crate::report::{Report, Verdict};
+
+/// How many history entries are kept per domain.
+pub const HISTORY: usize = 20;
+
+/// What we know about one monitored domain.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DomainState {
+    /// The state alerts are about (None until the first check).
+    pub state: Option<Verdict>,
+    /// When that state began (RFC 3339).
+    pub since: Option<String>,
+    /// The last report.
+    pub last_report: Option<Report>,
+    /// Consecutive checks that found the domain unreachable.
+    pub unreachable_streak: u32,
+    /// Recent (time, verdict) pairs, newest last.
+    pub history: Vec<(String, Verdict)>,
+}
+
+/// Where one alert goes.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Sink {
+    /// A chat message to a bare JID.
+    Chat(String),
+    /// A PubSub event notification of a node's new item to one subscriber.
+    Event {
+        /// The node.
+        node: String,
+        /// The subscriber.
+        jid: String,
+    },
+}
+
+/// One alert waiting to be delivered to one sink.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Delivery {
+    /// The alert's id (also the PubSub item id).
+    pub alert_id: String,
+    /// Where it goes.
+    pub sink: Sink,
+    /// One-line summary.
+    pub title: String,
+    /// Details.
+    pub content: String,
+    /// RFC 3339 time of the alert.
+    pub updated: String,
+}
+
+/// A published PubSub item.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Item {
+    /// The item id.
+    pub id: String,
+    /// One-line summary.
+    pub title: String,
+    /// Details.
+    pub content: String,
+    /// RFC 3339 time.
+    pub updated: String,
+}
+
+/// A state change of one domain.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Alert {
+    /// Unique id; also the PubSub item id.
+    pub id: String,
+    /// The domain.
+    pub domain: String,
+    /// The state before (None on the first check).
+    pub from: Option<Verdict>,
+    /// The new state.
+    pub to: Verdict,
+    /// One-line summary.
+    pub title: String,
+    /// The details.
+    pub content: String,
+    /// RFC 3339 time.
+    pub updated: String,
+}
+
+impl Alert {
+    /// The PubSub item for this alert.
+    pub fn item(&self) -> Item {
+        Item {
+            id: self.id.clone(),
+            title: self.title.clone(),
+            content: self.content.clone(),
+            updated: self.updated.clone(),
+        }
+    }
+
+    /// One delivery per chat subscriber and per PubSub subscriber.
+    pub fn deliveries(&self, chat: &[String], pubsub: &[String]) -> Vec<Delivery> {
+        let sinks = chat
+            .iter()
+            .map(|j| Sink::Chat(j.clone()))
+            .chain(pubsub.iter().map(|j| Sink::Event {
+                node: self.domain.clone(),
+                jid: j.clone(),
+            }));
+        sinks
+            .map(|sink| Delivery {
+                alert_id: self.id.clone(),
+                sink,
+                title: self.title.clone(),
+                content: self.content.clone(),
+                updated: self.updated.clone(),
+            })
+            .collect()
+    }
+}

@@ -1,0 +1,770 @@
+//! Tests of the STARTTLS and direct-TLS negotiation and of the pre-TLS
+//! scanner. Each test runs its own hostile or well-behaved server on 127.0.0.1:0.
+
+use std::future::Future;
+use std::io;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, DnType, IsCa, KeyPair};
+use rustls::crypto::ring;
+use rustls::ServerConfig;
+use rustls_pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::task::JoinHandle;
+use tokio::time::Instant;
+use tokio_rustls::TlsAcceptor;
+
+use super::{negotiate, starttls, stream_header, Limits};
+use crate::error::HasKind;
+use crate::probe::failure::{clip, ProbeFailure, MAX_DETAIL};
+use crate::probe::lexer::decode;
+use crate::probe::tls::TlsObservation;
+use crate::probe::xml::Xml;
+use crate::vocab::{Role, TlsMode};
+
+const DOMAIN: &str = "example.org";
+const HEADER: &str = "<?xml version='1.0'?><stream:stream xmlns='jabber:client' \
+    xmlns:stream='http://etherx.jabber.org/streams' id='s1' from='example.org' version='1.0'>";
+const FEATURES: &str = "<stream:features><starttls xmlns='urn:ietf:params:xml:ns:xmpp-tls'>\
+    <required/></starttls></stream:features>";
+const PROCEED: &str = "<proceed xmlns='urn:ietf:params:xml:ns:xmpp-tls'/>";
+const STARTTLS: &[u8] = b"<starttls xmlns='urn:ietf:params:xml:ns:xmpp-tls'/>";
+
+/// A server's certificate chain and key.
+struct Identity {
+    chain: Vec<CertificateDer<'static>>,
+    key: PrivateKeyDer<'static>,
+}
+
+fn self_signed() -> Identity {
+    let ck = rcgen::generate_simple_self_signed(vec![DOMAIN.to_owned()]).unwrap();
+    Identity {
+        chain: vec![ck.cert.der().clone()],
+        key: PrivatePkcs8KeyDer::from(ck.signing_key.serialize_der()).into(),
+    }
+}
+
+fn leaf_and_ca() -> Identity {
+    let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    ca_params
+        .distinguished_name
+        .push(DnType::CommonName, "CertWatch Test CA");
+    let ca = CertifiedIssuer::self_signed(ca_params, KeyPair::generate().unwrap()).unwrap();
+    let leaf_key = KeyPair::generate().unwrap();
+    let leaf = CertificateParams::new(vec![DOMAIN.to_owned()])
+        .unwrap()
+        .signed_by(&leaf_key, &*ca)
+        .unwrap();
+    Identity {
+        chain: vec![leaf.der().clone(), ca.der().clone()],
+        key: PrivatePkcs8KeyDer::from(leaf_key.serialize_der()).into(),
+    }
+}
+
+fn acceptor(
+    id: &Identity,
+    versions: &[&'static rustls::SupportedProtocolVersion],
+    alpn: &[&[u8]],
+) -> TlsAcceptor {
+    let mut cfg = ServerConfig::builder_with_provider(Arc::new(ring::default_provider()))
+        .with_protocol_versions(versions)
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(id.chain.clone(), id.key.clone_key())
+        .unwrap();
+    cfg.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
+    TlsAcceptor::from(Arc::new(cfg))
+}
+
+/// Serves exactly one connection with `f`.
+async fn serve<F, Fut, T>(f: F) -> (SocketAddr, JoinHandle<T>)
+where
+    F: FnOnce(TcpStream) -> Fut + Send + 'static,
+    Fut: Future<Output = T> + Send + 'static,
+    T: Send + 'static,
+{
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let handle = tokio::spawn(async move {
+        let (stream, _) = listener.accept().await.unwrap();
+        f(stream).await
+    });
+    (addr, handle)
+}
+
+/// Probes `addr`; the outer timeout only guards against a hung test.
+async fn probe(
+    addr: SocketAddr,
+    role: Role,
+    from: Option<&str>,
+    mode: TlsMode,
+    limits: &Limits,
+) -> Result<TlsObservation, ProbeFailure> {
+    let stream = TcpStream::connect(addr).await.unwrap();
+    tokio::time::timeout(
+        Duration::from_secs(30),
+        negotiate(stream, DOMAIN, role, from, mode, limits),
+    )
+    .await
+    .expect("negotiate must return on its own")
+}
+
+/// For servers that answer: generous, so a loaded machine cannot turn
+/// a pass into a timeout.
+fn roomy() -> Limits {
+    Limits {
+        io_timeout: Duration::from_secs(10),
+        total_timeout: Duration::from_secs(20),
+        ..Limits::default()
+    }
+}
+
+/// For scripts, some of which stall on purpose.
+fn short() -> Limits {
+    Limits {
+        io_timeout: Duration::from_millis(500),
+        total_timeout: Duration::from_secs(5),
+        ..Limits::default()
+    }
+}
+
+/// Reads byte by byte through `needle` (so a following TLS accept sees
+/// every byte); stops at EOF.
+async fn read_until<R: AsyncRead + Unpin>(r: &mut R, needle: &[u8]) -> String {
+    let mut buf = Vec::new();
+    while !buf.ends_with(needle) {
+        let mut b = [0u8; 1];
+        if r.read(&mut b).await.unwrap_or(0) == 0 {
+            break;
+        }
+        buf.push(b[0]);
+        assert!(buf.len() < 16 * 1024, "client sent too much");
+    }
+    String::from_utf8(buf).unwrap()
+}
+
+/// Keeps the connection open until the client goes away.
+async fn hold<R: AsyncRead + Unpin>(r: &mut R) {
+    let mut sink = [0u8; 512];
+    let wait = async { while r.read(&mut sink).await.unwrap_or(0) > 0 {} };
+    let _ = tokio::time::timeout(Duration::from_secs(30), wait).await;
+}
+
+/// Reads the client's stream header (it ends with the first `'>`).
+async fn client_header<R: AsyncRead + Unpin>(r: &mut R) -> String {
+    read_until(r, b"'>").await
+}
+
+/// A STARTTLS server speaking one dialect, then TLS with `id`.
+async fn starttls_server(
+    mut s: TcpStream,
+    before: String,
+    proceed: &'static str,
+    tls: TlsAcceptor,
+) -> String {
+    let header = client_header(&mut s).await;
+    s.write_all(before.as_bytes()).await.unwrap();
+    let asked = read_until(&mut s, b"/>").await;
+    assert_eq!(asked.as_bytes(), STARTTLS);
+    s.write_all(proceed.as_bytes()).await.unwrap();
+    let mut tls = tls.accept(s).await.expect("server-side handshake");
+    hold(&mut tls).await;
+    header
+}
+
+#[tokio::test]
+async fn starttls_records_chain_across_dialects() {
+    let s2 = "http://etherx.jabber.org/streams";
+    let dialects: Vec<(&str, String, &'static str)> = vec![
+        ("usual", format!("{HEADER}{FEATURES}"), PROCEED),
+        (
+            "no declaration, other prefix, double quotes, explicit end tags",
+            format!(
+                "<s:stream xmlns=\"jabber:client\" xmlns:s=\"{s2}\" version=\"1.0\">\
+                 <s:features><starttls xmlns=\"urn:ietf:params:xml:ns:xmpp-tls\"></starttls></s:features>"
+            ),
+            "<proceed xmlns=\"urn:ietf:params:xml:ns:xmpp-tls\"></proceed>",
+        ),
+        (
+            "features in default namespace, keepalives, unknown children",
+            format!(
+                "{HEADER}\n \n<features xmlns='{s2}'>\
+                 <mechanisms xmlns='urn:ietf:params:xml:ns:xmpp-sasl'><mechanism>PLAIN</mechanism>\
+                 <mechanism>SCRAM-SHA-1</mechanism></mechanisms>\
+                 <c xmlns='http://jabber.org/protocol/caps' hash='sha-1' node='a&amp;b' ver='x'/>\
+                 <![CDATA[ <not-a-tag/> ]]>\
+                 <tls:starttls xmlns:tls='urn:ietf:params:xml:ns:xmpp-tls'/></features>\n"
+            ),
+            PROCEED,
+        ),
+    ];
+    for (name, before, proceed) in dialects {
+        let id = self_signed();
+        let leaf = id.chain[0].to_vec();
+        let tls = acceptor(&id, rustls::ALL_VERSIONS, &[]);
+        let (addr, server) = serve(move |s| starttls_server(s, before, proceed, tls)).await;
+        let obs = probe(addr, Role::Client, None, TlsMode::StartTls, &roomy())
+            .await
+            .unwrap_or_else(|e| panic!("{name}: {e}"));
+        assert_eq!(obs.chain, vec![leaf], "{name}");
+        assert_eq!(obs.version, "TLSv1.3", "{name}");
+        assert!(!obs.cipher.is_empty(), "{name}");
+        assert_eq!(obs.alpn, None, "{name}: STARTTLS offers no ALPN");
+        let header = server.await.unwrap();
+        assert!(header.contains("to='example.org'"), "{name}: {header}");
+        assert!(header.contains("xmlns='jabber:client'"), "{name}: {header}");
+        assert!(!header.contains("from="), "{name}: {header}");
+    }
+}
+
+#[tokio::test]
+async fn s2s_starttls_sends_from() {
+    let id = self_signed();
+    let leaf = id.chain[0].to_vec();
+    let tls = acceptor(&id, rustls::ALL_VERSIONS, &[]);
+    let before = format!(
+        "{}{FEATURES}",
+        HEADER.replace("jabber:client", "jabber:server")
+    );
+    let (addr, server) = serve(move |s| starttls_server(s, before, PROCEED, tls)).await;
+    let obs = probe(
+        addr,
+        Role::Server,
+        Some("certwatch.example.net"),
+        TlsMode::StartTls,
+        &roomy(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(obs.chain, vec![leaf]);
+    let header = server.await.unwrap();
+    assert!(header.contains("from='certwatch.example.net'"), "{header}");
+    assert!(header.contains("to='example.org'"), "{header}");
+    assert!(header.contains("xmlns='jabber:server'"), "{header}");
+    assert!(
+        header.contains("xmlns:db='jabber:server:dialback'"),
+        "{header}"
+    );
+}
+
+#[tokio::test]
+async fn direct_tls_records_alpn_version_and_chain() {
+    let tls12: &[&'static rustls::SupportedProtocolVersion] = &[&rustls::version::TLS12];
+    let cases = [
+        (
+            Role::Client,
+            rustls::ALL_VERSIONS,
+            "xmpp-client",
+            "TLSv1.3",
+            false,
+        ),
+        (
+            Role::Server,
+            rustls::ALL_VERSIONS,
+            "xmpp-server",
+            "TLSv1.3",
+            false,
+        ),
+        (Role::Client, tls12, "xmpp-client", "TLSv1.2", false),
+        (
+            Role::Client,
+            rustls::ALL_VERSIONS,
+            "xmpp-client",
+            "TLSv1.3",
+            true,
+        ),
+    ];
+    for (role, versions, alpn, version, two) in cases {
+        let id = if two { leaf_and_ca() } else { self_signed() };
+        let chain: Vec<Vec<u8>> = id.chain.iter().map(|c| c.to_vec()).collect();
+        let tls = acceptor(&id, versions, &[b"xmpp-client", b"xmpp-server"]);
+        let (addr, server) = serve(move |s| async move {
+            let mut tls = tls.accept(s).await.expect("server-side handshake");
+            hold(&mut tls).await;
+        })
+        .await;
+        let obs = probe(addr, role, None, TlsMode::Direct, &roomy())
+            .await
+            .unwrap();
+        assert_eq!(obs.chain, chain, "{role:?} {version}: chain as presented");
+        assert_eq!(obs.alpn.as_deref(), Some(alpn));
+        assert_eq!(obs.version, version);
+        assert!(!obs.cipher.is_empty());
+        server.await.unwrap();
+    }
+}
+
+#[tokio::test]
+async fn starttls_records_leaf_and_ca_in_order() {
+    let id = leaf_and_ca();
+    let chain: Vec<Vec<u8>> = id.chain.iter().map(|c| c.to_vec()).collect();
+    let tls = acceptor(&id, rustls::ALL_VERSIONS, &[]);
+    let before = format!("{HEADER}{FEATURES}");
+    let (addr, server) = serve(move |s| starttls_server(s, before, PROCEED, tls)).await;
+    let obs = probe(addr, Role::Client, None, TlsMode::StartTls, &roomy())
+        .await
+        .unwrap();
+    assert_eq!(obs.chain.len(), 2);
+    assert_eq!(obs.chain, chain);
+    server.await.unwrap();
+}
+
+/// What a scripted plaintext server does after its script.
+#[derive(Clone, Copy)]
+enum Then {
+    Hold,
+    Close,
+}
+
+/// A plaintext server: reads our header, sends `before`, and if `after`
+/// is given waits for `<starttls/>` and sends `after`; `expect` judges
+/// the failure.
+struct Script {
+    name: &'static str,
+    before: String,
+    after: Option<&'static str>,
+    then: Then,
+    expect: fn(&ProbeFailure) -> bool,
+}
+
+async fn run_script(mut s: TcpStream, before: String, after: Option<&str>, then: Then) {
+    client_header(&mut s).await;
+    let _ = s.write_all(before.as_bytes()).await;
+    if let Some(after) = after {
+        read_until(&mut s, b"/>").await;
+        let _ = s.write_all(after.as_bytes()).await;
+    }
+    if let Then::Hold = then {
+        hold(&mut s).await;
+    }
+}
+
+#[tokio::test]
+async fn hostile_plaintext_servers_fail_cleanly() {
+    use ProbeFailure as F;
+    let deep = format!("{HEADER}<stream:features>{}", "<a>".repeat(100));
+    let scripts = vec![
+        Script {
+            name: "features without starttls",
+            before: format!(
+                "{HEADER}<stream:features><mechanisms xmlns='urn:ietf:params:xml:ns:xmpp-sasl'>\
+                 <mechanism>PLAIN</mechanism></mechanisms></stream:features>"
+            ),
+            after: None,
+            then: Then::Hold,
+            expect: |f| *f == F::StartTlsMissing,
+        },
+        Script {
+            name: "starttls in the wrong namespace",
+            before: format!("{HEADER}<stream:features><starttls/></stream:features>"),
+            after: None,
+            then: Then::Hold,
+            expect: |f| *f == F::StartTlsMissing,
+        },
+        Script {
+            name: "pre-1.0 stream without version",
+            before: HEADER.replace(" version='1.0'", ""),
+            after: None,
+            then: Then::Hold,
+            expect: |f| *f == F::StartTlsMissing,
+        },
+        Script {
+            name: "failure instead of proceed",
+            before: format!("{HEADER}{FEATURES}"),
+            after: Some("<failure xmlns='urn:ietf:params:xml:ns:xmpp-tls'/></stream:stream>"),
+            then: Then::Close,
+            expect: |f| *f == F::StartTlsRefused,
+        },
+        Script {
+            name: "stream error instead of features",
+            before: format!(
+                "{HEADER}<stream:error><host-unknown xmlns='urn:ietf:params:xml:ns:xmpp-streams'/>\
+                 <text xmlns='urn:ietf:params:xml:ns:xmpp-streams' xml:lang='en'>no such \
+                 host &amp; no \"luck\"</text></stream:error></stream:stream>"
+            ),
+            after: None,
+            then: Then::Close,
+            expect: |f| {
+                *f == F::StreamError {
+                    condition: "host-unknown".into(),
+                    text: Some("no such host & no \"luck\"".into()),
+                }
+            },
+        },
+        Script {
+            name: "stream error instead of proceed",
+            before: format!("{HEADER}{FEATURES}"),
+            after: Some(
+                "<stream:error><policy-violation xmlns='urn:ietf:params:xml:ns:xmpp-streams'/>\
+                 </stream:error>",
+            ),
+            then: Then::Hold,
+            expect: |f| {
+                *f == F::StreamError {
+                    condition: "policy-violation".into(),
+                    text: None,
+                }
+            },
+        },
+        Script {
+            name: "HTTP server",
+            before: "HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\n\r\n".into(),
+            after: None,
+            then: Then::Hold,
+            expect: |f| matches!(f, F::Protocol { .. }),
+        },
+        Script {
+            name: "binary garbage",
+            before: "\u{16}\u{3}\u{1}\0\u{5}hello".into(),
+            after: None,
+            then: Then::Hold,
+            expect: |f| matches!(f, F::Protocol { .. }),
+        },
+        Script {
+            name: "markup garbage",
+            before: "<<<>>>".into(),
+            after: None,
+            then: Then::Hold,
+            expect: |f| matches!(f, F::Protocol { .. }),
+        },
+        Script {
+            name: "wrong stream namespace",
+            before: HEADER.replace("http://etherx.jabber.org/streams", "urn:other"),
+            after: None,
+            then: Then::Hold,
+            expect: |f| matches!(f, F::Protocol { .. }),
+        },
+        Script {
+            name: "s2s namespace on a c2s stream",
+            before: format!(
+                "{}{FEATURES}",
+                HEADER.replace("jabber:client", "jabber:server")
+            ),
+            after: None,
+            then: Then::Hold,
+            expect: |f| matches!(f, F::Protocol { .. }),
+        },
+        Script {
+            name: "undeclared prefix",
+            before: format!("{HEADER}<x:features/>"),
+            after: None,
+            then: Then::Hold,
+            expect: |f| matches!(f, F::Protocol { detail } if detail.contains("prefix")),
+        },
+        Script {
+            name: "mismatched end tag",
+            before: format!("{HEADER}<stream:features><a></b>"),
+            after: None,
+            then: Then::Hold,
+            expect: |f| matches!(f, F::Protocol { detail } if detail.contains("mismatched")),
+        },
+        Script {
+            name: "unknown entity",
+            before: format!("{HEADER}<stream:features><a>&foo;</a></stream:features>"),
+            after: None,
+            then: Then::Hold,
+            expect: |f| matches!(f, F::Protocol { .. }),
+        },
+        Script {
+            name: "comment",
+            before: format!("{HEADER}<!-- hi --><stream:features/>"),
+            after: None,
+            then: Then::Hold,
+            expect: |f| matches!(f, F::Protocol { .. }),
+        },
+        Script {
+            name: "message instead of features",
+            before: format!("{HEADER}<message to='a@b'><body>hi</body></message>"),
+            after: None,
+            then: Then::Hold,
+            expect: |f| matches!(f, F::Protocol { detail } if detail.contains("message")),
+        },
+        Script {
+            name: "features again instead of proceed",
+            before: format!("{HEADER}{FEATURES}"),
+            after: Some(FEATURES),
+            then: Then::Hold,
+            expect: |f| matches!(f, F::Protocol { .. }),
+        },
+        Script {
+            name: "nested too deep",
+            before: deep,
+            after: None,
+            then: Then::Hold,
+            expect: |f| matches!(f, F::Protocol { detail } if detail.contains("deeper")),
+        },
+        Script {
+            name: "closes immediately",
+            before: String::new(),
+            after: None,
+            then: Then::Close,
+            expect: |f| {
+                *f == F::Closed {
+                    stage: "stream header",
+                }
+            },
+        },
+        Script {
+            name: "closes after the header",
+            before: HEADER.into(),
+            after: None,
+            then: Then::Close,
+            expect: |f| *f == F::Closed { stage: "features" },
+        },
+        Script {
+            name: "ends the stream after the header",
+            before: format!("{HEADER}</stream:stream>"),
+            after: None,
+            then: Then::Hold,
+            expect: |f| *f == F::Closed { stage: "features" },
+        },
+        Script {
+            name: "closes instead of proceed",
+            before: format!("{HEADER}{FEATURES}"),
+            after: Some(""),
+            then: Then::Close,
+            expect: |f| *f == F::Closed { stage: "proceed" },
+        },
+        Script {
+            name: "stalls after the header",
+            before: HEADER.into(),
+            after: None,
+            then: Then::Hold,
+            expect: |f| *f == F::Timeout { stage: "features" },
+        },
+        Script {
+            name: "stalls inside the features",
+            before: format!("{HEADER}<stream:features><starttls xmlns="),
+            after: None,
+            then: Then::Hold,
+            expect: |f| *f == F::Timeout { stage: "features" },
+        },
+        Script {
+            name: "stalls instead of proceed",
+            before: format!("{HEADER}{FEATURES}"),
+            after: Some(""),
+            then: Then::Hold,
+            expect: |f| *f == F::Timeout { stage: "proceed" },
+        },
+    ];
+    for Script {
+        name,
+        before,
+        after,
+        then,
+        expect,
+    } in scripts
+    {
+        let (addr, server) = serve(move |s| run_script(s, before, after, then)).await;
+        let got = probe(addr, Role::Client, None, TlsMode::StartTls, &short()).await;
+        match got {
+            Err(f) => {
+                assert!(expect(&f), "{name}: unexpected failure {f:?}");
+                assert!(f.is_remote(), "{name}: {f:?} is the server's doing");
+            }
+            Ok(obs) => panic!("{name}: unexpectedly observed {obs:?}"),
+        }
+        server.await.unwrap();
+    }
+}
+
+#[tokio::test]
+async fn endless_features_hit_the_byte_limit() {
+    let (addr, server) = serve(|mut s| async move {
+        client_header(&mut s).await;
+        s.write_all(HEADER.as_bytes()).await.unwrap();
+        s.write_all(b"<stream:features>").await.unwrap();
+        let chunk = "<x xmlns='urn:example:junk'><y>junk</y></x>".repeat(100);
+        // Bounded so the server stops even if the client never does.
+        for _ in 0..10_000 {
+            if s.write_all(chunk.as_bytes()).await.is_err() {
+                return;
+            }
+        }
+        panic!("the client kept reading");
+    })
+    .await;
+    let limits = Limits {
+        io_timeout: Duration::from_secs(5),
+        ..Limits::default()
+    };
+    let got = probe(addr, Role::Client, None, TlsMode::StartTls, &limits).await;
+    assert_eq!(
+        got.unwrap_err(),
+        ProbeFailure::TooLarge { limit: 64 * 1024 }
+    );
+    server.await.unwrap();
+}
+
+#[tokio::test]
+async fn direct_tls_answered_with_plaintext_xml_is_tls_failure() {
+    let (addr, server) = serve(|mut s| async move {
+        let mut hello = [0u8; 5];
+        let _ = s.read_exact(&mut hello).await;
+        let _ = s.write_all(format!("{HEADER}{FEATURES}").as_bytes()).await;
+        hold(&mut s).await;
+    })
+    .await;
+    let got = probe(addr, Role::Client, None, TlsMode::Direct, &roomy()).await;
+    assert!(matches!(got, Err(ProbeFailure::Tls { .. })), "{got:?}");
+    server.await.unwrap();
+}
+
+#[tokio::test]
+async fn servers_that_reject_the_client_hello() {
+    // handshake_failure alert: content type 21, TLS 1.2 record, fatal (2), 40.
+    const ALERT: &[u8] = &[0x15, 0x03, 0x03, 0x00, 0x02, 0x02, 0x28];
+    for send_alert in [true, false] {
+        let (addr, server) = serve(move |mut s| async move {
+            let mut record = [0u8; 5];
+            s.read_exact(&mut record).await.unwrap();
+            assert_eq!(record[0], 0x16, "a TLS handshake record");
+            if send_alert {
+                s.write_all(ALERT).await.unwrap();
+                hold(&mut s).await;
+            }
+        })
+        .await;
+        let got = probe(addr, Role::Client, None, TlsMode::Direct, &roomy()).await;
+        match got {
+            Err(ProbeFailure::Tls { detail }) => {
+                assert!(send_alert, "closing is Closed, not Tls: {detail}");
+                assert!(detail.contains("HandshakeFailure"), "{detail}");
+            }
+            Err(ProbeFailure::Closed { stage }) => {
+                assert!(!send_alert, "an alert is a Tls failure");
+                assert_eq!(stage, "tls handshake");
+            }
+            other => panic!("alert={send_alert}: {other:?}"),
+        }
+        server.await.unwrap();
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn dribbling_server_hits_the_total_timeout() {
+    // In memory, so paused time advances deterministically.
+    let (client, mut server) = tokio::io::duplex(1024);
+    let server = tokio::spawn(async move {
+        client_header(&mut server).await;
+        server.write_all(HEADER.as_bytes()).await.unwrap();
+        // One keepalive byte well inside io_timeout, forever (bounded).
+        for _ in 0..100_000 {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            if server.write_all(b" ").await.is_err() {
+                return;
+            }
+        }
+    });
+    let limits = Limits {
+        io_timeout: Duration::from_millis(300),
+        total_timeout: Duration::from_secs(3),
+        ..Limits::default()
+    };
+    let got = negotiate(
+        client,
+        DOMAIN,
+        Role::Client,
+        None,
+        TlsMode::StartTls,
+        &limits,
+    )
+    .await;
+    assert_eq!(
+        got.unwrap_err(),
+        ProbeFailure::Timeout { stage: "features" }
+    );
+    server.await.unwrap();
+}
+
+#[tokio::test]
+async fn nothing_after_proceed_is_consumed() {
+    let (client, mut server) = tokio::io::duplex(64 * 1024);
+    // Everything is already waiting, so a reader that buffered would take the tail.
+    server
+        .write_all(format!("{HEADER}{FEATURES}{PROCEED}TAIL").as_bytes())
+        .await
+        .unwrap();
+    let mut xml = Xml::new(
+        client,
+        &Limits::default(),
+        Instant::now() + Duration::from_secs(5),
+    );
+    starttls(&mut xml, DOMAIN, Role::Client, None)
+        .await
+        .unwrap();
+    let mut client = xml.into_inner();
+    drop(server);
+    let mut rest = Vec::new();
+    client.read_to_end(&mut rest).await.unwrap();
+    assert_eq!(rest, b"TAIL");
+}
+
+#[test]
+fn header_escapes_and_declares() {
+    let h = stream_header("a'b&c", Role::Server, Some("x<y"));
+    assert!(h.starts_with("<?xml version='1.0'?><stream:stream to='a&apos;b&amp;c' version='1.0'"));
+    assert!(h.contains(" xmlns='jabber:server' xmlns:stream='http://etherx.jabber.org/streams'"));
+    assert!(h.contains(" from='x&lt;y'"));
+    let c = stream_header("example.org", Role::Client, Some("ignored.example"));
+    assert!(!c.contains("from="), "a client stream carries no from: {c}");
+    assert!(c.ends_with("xmlns='jabber:client' xmlns:stream='http://etherx.jabber.org/streams'>"));
+}
+
+#[test]
+fn entities_decode() {
+    assert_eq!(
+        decode("a&lt;&gt;&amp;&apos;&quot;&#65;&#x42;z".into()).unwrap(),
+        "a<>&'\"ABz"
+    );
+    assert!(decode("&nbsp;".into()).is_err());
+    assert!(decode("&#xD800;".into()).is_err());
+    assert!(decode("a & b".into()).is_err());
+}
+
+#[test]
+fn details_are_clipped_and_cleaned() {
+    assert_eq!(clip("a\u{1b}[31mb\n"), "a[31mb");
+    let long = clip(&"x".repeat(10_000));
+    assert_eq!(long.chars().count(), MAX_DETAIL + 1);
+    assert!(long.ends_with('…'));
+}
+
+#[test]
+fn only_local_io_is_not_remote() {
+    let local = ProbeFailure::from_io(io::Error::other("circuit collapsed"), "features");
+    assert!(matches!(local, ProbeFailure::Io { .. }));
+    assert!(!local.is_remote());
+    let reset = ProbeFailure::from_io(io::ErrorKind::ConnectionReset.into(), "features");
+    assert_eq!(reset, ProbeFailure::Closed { stage: "features" });
+    assert!(reset.is_remote());
+    assert!(ProbeFailure::Timeout { stage: "x" }.is_remote());
+    assert_eq!(
+        ProbeFailure::StreamError {
+            condition: "host-unknown".into(),
+            text: Some("nope".into())
+        }
+        .to_string(),
+        "stream error: host-unknown (nope)"
+    );
+}
+
+#[test]
+fn negotiate_future_is_send() {
+    fn assert_send<T: Send>(_: &T) {}
+    let (client, _server) = tokio::io::duplex(16);
+    let limits = Limits::default();
+    let fut = negotiate(
+        client,
+        DOMAIN,
+        Role::Client,
+        None,
+        TlsMode::StartTls,
+        &limits,
+    );
+    assert_send(&fut);
+}

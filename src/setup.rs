@@ -1,0 +1,71 @@
+//! Building the service core's parts from the configuration: the resolver,
+//! the transport and the checker. The command line and `serve` both come
+//! here; nothing here knows about exit codes.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use crate::config::{resolve_socket, Config, ConfigError};
+use crate::dns::{Resolver, ResolverSettings};
+use crate::error::{ErrorKind, HasKind};
+use crate::probe::transport::{Connector, TorDirs, TransportSetupError};
+use crate::probe::Prober;
+
+/// How long the embedded Tor client may take to bootstrap.
+pub const BOOTSTRAP_TIMEOUT: Duration = Duration::from_secs(180);
+
+/// Why a part could not be built.
+#[derive(Debug, thiserror::Error)]
+pub enum SetupError {
+    /// The configuration is unusable.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// The transport could not start (Tor did not bootstrap, or its config is bad).
+    #[error(transparent)]
+    Transport(#[from] TransportSetupError),
+}
+
+impl HasKind for SetupError {
+    fn kind(&self) -> ErrorKind {
+        match self {
+            SetupError::Config(_) => ErrorKind::Config,
+            SetupError::Transport(e) if e.is_config() => ErrorKind::Config,
+            SetupError::Transport(_) => ErrorKind::Tor,
+        }
+    }
+}
+
+/// The resolver the configuration asks for.
+pub fn resolver(config: &Config) -> Result<Resolver, SetupError> {
+    let settings = ResolverSettings {
+        nameservers: config.nameservers()?,
+        trust_anchor: non_empty_path(&config.dns.trust_anchor),
+        timeout: None,
+    };
+    Resolver::new(&settings).map_err(|e| SetupError::Config(ConfigError::Invalid(e.to_string())))
+}
+
+/// Starts the configured transport (Tor bootstraps here).
+pub async fn connector(config: &Config, dirs: Option<&TorDirs>) -> Result<Connector, SetupError> {
+    let socks5 = resolve_socket(&config.probe.socks5, "probe.socks5").ok();
+    let arti = non_empty_path(&config.probe.arti_config);
+    Ok(Connector::start(
+        config.probe.transport,
+        socks5,
+        arti.as_deref(),
+        dirs,
+        BOOTSTRAP_TIMEOUT,
+    )
+    .await?)
+}
+
+/// A prober over a started transport, bounded by `probe.timeout`.
+pub fn prober(config: &Config, connector: Connector) -> Prober {
+    // No s2s `from`: a server refuses a stream "from" a host it serves itself,
+    // which the bot's own component is when it watches its own server.
+    Prober::new(connector, config.probe.timeout, None)
+}
+
+fn non_empty_path(s: &str) -> Option<PathBuf> {
+    (!s.is_empty()).then(|| PathBuf::from(s))
+}
