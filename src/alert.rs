@@ -138,6 +138,7 @@ mod tests {
             advice: vec![],
             transport: "tor".into(),
             errors: vec![],
+            bogus_rrsets: vec![],
         }
     }
 

@@ -72,8 +72,12 @@ impl Checker {
     async fn check_inner(&self, domain: &Domain, services: ServiceSet) -> (Report, Health) {
         let checked_at = self.clock.now_rfc3339();
         let found = discovery::discover(&self.resolver, domain, &services.services()).await;
+        // A lookup that got no answer is news about the domain when our
+        // resolver answers for the root; only when it does not is it ours.
+        let unanswered = found.failures.iter().filter(|f| f.is_ours()).count();
+        let resolver_works = unanswered == 0 || self.resolver.canary().await;
         let mut health = Health {
-            dns_failures: found.failures.len(),
+            dns_failures: if resolver_works { 0 } else { unanswered },
             ..Health::default()
         };
         let endpoints = Arc::new(found.endpoints.clone());
@@ -107,6 +111,11 @@ impl Checker {
             reports.push(report);
         }
         let mut errors: Vec<String> = found.failures.iter().map(|f| f.to_string()).collect();
+        if unanswered > 0 && resolver_works {
+            errors.push(format!(
+                "our resolver answers for the root zone, so the {unanswered} failed lookup(s) of {domain} are its own DNS failing (or being blocked)"
+            ));
+        }
         errors.extend(found.notes.iter().cloned());
         for (e, p) in endpoints.iter().zip(&probed) {
             if let Probed::Failed(err) = p {
@@ -116,7 +125,7 @@ impl Checker {
             }
         }
         let dns_failed = !found.failures.is_empty();
-        let verdict = Report::overall(&reports, dns_failed);
+        let verdict = Report::overall(&reports, dns_failed, !found.bogus.is_empty());
         let zones = self.zone_facts(&endpoints).await;
         let advice = advice::advise(&AdviceInput {
             domain: domain.as_str(),
@@ -134,6 +143,7 @@ impl Checker {
             advice,
             transport: self.prober.transport().into(),
             errors,
+            bogus_rrsets: found.bogus.clone(),
         };
         tracing::info!(verdict = %report.verdict, endpoints = report.endpoints.len(), "checked");
         (report, health)

@@ -240,6 +240,7 @@ pub fn unavailable(
         advice: vec![],
         transport: transport.to_string(),
         errors: vec![error],
+        bogus_rrsets: vec![],
     }
 }
 

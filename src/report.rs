@@ -139,15 +139,19 @@ pub struct Report {
     /// Resolver or transport failures that limited the check (addition).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub errors: Vec<String>,
+    /// RRsets that failed DNSSEC validation without an endpoint to show it
+    /// (a forged or broken SRV answer or denial), each an alarm (addition).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub bogus_rrsets: Vec<String>,
 }
 
 impl Report {
     /// The overall verdict from the endpoints: alarm outranks the rest.
-    pub fn overall(endpoints: &[EndpointReport], dns_failed: bool) -> Verdict {
+    pub fn overall(endpoints: &[EndpointReport], dns_failed: bool, bogus: bool) -> Verdict {
         let any = |v: EndpointVerdict| endpoints.iter().any(|e| e.verdict == v);
         if any(EndpointVerdict::Mismatch) || any(EndpointVerdict::StarttlsMissing) {
             Verdict::Mismatch
-        } else if any(EndpointVerdict::Bogus) {
+        } else if bogus || any(EndpointVerdict::Bogus) {
             Verdict::Bogus
         } else if dns_failed {
             Verdict::Unreachable
@@ -247,6 +251,12 @@ impl Report {
                 out.push_str(&format!("  note      {n}\n"));
             }
         }
+        if !self.bogus_rrsets.is_empty() {
+            out.push_str("\nDNSSEC validation failed:\n");
+            for b in &self.bogus_rrsets {
+                out.push_str(&format!("  {b}\n"));
+            }
+        }
         if !self.errors.is_empty() {
             out.push_str("\nProblems during the check:\n");
             for e in &self.errors {
@@ -336,10 +346,25 @@ mod tests {
         ];
         for (verdicts, dns_failed, want, code) in table {
             let eps: Vec<_> = verdicts.iter().map(|v| ep(*v)).collect();
-            let got = Report::overall(&eps, *dns_failed);
+            let got = Report::overall(&eps, *dns_failed, false);
             assert_eq!(got, *want, "{verdicts:?}");
             assert_eq!(got.exit_code(), *code);
         }
+    }
+
+    #[test]
+    fn a_bogus_rrset_without_endpoint_is_an_alarm_that_a_mismatch_outranks() {
+        use EndpointVerdict as E;
+        let eps = |vs: &[E]| vs.iter().map(|v| ep(*v)).collect::<Vec<_>>();
+        assert_eq!(
+            Report::overall(&eps(&[E::Match]), false, true),
+            Verdict::Bogus
+        );
+        assert_eq!(Report::overall(&[], true, true), Verdict::Bogus);
+        assert_eq!(
+            Report::overall(&eps(&[E::Mismatch]), false, true),
+            Verdict::Mismatch
+        );
     }
 
     #[test]
@@ -355,6 +380,7 @@ mod tests {
             advice: vec![],
             transport: "tor".into(),
             errors: vec![],
+            bogus_rrsets: vec![],
         };
         let v: serde_json::Value = serde_json::to_value(&report).unwrap();
         assert_eq!(v["verdict"], "no_tlsa");

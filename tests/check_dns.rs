@@ -7,6 +7,8 @@ use common::{
     certwatch, check_json, no_starttls_server, workdir, Lab, TestCert, C2S, C2S_TLS, DOWN, HOSTS,
     NOSTARTTLS, S2S, S2S_TLS,
 };
+use std::time::Duration;
+
 use serde_json::Value;
 
 fn endpoints(json: &Value) -> &Vec<Value> {
@@ -87,6 +89,13 @@ fn dnssec_lab_verdicts_advice_and_tlsa_command() {
         ("cnameinsecure.test", 2, "insecure"),
         ("down.test", 3, "unreachable"),
         ("d7.bench.test", 0, "ok"),
+        // Signed twice over (two ZSKs, two algorithms): as secure as once.
+        ("twozsk.test", 0, "ok"),
+        ("twoalg.test", 0, "ok"),
+        // A forged direct-TLS SRV next to a good STARTTLS one.
+        ("bogusdirect.test", 1, "bogus"),
+        // Nine signed CNAME links to the TLSA: valid, as unbound and delv say.
+        ("longcname.test", 0, "ok"),
     ];
     let mut failures = Vec::new();
     let mut reports = std::collections::HashMap::new();
@@ -177,23 +186,113 @@ fn dnssec_lab_verdicts_advice_and_tlsa_command() {
     );
     assert!(!u["records_to_add"].as_array().unwrap().is_empty());
 
-    // Behind a QNAME-minimising resolver (NSEC3 in authority sections), a
-    // valid CNAME chain must still validate (hickory false-bogus workaround).
+    // The same verdict through every resolver path: straight from NSD,
+    // through an iterating unbound that passes bogus data on (QNAME
+    // minimisation puts NSEC3 records in authority sections, which makes
+    // hickory call a valid CNAME answer bogus: worked around), and through a
+    // validating unbound, which would answer bogus data with SERVFAIL if we
+    // did not ask with CD=1 and validate ourselves.
     let recursive = global(&get("RESOLVER_NS"));
-    for (domain, verdict) in [
-        ("cname.test", "ok"),
-        ("good.test", "ok"),
-        ("badsig.test", "bogus"),
+    let validating = global(&get("VALIDATING_NS"));
+    let every_path = [
+        ("good.test", 0, "ok"),
+        ("cname.test", 0, "ok"),
+        ("wrong.test", 1, "mismatch"),
+        ("expired.test", 1, "bogus"),
+        ("badsig.test", 1, "bogus"),
+        ("badds.test", 1, "bogus"),
+        ("dsunsigned.test", 1, "bogus"),
+        ("unsigned.test", 2, "insecure"),
+        ("twozsk.test", 0, "ok"),
+        ("twoalg.test", 0, "ok"),
+        ("bogusdirect.test", 1, "bogus"),
+        ("longcname.test", 0, "ok"),
+    ];
+    for (path, flags) in [
+        ("iterating unbound", &recursive),
+        ("validating unbound", &validating),
     ] {
-        let (_, json) = check_json(&recursive, domain, &[]);
-        assert_eq!(json["verdict"], verdict, "{domain} via unbound: {json:#}");
+        for (domain, code, verdict) in every_path {
+            let (got, json) = check_json(flags, domain, &[]);
+            if got != code || json["verdict"] != verdict {
+                failures.push(format!(
+                    "{domain} via {path}: want {verdict}/{code}, got {}/{got}\n{json:#}",
+                    json["verdict"]
+                ));
+            }
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n\n"));
+
+    // The forged direct-TLS SRV is named, and the good STARTTLS endpoint still matches.
+    let b = &reports["bogusdirect.test"];
+    assert!(
+        b["bogus_rrsets"]
+            .to_string()
+            .contains("_xmpps-client._tcp.bogusdirect.test"),
+        "{b:#}"
+    );
+    assert_eq!(verdicts_of(b, "xmpp-client"), vec!["match"], "{b:#}");
+    // Forty CNAME links: more than anyone follows; never an alarm, on any path.
+    for flags in [&auth, &recursive, &validating] {
+        let (code, t) = check_json(flags, "toolongcname.test", &[]);
+        assert!(code == 2 || code == 3, "{t:#}");
+        assert!(
+            endpoints(&t).iter().all(|e| e["verdict"] != "bogus"),
+            "{t:#}"
+        );
     }
 
-    // A validating upstream refuses bogus data with SERVFAIL: said distinctly.
-    let validating = global(&get("VALIDATING_NS"));
-    let (code, json) = check_json(&validating, "badsig.test", &[]);
-    assert_eq!(code, 3, "{json:#}");
-    assert!(json["errors"].to_string().contains("SERVFAIL"), "{json:#}");
+    // RFC 7671 §7: no SRV and the host is an alias, so the expanded name is
+    // the TLSA base (GOOD there; OTHER at the original name).
+    let (_, a) = check_json(&auth, "chat.aliasfb.test", &["--service", "client"]);
+    let fb = endpoints(&a)
+        .iter()
+        .find(|e| e["service"] == "xmpp-client")
+        .unwrap_or_else(|| panic!("fallback endpoint: {a:#}"));
+    assert_eq!(fb["tlsa_name"], "_5222._tcp.host.aliasfb.test", "{a:#}");
+    assert_eq!(fb["tlsa"][0], format!("3 1 1 {}", good.spki), "{a:#}");
+
+    // A path that stuffs validly signed RRsets of other owners into every
+    // TLSA, SRV and A answer: the verdicts stay what the genuine records say.
+    let ready = dir.join("stuffdns.ready");
+    let _stuffer = common::Proc(
+        std::process::Command::new("python3")
+            .arg(common::root().join("tests/labs/stuffdns.py"))
+            .args(["--listen", "127.53.0.9:0", "--upstream", &get("AUTH_NS")])
+            .args(["--stuff", "TLSA:tlsa.good.test."])
+            .args(["--stuff", "SRV:_xmpp-client._tcp.good.test."])
+            .args(["--stuff", "A:xmpp.good.test."])
+            .arg("--ready-file")
+            .arg(&ready)
+            .spawn()
+            .expect("start stuffdns.py"),
+    );
+    let listen = common::eventually(Duration::from_secs(10), "stuffdns ready", || {
+        std::fs::read_to_string(&ready).ok()
+    });
+    let stuffed = global(listen.trim());
+    for (domain, code, verdict) in [
+        ("wrong.test", 1, "mismatch"),
+        ("unsigned.test", 2, "insecure"),
+        ("good.test", 0, "ok"),
+    ] {
+        let (got, json) = check_json(&stuffed, domain, &[]);
+        assert_eq!(
+            (got, json["verdict"].as_str().unwrap()),
+            (code, verdict),
+            "{domain} through the stuffing forwarder: {json:#}"
+        );
+        if domain == "wrong.test" {
+            for e in endpoints(&json) {
+                assert_eq!(
+                    e["tlsa"],
+                    serde_json::json!([format!("3 1 1 {}", other.spki)]),
+                    "{e:#}"
+                );
+            }
+        }
+    }
 
     // --service limits the services.
     let (_, json) = check_json(&auth, "good.test", &["--service", "server"]);

@@ -84,6 +84,9 @@ pub struct Discovery {
     pub not_offered: Vec<Service>,
     /// Lookups that failed (resolver trouble), by name.
     pub failures: Vec<DnsFailure>,
+    /// RRsets that failed DNSSEC validation and left no endpoint behind to
+    /// carry the finding (a bogus SRV answer or denial): each an alarm.
+    pub bogus: Vec<String>,
     /// Something worth telling the admin that is not a verdict.
     pub notes: Vec<String>,
 }
@@ -162,27 +165,20 @@ impl Walk<'_> {
 
     /// RFC 6120 §3.2.2: no SRV, so the domain itself on the default port.
     async fn no_srv(&mut self, service: Service, security: Security) {
+        if security == Security::Bogus {
+            // Whether the SRV records were forged or their denial was: a
+            // validator refused what came, for this service (direct TLS
+            // included, which has no fallback), and nothing can be guessed.
+            self.out.bogus.push(format!(
+                "the SRV RRset at _{}._tcp.{} failed DNSSEC validation",
+                service.as_str(),
+                self.domain
+            ));
+            return;
+        }
         let Some(port) = service.fallback_port() else {
             return;
         };
-        if security == Security::Bogus {
-            // A bogus denial may hide real SRV records; do not guess a fallback.
-            let srv_name = format!("_{}._tcp.{}", service.as_str(), self.domain);
-            self.out.endpoints.push(Endpoint {
-                service,
-                host: self.domain.to_string(),
-                port,
-                address: None,
-                tlsa_name: tlsa_name(port, self.domain.as_str()),
-                reference_names: vec![self.domain.to_string()],
-                tlsa: TlsaState::Bogus {
-                    reason: format!("the denial of {srv_name} is bogus"),
-                },
-                error: None,
-                fallback: true,
-            });
-            return;
-        }
         self.out.fallbacks.push(service);
         let host = self.domain.to_string();
         // Without SRV the names come from the user's input itself, so the
@@ -256,7 +252,20 @@ impl Walk<'_> {
             ));
             return;
         }
-        let tlsa = self.tlsa_state(&tlsa_name, &srv, &addr_link).await;
+        let (tlsa_name, tlsa, names) = self
+            .fallback_tlsa(template.fallback, port, host, &addresses, &srv, &addr_link)
+            .await;
+        // Behind SRV the reference names are the domain and the target.
+        let reference_names = if template.fallback {
+            names
+        } else {
+            template.reference_names.clone()
+        };
+        let template = Endpoint {
+            tlsa_name,
+            reference_names,
+            ..template
+        };
         if addresses.records.is_empty() {
             let error = if addresses.nxdomain {
                 format!("{host} does not exist")
@@ -285,6 +294,36 @@ impl Walk<'_> {
                 ..template.clone()
             });
         }
+    }
+
+    /// The TLSA name, state and reference names of a target. RFC 7671 §7:
+    /// without SRV, when the host's addresses come through a secure CNAME
+    /// chain, the expanded name is tried as TLSA base first, then the host.
+    async fn fallback_tlsa(
+        &mut self,
+        fallback: bool,
+        port: u16,
+        host: &str,
+        addresses: &Answer<IpAddr>,
+        srv: &Link,
+        addr_link: &Link,
+    ) -> (String, TlsaState, Vec<String>) {
+        let plain = tlsa_name(port, host);
+        let expanded = match addresses.cnames.last() {
+            Some(last) if fallback && addresses.security == Security::Secure => last.clone(),
+            _ => {
+                let state = self.tlsa_state(&plain, srv, addr_link).await;
+                return (plain, state, vec![host.to_owned()]);
+            }
+        };
+        let names = vec![host.to_owned(), expanded.clone()];
+        let first = tlsa_name(port, &expanded);
+        let state = self.tlsa_state(&first, srv, addr_link).await;
+        if state != TlsaState::Absent {
+            return (first, state, names);
+        }
+        let state = self.tlsa_state(&plain, srv, addr_link).await;
+        (plain, state, names)
     }
 
     async fn tlsa_state(&mut self, name: &str, srv: &Link, addresses: &Link) -> TlsaState {

@@ -4,7 +4,12 @@
 //! computed by hickory's own validator from our trust anchor; an upstream AD
 //! bit is never trusted. This module gathers observations and judges nothing.
 
+mod answer;
+mod cd;
 pub mod discovery;
+
+use self::answer::{failure, negative, positive};
+use self::cd::CdProvider;
 
 use std::net::{IpAddr, SocketAddr};
 use std::path::Path;
@@ -14,12 +19,9 @@ use std::time::Duration;
 use hickory_resolver::config::{
     ConnectionConfig, NameServerConfig, ResolveHosts, ResolverConfig, ResolverOpts,
 };
-use hickory_resolver::net::runtime::TokioRuntimeProvider;
 use hickory_resolver::net::{DnsError, NetError};
 use hickory_resolver::proto::dnssec::{Proof, TrustAnchors};
-use hickory_resolver::proto::op::ResponseCode;
-use hickory_resolver::proto::rr::{Name, RData, Record, RecordType};
-use hickory_resolver::TokioResolver;
+use hickory_resolver::proto::rr::{Name, RData, RecordType};
 
 use crate::dane::Tlsa;
 use crate::error::{ErrorKind, HasKind};
@@ -128,6 +130,14 @@ pub enum DnsFailure {
         /// What went wrong.
         detail: String,
     },
+    /// A CNAME chain longer than we follow: the domain's DNS is unusual, not bogus.
+    #[error("the CNAME chain from {name} is longer than {limit} links; not followed to its end")]
+    ChainTooLong {
+        /// Where the chain starts.
+        name: String,
+        /// How many links we follow.
+        limit: usize,
+    },
     /// The name itself is not valid for DNS.
     #[error("bad DNS name {name}: {detail}")]
     BadName {
@@ -144,6 +154,7 @@ impl HasKind for DnsFailure {
     fn kind(&self) -> ErrorKind {
         match self {
             DnsFailure::BadName { .. } => ErrorKind::Input,
+            DnsFailure::ChainTooLong { .. } => ErrorKind::Remote,
             _ => ErrorKind::Resolver,
         }
     }
@@ -179,10 +190,12 @@ pub enum ResolverSetupError {
     Build(String),
 }
 
-/// A validating stub resolver.
+/// A validating stub resolver. Its queries carry CD=1 (see [`cd`]), so a
+/// validating upstream hands us bogus data instead of SERVFAIL and the
+/// verdict is the same through every resolver path.
 #[derive(Clone)]
 pub struct Resolver {
-    inner: TokioResolver,
+    inner: hickory_resolver::Resolver<CdProvider>,
 }
 
 impl Resolver {
@@ -193,16 +206,17 @@ impl Resolver {
             None => TrustAnchors::default(),
         };
         let mut builder = if settings.nameservers.is_empty() {
-            TokioResolver::builder_tokio().map_err(|e| ResolverSetupError::System(e.to_string()))?
+            hickory_resolver::Resolver::builder(CdProvider::default())
+                .map_err(|e| ResolverSetupError::System(e.to_string()))?
         } else {
             let servers = settings
                 .nameservers
                 .iter()
                 .map(|addr| name_server(*addr))
                 .collect();
-            TokioResolver::builder_with_config(
+            hickory_resolver::Resolver::builder_with_config(
                 ResolverConfig::from_parts(None, vec![], servers),
-                TokioRuntimeProvider::default(),
+                CdProvider::default(),
             )
         };
         let opts: &mut ResolverOpts = builder.options_mut();
@@ -287,6 +301,16 @@ impl Resolver {
         .await
     }
 
+    /// Whether our resolver path works at all: the root zone's SOA, validated
+    /// from our trust anchor. Asked when a domain's lookups fail, so that one
+    /// domain's broken or blocked DNS is not taken for our own outage.
+    pub async fn canary(&self) -> bool {
+        match self.exists(".", RecordType::SOA).await {
+            Ok(answer) => !answer.records.is_empty() && answer.security == Security::Secure,
+            Err(_) => false,
+        }
+    }
+
     /// The zone apex that holds `name`, from the SOA in the answer or authority section.
     pub async fn zone_of(&self, name: &str) -> Result<Option<String>, DnsFailure> {
         let qname = parse_name(name)?;
@@ -324,11 +348,19 @@ impl Resolver {
         extract: impl Fn(&RData) -> Option<T>,
     ) -> Result<Answer<T>, DnsFailure> {
         let qname = parse_name(name)?;
-        let result = self.inner.lookup(qname, rtype).await;
+        let result = self.inner.lookup(qname.clone(), rtype).await;
         let answer = match result {
-            Ok(lookup) => positive(lookup.answers(), rtype, &extract),
+            Ok(lookup) => positive(&qname, lookup.answers(), rtype, &extract),
             Err(e) => negative(name, e)?,
         };
+        if answer.cnames.len() > MAX_CNAME_LINKS {
+            // The same limit whether the resolver sent the chain whole or we
+            // follow it link by link below: a finding, never "bogus".
+            return Err(DnsFailure::ChainTooLong {
+                name: name.trim_end_matches('.').to_ascii_lowercase(),
+                limit: MAX_CNAME_LINKS,
+            });
+        }
         if answer.security == Security::Bogus && rtype != RecordType::CNAME {
             // hickory marks a valid CNAME answer bogus when an NSEC3 record rides in
             // the authority section, as resolvers with QNAME minimisation send; so
@@ -350,7 +382,7 @@ impl Resolver {
         let mut security = Security::Secure;
         let mut owner = name.trim_end_matches('.').to_ascii_lowercase();
         let mut cnames = Vec::new();
-        for _ in 0..MAX_CNAME_LINKS {
+        loop {
             let qname = parse_name(&owner)?;
             let step = match self.inner.lookup(qname, RecordType::CNAME).await {
                 Ok(lookup) => lookup.answers().iter().find_map(|r| match &r.data {
@@ -368,6 +400,14 @@ impl Resolver {
             let Some((target, link_security)) = step else {
                 break;
             };
+            if cnames.len() >= MAX_CNAME_LINKS {
+                // Validators (unbound, delv) follow longer chains than any
+                // zone needs; past our own limit we say so, never "bogus".
+                return Err(DnsFailure::ChainTooLong {
+                    name: name.trim_end_matches('.').to_ascii_lowercase(),
+                    limit: MAX_CNAME_LINKS,
+                });
+            }
             security = security.and(link_security);
             cnames.push(target.clone());
             owner = target;
@@ -376,11 +416,11 @@ impl Resolver {
             return Ok(None);
         }
         let qname = parse_name(&owner)?;
-        let last = match self.inner.lookup(qname, rtype).await {
-            Ok(lookup) => positive(lookup.answers(), rtype, extract),
+        let last = match self.inner.lookup(qname.clone(), rtype).await {
+            Ok(lookup) => positive(&qname, lookup.answers(), rtype, extract),
             Err(e) => negative(&owner, e)?,
         };
-        // A chain longer than we follow, or one that changed between lookups, stays bogus.
+        // A chain that changed between our lookups stays bogus.
         let last_security = if last.cnames.is_empty() {
             last.security
         } else {
@@ -395,89 +435,9 @@ impl Resolver {
     }
 }
 
-/// The longest CNAME chain followed when re-validating (RFC 7671 §7 chains are short).
-const MAX_CNAME_LINKS: usize = 8;
-
-fn positive<T>(
-    records: &[Record],
-    rtype: RecordType,
-    extract: &impl Fn(&RData) -> Option<T>,
-) -> Answer<T> {
-    let mut security = Security::Secure;
-    let mut out = Vec::new();
-    let mut cnames = Vec::new();
-    let mut relevant = 0usize;
-    for record in records {
-        let t = record.record_type();
-        if t == rtype {
-            if let Some(v) = extract(&record.data) {
-                out.push(v);
-            }
-        } else if t == RecordType::CNAME {
-            if let RData::CNAME(c) = &record.data {
-                cnames.push(name_to_string(&c.0));
-            }
-        } else {
-            continue;
-        }
-        relevant += 1;
-        security = security.and(Security::from_proof(record.proof));
-    }
-    if relevant == 0 {
-        security = Security::Indeterminate;
-    }
-    Answer {
-        records: out,
-        security,
-        cnames,
-        nxdomain: false,
-    }
-}
-
-fn negative<T>(name: &str, err: NetError) -> Result<Answer<T>, DnsFailure> {
-    match err {
-        NetError::Dns(DnsError::NoRecordsFound(nr)) => {
-            let nxdomain = nr.response_code == ResponseCode::NXDomain;
-            let proofs: Vec<Security> = nr
-                .authorities
-                .iter()
-                .flat_map(|a| a.iter())
-                .map(|r| Security::from_proof(r.proof))
-                .chain(nr.soa.iter().map(|soa| Security::from_proof(soa.proof)))
-                .collect();
-            let security = proofs
-                .into_iter()
-                .reduce(Security::and)
-                .unwrap_or(Security::Indeterminate);
-            Ok(Answer::negative(security, nxdomain))
-        }
-        NetError::Dns(DnsError::Nsec {
-            proof, response, ..
-        }) => Ok(Answer::negative(
-            Security::from_proof(proof),
-            response.response_code == ResponseCode::NXDomain,
-        )),
-        NetError::Dns(DnsError::DnssecBogus) => Ok(Answer::negative(Security::Bogus, false)),
-        other => Err(failure(name, other)),
-    }
-}
-
-fn failure(name: &str, err: NetError) -> DnsFailure {
-    let name = name.to_owned();
-    match err {
-        NetError::Dns(DnsError::ResponseCode(ResponseCode::ServFail)) => {
-            DnsFailure::ServFail { name }
-        }
-        NetError::Dns(DnsError::ResponseCode(code)) => DnsFailure::Rcode {
-            name,
-            code: code.to_string(),
-        },
-        other => DnsFailure::Unavailable {
-            name,
-            detail: other.to_string(),
-        },
-    }
-}
+/// The longest CNAME chain followed when re-validating link by link
+/// (RFC 7671 §7 chains are short; unbound gives up after 11 restarts).
+pub const MAX_CNAME_LINKS: usize = 16;
 
 fn parse_name(name: &str) -> Result<Name, DnsFailure> {
     let fqdn = if name.ends_with('.') {

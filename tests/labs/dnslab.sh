@@ -8,6 +8,11 @@
 #                         start the daemons; wait until they answer.
 #                         Prints nothing but errors.
 #   dnslab.sh stop DIR    stop the daemons started in DIR (by pid file only).
+#   dnslab.sh break DIR   serve flip.test with the RRSIG over the TLSA at
+#                         _<C2S>._tcp.xmpp.flip.test. corrupted (bogus);
+#   dnslab.sh fix DIR     serve the good flip.test again. Both make the
+#                         running NSD reload (SIGHUP) and return once it
+#                         serves the new signature; they fail otherwise.
 #
 # Environment (defaults): C2S_PORT=15222 C2S_TLS_PORT=15223 S2S_PORT=15269
 #   S2S_TLS_PORT=15270 DOWN_PORT=15999 NOSTARTTLS_PORT=15998
@@ -26,10 +31,13 @@
 #   delv-anchor.conf  the same key as a `trust-anchors { }` clause
 #   root.ds           the root KSK as a DS record (unbound's anchor)
 #   log/              daemon logs (and the output of any failed keygen/sign step)
+#   zones/            zone files; zones/flip.test.signed is what NSD serves,
+#                     flip.test.signed.good and .bad what fix and break copy there
 #
 # The resolvers: .2 returns whatever it gets (RRSIGs included when asked with
 # DO; bogus data passes through). .3 answers secure data with AD, insecure
-# without, and bogus with SERVFAIL plus an Extended DNS Error. Behind both,
+# without, and bogus with SERVFAIL plus an Extended DNS Error (it keeps a
+# bogus answer 1 s, val-bogus-ttl, so flip.test changes show). Behind both,
 # cname.test's TLSA answer carries an NSEC3 record in the authority section
 # (from a qname-minimised lookup): the case that makes hickory 0.26 call a
 # valid CNAME answer bogus.
@@ -65,11 +73,33 @@
 #   cnameinsecure.test secure zone, same but CNAME to tlsa.unsigned.test.
 #   shared.test        secure, _xmpp-client -> C2S xmpp.good.test. (host and
 #                      TLSA live in good.test)
+#   twozsk.test        secure, signed with two active ZSKs (every RRset has two
+#                      RRSIGs); like good but no AAAA (AAAA xmpp.twozsk.test. is
+#                      NODATA: NSEC3 + SOA, each with two RRSIGs)
+#   twoalg.test        secure, signed with two algorithms (ECDSAP256SHA256 and
+#                      ED25519, a KSK and a ZSK each; both DS in test.); like
+#                      twozsk (no AAAA)
+#   bogusdirect.test   _xmpp-client -> C2S xmpp.bogusdirect.test. (secure, TLSA
+#                      GOOD); _xmpps-client -> C2S_TLS, TLSA GOOD, but bogus:
+#                      the RRSIG over that SRV is corrupted. No server SRVs
+#   longcname.test     secure, _xmpp-client -> C2S xmpp.longcname.test.;
+#                      _<C2S>._tcp.xmpp.longcname.test. CNAME c1, c1 CNAME c2, ..
+#                      c8 CNAME tlsa.good.test.: 9 signed CNAME links
+#   toolongcname.test  the same with 40 links (t1 .. t39, then tlsa.good.test.)
+#   aliasfb.test       secure, no SRV; chat.aliasfb.test. CNAME host.aliasfb.test.,
+#                      host A; TLSA GOOD at _5222._tcp.host.aliasfb.test. (the
+#                      expanded name, RFC 7671 section 7), TLSA OTHER at
+#                      _5222._tcp.chat.aliasfb.test. Check chat.aliasfb.test.
+#   flip.test          secure, like good (no AAAA) with every TTL 1 s (records,
+#                      DNSKEY, RRSIGs, NSEC3, SOA minimum; NSEC3PARAM has 0 as
+#                      in every bind-signed zone): `break` and
+#                      `fix` turn its C2S TLSA bogus and back under a running
+#                      checker
 set -euo pipefail
 
 die() { echo "dnslab.sh: $*" >&2; exit 1; }
 
-usage() { die "usage: dnslab.sh start|stop DIR"; }
+usage() { die "usage: dnslab.sh start|stop|break|fix DIR"; }
 
 # One DNS query that gives up quickly (loopback only: always an explicit @server).
 q() { dig +time=1 +tries=1 "$@"; }
@@ -159,7 +189,62 @@ if [ "$verb" = stop ]; then
   stop_daemons
   exit 0
 fi
-[ "$verb" = start ] || usage
+
+# sigs OWNER TYPE < zone text or dig output: the signatures (base64, one a
+# line, sorted) of the RRSIGs over OWNER/TYPE. Both `dnssec-signzone -O full`
+# and dig print an RRSIG as: owner ttl class RRSIG type alg labels origttl
+# expiration inception keytag signer signature-in-chunks...
+sigs() {
+  awk -v owner="$1" -v type="$2" '
+    $1 == owner && $4 == "RRSIG" && $5 == type {
+      sig = ""
+      for (i = 13; i <= NF; i++) sig = sig $i
+      print sig
+    }' | sort
+}
+
+# flip VARIANT (good|bad): serve DIR/zones/flip.test.signed.VARIANT, make NSD
+# reload, and wait until it answers with that file's signature over the TLSA.
+flip() {
+  local src=$DIR/zones/flip.test.signed.$1 served=$DIR/zones/flip.test.signed
+  local owner auth pid want got="" deadline
+  [ -e "$DIR/$MARK" ] || die "$DIR is not a lab directory"
+  [[ "$TIMEOUT" =~ ^[0-9]+$ ]] || die "DNSLAB_TIMEOUT must be whole seconds"
+  [ -f "$src" ] && [ -f "$DIR/zones/flip.test.owner" ] \
+    || die "no $src (not started, or by an older dnslab.sh?)"
+  owner=$(cat "$DIR/zones/flip.test.owner")
+  # The address the lab was started with (not this environment's base).
+  auth=$(sed -n 's/^AUTH_NS=\(127\.[0-9.]*\):53$/\1/p' "$DIR/env" 2>/dev/null) || true
+  [ -n "$auth" ] || die "no AUTH_NS in $DIR/env (lab not started?)"
+  pid=$(ours "$DIR/nsd.pid") || die "the NSD of $DIR is not running"
+  want=$(sigs "$owner" TLSA <"$src")
+  [ -n "$want" ] || die "no RRSIG over $owner TLSA in $src"
+  # A fresh copy gets a fresh mtime: NSD rereads only files whose mtime changed.
+  cp "$src" "$served.tmp"
+  mv -f "$served.tmp" "$served"
+  kill -HUP "$pid" || die "could not signal NSD (pid $pid)"
+  deadline=$((SECONDS + TIMEOUT))
+  while :; do
+    got=$(q @"$auth" +norec +dnssec +noall +answer "$owner" TLSA 2>/dev/null | sigs "$owner" TLSA) || true
+    [ "$got" = "$want" ] && return 0
+    alive "$pid" || die "NSD (pid $pid) exited while reloading flip.test; see $DIR/log/nsd.log"
+    if [ "$SECONDS" -ge "$deadline" ]; then
+      echo "dnslab.sh: NSD on $auth still does not serve the $1 flip.test after ${TIMEOUT}s" >&2
+      echo "  want RRSIG over $owner TLSA: $want" >&2
+      echo "  got: ${got:-(none)}" >&2
+      tail -n 5 "$DIR/log/nsd.log" 2>/dev/null | sed 's/^/  /' >&2
+      exit 1
+    fi
+    sleep 0.05
+  done
+}
+
+case $verb in
+  break) flip bad; exit 0 ;;
+  fix) flip good; exit 0 ;;
+  start) ;;
+  *) usage ;;
+esac
 
 # ---------------------------------------------------------------- inputs
 C2S=${C2S_PORT:-15222}
@@ -168,6 +253,8 @@ S2S=${S2S_PORT:-15269}
 S2S_TLS=${S2S_TLS_PORT:-15270}
 DOWN=${DOWN_PORT:-15999}
 NOSTARTTLS=${NOSTARTTLS_PORT:-15998}
+# The port clients fall back to without SRV records (RFC 6120): fixed.
+FALLBACK=5222
 for v in C2S C2S_TLS S2S S2S_TLS DOWN NOSTARTTLS; do
   if ! [[ "${!v}" =~ ^[1-9][0-9]{0,4}$ ]] || [ "${!v}" -gt 65535 ]; then
     die "${v}_PORT must be a port number, got '${!v}'"
@@ -205,7 +292,7 @@ done
 
 mkdir -p "$DIR"
 touch "$DIR/$MARK"
-mkdir -p "$DIR/keys" "$DIR/spare" "$DIR/zones" "$DIR/log" "$DIR/dsset" "$DIR/nsd-state"
+mkdir -p "$DIR/keys" "$DIR/spare" "$DIR/zones" "$DIR/log" "$DIR/dsset" "$DIR/ds" "$DIR/nsd-state"
 
 # From here on, a failure stops whatever was started.
 started=0
@@ -228,23 +315,30 @@ spawn() { # spawn NAME CMD...
   jobs_pids+=($!)
   jobs_names+=("$name")
 }
-wait_bg() {
-  local i failed=0
+wait_bg() { # wait_bg [SKIP-PREFIX]: wait for all jobs but those named SKIP-PREFIX*
+  local i failed=0 skip=${1:-} done_logs=() left_pids=() left_names=()
   for i in "${!jobs_pids[@]}"; do
+    if [ -n "$skip" ] && [[ "${jobs_names[$i]}" == "$skip"* ]]; then
+      left_pids+=("${jobs_pids[$i]}")
+      left_names+=("${jobs_names[$i]}")
+      continue
+    fi
     if ! wait "${jobs_pids[$i]}"; then
       echo "dnslab.sh: ${jobs_names[$i]} failed:" >&2
       sed 's/^/  /' "$DIR/log/${jobs_names[$i]}.log" >&2
       failed=1
     fi
+    done_logs+=("$DIR/log/${jobs_names[$i]}.log")
   done
   [ "$failed" = 0 ] || exit 1
-  for i in "${!jobs_names[@]}"; do rm -f "$DIR/log/${jobs_names[$i]}.log"; done
-  jobs_pids=()
-  jobs_names=()
+  rm -f "${done_logs[@]}"
+  jobs_pids=("${left_pids[@]}")
+  jobs_names=("${left_names[@]}")
 }
 
 # ---------------------------------------------------------------- zones
 SIGNED="good wrong rollover notlsa nsec nosrv nostarttls down dot expired badsig badds cname cnameinsecure shared"
+SIGNED="$SIGNED twozsk twoalg bogusdirect longcname toolongcname aliasfb flip"
 # BENCH_DOMAINS=N adds bench.test with N domains dI.bench.test, each with an
 # _xmpp-client SRV to xmpp.good.test (the benchmark's workload).
 BENCH=${BENCH_DOMAINS:-0}
@@ -263,11 +357,16 @@ for z in $SIGNED; do
   spawn "key-$z-ksk" ecdsa "$DIR/keys" -f KSK "$z.test"
   spawn "key-$z-zsk" ecdsa "$DIR/keys" "$z.test"
 done
+# twozsk.test: a second active ZSK. twoalg.test: a second algorithm.
+spawn key-twozsk-zsk2 ecdsa "$DIR/keys" twozsk.test
+ed25519() { dnssec-keygen -q -K "$1" -a ED25519 -n ZONE "${@:2}"; }
+spawn key-twoalg-ksk2 ed25519 "$DIR/keys" -f KSK twoalg.test
+spawn key-twoalg-zsk2 ed25519 "$DIR/keys" twoalg.test
 # A key the badds.test zone never publishes, and the key dsunsigned.test
 # would have used had it been signed: their DS go into test.
 spawn key-badds-stray ecdsa "$DIR/spare" -f KSK badds.test
 spawn key-dsunsigned ecdsa "$DIR/spare" -f KSK dsunsigned.test
-wait_bg
+# (The zone texts below are written while the keys are generated.)
 
 # ksk KEYDIR ZONE: the .key file of the zone's KSK.
 ksk() {
@@ -277,12 +376,14 @@ ksk() {
   done
   die "no KSK for $2 in $1"
 }
-ds() { dnssec-dsfromkey -2 "$1"; }
+# ds_to OUT KEYFILE: the key's DS record (SHA-256) into OUT.
+ds_to() { dnssec-dsfromkey -2 "$2" >"$1"; }
 
-soa_ns() { # soa_ns ZONE NSNAME
+soa_ns() { # soa_ns ZONE NSNAME [TTL]: TTL (default 300) is $TTL and the SOA minimum
+  local ttl=${3:-300}
   cat <<EOF
-\$TTL 300
-$1 IN SOA $2 hostmaster.${1#.} 1 3600 600 86400 300
+\$TTL $ttl
+$1 IN SOA $2 hostmaster.${1#.} 1 3600 600 86400 $ttl
 $1 IN NS $2
 EOF
 }
@@ -306,8 +407,9 @@ EOF
 }
 
 leaf() { # leaf NAME: the unsigned zone text of NAME.test.
-  local z=$1.test.
-  soa_ns "$z" "ns.$z"
+  local z=$1.test. ttl=300
+  [ "$1" = flip ] && ttl=1
+  soa_ns "$z" "ns.$z" "$ttl"
   echo "ns.$z IN A $AUTH_IP"
   case $1 in
     good)
@@ -352,6 +454,34 @@ leaf() { # leaf NAME: the unsigned zone text of NAME.test.
       awk -v n="$BENCH" -v port="$C2S" -v z="$z" \
         'BEGIN { for (i = 0; i < n; i++) printf "_xmpp-client._tcp.d%d.%s IN SRV 0 5 %s xmpp.good.test.\n", i, z, port }'
       ;;
+    twozsk | twoalg | flip) like_good "$z" "3 1 1 $GOOD" ;;
+    bogusdirect)
+      echo "_xmpp-client._tcp.$z IN SRV 0 5 $C2S xmpp.$z"
+      echo "_xmpps-client._tcp.$z IN SRV 0 5 $C2S_TLS xmpp.$z"
+      echo "xmpp.$z IN A 127.0.0.1"
+      echo "_$C2S._tcp.xmpp.$z IN TLSA 3 1 1 $GOOD"
+      echo "_$C2S_TLS._tcp.xmpp.$z IN TLSA 3 1 1 $GOOD"
+      ;;
+    longcname | toolongcname)
+      # N CNAME links: from the TLSA name through N-1 intermediate names,
+      # the last one to tlsa.good.test.
+      local n=9 p=c i from
+      [ "$1" = toolongcname ] && n=40 p=t
+      echo "_xmpp-client._tcp.$z IN SRV 0 5 $C2S xmpp.$z"
+      echo "xmpp.$z IN A 127.0.0.1"
+      from=_$C2S._tcp.xmpp.$z
+      for ((i = 1; i < n; i++)); do
+        echo "$from IN CNAME $p$i.$z"
+        from=$p$i.$z
+      done
+      echo "$from IN CNAME tlsa.good.test."
+      ;;
+    aliasfb)
+      echo "chat.$z IN CNAME host.$z"
+      echo "host.$z IN A 127.0.0.1"
+      echo "_$FALLBACK._tcp.host.$z IN TLSA 3 1 1 $GOOD"
+      echo "_$FALLBACK._tcp.chat.$z IN TLSA 3 1 1 $OTHER"
+      ;;
     *) die "unknown zone $1" ;;
   esac
 }
@@ -359,6 +489,31 @@ leaf() { # leaf NAME: the unsigned zone text of NAME.test.
 for z in $LEAVES; do
   leaf "$z" >"$DIR/zones/$z.test.zone"
 done
+# The root's RSA keys take longest: the leaves are signed meanwhile.
+wait_bg key-root-
+
+# ---------------------------------------------------------------- signing
+sign() { # sign FILE-STEM ORIGIN [dnssec-signzone options]
+  local stem=$1 origin=$2
+  shift 2
+  dnssec-signzone -S -K "$DIR/keys" -d "$DIR/dsset" -O full -N keep "$@" \
+    -o "$origin" -f "$DIR/zones/$stem.signed" "$DIR/zones/$stem.zone"
+}
+NSEC3=(-3 - -H 0)
+# The leaves first: signing writes each leaf's DS records (SHA-256, one per
+# KSK) to DIR/dsset/dsset-ZONE., which go into test. The few other DS records
+# are computed meanwhile. Then test. and the root.
+for z in $SIGNED; do
+  case $z in
+    nsec) spawn "sign-$z" sign "$z.test" "$z.test." ;;
+    expired) spawn "sign-$z" sign "$z.test" "$z.test." "${NSEC3[@]}" -P -s 20200101000000 -e 20200201000000 ;;
+    *) spawn "sign-$z" sign "$z.test" "$z.test." "${NSEC3[@]}" ;;
+  esac
+done
+spawn ds-badds-stray ds_to "$DIR/ds/badds-stray.ds" "$(ksk "$DIR/spare" badds.test)"
+spawn ds-dsunsigned ds_to "$DIR/ds/dsunsigned.ds" "$(ksk "$DIR/spare" dsunsigned.test)"
+spawn ds-test ds_to "$DIR/ds/test.ds" "$(ksk "$DIR/keys" test)"
+wait_bg
 
 {
   soa_ns test. ns.test.
@@ -369,61 +524,56 @@ done
   done
   for z in $SIGNED; do
     [ "$z" = badds ] && continue
-    ds "$(ksk "$DIR/keys" "$z.test")"
+    mapfile -t dsl <"$DIR/dsset/dsset-$z.test." # one a KSK (twoalg.test has two)
+    [ "${#dsl[@]}" -gt 0 ] || die "no DS records for $z.test from dnssec-signzone"
+    printf '%s\n' "${dsl[@]}"
   done
-  ds "$(ksk "$DIR/spare" badds.test)"
-  ds "$(ksk "$DIR/spare" dsunsigned.test)"
+  cat "$DIR/ds/badds-stray.ds" "$DIR/ds/dsunsigned.ds"
 } >"$DIR/zones/test.zone"
 
 {
   soa_ns . ns.test.
   echo "test. IN NS ns.test."
   echo "ns.test. IN A $AUTH_IP"
-  ds "$(ksk "$DIR/keys" test)"
+  cat "$DIR/ds/test.ds"
 } >"$DIR/zones/root.zone"
 
-# ---------------------------------------------------------------- signing
-sign() { # sign FILE-STEM ORIGIN [dnssec-signzone options]
-  local stem=$1 origin=$2
-  shift 2
-  dnssec-signzone -S -K "$DIR/keys" -d "$DIR/dsset" -O full -N keep "$@" \
-    -o "$origin" -f "$DIR/zones/$stem.signed" "$DIR/zones/$stem.zone"
-}
-NSEC3=(-3 - -H 0)
 spawn sign-root sign root .
 spawn sign-test sign test test. "${NSEC3[@]}" -A
-for z in $SIGNED; do
-  case $z in
-    nsec) spawn "sign-$z" sign "$z.test" "$z.test." ;;
-    expired) spawn "sign-$z" sign "$z.test" "$z.test." "${NSEC3[@]}" -P -s 20200101000000 -e 20200201000000 ;;
-    *) spawn "sign-$z" sign "$z.test" "$z.test." "${NSEC3[@]}" ;;
-  esac
-done
+spawn ds-root ds_to "$DIR/root.ds" "$(ksk "$DIR/keys" .)"
 wait_bg
 
-# Corrupt the signature over _xmpp-client._tcp.badsig.test. SRV: change four
-# base64 characters near its start (the length and encoding stay valid).
-awk -v owner="_xmpp-client._tcp.badsig.test." '
-  $1 == owner && $4 == "RRSIG" && $5 == "SRV" && $12 == "badsig.test." {
-    sig = $13    # the first base64 chunk of the signature
-    out = substr(sig, 1, 8)
-    for (i = 9; i <= 12; i++) {
-      c = substr(sig, i, 1)
-      out = out (c == "A" ? "B" : "A")
+# corrupt_sig IN OUT OWNER TYPE: copy the signed zone file IN to OUT with every
+# RRSIG over OWNER/TYPE corrupted: four base64 characters near the start of
+# the signature change (the length and encoding stay valid). IN may be OUT.
+corrupt_sig() {
+  awk -v owner="$3" -v type="$4" '
+    $1 == owner && $4 == "RRSIG" && $5 == type {
+      sig = $13    # the first base64 chunk of the signature
+      out = substr(sig, 1, 8)
+      for (i = 9; i <= 12; i++) {
+        c = substr(sig, i, 1)
+        out = out (c == "A" ? "B" : "A")
+      }
+      $13 = out substr(sig, 13)
+      n++
     }
-    $13 = out substr(sig, 13)
-    n++
-  }
-  { print }
-  END { if (n != 1) { print "corrupted " n+0 " signatures, expected 1" > "/dev/stderr"; exit 1 } }
-' "$DIR/zones/badsig.test.signed" >"$DIR/zones/badsig.test.signed.tmp" \
-  || die "could not corrupt the badsig.test signature"
-mv "$DIR/zones/badsig.test.signed.tmp" "$DIR/zones/badsig.test.signed"
+    { print }
+    END { if (n == 0) { print "no RRSIG over " owner " " type > "/dev/stderr"; exit 1 } }
+  ' "$1" >"$2.tmp" || die "could not corrupt the RRSIG over $3 $4 in $1"
+  mv "$2.tmp" "$2"
+}
+Z=$DIR/zones
+corrupt_sig "$Z/badsig.test.signed" "$Z/badsig.test.signed" _xmpp-client._tcp.badsig.test. SRV
+corrupt_sig "$Z/bogusdirect.test.signed" "$Z/bogusdirect.test.signed" _xmpps-client._tcp.bogusdirect.test. SRV
+# flip.test: NSD serves flip.test.signed, a copy of .good or .bad (see flip()).
+echo "_$C2S._tcp.xmpp.flip.test." >"$Z/flip.test.owner"
+cp "$Z/flip.test.signed" "$Z/flip.test.signed.good"
+corrupt_sig "$Z/flip.test.signed" "$Z/flip.test.signed.bad" "$(cat "$Z/flip.test.owner")" TLSA
 
 # ---------------------------------------------------------------- anchors
 root_ksk=$(ksk "$DIR/keys" .)
 cp "$root_ksk" "$DIR/trust-anchor.key"
-ds "$root_ksk" >"$DIR/root.ds"
 awk '$3 == "DNSKEY" {
   key = ""
   for (i = 7; i <= NF; i++) key = key $i
@@ -521,6 +671,9 @@ EOF
   trust-anchor-file: "$DIR/root.ds"
   val-log-level: 2
   ede: yes
+  # Bogus answers are cached for val-bogus-ttl, not their own TTL (default
+  # 60 s, also what +cd gets back): 1 s, so a fixed flip.test shows at once.
+  val-bogus-ttl: 1
 EOF
   else
     echo '  module-config: "iterator"'
