@@ -294,6 +294,21 @@ fn dnssec_lab_verdicts_advice_and_tlsa_command() {
         }
     }
 
+    // One domain's DNS down while our resolver works: the domain's problem
+    // (unreachable, and the report says so); a dead resolver is ours.
+    let (code, json) = check_json(&recursive, "lame.test", &[]);
+    assert_eq!(code, 3, "{json:#}");
+    assert!(
+        json["errors"].to_string().contains("its own DNS failing"),
+        "{json:#}"
+    );
+    let (code, json) = check_json(&global("127.53.0.251:53"), "good.test", &[]);
+    assert_eq!(code, 3, "{json:#}");
+    assert!(
+        !json["errors"].to_string().contains("its own DNS failing"),
+        "{json:#}"
+    );
+
     // --service limits the services.
     let (_, json) = check_json(&auth, "good.test", &["--service", "server"]);
     assert!(endpoints(&json)

@@ -72,6 +72,8 @@
 #                      _<C2S>._tcp.xmpp.cname.test. CNAME tlsa.good.test.
 #   cnameinsecure.test secure zone, same but CNAME to tlsa.unsigned.test.
 #   shared.test        secure, _xmpp-client -> C2S xmpp.good.test. (host and
+#   lame.test          delegated (no DS) to $BASE.250, where nothing answers:
+#                      the domain's DNS is down while the resolvers work
 #                      TLSA live in good.test)
 #   twozsk.test        secure, signed with two active ZSKs (every RRset has two
 #                      RRSIGs); like good but no AAAA (AAAA xmpp.twozsk.test. is
@@ -518,6 +520,10 @@ wait_bg
 {
   soa_ns test. ns.test.
   echo "ns.test. IN A $AUTH_IP"
+  # lame.test: delegated (unsigned) to a server that does not exist, so its
+  # lookups fail through the resolvers while the rest of the lab answers.
+  echo "lame.test. IN NS ns.lame.test."
+  echo "ns.lame.test. IN A $BASE.250"
   for z in $LEAVES; do
     echo "$z.test. IN NS ns.$z.test."
     echo "ns.$z.test. IN A $AUTH_IP"
