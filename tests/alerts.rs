@@ -88,7 +88,9 @@ fn bot(dir: &Path, target: &Target, component_port: u16) -> Proc {
     let get = |k: &str| lab.iter().find(|(key, _)| key == k).unwrap().1.clone();
     let sections = format!(
         "[dns]\nnameservers = [\"{}\"]\ntrust_anchor = \"{}\"\n\n[probe]\ntransport = \"direct\"\ntimeout = \"5s\"\n\n[monitor]\ninterval = \"2s\"\njitter = \"1s\"\n",
-        get("AUTH_NS"),
+        // Behind the validating resolver: it would hide bogus data behind
+        // SERVFAIL if the bot did not ask with CD=1 and validate itself.
+        get("VALIDATING_NS"),
         get("TRUST_ANCHOR")
     );
     common::start_bot(dir, component_port, &sections)
@@ -101,7 +103,11 @@ fn is_alert(v: &Value, needle: &str) -> bool {
 }
 
 fn is_event(v: &Value, needle: &str) -> bool {
-    v["event"] == "pubsub" && v["node"] == "good.test" && v.to_string().contains(needle)
+    is_event_on(v, "good.test", needle)
+}
+
+fn is_event_on(v: &Value, node: &str, needle: &str) -> bool {
+    v["event"] == "pubsub" && v["node"] == node && v.to_string().contains(needle)
 }
 
 /// Counts what arrives within `window` that matches.
@@ -192,6 +198,47 @@ fn alert_flow(server: &str, base: u16, addr_base: &str, target_base: u16) {
         )),
         0
     );
+
+    // The TLSA signature of a monitored domain is broken while the bot runs
+    // (behind a validating resolver): one bogus alarm each, then one recovery.
+    let sub = alice.ask(COMPONENT, "subscribe flip.test", T);
+    assert!(sub.starts_with("Subscribed to flip.test"), "{sub}");
+    let r = bob.cmd(json!({"cmd": "pubsub_subscribe", "to": COMPONENT, "node": "flip.test"}));
+    assert_eq!(r["ok"], true, "{server}: pubsub subscribe flip.test: {r}");
+    // Polled slowly: chat commands are rate-limited per JID.
+    eventually(Duration::from_secs(40), "flip.test to be ok", || {
+        std::thread::sleep(Duration::from_secs(3));
+        let s = alice.ask(COMPONENT, "status flip.test", T);
+        s.contains("flip.test: OK").then_some(())
+    });
+    t.dns.run("break");
+    let flip_alarm = |v: &Value| is_alert(v, "flip.test: ALARM");
+    let bogus = alice
+        .wait_event(Duration::from_secs(40), flip_alarm)
+        .unwrap_or_else(|| panic!("{server}: no chat alert for a broken TLSA signature"));
+    assert!(
+        bogus["body"].as_str().unwrap().contains("DNSSEC"),
+        "{bogus}"
+    );
+    bob.wait_event(Duration::from_secs(40), |v| {
+        is_event_on(v, "flip.test", "ALARM")
+    })
+    .unwrap_or_else(|| panic!("{server}: no pubsub event for a broken TLSA signature"));
+    assert_eq!(count(&mut alice, Duration::from_secs(6), flip_alarm), 0);
+    t.dns.run("fix");
+    let flip_ok = |v: &Value| is_alert(v, "flip.test: recovered");
+    alice
+        .wait_event(Duration::from_secs(40), flip_ok)
+        .unwrap_or_else(|| panic!("{server}: no chat recovery for flip.test"));
+    bob.wait_event(Duration::from_secs(40), |v| {
+        is_event_on(v, "flip.test", "recovered")
+    })
+    .unwrap_or_else(|| panic!("{server}: no pubsub recovery for flip.test"));
+    assert_eq!(count(&mut alice, Duration::from_secs(6), flip_ok), 0);
+    let gone = alice.ask(COMPONENT, "unsubscribe flip.test", T);
+    assert!(gone.starts_with("Unsubscribed"), "{gone}");
+    let r = bob.cmd(json!({"cmd": "pubsub_unsubscribe", "to": COMPONENT, "node": "flip.test"}));
+    assert_eq!(r["ok"], true, "{server}: pubsub unsubscribe flip.test: {r}");
 
     // Restart safety: the XMPP server hosting the bot goes away, the key is
     // replaced, the alert is queued (not sendable), the bot is killed -9 and
