@@ -3,39 +3,14 @@
 //! The bytes before TLS are read by [`xml`](super::xml), which never takes
 //! more than it needs.
 
-use std::time::Duration;
-
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::time::Instant;
 
 use super::failure::ProbeFailure;
 use super::tls::{handshake_until, TlsObservation};
+pub use super::xml::Limits;
 use super::xml::{Xml, NS_STREAMS, NS_TLS};
 use crate::vocab::{Role, TlsMode};
-
-/// Bounds on one negotiation, so a hostile peer can cost only so much.
-#[derive(Clone, Debug)]
-pub struct Limits {
-    /// Longest wait for any one read or write, and for the TLS handshake.
-    pub io_timeout: Duration,
-    /// Longest the whole negotiation may take, handshake included.
-    pub total_timeout: Duration,
-    /// Most bytes read before TLS starts.
-    pub max_pre_tls_bytes: usize,
-    /// Deepest XML nesting accepted, counting the stream element as 1.
-    pub max_depth: usize,
-}
-
-impl Default for Limits {
-    fn default() -> Self {
-        Limits {
-            io_timeout: Duration::from_secs(20),
-            total_timeout: Duration::from_secs(60),
-            max_pre_tls_bytes: 64 * 1024,
-            max_depth: 16,
-        }
-    }
-}
 
 /// Negotiate TLS the way an XMPP client/server would and observe the presented chain.
 ///

@@ -3,16 +3,41 @@
 //! The peer is assumed hostile. The scanner reads one byte at a time, so
 //! nothing after the `<proceed/>` is ever taken off the stream (TLS gets the
 //! very next byte), and it counts every byte and every level of nesting
-//! against the [`Limits`](super::starttls::Limits) it is given. Each read and
+//! against the [`Limits`] it is given. Each read and
 //! write is bounded by the per-operation timeout and the overall deadline.
+
+use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::time::Instant;
 
 use super::failure::{clip, ProbeFailure, MAX_DETAIL};
 use super::lexer::{bounded, Lexer, Token};
-use super::starttls::Limits;
 use crate::vocab::Role;
+
+/// Bounds on one negotiation, so a hostile peer can cost only so much.
+#[derive(Clone, Debug)]
+pub struct Limits {
+    /// Longest wait for any one read or write, and for the TLS handshake.
+    pub io_timeout: Duration,
+    /// Longest the whole negotiation may take, handshake included.
+    pub total_timeout: Duration,
+    /// Most bytes read before TLS starts.
+    pub max_pre_tls_bytes: usize,
+    /// Deepest XML nesting accepted, counting the stream element as 1.
+    pub max_depth: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            io_timeout: Duration::from_secs(20),
+            total_timeout: Duration::from_secs(60),
+            max_pre_tls_bytes: 64 * 1024,
+            max_depth: 16,
+        }
+    }
+}
 
 /// The streams namespace (RFC 6120 §4.8.1).
 pub(super) const NS_STREAMS: &str = "http://etherx.jabber.org/streams";
