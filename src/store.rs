@@ -145,6 +145,14 @@ fn prefix(a: &str) -> Vec<u8> {
     k
 }
 
+/// The second parts of the keys `a \0 …` in `tree`: e.g. a domain's subscribers.
+fn second_parts(tree: &sled::Tree, a: &str) -> Result<Vec<String>, StoreError> {
+    tree.scan_prefix(prefix(a))
+        .keys()
+        .map(|k| Ok(second_part(&k?)))
+        .collect()
+}
+
 fn second_part(key: &[u8]) -> String {
     let pos = key.iter().position(|b| *b == 0).map_or(0, |p| p + 1);
     String::from_utf8_lossy(&key[pos..]).into_owned()
@@ -259,18 +267,10 @@ impl StateStore for Store {
         Ok(existed)
     }
     fn subscribers(&self, domain: &str) -> Result<Vec<String>, StoreError> {
-        self.subs
-            .scan_prefix(prefix(domain))
-            .keys()
-            .map(|k| Ok(second_part(&k?)))
-            .collect()
+        second_parts(&self.subs, domain)
     }
     fn subscriptions_of(&self, jid: &str) -> Result<Vec<String>, StoreError> {
-        self.subs_by_jid
-            .scan_prefix(prefix(jid))
-            .keys()
-            .map(|k| Ok(second_part(&k?)))
-            .collect()
+        second_parts(&self.subs_by_jid, jid)
     }
     fn pending(&self) -> Result<Vec<(u64, Delivery)>, StoreError> {
         self.outbox
@@ -370,11 +370,7 @@ impl StateStore for Store {
 
     /// The JIDs subscribed to a node.
     fn pubsub_subscribers(&self, node: &str) -> Result<Vec<String>, StoreError> {
-        self.ps_subs
-            .scan_prefix(prefix(node))
-            .keys()
-            .map(|k| Ok(second_part(&k?)))
-            .collect()
+        second_parts(&self.ps_subs, node)
     }
 
     /// Publishes an item on a node (idempotent per item id), keeping the newest [`MAX_ITEMS`].

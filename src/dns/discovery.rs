@@ -252,15 +252,19 @@ impl Walk<'_> {
             ));
             return;
         }
-        let (tlsa_name, tlsa, names) = self
-            .fallback_tlsa(template.fallback, port, host, &addresses, &srv, &addr_link)
-            .await;
-        // Behind SRV the reference names are the domain and the target.
-        let reference_names = if template.fallback {
-            names
-        } else {
-            template.reference_names.clone()
+        // RFC 7671 §7: without SRV, a host whose addresses come through a
+        // secure CNAME chain has its expanded name as first TLSA base.
+        let expanded = match addresses.cnames.last() {
+            Some(last) if template.fallback && addresses.security == Security::Secure => {
+                Some(last.clone())
+            }
+            _ => None,
         };
+        let (tlsa_name, tlsa) = self
+            .tlsa_for(port, host, expanded.as_deref(), &srv, &addr_link)
+            .await;
+        let mut reference_names = template.reference_names.clone();
+        reference_names.extend(expanded);
         let template = Endpoint {
             tlsa_name,
             reference_names,
@@ -296,34 +300,26 @@ impl Walk<'_> {
         }
     }
 
-    /// The TLSA name, state and reference names of a target. RFC 7671 §7:
-    /// without SRV, when the host's addresses come through a secure CNAME
-    /// chain, the expanded name is tried as TLSA base first, then the host.
-    async fn fallback_tlsa(
+    /// The TLSA owner name and state of a target: at the expanded name if
+    /// one is given and has records there, else at the host itself.
+    async fn tlsa_for(
         &mut self,
-        fallback: bool,
         port: u16,
         host: &str,
-        addresses: &Answer<IpAddr>,
+        expanded: Option<&str>,
         srv: &Link,
         addr_link: &Link,
-    ) -> (String, TlsaState, Vec<String>) {
-        let plain = tlsa_name(port, host);
-        let expanded = match addresses.cnames.last() {
-            Some(last) if fallback && addresses.security == Security::Secure => last.clone(),
-            _ => {
-                let state = self.tlsa_state(&plain, srv, addr_link).await;
-                return (plain, state, vec![host.to_owned()]);
+    ) -> (String, TlsaState) {
+        if let Some(expanded) = expanded {
+            let first = tlsa_name(port, expanded);
+            let state = self.tlsa_state(&first, srv, addr_link).await;
+            if state != TlsaState::Absent {
+                return (first, state);
             }
-        };
-        let names = vec![host.to_owned(), expanded.clone()];
-        let first = tlsa_name(port, &expanded);
-        let state = self.tlsa_state(&first, srv, addr_link).await;
-        if state != TlsaState::Absent {
-            return (first, state, names);
         }
+        let plain = tlsa_name(port, host);
         let state = self.tlsa_state(&plain, srv, addr_link).await;
-        (plain, state, names)
+        (plain, state)
     }
 
     async fn tlsa_state(&mut self, name: &str, srv: &Link, addresses: &Link) -> TlsaState {

@@ -148,8 +148,10 @@ pub enum DnsFailure {
     },
 }
 
-/// A lookup without an answer counts as our resolver's problem; a name that
-/// is not valid is the user's.
+/// A lookup without an answer counts as our resolver's problem until the
+/// checker's canary (the root zone through the same resolver) says the
+/// resolver works; a chain too long to follow is the domain's; a name that is
+/// not valid is the user's.
 impl HasKind for DnsFailure {
     fn kind(&self) -> ErrorKind {
         match self {
@@ -356,10 +358,7 @@ impl Resolver {
         if answer.cnames.len() > MAX_CNAME_LINKS {
             // The same limit whether the resolver sent the chain whole or we
             // follow it link by link below: a finding, never "bogus".
-            return Err(DnsFailure::ChainTooLong {
-                name: name.trim_end_matches('.').to_ascii_lowercase(),
-                limit: MAX_CNAME_LINKS,
-            });
+            return Err(chain_too_long(name));
         }
         if answer.security == Security::Bogus && rtype != RecordType::CNAME {
             // hickory marks a valid CNAME answer bogus when an NSEC3 record rides in
@@ -384,13 +383,15 @@ impl Resolver {
         let mut cnames = Vec::new();
         loop {
             let qname = parse_name(&owner)?;
-            let step = match self.inner.lookup(qname, RecordType::CNAME).await {
-                Ok(lookup) => lookup.answers().iter().find_map(|r| match &r.data {
-                    RData::CNAME(c) if name_to_string(&r.name) == owner => {
-                        Some((name_to_string(&c.0), Security::from_proof(r.proof)))
-                    }
-                    _ => None,
-                }),
+            let step = match self.inner.lookup(qname.clone(), RecordType::CNAME).await {
+                Ok(lookup) => {
+                    let link =
+                        positive(&qname, lookup.answers(), RecordType::CNAME, &|d| match d {
+                            RData::CNAME(c) => Some(name_to_string(&c.0)),
+                            _ => None,
+                        });
+                    link.records.into_iter().next().map(|t| (t, link.security))
+                }
                 Err(e) => {
                     // No CNAME here: the chain ends, whatever its proof says.
                     let _end_of_chain: Answer<()> = negative(&owner, e)?;
@@ -403,10 +404,7 @@ impl Resolver {
             if cnames.len() >= MAX_CNAME_LINKS {
                 // Validators (unbound, delv) follow longer chains than any
                 // zone needs; past our own limit we say so, never "bogus".
-                return Err(DnsFailure::ChainTooLong {
-                    name: name.trim_end_matches('.').to_ascii_lowercase(),
-                    limit: MAX_CNAME_LINKS,
-                });
+                return Err(chain_too_long(name));
             }
             security = security.and(link_security);
             cnames.push(target.clone());
@@ -438,6 +436,13 @@ impl Resolver {
 /// The longest CNAME chain followed when re-validating link by link
 /// (RFC 7671 §7 chains are short; unbound gives up after 11 restarts).
 pub const MAX_CNAME_LINKS: usize = 16;
+
+fn chain_too_long(name: &str) -> DnsFailure {
+    DnsFailure::ChainTooLong {
+        name: name.trim_end_matches('.').to_ascii_lowercase(),
+        limit: MAX_CNAME_LINKS,
+    }
+}
 
 fn parse_name(name: &str) -> Result<Name, DnsFailure> {
     let fqdn = if name.ends_with('.') {
