@@ -198,14 +198,14 @@ async fn run_check(config: &Config, input: &str, json: bool, service: ServiceSet
             return EXIT_USAGE;
         }
     };
-    let resolver = match setup::resolver(config) {
+    let clock = clock::system();
+    let resolver = match setup::resolver(config, &clock) {
         Ok(r) => r,
         Err(e) => {
             eprintln!("certwatch: {e}");
             return EXIT_CONFIG;
         }
     };
-    let clock = clock::system();
     let connector = match setup::connector(config, None).await {
         Ok(c) => c,
         Err(e) if e.kind() == ErrorKind::Config => {

@@ -108,7 +108,7 @@ impl Engine {
         // A bad DNS setting fails here, at start-up; the checker builds its
         // own resolver on first use so that no first-hour cache outlives a
         // renewal.
-        setup::resolver(&config)?;
+        setup::resolver(&config, &clock)?;
         let base = PathBuf::from(format!("{}-arti", config.store.path));
         Ok(Engine {
             store,
@@ -158,7 +158,7 @@ impl Engine {
         let mut slot = self.checker.lock().await;
         if let Some((checker, since)) = slot.as_mut() {
             if since.elapsed() >= RESOLVER_MAX_AGE {
-                match setup::resolver(&self.config) {
+                match setup::resolver(&self.config, &self.clock) {
                     Ok(fresh) => {
                         *checker = checker.with_resolver(fresh);
                         *since = Instant::now();
@@ -173,7 +173,7 @@ impl Engine {
         }
         let connector = setup::connector(&self.config, Some(&self.tor_dirs)).await?;
         let prober = setup::prober(&self.config, connector).with_spacing(self.spacing.clone());
-        let resolver = setup::resolver(&self.config)?;
+        let resolver = setup::resolver(&self.config, &self.clock)?;
         let checker = Checker::new(resolver, prober, self.clock.clone());
         *slot = Some((checker.clone(), Instant::now()));
         Ok(checker)

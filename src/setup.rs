@@ -5,6 +5,7 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
+use crate::clock::SharedClock;
 use crate::config::{resolve_socket, Config, ConfigError};
 use crate::dns::{Resolver, ResolverSettings};
 use crate::error::{ErrorKind, HasKind};
@@ -36,11 +37,12 @@ impl HasKind for SetupError {
 }
 
 /// The resolver the configuration asks for.
-pub fn resolver(config: &Config) -> Result<Resolver, SetupError> {
+pub fn resolver(config: &Config, clock: &SharedClock) -> Result<Resolver, SetupError> {
     let settings = ResolverSettings {
         nameservers: config.nameservers()?,
         trust_anchor: non_empty_path(&config.dns.trust_anchor),
         timeout: None,
+        clock: Some(clock.clone()),
     };
     Resolver::new(&settings).map_err(|e| SetupError::Config(ConfigError::Invalid(e.to_string())))
 }

@@ -224,6 +224,24 @@ fn dnssec_lab_verdicts_advice_and_tlsa_command() {
     }
     assert!(failures.is_empty(), "{}", failures.join("\n\n"));
 
+    // Each bogus case says why, through every resolver path.
+    let reasons = [
+        ("expired.test", "expired on 2020-02-01"),
+        ("badds.test", "match none of its DNSKEY records"),
+        ("dsunsigned.test", "publishes no DNSKEY"),
+        ("badsig.test", "does not verify"),
+        ("bogusdirect.test", "does not verify"),
+    ];
+    for flags in [&auth, &recursive, &validating] {
+        for (domain, why) in reasons {
+            let (_, json) = check_json(flags, domain, &[]);
+            assert!(
+                json.to_string().contains(why),
+                "{domain}: want {why:?}: {json:#}"
+            );
+        }
+    }
+
     // The forged direct-TLS SRV is named, and the good STARTTLS endpoint still matches.
     let b = &reports["bogusdirect.test"];
     assert!(

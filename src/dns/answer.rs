@@ -81,6 +81,7 @@ pub(super) fn positive<T>(
         security,
         cnames,
         nxdomain: false,
+        bogus_reason: None,
     }
 }
 

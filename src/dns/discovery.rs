@@ -131,7 +131,9 @@ impl Walk<'_> {
             }
         };
         if srv.records.is_empty() {
-            return self.no_srv(service, srv.security).await;
+            return self
+                .no_srv(service, srv.security, srv.bogus_reason.as_deref())
+                .await;
         }
         if srv.records.len() == 1 && srv.records[0].target == "." {
             self.out.not_offered.push(service);
@@ -157,6 +159,7 @@ impl Walk<'_> {
                 name: srv_name.clone(),
                 security: srv.security,
                 what: format!("the SRV record {srv_name}"),
+                why: srv.bogus_reason.clone(),
             };
             self.target(service, &record.target, record.port, srv_link, names, false)
                 .await;
@@ -164,16 +167,17 @@ impl Walk<'_> {
     }
 
     /// RFC 6120 §3.2.2: no SRV, so the domain itself on the default port.
-    async fn no_srv(&mut self, service: Service, security: Security) {
+    async fn no_srv(&mut self, service: Service, security: Security, why: Option<&str>) {
         if security == Security::Bogus {
             // Whether the SRV records were forged or their denial was: a
             // validator refused what came, for this service (direct TLS
             // included, which has no fallback), and nothing can be guessed.
-            self.out.bogus.push(format!(
-                "the SRV RRset at _{}._tcp.{} failed DNSSEC validation",
+            let what = format!(
+                "the SRV RRset at _{}._tcp.{}",
                 service.as_str(),
                 self.domain
-            ));
+            );
+            self.out.bogus.push(failed(&what, why));
             return;
         }
         let Some(port) = service.fallback_port() else {
@@ -187,6 +191,7 @@ impl Walk<'_> {
             name: host.clone(),
             security: Security::Secure,
             what: String::new(),
+            why: None,
         };
         self.target(service, &host, port, link, vec![host.clone()], true)
             .await;
@@ -238,6 +243,7 @@ impl Walk<'_> {
             name: host.to_owned(),
             security: addresses.security,
             what: format!("the address records of {host}"),
+            why: addresses.bogus_reason.clone(),
         };
         if addresses.records.is_empty()
             && template.fallback
@@ -328,7 +334,7 @@ impl Walk<'_> {
                 Security::Secure => {}
                 Security::Bogus => {
                     return TlsaState::Bogus {
-                        reason: format!("{} failed DNSSEC validation", link.what),
+                        reason: failed(&link.what, link.why.as_deref()),
                     }
                 }
                 other => {
@@ -350,7 +356,10 @@ impl Walk<'_> {
             }
             Ok(answer) => match (answer.security, answer.records.is_empty()) {
                 (Security::Bogus, _) => TlsaState::Bogus {
-                    reason: format!("the TLSA records at {name} failed DNSSEC validation"),
+                    reason: failed(
+                        &format!("the TLSA records at {name}"),
+                        answer.bogus_reason.as_deref(),
+                    ),
                 },
                 (Security::Secure, true) => TlsaState::Absent,
                 (Security::Secure, false) => TlsaState::Present {
@@ -375,6 +384,16 @@ struct Link {
     name: String,
     security: Security,
     what: String,
+    /// Why validation failed, when it did.
+    why: Option<String>,
+}
+
+/// "X failed DNSSEC validation", with the reason when there is one.
+fn failed(what: &str, why: Option<&str>) -> String {
+    match why {
+        Some(why) => format!("{what} failed DNSSEC validation: {why}"),
+        None => format!("{what} failed DNSSEC validation"),
+    }
 }
 
 /// RFC 7673 §3 / RFC 6698 §3: `_PORT._tcp.HOST`.

@@ -6,6 +6,7 @@
 
 mod answer;
 mod cd;
+mod diagnose;
 pub mod discovery;
 
 use self::answer::{failure, negative, positive};
@@ -23,6 +24,7 @@ use hickory_resolver::net::{DnsError, NetError};
 use hickory_resolver::proto::dnssec::{Proof, TrustAnchors};
 use hickory_resolver::proto::rr::{Name, RData, RecordType};
 
+use crate::clock::SharedClock;
 use crate::dane::Tlsa;
 use crate::error::{ErrorKind, HasKind};
 
@@ -79,6 +81,8 @@ pub struct Answer<T> {
     pub cnames: Vec<String>,
     /// The name does not exist at all (NXDOMAIN), rather than lacking this type.
     pub nxdomain: bool,
+    /// Why validation failed, in the admin's words, when `security` is bogus.
+    pub bogus_reason: Option<String>,
 }
 
 impl<T> Answer<T> {
@@ -88,6 +92,7 @@ impl<T> Answer<T> {
             security,
             cnames: Vec::new(),
             nxdomain,
+            bogus_reason: None,
         }
     }
 }
@@ -171,6 +176,9 @@ pub struct ResolverSettings {
     pub trust_anchor: Option<std::path::PathBuf>,
     /// Per-query timeout.
     pub timeout: Option<Duration>,
+    /// The clock signatures are judged against when explaining a bogus
+    /// answer; None means the system's.
+    pub clock: Option<SharedClock>,
 }
 
 /// Why a resolver could not be built: a configuration error (exit 78).
@@ -198,6 +206,9 @@ pub enum ResolverSetupError {
 #[derive(Clone)]
 pub struct Resolver {
     inner: hickory_resolver::Resolver<CdProvider>,
+    /// Not validating: asked only to explain a bogus answer.
+    raw: diagnose::Raw,
+    clock: SharedClock,
 }
 
 impl Resolver {
@@ -207,32 +218,18 @@ impl Resolver {
             Some(path) => load_trust_anchor(path)?,
             None => TrustAnchors::default(),
         };
-        let mut builder = if settings.nameservers.is_empty() {
-            hickory_resolver::Resolver::builder(CdProvider::default())
-                .map_err(|e| ResolverSetupError::System(e.to_string()))?
-        } else {
-            let servers = settings
-                .nameservers
-                .iter()
-                .map(|addr| name_server(*addr))
-                .collect();
-            hickory_resolver::Resolver::builder_with_config(
-                ResolverConfig::from_parts(None, vec![], servers),
-                CdProvider::default(),
-            )
-        };
-        let opts: &mut ResolverOpts = builder.options_mut();
-        opts.validate = true;
-        opts.use_hosts_file = ResolveHosts::Never;
-        opts.ndots = 0;
-        opts.attempts = 2;
-        opts.timeout = settings.timeout.unwrap_or(Duration::from_secs(5));
-        opts.edns0 = true;
-        let inner = builder
+        let inner = builder(settings, true)?
             .with_trust_anchor(Arc::new(anchors))
             .build()
             .map_err(|e| ResolverSetupError::Build(e.to_string()))?;
-        Ok(Resolver { inner })
+        let raw = builder(settings, false)?
+            .build()
+            .map_err(|e| ResolverSetupError::Build(e.to_string()))?;
+        Ok(Resolver {
+            inner,
+            raw,
+            clock: settings.clock.clone().unwrap_or_else(crate::clock::system),
+        })
     }
 
     /// SRV records at `name`.
@@ -278,6 +275,7 @@ impl Resolver {
             security: v4.security.and(v6.security),
             cnames,
             nxdomain: v4.nxdomain && v6.nxdomain,
+            bogus_reason: v4.bogus_reason.or(v6.bogus_reason),
         })
     }
 
@@ -343,7 +341,23 @@ impl Resolver {
         }
     }
 
+    /// A validated lookup; a bogus answer carries the reason it failed.
     async fn lookup<T>(
+        &self,
+        name: &str,
+        rtype: RecordType,
+        extract: impl Fn(&RData) -> Option<T>,
+    ) -> Result<Answer<T>, DnsFailure> {
+        let mut answer = self.validated(name, rtype, extract).await?;
+        if answer.security == Security::Bogus {
+            let qname = parse_name(name)?;
+            answer.bogus_reason =
+                Some(diagnose::why_bogus(&self.raw, &qname, rtype, self.clock.now()).await);
+        }
+        Ok(answer)
+    }
+
+    async fn validated<T>(
         &self,
         name: &str,
         rtype: RecordType,
@@ -429,8 +443,39 @@ impl Resolver {
             security: security.and(last_security),
             cnames,
             nxdomain: last.nxdomain,
+            bogus_reason: None,
         }))
     }
+}
+
+/// A resolver builder on our CD=1 connections; `validate` turns hickory's
+/// validator on (the raw one is only for explaining what failed).
+fn builder(
+    settings: &ResolverSettings,
+    validate: bool,
+) -> Result<hickory_resolver::ResolverBuilder<CdProvider>, ResolverSetupError> {
+    let mut builder = if settings.nameservers.is_empty() {
+        hickory_resolver::Resolver::builder(CdProvider::default())
+            .map_err(|e| ResolverSetupError::System(e.to_string()))?
+    } else {
+        let servers = settings
+            .nameservers
+            .iter()
+            .map(|addr| name_server(*addr))
+            .collect();
+        hickory_resolver::Resolver::builder_with_config(
+            ResolverConfig::from_parts(None, vec![], servers),
+            CdProvider::default(),
+        )
+    };
+    let opts: &mut ResolverOpts = builder.options_mut();
+    opts.validate = validate;
+    opts.use_hosts_file = ResolveHosts::Never;
+    opts.ndots = 0;
+    opts.attempts = 2;
+    opts.timeout = settings.timeout.unwrap_or(Duration::from_secs(5));
+    opts.edns0 = true;
+    Ok(builder)
 }
 
 /// The longest CNAME chain followed when re-validating link by link
