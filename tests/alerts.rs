@@ -1,7 +1,9 @@
 //! Monitoring end to end: a chat subscriber and a PubSub subscriber each get
 //! exactly one alert when the monitored server's key is replaced, exactly one
 //! recovery alert when it is restored, and an alert queued while the bot is
-//! down arrives exactly once after a kill -9 and restart.
+//! down arrives exactly once after a kill -9 and restart. A monitored
+//! domain whose TLSA signature breaks gets one bogus alarm and one recovery;
+//! our own resolver freezing tells the operator, never the subscribers.
 
 mod common;
 
@@ -303,4 +305,68 @@ fn prosody_alert_flow() {
 #[test]
 fn ejabberd_alert_flow() {
     alert_flow("ejabberd", 16500, "127.55.0", 16700);
+}
+
+/// Our own resolver stops answering while only flip.test (1 s TTLs, so
+/// nothing lives on in caches) is monitored.
+fn resolver_outage(server: &str, base: u16, addr_base: &str, target_base: u16) {
+    let dir = workdir(&format!("outage-{server}"));
+    let t = target(&dir, addr_base, target_base);
+    let _host = host(server, &dir, base);
+    let _bot = bot(&dir, &t, base + 47);
+    let mut alice = Client::connect("alice@localhost", "alice-pw", base + 22);
+    let mut bob = Client::connect("bob@localhost", "bob-pw", base + 22);
+    wait_component(&mut alice);
+    let sub = alice.ask(COMPONENT, "subscribe flip.test", T);
+    assert!(sub.starts_with("Subscribed to flip.test"), "{sub}");
+    let r = bob.cmd(json!({"cmd": "pubsub_subscribe", "to": COMPONENT, "node": "flip.test"}));
+    assert_eq!(r["ok"], true, "{server}: pubsub subscribe flip.test: {r}");
+    eventually(Duration::from_secs(40), "flip.test to be ok", || {
+        std::thread::sleep(Duration::from_secs(3));
+        let s = alice.ask(COMPONENT, "status flip.test", T);
+        s.contains("flip.test: OK").then_some(())
+    });
+
+    // Our own resolver stops answering (the validating unbound is frozen):
+    // the operator is told once, subscribers hear nothing, and the operator
+    // is told again once it answers.
+    let mut admin = Client::connect("admin@localhost", "admin-pw", base + 22);
+    let pid = std::fs::read_to_string(dir.join("dns/unbound-validating.pid")).unwrap();
+    let signal = |sig: &str| {
+        let ok = std::process::Command::new("kill")
+            .args([sig, pid.trim()])
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok, "kill {sig} {pid}");
+    };
+    signal("-STOP");
+    let operator = |v: &Value| is_alert(v, "operator alert");
+    let told = admin.wait_event(Duration::from_secs(150), operator);
+    signal("-CONT");
+    told.unwrap_or_else(|| panic!("{server}: the operator was not told that DNS fails"));
+    admin
+        .wait_event(Duration::from_secs(90), |v| is_alert(v, "work again"))
+        .unwrap_or_else(|| panic!("{server}: the operator was not told that DNS works again"));
+    assert_eq!(count(&mut admin, Duration::from_secs(1), operator), 0);
+    assert_eq!(
+        count(&mut alice, Duration::from_secs(1), |v| is_alert(v, "")),
+        0,
+        "{server}: a subscriber was alerted for our own resolver failing"
+    );
+    assert_eq!(
+        count(&mut bob, Duration::from_secs(1), |v| v["event"] == "pubsub"),
+        0,
+        "{server}: a PubSub subscriber was alerted for our own resolver failing"
+    );
+}
+
+#[test]
+fn prosody_resolver_outage_tells_only_the_operator() {
+    resolver_outage("prosody", 16800, "127.56.0", 17000);
+}
+
+#[test]
+fn ejabberd_resolver_outage_tells_only_the_operator() {
+    resolver_outage("ejabberd", 16900, "127.57.0", 17100);
 }

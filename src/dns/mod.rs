@@ -206,7 +206,7 @@ pub enum ResolverSetupError {
 #[derive(Clone)]
 pub struct Resolver {
     inner: hickory_resolver::Resolver<CdProvider>,
-    /// Not validating: asked only to explain a bogus answer.
+    /// Not validating, not caching: explains a bogus answer, and is the canary.
     raw: diagnose::Raw,
     clock: SharedClock,
 }
@@ -301,12 +301,17 @@ impl Resolver {
         .await
     }
 
-    /// Whether our resolver path works at all: the root zone's SOA, validated
-    /// from our trust anchor. Asked when a domain's lookups fail, so that one
+    /// Whether our resolver answers at all, right now: the root zone's SOA.
+    /// Asked when a domain's lookups fail, so that one
     /// domain's broken or blocked DNS is not taken for our own outage.
     pub async fn canary(&self) -> bool {
-        match self.exists(".", RecordType::SOA).await {
-            Ok(answer) => !answer.records.is_empty() && answer.security == Security::Secure,
+        // Through the raw resolver, which keeps no cache: a cached root SOA
+        // would say "works" long after the resolver stopped answering.
+        match self.raw.lookup(Name::root(), RecordType::SOA).await {
+            Ok(lookup) => lookup
+                .answers()
+                .iter()
+                .any(|r| r.record_type() == RecordType::SOA && r.name.is_root()),
             Err(_) => false,
         }
     }
@@ -449,7 +454,8 @@ impl Resolver {
 }
 
 /// A resolver builder on our CD=1 connections; `validate` turns hickory's
-/// validator on (the raw one is only for explaining what failed).
+/// validator on. The other one, raw and uncached, only explains what failed
+/// and tells whether the resolver answers at all.
 fn builder(
     settings: &ResolverSettings,
     validate: bool,
@@ -475,6 +481,10 @@ fn builder(
     opts.attempts = 2;
     opts.timeout = settings.timeout.unwrap_or(Duration::from_secs(5));
     opts.edns0 = true;
+    if !validate {
+        // The raw resolver answers "what is there now": no cache.
+        opts.cache_size = 0;
+    }
     Ok(builder)
 }
 
