@@ -122,7 +122,7 @@ pub(super) fn negative<T>(name: &str, err: NetError) -> Result<Answer<T>, DnsFai
 }
 
 /// A lookup that produced nothing to judge.
-pub(super) fn failure(name: &str, err: NetError) -> DnsFailure {
+fn failure(name: &str, err: NetError) -> DnsFailure {
     let name = name.to_owned();
     match err {
         NetError::Dns(DnsError::ResponseCode(ResponseCode::ServFail)) => {

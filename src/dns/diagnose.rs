@@ -160,7 +160,7 @@ async fn records(raw: &Raw, name: &Name, rtype: RecordType) -> Vec<Record> {
 }
 
 /// The zone that holds `name`, from an unvalidated SOA.
-async fn zone_of(raw: &Raw, name: &Name) -> Option<Name> {
+pub(super) async fn zone_of(raw: &Raw, name: &Name) -> Option<Name> {
     use hickory_resolver::net::{DnsError, NetError};
     match raw.lookup(name.clone(), RecordType::SOA).await {
         Ok(lookup) => lookup

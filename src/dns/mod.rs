@@ -9,7 +9,7 @@ mod cd;
 mod diagnose;
 pub mod discovery;
 
-use self::answer::{failure, negative, positive};
+use self::answer::{negative, positive};
 use self::cd::CdProvider;
 
 use std::net::{IpAddr, SocketAddr};
@@ -20,7 +20,6 @@ use std::time::Duration;
 use hickory_resolver::config::{
     ConnectionConfig, NameServerConfig, ResolveHosts, ResolverConfig, ResolverOpts,
 };
-use hickory_resolver::net::{DnsError, NetError};
 use hickory_resolver::proto::dnssec::{Proof, TrustAnchors};
 use hickory_resolver::proto::rr::{Name, RData, RecordType};
 
@@ -316,34 +315,13 @@ impl Resolver {
         }
     }
 
-    /// The zone apex that holds `name`, from the SOA in the answer or authority section.
+    /// The zone apex that holds `name`, from the SOA in the answer or
+    /// authority section (unvalidated: only its owner name is used).
     pub async fn zone_of(&self, name: &str) -> Result<Option<String>, DnsFailure> {
         let qname = parse_name(name)?;
-        match self.inner.lookup(qname, RecordType::SOA).await {
-            Ok(lookup) => Ok(lookup
-                .answers()
-                .iter()
-                .chain(lookup.authorities())
-                .find(|r| r.record_type() == RecordType::SOA)
-                .map(|r| name_to_string(&r.name))),
-            Err(NetError::Dns(DnsError::NoRecordsFound(nr))) => Ok(nr
-                .soa
-                .as_ref()
-                .map(|soa| name_to_string(&soa.name))
-                .or_else(|| {
-                    nr.authorities.as_ref().and_then(|a| {
-                        a.iter()
-                            .find(|r| r.record_type() == RecordType::SOA)
-                            .map(|r| name_to_string(&r.name))
-                    })
-                })),
-            Err(NetError::Dns(DnsError::Nsec { response, .. })) => Ok(response
-                .authorities
-                .iter()
-                .find(|r| r.record_type() == RecordType::SOA)
-                .map(|r| name_to_string(&r.name))),
-            Err(e) => Err(failure(name, e)),
-        }
+        Ok(diagnose::zone_of(&self.raw, &qname)
+            .await
+            .map(|zone| name_to_string(&zone)))
     }
 
     /// A validated lookup; a bogus answer carries the reason it failed.
