@@ -205,6 +205,8 @@ pub enum ResolverSetupError {
 #[derive(Clone)]
 pub struct Resolver {
     inner: hickory_resolver::Resolver<CdProvider>,
+    /// The validator's DNSKEY and DS answers, one fetch per zone.
+    keys: Arc<cd::KeyCache>,
     /// Not validating, not caching: explains a bogus answer, and is the canary.
     raw: diagnose::Raw,
     clock: SharedClock,
@@ -217,18 +219,27 @@ impl Resolver {
             Some(path) => load_trust_anchor(path)?,
             None => TrustAnchors::default(),
         };
-        let inner = builder(settings, true)?
+        let keys = Arc::<cd::KeyCache>::default();
+        let inner = builder(settings, Some(keys.clone()))?
             .with_trust_anchor(Arc::new(anchors))
             .build()
             .map_err(|e| ResolverSetupError::Build(e.to_string()))?;
-        let raw = builder(settings, false)?
+        let raw = builder(settings, None)?
             .build()
             .map_err(|e| ResolverSetupError::Build(e.to_string()))?;
         Ok(Resolver {
             inner,
+            keys,
             raw,
             clock: settings.clock.clone().unwrap_or_else(crate::clock::system),
         })
+    }
+
+    /// The validator's DNSKEY and DS queries so far: how many it made, how
+    /// many went upstream, and how many distinct (name, type) pairs they were
+    /// for (the last two are equal when each was fetched once).
+    pub fn key_fetches(&self) -> (usize, usize, usize) {
+        (self.keys.asks(), self.keys.fetches(), self.keys.distinct())
     }
 
     /// SRV records at `name`.
@@ -357,10 +368,14 @@ impl Resolver {
             // follow it link by link below: a finding, never "bogus".
             return Err(chain_too_long(name));
         }
-        if answer.security == Security::Bogus && rtype != RecordType::CNAME {
+        let unproven_denial =
+            answer.security == Security::Indeterminate && answer.records.is_empty();
+        if (answer.security == Security::Bogus || unproven_denial) && rtype != RecordType::CNAME {
             // hickory marks a valid CNAME answer bogus when an NSEC3 record rides in
-            // the authority section, as resolvers with QNAME minimisation send; so
-            // if the name is an alias, validate each link of the chain on its own.
+            // the authority section, as resolvers with QNAME minimisation send, and
+            // gives up on a chain longer than its own depth with an indeterminate
+            // "no records"; so if the name is an alias, validate each link of the
+            // chain on its own (and past our limit, say the chain is too long).
             if let Some(fixed) = self.revalidate_chain(name, rtype, &extract).await? {
                 return Ok(fixed);
             }
@@ -431,15 +446,20 @@ impl Resolver {
     }
 }
 
-/// A resolver builder on our CD=1 connections; `validate` turns hickory's
-/// validator on. The other one, raw and uncached, only explains what failed
+/// A resolver builder on our CD=1 connections; with a key cache it is the
+/// validating one. The other one, raw and uncached, only explains what failed
 /// and tells whether the resolver answers at all.
 fn builder(
     settings: &ResolverSettings,
-    validate: bool,
+    keys: Option<Arc<cd::KeyCache>>,
 ) -> Result<hickory_resolver::ResolverBuilder<CdProvider>, ResolverSetupError> {
+    let validate = keys.is_some();
+    let provider = match keys {
+        Some(keys) => CdProvider::with_key_cache(keys),
+        None => CdProvider::default(),
+    };
     let mut builder = if settings.nameservers.is_empty() {
-        hickory_resolver::Resolver::builder(CdProvider::default())
+        hickory_resolver::Resolver::builder(provider)
             .map_err(|e| ResolverSetupError::System(e.to_string()))?
     } else {
         let servers = settings
@@ -449,7 +469,7 @@ fn builder(
             .collect();
         hickory_resolver::Resolver::builder_with_config(
             ResolverConfig::from_parts(None, vec![], servers),
-            CdProvider::default(),
+            provider,
         )
     };
     let opts: &mut ResolverOpts = builder.options_mut();
