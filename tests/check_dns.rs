@@ -65,6 +65,8 @@ fn dnssec_lab_verdicts_advice_and_tlsa_command() {
             get("TRUST_ANCHOR"),
             "--transport".into(),
             "direct".into(),
+            // The lab lives on loopback addresses.
+            "--allow-private".into(),
         ]
     };
     let auth = global(&get("AUTH_NS"));
