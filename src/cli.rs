@@ -391,5 +391,13 @@ mod tests {
         let c = load_config(&cli).unwrap();
         assert_eq!(c.probe.transport, Transport::Socks5);
         assert_eq!(c.probe.socks5, "127.0.0.1:9150");
+        assert!(!c.probe.allow_private, "off by default");
+        let cli =
+            Cli::try_parse_from(["certwatch", "check", "example.org", "--allow-private"]).unwrap();
+        assert!(load_config(&cli).unwrap().probe.allow_private);
+        std::fs::write(&path, "[probe]\nallow_private = true\n").unwrap();
+        let cli = Cli::try_parse_from(["certwatch", "--config", path.to_str().unwrap(), "serve"])
+            .unwrap();
+        assert!(load_config(&cli).unwrap().probe.allow_private);
     }
 }
