@@ -16,6 +16,7 @@ use crate::dns::Resolver;
 use crate::domain::Domain;
 use crate::error::HasKind;
 use crate::judge::{judge, Probed};
+use crate::netpolicy;
 use crate::probe::{Prober, Target};
 use crate::report::{EndpointVerdict, Report};
 use crate::vocab::ServiceSet;
@@ -42,6 +43,8 @@ pub struct Checker {
     clock: SharedClock,
     /// Confirm a mismatch over a fresh circuit before reporting it.
     pub confirm_mismatch: bool,
+    /// Also probe addresses that are not globally reachable.
+    pub allow_private: bool,
 }
 
 impl Checker {
@@ -52,6 +55,7 @@ impl Checker {
             prober,
             clock,
             confirm_mismatch: true,
+            allow_private: false,
         }
     }
 
@@ -96,7 +100,7 @@ impl Checker {
         let now = self.clock.now();
         let mut reports = Vec::with_capacity(endpoints.len());
         for (endpoint, p) in endpoints.iter().zip(&probed) {
-            if !matches!(p, Probed::Skipped) {
+            if matches!(p, Probed::Observed(_) | Probed::Failed(_)) {
                 health.probes += 1;
             }
             if let Probed::Failed(e) = p {
@@ -121,6 +125,12 @@ impl Checker {
             if let Probed::Failed(err) = p {
                 if !err.is_remote() {
                     errors.push(format!("{}:{}: {err}", e.host, e.port));
+                }
+            }
+            if let Probed::Refused(why) = p {
+                let line = format!("{}:{}: {why}", e.host, e.port);
+                if !errors.contains(&line) {
+                    errors.push(line);
                 }
             }
         }
@@ -160,6 +170,9 @@ impl Checker {
             return Probed::Skipped;
         }
         let target = target(domain, endpoint, address);
+        if let Some(why) = netpolicy::refusal(target.addr, self.allow_private) {
+            return Probed::Refused(why);
+        }
         match self.prober.probe(&target).await {
             Ok(obs) => Probed::Observed(obs),
             Err(e) => Probed::Failed(e),

@@ -57,6 +57,10 @@ pub struct Overrides {
     /// An arti configuration file merged over the defaults.
     #[arg(long, global = true, value_name = "FILE")]
     pub arti_config: Option<PathBuf>,
+    /// Also probe addresses that are not globally reachable (loopback, RFC 1918,
+    /// link-local, ULA, ...): for labs and private deployments.
+    #[arg(long, global = true)]
+    pub allow_private: bool,
 }
 
 /// The commands.
@@ -186,6 +190,9 @@ pub fn load_config(cli: &Cli) -> Result<Config, ConfigError> {
     if let Some(a) = &o.arti_config {
         config.probe.arti_config = a.display().to_string();
     }
+    if o.allow_private {
+        config.probe.allow_private = true;
+    }
     config.validate()?;
     Ok(config)
 }
@@ -218,7 +225,8 @@ async fn run_check(config: &Config, input: &str, json: bool, service: ServiceSet
             return report.verdict.exit_code();
         }
     };
-    let checker = Checker::new(resolver, setup::prober(config, connector), clock);
+    let mut checker = Checker::new(resolver, setup::prober(config, connector), clock);
+    checker.allow_private = config.probe.allow_private;
     let (report, _health) = checker.check(&domain, service).await;
     print_report(&report, json);
     report.verdict.exit_code()
@@ -383,5 +391,13 @@ mod tests {
         let c = load_config(&cli).unwrap();
         assert_eq!(c.probe.transport, Transport::Socks5);
         assert_eq!(c.probe.socks5, "127.0.0.1:9150");
+        assert!(!c.probe.allow_private, "off by default");
+        let cli =
+            Cli::try_parse_from(["certwatch", "check", "example.org", "--allow-private"]).unwrap();
+        assert!(load_config(&cli).unwrap().probe.allow_private);
+        std::fs::write(&path, "[probe]\nallow_private = true\n").unwrap();
+        let cli = Cli::try_parse_from(["certwatch", "--config", path.to_str().unwrap(), "serve"])
+            .unwrap();
+        assert!(load_config(&cli).unwrap().probe.allow_private);
     }
 }

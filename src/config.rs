@@ -113,6 +113,8 @@ pub struct ProbeConfig {
     /// The upper bound of one probe, connection included.
     #[serde(with = "humantime_serde")]
     pub timeout: Duration,
+    /// Also probe addresses that are not globally reachable (labs, private deployments).
+    pub allow_private: bool,
 }
 
 impl Default for ProbeConfig {
@@ -122,6 +124,7 @@ impl Default for ProbeConfig {
             socks5: "127.0.0.1:9050".into(),
             arti_config: String::new(),
             timeout: Duration::from_secs(60),
+            allow_private: false,
         }
     }
 }

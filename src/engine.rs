@@ -174,7 +174,8 @@ impl Engine {
         let connector = setup::connector(&self.config, Some(&self.tor_dirs)).await?;
         let prober = setup::prober(&self.config, connector).with_spacing(self.spacing.clone());
         let resolver = setup::resolver(&self.config, &self.clock)?;
-        let checker = Checker::new(resolver, prober, self.clock.clone());
+        let mut checker = Checker::new(resolver, prober, self.clock.clone());
+        checker.allow_private = self.config.probe.allow_private;
         *slot = Some((checker.clone(), Instant::now()));
         Ok(checker)
     }

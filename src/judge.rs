@@ -17,6 +17,8 @@ pub enum Probed {
     Observed(TlsObservation),
     /// The probe failed.
     Failed(ProbeError),
+    /// Not probed by policy (an address not globally reachable, port 0): why.
+    Refused(String),
 }
 
 /// The verdict for one endpoint.
@@ -54,6 +56,9 @@ pub fn judge(endpoint: &Endpoint, probed: &Probed, now: SystemTime) -> EndpointR
             }
         }
     }
+    if let Probed::Refused(why) = probed {
+        report.error.get_or_insert_with(|| why.clone());
+    }
     let failure = match probed {
         Probed::Failed(e) => Some(e),
         _ => None,
@@ -80,7 +85,9 @@ pub fn judge(endpoint: &Endpoint, probed: &Probed, now: SystemTime) -> EndpointR
             EndpointVerdict::Insecure
         }
         // A fallback endpoint nobody answers on is a service not offered, not a gap in TLSA.
-        TlsaState::Absent if endpoint.fallback && matches!(probed, Probed::Failed(_)) => {
+        TlsaState::Absent
+            if endpoint.fallback && matches!(probed, Probed::Failed(_) | Probed::Refused(_)) =>
+        {
             EndpointVerdict::Unreachable
         }
         TlsaState::Absent => EndpointVerdict::NoTlsa,
@@ -122,7 +129,9 @@ pub fn judge(endpoint: &Endpoint, probed: &Probed, now: SystemTime) -> EndpointR
                     report.error = Some(e.to_string());
                     EndpointVerdict::StarttlsMissing
                 }
-                Probed::Failed(_) | Probed::Skipped => EndpointVerdict::Unreachable,
+                Probed::Failed(_) | Probed::Skipped | Probed::Refused(_) => {
+                    EndpointVerdict::Unreachable
+                }
             }
         }
     };
@@ -217,6 +226,12 @@ mod tests {
                 present(&good),
                 observed(b"garbage"),
                 EndpointVerdict::Mismatch,
+            ),
+            // Not probed by policy: nothing seen, never a match.
+            (
+                present(&good),
+                Probed::Refused("not probed".into()),
+                EndpointVerdict::Unreachable,
             ),
         ];
         for (state, probed, want) in table {

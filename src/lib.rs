@@ -22,7 +22,8 @@
 //! - [`report`]: the result of a check (JSON, text, verdicts)
 //! - [`vocab`]: the shared words (service, role, TLS mode); [`error`]: whose
 //!   problem a failure is; [`clock`]: wall time, handed in; [`config`]: the
-//!   TOML file; [`domain`]: input validation
+//!   TOML file; [`domain`]: input validation; [`netpolicy`]: which
+//!   addresses may be probed
 
 pub mod advice;
 pub mod alert;
@@ -39,6 +40,7 @@ pub mod error;
 pub mod judge;
 pub mod model;
 pub mod monitor;
+pub mod netpolicy;
 pub mod probe;
 pub mod report;
 pub mod serve;

@@ -89,7 +89,7 @@ fn bot(dir: &Path, target: &Target, component_port: u16) -> Proc {
     let lab = target.dns.env_file("env");
     let get = |k: &str| lab.iter().find(|(key, _)| key == k).unwrap().1.clone();
     let sections = format!(
-        "[dns]\nnameservers = [\"{}\"]\ntrust_anchor = \"{}\"\n\n[probe]\ntransport = \"direct\"\ntimeout = \"5s\"\n\n[monitor]\ninterval = \"2s\"\njitter = \"1s\"\n",
+        "[dns]\nnameservers = [\"{}\"]\ntrust_anchor = \"{}\"\n\n[probe]\ntransport = \"direct\"\ntimeout = \"5s\"\nallow_private = true\n\n[monitor]\ninterval = \"2s\"\njitter = \"1s\"\n",
         // Behind the validating resolver: it would hide bogus data behind
         // SERVFAIL if the bot did not ask with CD=1 and validate itself.
         get("VALIDATING_NS"),

@@ -65,6 +65,8 @@ fn dnssec_lab_verdicts_advice_and_tlsa_command() {
             get("TRUST_ANCHOR"),
             "--transport".into(),
             "direct".into(),
+            // The lab lives on loopback addresses.
+            "--allow-private".into(),
         ]
     };
     let auth = global(&get("AUTH_NS"));
@@ -359,6 +361,60 @@ fn dnssec_lab_verdicts_advice_and_tlsa_command() {
     assert!(
         !json["errors"].to_string().contains("its own DNS failing"),
         "{json:#}"
+    );
+
+    // Addresses that are not globally reachable are listed, not probed,
+    // unless --allow-private: never "ok" for want of a probe.
+    let mut public_only = auth.clone();
+    public_only.retain(|a| a != "--allow-private");
+    let (code, json) = check_json(&public_only, "good.test", &[]);
+    assert_eq!(
+        (code, json["verdict"].as_str()),
+        (3, Some("unreachable")),
+        "{json:#}"
+    );
+    assert!(!endpoints(&json).is_empty(), "{json:#}");
+    for e in endpoints(&json) {
+        assert_eq!(e["verdict"], "unreachable", "{e:#}");
+        assert!(e.get("spki_sha256").is_none(), "{e:#}");
+        let addr = e["address"].as_str().unwrap();
+        assert_eq!(
+            e["error"],
+            format!(
+                "address {addr} is not globally reachable ({}); not probed (allow_private lifts this)",
+                if addr == "::1" { "::1, loopback" } else { "127.0.0.0/8, loopback" }
+            ),
+            "{e:#}"
+        );
+    }
+    assert!(
+        json["errors"]
+            .to_string()
+            .contains("is not globally reachable"),
+        "{json:#}"
+    );
+    // No connection was made: the server without STARTTLS would be an alarm.
+    let (code, json) = check_json(&public_only, "nostarttls.test", &[]);
+    assert_eq!(code, 3, "{json:#}");
+    assert_eq!(verdicts_of(&json, "xmpp-client"), vec!["unreachable"]);
+    // The same in the config file.
+    let private_config = dir.join("private.toml");
+    std::fs::write(&private_config, "[probe]\nallow_private = true\n").unwrap();
+    let mut via_config = public_only.clone();
+    via_config.extend(["--config".into(), private_config.display().to_string()]);
+    let (code, json) = check_json(&via_config, "good.test", &[]);
+    assert_eq!(code, 0, "{json:#}");
+    // SRV port 0 is never probed, allowed or not; the other endpoints still count.
+    let (code, json) = check_json(&auth, "dot.test", &[]);
+    assert_eq!(code, 0, "{json:#}");
+    let zero = endpoints(&json)
+        .iter()
+        .find(|e| e["port"] == 0)
+        .unwrap_or_else(|| panic!("port 0 endpoint: {json:#}"));
+    assert_eq!(zero["verdict"], "unreachable", "{zero:#}");
+    assert!(
+        zero["error"].as_str().unwrap().contains("port 0"),
+        "{zero:#}"
     );
 
     // --service limits the services.

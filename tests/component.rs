@@ -10,7 +10,7 @@ use serde_json::json;
 const T: Duration = Duration::from_secs(20);
 
 /// Nothing answers DNS on port 9: checks fail fast, on loopback only.
-const SECTIONS: &str = "[dns]\nnameservers = [\"127.0.0.1:9\"]\n\n[probe]\ntransport = \"direct\"\ntimeout = \"3s\"\n\n[monitor]\ninterval = \"1h\"\njitter = \"0s\"\n";
+const SECTIONS: &str = "[dns]\nnameservers = [\"127.0.0.1:9\"]\n\n[probe]\ntransport = \"direct\"\ntimeout = \"3s\"\nallow_private = true\n\n[monitor]\ninterval = \"1h\"\njitter = \"0s\"\n";
 
 fn start_bot(dir: &std::path::Path, component_port: u16) -> Proc {
     common::start_bot(dir, component_port, SECTIONS)

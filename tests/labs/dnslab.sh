@@ -61,7 +61,8 @@
 #   nostarttls.test    secure, _xmpp-client -> NOSTARTTLS_PORT, TLSA GOOD there
 #   down.test          secure, _xmpp-client -> DOWN_PORT, TLSA GOOD there
 #   dot.test           secure, _xmpp-client SRV target "." (no service);
-#                      _xmpp-server -> S2S with TLSA GOOD
+#                      _xmpp-server -> S2S with TLSA GOOD; _xmpps-server
+#                      -> port 0 (never probed), TLSA GOOD at _0._tcp
 #   unsigned.test      insecure: unsigned, no DS (covered by test.'s opt-out),
 #                      like good; also tlsa.unsigned.test. TLSA GOOD
 #   expired.test       bogus: like good, all signatures expired in 2020
@@ -436,8 +437,10 @@ leaf() { # leaf NAME: the unsigned zone text of NAME.test.
     dot)
       echo "_xmpp-client._tcp.$z IN SRV 0 0 0 ."
       echo "_xmpp-server._tcp.$z IN SRV 0 5 $S2S xmpp.$z"
+      echo "_xmpps-server._tcp.$z IN SRV 0 5 0 xmpp.$z"
       echo "xmpp.$z IN A 127.0.0.1"
       echo "_$S2S._tcp.xmpp.$z IN TLSA 3 1 1 $GOOD"
+      echo "_0._tcp.xmpp.$z IN TLSA 3 1 1 $GOOD"
       ;;
     unsigned)
       like_good "$z" "3 1 1 $GOOD"
