@@ -15,9 +15,9 @@ use crate::dns::discovery::{self, Endpoint, TlsaState};
 use crate::dns::Resolver;
 use crate::domain::Domain;
 use crate::error::HasKind;
-use crate::judge::{judge, Probed};
+use crate::judge::{judge, judging_failed, Probed};
 use crate::probe::{Prober, Target};
-use crate::report::{EndpointVerdict, Report};
+use crate::report::{EndpointReport, EndpointVerdict, Report};
 use crate::vocab::ServiceSet;
 
 /// Most probes of one check in flight at once.
@@ -104,7 +104,7 @@ impl Checker {
                     health.transport_failures += 1;
                 }
             }
-            let mut report = judge(endpoint, p, now);
+            let mut report = judge_off_runtime(endpoint, p, now).await;
             if report.verdict == EndpointVerdict::Mismatch && self.confirm_mismatch {
                 report = self.confirm(domain, endpoint, report, now).await;
             }
@@ -185,7 +185,7 @@ impl Checker {
             Ok(obs) => Probed::Observed(obs),
             Err(e) => Probed::Failed(e),
         };
-        let mut again = judge(endpoint, &second, now);
+        let mut again = judge_off_runtime(endpoint, &second, now).await;
         match again.verdict {
             EndpointVerdict::Mismatch => {
                 let mut first = first;
@@ -250,6 +250,32 @@ impl Checker {
             });
         }
         facts
+    }
+}
+
+/// [`judge`] on tokio's blocking pool: matching a chain verifies signatures,
+/// which is CPU work that must not hold up the runtime's threads (chat
+/// replies, other checks). The matcher bounds that work itself
+/// (`dane::MAX_SIGNATURE_CHECKS`); this keeps even the bounded work off the
+/// async threads. A panic in the matcher becomes a finding in the report
+/// ([`judging_failed`]), not a crash of the check.
+async fn judge_off_runtime(
+    endpoint: &Endpoint,
+    probed: &Probed,
+    now: SystemTime,
+) -> EndpointReport {
+    let (e, p) = (endpoint.clone(), probed.clone());
+    match tokio::task::spawn_blocking(move || judge(&e, &p, now)).await {
+        Ok(report) => report,
+        Err(join) => {
+            let why = if join.is_panic() {
+                "the matcher panicked"
+            } else {
+                "the judging task was cancelled"
+            };
+            tracing::error!(host = %endpoint.host, port = endpoint.port, error = %join, "{why}");
+            judging_failed(endpoint, probed, now, why)
+        }
     }
 }
 

@@ -110,6 +110,11 @@ pub fn judge(endpoint: &Endpoint, probed: &Probed, now: SystemTime) -> EndpointR
                                 .push("no TLSA record is usable (RFC 7671 §4.1)".into());
                             EndpointVerdict::NoTlsa
                         }
+                        MatchOutcome::SearchExhausted { notes } => {
+                            // An alarm, not silence: see MatchOutcome::SearchExhausted.
+                            report.notes.extend(notes);
+                            EndpointVerdict::Mismatch
+                        }
                         MatchOutcome::MalformedChain { error } => {
                             report.notes.push(format!(
                                 "the server presented a certificate that cannot be parsed: {error}"
@@ -118,9 +123,20 @@ pub fn judge(endpoint: &Endpoint, probed: &Probed, now: SystemTime) -> EndpointR
                         }
                     }
                 }
+                // Not offered, or offered and then refused with <failure/>: either
+                // way this server will not do the TLS its records require.
                 Probed::Failed(e) if e.is_starttls_missing() => {
                     report.error = Some(e.to_string());
                     EndpointVerdict::StarttlsMissing
+                }
+                // The server (or whoever answers for it) sent a chain too large
+                // for the handshake. It cannot be checked against the records, and
+                // an interceptor could send one on purpose: calling that
+                // unreachable would let it keep the monitor quiet (and count as
+                // our failure). So it is an alarm, with the reason in `error`.
+                Probed::Failed(e) if e.is_chain_too_large() => {
+                    report.error = Some(e.to_string());
+                    EndpointVerdict::Mismatch
                 }
                 Probed::Failed(_) | Probed::Skipped => EndpointVerdict::Unreachable,
             }
@@ -134,6 +150,30 @@ pub fn judge(endpoint: &Endpoint, probed: &Probed, now: SystemTime) -> EndpointR
             report.notes.push(format!("probe failed: {e}"));
         }
     }
+    report
+}
+
+/// The report for an endpoint whose judging did not finish (the matcher
+/// panicked, or its thread was lost): a finding, never a crash and never `ok`.
+/// With records published and a chain in hand, a chain we could not judge is
+/// treated like one that does not match, so that whatever makes the matcher
+/// fail cannot be used to keep the monitor quiet.
+pub fn judging_failed(
+    endpoint: &Endpoint,
+    probed: &Probed,
+    now: SystemTime,
+    why: &str,
+) -> EndpointReport {
+    // Skipped: builds the report's frame without running the matcher again.
+    let mut report = judge(endpoint, &Probed::Skipped, now);
+    let error = format!("internal error: judging the presented chain failed ({why})");
+    if matches!(endpoint.tlsa, TlsaState::Present { .. }) && matches!(probed, Probed::Observed(_)) {
+        report.verdict = EndpointVerdict::Mismatch;
+        report
+            .notes
+            .push("the chain could not be judged, so it counts as not matching".into());
+    }
+    report.error = Some(error);
     report
 }
 
