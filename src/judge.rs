@@ -223,6 +223,10 @@ mod tests {
             records: vec![r.clone()],
         };
         let no_starttls = Probed::Failed(ProbeError::Session(ProbeFailure::StartTlsMissing));
+        let starttls_refused = Probed::Failed(ProbeError::Session(ProbeFailure::StartTlsRefused));
+        let too_large = Probed::Failed(ProbeError::Session(ProbeFailure::ChainTooLarge {
+            detail: "received corrupt message of type HandshakePayloadTooLarge".into(),
+        }));
         let refused = Probed::Failed(ProbeError::Connect(
             crate::probe::transport::ConnectFailure::Remote("connection refused".into()),
         ));
@@ -239,6 +243,16 @@ mod tests {
                 refused.clone(),
                 EndpointVerdict::Unreachable,
             ),
+            // <failure/> in answer to <starttls/>: as good as not offered.
+            (
+                present(&good),
+                starttls_refused.clone(),
+                EndpointVerdict::StarttlsMissing,
+            ),
+            (TlsaState::Absent, starttls_refused, EndpointVerdict::NoTlsa),
+            // A chain too large to receive cannot be checked: an alarm, never silence.
+            (present(&good), too_large.clone(), EndpointVerdict::Mismatch),
+            (TlsaState::Absent, too_large, EndpointVerdict::NoTlsa),
             (TlsaState::Absent, observed(&der), EndpointVerdict::NoTlsa),
             (TlsaState::Absent, no_starttls, EndpointVerdict::NoTlsa),
             (
@@ -263,6 +277,30 @@ mod tests {
             let r = judge(&endpoint(state.clone()), &probed, SystemTime::now());
             assert_eq!(r.verdict, want, "{state:?} / {probed:?}");
         }
+    }
+
+    #[test]
+    fn errors_name_the_reason() {
+        let der = cert();
+        let good = dane::record_for(&der, 3, 1, 1).unwrap();
+        let present = endpoint(TlsaState::Present {
+            records: vec![good],
+        });
+        let too_large = Probed::Failed(ProbeError::Session(ProbeFailure::ChainTooLarge {
+            detail: "x".into(),
+        }));
+        let r = judge(&present, &too_large, SystemTime::now());
+        let error = r.error.unwrap();
+        assert!(
+            error.contains("certificate chain is too large to check"),
+            "{error}"
+        );
+        let r = judging_failed(&present, &observed(&der), SystemTime::now(), "panicked");
+        assert_eq!(r.verdict, EndpointVerdict::Mismatch);
+        assert!(r.error.unwrap().contains("internal error"));
+        // Nothing observed, so nothing misjudged: the frame's own verdict stands.
+        let r = judging_failed(&present, &Probed::Skipped, SystemTime::now(), "panicked");
+        assert_eq!(r.verdict, EndpointVerdict::Unreachable);
     }
 
     #[test]

@@ -624,11 +624,17 @@ fn run_counted(records: &[Tlsa], chain: &[Vec<u8>], names: &[&str]) -> (MatchOut
     };
     let started = std::time::Instant::now();
     let result = match_chain_counted(records, &ctx);
+    let said = match &result.0 {
+        MatchOutcome::Matched { .. } => "matched",
+        MatchOutcome::NoMatch { .. } => "no match",
+        MatchOutcome::SearchExhausted { .. } => "search exhausted",
+        MatchOutcome::NoUsableRecords { .. } => "no usable records",
+        MatchOutcome::MalformedChain { .. } => "malformed chain",
+    };
     eprintln!(
-        "{} certificates, {} record(s): {:?} in {:?}, {} signature checks",
+        "{} certificates, {} record(s): {said} in {:?}, {} signature checks",
         chain.len(),
         records.len(),
-        std::mem::discriminant(&result.0),
         started.elapsed(),
         result.1.signature_checks
     );
