@@ -815,3 +815,32 @@ fn dane_ee_is_untouched_by_an_exhausted_search() {
     assert_eq!(outcome, MatchOutcome::Matched { record: pin });
     assert_eq!(cost, MatchCost::default());
 }
+
+#[test]
+fn stuffed_chain_under_pkix_usages_is_cut_too() {
+    // webpki sees the same cut chain (and has its own signature budget).
+    let key = KeyPair::generate().unwrap();
+    let chain = same_key_copies(&key, STUFFED);
+    let roots = [Ca::root("Unrelated Root").anchor()];
+    let names: Vec<String> = vec![SERVER.into()];
+    let ctx = MatchContext {
+        chain: &chain,
+        reference_names: &names,
+        now: now(),
+        pkix_roots: Some(&roots),
+    };
+    for usage in [0, 1] {
+        let record = rec(usage, 1, 1, &chain[0]);
+        let started = std::time::Instant::now();
+        let outcome = match_chain(std::slice::from_ref(&record), &ctx);
+        eprintln!(
+            "usage {usage}, {STUFFED} certificates: {:?}",
+            started.elapsed()
+        );
+        assert!(
+            matches!(outcome, MatchOutcome::NoMatch { .. }),
+            "{outcome:?}"
+        );
+        assert!(notes(&outcome).contains("are ignored"));
+    }
+}
