@@ -15,10 +15,10 @@ use crate::dns::discovery::{self, Endpoint, TlsaState};
 use crate::dns::Resolver;
 use crate::domain::Domain;
 use crate::error::HasKind;
-use crate::judge::{judge, Probed};
+use crate::judge::{judge, judging_failed, Probed};
 use crate::netpolicy;
 use crate::probe::{Prober, Target};
-use crate::report::{EndpointVerdict, Report};
+use crate::report::{EndpointReport, EndpointVerdict, Report};
 use crate::vocab::ServiceSet;
 
 /// Most probes of one check in flight at once.
@@ -108,7 +108,7 @@ impl Checker {
                     health.transport_failures += 1;
                 }
             }
-            let mut report = judge(endpoint, p, now);
+            let mut report = judge_off_runtime(endpoint, p, now).await;
             if report.verdict == EndpointVerdict::Mismatch && self.confirm_mismatch {
                 report = self.confirm(domain, endpoint, report, now).await;
             }
@@ -198,7 +198,7 @@ impl Checker {
             Ok(obs) => Probed::Observed(obs),
             Err(e) => Probed::Failed(e),
         };
-        let mut again = judge(endpoint, &second, now);
+        let mut again = judge_off_runtime(endpoint, &second, now).await;
         match again.verdict {
             EndpointVerdict::Mismatch => {
                 let mut first = first;
@@ -266,11 +266,117 @@ impl Checker {
     }
 }
 
+/// [`judge`] on tokio's blocking pool: matching a chain verifies signatures,
+/// which is CPU work that must not hold up the runtime's threads (chat
+/// replies, other checks). The matcher bounds that work itself
+/// (`dane::MAX_SIGNATURE_CHECKS`); this keeps even the bounded work off the
+/// async threads. A panic in the matcher becomes a finding in the report
+/// ([`judging_failed`]), not a crash of the check.
+async fn judge_off_runtime(
+    endpoint: &Endpoint,
+    probed: &Probed,
+    now: SystemTime,
+) -> EndpointReport {
+    judge_blocking(judge, endpoint, probed, now).await
+}
+
+/// Runs `judging` on the blocking pool; a panic becomes [`judging_failed`].
+async fn judge_blocking<F>(
+    judging: F,
+    endpoint: &Endpoint,
+    probed: &Probed,
+    now: SystemTime,
+) -> EndpointReport
+where
+    F: FnOnce(&Endpoint, &Probed, SystemTime) -> EndpointReport + Send + 'static,
+{
+    let (e, p) = (endpoint.clone(), probed.clone());
+    match tokio::task::spawn_blocking(move || judging(&e, &p, now)).await {
+        Ok(report) => report,
+        Err(join) => {
+            let why = if join.is_panic() {
+                "the matcher panicked"
+            } else {
+                "the judging task was cancelled"
+            };
+            tracing::error!(host = %endpoint.host, port = endpoint.port, error = %join, "{why}");
+            judging_failed(endpoint, probed, now, why)
+        }
+    }
+}
+
 fn target(domain: &Domain, endpoint: &Endpoint, address: std::net::IpAddr) -> Target {
     Target {
         addr: SocketAddr::new(address, endpoint.port),
         domain: domain.to_string(),
         role: endpoint.service.role(),
         tls: endpoint.service.tls(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::dane;
+    use crate::probe::tls::TlsObservation;
+    use crate::vocab::Service;
+
+    fn endpoint_and_chain() -> (Endpoint, Probed) {
+        let key = rcgen::KeyPair::generate().unwrap();
+        let params = rcgen::CertificateParams::new(vec!["xmpp.example.org".into()]).unwrap();
+        let der = params.self_signed(&key).unwrap().der().to_vec();
+        let endpoint = Endpoint {
+            service: Service::XmppClient,
+            host: "xmpp.example.org".into(),
+            port: 5222,
+            address: Some("192.0.2.1".parse().unwrap()),
+            tlsa_name: "_5222._tcp.xmpp.example.org".into(),
+            reference_names: vec!["example.org".into()],
+            tlsa: TlsaState::Present {
+                records: vec![dane::record_for(&der, 3, 1, 1).unwrap()],
+            },
+            error: None,
+            fallback: false,
+        };
+        let probed = Probed::Observed(TlsObservation {
+            chain: vec![der],
+            version: "TLSv1.3".into(),
+            cipher: "TLS13_AES_128_GCM_SHA256".into(),
+            alpn: None,
+        });
+        (endpoint, probed)
+    }
+
+    #[tokio::test]
+    async fn judging_runs_off_the_runtime_threads() {
+        let (endpoint, probed) = endpoint_and_chain();
+        let runtime_thread = std::thread::current().id();
+        let report = judge_blocking(
+            move |e, p, now| {
+                assert_ne!(std::thread::current().id(), runtime_thread);
+                judge(e, p, now)
+            },
+            &endpoint,
+            &probed,
+            SystemTime::now(),
+        )
+        .await;
+        assert_eq!(report.verdict, EndpointVerdict::Match);
+    }
+
+    #[tokio::test]
+    async fn a_panicking_matcher_is_a_finding_not_a_crash() {
+        let (endpoint, probed) = endpoint_and_chain();
+        let report = judge_blocking(
+            |_, _, _| panic!("matcher bug"),
+            &endpoint,
+            &probed,
+            SystemTime::now(),
+        )
+        .await;
+        // A chain we could not judge is not let through as ok, nor as silence.
+        assert_eq!(report.verdict, EndpointVerdict::Mismatch);
+        let error = report.error.unwrap();
+        assert!(error.contains("the matcher panicked"), "{error}");
     }
 }

@@ -117,6 +117,11 @@ pub fn judge(endpoint: &Endpoint, probed: &Probed, now: SystemTime) -> EndpointR
                                 .push("no TLSA record is usable (RFC 7671 §4.1)".into());
                             EndpointVerdict::NoTlsa
                         }
+                        MatchOutcome::SearchExhausted { notes } => {
+                            // An alarm, not silence: see MatchOutcome::SearchExhausted.
+                            report.notes.extend(notes);
+                            EndpointVerdict::Mismatch
+                        }
                         MatchOutcome::MalformedChain { error } => {
                             report.notes.push(format!(
                                 "the server presented a certificate that cannot be parsed: {error}"
@@ -125,9 +130,20 @@ pub fn judge(endpoint: &Endpoint, probed: &Probed, now: SystemTime) -> EndpointR
                         }
                     }
                 }
+                // Not offered, or offered and then refused with <failure/>: either
+                // way this server will not do the TLS its records require.
                 Probed::Failed(e) if e.is_starttls_missing() => {
                     report.error = Some(e.to_string());
                     EndpointVerdict::StarttlsMissing
+                }
+                // The server (or whoever answers for it) sent a chain too large
+                // for the handshake. It cannot be checked against the records, and
+                // an interceptor could send one on purpose: calling that
+                // unreachable would let it keep the monitor quiet (and count as
+                // our failure). So it is an alarm, with the reason in `error`.
+                Probed::Failed(e) if e.is_chain_too_large() => {
+                    report.error = Some(e.to_string());
+                    EndpointVerdict::Mismatch
                 }
                 Probed::Failed(_) | Probed::Skipped | Probed::Refused(_) => {
                     EndpointVerdict::Unreachable
@@ -143,6 +159,30 @@ pub fn judge(endpoint: &Endpoint, probed: &Probed, now: SystemTime) -> EndpointR
             report.notes.push(format!("probe failed: {e}"));
         }
     }
+    report
+}
+
+/// The report for an endpoint whose judging did not finish (the matcher
+/// panicked, or its thread was lost): a finding, never a crash and never `ok`.
+/// With records published and a chain in hand, a chain we could not judge is
+/// treated like one that does not match, so that whatever makes the matcher
+/// fail cannot be used to keep the monitor quiet.
+pub fn judging_failed(
+    endpoint: &Endpoint,
+    probed: &Probed,
+    now: SystemTime,
+    why: &str,
+) -> EndpointReport {
+    // Skipped: builds the report's frame without running the matcher again.
+    let mut report = judge(endpoint, &Probed::Skipped, now);
+    let error = format!("internal error: judging the presented chain failed ({why})");
+    if matches!(endpoint.tlsa, TlsaState::Present { .. }) && matches!(probed, Probed::Observed(_)) {
+        report.verdict = EndpointVerdict::Mismatch;
+        report
+            .notes
+            .push("the chain could not be judged, so it counts as not matching".into());
+    }
+    report.error = Some(error);
     report
 }
 
@@ -192,6 +232,10 @@ mod tests {
             records: vec![r.clone()],
         };
         let no_starttls = Probed::Failed(ProbeError::Session(ProbeFailure::StartTlsMissing));
+        let starttls_refused = Probed::Failed(ProbeError::Session(ProbeFailure::StartTlsRefused));
+        let too_large = Probed::Failed(ProbeError::Session(ProbeFailure::ChainTooLarge {
+            detail: "received corrupt message of type HandshakePayloadTooLarge".into(),
+        }));
         let refused = Probed::Failed(ProbeError::Connect(
             crate::probe::transport::ConnectFailure::Remote("connection refused".into()),
         ));
@@ -208,6 +252,16 @@ mod tests {
                 refused.clone(),
                 EndpointVerdict::Unreachable,
             ),
+            // <failure/> in answer to <starttls/>: as good as not offered.
+            (
+                present(&good),
+                starttls_refused.clone(),
+                EndpointVerdict::StarttlsMissing,
+            ),
+            (TlsaState::Absent, starttls_refused, EndpointVerdict::NoTlsa),
+            // A chain too large to receive cannot be checked: an alarm, never silence.
+            (present(&good), too_large.clone(), EndpointVerdict::Mismatch),
+            (TlsaState::Absent, too_large, EndpointVerdict::NoTlsa),
             (TlsaState::Absent, observed(&der), EndpointVerdict::NoTlsa),
             (TlsaState::Absent, no_starttls, EndpointVerdict::NoTlsa),
             (
@@ -238,6 +292,30 @@ mod tests {
             let r = judge(&endpoint(state.clone()), &probed, SystemTime::now());
             assert_eq!(r.verdict, want, "{state:?} / {probed:?}");
         }
+    }
+
+    #[test]
+    fn errors_name_the_reason() {
+        let der = cert();
+        let good = dane::record_for(&der, 3, 1, 1).unwrap();
+        let present = endpoint(TlsaState::Present {
+            records: vec![good],
+        });
+        let too_large = Probed::Failed(ProbeError::Session(ProbeFailure::ChainTooLarge {
+            detail: "x".into(),
+        }));
+        let r = judge(&present, &too_large, SystemTime::now());
+        let error = r.error.unwrap();
+        assert!(
+            error.contains("certificate chain is too large to check"),
+            "{error}"
+        );
+        let r = judging_failed(&present, &observed(&der), SystemTime::now(), "panicked");
+        assert_eq!(r.verdict, EndpointVerdict::Mismatch);
+        assert!(r.error.unwrap().contains("internal error"));
+        // Nothing observed, so nothing misjudged: the frame's own verdict stands.
+        let r = judging_failed(&present, &Probed::Skipped, SystemTime::now(), "panicked");
+        assert_eq!(r.verdict, EndpointVerdict::Unreachable);
     }
 
     #[test]

@@ -1,7 +1,8 @@
 //! Matching a presented chain against a TLSA RRset under the operational
 //! rules of RFC 7671 (DANE-EE, DANE-TA, PKIX-TA, PKIX-EE). Pure.
 
-use std::cell::OnceCell;
+use std::cell::{Cell, OnceCell, RefCell};
+use std::collections::HashMap;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use rustls_pki_types::{CertificateDer, ServerName, TrustAnchor, UnixTime};
@@ -11,6 +12,23 @@ use x509_parser::oid_registry::{OID_PKCS1_SHA1WITHRSA, OID_SHA1_WITH_RSA};
 use x509_parser::time::ASN1Time;
 
 use super::{association, association_from_spki, digest, parse_cert, select, Tlsa, Unusable};
+
+/// Most certificates after the leaf that matching considers (RFC 7671 leaves
+/// the depth to the client; OpenSSL's default verify depth is 100, real XMPP
+/// chains are 1-4 long). A longer chain is cut here, with a note: ignoring
+/// certificates can only lose a DANE-TA or PKIX-TA anchor (a match turning
+/// into a mismatch, never the other way), and it keeps a stuffed chain from
+/// costing more than a bounded amount of parsing and hashing.
+pub const MAX_CHAIN_BEYOND_LEAF: usize = 16;
+
+/// Most certificate signatures one [`match_chain`] call verifies (each issuer
+/// pair once: results are remembered across records and anchors). A sane
+/// chain of [`MAX_CHAIN_BEYOND_LEAF`] certificates needs at most that many;
+/// the budget only bites on chains built to make the search branch (many
+/// certificates sharing a name, or a key). When it runs out before any record
+/// matched, the outcome is [`MatchOutcome::SearchExhausted`], which the judge
+/// reports as a mismatch: see there why.
+pub const MAX_SIGNATURE_CHECKS: usize = 64;
 
 /// What the matcher needs to know besides the records.
 #[derive(Clone, Copy, Debug)]
@@ -43,6 +61,21 @@ pub enum MatchOutcome {
         /// Why each record is unusable.
         notes: Vec<String>,
     },
+    /// No record matched, and the DANE-TA search stopped at [`MAX_SIGNATURE_CHECKS`]
+    /// before it could finish, so some path may not have been tried.
+    ///
+    /// Not `NoMatch`, because the search is incomplete, and never a match: only a
+    /// verified path authenticates a chain, and whoever built a chain that needs
+    /// more checks than this (an interceptor stuffing it, to burn our CPU or hide
+    /// among the branches) gets the same result as one that does not verify. A
+    /// DANE client with its own limits would also fail such a connection, so this
+    /// is an alarm (`mismatch` in the report) with a note that says why, not
+    /// silence and not "could not check": calling it unreachable would let a
+    /// stuffed chain keep the monitor quiet.
+    SearchExhausted {
+        /// Why each record failed, the budget note included.
+        notes: Vec<String>,
+    },
     /// The chain was empty or its leaf could not be parsed: a finding, not a crash.
     MalformedChain {
         /// What is wrong with it.
@@ -50,8 +83,28 @@ pub enum MatchOutcome {
     },
 }
 
+/// What one [`match_chain_counted`] call cost.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct MatchCost {
+    /// Certificate signatures verified by the DANE-TA search (at most [`MAX_SIGNATURE_CHECKS`]).
+    pub signature_checks: usize,
+    /// Whether the search wanted more than the budget.
+    pub exhausted: bool,
+}
+
 /// Matches a presented chain against a TLSA RRset (RFC 6698 §2.1.1, RFC 7671 §5).
 pub fn match_chain(records: &[Tlsa], ctx: &MatchContext) -> MatchOutcome {
+    match_chain_counted(records, ctx).0
+}
+
+/// [`match_chain`], and what it cost.
+pub fn match_chain_counted(records: &[Tlsa], ctx: &MatchContext) -> (MatchOutcome, MatchCost) {
+    let mut cost = MatchCost::default();
+    let outcome = match_inner(records, ctx, &mut cost);
+    (outcome, cost)
+}
+
+fn match_inner(records: &[Tlsa], ctx: &MatchContext, cost: &mut MatchCost) -> MatchOutcome {
     let (mut notes, mut usable) = (Vec::new(), Vec::new());
     for record in records {
         match record.usable() {
@@ -69,25 +122,66 @@ pub fn match_chain(records: &[Tlsa], ctx: &MatchContext) -> MatchOutcome {
         Some(Err(e)) => return malformed(format!("the server's certificate: {e}")),
         None => return malformed("the server presented no certificate".into()),
     };
+    let presented = ctx.chain.len();
+    let considered = presented.min(1 + MAX_CHAIN_BEYOND_LEAF);
+    if presented > considered {
+        notes.push(format!(
+            "the server presented {presented} certificates; only its own and the {MAX_CHAIN_BEYOND_LEAF} after it are considered, the other {} are ignored",
+            presented - considered
+        ));
+    }
+    // PKIX validation sees the same cut chain (webpki has its own budget too).
+    let ctx = &MatchContext {
+        chain: &ctx.chain[..considered],
+        ..*ctx
+    };
     let mut certs = vec![Some(leaf)];
     for (i, der) in ctx.chain.iter().enumerate().skip(1) {
         // A broken extra certificate must not hide a DANE-EE match on the leaf.
         let ignored = |e| notes.push(format!("certificate {i} of the chain is ignored: {e}"));
         certs.push(parse_cert(der).map_err(ignored).ok());
     }
-    let pkix = OnceCell::new();
-    let matcher = Matcher { ctx, certs, pkix };
+    let matcher = Matcher {
+        ctx,
+        certs,
+        pkix: OnceCell::new(),
+        verified: RefCell::new(HashMap::new()),
+        checks: Cell::new(0),
+        exhausted: Cell::new(false),
+    };
+    let mut outcome = None;
     for record in usable {
         match matcher.check(record) {
             Ok(()) => {
-                return MatchOutcome::Matched {
+                // Sound even after the budget ran out: a match is a verified path.
+                outcome = Some(MatchOutcome::Matched {
                     record: record.clone(),
-                }
+                });
+                break;
             }
             Err(why) => notes.push(format!("{}: {why}", record.short())),
         }
     }
+    cost.signature_checks = matcher.checks.get();
+    cost.exhausted = matcher.exhausted.get();
+    if let Some(matched) = outcome {
+        return matched;
+    }
+    if cost.exhausted {
+        notes.push(format!(
+            "the search for a path to a trust anchor stopped after {MAX_SIGNATURE_CHECKS} signature checks, the most CertWatch spends on one server; a chain that needs more is not authenticated, so this counts as a mismatch (send only the server's certificate and its issuers)"
+        ));
+        return MatchOutcome::SearchExhausted { notes };
+    }
     MatchOutcome::NoMatch { notes }
+}
+
+/// Why an issuer's key was not taken as having signed a certificate.
+enum NotSigned {
+    /// The signature does not verify (or uses SHA-1); the description.
+    Bad(String),
+    /// The signature budget is spent; this pair was never checked.
+    OverBudget,
 }
 
 /// What PKIX validation found, kept because several records may ask.
@@ -100,6 +194,12 @@ struct Matcher<'a> {
     ctx: &'a MatchContext<'a>,
     certs: Vec<Option<X509Certificate<'a>>>,
     pkix: OnceCell<Result<PkixPath, String>>,
+    /// Signature results by (certificate, issuer), so no pair is verified twice.
+    verified: RefCell<HashMap<(usize, usize), Result<(), String>>>,
+    /// Signatures verified so far.
+    checks: Cell<usize>,
+    /// Whether a signature was left unchecked because the budget was spent.
+    exhausted: Cell<bool>,
 }
 
 impl Matcher<'_> {
@@ -151,6 +251,9 @@ impl Matcher<'_> {
             let mut why = String::new();
             let found = match self.search(0, anchor, &mut visited, &mut why) {
                 Some(path) => self.check_path(&path),
+                None if self.exhausted.get() => Err(format!(
+                    "the signature budget ({MAX_SIGNATURE_CHECKS}) ran out before a path to it was found"
+                )),
                 None if why.is_empty() => Err("no chain of issuer names leads there".into()),
                 None => Err(format!("the chain does not verify up to it: {why}")),
             };
@@ -166,7 +269,8 @@ impl Matcher<'_> {
     }
 
     /// Depth-first search for the issuer path from `at` to `anchor`, checking signatures;
-    /// a certificate visited once is never retried, so this stays linear.
+    /// a certificate visited once is never retried in one search, and each signature is
+    /// verified once per [`match_chain`] whatever the number of anchors.
     fn search(
         &self,
         at: usize,
@@ -184,15 +288,13 @@ impl Matcher<'_> {
             if seen[j] || parent.subject().as_raw() != cert.issuer().as_raw() {
                 continue;
             }
-            let algorithm = &cert.signature_algorithm.algorithm;
-            if *algorithm == OID_PKCS1_SHA1WITHRSA || *algorithm == OID_SHA1_WITH_RSA {
-                // Collisions are practical and OpenSSL 3 rejects it, so it authenticates nothing.
-                *why = format!("certificate {at} is signed with SHA-1");
-                continue;
-            }
-            if let Err(e) = cert.verify_signature(Some(parent.public_key())) {
-                *why = format!("the signature on certificate {at} does not verify with the key of certificate {j}, its named issuer ({e})");
-                continue;
+            match self.signed_by(at, j) {
+                Ok(()) => {}
+                Err(NotSigned::Bad(e)) => {
+                    *why = e;
+                    continue;
+                }
+                Err(NotSigned::OverBudget) => return None,
             }
             if let Some(mut path) = self.search(j, anchor, seen, why) {
                 path.insert(0, at);
@@ -200,6 +302,37 @@ impl Matcher<'_> {
             }
         }
         None
+    }
+
+    /// Whether certificate `at` carries a good signature by the key of certificate `issuer`,
+    /// verified at most once per pair and within [`MAX_SIGNATURE_CHECKS`].
+    fn signed_by(&self, at: usize, issuer: usize) -> Result<(), NotSigned> {
+        if let Some(known) = self.verified.borrow().get(&(at, issuer)) {
+            return known.clone().map_err(NotSigned::Bad);
+        }
+        let (Some(cert), Some(parent)) = (self.cert(at), self.cert(issuer)) else {
+            return Err(NotSigned::Bad(format!(
+                "certificate {issuer} is unreadable"
+            )));
+        };
+        let algorithm = &cert.signature_algorithm.algorithm;
+        let result = if *algorithm == OID_PKCS1_SHA1WITHRSA || *algorithm == OID_SHA1_WITH_RSA {
+            // Collisions are practical and OpenSSL 3 rejects it, so it authenticates nothing.
+            Err(format!("certificate {at} is signed with SHA-1"))
+        } else {
+            if self.checks.get() >= MAX_SIGNATURE_CHECKS {
+                self.exhausted.set(true);
+                return Err(NotSigned::OverBudget);
+            }
+            self.checks.set(self.checks.get() + 1);
+            cert.verify_signature(Some(parent.public_key())).map_err(|e| {
+                format!("the signature on certificate {at} does not verify with the key of certificate {issuer}, its named issuer ({e})")
+            })
+        };
+        self.verified
+            .borrow_mut()
+            .insert((at, issuer), result.clone());
+        result.map_err(NotSigned::Bad)
     }
 
     /// What comes with a DANE-TA anchor: CA flags, validity dates, and the leaf's name.

@@ -15,7 +15,10 @@ mod matching;
 mod tests;
 
 pub use keyfile::{spki_from_cert_pem, spki_from_key_pem, KeyFileError};
-pub use matching::{match_chain, MatchContext, MatchOutcome};
+pub use matching::{
+    match_chain, match_chain_counted, MatchContext, MatchCost, MatchOutcome, MAX_CHAIN_BEYOND_LEAF,
+    MAX_SIGNATURE_CHECKS,
+};
 
 /// A TLSA record (RFC 6698 §2.1).
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]

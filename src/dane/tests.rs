@@ -590,3 +590,257 @@ fn key_files_from_openssl_rsa_sec1_and_p521() {
     let (spki, _) = spki_from_cert_pem(&cert_pem_for(&KeyPair::from_pem(&rsa).unwrap())).unwrap();
     assert_eq!(spki_from_key_pem(&rsa).unwrap(), spki);
 }
+
+// Chain stuffing (issue 11): a server may present hundreds of certificates
+// sharing one name and key. Matching cuts the chain and counts signatures.
+
+const STUFFED: usize = 237;
+const SERVER: &str = "xmpp.example.org";
+
+/// Issuer-less certificate parameters for `cn`, valid 2020-2040, a CA.
+fn ca_params(cn: &str) -> CertificateParams {
+    let mut p = params(&[], cn, (2020, 2040));
+    p.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    p
+}
+
+/// `n` certificates for SERVER, all self-signed with `key`.
+fn same_key_copies(key: &KeyPair, n: usize) -> Vec<Vec<u8>> {
+    (0..n)
+        .map(|_| {
+            let p = params(&[SERVER], SERVER, (2020, 2040));
+            p.self_signed(key).unwrap().der().to_vec()
+        })
+        .collect()
+}
+
+fn run_counted(records: &[Tlsa], chain: &[Vec<u8>], names: &[&str]) -> (MatchOutcome, MatchCost) {
+    let names: Vec<String> = names.iter().map(|n| n.to_string()).collect();
+    let ctx = MatchContext {
+        chain,
+        reference_names: &names,
+        now: now(),
+        pkix_roots: Some(&[]),
+    };
+    let started = std::time::Instant::now();
+    let result = match_chain_counted(records, &ctx);
+    let said = match &result.0 {
+        MatchOutcome::Matched { .. } => "matched",
+        MatchOutcome::NoMatch { .. } => "no match",
+        MatchOutcome::SearchExhausted { .. } => "search exhausted",
+        MatchOutcome::NoUsableRecords { .. } => "no usable records",
+        MatchOutcome::MalformedChain { .. } => "malformed chain",
+    };
+    eprintln!(
+        "{} certificates, {} record(s): {said} in {:?}, {} signature checks",
+        chain.len(),
+        records.len(),
+        started.elapsed(),
+        result.1.signature_checks
+    );
+    result
+}
+
+fn notes(outcome: &MatchOutcome) -> String {
+    match outcome {
+        MatchOutcome::NoMatch { notes } | MatchOutcome::SearchExhausted { notes } => {
+            notes.join("\n")
+        }
+        other => panic!("expected a failed match, got {other:?}"),
+    }
+}
+
+#[test]
+fn stuffed_chain_against_another_key_is_a_mismatch_and_cheap() {
+    let key = KeyPair::generate().unwrap();
+    let chain = same_key_copies(&key, STUFFED);
+    let other = rec(2, 1, 1, &self_signed(&[SERVER], (2020, 2040)));
+    let (outcome, cost) = run_counted(&[other], &chain, &[SERVER]);
+    assert!(
+        matches!(outcome, MatchOutcome::NoMatch { .. }),
+        "{outcome:?}"
+    );
+    assert!(notes(&outcome).contains("the server presented 237 certificates"));
+    assert!(notes(&outcome).contains("the other 220 are ignored"));
+    assert_eq!(
+        cost.signature_checks, 0,
+        "no certificate matches, nothing to verify"
+    );
+}
+
+#[test]
+fn stuffed_chain_whose_leaf_is_the_anchor() {
+    let key = KeyPair::generate().unwrap();
+    let chain = same_key_copies(&key, STUFFED);
+    let record = rec(2, 1, 1, &chain[0]);
+    // Anchor at position 0, the self-issued leaf: a match, with no signature to check.
+    let (outcome, cost) = run_counted(std::slice::from_ref(&record), &chain, &[SERVER]);
+    assert_eq!(
+        outcome,
+        MatchOutcome::Matched {
+            record: record.clone()
+        }
+    );
+    assert_eq!(cost.signature_checks, 0);
+    // The attack of issue 11: every certificate is an anchor, and none passes the
+    // name check. Each anchor used to cost a search over every certificate; now
+    // each signature is verified once and only the first 16 count.
+    let (outcome, cost) = run_counted(&[record], &chain, &["victim.example"]);
+    assert!(
+        matches!(outcome, MatchOutcome::NoMatch { .. }),
+        "{outcome:?}"
+    );
+    assert!(cost.signature_checks <= MAX_CHAIN_BEYOND_LEAF, "{cost:?}");
+    assert!(!cost.exhausted);
+}
+
+#[test]
+fn an_anchor_beyond_the_bound_is_not_seen() {
+    let key = KeyPair::generate().unwrap();
+    let ca = Ca::root("Stuffing CA");
+    let leaf = params(&[SERVER], SERVER, (2020, 2040))
+        .signed_by(&key, &ca.issuer())
+        .unwrap()
+        .der()
+        .to_vec();
+    let record = rec(2, 1, 1, &ca.der);
+    let chain_with_ca_at = |at: usize| {
+        let mut chain = vec![leaf.clone()];
+        chain.extend(same_key_copies(&key, at - 1));
+        chain.push(ca.der.clone());
+        chain.extend(same_key_copies(&key, STUFFED - 1 - at));
+        assert_eq!(chain.len(), STUFFED);
+        chain
+    };
+    for at in [1, 5, MAX_CHAIN_BEYOND_LEAF] {
+        let (outcome, _) = run_counted(
+            std::slice::from_ref(&record),
+            &chain_with_ca_at(at),
+            &[SERVER],
+        );
+        assert_eq!(
+            outcome,
+            MatchOutcome::Matched {
+                record: record.clone()
+            },
+            "CA at {at}"
+        );
+    }
+    // Past the bound the CA is cut off with the rest: a mismatch whose notes say
+    // why, which the server fixes by sending a sane chain. Never a match.
+    for at in [MAX_CHAIN_BEYOND_LEAF + 1, 200] {
+        let (outcome, _) = run_counted(
+            std::slice::from_ref(&record),
+            &chain_with_ca_at(at),
+            &[SERVER],
+        );
+        assert!(
+            matches!(outcome, MatchOutcome::NoMatch { .. }),
+            "CA at {at}: {outcome:?}"
+        );
+        assert!(notes(&outcome).contains("are ignored"), "{outcome:?}");
+        assert!(notes(&outcome).contains("matches no certificate in the chain"));
+    }
+}
+
+/// A chain built so that the issuer search branches: 16 certificates named
+/// like the leaf's issuer, all holding the key that signed the leaf (so each
+/// is a candidate parent whose signature on the leaf verifies), each signed
+/// by a key nobody presents (so each leads nowhere but only after checking
+/// every other one), and the record's anchor, which signed nothing.
+fn branching_chain() -> (Vec<Vec<u8>>, Tlsa) {
+    let key = KeyPair::generate().unwrap();
+    let issuer_params = ca_params("Branching CA");
+    let leaf = params(&[SERVER], SERVER, (2020, 2040))
+        .signed_by(
+            &KeyPair::generate().unwrap(),
+            &Issuer::from_params(&issuer_params, &key),
+        )
+        .unwrap()
+        .der()
+        .to_vec();
+    let mut chain = vec![leaf];
+    for _ in 0..MAX_CHAIN_BEYOND_LEAF - 1 {
+        let stranger = KeyPair::generate().unwrap();
+        let signer = Issuer::from_params(&issuer_params, &stranger);
+        let cert = ca_params("Branching CA").signed_by(&key, &signer).unwrap();
+        chain.push(cert.der().to_vec());
+    }
+    let anchor = ca_params("Branching CA")
+        .self_signed(&KeyPair::generate().unwrap())
+        .unwrap()
+        .der()
+        .to_vec();
+    let record = rec(2, 1, 1, &anchor);
+    chain.push(anchor);
+    chain.extend(same_key_copies(&key, STUFFED - chain.len()));
+    (chain, record)
+}
+
+#[test]
+fn a_search_over_budget_is_exhausted_never_a_match() {
+    let (chain, record) = branching_chain();
+    let (outcome, cost) = run_counted(std::slice::from_ref(&record), &chain, &[SERVER]);
+    assert_eq!(cost.signature_checks, MAX_SIGNATURE_CHECKS, "{cost:?}");
+    assert!(cost.exhausted);
+    let MatchOutcome::SearchExhausted { notes } = &outcome else {
+        panic!("expected SearchExhausted, got {outcome:?}");
+    };
+    let notes = notes.join("\n");
+    assert!(
+        notes.contains("stopped after 64 signature checks"),
+        "{notes}"
+    );
+    assert!(
+        notes.contains("ran out before a path to it was found"),
+        "{notes}"
+    );
+}
+
+#[test]
+fn dane_ee_is_untouched_by_an_exhausted_search() {
+    let (chain, stuffed) = branching_chain();
+    let pin = rec(3, 1, 1, &chain[0]);
+    // The expensive record first: the budget runs out, then the leaf pin matches.
+    let (outcome, cost) = run_counted(&[stuffed.clone(), pin.clone()], &chain, &[SERVER]);
+    assert_eq!(
+        outcome,
+        MatchOutcome::Matched {
+            record: pin.clone()
+        }
+    );
+    assert!(cost.exhausted);
+    // Alone, the pin costs no signature check at all, however long the chain.
+    let (outcome, cost) = run_counted(std::slice::from_ref(&pin), &chain, &[SERVER]);
+    assert_eq!(outcome, MatchOutcome::Matched { record: pin });
+    assert_eq!(cost, MatchCost::default());
+}
+
+#[test]
+fn stuffed_chain_under_pkix_usages_is_cut_too() {
+    // webpki sees the same cut chain (and has its own signature budget).
+    let key = KeyPair::generate().unwrap();
+    let chain = same_key_copies(&key, STUFFED);
+    let roots = [Ca::root("Unrelated Root").anchor()];
+    let names: Vec<String> = vec![SERVER.into()];
+    let ctx = MatchContext {
+        chain: &chain,
+        reference_names: &names,
+        now: now(),
+        pkix_roots: Some(&roots),
+    };
+    for usage in [0, 1] {
+        let record = rec(usage, 1, 1, &chain[0]);
+        let started = std::time::Instant::now();
+        let outcome = match_chain(std::slice::from_ref(&record), &ctx);
+        eprintln!(
+            "usage {usage}, {STUFFED} certificates: {:?}",
+            started.elapsed()
+        );
+        assert!(
+            matches!(outcome, MatchOutcome::NoMatch { .. }),
+            "{outcome:?}"
+        );
+        assert!(notes(&outcome).contains("are ignored"));
+    }
+}

@@ -30,9 +30,21 @@ impl HasKind for ProbeError {
 }
 
 impl ProbeError {
-    /// STARTTLS was not offered.
+    /// STARTTLS was not offered, or was refused with `<failure/>` (RFC 6120 §5.4.2.2):
+    /// either way the server will not do TLS on this stream.
     pub fn is_starttls_missing(&self) -> bool {
-        matches!(self, ProbeError::Session(ProbeFailure::StartTlsMissing))
+        matches!(
+            self,
+            ProbeError::Session(ProbeFailure::StartTlsMissing | ProbeFailure::StartTlsRefused)
+        )
+    }
+
+    /// The certificate chain was too large for the TLS handshake.
+    pub fn is_chain_too_large(&self) -> bool {
+        matches!(
+            self,
+            ProbeError::Session(ProbeFailure::ChainTooLarge { .. })
+        )
     }
 }
 
@@ -80,6 +92,13 @@ pub enum ProbeFailure {
     /// The TLS handshake failed: an alert, a malformed message, or no TLS at all.
     #[error("TLS handshake failed: {detail}")]
     Tls {
+        /// rustls's description.
+        detail: String,
+    },
+    /// The server's Certificate message, or one certificate in it, is over
+    /// rustls's 64 KiB limit, so the chain was never seen whole.
+    #[error("the server's certificate chain is too large to check ({detail})")]
+    ChainTooLarge {
         /// rustls's description.
         detail: String,
     },

@@ -768,3 +768,80 @@ fn negotiate_future_is_send() {
     );
     assert_send(&fut);
 }
+
+#[tokio::test]
+async fn starttls_failure_counts_as_starttls_missing() {
+    // RFC 6120 §5.4.2.2: <failure/> ends the stream; the server will not do TLS.
+    let (addr, server) = serve(|s| {
+        let before = format!("{HEADER}{FEATURES}");
+        let failure = "<failure xmlns='urn:ietf:params:xml:ns:xmpp-tls'/></stream:stream>";
+        run_script(s, before, Some(failure), Then::Close)
+    })
+    .await;
+    let got = probe(addr, Role::Client, None, TlsMode::StartTls, &short()).await;
+    let failure = got.unwrap_err();
+    assert_eq!(failure, ProbeFailure::StartTlsRefused);
+    let error = crate::probe::ProbeError::Session(failure);
+    assert!(error.is_starttls_missing(), "the judge's alarm: {error}");
+    assert!(error.is_remote());
+    server.await.unwrap();
+}
+
+/// A chain of `n` certificates for DOMAIN sharing one key, about 400 bytes each.
+fn stuffed(n: usize) -> Identity {
+    let key = KeyPair::generate().unwrap();
+    let chain = (0..n)
+        .map(|_| {
+            let params = CertificateParams::new(vec![DOMAIN.to_owned()]).unwrap();
+            params.self_signed(&key).unwrap().der().clone()
+        })
+        .collect();
+    Identity {
+        chain,
+        key: PrivatePkcs8KeyDer::from(key.serialize_der()).into(),
+    }
+}
+
+#[tokio::test]
+async fn a_chain_over_the_handshake_limit_is_chain_too_large() {
+    let id = stuffed(237);
+    let bytes: usize = id.chain.iter().map(|c| c.len()).sum();
+    assert!(bytes > 0xffff, "{bytes} bytes must exceed rustls's 64 KiB");
+    for (mode, versions) in [
+        (TlsMode::Direct, rustls::ALL_VERSIONS),
+        (TlsMode::StartTls, &[&rustls::version::TLS12][..]),
+    ] {
+        let tls = acceptor(&id, versions, &[b"xmpp-client"]);
+        let (addr, server) = serve(move |s| async move {
+            match mode {
+                TlsMode::Direct => {
+                    let _ = tls.accept(s).await;
+                }
+                TlsMode::StartTls => {
+                    let mut s = s;
+                    client_header(&mut s).await;
+                    let before = format!("{HEADER}{FEATURES}");
+                    s.write_all(before.as_bytes()).await.unwrap();
+                    read_until(&mut s, b"/>").await;
+                    s.write_all(PROCEED.as_bytes()).await.unwrap();
+                    let _ = tls.accept(s).await;
+                }
+            }
+        })
+        .await;
+        let got = probe(addr, Role::Client, None, mode, &roomy()).await;
+        match got {
+            Err(f @ ProbeFailure::ChainTooLarge { .. }) => {
+                assert!(f.is_remote(), "{f:?} is the server's doing");
+                let text = f.to_string();
+                assert!(text.contains("chain is too large to check"), "{text}");
+                eprintln!(
+                    "{mode:?}, {} certificates, {bytes} bytes: {text}",
+                    id.chain.len()
+                );
+            }
+            other => panic!("{mode:?}: {other:?}"),
+        }
+        server.await.unwrap();
+    }
+}

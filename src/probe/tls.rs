@@ -188,7 +188,20 @@ fn observe<S>(tls: &TlsStream<S>) -> Result<TlsObservation, ProbeFailure> {
 
 /// Sorts a failed handshake into the server's doing (TLS, closed) or ours.
 fn handshake_failure(e: io::Error) -> ProbeFailure {
+    use rustls::InvalidMessage::{CertificatePayloadTooLarge, HandshakePayloadTooLarge};
     if let Some(tls) = e.get_ref().and_then(|i| i.downcast_ref::<rustls::Error>()) {
+        // rustls caps a handshake message (the Certificate message among them)
+        // and each certificate at 64 KiB. Only the server's Certificate message
+        // grows that large in practice, so it is told apart from other TLS
+        // failures: the judge treats it as a finding, not as unreachable.
+        if let rustls::Error::InvalidMessage(
+            CertificatePayloadTooLarge | HandshakePayloadTooLarge,
+        ) = tls
+        {
+            return ProbeFailure::ChainTooLarge {
+                detail: tls.to_string(),
+            };
+        }
         return ProbeFailure::Tls {
             detail: tls.to_string(),
         };
