@@ -16,7 +16,7 @@ use crate::dns::Resolver;
 use crate::domain::Domain;
 use crate::error::HasKind;
 use crate::judge::{judge, Probed};
-use crate::probe::{Prober, Target};
+use crate::probe::{ProbeError, Prober, Target};
 use crate::report::{EndpointVerdict, Report};
 use crate::vocab::ServiceSet;
 
@@ -81,10 +81,16 @@ impl Checker {
             ..Health::default()
         };
         let endpoints = Arc::new(found.endpoints.clone());
-        let probes: Vec<(usize, Probed)> = stream::iter(0..endpoints.len())
+        // All probes of this check, the confirming ones included, end by here.
+        let deadline = tokio::time::Instant::now() + self.prober.check_budget();
+        let (chosen, left_out) = choose(&endpoints, self.prober.max_endpoints());
+        let probes: Vec<(usize, Probed)> = stream::iter(chosen)
             .map(|i| {
                 let endpoints = endpoints.clone();
-                async move { (i, self.probe_endpoint(domain, &endpoints[i]).await) }
+                async move {
+                    let p = self.probe_endpoint(domain, &endpoints[i], deadline).await;
+                    (i, p)
+                }
             })
             .buffer_unordered(PROBE_CONCURRENCY)
             .collect()
@@ -93,10 +99,17 @@ impl Checker {
         for (i, p) in probes {
             probed[i] = p;
         }
+        let probeable = endpoints.iter().filter(|e| probeable(e)).count();
+        for &i in &left_out {
+            probed[i] = Probed::NotProbed(format!(
+                "not probed: the domain publishes {probeable} endpoints, more than the {} a check probes",
+                self.prober.max_endpoints()
+            ));
+        }
         let now = self.clock.now();
         let mut reports = Vec::with_capacity(endpoints.len());
         for (endpoint, p) in endpoints.iter().zip(&probed) {
-            if !matches!(p, Probed::Skipped) {
+            if !matches!(p, Probed::Skipped | Probed::NotProbed(_)) {
                 health.probes += 1;
             }
             if let Probed::Failed(e) = p {
@@ -106,7 +119,7 @@ impl Checker {
             }
             let mut report = judge(endpoint, p, now);
             if report.verdict == EndpointVerdict::Mismatch && self.confirm_mismatch {
-                report = self.confirm(domain, endpoint, report, now).await;
+                report = self.confirm(domain, endpoint, report, now, deadline).await;
             }
             reports.push(report);
         }
@@ -117,6 +130,24 @@ impl Checker {
             ));
         }
         errors.extend(found.notes.iter().cloned());
+        if !left_out.is_empty() {
+            errors.push(format!(
+                "{domain} publishes {probeable} endpoints; a check probes {} of them, taken in turn from each service and host, so {} were not probed (a mismatch on one of them would go unseen)",
+                self.prober.max_endpoints(),
+                left_out.len()
+            ));
+        }
+        let cut_off = probed
+            .iter()
+            .filter(|p| matches!(p, Probed::NotProbed(_)))
+            .count()
+            - left_out.len();
+        if cut_off > 0 {
+            errors.push(format!(
+                "{cut_off} endpoint(s) were not probed: {} (slow servers, or many probes queued for one address)",
+                self.prober.deadline_passed()
+            ));
+        }
         for (e, p) in endpoints.iter().zip(&probed) {
             if let Probed::Failed(err) = p {
                 if !err.is_remote() {
@@ -149,21 +180,17 @@ impl Checker {
         (report, health)
     }
 
-    async fn probe_endpoint(&self, domain: &Domain, endpoint: &Endpoint) -> Probed {
-        let Some(address) = endpoint.address else {
+    async fn probe_endpoint(
+        &self,
+        domain: &Domain,
+        endpoint: &Endpoint,
+        deadline: tokio::time::Instant,
+    ) -> Probed {
+        let Some(address) = endpoint.address.filter(|_| probeable(endpoint)) else {
             return Probed::Skipped;
         };
-        if matches!(
-            endpoint.tlsa,
-            TlsaState::Bogus { .. } | TlsaState::Failed(_)
-        ) {
-            return Probed::Skipped;
-        }
         let target = target(domain, endpoint, address);
-        match self.prober.probe(&target).await {
-            Ok(obs) => Probed::Observed(obs),
-            Err(e) => Probed::Failed(e),
-        }
+        probed(self.prober.probe(&target, deadline).await)
     }
 
     /// A second probe over a fresh circuit; only a repeated mismatch stands.
@@ -173,18 +200,16 @@ impl Checker {
         endpoint: &Endpoint,
         first: crate::report::EndpointReport,
         now: SystemTime,
+        deadline: tokio::time::Instant,
     ) -> crate::report::EndpointReport {
         let Some(address) = endpoint.address else {
             return first;
         };
-        let second = match self
-            .prober
-            .probe_once(&target(domain, endpoint, address))
-            .await
-        {
-            Ok(obs) => Probed::Observed(obs),
-            Err(e) => Probed::Failed(e),
-        };
+        let second = probed(
+            self.prober
+                .probe_once(&target(domain, endpoint, address), deadline)
+                .await,
+        );
         let mut again = judge(endpoint, &second, now);
         match again.verdict {
             EndpointVerdict::Mismatch => {
@@ -251,6 +276,61 @@ impl Checker {
         }
         facts
     }
+}
+
+fn probed(result: Result<crate::probe::tls::TlsObservation, ProbeError>) -> Probed {
+    match result {
+        Ok(obs) => Probed::Observed(obs),
+        Err(ProbeError::NotProbed(why)) => Probed::NotProbed(format!("not probed: {why}")),
+        Err(e) => Probed::Failed(e),
+    }
+}
+
+/// Whether a probe of this endpoint can tell anything: it has an address and
+/// DNS has not already decided its verdict.
+fn probeable(endpoint: &Endpoint) -> bool {
+    endpoint.address.is_some()
+        && !matches!(
+            endpoint.tlsa,
+            TlsaState::Bogus { .. } | TlsaState::Failed(_)
+        )
+}
+
+/// Which endpoints to probe when there are more than `max`: in turn from
+/// each service, within a service in turn from each host, within a host in
+/// turn from each address, so no service or host can crowd out the others.
+/// Returns the indices chosen and those left out (probeable ones only).
+fn choose(endpoints: &[Endpoint], max: usize) -> (Vec<usize>, Vec<usize>) {
+    let mut services: Vec<(crate::vocab::Service, Vec<(&str, Vec<usize>)>)> = Vec::new();
+    for (i, e) in endpoints.iter().enumerate().filter(|(_, e)| probeable(e)) {
+        let s = match services.iter_mut().position(|(s, _)| *s == e.service) {
+            Some(s) => s,
+            None => {
+                services.push((e.service, Vec::new()));
+                services.len() - 1
+            }
+        };
+        let hosts = &mut services[s].1;
+        match hosts.iter_mut().find(|(h, _)| *h == e.host) {
+            Some((_, list)) => list.push(i),
+            None => hosts.push((&e.host, vec![i])),
+        }
+    }
+    let per_service: Vec<Vec<usize>> = services
+        .into_iter()
+        .map(|(_, hosts)| round_robin(hosts.into_iter().map(|(_, l)| l).collect()))
+        .collect();
+    let mut order = round_robin(per_service);
+    let left_out = order.split_off(order.len().min(max));
+    (order, left_out)
+}
+
+/// The first of each list, then the second of each, and so on.
+fn round_robin(lists: Vec<Vec<usize>>) -> Vec<usize> {
+    let longest = lists.iter().map(Vec::len).max().unwrap_or(0);
+    (0..longest)
+        .flat_map(|k| lists.iter().filter_map(move |l| l.get(k).copied()))
+        .collect()
 }
 
 fn target(domain: &Domain, endpoint: &Endpoint, address: std::net::IpAddr) -> Target {

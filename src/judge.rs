@@ -17,6 +17,9 @@ pub enum Probed {
     Observed(TlsObservation),
     /// The probe failed.
     Failed(ProbeError),
+    /// The check did not probe it (its deadline passed, or the domain
+    /// publishes more endpoints than a check probes): why.
+    NotProbed(String),
 }
 
 /// The verdict for one endpoint.
@@ -55,7 +58,8 @@ pub fn judge(endpoint: &Endpoint, probed: &Probed, now: SystemTime) -> EndpointR
         }
     }
     let failure = match probed {
-        Probed::Failed(e) => Some(e),
+        Probed::Failed(e) => Some(e.to_string()),
+        Probed::NotProbed(why) => Some(why.clone()),
         _ => None,
     };
     report.verdict = match &endpoint.tlsa {
@@ -122,12 +126,14 @@ pub fn judge(endpoint: &Endpoint, probed: &Probed, now: SystemTime) -> EndpointR
                     report.error = Some(e.to_string());
                     EndpointVerdict::StarttlsMissing
                 }
-                Probed::Failed(_) | Probed::Skipped => EndpointVerdict::Unreachable,
+                Probed::Failed(_) | Probed::Skipped | Probed::NotProbed(_) => {
+                    EndpointVerdict::Unreachable
+                }
             }
         }
     };
     if let Some(e) = failure {
-        report.error.get_or_insert_with(|| e.to_string());
+        report.error.get_or_insert_with(|| e.clone());
         if report.verdict == EndpointVerdict::NoTlsa || report.verdict == EndpointVerdict::Insecure
         {
             // Still a finding about DNS; the failed probe only means no key to suggest.
