@@ -81,42 +81,16 @@ impl Checker {
             ..Health::default()
         };
         let endpoints = Arc::new(found.endpoints.clone());
-        // All probes of this check, the confirming ones included, end by here.
-        let deadline = tokio::time::Instant::now() + self.prober.check_budget();
-        let (chosen, left_out) = choose(&endpoints, self.prober.max_endpoints());
-        let probes: Vec<(usize, Probed)> = stream::iter(chosen)
-            .map(|i| {
-                let endpoints = endpoints.clone();
-                async move {
-                    let p = self.probe_endpoint(domain, &endpoints[i], deadline).await;
-                    (i, p)
-                }
-            })
-            .buffer_unordered(PROBE_CONCURRENCY)
-            .collect()
-            .await;
-        let mut probed = vec![Probed::Skipped; endpoints.len()];
-        for (i, p) in probes {
-            probed[i] = p;
-        }
-        let probeable = endpoints.iter().filter(|e| probeable(e)).count();
-        for &i in &left_out {
-            probed[i] = Probed::NotProbed(format!(
-                "not probed: the domain publishes {probeable} endpoints, more than the {} a check probes",
-                self.prober.max_endpoints()
-            ));
-        }
+        let Probes {
+            probed,
+            left_out,
+            deadline,
+            probeable,
+        } = self.probe_all(domain, endpoints.clone()).await;
         let now = self.clock.now();
         let mut reports = Vec::with_capacity(endpoints.len());
+        tally(&probed, &mut health);
         for (endpoint, p) in endpoints.iter().zip(&probed) {
-            if !matches!(p, Probed::Skipped | Probed::NotProbed(_)) {
-                health.probes += 1;
-            }
-            if let Probed::Failed(e) = p {
-                if !e.is_remote() {
-                    health.transport_failures += 1;
-                }
-            }
             let mut report = judge(endpoint, p, now);
             if report.verdict == EndpointVerdict::Mismatch && self.confirm_mismatch {
                 report = self.confirm(domain, endpoint, report, now, deadline).await;
@@ -178,6 +152,41 @@ impl Checker {
         };
         tracing::info!(verdict = %report.verdict, endpoints = report.endpoints.len(), "checked");
         (report, health)
+    }
+
+    /// Probes the chosen endpoints, all by the check's deadline.
+    async fn probe_all(&self, domain: &Domain, endpoints: Arc<Vec<Endpoint>>) -> Probes {
+        // All probes of this check, the confirming ones included, end by here.
+        let deadline = tokio::time::Instant::now() + self.prober.check_budget();
+        let (chosen, left_out) = choose(&endpoints, self.prober.max_endpoints());
+        let probes: Vec<(usize, Probed)> = stream::iter(chosen)
+            .map(|i| {
+                let endpoints = endpoints.clone();
+                async move {
+                    let p = self.probe_endpoint(domain, &endpoints[i], deadline).await;
+                    (i, p)
+                }
+            })
+            .buffer_unordered(PROBE_CONCURRENCY)
+            .collect()
+            .await;
+        let mut probed = vec![Probed::Skipped; endpoints.len()];
+        for (i, p) in probes {
+            probed[i] = p;
+        }
+        let probeable = endpoints.iter().filter(|e| probeable(e)).count();
+        for &i in &left_out {
+            probed[i] = Probed::NotProbed(format!(
+                "not probed: the domain publishes {probeable} endpoints, more than the {} a check probes",
+                self.prober.max_endpoints()
+            ));
+        }
+        Probes {
+            probed,
+            left_out,
+            deadline,
+            probeable,
+        }
     }
 
     async fn probe_endpoint(
@@ -278,6 +287,35 @@ impl Checker {
     }
 }
 
+/// What the probing phase of a check gave.
+struct Probes {
+    /// Per endpoint, in discovery order.
+    probed: Vec<Probed>,
+    /// Probeable endpoints over the cap, not probed.
+    left_out: Vec<usize>,
+    /// When the check's probes must end.
+    deadline: tokio::time::Instant,
+    /// How many endpoints could be probed.
+    probeable: usize,
+}
+
+/// Counts the probes made and those the transport failed; endpoints not
+/// probed count as neither.
+fn tally(probed: &[Probed], health: &mut Health) {
+    for p in probed {
+        match p {
+            Probed::Skipped | Probed::NotProbed(_) => {}
+            Probed::Observed(_) => health.probes += 1,
+            Probed::Failed(e) => {
+                health.probes += 1;
+                if !e.is_remote() {
+                    health.transport_failures += 1;
+                }
+            }
+        }
+    }
+}
+
 fn probed(result: Result<crate::probe::tls::TlsObservation, ProbeError>) -> Probed {
     match result {
         Ok(obs) => Probed::Observed(obs),
@@ -339,5 +377,217 @@ fn target(domain: &Domain, endpoint: &Endpoint, address: std::net::IpAddr) -> Ta
         domain: domain.to_string(),
         role: endpoint.service.role(),
         tls: endpoint.service.tls(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use tokio::net::TcpListener;
+    use tokio::time::Instant;
+
+    use super::*;
+    use crate::dns::ResolverSettings;
+    use crate::probe::transport::Connector;
+    use crate::probe::Spacing;
+    use crate::vocab::Service;
+
+    const SERVICES: [Service; 4] = [
+        Service::XmppClient,
+        Service::XmppsClient,
+        Service::XmppServer,
+        Service::XmppsServer,
+    ];
+
+    fn checker(prober: Prober) -> Checker {
+        let resolver = Resolver::new(&ResolverSettings {
+            nameservers: vec!["127.0.0.1:9".parse().unwrap()],
+            trust_anchor: None,
+            timeout: None,
+            clock: None,
+        })
+        .unwrap();
+        Checker::new(resolver, prober, crate::clock::system())
+    }
+
+    fn endpoint(service: Service, host: usize, addr: SocketAddr) -> Endpoint {
+        Endpoint {
+            service,
+            host: format!("h{host}.example.org"),
+            port: addr.port(),
+            address: Some(addr.ip()),
+            tlsa_name: format!("_{}._tcp.h{host}.example.org", addr.port()),
+            reference_names: vec![],
+            tlsa: TlsaState::Absent,
+            error: None,
+            fallback: false,
+        }
+    }
+
+    /// A server that accepts every connection and never says a word.
+    async fn stalling_server() -> SocketAddr {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            let mut held = Vec::new();
+            while let Ok((s, _)) = listener.accept().await {
+                held.push(s);
+            }
+        });
+        addr
+    }
+
+    /// An address where nothing listens: every connection is refused at once.
+    async fn closed_port() -> SocketAddr {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        listener.local_addr().unwrap()
+    }
+
+    fn not_probed(p: &Probed) -> Option<&str> {
+        match p {
+            Probed::NotProbed(why) => Some(why),
+            _ => None,
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_hundred_stalling_servers_end_within_the_check_deadline() {
+        let addr = stalling_server().await;
+        let timeout = Duration::from_secs(60);
+        let prober = Prober::new(Connector::Direct, timeout, None).with_max_endpoints(512);
+        let budget = prober.check_budget();
+        assert_eq!(budget, 4 * timeout);
+        let c = checker(prober);
+        let endpoints: Vec<Endpoint> = (0..100)
+            .map(|i| endpoint(SERVICES[i % 4], i / 4, addr))
+            .collect();
+        let t0 = Instant::now();
+        let out = c
+            .probe_all(&Domain::parse("example.org").unwrap(), Arc::new(endpoints))
+            .await;
+        assert!(
+            Instant::now() - t0 <= budget,
+            "took {:?}",
+            Instant::now() - t0
+        );
+        assert!(out.left_out.is_empty());
+        let cut: Vec<&str> = out.probed.iter().filter_map(not_probed).collect();
+        assert!(!cut.is_empty(), "the stalls outlast the budget");
+        assert!(
+            cut.iter()
+                .all(|w| *w == "not probed: the check's deadline of 4m passed"),
+            "{cut:?}"
+        );
+        // Stalled servers are the servers' business, cut-off ones nobody's:
+        // none of it is Tor failing.
+        let mut health = Health::default();
+        tally(&out.probed, &mut health);
+        assert_eq!(health.transport_failures, 0);
+        assert_eq!(health.probes, 100 - cut.len());
+        let reports: Vec<_> = Arc::new(
+            (0..100)
+                .map(|i| endpoint(SERVICES[i % 4], i / 4, addr))
+                .collect::<Vec<_>>(),
+        )
+        .iter()
+        .zip(&out.probed)
+        .map(|(e, p)| judge(e, p, SystemTime::now()))
+        .collect();
+        let shown = reports
+            .iter()
+            .filter(|r| {
+                r.error
+                    .as_deref()
+                    .is_some_and(|e| e.starts_with("not probed"))
+            })
+            .count();
+        assert_eq!(shown, cut.len(), "every cut-off endpoint says so");
+        assert_ne!(
+            Report::overall(&reports, false, false),
+            crate::report::Verdict::Ok
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn at_most_max_endpoints_are_probed_taken_in_turn() {
+        let addr = closed_port().await;
+        let prober =
+            Prober::new(Connector::Direct, Duration::from_secs(60), None).with_max_endpoints(32);
+        let c = checker(prober);
+        // The most discovery yields: 4 services × 16 targets × 8 addresses.
+        let mut endpoints = Vec::new();
+        for s in SERVICES {
+            for h in 0..16 {
+                for a in 0..8u8 {
+                    let mut e = endpoint(s, h, addr);
+                    e.tlsa_name = format!("{}-{a}", e.tlsa_name);
+                    endpoints.push(e);
+                }
+            }
+        }
+        let (chosen, left_out) = choose(&endpoints, 32);
+        assert_eq!(chosen.len(), 32);
+        assert_eq!(left_out.len(), 480);
+        for s in SERVICES {
+            let hosts: BTreeSet<&str> = chosen
+                .iter()
+                .filter(|&&i| endpoints[i].service == s)
+                .map(|&i| endpoints[i].host.as_str())
+                .collect();
+            assert_eq!(hosts.len(), 8, "8 per service, each from another host");
+        }
+        let out = c
+            .probe_all(&Domain::parse("example.org").unwrap(), Arc::new(endpoints))
+            .await;
+        let refused = out
+            .probed
+            .iter()
+            .filter(|p| matches!(p, Probed::Failed(e) if e.is_remote()))
+            .count();
+        assert_eq!(refused, 32, "exactly max_endpoints probed");
+        let cut: Vec<&str> = out.probed.iter().filter_map(not_probed).collect();
+        assert_eq!(cut.len(), 480);
+        assert!(cut.iter().all(|w| *w
+            == "not probed: the domain publishes 512 endpoints, more than the 32 a check probes"));
+        let mut health = Health::default();
+        tally(&out.probed, &mut health);
+        assert_eq!((health.probes, health.transport_failures), (32, 0));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn spacing_delays_probes_and_never_fails_them() {
+        let addr = closed_port().await;
+        let spacing = Arc::new(Spacing::new(
+            Duration::from_secs(10),
+            Duration::from_secs(600),
+        ));
+        let prober = Prober::new(Connector::Direct, Duration::from_secs(60), None)
+            .with_spacing(spacing.clone());
+        let c = checker(prober);
+        let domain = Domain::parse("example.org").unwrap();
+        let three: Vec<Endpoint> = (0..3).map(|i| endpoint(SERVICES[i], 0, addr)).collect();
+        let t0 = Instant::now();
+        let out = c.probe_all(&domain, Arc::new(three.clone())).await;
+        // Three endpoints × two attempts, one slot every 10 s.
+        assert_eq!(Instant::now() - t0, Duration::from_secs(50));
+        assert!(out
+            .probed
+            .iter()
+            .all(|p| matches!(p, Probed::Failed(e) if e.is_remote())));
+        // With a 5 s timeout the budget is 20 s: the slots after it are not
+        // taken, and those probes are "not probed", not a transport failure.
+        let prober =
+            Prober::new(Connector::Direct, Duration::from_secs(5), None).with_spacing(spacing);
+        let c = checker(prober);
+        let t0 = Instant::now();
+        let out = c.probe_all(&domain, Arc::new(three)).await;
+        assert!(Instant::now() - t0 <= Duration::from_secs(20));
+        let cut = out.probed.iter().filter_map(not_probed).count();
+        assert!(cut > 0);
+        let mut health = Health::default();
+        tally(&out.probed, &mut health);
+        assert_eq!(health.transport_failures, 0);
+        assert_eq!(health.probes + cut, 3);
     }
 }
