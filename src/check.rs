@@ -16,7 +16,7 @@ use crate::dns::Resolver;
 use crate::domain::Domain;
 use crate::error::HasKind;
 use crate::judge::{judge, Probed};
-use crate::probe::{ProbeError, Prober, Target};
+use crate::probe::{Gate, ProbeError, Prober, Target};
 use crate::report::{EndpointVerdict, Report};
 use crate::vocab::ServiceSet;
 
@@ -67,6 +67,22 @@ impl Checker {
     pub async fn check(&self, domain: &Domain, services: ServiceSet) -> (Report, Health) {
         let span = tracing::info_span!("check", domain = %domain);
         self.check_inner(domain, services).instrument(span).await
+    }
+
+    /// Checks one domain, holding `gate`'s permit (taken by the caller)
+    /// only while the check works: probes waiting for their address's
+    /// spacing slot give it back meanwhile.
+    pub async fn check_gated(
+        &self,
+        domain: &Domain,
+        services: ServiceSet,
+        gate: Arc<Gate>,
+    ) -> (Report, Health) {
+        let gated = Checker {
+            prober: self.prober.clone().with_gate(Some(gate)),
+            ..self.clone()
+        };
+        gated.check(domain, services).await
     }
 
     async fn check_inner(&self, domain: &Domain, services: ServiceSet) -> (Report, Health) {
@@ -159,17 +175,24 @@ impl Checker {
         // All probes of this check, the confirming ones included, end by here.
         let deadline = tokio::time::Instant::now() + self.prober.check_budget();
         let (chosen, left_out) = choose(&endpoints, self.prober.max_endpoints());
+        // From here each probe holds the permit for itself while it works.
+        self.prober.release().await;
         let probes: Vec<(usize, Probed)> = stream::iter(chosen)
             .map(|i| {
                 let endpoints = endpoints.clone();
                 async move {
+                    if !self.prober.hold().await {
+                        return (i, Probed::NotProbed("not probed: shutting down".into()));
+                    }
                     let p = self.probe_endpoint(domain, &endpoints[i], deadline).await;
+                    self.prober.release().await;
                     (i, p)
                 }
             })
             .buffer_unordered(PROBE_CONCURRENCY)
             .collect()
             .await;
+        self.prober.hold().await;
         let mut probed = vec![Probed::Skipped; endpoints.len()];
         for (i, p) in probes {
             probed[i] = p;
@@ -589,5 +612,44 @@ mod tests {
         tally(&out.probed, &mut health);
         assert_eq!(health.transport_failures, 0);
         assert_eq!(health.probes + cut, 3);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn waiting_for_spacing_gives_the_monitor_permit_back() {
+        let addr = closed_port().await;
+        let permits = Arc::new(tokio::sync::Semaphore::new(1));
+        let gate = Arc::new(Gate::new(permits.clone()));
+        assert!(
+            gate.enter().await,
+            "the monitor takes the permit for the check"
+        );
+        let spacing = Arc::new(Spacing::new(
+            Duration::from_secs(10),
+            Duration::from_secs(600),
+        ));
+        let prober = Prober::new(Connector::Direct, Duration::from_secs(60), None)
+            .with_spacing(spacing)
+            .with_gate(Some(gate.clone()));
+        let c = checker(prober);
+        let two: Vec<Endpoint> = (0..2).map(|i| endpoint(SERVICES[i], 0, addr)).collect();
+        let run = tokio::spawn(async move {
+            let out = c
+                .probe_all(&Domain::parse("example.org").unwrap(), Arc::new(two))
+                .await;
+            out.probed
+        });
+        tokio::time::sleep(Duration::from_secs(5)).await;
+        assert_eq!(
+            permits.available_permits(),
+            1,
+            "both probes wait for their slot: the permit is free for other checks"
+        );
+        let probed = run.await.unwrap();
+        assert!(probed
+            .iter()
+            .all(|p| matches!(p, Probed::Failed(e) if e.is_remote())));
+        assert!(gate.holds().await, "the check holds it again for the rest");
+        gate.leave().await;
+        assert_eq!(permits.available_permits(), 1);
     }
 }

@@ -17,6 +17,7 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::time::Instant;
 
 pub use self::failure::{ProbeError, ProbeFailure};
@@ -76,6 +77,15 @@ impl Spacing {
         Some(at)
     }
 
+    /// Reserves this address's next slot if it comes by `deadline`: when the
+    /// probe may start. None when it would come too late (nothing reserved).
+    pub fn slot(&self, addr: SocketAddr, deadline: Instant) -> Option<Instant> {
+        if self.gap.is_zero() {
+            return Some(Instant::now());
+        }
+        self.reserve(addr, Instant::now(), deadline)
+    }
+
     /// Waits for this address's turn, up to `deadline`. False when the turn
     /// would come after it: the probe is not made (and nothing was reserved).
     pub async fn turn(&self, addr: SocketAddr, deadline: Instant) -> bool {
@@ -97,6 +107,53 @@ impl Spacing {
     }
 }
 
+/// Holds one of the monitor's permits while any part of one check works,
+/// and gives it back while all its probes only wait for their spacing slot,
+/// so waiting does not use up the monitor's concurrency.
+pub struct Gate {
+    permits: Arc<Semaphore>,
+    /// How many parts of the check are working, and the permit they share.
+    held: tokio::sync::Mutex<(usize, Option<OwnedSemaphorePermit>)>,
+}
+
+impl Gate {
+    /// A gate over the monitor's permits; nothing is held yet.
+    pub fn new(permits: Arc<Semaphore>) -> Gate {
+        Gate {
+            permits,
+            held: tokio::sync::Mutex::new((0, None)),
+        }
+    }
+
+    /// One more part works: takes a permit if none is held. False when the
+    /// permits are closed (shutting down).
+    pub async fn enter(&self) -> bool {
+        let mut held = self.held.lock().await;
+        if held.1.is_none() {
+            match self.permits.clone().acquire_owned().await {
+                Ok(p) => held.1 = Some(p),
+                Err(_) => return false,
+            }
+        }
+        held.0 += 1;
+        true
+    }
+
+    /// One part stops working (or starts waiting); the last gives the permit back.
+    pub async fn leave(&self) {
+        let mut held = self.held.lock().await;
+        held.0 = held.0.saturating_sub(1);
+        if held.0 == 0 {
+            held.1 = None;
+        }
+    }
+
+    /// Whether a permit is held now.
+    pub async fn holds(&self) -> bool {
+        self.held.lock().await.1.is_some()
+    }
+}
+
 /// Endpoints one check probes at most, unless configured otherwise.
 pub const MAX_ENDPOINTS: usize = 32;
 
@@ -114,6 +171,7 @@ pub struct Prober {
     attempts: u32,
     spacing: Option<Arc<Spacing>>,
     max_endpoints: usize,
+    gate: Option<Arc<Gate>>,
 }
 
 impl Prober {
@@ -132,6 +190,29 @@ impl Prober {
             attempts: 2,
             spacing: None,
             max_endpoints: MAX_ENDPOINTS,
+            gate: None,
+        }
+    }
+
+    /// The same prober, holding `gate`'s permit only while it works.
+    pub fn with_gate(mut self, gate: Option<Arc<Gate>>) -> Prober {
+        self.gate = gate;
+        self
+    }
+
+    /// Marks one more part of the check as working (takes the permit back if
+    /// it was given up). False when shutting down.
+    pub async fn hold(&self) -> bool {
+        match &self.gate {
+            Some(g) => g.enter().await,
+            None => true,
+        }
+    }
+
+    /// Marks one part of the check as no longer working.
+    pub async fn release(&self) {
+        if let Some(g) = &self.gate {
+            g.leave().await;
         }
     }
 
@@ -203,8 +284,16 @@ impl Prober {
         deadline: Instant,
     ) -> Result<TlsObservation, ProbeError> {
         if let Some(spacing) = &self.spacing {
-            if !spacing.turn(target.addr, deadline).await {
+            let Some(at) = spacing.slot(target.addr, deadline) else {
                 return Err(self.deadline_passed());
+            };
+            if at > Instant::now() {
+                // Waiting for the slot is no work: the permit may go meanwhile.
+                self.release().await;
+                tokio::time::sleep_until(at).await;
+                if !self.hold().await {
+                    return Err(ProbeError::NotProbed("shutting down".into()));
+                }
             }
         }
         if Instant::now() >= deadline {
@@ -276,5 +365,19 @@ mod tests {
         let before = Instant::now();
         assert!(!s.turn(b, soon).await, "refused at once, without waiting");
         assert_eq!(Instant::now(), before);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_gate_holds_one_permit_while_any_part_works() {
+        let permits = Arc::new(Semaphore::new(1));
+        let g = Gate::new(permits.clone());
+        assert!(g.enter().await);
+        assert!(g.enter().await, "a second part shares the permit");
+        assert_eq!(permits.available_permits(), 0);
+        g.leave().await;
+        assert!(g.holds().await);
+        g.leave().await;
+        assert!(!g.holds().await, "all parts wait: the permit is given back");
+        assert_eq!(permits.available_permits(), 1);
     }
 }
