@@ -184,7 +184,8 @@ impl Checker {
                     if !self.prober.hold().await {
                         return (i, Probed::NotProbed("not probed: shutting down".into()));
                     }
-                    let p = self.probe_endpoint(domain, &endpoints[i], deadline).await;
+                    // Boxed: keeps the check's future shallow for the compiler.
+                    let p = Box::pin(self.probe_endpoint(domain, &endpoints[i], deadline)).await;
                     self.prober.release().await;
                     (i, p)
                 }
@@ -357,12 +358,15 @@ fn probeable(endpoint: &Endpoint) -> bool {
         )
 }
 
+/// A service's hosts, each with its endpoints' indices, in discovery order.
+type Hosts<'a> = Vec<(&'a str, Vec<usize>)>;
+
 /// Which endpoints to probe when there are more than `max`: in turn from
 /// each service, within a service in turn from each host, within a host in
 /// turn from each address, so no service or host can crowd out the others.
 /// Returns the indices chosen and those left out (probeable ones only).
 fn choose(endpoints: &[Endpoint], max: usize) -> (Vec<usize>, Vec<usize>) {
-    let mut services: Vec<(crate::vocab::Service, Vec<(&str, Vec<usize>)>)> = Vec::new();
+    let mut services: Vec<(crate::vocab::Service, Hosts)> = Vec::new();
     for (i, e) in endpoints.iter().enumerate().filter(|(_, e)| probeable(e)) {
         let s = match services.iter_mut().position(|(s, _)| *s == e.service) {
             Some(s) => s,

@@ -167,9 +167,10 @@ async fn check_domain_gated(engine: &Engine, domain: &str, gate: Option<Arc<Gate
         tracing::warn!(domain, "stored domain is not valid; skipped");
         return;
     };
+    // Boxed: one deep future either way, which keeps the compiler's layout work small.
     let checked = match gate {
-        Some(gate) => engine.run_check_gated(&parsed, gate).await,
-        None => engine.run_check(&parsed).await,
+        Some(gate) => Box::pin(engine.run_check_gated(&parsed, gate)).await,
+        None => Box::pin(engine.run_check(&parsed)).await,
     };
     let (report, health) = match checked {
         Ok(r) => r,
