@@ -115,6 +115,8 @@ pub struct ProbeConfig {
     pub timeout: Duration,
     /// Also probe addresses that are not globally reachable (labs, private deployments).
     pub allow_private: bool,
+    /// The most endpoints one check probes (the rest are listed, not probed).
+    pub max_endpoints: usize,
 }
 
 impl Default for ProbeConfig {
@@ -125,6 +127,7 @@ impl Default for ProbeConfig {
             arti_config: String::new(),
             timeout: Duration::from_secs(60),
             allow_private: false,
+            max_endpoints: 32,
         }
     }
 }
@@ -244,6 +247,12 @@ impl Config {
                 "probe.timeout must be positive".into(),
             ));
         }
+        if !(1..=MAX_ENDPOINTS_LIMIT).contains(&self.probe.max_endpoints) {
+            return Err(ConfigError::Invalid(format!(
+                "probe.max_endpoints must be between 1 and {MAX_ENDPOINTS_LIMIT}, not {}",
+                self.probe.max_endpoints
+            )));
+        }
         if self.monitor.interval < Duration::from_secs(1) {
             return Err(ConfigError::Invalid(
                 "monitor.interval must be at least 1s".into(),
@@ -252,6 +261,10 @@ impl Config {
         Ok(())
     }
 }
+
+/// The largest `probe.max_endpoints`: every endpoint discovery can yield
+/// (4 services × 16 SRV targets × 8 addresses).
+pub const MAX_ENDPOINTS_LIMIT: usize = 512;
 
 /// Parses `IP`, `IP:PORT` or `[IPv6]:PORT` into a socket address.
 pub fn parse_nameserver(s: &str) -> Result<SocketAddr, String> {
@@ -314,6 +327,13 @@ mod tests {
         assert!(c.validate().is_err());
         let c = Config::parse("[probe]\ntransport = \"socks5\"\nsocks5 = \"localhost:9050\"\n")
             .unwrap();
+        c.validate().unwrap();
+        for bad in ["0", "513"] {
+            let c = Config::parse(&format!("[probe]\nmax_endpoints = {bad}\n")).unwrap();
+            let err = c.validate().unwrap_err().to_string();
+            assert!(err.contains("probe.max_endpoints"), "{err}");
+        }
+        let c = Config::parse("[probe]\nmax_endpoints = 512\n").unwrap();
         c.validate().unwrap();
     }
 

@@ -186,6 +186,16 @@ impl Engine {
         Ok(checker.check(domain, ServiceSet::All).await)
     }
 
+    /// A full check holding `gate`'s permit only while it works (the monitor's).
+    pub async fn run_check_gated(
+        &self,
+        domain: &Domain,
+        gate: std::sync::Arc<crate::probe::Gate>,
+    ) -> Result<(Report, Health), Error> {
+        let checker = self.checker().await?;
+        Ok(checker.check_gated(domain, ServiceSet::All, gate).await)
+    }
+
     /// A check asked for by chat: bounded in number, stored if the domain is monitored.
     pub async fn check_now(&self, domain: &Domain) -> Result<Report, Error> {
         let _permit = self

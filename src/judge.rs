@@ -19,6 +19,9 @@ pub enum Probed {
     Failed(ProbeError),
     /// Not probed by policy (an address not globally reachable, port 0): why.
     Refused(String),
+    /// The check did not probe it (its deadline passed, or the domain
+    /// publishes more endpoints than a check probes): why.
+    NotProbed(String),
 }
 
 /// The verdict for one endpoint.
@@ -60,7 +63,8 @@ pub fn judge(endpoint: &Endpoint, probed: &Probed, now: SystemTime) -> EndpointR
         report.error.get_or_insert_with(|| why.clone());
     }
     let failure = match probed {
-        Probed::Failed(e) => Some(e),
+        Probed::Failed(e) => Some(e.to_string()),
+        Probed::NotProbed(why) => Some(why.clone()),
         _ => None,
     };
     report.verdict = match &endpoint.tlsa {
@@ -145,14 +149,14 @@ pub fn judge(endpoint: &Endpoint, probed: &Probed, now: SystemTime) -> EndpointR
                     report.error = Some(e.to_string());
                     EndpointVerdict::Mismatch
                 }
-                Probed::Failed(_) | Probed::Skipped | Probed::Refused(_) => {
+                Probed::Failed(_) | Probed::Skipped | Probed::Refused(_) | Probed::NotProbed(_) => {
                     EndpointVerdict::Unreachable
                 }
             }
         }
     };
     if let Some(e) = failure {
-        report.error.get_or_insert_with(|| e.to_string());
+        report.error.get_or_insert_with(|| e.clone());
         if report.verdict == EndpointVerdict::NoTlsa || report.verdict == EndpointVerdict::Insecure
         {
             // Still a finding about DNS; the failed probe only means no key to suggest.

@@ -12,6 +12,7 @@ use tokio::time::Instant;
 use crate::alert::transition;
 use crate::domain::Domain;
 use crate::engine::Engine;
+use crate::probe::Gate;
 use crate::report::Verdict;
 use crate::store::StoreError;
 
@@ -112,8 +113,12 @@ pub async fn run(engine: Arc<Engine>) {
             let permits = permits.clone();
             let done = done_tx.clone();
             tokio::spawn(async move {
-                if let Ok(_permit) = permits.acquire_owned().await {
-                    check_domain(&engine, &domain).await;
+                // The permit is held while the check works, not while its
+                // probes wait for their address's spacing slot.
+                let gate = Arc::new(Gate::new(permits));
+                if gate.enter().await {
+                    check_domain_gated(&engine, &domain, Some(gate.clone())).await;
+                    gate.leave().await;
                 }
                 let _ = done.send(domain);
             });
@@ -153,11 +158,21 @@ fn monitored_with_age(engine: &Engine) -> Result<Vec<(String, Option<Duration>)>
 
 /// One scheduled check: state transition, alert into the outbox atomically.
 pub async fn check_domain(engine: &Engine, domain: &str) {
+    check_domain_gated(engine, domain, None).await
+}
+
+/// One scheduled check whose probes give `gate`'s permit back while they wait.
+async fn check_domain_gated(engine: &Engine, domain: &str, gate: Option<Arc<Gate>>) {
     let Ok(parsed) = Domain::parse(domain) else {
         tracing::warn!(domain, "stored domain is not valid; skipped");
         return;
     };
-    let (report, health) = match engine.run_check(&parsed).await {
+    // Boxed: one deep future either way, which keeps the compiler's layout work small.
+    let checked = match gate {
+        Some(gate) => Box::pin(engine.run_check_gated(&parsed, gate)).await,
+        None => Box::pin(engine.run_check(&parsed)).await,
+    };
+    let (report, health) = match checked {
         Ok(r) => r,
         Err(e) => {
             engine.note_health(&Default::default(), Some(&e)).await;

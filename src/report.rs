@@ -178,6 +178,19 @@ impl Report {
         })
     }
 
+    /// Endpoints the check did not probe (its deadline passed, or the
+    /// domain publishes more than a check probes).
+    pub fn not_probed(&self) -> usize {
+        self.endpoints
+            .iter()
+            .filter(|e| {
+                e.error
+                    .as_deref()
+                    .is_some_and(|e| e.starts_with("not probed"))
+            })
+            .count()
+    }
+
     /// A one-line summary, for chat and alert titles.
     pub fn summary(&self) -> String {
         let d = &self.domain;
@@ -188,7 +201,12 @@ impl Report {
                     .iter()
                     .filter(|e| e.verdict == EndpointVerdict::Match)
                     .count();
-                format!("{d}: OK, {n} endpoint(s) presented a key matching their DNSSEC-signed TLSA records")
+                let skipped = self.not_probed();
+                if skipped > 0 {
+                    format!("{d}: OK, {n} endpoint(s) presented a key matching their DNSSEC-signed TLSA records; {skipped} endpoint(s) were not probed")
+                } else {
+                    format!("{d}: OK, {n} endpoint(s) presented a key matching their DNSSEC-signed TLSA records")
+                }
             }
             Verdict::Mismatch => {
                 let (n, starttls) = self.alarming().fold((0, 0), |(n, s), e| {

@@ -66,6 +66,7 @@ pub fn prober(config: &Config, connector: Connector) -> Prober {
     // No s2s `from`: a server refuses a stream "from" a host it serves itself,
     // which the bot's own component is when it watches its own server.
     Prober::new(connector, config.probe.timeout, None)
+        .with_max_endpoints(config.probe.max_endpoints)
 }
 
 fn non_empty_path(s: &str) -> Option<PathBuf> {

@@ -18,6 +18,10 @@ pub enum ProbeError {
     /// The server misbehaved or refused, after the connection.
     #[error("{0}")]
     Session(ProbeFailure),
+    /// No probe was made (or it was cut short) because the check ran out of
+    /// its budget: neither the server's failure nor the transport's.
+    #[error("not probed: {0}")]
+    NotProbed(String),
 }
 
 impl HasKind for ProbeError {
@@ -25,6 +29,9 @@ impl HasKind for ProbeError {
         match self {
             ProbeError::Connect(c) => c.kind(),
             ProbeError::Session(s) => s.kind(),
+            // Never ours: a check cut short says nothing about Tor. The
+            // checker reports it apart and counts it as no probe at all.
+            ProbeError::NotProbed(_) => ErrorKind::Remote,
         }
     }
 }

@@ -17,12 +17,13 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::time::Instant;
 
 pub use self::failure::{ProbeError, ProbeFailure};
 use self::starttls::{negotiate, Limits};
 use self::tls::TlsObservation;
-use self::transport::{ConnectFailure, Connector};
+use self::transport::Connector;
 use crate::vocab::{Role, TlsMode};
 
 /// What to probe: an address, and how to speak to it.
@@ -51,8 +52,8 @@ pub struct Spacing {
 const SPACING_TABLE: usize = 50_000;
 
 impl Spacing {
-    /// At most one probe per `gap` to each address:port; a probe that would
-    /// wait longer than `max_wait` is refused.
+    /// At most one probe per `gap` to each address:port; a probe never waits
+    /// longer than `max_wait` (nor past its check's deadline) for its slot.
     pub fn new(gap: Duration, max_wait: Duration) -> Spacing {
         Spacing {
             gap,
@@ -61,32 +62,104 @@ impl Spacing {
         }
     }
 
-    /// Reserves this address's next slot, or refuses when it is too far off.
-    fn reserve(&self, addr: SocketAddr, now: Instant) -> Result<Instant, ProbeError> {
+    /// Reserves this address's next slot, if it comes by `limit` (and within
+    /// `max_wait`); a slot that comes too late is not taken.
+    fn reserve(&self, addr: SocketAddr, now: Instant, limit: Instant) -> Option<Instant> {
         let mut next = self.next.lock().expect("spacing lock");
         if next.len() > SPACING_TABLE {
             next.retain(|_, t| *t > now);
         }
         let at = next.get(&addr).copied().unwrap_or(now).max(now);
-        if at - now > self.max_wait {
-            return Err(ProbeError::Connect(ConnectFailure::Transport(format!(
-                "too many probes queued for {addr}; skipped"
-            ))));
+        if at - now > self.max_wait || at > limit {
+            return None;
         }
         next.insert(addr, at + self.gap);
-        Ok(at)
+        Some(at)
     }
 
-    /// Waits for this address's turn.
-    pub async fn turn(&self, addr: SocketAddr) -> Result<(), ProbeError> {
+    /// Reserves this address's next slot if it comes by `deadline`: when the
+    /// probe may start. None when it would come too late (nothing reserved).
+    pub fn slot(&self, addr: SocketAddr, deadline: Instant) -> Option<Instant> {
         if self.gap.is_zero() {
-            return Ok(());
+            return Some(Instant::now());
         }
-        let at = self.reserve(addr, Instant::now())?;
+        self.reserve(addr, Instant::now(), deadline)
+    }
+
+    /// Waits for this address's turn, up to `deadline`. False when the turn
+    /// would come after it: the probe is not made (and nothing was reserved).
+    pub async fn turn(&self, addr: SocketAddr, deadline: Instant) -> bool {
+        if self.gap.is_zero() {
+            return Instant::now() < deadline;
+        }
+        let Some(at) = self.reserve(addr, Instant::now(), deadline) else {
+            return false;
+        };
         tokio::time::sleep_until(at).await;
-        Ok(())
+        true
+    }
+
+    /// When a probe of `addr` asked for now could start (for ordering, not a reservation).
+    pub fn free_at(&self, addr: SocketAddr) -> Instant {
+        let now = Instant::now();
+        let next = self.next.lock().expect("spacing lock");
+        next.get(&addr).copied().unwrap_or(now).max(now)
     }
 }
+
+/// Holds one of the monitor's permits while any part of one check works,
+/// and gives it back while all its probes only wait for their spacing slot,
+/// so waiting does not use up the monitor's concurrency.
+pub struct Gate {
+    permits: Arc<Semaphore>,
+    /// How many parts of the check are working, and the permit they share.
+    held: tokio::sync::Mutex<(usize, Option<OwnedSemaphorePermit>)>,
+}
+
+impl Gate {
+    /// A gate over the monitor's permits; nothing is held yet.
+    pub fn new(permits: Arc<Semaphore>) -> Gate {
+        Gate {
+            permits,
+            held: tokio::sync::Mutex::new((0, None)),
+        }
+    }
+
+    /// One more part works: takes a permit if none is held. False when the
+    /// permits are closed (shutting down).
+    pub async fn enter(&self) -> bool {
+        let mut held = self.held.lock().await;
+        if held.1.is_none() {
+            match self.permits.clone().acquire_owned().await {
+                Ok(p) => held.1 = Some(p),
+                Err(_) => return false,
+            }
+        }
+        held.0 += 1;
+        true
+    }
+
+    /// One part stops working (or starts waiting); the last gives the permit back.
+    pub async fn leave(&self) {
+        let mut held = self.held.lock().await;
+        held.0 = held.0.saturating_sub(1);
+        if held.0 == 0 {
+            held.1 = None;
+        }
+    }
+
+    /// Whether a permit is held now.
+    pub async fn holds(&self) -> bool {
+        self.held.lock().await.1.is_some()
+    }
+}
+
+/// Endpoints one check probes at most, unless configured otherwise.
+pub const MAX_ENDPOINTS: usize = 32;
+
+/// How many probe timeouts one check may spend on all its probes (the
+/// confirming probe of a mismatch included): the check's deadline.
+pub const CHECK_BUDGET_TIMEOUTS: u32 = 4;
 
 /// Probes endpoints through one connector with fixed bounds.
 #[derive(Clone)]
@@ -97,6 +170,8 @@ pub struct Prober {
     from: Option<String>,
     attempts: u32,
     spacing: Option<Arc<Spacing>>,
+    max_endpoints: usize,
+    gate: Option<Arc<Gate>>,
 }
 
 impl Prober {
@@ -114,7 +189,56 @@ impl Prober {
             from,
             attempts: 2,
             spacing: None,
+            max_endpoints: MAX_ENDPOINTS,
+            gate: None,
         }
+    }
+
+    /// The same prober, holding `gate`'s permit only while it works.
+    pub fn with_gate(mut self, gate: Option<Arc<Gate>>) -> Prober {
+        self.gate = gate;
+        self
+    }
+
+    /// Marks one more part of the check as working (takes the permit back if
+    /// it was given up). False when shutting down.
+    pub async fn hold(&self) -> bool {
+        match &self.gate {
+            Some(g) => g.enter().await,
+            None => true,
+        }
+    }
+
+    /// Marks one part of the check as no longer working.
+    pub async fn release(&self) {
+        if let Some(g) = &self.gate {
+            g.leave().await;
+        }
+    }
+
+    /// Caps how many endpoints one check probes.
+    pub fn with_max_endpoints(mut self, max: usize) -> Prober {
+        self.max_endpoints = max.max(1);
+        self
+    }
+
+    /// How many endpoints one check probes at most.
+    pub fn max_endpoints(&self) -> usize {
+        self.max_endpoints
+    }
+
+    /// The time one check may spend on all its probes:
+    /// `CHECK_BUDGET_TIMEOUTS` × the probe timeout.
+    pub fn check_budget(&self) -> Duration {
+        self.connect_timeout * CHECK_BUDGET_TIMEOUTS
+    }
+
+    /// The error of a probe that the check's deadline cut off.
+    pub fn deadline_passed(&self) -> ProbeError {
+        ProbeError::NotProbed(format!(
+            "the check's deadline of {} passed",
+            humantime::format_duration(self.check_budget())
+        ))
     }
 
     /// Caps how often any one address:port is probed.
@@ -128,11 +252,19 @@ impl Prober {
         self.connector.name()
     }
 
-    /// One probe, retried once over a fresh circuit before it counts as failed.
-    pub async fn probe(&self, target: &Target) -> Result<TlsObservation, ProbeError> {
+    /// One probe, retried once over a fresh circuit before it counts as
+    /// failed; nothing runs past `deadline`.
+    pub async fn probe(
+        &self,
+        target: &Target,
+        deadline: Instant,
+    ) -> Result<TlsObservation, ProbeError> {
         let mut last = None;
         for attempt in 0..self.attempts {
-            match self.probe_once(target).await {
+            if attempt > 0 && Instant::now() >= deadline {
+                break;
+            }
+            match self.probe_once(target, deadline).await {
                 Ok(obs) => return Ok(obs),
                 Err(e) => {
                     tracing::debug!(addr = %target.addr, attempt, error = %e, "probe failed");
@@ -143,11 +275,37 @@ impl Prober {
         Err(last.expect("at least one attempt"))
     }
 
-    /// Exactly one connection, over a fresh circuit.
-    pub async fn probe_once(&self, target: &Target) -> Result<TlsObservation, ProbeError> {
+    /// Exactly one connection, over a fresh circuit, waiting for the
+    /// address's spacing slot first; a probe that cannot start or finish by
+    /// `deadline` is not made (`ProbeError::NotProbed`), never a failure.
+    pub async fn probe_once(
+        &self,
+        target: &Target,
+        deadline: Instant,
+    ) -> Result<TlsObservation, ProbeError> {
         if let Some(spacing) = &self.spacing {
-            spacing.turn(target.addr).await?;
+            let Some(at) = spacing.slot(target.addr, deadline) else {
+                return Err(self.deadline_passed());
+            };
+            if at > Instant::now() {
+                // Waiting for the slot is no work: the permit may go meanwhile.
+                self.release().await;
+                tokio::time::sleep_until(at).await;
+                if !self.hold().await {
+                    return Err(ProbeError::NotProbed("shutting down".into()));
+                }
+            }
         }
+        if Instant::now() >= deadline {
+            return Err(self.deadline_passed());
+        }
+        match tokio::time::timeout_at(deadline, self.connect_and_negotiate(target)).await {
+            Ok(result) => result,
+            Err(_) => Err(self.deadline_passed()),
+        }
+    }
+
+    async fn connect_and_negotiate(&self, target: &Target) -> Result<TlsObservation, ProbeError> {
         let stream = self
             .connector
             .connect(target.addr, self.connect_timeout)
@@ -175,21 +333,51 @@ mod tests {
     use super::*;
 
     #[tokio::test(start_paused = true)]
-    async fn spacing_caps_probes_per_address() {
+    async fn spacing_delays_probes_per_address_up_to_the_deadline() {
         let s = Spacing::new(Duration::from_secs(2), Duration::from_secs(5));
         let a: SocketAddr = "192.0.2.1:5222".parse().unwrap();
         let b: SocketAddr = "192.0.2.2:5222".parse().unwrap();
         let t0 = Instant::now();
-        s.turn(a).await.unwrap();
-        s.turn(b).await.unwrap();
+        let far = t0 + Duration::from_secs(3600);
+        assert!(s.turn(a, far).await);
+        assert!(s.turn(b, far).await);
         assert_eq!(Instant::now(), t0, "first probes go at once");
-        s.turn(a).await.unwrap();
+        assert!(
+            s.turn(a, far).await,
+            "a second probe waits, it is not refused"
+        );
         assert_eq!(Instant::now() - t0, Duration::from_secs(2));
         // Queue up to the wait bound, then refuse rather than pile up.
         let now = Instant::now();
-        assert_eq!(s.reserve(a, now).unwrap(), now + Duration::from_secs(2));
-        assert_eq!(s.reserve(a, now).unwrap(), now + Duration::from_secs(4));
-        assert!(s.reserve(a, now).is_err());
-        assert_eq!(s.reserve(b, now).unwrap(), t0 + Duration::from_secs(2));
+        assert_eq!(s.reserve(a, now, far), Some(now + Duration::from_secs(2)));
+        assert_eq!(s.reserve(a, now, far), Some(now + Duration::from_secs(4)));
+        assert_eq!(s.reserve(a, now, far), None);
+        assert_eq!(s.reserve(b, now, far), Some(t0 + Duration::from_secs(2)));
+        // A slot after the check's deadline is not taken at all.
+        let soon = now + Duration::from_secs(3);
+        assert_eq!(s.reserve(b, now, soon), Some(now + Duration::from_secs(2)));
+        assert_eq!(s.reserve(b, now, soon), None);
+        assert_eq!(
+            s.free_at(b),
+            now + Duration::from_secs(4),
+            "nothing reserved"
+        );
+        let before = Instant::now();
+        assert!(!s.turn(b, soon).await, "refused at once, without waiting");
+        assert_eq!(Instant::now(), before);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_gate_holds_one_permit_while_any_part_works() {
+        let permits = Arc::new(Semaphore::new(1));
+        let g = Gate::new(permits.clone());
+        assert!(g.enter().await);
+        assert!(g.enter().await, "a second part shares the permit");
+        assert_eq!(permits.available_permits(), 0);
+        g.leave().await;
+        assert!(g.holds().await);
+        g.leave().await;
+        assert!(!g.holds().await, "all parts wait: the permit is given back");
+        assert_eq!(permits.available_permits(), 1);
     }
 }
