@@ -104,6 +104,10 @@ pub fn render(from: Option<Verdict>, to: Verdict, report: &Report) -> Alert {
         }
         lines.push(line);
     }
+    if to == Verdict::Unreachable {
+        // Why: the domain's own DNS failing, or what its servers did.
+        lines.extend(report.errors.iter().take(2).cloned());
+    }
     if to.is_alarm() {
         lines.extend(report.advice.iter().take(1).cloned());
     }
@@ -223,6 +227,19 @@ mod tests {
             &report(Verdict::Insecure),
         );
         assert_ne!(a.id, b.id);
+    }
+
+    #[test]
+    fn unreachable_alert_says_why() {
+        let mut r = report(Verdict::Unreachable);
+        r.errors = vec![
+            "no DNS answer for _xmpp-client._tcp.example.org: SERVFAIL".into(),
+            "our resolver answers for the root zone, so the 4 failed lookup(s) of example.org are its own DNS failing (or being blocked)".into(),
+            "a third line".into(),
+        ];
+        let a = render(Some(Verdict::Ok), Verdict::Unreachable, &r);
+        assert!(a.content.contains("its own DNS failing"), "{}", a.content);
+        assert!(!a.content.contains("a third line"), "{}", a.content);
     }
 
     #[test]

@@ -3,7 +3,9 @@
 //! recovery alert when it is restored, and an alert queued while the bot is
 //! down arrives exactly once after a kill -9 and restart. A monitored
 //! domain whose TLSA signature breaks gets one bogus alarm and one recovery;
-//! our own resolver freezing tells the operator, never the subscribers.
+//! our own resolver freezing tells the operator, never the subscribers; a
+//! monitored domain whose own DNS fails (while ours answers) is alerted as
+//! unreachable once, and recovered once.
 
 mod common;
 
@@ -86,16 +88,46 @@ fn host(server: &str, dir: &Path, base: u16) -> Lab {
 }
 
 fn bot(dir: &Path, target: &Target, component_port: u16) -> Proc {
+    // Behind the validating resolver: it would hide bogus data behind
+    // SERVFAIL if the bot did not ask with CD=1 and validate itself.
+    bot_via(
+        dir,
+        target,
+        component_port,
+        &lab_var(target, "VALIDATING_NS"),
+    )
+}
+
+fn lab_var(target: &Target, key: &str) -> String {
     let lab = target.dns.env_file("env");
-    let get = |k: &str| lab.iter().find(|(key, _)| key == k).unwrap().1.clone();
+    lab.iter().find(|(k, _)| k == key).unwrap().1.clone()
+}
+
+/// The bot, asking `nameserver` for everything.
+fn bot_via(dir: &Path, target: &Target, component_port: u16, nameserver: &str) -> Proc {
     let sections = format!(
-        "[dns]\nnameservers = [\"{}\"]\ntrust_anchor = \"{}\"\n\n[probe]\ntransport = \"direct\"\ntimeout = \"5s\"\nallow_private = true\n\n[monitor]\ninterval = \"2s\"\njitter = \"1s\"\n",
-        // Behind the validating resolver: it would hide bogus data behind
-        // SERVFAIL if the bot did not ask with CD=1 and validate itself.
-        get("VALIDATING_NS"),
-        get("TRUST_ANCHOR")
+        "[dns]\nnameservers = [\"{nameserver}\"]\ntrust_anchor = \"{}\"\n\n[probe]\ntransport = \"direct\"\ntimeout = \"5s\"\nallow_private = true\n\n[monitor]\ninterval = \"2s\"\njitter = \"1s\"\n",
+        lab_var(target, "TRUST_ANCHOR")
     );
     common::start_bot(dir, component_port, &sections)
+}
+
+/// Alice subscribes to `domain` by chat and Bob by PubSub; returns once its
+/// first check is OK (polled slowly: chat commands are rate-limited per JID).
+fn subscribe_both(server: &str, alice: &mut Client, bob: &mut Client, domain: &str) {
+    let sub = alice.ask(COMPONENT, &format!("subscribe {domain}"), T);
+    assert!(sub.starts_with(&format!("Subscribed to {domain}")), "{sub}");
+    let r = bob.cmd(json!({"cmd": "pubsub_subscribe", "to": COMPONENT, "node": domain}));
+    assert_eq!(r["ok"], true, "{server}: pubsub subscribe {domain}: {r}");
+    eventually(
+        Duration::from_secs(40),
+        &format!("{domain} to be ok"),
+        || {
+            std::thread::sleep(Duration::from_secs(3));
+            let s = alice.ask(COMPONENT, &format!("status {domain}"), T);
+            s.contains(&format!("{domain}: OK")).then_some(())
+        },
+    );
 }
 
 fn is_alert(v: &Value, needle: &str) -> bool {
@@ -203,16 +235,7 @@ fn alert_flow(server: &str, base: u16, addr_base: &str, target_base: u16) {
 
     // The TLSA signature of a monitored domain is broken while the bot runs
     // (behind a validating resolver): one bogus alarm each, then one recovery.
-    let sub = alice.ask(COMPONENT, "subscribe flip.test", T);
-    assert!(sub.starts_with("Subscribed to flip.test"), "{sub}");
-    let r = bob.cmd(json!({"cmd": "pubsub_subscribe", "to": COMPONENT, "node": "flip.test"}));
-    assert_eq!(r["ok"], true, "{server}: pubsub subscribe flip.test: {r}");
-    // Polled slowly: chat commands are rate-limited per JID.
-    eventually(Duration::from_secs(40), "flip.test to be ok", || {
-        std::thread::sleep(Duration::from_secs(3));
-        let s = alice.ask(COMPONENT, "status flip.test", T);
-        s.contains("flip.test: OK").then_some(())
-    });
+    subscribe_both(server, &mut alice, &mut bob, "flip.test");
     t.dns.run("break");
     let flip_alarm = |v: &Value| is_alert(v, "flip.test: ALARM");
     let bogus = alice
@@ -313,19 +336,32 @@ fn resolver_outage(server: &str, base: u16, addr_base: &str, target_base: u16) {
     let dir = workdir(&format!("outage-{server}"));
     let t = target(&dir, addr_base, target_base);
     let _host = host(server, &dir, base);
-    let _bot = bot(&dir, &t, base + 47);
+    // The bot asks a forwarder in front of the validating resolver, which
+    // can make flip.test's own DNS fail (SERVFAIL for flip.test and below,
+    // while the root still answers) when a file exists.
+    let lame_switch = dir.join("flip-dns-down");
+    let ready = dir.join("stuffdns.ready");
+    let _forwarder = common::Proc(
+        std::process::Command::new("python3")
+            .arg(common::root().join("tests/labs/stuffdns.py"))
+            .args(["--listen", &format!("{addr_base}.9:0")])
+            .args(["--upstream", &lab_var(&t, "VALIDATING_NS")])
+            .args(["--servfail-under", "flip.test."])
+            .arg("--while-file")
+            .arg(&lame_switch)
+            .arg("--ready-file")
+            .arg(&ready)
+            .spawn()
+            .expect("start stuffdns.py"),
+    );
+    let forwarder = eventually(Duration::from_secs(10), "stuffdns ready", || {
+        std::fs::read_to_string(&ready).ok()
+    });
+    let _bot = bot_via(&dir, &t, base + 47, forwarder.trim());
     let mut alice = Client::connect("alice@localhost", "alice-pw", base + 22);
     let mut bob = Client::connect("bob@localhost", "bob-pw", base + 22);
     wait_component(&mut alice);
-    let sub = alice.ask(COMPONENT, "subscribe flip.test", T);
-    assert!(sub.starts_with("Subscribed to flip.test"), "{sub}");
-    let r = bob.cmd(json!({"cmd": "pubsub_subscribe", "to": COMPONENT, "node": "flip.test"}));
-    assert_eq!(r["ok"], true, "{server}: pubsub subscribe flip.test: {r}");
-    eventually(Duration::from_secs(40), "flip.test to be ok", || {
-        std::thread::sleep(Duration::from_secs(3));
-        let s = alice.ask(COMPONENT, "status flip.test", T);
-        s.contains("flip.test: OK").then_some(())
-    });
+    subscribe_both(server, &mut alice, &mut bob, "flip.test");
 
     // Our own resolver stops answering (the validating unbound is frozen):
     // the operator is told once, subscribers hear nothing, and the operator
@@ -358,6 +394,50 @@ fn resolver_outage(server: &str, base: u16, addr_base: &str, target_base: u16) {
         count(&mut bob, Duration::from_secs(1), |v| v["event"] == "pubsub"),
         0,
         "{server}: a PubSub subscriber was alerted for our own resolver failing"
+    );
+
+    // Now flip.test's own DNS fails while our resolver answers for the root:
+    // that is news about the domain (its servers are down, or someone blocks
+    // them), so after repeated failures each subscriber is told once that it
+    // is unreachable, the operator not at all, and each is told once when it
+    // recovers.
+    std::fs::write(&lame_switch, "").unwrap();
+    let down = |v: &Value| is_alert(v, "flip.test: unreachable");
+    let alarm = alice
+        .wait_event(Duration::from_secs(60), down)
+        .unwrap_or_else(|| panic!("{server}: no chat alert for flip.test's DNS failing"));
+    let body = alarm["body"].as_str().unwrap();
+    assert!(
+        body.contains("DNS"),
+        "{server}: the alert does not say DNS failed: {body}"
+    );
+    bob.wait_event(Duration::from_secs(30), |v| {
+        is_event_on(v, "flip.test", "unreachable")
+    })
+    .unwrap_or_else(|| panic!("{server}: no PubSub event for flip.test's DNS failing"));
+    assert_eq!(count(&mut alice, Duration::from_secs(8), down), 0);
+    assert_eq!(
+        count(&mut admin, Duration::from_secs(1), operator),
+        0,
+        "{server}: the operator was told about one domain's own DNS failing"
+    );
+    std::fs::remove_file(&lame_switch).unwrap();
+    let back = |v: &Value| is_alert(v, "flip.test: recovered");
+    alice
+        .wait_event(Duration::from_secs(60), back)
+        .unwrap_or_else(|| panic!("{server}: no chat recovery once flip.test's DNS answers"));
+    bob.wait_event(Duration::from_secs(30), |v| {
+        is_event_on(v, "flip.test", "recovered")
+    })
+    .unwrap_or_else(|| panic!("{server}: no PubSub recovery once flip.test's DNS answers"));
+    assert_eq!(count(&mut alice, Duration::from_secs(6), back), 0);
+    assert_eq!(
+        count(&mut bob, Duration::from_secs(1), |v| is_event_on(
+            v,
+            "flip.test",
+            "recovered"
+        )),
+        0
     );
 }
 

@@ -2,7 +2,8 @@
 """A hostile DNS forwarder for the test lab: it stuffs answers with RRsets of other owners.
 
     stuffdns.py --listen 127.77.0.9:53 --upstream 127.77.0.2:53 \\
-        --stuff TLSA:tlsa.good.test. [--stuff A:xmpp.good.test. ...] [--ready-file F]
+        [--stuff TLSA:tlsa.good.test. ...] [--servfail-under flip.test. --while-file F]
+        [--ready-file F]
 
 Listens on UDP and TCP at --listen and forwards every query, as it came (same
 id, RD, CD, EDNS with the DO bit and buffer size), to --upstream over TCP. For
@@ -14,6 +15,12 @@ was asked: `--stuff TLSA:tlsa.good.test.` makes the TLSA answer for
 _15222._tcp.xmpp.wrong.test. also carry tlsa.good.test.'s signed TLSA. An
 RRset already in the answer is not added twice; if the fetch fails, the
 response goes out unstuffed.
+
+`--servfail-under NAME` (repeatable) answers every query for NAME or a name
+below it with SERVFAIL, without asking upstream, as a resolver does when the
+domain's own servers are dead or blocked; the rest of the tree (the root
+included) still answers. With `--while-file F` that happens only while the
+file F exists, so a test can switch one domain's DNS off and on.
 
 A UDP response larger than the client can take (512 bytes without EDNS, else
 its advertised buffer size, at least 512) is sent with TC set and empty
@@ -94,10 +101,12 @@ def stuff_spec(text):
 
 
 class Forwarder:
-    def __init__(self, upstream, stuffs, timeout):
+    def __init__(self, upstream, stuffs, timeout, servfail_under=(), while_file=None):
         self.upstream_host, self.upstream_port = upstream
         self.stuffs = stuffs
         self.timeout = timeout
+        self.servfail_under = list(servfail_under)
+        self.while_file = while_file
         self.inflight = threading.BoundedSemaphore(MAX_INFLIGHT)
 
     def ask_upstream(self, query):
@@ -130,6 +139,12 @@ class Forwarder:
                            and have.covers == rrset.covers for have in response.answer):
                     response.answer.append(rrset)
 
+    def failing(self, qname):
+        """Whether this name's DNS is switched off (SERVFAIL without asking upstream)."""
+        if self.while_file is not None and not os.path.exists(self.while_file):
+            return False
+        return any(qname.is_subdomain(top) for top in self.servfail_under)
+
     def answer(self, wire, limit):
         """Reply wire bytes for query wire bytes, or None to stay silent.
 
@@ -141,6 +156,10 @@ class Forwarder:
             return None
         if query.flags & dns.flags.QR or len(query.question) != 1:
             return None
+        if self.failing(query.question[0].name):
+            response = dns.message.make_response(query)
+            response.set_rcode(dns.rcode.SERVFAIL)
+            return response.to_wire()
         try:
             response = self.ask_upstream(query)
         except Exception as e:
@@ -239,6 +258,10 @@ def main():
     ap.add_argument("--upstream", required=True, type=loopback_addr, metavar="HOST:PORT")
     ap.add_argument("--stuff", action="append", default=[], type=stuff_spec,
                     metavar="TYPE:OWNER", help="may be repeated")
+    ap.add_argument("--servfail-under", action="append", default=[], type=dns.name.from_text,
+                    metavar="NAME", help="answer SERVFAIL for NAME and below; may be repeated")
+    ap.add_argument("--while-file", metavar="F",
+                    help="--servfail-under applies only while this file exists")
     ap.add_argument("--ready-file", metavar="F")
     ap.add_argument("--timeout", type=float, default=3.0, help="seconds (default 3)")
     args = ap.parse_args()
@@ -253,7 +276,8 @@ def main():
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
 
-    fwd = Forwarder(args.upstream, args.stuff, args.timeout)
+    fwd = Forwarder(args.upstream, args.stuff, args.timeout, args.servfail_under,
+                    args.while_file)
     host, port = args.listen
     udp, tcp, port = bind_both(host, port)
     udp.setblocking(False)
