@@ -117,6 +117,9 @@ pub struct ProbeConfig {
     pub allow_private: bool,
     /// The most endpoints one check probes (the rest are listed, not probed).
     pub max_endpoints: usize,
+    /// The `from` of s2s probes: empty for the parent domain of
+    /// `xmpp.component`, "none" for no `from`, or a domain.
+    pub s2s_from: String,
 }
 
 impl Default for ProbeConfig {
@@ -128,6 +131,7 @@ impl Default for ProbeConfig {
             timeout: Duration::from_secs(60),
             allow_private: false,
             max_endpoints: 32,
+            s2s_from: String::new(),
         }
     }
 }
@@ -236,9 +240,38 @@ impl Config {
         Ok(text.trim().to_owned())
     }
 
+    /// The `from` our s2s probes send, as a real server's streams carry one
+    /// (RFC 6120 §4.7.1): `probe.s2s_from`, else the parent domain of the
+    /// component (`certwatch.example.org` → `example.org`), the server the
+    /// bot's own stanzas come from. None with "none", and when the component
+    /// is the example's placeholder (a `check` without a config file), so a
+    /// probe never claims a domain nobody configured.
+    pub fn s2s_from(&self) -> Option<String> {
+        match self.probe.s2s_from.trim() {
+            "none" => None,
+            "" => {
+                let component = self.xmpp.component.trim().trim_end_matches('.');
+                if component == XmppConfig::default().component {
+                    return None;
+                }
+                let (_, parent) = component.split_once('.')?;
+                crate::domain::Domain::parse(parent)
+                    .ok()
+                    .map(|d| d.to_string())
+            }
+            other => Some(other.to_ascii_lowercase()),
+        }
+    }
+
     /// Checks what serde cannot: values that parse but cannot work.
     pub fn validate(&self) -> Result<(), ConfigError> {
         self.nameservers()?;
+        let from = self.probe.s2s_from.trim();
+        if !from.is_empty() && from != "none" && crate::domain::Domain::parse(from).is_err() {
+            return Err(ConfigError::Invalid(format!(
+                "probe.s2s_from must be a domain, \"none\" or empty, not {from:?}"
+            )));
+        }
         if self.probe.transport == Transport::Socks5 {
             resolve_socket(&self.probe.socks5, "probe.socks5").map_err(ConfigError::Invalid)?;
         }
@@ -333,6 +366,24 @@ mod tests {
             let err = c.validate().unwrap_err().to_string();
             assert!(err.contains("probe.max_endpoints"), "{err}");
         }
+        let c = Config::parse("[probe]\nmax_endpoints = 512\n").unwrap();
+        assert!(c.validate().is_ok());
+        // The s2s `from`: the component's parent, none for the placeholder.
+        assert_eq!(c.s2s_from(), None, "a check without config claims nothing");
+        let c = Config::parse("[xmpp]\ncomponent = \"certwatch.example.net\"\n").unwrap();
+        assert_eq!(c.s2s_from().as_deref(), Some("example.net"));
+        let c = Config::parse("[xmpp]\ncomponent = \"certwatch\"\n").unwrap();
+        assert_eq!(c.s2s_from(), None, "no parent");
+        let c = Config::parse(
+            "[xmpp]\ncomponent = \"certwatch.example.net\"\n[probe]\ns2s_from = \"none\"\n",
+        )
+        .unwrap();
+        assert_eq!(c.s2s_from(), None);
+        let c = Config::parse("[probe]\ns2s_from = \"Relay.Example.COM\"\n").unwrap();
+        assert_eq!(c.s2s_from().as_deref(), Some("relay.example.com"));
+        let c = Config::parse("[probe]\ns2s_from = \"not a domain\"\n").unwrap();
+        let err = c.validate().unwrap_err().to_string();
+        assert!(err.contains("probe.s2s_from"), "{err}");
         let c = Config::parse("[probe]\nmax_endpoints = 512\n").unwrap();
         c.validate().unwrap();
     }

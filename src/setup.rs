@@ -63,9 +63,9 @@ pub async fn connector(config: &Config, dirs: Option<&TorDirs>) -> Result<Connec
 
 /// A prober over a started transport, bounded by `probe.timeout`.
 pub fn prober(config: &Config, connector: Connector) -> Prober {
-    // No s2s `from`: a server refuses a stream "from" a host it serves itself,
-    // which the bot's own component is when it watches its own server.
-    Prober::new(connector, config.probe.timeout, None)
+    // The prober leaves `from` out when probing that very domain: a server
+    // refuses a stream "from" a host it serves itself.
+    Prober::new(connector, config.probe.timeout, config.s2s_from())
         .with_max_endpoints(config.probe.max_endpoints)
 }
 

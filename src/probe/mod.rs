@@ -312,7 +312,12 @@ impl Prober {
             .await
             .map_err(ProbeError::Connect)?;
         let from = match target.role {
-            Role::Server => self.from.as_deref(),
+            // Not when probing our own domain: a server refuses a stream
+            // "from" a host it serves itself.
+            Role::Server => self
+                .from
+                .as_deref()
+                .filter(|f| !f.eq_ignore_ascii_case(target.domain.trim_end_matches('.'))),
             Role::Client => None,
         };
         negotiate(
@@ -365,6 +370,44 @@ mod tests {
         let before = Instant::now();
         assert!(!s.turn(b, soon).await, "refused at once, without waiting");
         assert_eq!(Instant::now(), before);
+    }
+
+    /// The stream header an s2s probe of `domain` sends (the server closes after it).
+    async fn s2s_header(prober: &Prober, domain: &str) -> String {
+        use tokio::io::AsyncReadExt as _;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let server = tokio::spawn(async move {
+            let (mut s, _) = listener.accept().await.unwrap();
+            let mut seen = Vec::new();
+            let mut b = [0u8; 1];
+            while !seen.ends_with(b"'>") && s.read(&mut b).await.unwrap() == 1 {
+                seen.push(b[0]);
+            }
+            String::from_utf8(seen).unwrap()
+        });
+        let target = Target {
+            addr,
+            domain: domain.into(),
+            role: Role::Server,
+            tls: TlsMode::StartTls,
+        };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        assert!(prober.probe_once(&target, deadline).await.is_err());
+        server.await.unwrap()
+    }
+
+    #[tokio::test]
+    async fn s2s_probes_send_from_except_to_that_very_domain() {
+        let prober = Prober::new(
+            Connector::Direct,
+            Duration::from_secs(5),
+            Some("example.net".into()),
+        );
+        let other = s2s_header(&prober, "jabber.example.org").await;
+        assert!(other.contains("from='example.net'"), "{other}");
+        let own = s2s_header(&prober, "example.net").await;
+        assert!(!own.contains("from="), "{own}");
     }
 
     #[tokio::test(start_paused = true)]

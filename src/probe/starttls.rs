@@ -7,7 +7,7 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::time::Instant;
 
 use super::failure::ProbeFailure;
-use super::tls::{handshake_until, TlsObservation};
+use super::tls::{handshake_and_restart, Restart, TlsObservation};
 pub use super::xml::Limits;
 use super::xml::{Xml, NS_STREAMS, NS_TLS};
 use crate::vocab::{Role, TlsMode};
@@ -25,17 +25,25 @@ pub async fn negotiate<S: AsyncRead + AsyncWrite + Unpin>(
     limits: &Limits,
 ) -> Result<TlsObservation, ProbeFailure> {
     let deadline = Instant::now() + limits.total_timeout;
+    let header = stream_header(domain, role, from);
+    // Inside TLS the probe opens a stream as a client or server would, and
+    // closes it politely (see `Restart`); the handshake has its own bound.
+    let restart = || Restart {
+        header: &header,
+        role,
+        limits,
+    };
     match mode {
         TlsMode::Direct => {
             let until = deadline.min(Instant::now() + limits.io_timeout);
-            handshake_until(stream, domain, Some(role.alpn()), until).await
+            handshake_and_restart(stream, domain, Some(role.alpn()), until, Some(restart())).await
         }
         TlsMode::StartTls => {
             let mut xml = Xml::new(stream, limits, deadline);
-            starttls(&mut xml, domain, role, from).await?;
+            starttls(&mut xml, &header, role).await?;
             let stream = xml.into_inner();
             let until = deadline.min(Instant::now() + limits.io_timeout);
-            handshake_until(stream, domain, None, until).await
+            handshake_and_restart(stream, domain, None, until, Some(restart())).await
         }
     }
 }
@@ -43,11 +51,9 @@ pub async fn negotiate<S: AsyncRead + AsyncWrite + Unpin>(
 /// RFC 6120 §5.4.2 up to and including `<proceed/>`.
 async fn starttls<S: AsyncRead + AsyncWrite + Unpin>(
     xml: &mut Xml<S>,
-    domain: &str,
+    header: &str,
     role: Role,
-    from: Option<&str>,
 ) -> Result<(), ProbeFailure> {
-    let header = stream_header(domain, role, from);
     xml.send(header.as_bytes(), "stream header").await?;
     xml.read_stream_header(role).await?;
 

@@ -11,7 +11,7 @@ use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, DnType, IsCa, 
 use rustls::crypto::ring;
 use rustls::ServerConfig;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
@@ -154,6 +154,25 @@ async fn hold<R: AsyncRead + Unpin>(r: &mut R) {
     let _ = tokio::time::timeout(Duration::from_secs(30), wait).await;
 }
 
+/// Inside TLS, a server's side of a stream restart: reads the client's
+/// header, answers with a header and features, and returns all the client
+/// sent until it went away (its close included).
+async fn answer_inside_tls<S: AsyncRead + AsyncWrite + Unpin>(tls: &mut S) -> String {
+    let mut seen = client_header(tls).await;
+    let features = "<stream:features><mechanisms xmlns='urn:ietf:params:xml:ns:xmpp-sasl'>\
+        <mechanism>SCRAM-SHA-1</mechanism></mechanisms></stream:features>";
+    let header = if seen.contains("'jabber:server'") {
+        HEADER.replace("jabber:client", "jabber:server")
+    } else {
+        HEADER.to_owned()
+    };
+    let answer = format!("{header}{features}");
+    tls.write_all(answer.as_bytes()).await.unwrap();
+    seen.push_str(&read_until(tls, b"</stream:stream>").await);
+    hold(tls).await;
+    seen
+}
+
 /// Reads the client's stream header (it ends with the first `'>`).
 async fn client_header<R: AsyncRead + Unpin>(r: &mut R) -> String {
     read_until(r, b"'>").await
@@ -172,8 +191,8 @@ async fn starttls_server(
     assert_eq!(asked.as_bytes(), STARTTLS);
     s.write_all(proceed.as_bytes()).await.unwrap();
     let mut tls = tls.accept(s).await.expect("server-side handshake");
-    hold(&mut tls).await;
-    header
+    let inside = answer_inside_tls(&mut tls).await;
+    format!("{header}\n--- inside TLS ---\n{inside}")
 }
 
 #[tokio::test]
@@ -222,6 +241,26 @@ async fn starttls_records_chain_across_dialects() {
 }
 
 #[tokio::test]
+async fn a_server_silent_inside_tls_still_gives_its_chain() {
+    // The restart inside TLS is courtesy: a server that never answers it
+    // (or an interceptor that only terminates TLS) costs a bounded wait,
+    // and the chain observed in the handshake stands.
+    let id = self_signed();
+    let leaf = id.chain[0].to_vec();
+    let tls = acceptor(&id, rustls::ALL_VERSIONS, &[]);
+    let (addr, server) = serve(move |s| async move {
+        let mut tls = tls.accept(s).await.expect("server-side handshake");
+        hold(&mut tls).await;
+    })
+    .await;
+    let obs = probe(addr, Role::Client, None, TlsMode::Direct, &roomy())
+        .await
+        .unwrap();
+    assert_eq!(obs.chain, vec![leaf]);
+    server.await.unwrap();
+}
+
+#[tokio::test]
 async fn s2s_starttls_sends_from() {
     let id = self_signed();
     let leaf = id.chain[0].to_vec();
@@ -243,6 +282,10 @@ async fn s2s_starttls_sends_from() {
     assert_eq!(obs.chain, vec![leaf]);
     let header = server.await.unwrap();
     assert!(header.contains("from='certwatch.example.net'"), "{header}");
+    let (_, inside) = header.split_once("--- inside TLS ---").unwrap();
+    assert!(inside.contains("from='certwatch.example.net'"), "{inside}");
+    assert!(inside.contains("xmlns='jabber:server'"), "{inside}");
+    assert!(inside.ends_with("</stream:stream>"), "{inside}");
     assert!(header.contains("to='example.org'"), "{header}");
     assert!(header.contains("xmlns='jabber:server'"), "{header}");
     assert!(
@@ -284,7 +327,7 @@ async fn direct_tls_records_alpn_version_and_chain() {
         let tls = acceptor(&id, versions, &[b"xmpp-client", b"xmpp-server"]);
         let (addr, server) = serve(move |s| async move {
             let mut tls = tls.accept(s).await.expect("server-side handshake");
-            hold(&mut tls).await;
+            answer_inside_tls(&mut tls).await
         })
         .await;
         let obs = probe(addr, role, None, TlsMode::Direct, &roomy())
@@ -294,7 +337,11 @@ async fn direct_tls_records_alpn_version_and_chain() {
         assert_eq!(obs.alpn.as_deref(), Some(alpn));
         assert_eq!(obs.version, version);
         assert!(!obs.cipher.is_empty());
-        server.await.unwrap();
+        // Like a client: a stream opened inside TLS, then closed politely.
+        let inside = server.await.unwrap();
+        assert!(inside.contains("to='example.org'"), "{inside}");
+        assert!(inside.contains(role.namespace()), "{inside}");
+        assert!(inside.ends_with("</stream:stream>"), "{inside}");
     }
 }
 
@@ -694,9 +741,13 @@ async fn nothing_after_proceed_is_consumed() {
         &Limits::default(),
         Instant::now() + Duration::from_secs(5),
     );
-    starttls(&mut xml, DOMAIN, Role::Client, None)
-        .await
-        .unwrap();
+    starttls(
+        &mut xml,
+        &stream_header(DOMAIN, Role::Client, None),
+        Role::Client,
+    )
+    .await
+    .unwrap();
     let mut client = xml.into_inner();
     drop(server);
     let mut rest = Vec::new();

@@ -26,6 +26,25 @@ const STAGE: &str = "tls handshake";
 /// hand, so a peer that will not take our close_notify must not delay it.
 const CLOSE_GRACE: Duration = Duration::from_secs(2);
 
+/// How long the stream restart inside TLS may take at most (see [`Restart`]).
+const RESTART_GRACE: Duration = Duration::from_secs(5);
+
+/// What an XMPP client or server does once TLS is up (RFC 6120 §5.4.3.3,
+/// XEP-0368): open a new stream inside it. The probe reads the server's
+/// header and stream features, then closes the stream (`</stream:stream>`)
+/// and TLS (close_notify), like a client that changed its mind, rather than
+/// cutting the connection right after the handshake. The observation is
+/// already taken: nothing the server does here changes it, and the whole
+/// exchange is bounded by [`RESTART_GRACE`] and the probe's deadline.
+pub(crate) struct Restart<'a> {
+    /// Our stream header, as sent before TLS.
+    pub header: &'a str,
+    /// c2s or s2s: which stream namespace the server must answer with.
+    pub role: crate::vocab::Role,
+    /// Bounds on what is read.
+    pub limits: &'a super::xml::Limits,
+}
+
 /// What the TLS handshake showed; judged by nobody here.
 #[derive(Clone, Debug)]
 pub struct TlsObservation {
@@ -125,6 +144,18 @@ pub(crate) async fn handshake_until<S: AsyncRead + AsyncWrite + Unpin>(
     alpn: Option<&[u8]>,
     deadline: Instant,
 ) -> Result<TlsObservation, ProbeFailure> {
+    handshake_and_restart(stream, sni, alpn, deadline, None).await
+}
+
+/// [`handshake_until`], then (with `restart`) a new stream inside TLS up to
+/// its features, then a polite close.
+pub(crate) async fn handshake_and_restart<S: AsyncRead + AsyncWrite + Unpin>(
+    stream: S,
+    sni: &str,
+    alpn: Option<&[u8]>,
+    deadline: Instant,
+    restart: Option<Restart<'_>>,
+) -> Result<TlsObservation, ProbeFailure> {
     let name = ServerName::try_from(sni.to_owned()).map_err(|_| ProbeFailure::Io {
         detail: format!("not a usable TLS server name: {sni:?}"),
     })?;
@@ -135,12 +166,35 @@ pub(crate) async fn handshake_until<S: AsyncRead + AsyncWrite + Unpin>(
         Ok(Ok(tls)) => tls,
     };
     let observation = observe(&tls)?;
+    if let Some(r) = restart {
+        let by = deadline.min(Instant::now() + RESTART_GRACE);
+        match tokio::time::timeout_at(by, restart_stream(&mut tls, &r, by)).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => tracing::debug!(sni, error = %e, "stream restart inside TLS failed"),
+            Err(_) => tracing::debug!(sni, "stream restart inside TLS did not complete in time"),
+        }
+    }
     // Courtesy only: the result stands whether or not the close completes.
     let close_by = deadline.min(Instant::now() + CLOSE_GRACE);
     if let Err(e) = tokio::time::timeout_at(close_by, tls.shutdown()).await {
         tracing::debug!(sni, error = %e, "TLS close did not complete in time");
     }
     Ok(observation)
+}
+
+/// Our header inside TLS, the server's header and features, our `</stream:stream>`.
+async fn restart_stream<S: AsyncRead + AsyncWrite + Unpin>(
+    tls: &mut S,
+    r: &Restart<'_>,
+    by: Instant,
+) -> Result<(), ProbeFailure> {
+    let mut xml = super::xml::Xml::new(tls, r.limits, by);
+    xml.send(r.header.as_bytes(), "stream header inside TLS")
+        .await?;
+    xml.read_stream_header(r.role).await?;
+    // Whatever comes first (features, or a stream error): then we close.
+    let _ = xml.next_top("features inside TLS").await?;
+    xml.send(b"</stream:stream>", "stream close").await
 }
 
 /// Reads what the completed handshake negotiated.
