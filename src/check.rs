@@ -3,7 +3,7 @@
 use std::collections::BTreeSet;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 use futures::stream::{self, StreamExt};
 use hickory_resolver::proto::rr::RecordType;
@@ -45,6 +45,11 @@ pub struct Checker {
     pub confirm_mismatch: bool,
     /// Also probe addresses that are not globally reachable.
     pub allow_private: bool,
+    /// The longest random wait between a check's DNS lookups and its probes
+    /// (zero: none). The monitor sets it so the lookups of a domain, which
+    /// an interceptor on its DNS path may see, do not announce a probe
+    /// seconds later; no permit is held while waiting.
+    pub probe_delay: Duration,
 }
 
 impl Checker {
@@ -56,6 +61,7 @@ impl Checker {
             clock,
             confirm_mismatch: true,
             allow_private: false,
+            probe_delay: Duration::ZERO,
         }
     }
 
@@ -101,6 +107,9 @@ impl Checker {
             ..Health::default()
         };
         let endpoints = Arc::new(found.endpoints.clone());
+        if !endpoints.is_empty() {
+            self.wait_before_probes().await;
+        }
         let Probes {
             probed,
             left_out,
@@ -178,6 +187,18 @@ impl Checker {
         };
         tracing::info!(verdict = %report.verdict, endpoints = report.endpoints.len(), "checked");
         (report, health)
+    }
+
+    /// A random wait of up to `probe_delay`, holding no permit meanwhile.
+    async fn wait_before_probes(&self) {
+        if self.probe_delay.is_zero() {
+            return;
+        }
+        let wait = rand::random_range(Duration::ZERO..=self.probe_delay);
+        tracing::debug!(wait = ?wait, "waiting between the lookups and the probes");
+        self.prober.release().await;
+        tokio::time::sleep(wait).await;
+        self.prober.hold().await;
     }
 
     /// Probes the chosen endpoints, all by the check's deadline.
@@ -712,6 +733,36 @@ mod tests {
         assert!(gate.holds().await, "the check holds it again for the rest");
         gate.leave().await;
         assert_eq!(permits.available_permits(), 1);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_wait_between_lookups_and_probes_is_random_and_holds_no_permit() {
+        let permits = Arc::new(tokio::sync::Semaphore::new(1));
+        let gate = Arc::new(Gate::new(permits.clone()));
+        assert!(gate.enter().await);
+        let prober = Prober::new(Connector::Direct, Duration::from_secs(60), None)
+            .with_gate(Some(gate.clone()));
+        let mut c = checker(prober);
+        c.probe_delay = Duration::from_secs(600);
+        let mut waits = BTreeSet::new();
+        for _ in 0..8 {
+            let t0 = tokio::time::Instant::now();
+            let c2 = c.clone();
+            let run = tokio::spawn(async move { c2.wait_before_probes().await });
+            tokio::task::yield_now().await;
+            assert_eq!(permits.available_permits(), 1, "no permit while waiting");
+            run.await.unwrap();
+            let waited = t0.elapsed();
+            assert!(waited <= Duration::from_secs(600), "{waited:?}");
+            assert!(gate.holds().await, "held again for the probes");
+            waits.insert(waited.as_millis());
+        }
+        assert!(waits.len() > 1, "the wait is random: {waits:?}");
+        c.probe_delay = Duration::ZERO;
+        let t0 = tokio::time::Instant::now();
+        c.wait_before_probes().await;
+        assert_eq!(t0.elapsed(), Duration::ZERO);
+        gate.leave().await;
     }
 
     fn endpoint_and_chain() -> (Endpoint, Probed) {

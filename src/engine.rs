@@ -75,6 +75,9 @@ impl HasKind for Error {
     }
 }
 
+/// The longest random wait between a monitored check's lookups and probes.
+pub const MAX_PROBE_DELAY: std::time::Duration = std::time::Duration::from_secs(300);
+
 /// Shared by the component, the commands, the monitor and the deliverer.
 pub struct Engine {
     store: Store,
@@ -192,7 +195,11 @@ impl Engine {
         domain: &Domain,
         gate: std::sync::Arc<crate::probe::Gate>,
     ) -> Result<(Report, Health), Error> {
-        let checker = self.checker().await?;
+        let mut checker = self.checker().await?;
+        // Lookups and probes apart by a random wait within the jitter
+        // (at most MAX_PROBE_DELAY), so a domain's DNS queries do not
+        // announce our probes to whoever watches its DNS.
+        checker.probe_delay = self.config.monitor.jitter.min(MAX_PROBE_DELAY);
         Ok(checker.check_gated(domain, ServiceSet::All, gate).await)
     }
 
