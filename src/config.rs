@@ -39,6 +39,8 @@ pub struct XmppConfig {
     pub secret_file: String,
     /// Operator JIDs, told when Tor or DNS keeps failing.
     pub admins: Vec<String>,
+    /// The largest stanza the component sends; longer texts are cut to fit.
+    pub max_stanza_bytes: usize,
 }
 
 impl Default for XmppConfig {
@@ -49,6 +51,7 @@ impl Default for XmppConfig {
             secret: String::new(),
             secret_file: String::new(),
             admins: Vec::new(),
+            max_stanza_bytes: 64 * 1024,
         }
     }
 }
@@ -274,6 +277,12 @@ impl Config {
         }
         if self.probe.transport == Transport::Socks5 {
             resolve_socket(&self.probe.socks5, "probe.socks5").map_err(ConfigError::Invalid)?;
+        }
+        if !(4096..=1024 * 1024).contains(&self.xmpp.max_stanza_bytes) {
+            return Err(ConfigError::Invalid(format!(
+                "xmpp.max_stanza_bytes must be between 4096 and 1048576, not {}",
+                self.xmpp.max_stanza_bytes
+            )));
         }
         if self.probe.timeout.is_zero() {
             return Err(ConfigError::Invalid(

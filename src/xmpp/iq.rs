@@ -47,7 +47,11 @@ fn answer(ctx: &Ctx, from: &Jid, payload: &Element, set: bool) -> Answer {
     let ns = payload.ns();
     match (set, payload.name(), ns.as_str()) {
         (false, "query", NS_DISCO_INFO) => disco_info(ctx, payload.attr("node")),
-        (false, "query", NS_DISCO_ITEMS) => disco_items(ctx, payload.attr("node")),
+        (false, "query", NS_DISCO_ITEMS) => disco_items(
+            ctx,
+            payload.attr("node"),
+            payload.get_child("set", stanzas::NS_RSM),
+        ),
         (false, "ping", NS_PING) => Ok(None),
         (_, "pubsub", NS_PUBSUB) => pubsub(ctx, from, payload, set),
         _ => Err((
@@ -95,13 +99,65 @@ fn disco_info(ctx: &Ctx, node: Option<&str>) -> Answer {
     Ok(Some(stanzas::disco_info(node, crate::commands::HELP_LINES)))
 }
 
-fn disco_items(ctx: &Ctx, node: Option<&str>) -> Answer {
+fn disco_items(ctx: &Ctx, node: Option<&str>, rsm: Option<&Element>) -> Answer {
     if node.is_some() {
         // Leaf nodes have no sub-nodes.
         return Ok(Some(stanzas::disco_items(&ctx.me, &[])));
     }
     let nodes = ctx.engine.store().monitored().map_err(store_error)?;
-    Ok(Some(stanzas::disco_items(&ctx.me, &nodes)))
+    let (slice, page) = page_of(&nodes, rsm)?;
+    Ok(Some(stanzas::disco_items_page(&ctx.me, slice, page.as_ref())))
+}
+
+/// Nodes listed in one disco#items answer at most (fewer when asked).
+pub const DISCO_PAGE: usize = 100;
+
+/// The slice of `all` (sorted) one answer carries: XEP-0059 `max` with
+/// `after`, `before` or `index`; a list longer than one page is paged even
+/// when the request did not ask, and then says so with a `<set/>`.
+fn page_of<'a>(
+    all: &'a [String],
+    rsm: Option<&Element>,
+) -> Result<(&'a [String], Option<stanzas::Page>), (DefinedCondition, String)> {
+    let bad = |what: &str| (DefinedCondition::BadRequest, format!("result set: {what}"));
+    let child = |name: &str| rsm.and_then(|r| r.get_child(name, stanzas::NS_RSM));
+    let max = match child("max") {
+        Some(m) => m.text().trim().parse::<usize>().map_err(|_| bad("max is not a number"))?,
+        None => DISCO_PAGE,
+    }
+    .min(DISCO_PAGE);
+    let start = if let Some(after) = child("after") {
+        let after = after.text();
+        all.partition_point(|n| n.as_str() <= after.as_str())
+    } else if let Some(before) = child("before") {
+        let before = before.text();
+        // An empty <before/> asks for the last page.
+        let end = if before.is_empty() {
+            all.len()
+        } else {
+            all.partition_point(|n| n.as_str() < before.as_str())
+        };
+        end.saturating_sub(max)
+    } else if let Some(index) = child("index") {
+        index.text().trim().parse::<usize>().map_err(|_| bad("index is not a number"))?
+    } else {
+        0
+    }
+    .min(all.len());
+    let end = match child("before") {
+        Some(b) if !b.text().is_empty() => all.partition_point(|n| n.as_str() < b.text().as_str()),
+        _ => all.len(),
+    }
+    .min(start + max);
+    let slice = &all[start..end.max(start)];
+    let paged = rsm.is_some() || all.len() > slice.len();
+    Ok((
+        slice,
+        paged.then(|| stanzas::Page {
+            index: start,
+            count: all.len(),
+        }),
+    ))
 }
 
 fn pubsub(ctx: &Ctx, from: &Jid, payload: &Element, set: bool) -> Answer {
@@ -177,18 +233,85 @@ fn pubsub(ctx: &Ctx, from: &Jid, payload: &Element, set: bool) -> Answer {
                     format!("{node} is not monitored"),
                 ));
             }
-            let elements = items
-                .iter()
-                .map(|i| {
-                    let entry = stanzas::atom_entry(&i.id, &i.title, &i.content, &i.updated);
-                    stanzas::item(NS_PUBSUB, &i.id, entry)
-                })
-                .collect();
+            // Newest first, as many as fit in one stanza (at least one).
+            let budget = stanzas::max_stanza().saturating_sub(4096);
+            let mut used = 0;
+            let mut elements = Vec::new();
+            for i in &items {
+                let size = stanzas::entry_len(&i.id, &i.title, &i.content, &i.updated);
+                if used + size > budget && !elements.is_empty() {
+                    break;
+                }
+                used += size;
+                let entry = stanzas::atom_entry(&i.id, &i.title, &i.content, &i.updated);
+                elements.push(stanzas::item(NS_PUBSUB, &i.id, entry));
+            }
             Ok(Some(stanzas::items_result(domain.as_str(), elements)))
         }
         _ => Err((
             DefinedCondition::FeatureNotImplemented,
             format!("pubsub {} is not supported", op.name()),
         )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::str::FromStr;
+
+    fn rsm(inner: &str) -> Element {
+        Element::from_str(&format!("<set xmlns='{}'>{inner}</set>", stanzas::NS_RSM)).unwrap()
+    }
+
+    #[test]
+    fn disco_items_are_paged_with_result_set_management() {
+        let all: Vec<String> = (0..250).map(|i| format!("d{i:03}.example")).collect();
+        // Unasked, a long list comes in pages, and says so.
+        let (first, page) = page_of(&all, None).unwrap();
+        assert_eq!(first.len(), DISCO_PAGE);
+        assert_eq!(page, Some(stanzas::Page { index: 0, count: 250 }));
+        // The next page starts after the last one seen.
+        let after = rsm(&format!("<max>100</max><after>{}</after>", first.last().unwrap()));
+        let (second, page) = page_of(&all, Some(&after)).unwrap();
+        assert_eq!(second[0], "d100.example");
+        assert_eq!(page.unwrap().index, 100);
+        let (third, _) = page_of(&all, Some(&rsm("<after>d199.example</after>"))).unwrap();
+        assert_eq!((third.len(), third[0].as_str()), (50, "d200.example"));
+        // max is honoured, never above the page size.
+        let (few, _) = page_of(&all, Some(&rsm("<max>7</max>"))).unwrap();
+        assert_eq!(few.len(), 7);
+        let (capped, _) = page_of(&all, Some(&rsm("<max>100000</max>"))).unwrap();
+        assert_eq!(capped.len(), DISCO_PAGE);
+        // The last page, a page before an item, and by index.
+        let (last, page) = page_of(&all, Some(&rsm("<max>10</max><before/>"))).unwrap();
+        assert_eq!((last[0].as_str(), page.unwrap().index), ("d240.example", 240));
+        let (before, _) =
+            page_of(&all, Some(&rsm("<max>10</max><before>d050.example</before>"))).unwrap();
+        assert_eq!(before.first().unwrap(), "d040.example");
+        assert_eq!(before.last().unwrap(), "d049.example");
+        let (at, _) = page_of(&all, Some(&rsm("<max>3</max><index>5</index>"))).unwrap();
+        assert_eq!(at, &all[5..8]);
+        let (past, page) = page_of(&all, Some(&rsm("<index>9999</index>"))).unwrap();
+        assert!(past.is_empty());
+        assert_eq!(page.unwrap().count, 250);
+        assert!(page_of(&all, Some(&rsm("<max>many</max>"))).is_err());
+        // A short list, unasked: one answer, no <set/>.
+        let (whole, page) = page_of(&all[..3], None).unwrap();
+        assert_eq!((whole.len(), page), (3, None));
+        // The answer carries first, last and count.
+        let (slice, page) = page_of(&all, None).unwrap();
+        let q = stanzas::disco_items_page(
+            &Jid::new("certwatch.localhost").unwrap(),
+            slice,
+            page.as_ref(),
+        );
+        let set = q.get_child("set", stanzas::NS_RSM).unwrap();
+        assert_eq!(set.get_child("count", stanzas::NS_RSM).unwrap().text(), "250");
+        assert_eq!(set.get_child("last", stanzas::NS_RSM).unwrap().text(), "d099.example");
+        assert_eq!(
+            set.get_child("first", stanzas::NS_RSM).unwrap().attr("index"),
+            Some("0")
+        );
     }
 }

@@ -188,6 +188,7 @@ pub async fn run(
     shutdown: impl std::future::Future<Output = ()>,
 ) {
     let Settings { me, server, secret } = settings;
+    stanzas::set_max_stanza(engine.config().xmpp.max_stanza_bytes);
     let link = Arc::new(Link::default());
     let ctx = Arc::new(Ctx {
         engine,

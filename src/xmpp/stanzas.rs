@@ -1,5 +1,7 @@
 //! The stanzas the component builds. Every one has a round-trip test.
 
+use std::sync::atomic::{AtomicUsize, Ordering};
+
 use tokio_xmpp::minidom::rxml::NcName;
 use tokio_xmpp::minidom::{Element, ElementBuilder};
 use tokio_xmpp::parsers::iq::Iq;
@@ -37,6 +39,68 @@ pub const PUBSUB_FEATURES: &[&str] = &[
     "http://jabber.org/protocol/pubsub#persistent-items",
 ];
 
+/// XEP-0059 Result Set Management.
+pub const NS_RSM: &str = "http://jabber.org/protocol/rsm";
+
+/// The largest stanza the component sends, in bytes (`xmpp.max_stanza_bytes`);
+/// set once at start-up. Prosody's component limit is 512 KiB by default and
+/// a bigger stanza makes the server drop the whole link, so every text that
+/// can grow (a reply, an alert, an item) is cut to fit well within it.
+static MAX_STANZA: AtomicUsize = AtomicUsize::new(DEFAULT_MAX_STANZA);
+
+/// `xmpp.max_stanza_bytes` when the configuration does not say.
+pub const DEFAULT_MAX_STANZA: usize = 64 * 1024;
+
+/// Sets the stanza bound (at start-up, from the configuration).
+pub fn set_max_stanza(bytes: usize) {
+    MAX_STANZA.store(bytes, Ordering::Relaxed);
+}
+
+/// The stanza bound in force.
+pub fn max_stanza() -> usize {
+    MAX_STANZA.load(Ordering::Relaxed)
+}
+
+/// What one text of a stanza (a body, an entry's content) may take, escaped:
+/// half the stanza bound, the rest being room for the envelope.
+pub fn text_budget() -> usize {
+    max_stanza() / 2
+}
+
+/// The length of `s` once escaped as XML text or attribute value.
+fn escaped_len(s: &str) -> usize {
+    s.bytes()
+        .map(|b| match b {
+            b'&' => 5,
+            b'<' | b'>' => 4,
+            b'\'' | b'"' => 6,
+            _ => 1,
+        })
+        .sum()
+}
+
+/// `s`, cut at a character boundary so that it takes at most `budget` bytes
+/// once escaped, with a note saying how much was cut. Short texts pass whole.
+pub fn clip_text(s: &str, budget: usize) -> std::borrow::Cow<'_, str> {
+    if escaped_len(s) <= budget {
+        return s.into();
+    }
+    let note = |cut: usize| format!("\n[... {cut} more bytes cut to fit one XMPP stanza]");
+    let room = budget.saturating_sub(escaped_len(&note(s.len())));
+    let mut used = 0;
+    let mut end = 0;
+    for (i, c) in s.char_indices() {
+        let mut buf = [0u8; 4];
+        let w = escaped_len(c.encode_utf8(&mut buf));
+        if used + w > room {
+            break;
+        }
+        used += w;
+        end = i + c.len_utf8();
+    }
+    format!("{}{}", &s[..end], note(s.len() - end)).into()
+}
+
 fn ncname(name: &str) -> NcName {
     NcName::try_from(name).expect("attribute names here are static and valid")
 }
@@ -52,7 +116,7 @@ pub fn chat(from: &Jid, to: &Jid, body: &str, type_: MessageType) -> Message {
     m.from = Some(from.clone());
     m.bodies.insert(
         tokio_xmpp::parsers::message::Lang(String::new()),
-        body.to_owned(),
+        clip_text(body, text_budget()).into_owned(),
     );
     m
 }
@@ -145,6 +209,44 @@ pub fn disco_info(node: Option<&str>, commands: &[&str]) -> Element {
     q.build()
 }
 
+/// Which slice of a long list one answer carries (XEP-0059).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Page {
+    /// The index of the first item of the slice in the whole list.
+    pub index: usize,
+    /// How many items the whole list has.
+    pub count: usize,
+}
+
+/// XEP-0059 `<set/>` describing one page of `items`.
+pub fn rsm_set(items: &[String], page: &Page) -> Element {
+    let mut set = Element::builder("set", NS_RSM);
+    if let (Some(first), Some(last)) = (items.first(), items.last()) {
+        set = set
+            .append(
+                attr(Element::builder("first", NS_RSM), "index", page.index.to_string())
+                    .append(first.as_str())
+                    .build(),
+            )
+            .append(Element::builder("last", NS_RSM).append(last.as_str()).build());
+    }
+    set.append(
+        Element::builder("count", NS_RSM)
+            .append(page.count.to_string())
+            .build(),
+    )
+    .build()
+}
+
+/// XEP-0030 items: one per PubSub node, with the page they are when paged.
+pub fn disco_items_page(component: &Jid, nodes: &[String], page: Option<&Page>) -> Element {
+    let mut q = disco_items(component, nodes);
+    if let Some(page) = page {
+        q.append_child(rsm_set(nodes, page));
+    }
+    q
+}
+
 /// XEP-0030 items: one per PubSub node.
 pub fn disco_items(component: &Jid, nodes: &[String]) -> Element {
     let mut q = Element::builder("query", NS_DISCO_ITEMS);
@@ -171,15 +273,26 @@ pub fn disco_items(component: &Jid, nodes: &[String]) -> Element {
 pub fn atom_entry(id: &str, title: &str, content: &str, updated: &str) -> Element {
     let text = |name: &str, value: &str| Element::builder(name, NS_ATOM).append(value).build();
     Element::builder("entry", NS_ATOM)
-        .append(text("title", title))
+        .append(text("title", &clip_text(title, 1024)))
         .append(
             attr(Element::builder("content", NS_ATOM), "type", "text")
-                .append(content)
+                .append(clip_text(content, text_budget()).into_owned())
                 .build(),
         )
         .append(text("updated", updated))
         .append(text("id", id))
         .build()
+}
+
+/// About how many bytes [`atom_entry`] and its `<item>` take (an upper
+/// bound within a few bytes), to fill a result without passing the bound.
+pub fn entry_len(id: &str, title: &str, content: &str, updated: &str) -> usize {
+    const ENVELOPE: usize = 400;
+    escaped_len(title).min(1024)
+        + escaped_len(content).min(text_budget())
+        + 2 * escaped_len(id)
+        + escaped_len(updated)
+        + ENVELOPE
 }
 
 /// An `<item id>` wrapping an entry, in the given namespace (pubsub or pubsub#event).
@@ -313,6 +426,37 @@ mod tests {
         ] {
             assert_eq!(entry.get_child(name, NS_ATOM).unwrap().text(), want);
         }
+    }
+
+    #[test]
+    fn long_texts_are_cut_to_fit_one_stanza() {
+        assert_eq!(clip_text("short & sweet", 100), "short & sweet");
+        // Escaping counts: '&' is 5 bytes on the wire.
+        let amps = "&".repeat(1000);
+        let cut = clip_text(&amps, 600);
+        assert!(escaped_len(&cut) <= 600, "{}", escaped_len(&cut));
+        assert!(cut.contains("more bytes cut"), "{cut}");
+        // Never inside a character.
+        let wide = "é".repeat(10_000);
+        let cut = clip_text(&wide, 1000);
+        assert!(cut.len() <= 1000 && cut.starts_with('é'));
+        // A 28 MB alert becomes a stanza well under the bound.
+        let huge = "3 1 1 abcdef0123456789; ".repeat(1_200_000);
+        let me = jid("certwatch.localhost");
+        let to = jid("alice@localhost");
+        let chat = String::from(&Element::from(chat(&me, &to, &huge, MessageType::Chat)));
+        assert!(chat.len() < max_stanza(), "{}", chat.len());
+        let entry = atom_entry("id-1", &huge, &huge, "2026-12-03T00:00:00Z");
+        let event = String::from(&Element::from(event_message(
+            &me,
+            &to,
+            event("example.org", item(NS_PUBSUB_EVENT, "id-1", entry)),
+        )));
+        assert!(event.len() < max_stanza(), "{}", event.len());
+        assert!(
+            entry_len("id-1", &huge, &huge, "2026-12-03T00:00:00Z") >= event.len() - 600,
+            "entry_len is an upper bound of the entry's size"
+        );
     }
 
     #[test]
