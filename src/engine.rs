@@ -262,11 +262,12 @@ impl Engine {
                 .admins
                 .iter()
                 .map(|admin| Delivery {
-                    alert_id: format!("health-{now}"),
+                    alert_id: format!("operator-health-{now}"),
                     sink: Sink::Chat(admin.clone()),
                     title: text.clone(),
                     content: text.clone(),
                     updated: now.clone(),
+                    attempts: 0,
                 })
                 .collect();
             if let Err(e) = self.store.enqueue(&deliveries) {

@@ -51,7 +51,15 @@ pub struct Delivery {
     pub content: String,
     /// RFC 3339 time of the alert.
     pub updated: String,
+    /// How many times sending it was tried (it is dead-lettered after
+    /// [`MAX_DELIVERY_ATTEMPTS`]).
+    #[serde(default)]
+    pub attempts: u32,
 }
+
+/// Tries before a delivery is given up and kept as a dead letter, so one
+/// item the server will not take never blocks the alerts queued behind it.
+pub const MAX_DELIVERY_ATTEMPTS: u32 = 5;
 
 /// A published PubSub item.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -112,6 +120,7 @@ impl Alert {
                 title: self.title.clone(),
                 content: self.content.clone(),
                 updated: self.updated.clone(),
+                attempts: 0,
             })
             .collect()
     }

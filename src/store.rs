@@ -8,6 +8,7 @@
 //! | `subs`        | domain `\0` bare JID   | empty (chat subscription)  |
 //! | `subs_by_jid` | bare JID `\0` domain   | empty (the reverse index)  |
 //! | `outbox`      | u64 big-endian seq     | [`Delivery`] not yet sent  |
+//! | `dead_letters` | u64 big-endian seq    | [`Delivery`] given up after [`MAX_DELIVERY_ATTEMPTS`](crate::model::MAX_DELIVERY_ATTEMPTS) tries |
 //! | `ps_subs`     | node `\0` JID          | empty (PubSub subscriber)  |
 //! | `ps_items`    | node `\0` u64 BE seq   | [`Item`]                   |
 //! | `meta`        | name                   | JSON of the bot's own state |
@@ -27,6 +28,9 @@ use sled::Transactional;
 use crate::error::{ErrorKind, HasKind};
 use crate::model::{Delivery, DomainState, Item};
 use crate::report::Report;
+
+/// How many undeliverable deliveries are kept for the operator to look at.
+pub const MAX_DEAD_LETTERS: usize = 1000;
 
 /// How many PubSub items are kept per node.
 pub const MAX_ITEMS: usize = 50;
@@ -89,6 +93,20 @@ pub trait StateStore {
         &self,
         id: u64,
     ) -> impl std::future::Future<Output = Result<(), StoreError>> + Send;
+    /// Counts one more try of a pending delivery, durably, before it is made;
+    /// returns the delivery as now stored (None if it is no longer pending).
+    fn note_attempt(
+        &self,
+        id: u64,
+    ) -> impl std::future::Future<Output = Result<Option<Delivery>, StoreError>> + Send;
+    /// Moves a pending delivery to the dead letters (the newest
+    /// [`MAX_DEAD_LETTERS`] are kept), durably.
+    fn dead_letter(
+        &self,
+        id: u64,
+    ) -> impl std::future::Future<Output = Result<(), StoreError>> + Send;
+    /// The dead letters, oldest first.
+    fn dead_letters(&self) -> Result<Vec<Delivery>, StoreError>;
     /// Makes every write so far durable.
     fn flush(&self) -> impl std::future::Future<Output = Result<(), StoreError>> + Send;
     /// Writes a domain's new state, the PubSub item and the deliveries it
@@ -126,6 +144,7 @@ pub struct Store {
     subs: sled::Tree,
     subs_by_jid: sled::Tree,
     outbox: sled::Tree,
+    dead: sled::Tree,
     ps_subs: sled::Tree,
     ps_items: sled::Tree,
     meta: sled::Tree,
@@ -186,6 +205,7 @@ impl Store {
             subs: db.open_tree("subs")?,
             subs_by_jid: db.open_tree("subs_by_jid")?,
             outbox: db.open_tree("outbox")?,
+            dead: db.open_tree("dead_letters")?,
             ps_subs: db.open_tree("ps_subs")?,
             ps_items: db.open_tree("ps_items")?,
             meta: db.open_tree("meta")?,
@@ -286,6 +306,49 @@ impl StateStore for Store {
     async fn mark_sent(&self, id: u64) -> Result<(), StoreError> {
         self.outbox.remove(id.to_be_bytes())?;
         self.flush().await
+    }
+    async fn note_attempt(&self, id: u64) -> Result<Option<Delivery>, StoreError> {
+        let key = id.to_be_bytes();
+        let Some(v) = self.outbox.get(key)? else {
+            return Ok(None);
+        };
+        let mut d: Delivery = decode(&key, &v)?;
+        d.attempts = d.attempts.saturating_add(1);
+        // Compare-and-swap: a concurrent mark_sent wins.
+        if self
+            .outbox
+            .compare_and_swap(key, Some(v), Some(encode(&d)))?
+            .is_err()
+        {
+            return Ok(None);
+        }
+        self.flush().await?;
+        Ok(Some(d))
+    }
+    async fn dead_letter(&self, id: u64) -> Result<(), StoreError> {
+        let key = id.to_be_bytes();
+        (&self.outbox, &self.dead).transaction(|(outbox, dead)| {
+            if let Some(v) = outbox.remove(&key)? {
+                dead.insert(&key, v)?;
+            }
+            Ok::<_, ConflictableTransactionError<StoreError>>(())
+        })?;
+        while self.dead.len() > MAX_DEAD_LETTERS {
+            let Some((k, _)) = self.dead.first()? else {
+                break;
+            };
+            self.dead.remove(k)?;
+        }
+        self.flush().await
+    }
+    fn dead_letters(&self) -> Result<Vec<Delivery>, StoreError> {
+        self.dead
+            .iter()
+            .map(|kv| {
+                let (k, v) = kv?;
+                decode(&k, &v)
+            })
+            .collect()
     }
     /// Makes every write so far durable.
     async fn flush(&self) -> Result<(), StoreError> {
@@ -452,6 +515,62 @@ mod tests {
         assert!(s.monitored().unwrap().is_empty());
     }
 
+    #[tokio::test]
+    async fn attempts_are_counted_and_dead_letters_leave_the_queue() {
+        let s = Store::temporary().unwrap();
+        let d = |id: &str| Delivery {
+            alert_id: id.into(),
+            sink: Sink::Chat("alice@localhost".into()),
+            title: "t".into(),
+            content: "c".into(),
+            updated: "2026-12-03T00:00:00Z".into(),
+            attempts: 0,
+        };
+        s.enqueue(&[d("stuck"), d("next")]).unwrap();
+        let pending = s.pending().unwrap();
+        let (stuck, next) = (pending[0].0, pending[1].0);
+        for n in 1..=3 {
+            let got = s.note_attempt(stuck).await.unwrap().unwrap();
+            assert_eq!(got.attempts, n);
+        }
+        assert_eq!(
+            s.pending().unwrap()[0].1.attempts,
+            3,
+            "stored, not only returned"
+        );
+        s.dead_letter(stuck).await.unwrap();
+        let left: Vec<String> = s
+            .pending()
+            .unwrap()
+            .into_iter()
+            .map(|(_, d)| d.alert_id)
+            .collect();
+        assert_eq!(left, vec!["next"], "the queue goes on behind it");
+        let dead = s.dead_letters().unwrap();
+        assert_eq!(
+            (dead.len(), dead[0].alert_id.as_str(), dead[0].attempts),
+            (1, "stuck", 3)
+        );
+        // Gone from the queue: no more attempts, no second dead letter.
+        assert!(s.note_attempt(stuck).await.unwrap().is_none());
+        s.dead_letter(stuck).await.unwrap();
+        assert_eq!(s.dead_letters().unwrap().len(), 1);
+        s.mark_sent(next).await.unwrap();
+        assert!(s.note_attempt(next).await.unwrap().is_none());
+        // Bounded.
+        for i in 0..(MAX_DEAD_LETTERS + 3) {
+            s.enqueue(&[d(&format!("d{i}"))]).unwrap();
+            let id = s.pending().unwrap()[0].0;
+            s.dead_letter(id).await.unwrap();
+        }
+        let dead = s.dead_letters().unwrap();
+        assert_eq!(dead.len(), MAX_DEAD_LETTERS);
+        assert_eq!(
+            dead.last().unwrap().alert_id,
+            format!("d{}", MAX_DEAD_LETTERS + 2)
+        );
+    }
+
     #[test]
     fn commit_check_writes_state_and_outbox_together() {
         let s = Store::temporary().unwrap();
@@ -461,6 +580,7 @@ mod tests {
             title: "t".into(),
             content: "c".into(),
             updated: "2026-11-22T12:00:00Z".into(),
+            attempts: 0,
         };
         let state = DomainState {
             state: Some(Verdict::Mismatch),

@@ -15,8 +15,11 @@ use crate::domain::Domain;
 /// Most items returned by one items request.
 const MAX_RETURNED_ITEMS: usize = 50;
 
+/// An error condition and its text.
+type Refusal = (DefinedCondition, String);
+
 /// The outcome of one request: a result payload, or an error condition and text.
-type Answer = Result<Option<Element>, (DefinedCondition, String)>;
+type Answer = Result<Option<Element>, Refusal>;
 
 /// Answers an IQ; results and errors addressed to us are dropped.
 pub fn on_iq(ctx: &Arc<Ctx>, iq: Iq) {
@@ -106,7 +109,11 @@ fn disco_items(ctx: &Ctx, node: Option<&str>, rsm: Option<&Element>) -> Answer {
     }
     let nodes = ctx.engine.store().monitored().map_err(store_error)?;
     let (slice, page) = page_of(&nodes, rsm)?;
-    Ok(Some(stanzas::disco_items_page(&ctx.me, slice, page.as_ref())))
+    Ok(Some(stanzas::disco_items_page(
+        &ctx.me,
+        slice,
+        page.as_ref(),
+    )))
 }
 
 /// Nodes listed in one disco#items answer at most (fewer when asked).
@@ -118,11 +125,15 @@ pub const DISCO_PAGE: usize = 100;
 fn page_of<'a>(
     all: &'a [String],
     rsm: Option<&Element>,
-) -> Result<(&'a [String], Option<stanzas::Page>), (DefinedCondition, String)> {
+) -> Result<(&'a [String], Option<stanzas::Page>), Refusal> {
     let bad = |what: &str| (DefinedCondition::BadRequest, format!("result set: {what}"));
     let child = |name: &str| rsm.and_then(|r| r.get_child(name, stanzas::NS_RSM));
     let max = match child("max") {
-        Some(m) => m.text().trim().parse::<usize>().map_err(|_| bad("max is not a number"))?,
+        Some(m) => m
+            .text()
+            .trim()
+            .parse::<usize>()
+            .map_err(|_| bad("max is not a number"))?,
         None => DISCO_PAGE,
     }
     .min(DISCO_PAGE);
@@ -139,7 +150,11 @@ fn page_of<'a>(
         };
         end.saturating_sub(max)
     } else if let Some(index) = child("index") {
-        index.text().trim().parse::<usize>().map_err(|_| bad("index is not a number"))?
+        index
+            .text()
+            .trim()
+            .parse::<usize>()
+            .map_err(|_| bad("index is not a number"))?
     } else {
         0
     }
@@ -153,7 +168,7 @@ fn page_of<'a>(
     let paged = rsm.is_some() || all.len() > slice.len();
     Ok((
         slice,
-        paged.then(|| stanzas::Page {
+        paged.then_some(stanzas::Page {
             index: start,
             count: all.len(),
         }),
@@ -270,9 +285,18 @@ mod tests {
         // Unasked, a long list comes in pages, and says so.
         let (first, page) = page_of(&all, None).unwrap();
         assert_eq!(first.len(), DISCO_PAGE);
-        assert_eq!(page, Some(stanzas::Page { index: 0, count: 250 }));
+        assert_eq!(
+            page,
+            Some(stanzas::Page {
+                index: 0,
+                count: 250
+            })
+        );
         // The next page starts after the last one seen.
-        let after = rsm(&format!("<max>100</max><after>{}</after>", first.last().unwrap()));
+        let after = rsm(&format!(
+            "<max>100</max><after>{}</after>",
+            first.last().unwrap()
+        ));
         let (second, page) = page_of(&all, Some(&after)).unwrap();
         assert_eq!(second[0], "d100.example");
         assert_eq!(page.unwrap().index, 100);
@@ -285,9 +309,15 @@ mod tests {
         assert_eq!(capped.len(), DISCO_PAGE);
         // The last page, a page before an item, and by index.
         let (last, page) = page_of(&all, Some(&rsm("<max>10</max><before/>"))).unwrap();
-        assert_eq!((last[0].as_str(), page.unwrap().index), ("d240.example", 240));
-        let (before, _) =
-            page_of(&all, Some(&rsm("<max>10</max><before>d050.example</before>"))).unwrap();
+        assert_eq!(
+            (last[0].as_str(), page.unwrap().index),
+            ("d240.example", 240)
+        );
+        let (before, _) = page_of(
+            &all,
+            Some(&rsm("<max>10</max><before>d050.example</before>")),
+        )
+        .unwrap();
         assert_eq!(before.first().unwrap(), "d040.example");
         assert_eq!(before.last().unwrap(), "d049.example");
         let (at, _) = page_of(&all, Some(&rsm("<max>3</max><index>5</index>"))).unwrap();
@@ -307,10 +337,18 @@ mod tests {
             page.as_ref(),
         );
         let set = q.get_child("set", stanzas::NS_RSM).unwrap();
-        assert_eq!(set.get_child("count", stanzas::NS_RSM).unwrap().text(), "250");
-        assert_eq!(set.get_child("last", stanzas::NS_RSM).unwrap().text(), "d099.example");
         assert_eq!(
-            set.get_child("first", stanzas::NS_RSM).unwrap().attr("index"),
+            set.get_child("count", stanzas::NS_RSM).unwrap().text(),
+            "250"
+        );
+        assert_eq!(
+            set.get_child("last", stanzas::NS_RSM).unwrap().text(),
+            "d099.example"
+        );
+        assert_eq!(
+            set.get_child("first", stanzas::NS_RSM)
+                .unwrap()
+                .attr("index"),
             Some("0")
         );
     }

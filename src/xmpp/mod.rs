@@ -9,6 +9,7 @@ pub mod stanzas;
 
 use crate::store::StateStore as _;
 use std::borrow::Cow;
+use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::str::FromStr;
 use std::sync::{Arc, Mutex};
@@ -29,7 +30,8 @@ use tokio_xmpp::{Component, Stanza};
 use crate::commands::Command;
 use crate::config::{resolve_socket, Config, ConfigError};
 use crate::engine::Engine;
-use crate::model::{Delivery, Sink};
+use crate::model::{Delivery, Sink, MAX_DELIVERY_ATTEMPTS};
+use crate::store::StoreError;
 
 /// How often the link pings the server.
 const PING_EVERY: Duration = Duration::from_secs(25);
@@ -148,7 +150,14 @@ pub struct Ctx {
     pub link: Arc<Link>,
     /// The component's JID, used as `from` everywhere.
     pub me: Jid,
+    /// Deliveries written to the stream lately, with when: re-sent if the
+    /// link drops within [`RESEND_WINDOW`] of their write (XEP-0114 has no
+    /// acknowledgement, so "written" is not "received").
+    recent: Mutex<VecDeque<(Instant, Delivery)>>,
 }
+
+/// How long after its write a delivery is still re-sent when the link drops.
+pub const RESEND_WINDOW: Duration = Duration::from_secs(10);
 
 /// How the front reaches its server, read from the `[xmpp]` config section.
 #[derive(Clone, Debug)]
@@ -194,6 +203,7 @@ pub async fn run(
         engine,
         link: link.clone(),
         me: me.clone(),
+        recent: Mutex::new(VecDeque::new()),
     });
     let deliverer = tokio::spawn(deliver(ctx.clone()));
     tracing::info!(component = %me, %server, "starting");
@@ -223,6 +233,7 @@ async fn connection_loop(ctx: Arc<Ctx>, server: SocketAddr, secret: String) {
             Err(e) => tracing::warn!(%server, error = %e, "link to the server failed"),
         }
         ctx.link.set(None);
+        requeue_recent(&ctx);
         if started.elapsed() > BACKOFF_MAX {
             backoff = BACKOFF_MIN;
         }
@@ -392,9 +403,20 @@ async fn deliver(ctx: Arc<Ctx>) {
 async fn flush_outbox(ctx: &Ctx) -> Result<(), String> {
     let store = ctx.engine.store();
     for (id, delivery) in store.pending().map_err(|e| e.to_string())? {
+        if delivery.attempts >= MAX_DELIVERY_ATTEMPTS {
+            give_up(ctx, id, &delivery)
+                .await
+                .map_err(|e| e.to_string())?;
+            continue;
+        }
         let Some(stanza) = delivery_stanza(&ctx.me, &delivery) else {
             tracing::warn!(id, "undeliverable alert dropped (bad JID)");
-            store.mark_sent(id).await.map_err(|e| e.to_string())?;
+            store.dead_letter(id).await.map_err(|e| e.to_string())?;
+            continue;
+        };
+        // Counted before the try: a delivery that kills the link each time
+        // it is written is given up after a few, not retried forever.
+        let Some(delivery) = store.note_attempt(id).await.map_err(|e| e.to_string())? else {
             continue;
         };
         if !ctx.link.send_acked(stanza).await {
@@ -402,15 +424,101 @@ async fn flush_outbox(ctx: &Ctx) -> Result<(), String> {
         }
         store.mark_sent(id).await.map_err(|e| e.to_string())?;
         tracing::info!(alert = %delivery.alert_id, "alert delivered");
+        remember_sent(ctx, delivery);
     }
     Ok(())
 }
+
+/// Keeps a written delivery for [`RESEND_WINDOW`], in case the link drops.
+fn remember_sent(ctx: &Ctx, delivery: Delivery) {
+    let mut recent = ctx.recent.lock().expect("recent lock");
+    let now = Instant::now();
+    while recent
+        .front()
+        .is_some_and(|(at, _)| now.duration_since(*at) > RESEND_WINDOW)
+    {
+        recent.pop_front();
+    }
+    // Bounded: a burst beyond this many in one window is re-sent in part.
+    if recent.len() >= 1024 {
+        recent.pop_front();
+    }
+    recent.push_back((now, delivery));
+}
+
+/// The link dropped: what was written within [`RESEND_WINDOW`] before may
+/// not have reached the server, so it is queued again, with the same alert
+/// id (the chat message id, and the PubSub item id, which replaces rather
+/// than duplicates).
+fn requeue_recent(ctx: &Ctx) {
+    let now = Instant::now();
+    let again: Vec<Delivery> = ctx
+        .recent
+        .lock()
+        .expect("recent lock")
+        .drain(..)
+        .filter(|(at, _)| now.duration_since(*at) <= RESEND_WINDOW)
+        .map(|(_, d)| d)
+        .collect();
+    if again.is_empty() {
+        return;
+    }
+    tracing::info!(
+        count = again.len(),
+        "the link dropped: alerts written in the last seconds are sent again"
+    );
+    if let Err(e) = ctx.engine.store().enqueue(&again) {
+        tracing::warn!(error = %e, "cannot queue alerts again");
+    }
+}
+
+/// A delivery tried [`MAX_DELIVERY_ATTEMPTS`] times: kept as a dead letter,
+/// and the operators are told (unless it was itself an operator notice).
+async fn give_up(ctx: &Ctx, id: u64, delivery: &Delivery) -> Result<(), StoreError> {
+    let store = ctx.engine.store();
+    store.dead_letter(id).await?;
+    let to = match &delivery.sink {
+        Sink::Chat(j) => j.clone(),
+        Sink::Event { jid, node } => format!("{jid} (PubSub node {node})"),
+    };
+    tracing::warn!(alert = %delivery.alert_id, %to, attempts = delivery.attempts, "alert given up");
+    if delivery.alert_id.starts_with(OPERATOR_PREFIX) {
+        return Ok(());
+    }
+    let text = format!(
+        "CertWatch operator notice: the alert {} for {to} could not be delivered after {} tries (the server dropped the link each time, or would not take it). It is kept in the store's dead letters; the alerts queued after it go on. Its title: {}",
+        delivery.alert_id, delivery.attempts, delivery.title
+    );
+    let now = ctx.engine.clock().now_rfc3339();
+    let notices: Vec<Delivery> = ctx
+        .engine
+        .config()
+        .xmpp
+        .admins
+        .iter()
+        .map(|admin| Delivery {
+            alert_id: format!("{OPERATOR_PREFIX}dead-{}", delivery.alert_id),
+            sink: Sink::Chat(admin.clone()),
+            title: text.clone(),
+            content: text.clone(),
+            updated: now.clone(),
+            attempts: 0,
+        })
+        .collect();
+    store.enqueue(&notices)
+}
+
+/// Alert ids of operator notices start with this.
+const OPERATOR_PREFIX: &str = "operator-";
 
 fn delivery_stanza(me: &Jid, d: &Delivery) -> Option<Stanza> {
     match &d.sink {
         Sink::Chat(jid) => {
             let to = Jid::new(jid).ok()?;
-            Some(stanzas::chat(me, &to, &d.content, MessageType::Chat).into())
+            let mut m = stanzas::chat(me, &to, &d.content, MessageType::Chat);
+            // Stable: a copy sent again after a dropped link has the same id.
+            m.id = Some(tokio_xmpp::parsers::message::Id(d.alert_id.clone()));
+            Some(m.into())
         }
         Sink::Event { node, jid } => {
             let to = Jid::new(jid).ok()?;
@@ -443,12 +551,15 @@ mod tests {
             title: "t".into(),
             content: "body".into(),
             updated: "2026-11-22T12:00:00Z".into(),
+            attempts: 0,
         };
         let Some(Stanza::Message(m)) = delivery_stanza(&me, &d) else {
             panic!("chat expected")
         };
         assert_eq!(m.from.as_ref(), Some(&me));
         assert_eq!(m.type_, MessageType::Chat);
+        // A copy sent again has the same id: recognisable as a repeat.
+        assert_eq!(m.id.as_ref().map(|i| i.0.as_str()), Some("a1"));
         d.sink = Sink::Event {
             node: "example.org".into(),
             jid: "bob@localhost/r".into(),

@@ -224,11 +224,19 @@ pub fn rsm_set(items: &[String], page: &Page) -> Element {
     if let (Some(first), Some(last)) = (items.first(), items.last()) {
         set = set
             .append(
-                attr(Element::builder("first", NS_RSM), "index", page.index.to_string())
-                    .append(first.as_str())
-                    .build(),
+                attr(
+                    Element::builder("first", NS_RSM),
+                    "index",
+                    page.index.to_string(),
+                )
+                .append(first.as_str())
+                .build(),
             )
-            .append(Element::builder("last", NS_RSM).append(last.as_str()).build());
+            .append(
+                Element::builder("last", NS_RSM)
+                    .append(last.as_str())
+                    .build(),
+            );
     }
     set.append(
         Element::builder("count", NS_RSM)
