@@ -149,6 +149,8 @@ pub struct MonitorConfig {
     /// Up to this much random delay is added to each interval.
     #[serde(with = "humantime_serde")]
     pub jitter: Duration,
+    /// Consecutive good checks that end an alarm (1..=10).
+    pub recovery_checks: u32,
 }
 
 impl Default for MonitorConfig {
@@ -156,6 +158,7 @@ impl Default for MonitorConfig {
         MonitorConfig {
             interval: Duration::from_secs(3600),
             jitter: Duration::from_secs(600),
+            recovery_checks: 2,
         }
     }
 }
@@ -293,6 +296,12 @@ impl Config {
             return Err(ConfigError::Invalid(format!(
                 "probe.max_endpoints must be between 1 and {MAX_ENDPOINTS_LIMIT}, not {}",
                 self.probe.max_endpoints
+            )));
+        }
+        if !(1..=10).contains(&self.monitor.recovery_checks) {
+            return Err(ConfigError::Invalid(format!(
+                "monitor.recovery_checks must be between 1 and 10, not {}",
+                self.monitor.recovery_checks
             )));
         }
         if self.monitor.interval < Duration::from_secs(1) {

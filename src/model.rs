@@ -22,6 +22,25 @@ pub struct DomainState {
     pub unreachable_streak: u32,
     /// Recent (time, verdict) pairs, newest last.
     pub history: Vec<(String, Verdict)>,
+    /// Checks made so far (numbers the checks for [`DomainState::changes`]).
+    #[serde(default)]
+    pub checks: u64,
+    /// Consecutive checks that found the domain OK.
+    #[serde(default)]
+    pub ok_streak: u32,
+    /// While in an alarm state: what the alarm has shown so far, as
+    /// "endpoint=key" lines; a line not among them is a new alert.
+    #[serde(default)]
+    pub alarm_seen: Vec<String>,
+    /// The check numbers of recent alerted changes (for flapping).
+    #[serde(default)]
+    pub changes: Vec<u64>,
+    /// Flapping: alerts are held until the state holds steady.
+    #[serde(default)]
+    pub intermittent: bool,
+    /// While intermittent: consecutive checks with the same state.
+    #[serde(default)]
+    pub steady: u32,
 }
 
 /// Where one alert goes.

@@ -9,7 +9,7 @@ use std::time::Duration;
 use tokio::sync::{mpsc, Semaphore};
 use tokio::time::Instant;
 
-use crate::alert::transition;
+use crate::alert::{transition_with, AlertPolicy};
 use crate::domain::Domain;
 use crate::engine::Engine;
 use crate::probe::Gate;
@@ -196,7 +196,10 @@ async fn check_domain_gated(engine: &Engine, domain: &str, gate: Option<Arc<Gate
             return;
         }
     };
-    let (next, alert) = transition(&prev, &report);
+    let policy = AlertPolicy {
+        recovery_checks: engine.config().monitor.recovery_checks,
+    };
+    let (next, alert) = transition_with(&prev, &report, &policy);
     let result = match &alert {
         Some(a) => {
             let chat = store.subscribers(domain).unwrap_or_default();
