@@ -178,11 +178,16 @@ fn alarm_lines(report: &Report) -> Vec<String> {
         .filter(|e| {
             matches!(
                 e.verdict,
-                EndpointVerdict::Mismatch | EndpointVerdict::StarttlsMissing | EndpointVerdict::Bogus
+                EndpointVerdict::Mismatch
+                    | EndpointVerdict::StarttlsMissing
+                    | EndpointVerdict::Bogus
             )
         })
         .map(|e| {
-            let addr = e.address.map(|a| a.to_string()).unwrap_or_else(|| "-".into());
+            let addr = e
+                .address
+                .map(|a| a.to_string())
+                .unwrap_or_else(|| "-".into());
             let key = match (&e.spki_sha256, e.verdict) {
                 (Some(k), _) => format!("key {k}"),
                 (None, v) => format!("{v:?}").to_lowercase(),
@@ -425,7 +430,10 @@ mod tests {
                 endpoint(h, v, k)
             })
             .collect();
-        let verdict = if endpoints.iter().any(|e| e.verdict == EndpointVerdict::Mismatch) {
+        let verdict = if endpoints
+            .iter()
+            .any(|e| e.verdict == EndpointVerdict::Mismatch)
+        {
             Verdict::Mismatch
         } else {
             Verdict::Ok
@@ -471,10 +479,16 @@ mod tests {
         assert!(t[1].as_deref().unwrap().contains("ALARM"), "{t:?}");
         assert_eq!(t[2], None);
         let new_key = t[3].as_deref().unwrap();
-        assert!(new_key.contains("something new") && new_key.contains("bad2"), "{new_key}");
+        assert!(
+            new_key.contains("something new") && new_key.contains("bad2"),
+            "{new_key}"
+        );
         assert_eq!(t[4], None);
         let moved = t[5].as_deref().unwrap();
-        assert!(moved.contains(" b:5222") && moved.contains("bad1"), "{moved}");
+        assert!(
+            moved.contains(" b:5222") && moved.contains("bad1"),
+            "{moved}"
+        );
         assert_eq!(t[6], None, "{t:?}");
     }
 
@@ -482,12 +496,21 @@ mod tests {
     fn recovery_needs_the_configured_good_checks() {
         let bad = seen(&[("a", "bad")]);
         let good = seen(&[("a", "aa")]);
-        let seq = [good.clone(), bad.clone(), good.clone(), good.clone(), good.clone()];
+        let seq = [
+            good.clone(),
+            bad.clone(),
+            good.clone(),
+            good.clone(),
+            good.clone(),
+        ];
         let one = titles(&seq, &AlertPolicy { recovery_checks: 1 });
         assert!(one[2].as_deref().unwrap().contains("recovered"), "{one:?}");
         let three = titles(&seq, &AlertPolicy { recovery_checks: 3 });
         assert_eq!((three[2].as_ref(), three[3].as_ref()), (None, None));
-        assert!(three[4].as_deref().unwrap().contains("recovered"), "{three:?}");
+        assert!(
+            three[4].as_deref().unwrap().contains("recovered"),
+            "{three:?}"
+        );
     }
 
     #[test]
@@ -500,7 +523,10 @@ mod tests {
             seq.push(bad.clone());
             seq.push(good.clone());
         }
-        seq.extend(std::iter::repeat_n(good.clone(), STEADY_CHECKS as usize + 2));
+        seq.extend(std::iter::repeat_n(
+            good.clone(),
+            STEADY_CHECKS as usize + 2,
+        ));
         let t = titles(&seq, &p);
         let alerts: Vec<&String> = t.iter().flatten().collect();
         // alarm, recovered, alarm, then one "intermittent", then one "steady".

@@ -178,11 +178,11 @@ pub fn check_reply(report: &Report, component: &str) -> String {
 }
 
 async fn subscribe(engine: &Engine, domain: &Domain, jid: &str) -> Result<String, Error> {
-    if let Some(refusal) = engine.may_subscribe(jid, domain.as_str())? {
-        return Ok(refusal);
-    }
+    let fresh = match engine.subscribe_chat(jid, domain.as_str())? {
+        Ok(fresh) => fresh,
+        Err(refusal) => return Ok(refusal),
+    };
     let store = engine.store();
-    let fresh = store.subscribe(domain.as_str(), jid)?;
     store.flush().await?;
     engine.wake_monitor();
     let component = engine.component();

@@ -25,6 +25,13 @@ use crate::vocab::ServiceSet;
 
 /// Commands one JID may send per minute.
 pub const COMMANDS_PER_MINUTE: usize = 20;
+/// IQ requests (disco, PubSub) one JID may send per minute.
+pub const IQS_PER_MINUTE: usize = 60;
+/// Hint replies (unknown command, too many commands) one JID gets per minute.
+pub const HINTS_PER_MINUTE: usize = 3;
+/// Chat commands being answered at once, over all JIDs; more wait their turn
+/// in the server's queue (dropped here past the bound).
+pub const COMMANDS_IN_FLIGHT: usize = 64;
 /// Fresh checks one JID may ask for per hour.
 pub const CHECKS_PER_HOUR: usize = 30;
 /// Domains one JID may subscribe to.
@@ -91,6 +98,8 @@ pub struct Engine {
     outbox_wake: Notify,
     chat_checks: Semaphore,
     limiter: Mutex<Limiter>,
+    /// One subscription (limits checked, then written) at a time.
+    subscribing: Mutex<()>,
     spacing: std::sync::Arc<Spacing>,
     clock: SharedClock,
 }
@@ -126,6 +135,7 @@ impl Engine {
             outbox_wake: Notify::new(),
             chat_checks: Semaphore::new(CHAT_CHECKS),
             limiter: Mutex::new(Limiter::default()),
+            subscribing: Mutex::new(()),
             spacing: std::sync::Arc::new(Spacing::new(PROBE_GAP, Duration::from_secs(600))),
             clock,
         })
@@ -281,8 +291,13 @@ impl Engine {
     }
 
     /// Whether `jid` may subscribe to one more domain; Some(reason) when not.
+    /// Chat and PubSub subscriptions count alike (PubSub ones of any of the
+    /// bare JID's resources).
     pub fn may_subscribe(&self, jid: &str, domain: &str) -> Result<Option<String>, StoreError> {
-        let mine = self.store.subscriptions_of(jid)?;
+        let mut mine = self.store.subscriptions_of(jid)?;
+        mine.extend(self.store.pubsub_subscriptions_of(jid)?);
+        mine.sort();
+        mine.dedup();
         if mine.iter().any(|d| d == domain) {
             return Ok(None);
         }
@@ -298,6 +313,57 @@ impl Engine {
             ));
         }
         Ok(None)
+    }
+
+    /// Subscribes `jid` (bare) to `domain` by chat if its limits allow:
+    /// Ok(Ok(fresh)), or Ok(Err(refusal)). The limits and the write are one
+    /// step, so parallel requests cannot pass a limit together.
+    pub fn subscribe_chat(
+        &self,
+        jid: &str,
+        domain: &str,
+    ) -> Result<Result<bool, String>, StoreError> {
+        let _one = self.subscribing.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(refusal) = self.may_subscribe(jid, domain)? {
+            return Ok(Err(refusal));
+        }
+        Ok(Ok(self.store.subscribe(domain, jid)?))
+    }
+
+    /// Subscribes `jid` (full or bare; its bare JID's limits apply) to the
+    /// PubSub node of `domain`, like [`Engine::subscribe_chat`].
+    pub fn subscribe_pubsub(
+        &self,
+        jid: &str,
+        domain: &str,
+    ) -> Result<Result<bool, String>, StoreError> {
+        let _one = self.subscribing.lock().unwrap_or_else(|e| e.into_inner());
+        let bare = jid.split('/').next().unwrap_or(jid);
+        if let Some(refusal) = self.may_subscribe(bare, domain)? {
+            return Ok(Err(refusal));
+        }
+        Ok(Ok(self.store.pubsub_subscribe(domain, jid)?))
+    }
+
+    /// Counts an IQ request from `jid` (bare); false when over
+    /// [`IQS_PER_MINUTE`].
+    pub fn allow_iq(&self, jid: &str) -> bool {
+        let mut l = self.limiter.lock().expect("limiter lock");
+        l.iqs
+            .admit(jid, Instant::now(), Duration::from_secs(60), IQS_PER_MINUTE)
+    }
+
+    /// Whether `jid` may get one more "unknown command" or "too many
+    /// commands" reply ([`HINTS_PER_MINUTE`]); then silence, so two bots
+    /// answering each other cannot start a storm.
+    pub fn allow_hint(&self, jid: &str) -> bool {
+        let mut l = self.limiter.lock().expect("limiter lock");
+        l.hints.admit(
+            jid,
+            Instant::now(),
+            Duration::from_secs(60),
+            HINTS_PER_MINUTE,
+        )
     }
 
     /// Counts a command from `jid`; Some(reason) when over its rate.
@@ -341,33 +407,24 @@ fn describe(h: &Health) -> String {
 /// Sliding-window rate limits per JID.
 #[derive(Default)]
 struct Limiter {
-    commands: HashMap<String, VecDeque<Instant>>,
-    checks: HashMap<String, VecDeque<Instant>>,
+    commands: Windows,
+    checks: Windows,
+    iqs: Windows,
+    hints: Windows,
 }
 
 impl Limiter {
     fn allow(&mut self, jid: &str, is_check: bool, now: Instant) -> Option<String> {
-        if self.commands.len() > LIMITER_JIDS {
-            self.commands.clear();
-            self.checks.clear();
-        }
-        if !window(
-            &mut self.commands,
-            jid,
-            now,
-            Duration::from_secs(60),
-            COMMANDS_PER_MINUTE,
-        ) {
+        if !self
+            .commands
+            .admit(jid, now, Duration::from_secs(60), COMMANDS_PER_MINUTE)
+        {
             return Some("Too many commands; wait a minute.".into());
         }
         if is_check
-            && !window(
-                &mut self.checks,
-                jid,
-                now,
-                Duration::from_secs(3600),
-                CHECKS_PER_HOUR,
-            )
+            && !self
+                .checks
+                .admit(jid, now, Duration::from_secs(3600), CHECKS_PER_HOUR)
         {
             return Some(format!(
                 "You asked for {CHECKS_PER_HOUR} checks this hour, the most allowed; \"status DOMAIN\" shows stored results."
@@ -377,22 +434,47 @@ impl Limiter {
     }
 }
 
-fn window(
-    map: &mut HashMap<String, VecDeque<Instant>>,
-    jid: &str,
-    now: Instant,
-    span: Duration,
-    max: usize,
-) -> bool {
-    let q = map.entry(jid.to_owned()).or_default();
-    while q.front().is_some_and(|t| now.duration_since(*t) >= span) {
-        q.pop_front();
+/// One sliding window per JID. Past [`LIMITER_JIDS`] JIDs, the ones heard
+/// from longest ago are forgotten (an eighth at a time), never everyone, so
+/// rotating through fresh JIDs cannot reset the limits of an active one.
+#[derive(Default)]
+struct Windows {
+    /// Per JID: the admitted times in the window, and when it was last heard
+    /// from (refused or not).
+    map: HashMap<String, (VecDeque<Instant>, Instant)>,
+}
+
+impl Windows {
+    fn admit(&mut self, jid: &str, now: Instant, span: Duration, max: usize) -> bool {
+        if self.map.len() >= LIMITER_JIDS && !self.map.contains_key(jid) {
+            self.evict_oldest();
+        }
+        let (q, heard) = self
+            .map
+            .entry(jid.to_owned())
+            .or_insert_with(|| (VecDeque::new(), now));
+        *heard = now;
+        while q.front().is_some_and(|t| now.duration_since(*t) >= span) {
+            q.pop_front();
+        }
+        if q.len() >= max {
+            return false;
+        }
+        q.push_back(now);
+        true
     }
-    if q.len() >= max {
-        return false;
+
+    fn evict_oldest(&mut self) {
+        let mut last: Vec<(Instant, String)> = self
+            .map
+            .iter()
+            .map(|(j, (_, heard))| (*heard, j.clone()))
+            .collect();
+        last.sort();
+        for (_, j) in last.into_iter().take(LIMITER_JIDS / 8 + 1) {
+            self.map.remove(&j);
+        }
     }
-    q.push_back(now);
-    true
 }
 
 #[cfg(test)]
@@ -509,6 +591,27 @@ mod tests {
         );
         tokio::time::advance(Duration::from_secs(61)).await;
         assert!(l.allow("a@x", false, Instant::now()).is_none());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn rotating_jids_does_not_reset_an_active_one() {
+        let mut l = Limiter::default();
+        let t0 = Instant::now();
+        for _ in 0..COMMANDS_PER_MINUTE {
+            assert!(l.allow("busy@x", false, t0).is_none());
+        }
+        // Thousands of fresh JIDs, one a millisecond, within the minute.
+        let mut t = t0;
+        for i in 0..(LIMITER_JIDS * 2) {
+            t = t0 + Duration::from_millis(i as u64);
+            l.allow(&format!("j{i}@x"), false, t);
+            if i % 1000 == 0 {
+                // busy@x keeps talking (and stays refused): it stays known.
+                assert!(l.allow("busy@x", false, t).is_some(), "{i}");
+            }
+        }
+        assert!(l.commands.map.len() <= LIMITER_JIDS, "bounded");
+        assert!(l.allow("busy@x", false, t).is_some());
     }
 
     #[tokio::test(start_paused = true)]

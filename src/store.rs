@@ -10,6 +10,7 @@
 //! | `outbox`      | u64 big-endian seq     | [`Delivery`] not yet sent  |
 //! | `dead_letters` | u64 big-endian seq    | [`Delivery`] given up after [`MAX_DELIVERY_ATTEMPTS`](crate::model::MAX_DELIVERY_ATTEMPTS) tries |
 //! | `ps_subs`     | node `\0` JID          | empty (PubSub subscriber)  |
+//! | `ps_by_jid`   | bare JID `\0` node `\0` JID | empty (the reverse index) |
 //! | `ps_items`    | node `\0` u64 BE seq   | [`Item`]                   |
 //! | `meta`        | name                   | JSON of the bot's own state |
 //!
@@ -20,6 +21,7 @@
 //! user was told about are flushed before the reply.
 
 use std::path::Path;
+use std::sync::{Arc, Mutex};
 
 use serde::{Deserialize, Serialize};
 use sled::transaction::{ConflictableTransactionError, TransactionError};
@@ -130,6 +132,8 @@ pub trait StateStore {
     fn pubsub_unsubscribe(&self, node: &str, jid: &str) -> Result<bool, StoreError>;
     /// The JIDs subscribed to a node.
     fn pubsub_subscribers(&self, node: &str) -> Result<Vec<String>, StoreError>;
+    /// The nodes a bare JID (any of its resources) is subscribed to by PubSub.
+    fn pubsub_subscriptions_of(&self, bare: &str) -> Result<Vec<String>, StoreError>;
     /// Publishes an item on a node (idempotent per item id), keeping the newest [`MAX_ITEMS`].
     fn put_item(&self, node: &str, item: &Item) -> Result<bool, StoreError>;
     /// The newest `max` items of a node, newest first.
@@ -146,6 +150,10 @@ pub struct Store {
     outbox: sled::Tree,
     dead: sled::Tree,
     ps_subs: sled::Tree,
+    ps_by_jid: sled::Tree,
+    /// Held by every change of who follows what, so that one user's
+    /// unsubscribe cannot forget a domain another user is subscribing to.
+    membership: Arc<Mutex<()>>,
     ps_items: sled::Tree,
     meta: sled::Tree,
 }
@@ -208,9 +216,31 @@ impl Store {
             dead: db.open_tree("dead_letters")?,
             ps_subs: db.open_tree("ps_subs")?,
             ps_items: db.open_tree("ps_items")?,
+            ps_by_jid: db.open_tree("ps_by_jid")?,
             meta: db.open_tree("meta")?,
+            membership: Arc::new(Mutex::new(())),
             db,
         })
+        .and_then(Store::index_pubsub)
+    }
+
+    /// Builds the PubSub reverse index of a store written before it existed.
+    fn index_pubsub(self) -> Result<Store, StoreError> {
+        if self.ps_by_jid.is_empty() && !self.ps_subs.is_empty() {
+            for k in self.ps_subs.iter().keys() {
+                let k = k?;
+                let key = String::from_utf8_lossy(&k).into_owned();
+                if let Some((node, jid)) = key.split_once('\0') {
+                    self.ps_by_jid
+                        .insert(ps_reverse(jid, node), b"".as_slice())?;
+                }
+            }
+        }
+        Ok(self)
+    }
+
+    fn lock_membership(&self) -> std::sync::MutexGuard<'_, ()> {
+        self.membership.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// Stops monitoring a domain nobody follows any more.
@@ -261,14 +291,25 @@ impl StateStore for Store {
         }
     }
     fn put_last_report(&self, domain: &str, report: &Report) -> Result<(), StoreError> {
-        let mut state = self.domain_state(domain)?.unwrap_or_default();
-        state.last_report = Some(report.clone());
-        if self.domains.contains_key(domain)? {
-            self.domains.insert(domain, encode(&state))?;
+        // Compare-and-swap, so a state the monitor commits meanwhile is
+        // never overwritten with the one read here.
+        loop {
+            let Some(old) = self.domains.get(domain)? else {
+                return Ok(());
+            };
+            let mut state: DomainState = decode(domain.as_bytes(), &old)?;
+            state.last_report = Some(report.clone());
+            if self
+                .domains
+                .compare_and_swap(domain, Some(old), Some(encode(&state)))?
+                .is_ok()
+            {
+                return Ok(());
+            }
         }
-        Ok(())
     }
     fn subscribe(&self, domain: &str, jid: &str) -> Result<bool, StoreError> {
+        let _held = self.lock_membership();
         self.monitor(domain)?;
         let fresh = (&self.subs, &self.subs_by_jid).transaction(|(subs, by_jid)| {
             let old = subs.insert(key2(domain, jid), b"".as_slice())?;
@@ -278,6 +319,7 @@ impl StateStore for Store {
         Ok(fresh)
     }
     fn unsubscribe(&self, domain: &str, jid: &str) -> Result<bool, StoreError> {
+        let _held = self.lock_membership();
         let existed = (&self.subs, &self.subs_by_jid).transaction(|(subs, by_jid)| {
             let old = subs.remove(key2(domain, jid))?;
             by_jid.remove(key2(jid, domain))?;
@@ -417,18 +459,36 @@ impl StateStore for Store {
 
     /// Adds a PubSub subscriber to a node (and monitors the domain).
     fn pubsub_subscribe(&self, node: &str, jid: &str) -> Result<bool, StoreError> {
+        let _held = self.lock_membership();
         self.monitor(node)?;
-        Ok(self
-            .ps_subs
-            .insert(key2(node, jid), b"".as_slice())?
-            .is_none())
+        let fresh = (&self.ps_subs, &self.ps_by_jid).transaction(|(subs, by_jid)| {
+            let old = subs.insert(key2(node, jid), b"".as_slice())?;
+            by_jid.insert(ps_reverse(jid, node), b"".as_slice())?;
+            Ok::<_, ConflictableTransactionError<StoreError>>(old.is_none())
+        })?;
+        Ok(fresh)
     }
 
     /// Removes a PubSub subscriber; returns whether it was subscribed.
     fn pubsub_unsubscribe(&self, node: &str, jid: &str) -> Result<bool, StoreError> {
-        let existed = self.ps_subs.remove(key2(node, jid))?.is_some();
+        let _held = self.lock_membership();
+        let existed = (&self.ps_subs, &self.ps_by_jid).transaction(|(subs, by_jid)| {
+            let old = subs.remove(key2(node, jid))?;
+            by_jid.remove(ps_reverse(jid, node))?;
+            Ok::<_, ConflictableTransactionError<StoreError>>(old.is_some())
+        })?;
         self.forget_if_unfollowed(node)?;
         Ok(existed)
+    }
+
+    /// The nodes a bare JID (any of its resources) is subscribed to by PubSub.
+    fn pubsub_subscriptions_of(&self, bare: &str) -> Result<Vec<String>, StoreError> {
+        let mut nodes: Vec<String> = second_parts(&self.ps_by_jid, bare)?
+            .into_iter()
+            .map(|rest| rest.split('\0').next().unwrap_or_default().to_owned())
+            .collect();
+        nodes.dedup();
+        Ok(nodes)
     }
 
     /// The JIDs subscribed to a node.
@@ -464,6 +524,16 @@ impl StateStore for Store {
             })
             .collect()
     }
+}
+
+/// `ps_by_jid` key: bare JID `\0` node `\0` full JID, so one scan of the
+/// bare JID finds every node any of its resources follows.
+fn ps_reverse(jid: &str, node: &str) -> Vec<u8> {
+    let bare = jid.split('/').next().unwrap_or(jid);
+    let mut k = key2(bare, node);
+    k.push(0);
+    k.extend_from_slice(jid.as_bytes());
+    k
 }
 
 fn key2_bytes(a: &str, b: &[u8]) -> Vec<u8> {

@@ -5,7 +5,7 @@ mod common;
 use std::time::Duration;
 
 use common::{wait_component, workdir, Client, Lab, Proc, COMPONENT};
-use serde_json::json;
+use serde_json::{json, Value};
 
 const T: Duration = Duration::from_secs(20);
 
@@ -56,6 +56,26 @@ fn component_flow(server: &str, base: u16) {
     // Anything else: a one-line hint.
     let hint = alice.ask(COMPONENT, "hello there", T);
     assert!(hint.contains("help") && !hint.contains('\n'), "{hint}");
+    // Another bot echoing our hints cannot start a storm: after a few hints
+    // a minute, unknown commands get no answer at all.
+    for i in 0..10 {
+        let r = alice.cmd(json!({"cmd": "send", "to": COMPONENT, "body": format!("hello {i}")}));
+        assert_eq!(r["ok"], true, "{r}");
+    }
+    let hints = alice.drain_messages(COMPONENT, Duration::from_secs(4));
+    assert_eq!(
+        hints.len(),
+        2,
+        "{server}: hints are limited to 3 a minute (one was used): {hints:?}"
+    );
+    // Error, groupchat and headline messages are never answered.
+    for kind in ["headline", "groupchat", "error"] {
+        let r = alice.cmd(json!({"cmd": "send", "to": COMPONENT, "body": "help", "type": kind}));
+        assert_eq!(r["ok"], true, "{r}");
+    }
+    let answered = alice.drain_messages(COMPONENT, Duration::from_secs(3));
+    assert!(answered.is_empty(), "{server}: answered {answered:?}");
+
     // Bad input: a clear one-line error.
     for bad in ["check not_a_domain", "subscribe 192.0.2.1", "status a..b"] {
         let e = alice.ask(COMPONENT, bad, T);
@@ -113,6 +133,53 @@ fn component_flow(server: &str, base: u16) {
     alice
         .wait_event(T, |v| v["event"] == "presence" && v["type"] == "subscribed")
         .unwrap_or_else(|| panic!("{server}: no presence subscribed from the component"));
+
+    // PubSub subscriptions count towards the per-account limit like chat
+    // ones: bob fills his 50 with PubSub alone, then neither more PubSub nor
+    // a chat subscription is accepted. disco#items pages through the nodes.
+    let mut bob = Client::connect("bob@localhost", "bob-pw", c2s);
+    for i in 0..50 {
+        let r = bob.cmd(
+            json!({"cmd": "pubsub_subscribe", "to": COMPONENT, "node": format!("n{i:02}.example")}),
+        );
+        assert_eq!(r["ok"], true, "{server}: pubsub subscribe {i}: {r}");
+    }
+    let over = bob.cmd(json!({"cmd": "pubsub_subscribe", "to": COMPONENT, "node": "n50.example"}));
+    assert_eq!(over["ok"], false, "{server}: a 51st subscription: {over}");
+    assert_eq!(over["error"], "not-allowed", "{over}");
+    let chat = bob.ask(COMPONENT, "subscribe n51.example", T);
+    assert!(chat.contains("already follow 50"), "{server}: {chat}");
+    let first = alice.cmd(json!({"cmd": "disco_items_page", "to": COMPONENT, "max": 20}));
+    assert_eq!(first["ok"], true, "{first}");
+    assert_eq!(first["nodes"].as_array().unwrap().len(), 20, "{first}");
+    assert_eq!(
+        first["count"], "51",
+        "{server}: 50 nodes and example.org: {first}"
+    );
+    let last = first["last"].as_str().unwrap().to_owned();
+    let next =
+        alice.cmd(json!({"cmd": "disco_items_page", "to": COMPONENT, "max": 20, "after": last}));
+    let nodes: Vec<&str> = next["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|n| n.as_str().unwrap())
+        .collect();
+    assert_eq!(nodes.len(), 20, "{next}");
+    assert!(
+        nodes.iter().all(|n| *n > last.as_str()),
+        "{server}: the second page follows the first: {next}"
+    );
+    // IQs are rate-limited per account too (60 a minute; bob sent 51).
+    let answers: Vec<Value> = (0..12)
+        .map(|_| bob.cmd(json!({"cmd": "ping", "to": COMPONENT})))
+        .collect();
+    assert_eq!(answers[0]["ok"], true, "{server}: {answers:?}");
+    assert!(
+        answers.iter().any(|a| a["error"] == "resource-constraint"),
+        "{server}: IQs not limited: {answers:?}"
+    );
+    drop(bob);
 
     // The XMPP server restarts: the component reconnects and answers again.
     drop(alice);

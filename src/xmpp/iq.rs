@@ -38,12 +38,41 @@ pub fn on_iq(ctx: &Arc<Ctx>, iq: Iq) {
         } => (from, id, payload, true),
         _ => return,
     };
-    let answer = answer(ctx, &from, &payload, set);
-    let reply = match answer {
-        Ok(payload) => stanzas::iq_result(&ctx.me, &from, &id, payload),
-        Err((condition, text)) => stanzas::iq_error(&ctx.me, &from, &id, condition, &text),
-    };
-    ctx.link.send(reply);
+    if !ctx.engine.allow_iq(&from.to_bare().to_string()) {
+        let text = "too many requests; wait a minute";
+        ctx.link.send(stanzas::iq_error(
+            &ctx.me,
+            &from,
+            &id,
+            DefinedCondition::ResourceConstraint,
+            text,
+        ));
+        return;
+    }
+    if !set {
+        let reply = reply(ctx, &from, &id, answer(ctx, &from, &payload, set));
+        ctx.link.send(reply);
+        return;
+    }
+    // A change the user is told about is durable first.
+    let ctx = ctx.clone();
+    tokio::spawn(async move {
+        let mut result = answer(&ctx, &from, &payload, set);
+        if result.is_ok() {
+            if let Err(e) = ctx.engine.store().flush().await {
+                result = Err(store_error(e));
+            }
+        }
+        let reply = reply(&ctx, &from, &id, result);
+        ctx.link.send(reply);
+    });
+}
+
+fn reply(ctx: &Ctx, from: &Jid, id: &str, answer: Answer) -> Iq {
+    match answer {
+        Ok(payload) => stanzas::iq_result(&ctx.me, from, id, payload),
+        Err((condition, text)) => stanzas::iq_error(&ctx.me, from, id, condition, &text),
+    }
 }
 
 fn answer(ctx: &Ctx, from: &Jid, payload: &Element, set: bool) -> Answer {
@@ -198,16 +227,15 @@ fn pubsub(ctx: &Ctx, from: &Jid, payload: &Element, set: bool) -> Answer {
                 ));
             }
             if op.name() == "subscribe" {
-                if let Some(refusal) = ctx
+                if let Err(refusal) = ctx
                     .engine
-                    .may_subscribe(&from.to_bare().to_string(), domain.as_str())
+                    .subscribe_pubsub(&jid.to_string(), domain.as_str())
                     .map_err(store_error)?
                 {
-                    return Err((DefinedCondition::PolicyViolation, refusal));
+                    // not-allowed, not policy-violation: RFC 3920 clients (slixmpp
+                    // among them) know no policy-violation and choke on it.
+                    return Err((DefinedCondition::NotAllowed, refusal));
                 }
-                store
-                    .pubsub_subscribe(domain.as_str(), &jid.to_string())
-                    .map_err(store_error)?;
                 ctx.engine.wake_monitor();
                 Ok(Some(stanzas::subscription(
                     domain.as_str(),

@@ -154,6 +154,8 @@ pub struct Ctx {
     /// link drops within [`RESEND_WINDOW`] of their write (XEP-0114 has no
     /// acknowledgement, so "written" is not "received").
     recent: Mutex<VecDeque<(Instant, Delivery)>>,
+    /// Chat commands being answered ([`crate::engine::COMMANDS_IN_FLIGHT`]).
+    in_flight: Arc<tokio::sync::Semaphore>,
 }
 
 /// How long after its write a delivery is still re-sent when the link drops.
@@ -204,6 +206,9 @@ pub async fn run(
         link: link.clone(),
         me: me.clone(),
         recent: Mutex::new(VecDeque::new()),
+        in_flight: Arc::new(tokio::sync::Semaphore::new(
+            crate::engine::COMMANDS_IN_FLIGHT,
+        )),
     });
     let deliverer = tokio::spawn(deliver(ctx.clone()));
     tracing::info!(component = %me, %server, "starting");
@@ -340,24 +345,38 @@ fn on_message(ctx: &Arc<Ctx>, m: Message) {
     ) else {
         return;
     };
+    // A bound on commands being answered at once, over all JIDs.
+    let Ok(permit) = ctx.in_flight.clone().try_acquire_owned() else {
+        tracing::warn!(from = %from, "too many commands in flight; one dropped");
+        return;
+    };
     let ctx = ctx.clone();
     tokio::spawn(async move {
+        let _permit = permit;
         let bare = from.to_bare().to_string();
         let reply = match Command::parse(&body) {
-            Err(e) => e.to_string(),
+            // Hints (and refusals below) are rate-limited themselves, then
+            // silent: another bot answering each of our replies cannot turn
+            // one message into a storm.
+            Err(e @ crate::commands::CommandError::Unknown) => {
+                ctx.engine.allow_hint(&bare).then(|| e.to_string())
+            }
+            Err(e) => Some(e.to_string()),
             Ok(cmd) => match ctx
                 .engine
                 .allow_command(&bare, matches!(cmd, Command::Check(_)))
             {
-                Some(refusal) => refusal,
+                Some(refusal) => ctx.engine.allow_hint(&bare).then_some(refusal),
                 None => {
                     tracing::debug!(?cmd, "command");
-                    cmd.run(&ctx.engine, &bare).await
+                    Some(cmd.run(&ctx.engine, &bare).await)
                 }
             },
         };
-        ctx.link
-            .send(stanzas::chat(&ctx.me, &from, &reply, MessageType::Chat));
+        if let Some(reply) = reply {
+            ctx.link
+                .send(stanzas::chat(&ctx.me, &from, &reply, MessageType::Chat));
+        }
     });
 }
 

@@ -143,7 +143,7 @@ class Driver(slixmpp.ClientXMPP):
     async def run(self, cmd):
         c, to = cmd.get("cmd"), cmd.get("to")
         if c == "send":
-            self.send_message(mto=to, mbody=cmd["body"], mtype="chat")
+            self.send_message(mto=to, mbody=cmd["body"], mtype=cmd.get("type", "chat"))
             return {"ok": True}
         if c == "disco_info":
             r = await self.plugin["xep_0030"].get_info(jid=to, node=cmd.get("node"), timeout=TIMEOUT)
@@ -154,6 +154,23 @@ class Driver(slixmpp.ClientXMPP):
             r = await self.plugin["xep_0030"].get_items(jid=to, node=cmd.get("node"), timeout=TIMEOUT)
             return {"ok": True, "items": [{"jid": str(j), "node": n, "name": m}
                                           for (j, n, m) in r["disco_items"]["items"]]}
+        if c == "disco_items_page":
+            # One XEP-0059 page: {"max": N, "after": "..."} as given.
+            iq = self.Iq()
+            iq["to"] = to
+            iq["type"] = "get"
+            rsm = "".join(f"<{k}>{cmd[k]}</{k}>" for k in ("max", "after") if k in cmd)
+            iq.append(ET.fromstring(
+                "<query xmlns='http://jabber.org/protocol/disco#items'>"
+                f"<set xmlns='http://jabber.org/protocol/rsm'>{rsm}</set></query>"))
+            r = await iq.send(timeout=TIMEOUT)
+            q = r.xml.find("{http://jabber.org/protocol/disco#items}query")
+            nodes = [i.get("node") for i in q.findall("{http://jabber.org/protocol/disco#items}item")]
+            s = q.find("{http://jabber.org/protocol/rsm}set")
+            text = lambda n: (s.find("{http://jabber.org/protocol/rsm}" + n).text
+                              if s is not None and s.find("{http://jabber.org/protocol/rsm}" + n) is not None
+                              else None)
+            return {"ok": True, "nodes": nodes, "count": text("count"), "last": text("last")}
         if c == "pubsub_subscribe":
             await self.plugin["xep_0060"].subscribe(to, cmd["node"], timeout=TIMEOUT)
             return {"ok": True}
