@@ -585,6 +585,75 @@ mod tests {
         assert!(s.monitored().unwrap().is_empty());
     }
 
+    #[test]
+    fn a_subscribe_racing_an_unsubscribe_never_leaves_a_follower_unmonitored() {
+        let s = Store::temporary().unwrap();
+        let mut lost = 0;
+        for i in 0..300 {
+            let d = format!("d{i}.example");
+            s.subscribe(&d, "bob@x").unwrap();
+            let barrier = Arc::new(std::sync::Barrier::new(2));
+            let (s1, s2) = (s.clone(), s.clone());
+            let (b1, b2) = (barrier.clone(), barrier.clone());
+            let (d1, d2) = (d.clone(), d.clone());
+            let chat = std::thread::spawn(move || {
+                b1.wait();
+                if i % 2 == 0 {
+                    s1.subscribe(&d1, "alice@x").unwrap();
+                } else {
+                    s1.pubsub_subscribe(&d1, "alice@x/r").unwrap();
+                }
+            });
+            let gone = std::thread::spawn(move || {
+                b2.wait();
+                s2.unsubscribe(&d2, "bob@x").unwrap();
+            });
+            chat.join().unwrap();
+            gone.join().unwrap();
+            if s.domain_state(&d).unwrap().is_none() {
+                lost += 1;
+            }
+        }
+        assert_eq!(lost, 0, "followed domains left unmonitored");
+    }
+
+    #[test]
+    fn put_last_report_never_overwrites_a_committed_state() {
+        let s = Store::temporary().unwrap();
+        s.subscribe("example.org", "alice@x").unwrap();
+        let report = Report {
+            domain: "example.org".into(),
+            checked_at: "2026-12-03T00:00:00Z".into(),
+            verdict: Verdict::Ok,
+            endpoints: vec![],
+            records_to_add: vec![],
+            advice: vec![],
+            transport: "direct".into(),
+            errors: vec![],
+            bogus_rrsets: vec![],
+        };
+        let writer = {
+            let s = s.clone();
+            std::thread::spawn(move || {
+                for n in 1..=2000u32 {
+                    let state = DomainState {
+                        unreachable_streak: n,
+                        ..DomainState::default()
+                    };
+                    s.commit_check("example.org", &state, None, &[]).unwrap();
+                }
+            })
+        };
+        while !writer.is_finished() {
+            s.put_last_report("example.org", &report).unwrap();
+        }
+        writer.join().unwrap();
+        s.put_last_report("example.org", &report).unwrap();
+        let state = s.domain_state("example.org").unwrap().unwrap();
+        assert_eq!(state.unreachable_streak, 2000, "a committed state was overwritten");
+        assert!(state.last_report.is_some());
+    }
+
     #[tokio::test]
     async fn attempts_are_counted_and_dead_letters_leave_the_queue() {
         let s = Store::temporary().unwrap();
