@@ -261,9 +261,7 @@ impl Config {
                     return None;
                 }
                 let (_, parent) = component.split_once('.')?;
-                crate::domain::Domain::parse(parent)
-                    .ok()
-                    .map(|d| d.to_string())
+                is_hostname(parent).then(|| parent.to_ascii_lowercase())
             }
             other => Some(other.to_ascii_lowercase()),
         }
@@ -273,7 +271,7 @@ impl Config {
     pub fn validate(&self) -> Result<(), ConfigError> {
         self.nameservers()?;
         let from = self.probe.s2s_from.trim();
-        if !from.is_empty() && from != "none" && crate::domain::Domain::parse(from).is_err() {
+        if !from.is_empty() && from != "none" && !is_hostname(from) {
             return Err(ConfigError::Invalid(format!(
                 "probe.s2s_from must be a domain, \"none\" or empty, not {from:?}"
             )));
@@ -311,6 +309,21 @@ impl Config {
         }
         Ok(())
     }
+}
+
+/// A DNS host name in ASCII (punycode for IDNs): dot-separated labels of
+/// letters, digits and inner hyphens, 1 to 63 bytes each, 253 in all.
+fn is_hostname(s: &str) -> bool {
+    let s = s.strip_suffix('.').unwrap_or(s);
+    !s.is_empty()
+        && s.len() <= 253
+        && s.split('.').all(|l| {
+            !l.is_empty()
+                && l.len() <= 63
+                && !l.starts_with('-')
+                && !l.ends_with('-')
+                && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+        })
 }
 
 /// The largest `probe.max_endpoints`: every endpoint discovery can yield

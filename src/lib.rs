@@ -32,6 +32,7 @@ pub mod cli;
 pub mod clock;
 pub mod commands;
 pub mod config;
+pub mod crashpoint;
 pub mod dane;
 pub mod dns;
 pub mod domain;

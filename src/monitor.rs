@@ -223,6 +223,7 @@ async fn check_domain_gated(engine: &Engine, domain: &str, gate: Option<Arc<Gate
             if let Err(e) = store.flush().await {
                 tracing::warn!(error = %e, "cannot flush the store");
             }
+            crate::crashpoint::reached(crate::crashpoint::AFTER_COMMIT);
             engine.wake_outbox();
         }
         Ok(_) => {}

@@ -650,7 +650,10 @@ mod tests {
         writer.join().unwrap();
         s.put_last_report("example.org", &report).unwrap();
         let state = s.domain_state("example.org").unwrap().unwrap();
-        assert_eq!(state.unreachable_streak, 2000, "a committed state was overwritten");
+        assert_eq!(
+            state.unreachable_streak, 2000,
+            "a committed state was overwritten"
+        );
         assert!(state.last_report.is_some());
     }
 

@@ -105,11 +105,25 @@ fn lab_var(target: &Target, key: &str) -> String {
 
 /// The bot, asking `nameserver` for everything.
 fn bot_via(dir: &Path, target: &Target, component_port: u16, nameserver: &str) -> Proc {
-    let sections = format!(
+    common::start_bot(dir, component_port, &sections(target, nameserver))
+}
+
+/// The bot behind the validating resolver, made to die at a crash point.
+fn bot_crashing_at(dir: &Path, target: &Target, component_port: u16, point: &str) -> Proc {
+    let ns = lab_var(target, "VALIDATING_NS");
+    common::start_bot_env(
+        dir,
+        component_port,
+        &sections(target, &ns),
+        &[("CERTWATCH_CRASH_AT", point)],
+    )
+}
+
+fn sections(target: &Target, nameserver: &str) -> String {
+    format!(
         "[dns]\nnameservers = [\"{nameserver}\"]\ntrust_anchor = \"{}\"\n\n[probe]\ntransport = \"direct\"\ntimeout = \"5s\"\nallow_private = true\n\n[monitor]\ninterval = \"2s\"\njitter = \"1s\"\n",
         lab_var(target, "TRUST_ANCHOR")
-    );
-    common::start_bot(dir, component_port, &sections)
+    )
 }
 
 /// Alice subscribes to `domain` by chat and Bob by PubSub; returns once its
@@ -449,4 +463,100 @@ fn prosody_resolver_outage_tells_only_the_operator() {
 #[test]
 fn ejabberd_resolver_outage_tells_only_the_operator() {
     resolver_outage("ejabberd", 16900, "127.57.0", 17100);
+}
+
+/// The bot dies (as if killed -9) at the two moments the delivery promises
+/// are about, and the docs' promise holds at each: after an alarm is
+/// committed and before anything is sent, the alarm arrives exactly once
+/// after the restart; after a delivery is written and before it is marked,
+/// it arrives again after the restart (a repeat, never a loss), each copy
+/// with the same id, and the PubSub node keeps the item once.
+fn crash_points(server: &str, base: u16, addr_base: &str, target_base: u16) {
+    let dir = workdir(&format!("crash-{server}"));
+    let t = target(&dir, addr_base, target_base);
+    let _host = host(server, &dir, base);
+    let log = dir.join("certwatch.log");
+    let crashed = |bot: &mut Proc, point: &str| {
+        let status = eventually(
+            Duration::from_secs(90),
+            &format!("the bot to die {point}"),
+            || bot.0.try_wait().unwrap(),
+        );
+        assert!(!status.success(), "{server}: {status:?}");
+        let text = std::fs::read_to_string(&log).unwrap();
+        assert!(
+            text.contains(&format!("crash point {point} reached")),
+            "{server}: the bot died elsewhere"
+        );
+    };
+    let mut bot = bot_crashing_at(&dir, &t, base + 47, "after-commit");
+    let mut alice = Client::connect("alice@localhost", "alice-pw", base + 22);
+    let mut bob = Client::connect("bob@localhost", "bob-pw", base + 22);
+    wait_component(&mut alice);
+    subscribe_both(server, &mut alice, &mut bob, "good.test");
+
+    // Crash after the commit, before the send.
+    t.present(&t.other);
+    crashed(&mut bot, "after-commit");
+    assert_eq!(
+        count(&mut alice, Duration::from_secs(1), |v| is_alert(v, "ALARM")),
+        0,
+        "{server}: sent before the crash point"
+    );
+    drop(bot);
+    let bot = bot_via(&dir, &t, base + 47, &lab_var(&t, "VALIDATING_NS"));
+    alice
+        .wait_event(Duration::from_secs(60), |v| is_alert(v, "ALARM"))
+        .unwrap_or_else(|| panic!("{server}: the committed alarm was lost in the crash"));
+    bob.wait_event(Duration::from_secs(30), |v| is_event(v, "ALARM"))
+        .unwrap_or_else(|| panic!("{server}: the committed PubSub alarm was lost in the crash"));
+    assert_eq!(
+        count(&mut alice, Duration::from_secs(8), |v| is_alert(v, "ALARM")),
+        0,
+        "{server}: repeated although nothing had been sent"
+    );
+    drop(bot);
+
+    // Crash after a send, before its mark: the recovery is sent again.
+    let mut bot = bot_crashing_at(&dir, &t, base + 47, "after-send");
+    t.present(&t.good);
+    crashed(&mut bot, "after-send");
+    drop(bot);
+    let _bot = bot_via(&dir, &t, base + 47, &lab_var(&t, "VALIDATING_NS"));
+    let recovered = |v: &Value| is_alert(v, "good.test: recovered");
+    let first = alice
+        .wait_event(Duration::from_secs(60), recovered)
+        .unwrap_or_else(|| panic!("{server}: the recovery was lost in the crash"));
+    let mut copies = vec![first];
+    while let Some(v) = alice.wait_event(Duration::from_secs(8), recovered) {
+        copies.push(v);
+    }
+    assert!(copies.len() <= 2, "{server}: {copies:#?}");
+    let ids: Vec<&Value> = copies.iter().map(|c| &c["id"]).collect();
+    assert!(
+        ids.iter().all(|id| id.is_string() && *id == ids[0]),
+        "{server}: copies of one alert must carry one id: {ids:?}"
+    );
+    bob.wait_event(Duration::from_secs(30), |v| is_event(v, "recovered"))
+        .unwrap_or_else(|| panic!("{server}: the PubSub recovery was lost in the crash"));
+    let items = bob.cmd(json!({"cmd": "pubsub_items", "to": COMPONENT, "node": "good.test"}));
+    let mut ids: Vec<&str> = items["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i["id"].as_str().unwrap())
+        .collect();
+    let all = ids.len();
+    ids.sort();
+    ids.dedup();
+    assert_eq!(
+        (all, ids.len()),
+        (2, 2),
+        "{server}: one item per alert: {items}"
+    );
+}
+
+#[test]
+fn prosody_crash_points_keep_the_delivery_promises() {
+    crash_points("prosody", 17200, "127.58.0", 17400);
 }

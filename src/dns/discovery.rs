@@ -16,6 +16,8 @@ use crate::vocab::Service;
 pub const MAX_SRV: usize = 16;
 /// Most addresses probed per target.
 pub const MAX_ADDRESSES: usize = 8;
+/// TLSA records used per RRset (the rest are noted and left out).
+pub const MAX_TLSA: usize = 32;
 
 /// The TLSA situation of one endpoint, before any probe.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -350,33 +352,48 @@ impl Walk<'_> {
             return cached.clone();
         }
         let state = match self.resolver.tlsa(name).await {
+            Ok(mut answer) if answer.records.len() > MAX_TLSA => {
+                // Bounded, so one RRset cannot swell every report and alert;
+                // a match among the records left out is missed (an alarm,
+                // never a false "ok").
+                self.out.notes.push(format!(
+                    "{name} has {} TLSA records; only the first {MAX_TLSA} were used",
+                    answer.records.len()
+                ));
+                answer.records.truncate(MAX_TLSA);
+                self.tlsa_answer(name, answer)
+            }
+            Ok(answer) => self.tlsa_answer(name, answer),
             Err(failure) => {
                 self.out.failures.push(failure.clone());
                 TlsaState::Failed(failure)
             }
-            Ok(answer) => match (answer.security, answer.records.is_empty()) {
-                (Security::Bogus, _) => TlsaState::Bogus {
-                    reason: failed(
-                        &format!("the TLSA records at {name}"),
-                        answer.bogus_reason.as_deref(),
-                    ),
-                },
-                (Security::Secure, true) => TlsaState::Absent,
-                (Security::Secure, false) => TlsaState::Present {
-                    records: answer.records,
-                },
-                (_, false) => TlsaState::InsecureRecords {
-                    records: answer.records,
-                },
-                (other, true) => TlsaState::NotApplicable {
-                    name: name.to_owned(),
-                    security: other,
-                    reason: format!("the denial of TLSA at {name} is not secure ({other})"),
-                },
-            },
         };
         self.tlsa.insert(name.to_owned(), state.clone());
         state
+    }
+
+    fn tlsa_answer(&mut self, name: &str, answer: crate::dns::Answer<Tlsa>) -> TlsaState {
+        match (answer.security, answer.records.is_empty()) {
+            (Security::Bogus, _) => TlsaState::Bogus {
+                reason: failed(
+                    &format!("the TLSA records at {name}"),
+                    answer.bogus_reason.as_deref(),
+                ),
+            },
+            (Security::Secure, true) => TlsaState::Absent,
+            (Security::Secure, false) => TlsaState::Present {
+                records: answer.records,
+            },
+            (_, false) => TlsaState::InsecureRecords {
+                records: answer.records,
+            },
+            (other, true) => TlsaState::NotApplicable {
+                name: name.to_owned(),
+                security: other,
+                reason: format!("the denial of TLSA at {name} is not secure ({other})"),
+            },
+        }
     }
 }
 

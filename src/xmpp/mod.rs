@@ -441,6 +441,7 @@ async fn flush_outbox(ctx: &Ctx) -> Result<(), String> {
         if !ctx.link.send_acked(stanza).await {
             return Ok(()); // the link went down; the rest waits for the next one
         }
+        crate::crashpoint::reached(crate::crashpoint::AFTER_SEND);
         store.mark_sent(id).await.map_err(|e| e.to_string())?;
         tracing::info!(alert = %delivery.alert_id, "alert delivered");
         remember_sent(ctx, delivery);

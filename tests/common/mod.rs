@@ -342,6 +342,16 @@ pub const COMPONENT: &str = "certwatch.localhost";
 /// with `sections` (TOML for [dns], [probe], [monitor]) and a store in `dir`;
 /// its log is appended to `dir`/certwatch.log.
 pub fn start_bot(dir: &Path, component_port: u16, sections: &str) -> Proc {
+    start_bot_env(dir, component_port, sections, &[])
+}
+
+/// [`start_bot`] with extra environment variables.
+pub fn start_bot_env(
+    dir: &Path,
+    component_port: u16,
+    sections: &str,
+    env: &[(&str, &str)],
+) -> Proc {
     let config = dir.join("certwatch.toml");
     let text = format!(
         "[xmpp]\ncomponent = \"{COMPONENT}\"\nserver = \"127.0.0.1:{component_port}\"\nsecret = \"s3cret\"\nadmins = [\"admin@localhost\"]\n\n{sections}\n[store]\npath = \"{}\"\n",
@@ -357,6 +367,7 @@ pub fn start_bot(dir: &Path, component_port: u16, sections: &str) -> Proc {
         certwatch()
             .args(["--config", config.to_str().unwrap(), "serve"])
             .env("RUST_LOG", "info,certwatch=debug")
+            .envs(env.iter().copied())
             .stderr(log)
             .spawn()
             .expect("start certwatch serve"),

@@ -81,7 +81,7 @@ class Driver(slixmpp.ClientXMPP):
 
     def on_message(self, msg):
         if msg["type"] in ("chat", "normal") and msg["body"]:
-            out({"event": "message", "from": str(msg["from"]), "type": msg["type"], "body": msg["body"]})
+            out({"event": "message", "from": str(msg["from"]), "type": msg["type"], "body": msg["body"], "id": msg["id"]})
 
     def on_event(self, msg):
         event = msg.xml.find("{%s}event" % NS_EVENT)
