@@ -266,6 +266,12 @@ pub fn render(from: Option<Verdict>, to: Verdict, report: &Report) -> Alert {
         }
         lines.push(line);
     }
+    if !report.evidence.is_empty() {
+        lines.push(format!(
+            "The certificate chains presented are kept: send \"evidence {}\".",
+            report.domain
+        ));
+    }
     if to == Verdict::Unreachable {
         // Why: the domain's own DNS failing, or what its servers did.
         lines.extend(report.errors.iter().take(2).cloned());
@@ -306,6 +312,7 @@ mod tests {
             transport: "tor".into(),
             errors: vec![],
             bogus_rrsets: vec![],
+            evidence: vec![],
         }
     }
 

@@ -21,6 +21,46 @@ use crate::probe::{Gate, ProbeError, Prober, Target};
 use crate::report::{EndpointReport, EndpointVerdict, Report};
 use crate::vocab::ServiceSet;
 
+/// What the endpoints in mismatch presented, as evidence for the alert.
+fn evidence(report: &Report, probed: &[Probed], seen_at: &str) -> Vec<crate::report::Evidence> {
+    report
+        .endpoints
+        .iter()
+        .zip(probed)
+        .filter(|(e, _)| e.verdict == EndpointVerdict::Mismatch)
+        .filter_map(|(e, p)| match p {
+            Probed::Observed(obs) => Some((e, obs)),
+            _ => None,
+        })
+        .map(|(e, obs)| {
+            let mut chain_pem = String::new();
+            for der in &obs.chain {
+                let block = pem::encode(&pem::Pem::new("CERTIFICATE", der.clone()));
+                if chain_pem.len() + block.len() > crate::report::MAX_EVIDENCE_PEM {
+                    chain_pem.push_str("(the rest of the chain is not kept: too large)\n");
+                    break;
+                }
+                chain_pem.push_str(&block);
+            }
+            crate::report::Evidence {
+                endpoint: format!(
+                    "{} {}:{} [{}] {}",
+                    e.service,
+                    e.host,
+                    e.port,
+                    e.address.map(|a| a.to_string()).unwrap_or_default(),
+                    e.tls
+                ),
+                seen_at: seen_at.to_owned(),
+                transport: report.transport.clone(),
+                exit: None,
+                spki_sha256: e.spki_sha256.clone().unwrap_or_default(),
+                chain_pem,
+            }
+        })
+        .collect()
+}
+
 /// Most probes of one check in flight at once.
 pub const PROBE_CONCURRENCY: usize = 8;
 
@@ -184,7 +224,10 @@ impl Checker {
             transport: self.prober.transport().into(),
             errors,
             bogus_rrsets: found.bogus.clone(),
+            evidence: Vec::new(),
         };
+        let mut report = report;
+        report.evidence = evidence(&report, &probed, &self.clock.now_rfc3339());
         tracing::info!(verdict = %report.verdict, endpoints = report.endpoints.len(), "checked");
         (report, health)
     }

@@ -249,6 +249,7 @@ pub fn unavailable(
         transport: transport.to_string(),
         errors: vec![error],
         bogus_rrsets: vec![],
+        evidence: vec![],
     }
 }
 

@@ -17,6 +17,7 @@ pub const HELP_LINES: &[&str] = &[
     "unsubscribe DOMAIN",
     "list",
     "status DOMAIN",
+    "evidence DOMAIN",
 ];
 
 /// A parsed chat command.
@@ -34,6 +35,8 @@ pub enum Command {
     List,
     /// `status DOMAIN`
     Status(Domain),
+    /// `evidence DOMAIN`
+    Evidence(Domain),
 }
 
 /// A message that is not a valid command; the reply is one line.
@@ -73,6 +76,7 @@ impl Command {
                     "check" => "check DOMAIN",
                     "subscribe" => "subscribe DOMAIN",
                     "unsubscribe" => "unsubscribe DOMAIN",
+                    "evidence" => "evidence DOMAIN",
                     _ => "status DOMAIN",
                 }));
             }
@@ -92,6 +96,7 @@ impl Command {
             "subscribe" => Ok(Command::Subscribe(domain("subscribe")?)),
             "unsubscribe" => Ok(Command::Unsubscribe(domain("unsubscribe")?)),
             "status" => Ok(Command::Status(domain("status")?)),
+            "evidence" => Ok(Command::Evidence(domain("evidence")?)),
             _ => Err(CommandError::Unknown),
         }
     }
@@ -105,6 +110,7 @@ impl Command {
             Command::Unsubscribe(d) => unsubscribe(engine, &d, jid).await,
             Command::List => list(engine, jid).map_err(Error::from),
             Command::Status(d) => status(engine, &d).map_err(Error::from),
+            Command::Evidence(d) => evidence(engine, &d).map_err(Error::from),
         };
         result.unwrap_or_else(|e| {
             tracing::warn!(error = %e, kind = ?e.kind(), "command failed");
@@ -128,6 +134,7 @@ fn help() -> String {
         "unsubscribe DOMAIN: stop your alerts for a domain",
         "list: your subscriptions with each domain's last state",
         "status DOMAIN: the last stored result, without probing",
+        "evidence DOMAIN: what the endpoints presented at the last mismatch alert (certificate chains, PEM)",
     ]
     .join("\n")
 }
@@ -231,12 +238,52 @@ fn status(engine: &Engine, domain: &Domain) -> Result<String, StoreError> {
             "No stored result for {domain}. Send \"check {domain}\" to check it now."
         ));
     };
-    Ok(format!(
+    let mut reply = format!(
         "{}\nChecked at {} over {}.",
         report.summary(),
         report.checked_at,
         report.transport
-    ))
+    );
+    if let Some(last) = engine.store().evidence(domain.as_str())?.first() {
+        let when = last
+            .items
+            .first()
+            .map(|e| e.seen_at.as_str())
+            .unwrap_or("?");
+        reply.push_str(&format!(
+            "\nEvidence of the last mismatch ({when}): send \"evidence {domain}\" for the certificate chains presented."
+        ));
+    }
+    Ok(reply)
+}
+
+/// The evidence kept with the newest mismatch alert: per endpoint, when and
+/// from where it was seen, the key, and the chain as presented (PEM).
+fn evidence(engine: &Engine, domain: &Domain) -> Result<String, StoreError> {
+    let kept = engine.store().evidence(domain.as_str())?;
+    let Some(last) = kept.first() else {
+        return Ok(format!(
+            "No evidence kept for {domain}: it is kept when a mismatch is alerted."
+        ));
+    };
+    let mut out = vec![format!(
+        "Evidence for alert {} ({} kept in all): {}",
+        last.alert_id,
+        kept.len(),
+        last.title
+    )];
+    for e in &last.items {
+        let exit = e
+            .exit
+            .as_deref()
+            .map(|x| format!(", exit relay {x}"))
+            .unwrap_or_default();
+        out.push(format!(
+            "{} seen at {} over {}{exit}; key (SPKI sha256) {}\n{}",
+            e.endpoint, e.seen_at, e.transport, e.spki_sha256, e.chain_pem
+        ));
+    }
+    Ok(out.join("\n"))
 }
 
 #[cfg(test)]
@@ -251,6 +298,7 @@ mod tests {
             ("  HELP ", Command::Help),
             ("list", Command::List),
             ("check example.org", Command::Check(d("example.org"))),
+            ("evidence example.org", Command::Evidence(d("example.org"))),
             ("Check Example.ORG.", Command::Check(d("example.org"))),
             (
                 "subscribe bücher.example",

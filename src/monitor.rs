@@ -202,6 +202,16 @@ async fn check_domain_gated(engine: &Engine, domain: &str, gate: Option<Arc<Gate
     let (next, alert) = transition_with(&prev, &report, &policy);
     let result = match &alert {
         Some(a) => {
+            if !report.evidence.is_empty() {
+                let record = crate::store::EvidenceRecord {
+                    alert_id: a.id.clone(),
+                    title: a.title.clone(),
+                    items: report.evidence.clone(),
+                };
+                if let Err(e) = store.put_evidence(domain, &record) {
+                    tracing::warn!(domain, error = %e, "cannot keep the evidence");
+                }
+            }
             let chat = store.subscribers(domain).unwrap_or_default();
             let pubsub = store.pubsub_subscribers(domain).unwrap_or_default();
             tracing::info!(domain, from = ?a.from, to = %a.to, "state changed");

@@ -143,7 +143,34 @@ pub struct Report {
     /// (a forged or broken SRV answer or denial), each an alarm (addition).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub bogus_rrsets: Vec<String>,
+    /// What each endpoint in mismatch presented, for forensics: kept with
+    /// the alert it raises (not in the JSON, not in the stored report).
+    #[serde(skip)]
+    pub evidence: Vec<Evidence>,
 }
+
+/// What one endpoint in mismatch presented: enough for an admin to show
+/// what the interceptor served (the chain as PEM), from where it was seen,
+/// and when.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Evidence {
+    /// "service host:port [address] tls".
+    pub endpoint: String,
+    /// When the probe was made (RFC 3339).
+    pub seen_at: String,
+    /// tor, socks5 or direct.
+    pub transport: String,
+    /// The Tor exit relay the probe left from, when known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exit: Option<String>,
+    /// The SPKI SHA-256 of the leaf presented.
+    pub spki_sha256: String,
+    /// The certificates as presented, leaf first, PEM (bounded).
+    pub chain_pem: String,
+}
+
+/// The most PEM text one endpoint's evidence keeps.
+pub const MAX_EVIDENCE_PEM: usize = 64 * 1024;
 
 impl Report {
     /// The overall verdict from the endpoints: alarm outranks the rest.
@@ -399,6 +426,7 @@ mod tests {
             transport: "tor".into(),
             errors: vec![],
             bogus_rrsets: vec![],
+            evidence: vec![],
         };
         let v: serde_json::Value = serde_json::to_value(&report).unwrap();
         assert_eq!(v["verdict"], "no_tlsa");

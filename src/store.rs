@@ -12,6 +12,7 @@
 //! | `ps_subs`     | node `\0` JID          | empty (PubSub subscriber)  |
 //! | `ps_by_jid`   | bare JID `\0` node `\0` JID | empty (the reverse index) |
 //! | `ps_items`    | node `\0` u64 BE seq   | [`Item`]                   |
+//! | `evidence`    | domain `\0` u64 BE seq | [`EvidenceRecord`] of an alert (newest [`MAX_EVIDENCE`] per domain) |
 //! | `meta`        | name                   | JSON of the bot's own state |
 //!
 //! The rest of the program goes through the [`StateStore`] trait. A domain is
@@ -30,6 +31,20 @@ use sled::Transactional;
 use crate::error::{ErrorKind, HasKind};
 use crate::model::{Delivery, DomainState, Item};
 use crate::report::Report;
+
+/// How many alerts' evidence is kept per domain.
+pub const MAX_EVIDENCE: usize = 10;
+
+/// The evidence of one alert: which alert, and what each endpoint presented.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EvidenceRecord {
+    /// The alert's id.
+    pub alert_id: String,
+    /// The alert's title.
+    pub title: String,
+    /// One entry per endpoint in mismatch.
+    pub items: Vec<crate::report::Evidence>,
+}
 
 /// How many undeliverable deliveries are kept for the operator to look at.
 pub const MAX_DEAD_LETTERS: usize = 1000;
@@ -134,6 +149,11 @@ pub trait StateStore {
     fn pubsub_subscribers(&self, node: &str) -> Result<Vec<String>, StoreError>;
     /// The nodes a bare JID (any of its resources) is subscribed to by PubSub.
     fn pubsub_subscriptions_of(&self, bare: &str) -> Result<Vec<String>, StoreError>;
+    /// Keeps what an alert's endpoints presented (the newest
+    /// [`MAX_EVIDENCE`] alerts' worth per domain).
+    fn put_evidence(&self, domain: &str, record: &EvidenceRecord) -> Result<(), StoreError>;
+    /// The evidence kept for a domain, newest first.
+    fn evidence(&self, domain: &str) -> Result<Vec<EvidenceRecord>, StoreError>;
     /// Publishes an item on a node (idempotent per item id), keeping the newest [`MAX_ITEMS`].
     fn put_item(&self, node: &str, item: &Item) -> Result<bool, StoreError>;
     /// The newest `max` items of a node, newest first.
@@ -151,6 +171,7 @@ pub struct Store {
     dead: sled::Tree,
     ps_subs: sled::Tree,
     ps_by_jid: sled::Tree,
+    evidence: sled::Tree,
     /// Held by every change of who follows what, so that one user's
     /// unsubscribe cannot forget a domain another user is subscribing to.
     membership: Arc<Mutex<()>>,
@@ -217,6 +238,7 @@ impl Store {
             ps_subs: db.open_tree("ps_subs")?,
             ps_items: db.open_tree("ps_items")?,
             ps_by_jid: db.open_tree("ps_by_jid")?,
+            evidence: db.open_tree("evidence")?,
             meta: db.open_tree("meta")?,
             membership: Arc::new(Mutex::new(())),
             db,
@@ -247,6 +269,14 @@ impl Store {
     fn forget_if_unfollowed(&self, domain: &str) -> Result<(), StoreError> {
         if self.subscribers(domain)?.is_empty() && self.pubsub_subscribers(domain)?.is_empty() {
             self.domains.remove(domain)?;
+            let keys: Vec<_> = self
+                .evidence
+                .scan_prefix(prefix(domain))
+                .keys()
+                .collect::<Result<_, _>>()?;
+            for k in keys {
+                self.evidence.remove(k)?;
+            }
         }
         Ok(())
     }
@@ -481,6 +511,32 @@ impl StateStore for Store {
         Ok(existed)
     }
 
+    fn put_evidence(&self, domain: &str, record: &EvidenceRecord) -> Result<(), StoreError> {
+        let seq = self.db.generate_id()?;
+        self.evidence
+            .insert(key2_bytes(domain, &seq.to_be_bytes()), encode(record))?;
+        let keys: Vec<_> = self
+            .evidence
+            .scan_prefix(prefix(domain))
+            .keys()
+            .collect::<Result<_, _>>()?;
+        for k in keys.iter().take(keys.len().saturating_sub(MAX_EVIDENCE)) {
+            self.evidence.remove(k)?;
+        }
+        Ok(())
+    }
+
+    fn evidence(&self, domain: &str) -> Result<Vec<EvidenceRecord>, StoreError> {
+        self.evidence
+            .scan_prefix(prefix(domain))
+            .rev()
+            .map(|kv| {
+                let (k, v) = kv?;
+                decode(&k, &v)
+            })
+            .collect()
+    }
+
     /// The nodes a bare JID (any of its resources) is subscribed to by PubSub.
     fn pubsub_subscriptions_of(&self, bare: &str) -> Result<Vec<String>, StoreError> {
         let mut nodes: Vec<String> = second_parts(&self.ps_by_jid, bare)?
@@ -631,6 +687,7 @@ mod tests {
             transport: "direct".into(),
             errors: vec![],
             bogus_rrsets: vec![],
+            evidence: vec![],
         };
         let writer = {
             let s = s.clone();
@@ -655,6 +712,39 @@ mod tests {
             "a committed state was overwritten"
         );
         assert!(state.last_report.is_some());
+    }
+
+    #[test]
+    fn evidence_is_kept_newest_first_bounded_and_forgotten_with_the_domain() {
+        let s = Store::temporary().unwrap();
+        s.subscribe("example.org", "alice@x").unwrap();
+        s.subscribe("example.org.uk", "alice@x").unwrap();
+        let record = |n: usize| EvidenceRecord {
+            alert_id: format!("a{n}"),
+            title: "t".into(),
+            items: vec![crate::report::Evidence {
+                chain_pem: "-----BEGIN CERTIFICATE-----".into(),
+                ..Default::default()
+            }],
+        };
+        for n in 0..(MAX_EVIDENCE + 3) {
+            s.put_evidence("example.org", &record(n)).unwrap();
+        }
+        s.put_evidence("example.org.uk", &record(99)).unwrap();
+        let kept = s.evidence("example.org").unwrap();
+        assert_eq!(kept.len(), MAX_EVIDENCE);
+        assert_eq!(
+            kept[0].alert_id,
+            format!("a{}", MAX_EVIDENCE + 2),
+            "newest first"
+        );
+        s.unsubscribe("example.org", "alice@x").unwrap();
+        assert!(s.evidence("example.org").unwrap().is_empty());
+        assert_eq!(
+            s.evidence("example.org.uk").unwrap().len(),
+            1,
+            "not a prefix match"
+        );
     }
 
     #[tokio::test]

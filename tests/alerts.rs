@@ -221,6 +221,14 @@ fn alert_flow(server: &str, base: u16, addr_base: &str, target_base: u16) {
         count(&mut bob, Duration::from_secs(1), |v| is_event(v, "ALARM")),
         0
     );
+    // The evidence is kept: the chain the interceptor presented, as PEM.
+    let evidence = alice.ask(COMPONENT, "evidence good.test", T);
+    assert!(
+        evidence.contains("-----BEGIN CERTIFICATE-----") && evidence.contains(&t.other.spki),
+        "{server}: {evidence}"
+    );
+    let status = alice.ask(COMPONENT, "status good.test", T);
+    assert!(status.contains("evidence good.test"), "{server}: {status}");
     // The item is retrievable, and the node is listed.
     let items = bob.cmd(json!({"cmd": "pubsub_items", "to": COMPONENT, "node": "good.test"}));
     assert!(items.to_string().contains("ALARM"), "{items}");
