@@ -48,7 +48,7 @@ pub fn transition_with(
     policy: &AlertPolicy,
 ) -> (DomainState, Option<Alert>) {
     let mut next = prev.clone();
-    next.last_report = Some(report.clone());
+    next.last_report = Some(report.bounded_for_store());
     next.history
         .push((report.checked_at.clone(), report.verdict));
     if next.history.len() > HISTORY {

@@ -222,7 +222,8 @@ impl Engine {
             .map_err(|_| Error::ShuttingDown)?;
         let (report, health) = self.run_check(domain).await?;
         self.note_health(&health, None).await;
-        self.store.put_last_report(domain.as_str(), &report)?;
+        self.store
+            .put_last_report(domain.as_str(), &report.bounded_for_store())?;
         Ok(report)
     }
 

@@ -149,6 +149,54 @@ pub struct Report {
     pub evidence: Vec<Evidence>,
 }
 
+/// Endpoints a stored report keeps (those in alarm first).
+pub const STORED_ENDPOINTS: usize = 64;
+/// TLSA records a stored endpoint keeps.
+pub const STORED_TLSA: usize = 8;
+/// Error and advice lines a stored report keeps, each.
+pub const STORED_LINES: usize = 32;
+
+impl Report {
+    /// The report as the store keeps it at every check: bounded whatever the
+    /// domain publishes (at most [`STORED_ENDPOINTS`] endpoints, alarming ones
+    /// first, [`STORED_TLSA`] records each, [`STORED_LINES`] errors and
+    /// advice lines), saying what was left out, so a hostile domain cannot
+    /// make each of its checks rewrite megabytes. The verdict is unchanged.
+    pub fn bounded_for_store(&self) -> Report {
+        let mut r = self.clone();
+        r.evidence.clear();
+        if r.endpoints.len() > STORED_ENDPOINTS {
+            let total = r.endpoints.len();
+            // Stable: alarming endpoints first, then the rest in order.
+            r.endpoints.sort_by_key(|e| {
+                !matches!(
+                    e.verdict,
+                    EndpointVerdict::Mismatch
+                        | EndpointVerdict::Bogus
+                        | EndpointVerdict::StarttlsMissing
+                )
+            });
+            r.endpoints.truncate(STORED_ENDPOINTS);
+            r.errors.push(format!(
+                "{} of the {total} endpoints are not kept in the stored result",
+                total - STORED_ENDPOINTS
+            ));
+        }
+        for e in &mut r.endpoints {
+            if e.tlsa.len() > STORED_TLSA {
+                let n = e.tlsa.len() - STORED_TLSA;
+                e.tlsa.truncate(STORED_TLSA);
+                e.notes.push(format!("{n} more TLSA records not kept"));
+            }
+            e.notes.truncate(STORED_LINES);
+        }
+        r.errors.truncate(STORED_LINES);
+        r.advice.truncate(STORED_LINES);
+        r.records_to_add.truncate(STORED_LINES);
+        r
+    }
+}
+
 /// What one endpoint in mismatch presented: enough for an admin to show
 /// what the interceptor served (the chain as PEM), from where it was seen,
 /// and when.
@@ -365,6 +413,48 @@ mod tests {
             cipher: None,
             notes: vec![],
         }
+    }
+
+    #[test]
+    fn the_stored_report_is_bounded_and_keeps_the_alarms() {
+        let mut r = Report {
+            domain: "example.org".into(),
+            checked_at: "2026-11-22T12:00:00Z".into(),
+            verdict: Verdict::Mismatch,
+            endpoints: vec![ep(EndpointVerdict::Match)],
+            records_to_add: vec![],
+            advice: vec![],
+            transport: "tor".into(),
+            errors: vec![],
+            bogus_rrsets: vec![],
+            evidence: vec![],
+        };
+        let n = STORED_ENDPOINTS * 4;
+        r.endpoints = (0..n)
+            .map(|i| {
+                let mut e = r.endpoints[0].clone();
+                e.port = i as u16;
+                e.tlsa = (0..40).map(|j| format!("3 1 1 {j:064x}")).collect();
+                if i == n - 1 {
+                    e.verdict = EndpointVerdict::Mismatch;
+                }
+                e
+            })
+            .collect();
+        r.errors = vec!["e".into(); 500];
+        let stored = r.bounded_for_store();
+        assert_eq!(stored.verdict, r.verdict);
+        assert_eq!(stored.endpoints.len(), STORED_ENDPOINTS);
+        assert_eq!(
+            stored.endpoints[0].verdict,
+            EndpointVerdict::Mismatch,
+            "alarms kept first"
+        );
+        assert!(stored.endpoints.iter().all(|e| e.tlsa.len() == STORED_TLSA));
+        assert!(stored.errors.len() <= STORED_LINES);
+        let size = serde_json::to_vec(&stored).unwrap().len();
+        assert!(size < 200 * 1024, "{size} bytes");
+        assert!(serde_json::to_vec(&r).unwrap().len() > 4 * size);
     }
 
     #[test]
