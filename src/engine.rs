@@ -63,6 +63,9 @@ pub enum Error {
     /// The service is shutting down.
     #[error("shutting down")]
     ShuttingDown,
+    /// A check panicked (a bug in CertWatch); the message is the panic's.
+    #[error("a check panicked: {0}")]
+    Panicked(String),
 }
 
 impl HasKind for Error {
@@ -71,6 +74,7 @@ impl HasKind for Error {
             Error::Setup(e) => e.kind(),
             Error::Store(_) => ErrorKind::Store,
             Error::ShuttingDown => ErrorKind::Shutdown,
+            Error::Panicked(_) => ErrorKind::Bug,
         }
     }
 }
