@@ -93,6 +93,8 @@ pub struct Engine {
     chat_checks: Semaphore,
     limiter: Mutex<Limiter>,
     spacing: std::sync::Arc<Spacing>,
+    /// Shared by every checker the engine builds, so a rebuilt one gets no fresh burst.
+    circuits: std::sync::Arc<crate::probe::CircuitBudget>,
     clock: SharedClock,
 }
 
@@ -114,6 +116,7 @@ impl Engine {
         // renewal.
         setup::resolver(&config, &clock)?;
         let base = PathBuf::from(format!("{}-arti", config.store.path));
+        let circuits = std::sync::Arc::new(setup::circuit_budget(&config));
         Ok(Engine {
             store,
             tor_dirs: TorDirs {
@@ -128,6 +131,7 @@ impl Engine {
             chat_checks: Semaphore::new(CHAT_CHECKS),
             limiter: Mutex::new(Limiter::default()),
             spacing: std::sync::Arc::new(Spacing::new(PROBE_GAP, Duration::from_secs(600))),
+            circuits,
             clock,
         })
     }
@@ -135,6 +139,11 @@ impl Engine {
     /// Changes the least time between two probes of one address:port (before the first check).
     pub fn set_probe_gap(&mut self, gap: Duration) {
         self.spacing = std::sync::Arc::new(Spacing::new(gap, Duration::from_secs(600)));
+    }
+
+    /// Fresh circuits asked for so far (one per probe over Tor or SOCKS5).
+    pub fn circuits_taken(&self) -> u64 {
+        self.circuits.taken()
     }
 
     /// The store.
@@ -176,7 +185,9 @@ impl Engine {
             return Ok(checker.clone());
         }
         let connector = setup::connector(&self.config, Some(&self.tor_dirs)).await?;
-        let prober = setup::prober(&self.config, connector).with_spacing(self.spacing.clone());
+        let prober = setup::prober(&self.config, connector)
+            .with_spacing(self.spacing.clone())
+            .with_circuit_budget(self.circuits.clone());
         let resolver = setup::resolver(&self.config, &self.clock)?;
         let mut checker = Checker::new(resolver, prober, self.clock.clone());
         checker.allow_private = self.config.probe.allow_private;
