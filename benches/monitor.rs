@@ -1,29 +1,48 @@
-//! Monitors N domains (default 10,000) through the real check path (DNSSEC
-//! validation against the lab's signed zones, STARTTLS probes, DANE matching,
-//! state commit to sled) with the direct transport, and prints its figures.
+//! Runs the real service loop, `monitor::run` (the in-memory schedule, the
+//! per-address spacing, the circuit budget, sled), over N domains of the DNS
+//! lab's bench zone, and prints its figures. Not a test: it asserts nothing
+//! about time, and `cargo test` never runs it.
 //!
-//! Run as root: `cargo bench --bench monitor` (BENCH_DOMAINS=N to change N,
-//! BENCH_ROUNDS=R for R passes; the first checks new domains, the later ones
-//! measure steady-state monitoring).
-//! It starts the DNS lab itself (loopback only). The XMPP endpoint is a
-//! minimal STARTTLS responder in this file that accepts any stream `to`,
-//! because Prosody would need one VirtualHost per benchmark domain.
+//! Run as root in a namespace with only loopback (see the README's
+//! "Benchmark"): `cargo bench --bench monitor`. Environment (defaults):
+//!   BENCH_DOMAINS=100000  domains dI.bench.test, all subscribed at once
+//!   BENCH_HOSTS=1000      SRV targets they spread over, each its own
+//!                         address:port (8 loopback addresses x 125 ports)
+//!   BENCH_INTERVAL=       monitor.interval in seconds (default: N / 100)
+//!   BENCH_ROUNDS=1        how many checks per domain to wait for
+//!   BENCH_TRANSPORT=direct  or `tor`: over the suite's private Tor network
+//!                         (tests/labs/tornet.sh), embedded arti
+//!   BENCH_CIRCUITS=100    probe.circuits_per_second over Tor (burst: 2 s worth)
+//!
+//! The XMPP endpoints are a minimal STARTTLS responder in this file that
+//! accepts any stream `to` (Prosody would need one VirtualHost per domain);
+//! its CPU is in the figures. NSD runs beside it, in its own processes.
 
 use certwatch::store::StateStore as _;
+use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use futures::stream::{self, StreamExt};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 
 use certwatch::config::{Config, Transport};
+use certwatch::domain::Domain;
 use certwatch::engine::Engine;
-use certwatch::monitor::{check_domain, MONITOR_CONCURRENCY};
+use certwatch::monitor::{run_observed, LagObserver};
 use certwatch::store::Store;
 
 const PORT: u16 = 15822;
+const HOST_BASE: &str = "127.57.0";
+const HOST_ADDRS: usize = 8;
+
+fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
 
 fn main() {
     // RUST_LOG=certwatch=debug shows where a check spends its time.
@@ -33,15 +52,12 @@ fn main() {
             .with_writer(std::io::stderr)
             .init();
     }
-    let n: usize = std::env::var("BENCH_DOMAINS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(10_000);
-    // Round 1 checks new domains; later rounds are steady-state monitoring.
-    let rounds_wanted: usize = std::env::var("BENCH_ROUNDS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(2);
+    let n: usize = env_or("BENCH_DOMAINS", 100_000);
+    let hosts: usize = env_or("BENCH_HOSTS", 1000).clamp(1, 125 * HOST_ADDRS);
+    let rounds: usize = env_or("BENCH_ROUNDS", 1).max(1);
+    let interval = Duration::from_secs(env_or("BENCH_INTERVAL", (n as u64 / 100).max(10)));
+    let tor = std::env::var("BENCH_TRANSPORT").is_ok_and(|t| t == "tor");
+    let circuits: f64 = env_or("BENCH_CIRCUITS", 100.0);
     let root = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"));
     let dir = std::env::temp_dir().join(format!("certwatch-bench-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
@@ -53,6 +69,27 @@ fn main() {
         .unwrap();
     let spki = hex::encode(certwatch::dane::spki_sha256(cert.der()).unwrap());
 
+    let tor_lab = root.join("tests/labs/tornet.sh");
+    let tor_dir = dir.join("tor");
+    if tor {
+        let t = Instant::now();
+        let status = std::process::Command::new("bash")
+            .arg(&tor_lab)
+            .args(["start", tor_dir.to_str().unwrap()])
+            .env("TORNET_PORT_BASE", "17100")
+            .env(
+                "TORNET_KEYCACHE",
+                root.join("target/tornet-keys").display().to_string(),
+            )
+            .env("TORNET_OWNER_PID", std::process::id().to_string())
+            .status()
+            .unwrap();
+        assert!(status.success(), "tornet start failed");
+        println!(
+            "private Tor network ready in {:.1} s",
+            t.elapsed().as_secs_f64()
+        );
+    }
     let lab = root.join("tests/labs/dnslab.sh");
     let dns_dir = dir.join("dns");
     let t = Instant::now();
@@ -63,12 +100,16 @@ fn main() {
         .env("OTHER_SPKI", "00".repeat(32))
         .env("C2S_PORT", PORT.to_string())
         .env("DNSLAB_ADDR_BASE", "127.56.0")
+        .env("DNSLAB_TIMEOUT", "60")
         .env("BENCH_DOMAINS", n.to_string())
+        .env("BENCH_HOSTS", hosts.to_string())
+        .env("BENCH_HOST_BASE", HOST_BASE)
+        .env("BENCH_HOST_ADDRS", HOST_ADDRS.to_string())
         .status()
         .unwrap();
     assert!(status.success(), "dnslab start failed");
     println!(
-        "dns lab with {n} signed benchmark domains ready in {:.1} s",
+        "dns lab with {n} signed domains over {hosts} hosts ready in {:.1} s",
         t.elapsed().as_secs_f64()
     );
     let env = std::fs::read_to_string(dns_dir.join("env")).unwrap();
@@ -84,10 +125,18 @@ fn main() {
         .enable_all()
         .build()
         .unwrap();
-    let result = rt.block_on(async {
+    let figures = rt.block_on(async {
         let accepted = Arc::new(AtomicUsize::new(0));
-        for addr in ["127.0.0.1", "[::1]"] {
-            let listener = TcpListener::bind(format!("{addr}:{PORT}")).await.unwrap();
+        // The same address:port layout as dnslab.sh's bench zone.
+        for j in 0..hosts {
+            let addr: SocketAddr = format!(
+                "{HOST_BASE}.{}:{}",
+                j % HOST_ADDRS + 1,
+                PORT as usize + j / HOST_ADDRS
+            )
+            .parse()
+            .unwrap();
+            let listener = TcpListener::bind(addr).await.unwrap();
             tokio::spawn(responder(
                 listener,
                 cert.der().to_vec(),
@@ -98,104 +147,215 @@ fn main() {
         let mut config = Config::default();
         config.dns.nameservers = vec![get("AUTH_NS")];
         config.dns.trust_anchor = get("TRUST_ANCHOR");
-        config.probe.transport = Transport::Direct;
         config.probe.timeout = Duration::from_secs(10);
         // The lab lives on loopback addresses.
         config.probe.allow_private = true;
+        config.monitor.interval = interval;
+        config.monitor.jitter = Duration::ZERO;
         config.store.path = dir.join("db").display().to_string();
+        if tor {
+            let arti = dir.join("arti.toml");
+            let base = std::fs::read_to_string(tor_dir.join("arti.toml")).unwrap();
+            std::fs::write(
+                &arti,
+                format!(
+                    "{base}\n[storage]\nstate_dir = \"{}\"\ncache_dir = \"{}\"\n[storage.permissions]\ndangerously_trust_everyone = true\n",
+                    dir.join("arti-state").display(),
+                    dir.join("arti-cache").display()
+                ),
+            )
+            .unwrap();
+            config.probe.transport = Transport::Tor;
+            config.probe.arti_config = arti.display().to_string();
+            config.probe.timeout = Duration::from_secs(30);
+            config.probe.circuits_per_second = circuits;
+            config.probe.circuit_burst = (circuits * 2.0).max(1.0) as u32;
+        } else {
+            config.probe.transport = Transport::Direct;
+        }
+        config.validate().unwrap();
         let store = Store::open(&dir.join("db")).unwrap();
-        let mut engine = Engine::new(config, store.clone(), certwatch::clock::system()).unwrap();
-        // One host serves every benchmark domain: lift the per-target cap.
-        engine.set_probe_gap(Duration::ZERO);
-        let engine = Arc::new(engine);
-        let domains: Vec<String> = (0..n).map(|i| format!("d{i}.bench.test")).collect();
-        for d in &domains {
-            store.subscribe(d, "bench@localhost").unwrap();
+        let engine = Arc::new(Engine::new(config, store.clone(), certwatch::clock::system()).unwrap());
+        let t = Instant::now();
+        for i in 0..n {
+            store
+                .subscribe(&format!("d{i}.bench.test"), "bench@localhost")
+                .unwrap();
         }
-        let mut rounds = Vec::new();
-        for round in 1..=rounds_wanted {
-            let probes0 = accepted.load(Ordering::Relaxed);
-            let start = Instant::now();
-            let cpu0 = cpu_seconds();
-            stream::iter(domains.iter())
-                .for_each_concurrent(MONITOR_CONCURRENCY, |d| {
-                    let engine = engine.clone();
-                    async move { check_domain(&engine, d).await }
-                })
-                .await;
-            let wall = start.elapsed().as_secs_f64();
-            let cpu = cpu_seconds() - cpu0;
-            store.flush().await.unwrap();
-            let ok = domains
-                .iter()
-                .filter(|d| {
-                    store
-                        .domain_state(d)
-                        .unwrap()
-                        .and_then(|s| s.state)
-                        .is_some_and(|v| v == certwatch::report::Verdict::Ok)
-                })
-                .count();
-            rounds.push(Round {
-                round,
-                wall,
-                cpu,
-                probes: accepted.load(Ordering::Relaxed) - probes0,
-                ok,
-                rss_kib: rss_kib("VmRSS:"),
-            });
+        store.flush().await.unwrap();
+        println!(
+            "{n} subscriptions stored in {:.1} s",
+            t.elapsed().as_secs_f64()
+        );
+        // Start the transport (and bootstrap arti) before the clock runs;
+        // this probes one host, outside the figures.
+        let t = Instant::now();
+        let warm = Domain::parse(&format!("d{}.bench.test", n - 1)).unwrap();
+        let (report, _) = engine.run_check(&warm).await.unwrap();
+        println!(
+            "transport up, one check ({:?}) in {:.1} s",
+            report.verdict,
+            t.elapsed().as_secs_f64()
+        );
+
+        let lags = Arc::new(Mutex::new(Vec::<u32>::with_capacity(n * rounds)));
+        let seen = lags.clone();
+        let observer: LagObserver = Arc::new(move |lag: Duration| {
+            seen.lock()
+                .unwrap()
+                .push(u32::try_from(lag.as_millis()).unwrap_or(u32::MAX));
+        });
+        let probes0 = accepted.load(Ordering::Relaxed);
+        let circuits0 = engine.circuits_taken();
+        let cpu0 = cpu_seconds();
+        let start = Instant::now();
+        let monitor = tokio::spawn(run_observed(engine.clone(), observer));
+        let want = n * rounds;
+        let mut last_print = Instant::now();
+        loop {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            let started = lags.lock().unwrap().len();
+            if started >= want {
+                break;
+            }
+            if last_print.elapsed() >= Duration::from_secs(30) {
+                last_print = Instant::now();
+                eprintln!(
+                    "  {:>6.0} s: {started} checks started, {} probes",
+                    start.elapsed().as_secs_f64(),
+                    accepted.load(Ordering::Relaxed) - probes0
+                );
+            }
         }
-        (rounds, store.size_on_disk().unwrap())
+        // The last checks started; wait for them (they are bounded by their deadline).
+        let wait_end = Instant::now();
+        while wait_end.elapsed() < Duration::from_secs(60) {
+            tokio::time::sleep(Duration::from_secs(2)).await;
+            let checked = count_checked(&store, n);
+            if checked >= n {
+                break;
+            }
+        }
+        let wall = start.elapsed().as_secs_f64();
+        let cpu = cpu_seconds() - cpu0;
+        let probes = accepted.load(Ordering::Relaxed) - probes0;
+        let circuits = engine.circuits_taken() - circuits0;
+        monitor.abort();
+        let _ = monitor.await;
+        store.flush().await.unwrap();
+        let ok = (0..n)
+            .filter(|i| {
+                store
+                    .domain_state(&format!("d{i}.bench.test"))
+                    .unwrap()
+                    .and_then(|s| s.state)
+                    .is_some_and(|v| v == certwatch::report::Verdict::Ok)
+            })
+            .count();
+        let mut lags = lags.lock().unwrap().clone();
+        lags.sort_unstable();
+        Figures {
+            wall,
+            cpu,
+            probes,
+            circuits,
+            checks: lags.len(),
+            ok,
+            lag_p50: percentile(&lags, 50),
+            lag_p99: percentile(&lags, 99),
+            lag_max: lags.last().copied().unwrap_or(0),
+            size: store.size_on_disk().unwrap(),
+        }
     });
-    let (rounds, size) = result;
     let _ = std::process::Command::new("bash")
         .arg(&lab)
         .args(["stop", dns_dir.to_str().unwrap()])
         .status();
-    for r in &rounds {
-        let what = if r.round == 1 {
-            "new domains"
-        } else {
-            "steady state"
-        };
-        println!("round {} ({what})", r.round);
-        println!("  domains checked       {n} ({} ok)", r.ok);
-        println!("  wall time             {:.1} s", r.wall);
-        println!("  checks per second     {:.0}", n as f64 / r.wall);
-        println!(
-            "  probes (connections)  {}, {:.0} per second",
-            r.probes,
-            r.probes as f64 / r.wall
-        );
-        println!(
-            "  CPU (user+system)     {:.1} s, {:.0}% of one core",
-            r.cpu,
-            100.0 * r.cpu / r.wall
-        );
-        println!("  RSS after the round   {} MiB", r.rss_kib / 1024);
+    if tor {
+        let _ = std::process::Command::new("bash")
+            .arg(&tor_lab)
+            .args(["stop", tor_dir.to_str().unwrap()])
+            .status();
     }
-    // VmHWM is sampled lazily by the kernel; never print less than a round saw.
-    let peak = rounds
-        .iter()
-        .map(|r| r.rss_kib)
-        .fold(rss_kib("VmHWM:"), u64::max);
-    println!("peak RSS              {} MiB", peak / 1024);
+    let f = figures;
+    let transport = if tor {
+        "tor (private network)"
+    } else {
+        "direct"
+    };
     println!(
-        "sled size on disk     {} KiB, {:.1} KiB per domain",
-        size / 1024,
-        size as f64 / 1024.0 / n as f64
+        "monitor::run over {n} domains, {hosts} hosts, interval {}, transport {transport}",
+        humantime::format_duration(interval)
+    );
+    println!("  checks started        {} ({} domains ok)", f.checks, f.ok);
+    println!("  wall time             {:.1} s", f.wall);
+    println!("  checks per second     {:.1}", f.checks as f64 / f.wall);
+    println!(
+        "  probes (connections)  {}, {:.1} per second",
+        f.probes,
+        f.probes as f64 / f.wall
+    );
+    if tor {
+        println!(
+            "  fresh circuits        {}, {:.1} per second",
+            f.circuits,
+            f.circuits as f64 / f.wall
+        );
+        println!(
+            "  CPU per probe         {:.2} ms",
+            1000.0 * f.cpu / f.probes.max(1) as f64
+        );
+    }
+    println!(
+        "  CPU (user+system)     {:.1} s, {:.0}% of one core, {:.2} ms per check",
+        f.cpu,
+        100.0 * f.cpu / f.wall,
+        1000.0 * f.cpu / f.checks.max(1) as f64
+    );
+    println!(
+        "  scheduler lag         p50 {} ms, p99 {} ms, max {} ms",
+        f.lag_p50, f.lag_p99, f.lag_max
+    );
+    println!("  peak RSS              {} MiB", rss_kib("VmHWM:") / 1024);
+    println!(
+        "  sled size on disk     {} MiB, {:.0} bytes per domain",
+        f.size / (1 << 20),
+        f.size as f64 / n as f64
     );
     let _ = std::fs::remove_dir_all(&dir);
 }
 
-/// The figures of one pass over every domain.
-struct Round {
-    round: usize,
+/// What one run measured.
+struct Figures {
     wall: f64,
     cpu: f64,
     probes: usize,
+    circuits: u64,
+    checks: usize,
     ok: usize,
-    rss_kib: u64,
+    lag_p50: u32,
+    lag_p99: u32,
+    lag_max: u32,
+    size: u64,
+}
+
+fn percentile(sorted: &[u32], p: usize) -> u32 {
+    if sorted.is_empty() {
+        return 0;
+    }
+    sorted[(sorted.len() - 1) * p / 100]
+}
+
+fn count_checked(store: &Store, n: usize) -> usize {
+    (0..n)
+        .filter(|i| {
+            store
+                .last_checked(&format!("d{i}.bench.test"))
+                .ok()
+                .flatten()
+                .is_some()
+        })
+        .count()
 }
 
 /// A STARTTLS responder that accepts any stream `to` and presents `cert`.
@@ -226,7 +386,7 @@ async fn responder(listener: TcpListener, cert: Vec<u8>, key: Vec<u8>, accepted:
                 let Ok(n) = s.read(&mut buf).await else {
                     return;
                 };
-                if n == 0 {
+                if n == 0 || seen.len() > 8192 {
                     return;
                 }
                 seen.extend_from_slice(&buf[..n]);
@@ -237,7 +397,7 @@ async fn responder(listener: TcpListener, cert: Vec<u8>, key: Vec<u8>, accepted:
                 let Ok(n) = s.read(&mut buf).await else {
                     return;
                 };
-                if n == 0 {
+                if n == 0 || seen.len() > 8192 {
                     return;
                 }
                 seen.extend_from_slice(&buf[..n]);
@@ -252,6 +412,9 @@ async fn responder(listener: TcpListener, cert: Vec<u8>, key: Vec<u8>, accepted:
     }
 }
 
+/// User plus system CPU seconds of this process (the kernel's utime and
+/// stime, the counters getrusage(RUSAGE_SELF) reports; read from /proc
+/// because the crate forbids the unsafe code a libc call needs).
 fn cpu_seconds() -> f64 {
     let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
     let fields: Vec<&str> = stat
@@ -269,7 +432,7 @@ fn cpu_seconds() -> f64 {
     (ticks(11) + ticks(12)) / 100.0
 }
 
-/// A `/proc/self/status` figure in KiB (`VmRSS:` now, `VmHWM:` peak).
+/// A `/proc/self/status` figure in KiB (`VmHWM:` is the peak RSS).
 fn rss_kib(field: &str) -> u64 {
     std::fs::read_to_string("/proc/self/status")
         .unwrap_or_default()

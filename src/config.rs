@@ -123,6 +123,10 @@ pub struct ProbeConfig {
     /// The `from` of s2s probes: empty for the parent domain of
     /// `xmpp.component`, "none" for no `from`, or a domain.
     pub s2s_from: String,
+    /// Fresh Tor circuits asked for per second at most (every Tor or SOCKS5 probe is one).
+    pub circuits_per_second: f64,
+    /// How many fresh circuits may be asked for at once after a quiet time.
+    pub circuit_burst: u32,
 }
 
 impl Default for ProbeConfig {
@@ -135,6 +139,8 @@ impl Default for ProbeConfig {
             allow_private: false,
             max_endpoints: 32,
             s2s_from: String::new(),
+            circuits_per_second: CIRCUITS_PER_SECOND,
+            circuit_burst: CIRCUIT_BURST,
         }
     }
 }
@@ -302,6 +308,18 @@ impl Config {
                 self.monitor.recovery_checks
             )));
         }
+        let rate = self.probe.circuits_per_second;
+        if !(rate.is_finite() && rate > 0.0 && rate <= MAX_CIRCUITS_PER_SECOND) {
+            return Err(ConfigError::Invalid(format!(
+                "probe.circuits_per_second must be above 0 and at most {MAX_CIRCUITS_PER_SECOND}, not {rate}"
+            )));
+        }
+        if !(1..=MAX_CIRCUIT_BURST).contains(&self.probe.circuit_burst) {
+            return Err(ConfigError::Invalid(format!(
+                "probe.circuit_burst must be between 1 and {MAX_CIRCUIT_BURST}, not {}",
+                self.probe.circuit_burst
+            )));
+        }
         if self.monitor.interval < Duration::from_secs(1) {
             return Err(ConfigError::Invalid(
                 "monitor.interval must be at least 1s".into(),
@@ -326,9 +344,23 @@ fn is_hostname(s: &str) -> bool {
         })
 }
 
+/// Fresh Tor circuits per second, unless configured otherwise
+/// (`probe.circuits_per_second`).
+pub const CIRCUITS_PER_SECOND: f64 = 2.0;
+/// How many fresh circuits may be asked for at once after a quiet time
+/// (`probe.circuit_burst`).
+pub const CIRCUIT_BURST: u32 = 30;
+
 /// The largest `probe.max_endpoints`: every endpoint discovery can yield
 /// (4 services × 16 SRV targets × 8 addresses).
 pub const MAX_ENDPOINTS_LIMIT: usize = 512;
+
+/// The largest `probe.circuits_per_second` (for private Tor networks; the
+/// public network's relays start refusing a client at 3 per second).
+pub const MAX_CIRCUITS_PER_SECOND: f64 = 1000.0;
+
+/// The largest `probe.circuit_burst`.
+pub const MAX_CIRCUIT_BURST: u32 = 10_000;
 
 /// Parses `IP`, `IP:PORT` or `[IPv6]:PORT` into a socket address.
 pub fn parse_nameserver(s: &str) -> Result<SocketAddr, String> {
@@ -417,6 +449,16 @@ mod tests {
         assert!(err.contains("probe.s2s_from"), "{err}");
         let c = Config::parse("[probe]\nmax_endpoints = 512\n").unwrap();
         c.validate().unwrap();
+        for bad in ["0", "-1", "nan", "inf", "1001"] {
+            let c = Config::parse(&format!("[probe]\ncircuits_per_second = {bad}\n")).unwrap();
+            let err = c.validate().unwrap_err().to_string();
+            assert!(err.contains("probe.circuits_per_second"), "{bad}: {err}");
+        }
+        let c = Config::parse("[probe]\ncircuits_per_second = 0.5\ncircuit_burst = 1\n").unwrap();
+        c.validate().unwrap();
+        let c = Config::parse("[probe]\ncircuit_burst = 0\n").unwrap();
+        let err = c.validate().unwrap_err().to_string();
+        assert!(err.contains("probe.circuit_burst"), "{err}");
     }
 
     #[test]

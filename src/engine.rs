@@ -70,6 +70,9 @@ pub enum Error {
     /// The service is shutting down.
     #[error("shutting down")]
     ShuttingDown,
+    /// A check panicked (a bug in CertWatch); the message is the panic's.
+    #[error("a check panicked: {0}")]
+    Panicked(String),
 }
 
 impl HasKind for Error {
@@ -78,6 +81,7 @@ impl HasKind for Error {
             Error::Setup(e) => e.kind(),
             Error::Store(_) => ErrorKind::Store,
             Error::ShuttingDown => ErrorKind::Shutdown,
+            Error::Panicked(_) => ErrorKind::Bug,
         }
     }
 }
@@ -101,6 +105,8 @@ pub struct Engine {
     /// One subscription (limits checked, then written) at a time.
     subscribing: Mutex<()>,
     spacing: std::sync::Arc<Spacing>,
+    /// Shared by every checker the engine builds, so a rebuilt one gets no fresh burst.
+    circuits: std::sync::Arc<crate::probe::CircuitBudget>,
     clock: SharedClock,
 }
 
@@ -122,6 +128,7 @@ impl Engine {
         // renewal.
         setup::resolver(&config, &clock)?;
         let base = PathBuf::from(format!("{}-arti", config.store.path));
+        let circuits = std::sync::Arc::new(setup::circuit_budget(&config));
         Ok(Engine {
             store,
             tor_dirs: TorDirs {
@@ -137,6 +144,7 @@ impl Engine {
             limiter: Mutex::new(Limiter::default()),
             subscribing: Mutex::new(()),
             spacing: std::sync::Arc::new(Spacing::new(PROBE_GAP, Duration::from_secs(600))),
+            circuits,
             clock,
         })
     }
@@ -144,6 +152,11 @@ impl Engine {
     /// Changes the least time between two probes of one address:port (before the first check).
     pub fn set_probe_gap(&mut self, gap: Duration) {
         self.spacing = std::sync::Arc::new(Spacing::new(gap, Duration::from_secs(600)));
+    }
+
+    /// Fresh circuits asked for so far (one per probe over Tor or SOCKS5).
+    pub fn circuits_taken(&self) -> u64 {
+        self.circuits.taken()
     }
 
     /// The store.
@@ -185,7 +198,9 @@ impl Engine {
             return Ok(checker.clone());
         }
         let connector = setup::connector(&self.config, Some(&self.tor_dirs)).await?;
-        let prober = setup::prober(&self.config, connector).with_spacing(self.spacing.clone());
+        let prober = setup::prober(&self.config, connector)
+            .with_spacing(self.spacing.clone())
+            .with_circuit_budget(self.circuits.clone());
         let resolver = setup::resolver(&self.config, &self.clock)?;
         let mut checker = Checker::new(resolver, prober, self.clock.clone());
         checker.allow_private = self.config.probe.allow_private;

@@ -21,6 +21,8 @@ pub enum ErrorKind {
     Config,
     /// The service is shutting down.
     Shutdown,
+    /// A bug in CertWatch itself (a check panicked): ours, never the domain's.
+    Bug,
 }
 
 impl ErrorKind {
@@ -34,6 +36,7 @@ impl ErrorKind {
                 | ErrorKind::Store
                 | ErrorKind::Config
                 | ErrorKind::Shutdown
+                | ErrorKind::Bug
         )
     }
 }
@@ -69,6 +72,7 @@ mod tests {
             (Store, true),
             (Config, true),
             (Shutdown, true),
+            (Bug, true),
         ] {
             assert_eq!(kind.is_ours(), ours, "{kind:?}");
         }

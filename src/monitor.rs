@@ -1,159 +1,407 @@
-//! The schedule: every monitored domain is checked every interval plus jitter,
-//! a few at a time; state changes become alerts in the outbox.
+//! The schedule: every monitored domain is checked every interval plus
+//! jitter, a few at a time; state changes become alerts in the outbox.
+//!
+//! The schedule lives in memory: each domain's next due time, in order, so a
+//! finished check costs a few ordered-set operations, whatever the number of
+//! domains. The set of domains is read again only when the store says it
+//! changed (its membership generation); the one fact kept for a restart is
+//! each domain's last check time (the store's `checked` tree), never decoded
+//! from its report. Domains that are new, or overdue after a restart, are
+//! spread evenly over one interval, so 100,000 new domains are no herd. A
+//! check that panics is logged, counted as a failure on our side and
+//! scheduled again; a panic of the loop itself restarts it.
 
 use crate::store::StateStore as _;
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::{mpsc, Semaphore};
+use futures::future::BoxFuture;
+use tokio::sync::Semaphore;
+use tokio::task::JoinSet;
 use tokio::time::Instant;
 
 use crate::alert::{transition_with, AlertPolicy};
+
+use crate::check::Health;
 use crate::domain::Domain;
-use crate::engine::Engine;
+use crate::engine::{Engine, Error};
 use crate::probe::Gate;
 use crate::report::Verdict;
 use crate::store::StoreError;
 
-/// Checks run at once by the monitor.
+/// Checks working at once in the monitor.
 pub const MONITOR_CONCURRENCY: usize = 16;
-/// The longest the monitor sleeps before looking at the store again.
+/// Checks started and not finished at most, those whose probes only wait
+/// (for their address's spacing slot or the circuit budget) included.
+pub const MAX_IN_FLIGHT: usize = MONITOR_CONCURRENCY * 8;
+/// The longest the monitor sleeps before looking again.
 const IDLE: Duration = Duration::from_secs(60);
+/// The pause before a panicked monitor loop starts again.
+const RESTART_DELAY: Duration = Duration::from_secs(1);
+/// A due time that cannot be represented is this far away instead.
+const FAR: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
+
+/// Where one domain stands in the schedule.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Slot {
+    /// Waiting; due then.
+    Due(Instant),
+    /// Its check is running.
+    Running,
+}
 
 /// When each domain is next due. Time is tokio's, so tests can move it.
 #[derive(Debug)]
 pub struct Schedule {
-    due: HashMap<String, Instant>,
-    running: HashMap<String, ()>,
+    /// (due, domain) for every waiting domain, soonest first.
+    queue: BTreeSet<(Instant, String)>,
+    slots: HashMap<String, Slot>,
     interval: Duration,
     jitter: Duration,
+    /// Entries touched so far: what a test counts to see the cost of an operation.
+    work: u64,
+}
+
+fn after(now: Instant, d: Duration) -> Instant {
+    now.checked_add(d)
+        .or_else(|| now.checked_add(FAR))
+        .unwrap_or(now)
 }
 
 impl Schedule {
     /// An empty schedule.
     pub fn new(interval: Duration, jitter: Duration) -> Schedule {
         Schedule {
-            due: HashMap::new(),
-            running: HashMap::new(),
+            queue: BTreeSet::new(),
+            slots: HashMap::new(),
             interval,
             jitter,
+            work: 0,
         }
     }
 
     fn jitter(&self) -> Duration {
-        if self.jitter.is_zero() {
+        let max = u64::try_from(self.jitter.as_millis()).unwrap_or(u64::MAX);
+        if max == 0 {
             return Duration::ZERO;
         }
-        Duration::from_millis(rand::random_range(0..=self.jitter.as_millis() as u64))
+        Duration::from_millis(rand::random_range(0..=max))
     }
 
-    /// Adds new domains and drops removed ones. A new domain that was checked
-    /// before (`age` since then) is due when its interval ends; a fresh one now.
-    pub fn sync(&mut self, monitored: &[(String, Option<Duration>)], now: Instant) {
-        let keep: std::collections::HashSet<&str> =
-            monitored.iter().map(|(d, _)| d.as_str()).collect();
-        self.due.retain(|d, _| keep.contains(d.as_str()));
-        for (domain, age) in monitored {
-            if self.due.contains_key(domain) || self.running.contains_key(domain) {
+    fn put(&mut self, domain: String, at: Instant) {
+        self.work += 1;
+        if let Some(Slot::Due(old)) = self.slots.insert(domain.clone(), Slot::Due(at)) {
+            self.queue.remove(&(old, domain.clone()));
+        }
+        self.queue.insert((at, domain));
+    }
+
+    fn remove(&mut self, domain: &str) {
+        self.work += 1;
+        if let Some(Slot::Due(at)) = self.slots.remove(domain) {
+            self.queue.remove(&(at, domain.to_owned()));
+        }
+    }
+
+    /// Makes the schedule hold exactly `monitored` (O(n): for when the set
+    /// changed). A domain new to the schedule that was checked `age(domain)`
+    /// ago is due when its interval ends; those never checked (new ones
+    /// first) and those overdue (longest first) are spread evenly, one
+    /// interval ÷ the number of domains apart, beginning now.
+    pub fn sync(
+        &mut self,
+        monitored: &[String],
+        now: Instant,
+        mut age: impl FnMut(&str) -> Option<Duration>,
+    ) {
+        let keep: HashSet<&str> = monitored.iter().map(String::as_str).collect();
+        let gone: Vec<String> = self
+            .slots
+            .keys()
+            .filter(|d| !keep.contains(d.as_str()))
+            .cloned()
+            .collect();
+        for d in &gone {
+            self.remove(d);
+        }
+        let mut fresh = Vec::new();
+        let mut overdue = Vec::new();
+        for d in monitored {
+            if self.slots.contains_key(d) {
                 continue;
             }
-            let at = match age {
-                None => now,
-                // After a restart, spread the overdue ones over the jitter window.
-                Some(age) => now + self.interval.saturating_sub(*age) + self.jitter(),
-            };
-            self.due.insert(domain.clone(), at);
+            match age(d) {
+                None => fresh.push(d),
+                Some(a) if a >= self.interval => overdue.push((a, d)),
+                Some(a) => self.put(d.clone(), after(now, self.interval - a)),
+            }
+        }
+        overdue.sort_by(|a, b| b.0.cmp(&a.0).then_with(|| a.1.cmp(b.1)));
+        let n = u128::try_from(monitored.len().max(1)).unwrap_or(u128::MAX);
+        let step = self.interval.as_nanos() / n;
+        let late = overdue.into_iter().map(|(_, d)| d);
+        for (i, d) in fresh.into_iter().chain(late).enumerate() {
+            let offset = step.saturating_mul(i as u128);
+            let offset = Duration::from_nanos(u64::try_from(offset).unwrap_or(u64::MAX));
+            self.put(d.clone(), after(now, offset));
         }
     }
 
-    /// Takes the domains due at `now`, marking them running.
-    pub fn take_due(&mut self, now: Instant) -> Vec<String> {
-        let mut ready: Vec<(Instant, String)> = self
-            .due
-            .iter()
-            .filter(|(_, at)| **at <= now)
-            .map(|(d, at)| (*at, d.clone()))
-            .collect();
-        ready.sort();
-        for (_, d) in &ready {
-            self.due.remove(d);
-            self.running.insert(d.clone(), ());
+    /// Takes up to `max` domains due at `now`, soonest first, marking them
+    /// running; each with the time it was due.
+    pub fn take_due(&mut self, now: Instant, max: usize) -> Vec<(String, Instant)> {
+        let mut ready = Vec::new();
+        while ready.len() < max {
+            match self.queue.first() {
+                Some((at, _)) if *at <= now => {}
+                _ => break,
+            }
+            let Some((at, domain)) = self.queue.pop_first() else {
+                break;
+            };
+            self.work += 1;
+            self.slots.insert(domain.clone(), Slot::Running);
+            ready.push((domain, at));
         }
-        ready.into_iter().map(|(_, d)| d).collect()
+        ready
     }
 
     /// A check finished: the domain is next due an interval (plus jitter) later.
     pub fn done(&mut self, domain: &str, now: Instant) {
-        self.running.remove(domain);
-        let at = now + self.interval + self.jitter();
-        self.due.insert(domain.to_owned(), at);
+        let at = after(now, self.interval.saturating_add(self.jitter()));
+        self.finish(domain, at);
+    }
+
+    /// A check finished and wants the domain checked again `delay` from now
+    /// (e.g. to confirm something soon), not an interval later.
+    pub fn done_in(&mut self, domain: &str, now: Instant, delay: Duration) {
+        self.finish(domain, after(now, delay));
+    }
+
+    fn finish(&mut self, domain: &str, at: Instant) {
+        // A domain removed while it ran stays removed; one removed and added
+        // again meanwhile keeps its new due time.
+        if self.slots.get(domain) == Some(&Slot::Running) {
+            self.put(domain.to_owned(), at);
+        }
     }
 
     /// When the next domain is due.
     pub fn next_due(&self) -> Option<Instant> {
-        self.due.values().min().copied()
+        self.queue.first().map(|(at, _)| *at)
+    }
+
+    /// How many domains the schedule holds (waiting or running).
+    pub fn len(&self) -> usize {
+        self.slots.len()
+    }
+
+    /// Whether it holds none.
+    pub fn is_empty(&self) -> bool {
+        self.slots.is_empty()
+    }
+
+    /// Entries touched so far (to see what an operation costs).
+    pub fn work(&self) -> u64 {
+        self.work
+    }
+}
+
+/// Told how late each scheduled check started against its due time.
+pub type LagObserver = Arc<dyn Fn(Duration) + Send + Sync>;
+
+/// What the monitor loop works on: the engine, or a stand-in in tests.
+trait Host: Send + Sync + 'static {
+    /// (interval, jitter).
+    fn timing(&self) -> (Duration, Duration);
+    /// Changes whenever the set of monitored domains changes.
+    fn generation(&self) -> u64;
+    /// Every monitored domain.
+    fn members(&self) -> Result<Vec<String>, StoreError>;
+    /// How long ago the monitor last checked a domain.
+    fn age(&self, domain: &str) -> Option<Duration>;
+    /// Resolves when someone wakes the monitor.
+    fn woken(&self) -> BoxFuture<'_, ()>;
+    /// One check, working while it holds `gate`; Some(delay) to be checked
+    /// again that soon rather than an interval later.
+    fn check(
+        self: Arc<Self>,
+        domain: String,
+        gate: Arc<Gate>,
+    ) -> BoxFuture<'static, Option<Duration>>;
+    /// A check of `domain` panicked with `message`.
+    fn panicked(self: Arc<Self>, domain: String, message: String) -> BoxFuture<'static, ()>;
+}
+
+impl Host for Engine {
+    fn timing(&self) -> (Duration, Duration) {
+        let m = &self.config().monitor;
+        (m.interval, m.jitter)
+    }
+    fn generation(&self) -> u64 {
+        self.store().membership_generation()
+    }
+    fn members(&self) -> Result<Vec<String>, StoreError> {
+        self.store().monitored()
+    }
+    fn age(&self, domain: &str) -> Option<Duration> {
+        let at = self.store().last_checked(domain).ok().flatten()?;
+        // A check "in the future" (the clock went back) counts as just now.
+        Some(self.clock().now().duration_since(at).unwrap_or_default())
+    }
+    fn woken(&self) -> BoxFuture<'_, ()> {
+        Box::pin(self.monitor_woken())
+    }
+    fn check(
+        self: Arc<Self>,
+        domain: String,
+        gate: Arc<Gate>,
+    ) -> BoxFuture<'static, Option<Duration>> {
+        Box::pin(async move {
+            check_domain_gated(&self, &domain, Some(gate)).await;
+            None
+        })
+    }
+    fn panicked(self: Arc<Self>, _domain: String, message: String) -> BoxFuture<'static, ()> {
+        Box::pin(async move {
+            self.note_health(&Health::default(), Some(&Error::Panicked(message)))
+                .await
+        })
     }
 }
 
 /// Runs the monitor until the task is dropped.
 pub async fn run(engine: Arc<Engine>) {
-    let cfg = engine.config().monitor.clone();
-    let mut schedule = Schedule::new(cfg.interval, cfg.jitter);
+    supervise(engine, None).await
+}
+
+/// [`run`], telling `observer` how late each check started (for benchmarks).
+pub async fn run_observed(engine: Arc<Engine>, observer: LagObserver) {
+    supervise(engine, Some(observer)).await
+}
+
+/// Aborts the task when dropped, so aborting the supervisor ends the loop.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
+    payload
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| payload.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "a panic without a message".into())
+}
+
+/// Runs the loop, and runs it again after a panic.
+async fn supervise<H: Host>(host: Arc<H>, observer: Option<LagObserver>) {
+    loop {
+        let mut task = AbortOnDrop(tokio::spawn(run_loop(host.clone(), observer.clone())));
+        match (&mut task.0).await {
+            Ok(()) => return,
+            Err(e) if e.is_panic() => {
+                let message = panic_message(e.into_panic().as_ref());
+                tracing::error!(panic = %message, "the monitor loop panicked; it starts again");
+                tokio::time::sleep(RESTART_DELAY).await;
+            }
+            Err(_) => return,
+        }
+    }
+}
+
+async fn run_loop<H: Host>(host: Arc<H>, observer: Option<LagObserver>) {
+    let (interval, jitter) = host.timing();
+    let mut schedule = Schedule::new(interval, jitter);
     let permits = Arc::new(Semaphore::new(MONITOR_CONCURRENCY));
-    let (done_tx, mut done_rx) = mpsc::unbounded_channel::<String>();
+    let mut tasks: JoinSet<Option<Duration>> = JoinSet::new();
+    let mut running: HashMap<tokio::task::Id, String> = HashMap::new();
+    // The generation last read; the store's starts above 0.
+    let mut seen = 0;
     loop {
         let now = Instant::now();
-        match monitored_with_age(&engine) {
-            Ok(list) => schedule.sync(&list, now),
-            Err(e) => tracing::warn!(error = %e, "cannot read monitored domains"),
-        }
-        for domain in schedule.take_due(now) {
-            let engine = engine.clone();
-            let permits = permits.clone();
-            let done = done_tx.clone();
-            tokio::spawn(async move {
-                // The permit is held while the check works, not while its
-                // probes wait for their address's spacing slot.
-                let gate = Arc::new(Gate::new(permits));
-                if gate.enter().await {
-                    check_domain_gated(&engine, &domain, Some(gate.clone())).await;
-                    gate.leave().await;
+        let generation = host.generation();
+        if generation != seen {
+            match host.members() {
+                Ok(list) => {
+                    schedule.sync(&list, now, |d| host.age(d));
+                    seen = generation;
                 }
-                let _ = done.send(domain);
-            });
+                Err(e) => tracing::warn!(error = %e, "cannot read monitored domains"),
+            }
         }
-        let wake = schedule.next_due().unwrap_or(now + IDLE).min(now + IDLE);
+        let room = MAX_IN_FLIGHT.saturating_sub(tasks.len());
+        for (domain, due) in schedule.take_due(now, room) {
+            let host = host.clone();
+            let permits = permits.clone();
+            let observer = observer.clone();
+            let name = domain.clone();
+            let handle = tasks.spawn(async move {
+                // The permit is held while the check works, not while its
+                // probes wait for their address's spacing slot or a circuit.
+                let gate = Arc::new(Gate::new(permits));
+                if !gate.enter().await {
+                    return None;
+                }
+                if let Some(observe) = &observer {
+                    observe(Instant::now().saturating_duration_since(due));
+                }
+                let again = host.check(name, gate.clone()).await;
+                gate.leave().await;
+                again
+            });
+            running.insert(handle.id(), domain);
+        }
+        let wake = match schedule.next_due() {
+            Some(at) if tasks.len() < MAX_IN_FLIGHT => at.min(now + IDLE),
+            _ => now + IDLE,
+        };
         tokio::select! {
             _ = tokio::time::sleep_until(wake) => {}
-            _ = engine.monitor_woken() => {}
-            Some(domain) = done_rx.recv() => {
-                schedule.done(&domain, Instant::now());
-                while let Ok(d) = done_rx.try_recv() {
-                    schedule.done(&d, Instant::now());
+            _ = host.woken() => {}
+            Some(joined) = tasks.join_next_with_id() => {
+                finished(&host, &mut schedule, &mut running, joined).await;
+                while let Some(joined) = tasks.try_join_next_with_id() {
+                    finished(&host, &mut schedule, &mut running, joined).await;
                 }
             }
         }
     }
 }
 
-fn monitored_with_age(engine: &Engine) -> Result<Vec<(String, Option<Duration>)>, StoreError> {
-    let store = engine.store();
-    let domains = store.monitored()?;
-    let now = engine.clock().now();
-    Ok(domains
-        .into_iter()
-        .map(|d| {
-            let age = store
-                .domain_state(&d)
-                .ok()
-                .flatten()
-                .and_then(|s| s.last_report)
-                .and_then(|r| humantime::parse_rfc3339(&r.checked_at).ok())
-                .and_then(|t| now.duration_since(t).ok());
-            (d, age)
-        })
-        .collect())
+/// Schedules a finished check's domain again; a panicked one counts as a
+/// failure on our side (the operators hear of it if it persists).
+async fn finished<H: Host>(
+    host: &Arc<H>,
+    schedule: &mut Schedule,
+    running: &mut HashMap<tokio::task::Id, String>,
+    joined: Result<(tokio::task::Id, Option<Duration>), tokio::task::JoinError>,
+) {
+    let now = Instant::now();
+    let (id, again) = match joined {
+        Ok((id, again)) => (id, again),
+        Err(e) => {
+            let id = e.id();
+            if e.is_panic() {
+                let message = panic_message(e.into_panic().as_ref());
+                let domain = running.get(&id).cloned().unwrap_or_default();
+                tracing::error!(domain, panic = %message, "a check panicked; counted as a failure on our side, checked again next interval");
+                host.clone().panicked(domain, message).await;
+            }
+            (id, None)
+        }
+    };
+    let Some(domain) = running.remove(&id) else {
+        return;
+    };
+    match again {
+        Some(delay) => schedule.done_in(&domain, now, delay),
+        None => schedule.done(&domain, now),
+    }
 }
 
 /// One scheduled check: state transition, alert into the outbox atomically.
@@ -229,14 +477,22 @@ async fn check_domain_gated(engine: &Engine, domain: &str, gate: Option<Arc<Gate
         // other check rides on sled's periodic flush, so a crash loses at
         // most that check's record (redone at the next check), never an
         // alert.
-        Ok(_) if alert.is_some() => {
-            if let Err(e) = store.flush().await {
-                tracing::warn!(error = %e, "cannot flush the store");
+        Ok(written) => {
+            if written {
+                // For the schedule after a restart; lost in a crash, the
+                // domain is only checked again sooner.
+                if let Err(e) = store.note_checked(domain, engine.clock().now()) {
+                    tracing::warn!(domain, error = %e, "cannot store the check time");
+                }
             }
-            crate::crashpoint::reached(crate::crashpoint::AFTER_COMMIT);
-            engine.wake_outbox();
+            if alert.is_some() {
+                if let Err(e) = store.flush().await {
+                    tracing::warn!(error = %e, "cannot flush the store");
+                }
+                crate::crashpoint::reached(crate::crashpoint::AFTER_COMMIT);
+                engine.wake_outbox();
+            }
         }
-        Ok(_) => {}
         Err(e) => tracing::warn!(domain, error = %e, "cannot store the check"),
     }
 }
@@ -244,53 +500,347 @@ async fn check_domain_gated(engine: &Engine, domain: &str, gate: Option<Arc<Gate
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+    use std::sync::Mutex;
+    use tokio::sync::Notify;
 
     const H: Duration = Duration::from_secs(3600);
     const J: Duration = Duration::from_secs(600);
+
+    fn names(n: usize) -> Vec<String> {
+        (0..n).map(|i| format!("d{i}.org")).collect()
+    }
+
+    fn never(_: &str) -> Option<Duration> {
+        None
+    }
+
+    fn taken(v: Vec<(String, Instant)>) -> Vec<String> {
+        v.into_iter().map(|(d, _)| d).collect()
+    }
 
     #[tokio::test(start_paused = true)]
     async fn new_domains_are_due_at_once_then_every_interval_with_jitter() {
         let mut s = Schedule::new(H, J);
         let t0 = Instant::now();
-        s.sync(&[("a.org".into(), None)], t0);
-        assert_eq!(s.take_due(t0), vec!["a.org"]);
-        assert!(s.take_due(t0).is_empty(), "running, not due twice");
-        s.sync(&[("a.org".into(), None)], t0);
+        s.sync(&["a.org".into()], t0, never);
+        assert_eq!(taken(s.take_due(t0, 10)), vec!["a.org"]);
+        assert!(s.take_due(t0, 10).is_empty(), "running, not due twice");
+        s.sync(&["a.org".into()], t0, never);
         assert!(
-            s.take_due(t0).is_empty(),
+            s.take_due(t0, 10).is_empty(),
             "a running domain is not re-added"
         );
         s.done("a.org", t0);
         let next = s.next_due().unwrap();
         assert!(next >= t0 + H && next <= t0 + H + J, "{:?}", next - t0);
         tokio::time::advance(H - Duration::from_secs(1)).await;
-        assert!(s.take_due(Instant::now()).is_empty());
+        assert!(s.take_due(Instant::now(), 10).is_empty());
         tokio::time::advance(J + Duration::from_secs(2)).await;
-        assert_eq!(s.take_due(Instant::now()), vec!["a.org"]);
+        let due = s.take_due(Instant::now(), 10);
+        assert_eq!(due, vec![("a.org".to_string(), next)], "with its due time");
     }
 
     #[tokio::test(start_paused = true)]
-    async fn removed_domains_are_dropped_and_restarts_spread_load() {
+    async fn done_in_brings_a_domain_back_soon() {
         let mut s = Schedule::new(H, J);
         let t0 = Instant::now();
-        let many: Vec<(String, Option<Duration>)> = (0..200)
-            .map(|i| (format!("d{i}.org"), Some(2 * H)))
-            .collect();
-        s.sync(&many, t0);
-        // Overdue domains after a restart are spread over the jitter window.
-        let at_once = s.take_due(t0).len();
-        assert!(at_once < 20, "{at_once} due at once");
-        tokio::time::advance(J).await;
-        assert_eq!(at_once + s.take_due(Instant::now()).len(), 200);
-        s.sync(&[], Instant::now());
-        assert!(s.next_due().is_none());
+        s.sync(&["a.org".into()], t0, never);
+        s.take_due(t0, 1);
+        s.done_in("a.org", t0, Duration::from_secs(120));
+        assert_eq!(s.next_due(), Some(t0 + Duration::from_secs(120)));
     }
 
     #[tokio::test(start_paused = true)]
-    async fn recently_checked_domain_waits_for_its_interval() {
+    async fn many_new_domains_are_spread_evenly_over_one_interval() {
+        let mut s = Schedule::new(H, J);
+        let t0 = Instant::now();
+        s.sync(&names(6000), t0, never);
+        // Six ten-minute windows of the first hour take a sixth each.
+        let mut counts = Vec::new();
+        for w in 1..=6 {
+            let end = t0 + J * w - Duration::from_nanos(1);
+            counts.push(s.take_due(end, usize::MAX).len());
+        }
+        assert_eq!(counts, vec![1000; 6], "{counts:?}");
+        assert!(s.next_due().is_none(), "all within one interval");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn after_a_restart_the_overdue_are_spread_and_the_rest_keep_their_time() {
         let mut s = Schedule::new(H, Duration::ZERO);
         let t0 = Instant::now();
-        s.sync(&[("a.org".into(), Some(Duration::from_secs(600)))], t0);
-        assert_eq!(s.next_due(), Some(t0 + H - Duration::from_secs(600)));
+        let mut all = names(100);
+        all.push("recent.org".into());
+        s.sync(&all, t0, |d| {
+            Some(if d == "recent.org" {
+                Duration::from_secs(600)
+            } else {
+                2 * H
+            })
+        });
+        let first_minute = s.take_due(t0 + Duration::from_secs(59), usize::MAX);
+        assert!(first_minute.len() <= 2, "{} at once", first_minute.len());
+        let rest = s.take_due(t0 + H - Duration::from_secs(1), usize::MAX);
+        assert_eq!(
+            first_minute.len() + rest.len(),
+            101,
+            "all within the interval"
+        );
+        assert!(s.next_due().is_none());
+        let recent = rest.iter().find(|(d, _)| d == "recent.org").unwrap();
+        assert_eq!(recent.1, t0 + H - Duration::from_secs(600), "its own time");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn removed_domains_are_dropped_even_while_running() {
+        let mut s = Schedule::new(H, J);
+        let t0 = Instant::now();
+        s.sync(&names(3), t0, never);
+        let first = taken(s.take_due(t0, 1));
+        assert_eq!(first, vec!["d0.org"]);
+        s.sync(&["d2.org".into()], t0, never);
+        assert_eq!(s.len(), 1);
+        s.done("d0.org", t0);
+        assert_eq!(s.len(), 1, "a removed domain is not put back by its check");
+        let later = taken(s.take_due(t0 + 2 * H, 10));
+        assert_eq!(later, vec!["d2.org"]);
+        s.sync(&[], t0, never);
+        assert!(s.is_empty() && s.next_due().is_none());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_completed_check_costs_the_same_with_ten_or_twenty_thousand_domains() {
+        let cost = |n: usize| {
+            let mut s = Schedule::new(H, J);
+            let t0 = Instant::now();
+            s.sync(&names(n), t0, never);
+            let before = s.work();
+            for round in 0..1000u32 {
+                let now = t0 + H * 3 * round;
+                for (d, _) in s.take_due(now, 1) {
+                    s.done(&d, now);
+                }
+            }
+            s.work() - before
+        };
+        let small = cost(10);
+        let big = cost(20_000);
+        assert_eq!(small, big, "work per completion does not grow with the set");
+        assert_eq!(big, 2000, "one take and one re-insert per completion");
+    }
+
+    /// A stand-in for the engine that counts what the loop asks of it.
+    struct Fake {
+        interval: Duration,
+        generation: AtomicU64,
+        members: Mutex<Vec<String>>,
+        member_reads: AtomicUsize,
+        /// members() panics this many times first.
+        member_panics: AtomicUsize,
+        starts: Mutex<Vec<(String, Instant)>>,
+        panicked: Mutex<Vec<String>>,
+        /// Checks of this domain panic.
+        boom: &'static str,
+        wake: Notify,
+    }
+
+    impl Fake {
+        fn new(domains: Vec<String>) -> Arc<Fake> {
+            Arc::new(Fake {
+                interval: H,
+                generation: AtomicU64::new(1),
+                members: Mutex::new(domains),
+                member_reads: AtomicUsize::new(0),
+                member_panics: AtomicUsize::new(0),
+                starts: Mutex::new(Vec::new()),
+                panicked: Mutex::new(Vec::new()),
+                boom: "boom.test",
+                wake: Notify::new(),
+            })
+        }
+        fn set_members(&self, domains: Vec<String>) {
+            *self.members.lock().unwrap() = domains;
+            self.generation.fetch_add(1, Ordering::SeqCst);
+            self.wake.notify_one();
+        }
+        fn checks_of(&self, domain: &str) -> usize {
+            let starts = self.starts.lock().unwrap();
+            starts.iter().filter(|(d, _)| d == domain).count()
+        }
+    }
+
+    impl Host for Fake {
+        fn timing(&self) -> (Duration, Duration) {
+            (self.interval, Duration::ZERO)
+        }
+        fn generation(&self) -> u64 {
+            self.generation.load(Ordering::SeqCst)
+        }
+        fn members(&self) -> Result<Vec<String>, StoreError> {
+            self.member_reads.fetch_add(1, Ordering::SeqCst);
+            let left = self.member_panics.load(Ordering::SeqCst);
+            if left > 0 {
+                self.member_panics.store(left - 1, Ordering::SeqCst);
+                panic!("injected panic in the monitor loop");
+            }
+            Ok(self.members.lock().unwrap().clone())
+        }
+        fn age(&self, _: &str) -> Option<Duration> {
+            None
+        }
+        fn woken(&self) -> BoxFuture<'_, ()> {
+            Box::pin(self.wake.notified())
+        }
+        fn check(
+            self: Arc<Self>,
+            domain: String,
+            _gate: Arc<Gate>,
+        ) -> BoxFuture<'static, Option<Duration>> {
+            Box::pin(async move {
+                self.starts
+                    .lock()
+                    .unwrap()
+                    .push((domain.clone(), Instant::now()));
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                if domain == self.boom {
+                    panic!("injected panic in a check");
+                }
+                None
+            })
+        }
+        fn panicked(self: Arc<Self>, domain: String, _: String) -> BoxFuture<'static, ()> {
+            Box::pin(async move { self.panicked.lock().unwrap().push(domain) })
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_loop_checks_everyone_each_interval_evenly_without_rereading_the_set() {
+        let fake = Fake::new(names(120));
+        let t0 = Instant::now();
+        let monitor = tokio::spawn(supervise(fake.clone(), None));
+        tokio::time::sleep(3 * H + Duration::from_secs(60)).await;
+        for d in names(120) {
+            let n = fake.checks_of(&d);
+            assert!((3..=4).contains(&n), "{d} checked {n} times");
+        }
+        // The first hour's starts: one every 30 s, so each ten minutes has 20.
+        let starts = fake.starts.lock().unwrap().clone();
+        let mut windows = [0usize; 6];
+        for (_, at) in starts.iter().filter(|(_, at)| *at < t0 + H) {
+            windows[((*at - t0).as_secs() / 600) as usize] += 1;
+        }
+        assert_eq!(windows, [20; 6]);
+        assert!(starts.len() > 360);
+        assert_eq!(
+            fake.member_reads.load(Ordering::SeqCst),
+            1,
+            "no scan of the set per completed check"
+        );
+        // A new domain: the set is read once more and the newcomer checked at once.
+        let mut more = names(120);
+        more.push("new.org".into());
+        fake.set_members(more);
+        tokio::time::sleep(Duration::from_secs(5)).await;
+        assert_eq!(fake.checks_of("new.org"), 1);
+        assert_eq!(fake.member_reads.load(Ordering::SeqCst), 2);
+        // A removed domain is checked no more.
+        fake.set_members(vec!["new.org".into()]);
+        tokio::time::sleep(Duration::from_secs(5)).await;
+        let before = fake.checks_of("d0.org");
+        tokio::time::sleep(2 * H).await;
+        assert_eq!(fake.checks_of("d0.org"), before);
+        assert_eq!(fake.checks_of("new.org"), 3);
+        monitor.abort();
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_panicking_check_is_survived_and_scheduled_again() {
+        let fake = Fake::new(vec!["boom.test".into(), "fine.test".into()]);
+        let monitor = tokio::spawn(supervise(fake.clone(), None));
+        // boom.test is due at 0, fine.test half an interval later.
+        tokio::time::sleep(2 * H + Duration::from_secs(1900)).await;
+        assert_eq!(
+            fake.checks_of("boom.test"),
+            3,
+            "checked again each interval"
+        );
+        assert_eq!(fake.checks_of("fine.test"), 3, "others unaffected");
+        assert_eq!(
+            *fake.panicked.lock().unwrap(),
+            vec!["boom.test"; 3],
+            "each panic counted as our failure"
+        );
+        assert_eq!(
+            fake.member_reads.load(Ordering::SeqCst),
+            1,
+            "the loop itself did not restart"
+        );
+        monitor.abort();
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_panicking_loop_restarts_and_aborting_the_monitor_stops_it() {
+        let fake = Fake::new(vec!["fine.test".into()]);
+        fake.member_panics.store(2, Ordering::SeqCst);
+        let monitor = tokio::spawn(supervise(fake.clone(), None));
+        tokio::time::sleep(Duration::from_secs(10)).await;
+        assert_eq!(
+            fake.member_reads.load(Ordering::SeqCst),
+            3,
+            "two panics, then a run"
+        );
+        assert_eq!(fake.checks_of("fine.test"), 1);
+        monitor.abort();
+        let _ = monitor.await;
+        tokio::time::sleep(3 * H).await;
+        assert_eq!(
+            fake.checks_of("fine.test"),
+            1,
+            "the inner loop ended with it"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn lag_is_reported_for_each_started_check() {
+        let fake = Fake::new(names(10));
+        let lags = Arc::new(Mutex::new(Vec::new()));
+        let seen = lags.clone();
+        let observer: LagObserver = Arc::new(move |lag| seen.lock().unwrap().push(lag));
+        let monitor = tokio::spawn(supervise(fake.clone(), Some(observer)));
+        tokio::time::sleep(Duration::from_secs(3590)).await;
+        assert_eq!(lags.lock().unwrap().len(), 10);
+        monitor.abort();
+    }
+
+    fn engine() -> Arc<Engine> {
+        let mut config = crate::config::Config::default();
+        config.xmpp.admins = vec!["op@localhost".into()];
+        config.dns.nameservers = vec!["127.0.0.1:9".into()];
+        let store = crate::store::Store::temporary().unwrap();
+        Arc::new(Engine::new(config, store, crate::clock::system()).unwrap())
+    }
+
+    #[tokio::test]
+    async fn the_engine_counts_a_panicked_check_as_our_failure() {
+        let engine = engine();
+        for _ in 0..crate::engine::ADMIN_AFTER {
+            engine.clone().panicked("a.org".into(), "boom".into()).await;
+        }
+        let pending = engine.store().pending().unwrap();
+        assert_eq!(pending.len(), 1, "the operator is told, no subscriber");
+        assert!(pending[0].1.content.contains("a check panicked: boom"));
+    }
+
+    #[tokio::test]
+    async fn the_engine_reads_the_age_from_the_checked_tree() {
+        let engine = engine();
+        let store = engine.store();
+        store.subscribe("a.org", "alice@localhost").unwrap();
+        assert_eq!(engine.age("a.org"), None, "never checked");
+        let ten_min_ago = engine.clock().now() - Duration::from_secs(600);
+        store.note_checked("a.org", ten_min_ago).unwrap();
+        let age = engine.age("a.org").unwrap();
+        assert!(age >= Duration::from_secs(600) && age < Duration::from_secs(660));
     }
 }

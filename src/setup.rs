@@ -67,6 +67,12 @@ pub fn prober(config: &Config, connector: Connector) -> Prober {
     // refuses a stream "from" a host it serves itself.
     Prober::new(connector, config.probe.timeout, config.s2s_from())
         .with_max_endpoints(config.probe.max_endpoints)
+        .with_circuit_budget(std::sync::Arc::new(circuit_budget(config)))
+}
+
+/// The circuit budget `[probe]` asks for.
+pub fn circuit_budget(config: &Config) -> crate::probe::CircuitBudget {
+    crate::probe::CircuitBudget::new(config.probe.circuits_per_second, config.probe.circuit_burst)
 }
 
 fn non_empty_path(s: &str) -> Option<PathBuf> {

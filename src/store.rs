@@ -14,9 +14,13 @@
 //! | `ps_items`    | node `\0` u64 BE seq   | [`Item`]                   |
 //! | `evidence`    | domain `\0` u64 BE seq | [`EvidenceRecord`] of an alert (newest [`MAX_EVIDENCE`] per domain) |
 //! | `meta`        | name                   | JSON of the bot's own state |
+//! | `checked`     | domain                 | u64 BE ms since the epoch of its last monitor check |
 //!
 //! The rest of the program goes through the [`StateStore`] trait. A domain is
-//! monitored while it has an entry in `domains`. A state change
+//! monitored while it has an entry in `domains`; every change to that set
+//! bumps an in-memory generation, so the monitor re-reads the set only when
+//! it changed. `checked` holds the one fact the schedule needs to survive a
+//! restart, apart from the state (which holds the last report). A state change
 //! and the deliveries it causes are written in one transaction, so a crash
 //! can neither lose an alert nor let a re-check raise it twice. Writes that a
 //! user was told about are flushed before the reply.
@@ -156,6 +160,12 @@ pub trait StateStore {
     fn evidence(&self, domain: &str) -> Result<Vec<EvidenceRecord>, StoreError>;
     /// Publishes an item on a node (idempotent per item id), keeping the newest [`MAX_ITEMS`].
     fn put_item(&self, node: &str, item: &Item) -> Result<bool, StoreError>;
+    /// A number that changes whenever a domain starts or stops being monitored.
+    fn membership_generation(&self) -> u64;
+    /// When the monitor last checked a domain (None if never, or not monitored).
+    fn last_checked(&self, domain: &str) -> Result<Option<std::time::SystemTime>, StoreError>;
+    /// Records when the monitor checked a domain (nothing if it is not monitored).
+    fn note_checked(&self, domain: &str, at: std::time::SystemTime) -> Result<(), StoreError>;
     /// The newest `max` items of a node, newest first.
     fn items(&self, node: &str, max: usize) -> Result<Vec<Item>, StoreError>;
 }
@@ -177,6 +187,8 @@ pub struct Store {
     membership: Arc<Mutex<()>>,
     ps_items: sled::Tree,
     meta: sled::Tree,
+    checked: sled::Tree,
+    generation: std::sync::Arc<std::sync::atomic::AtomicU64>,
 }
 
 fn key2(a: &str, b: &str) -> Vec<u8> {
@@ -241,6 +253,9 @@ impl Store {
             evidence: db.open_tree("evidence")?,
             meta: db.open_tree("meta")?,
             membership: Arc::new(Mutex::new(())),
+            checked: db.open_tree("checked")?,
+            // Starts above 0, so a monitor that has seen nothing reads the set.
+            generation: std::sync::Arc::new(std::sync::atomic::AtomicU64::new(1)),
             db,
         })
         .and_then(Store::index_pubsub)
@@ -267,8 +282,12 @@ impl Store {
 
     /// Stops monitoring a domain nobody follows any more.
     fn forget_if_unfollowed(&self, domain: &str) -> Result<(), StoreError> {
-        if self.subscribers(domain)?.is_empty() && self.pubsub_subscribers(domain)?.is_empty() {
-            self.domains.remove(domain)?;
+        if self.subscribers(domain)?.is_empty()
+            && self.pubsub_subscribers(domain)?.is_empty()
+            && self.domains.remove(domain)?.is_some()
+        {
+            self.checked.remove(domain)?;
+            self.membership_changed();
             let keys: Vec<_> = self
                 .evidence
                 .scan_prefix(prefix(domain))
@@ -293,6 +312,11 @@ impl Store {
         Ok(())
     }
 
+    fn membership_changed(&self) {
+        self.generation
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    }
+
     /// Approximate size on disk, for benchmarks.
     pub fn size_on_disk(&self) -> Result<u64, StoreError> {
         Ok(self.db.size_on_disk()?)
@@ -305,6 +329,9 @@ impl StateStore for Store {
         let previous = self
             .domains
             .compare_and_swap(domain, None as Option<&[u8]>, Some(fresh))?;
+        if previous.is_ok() {
+            self.membership_changed();
+        }
         Ok(previous.is_ok())
     }
     fn monitored(&self) -> Result<Vec<String>, StoreError> {
@@ -566,6 +593,36 @@ impl StateStore for Store {
             .insert(key2_bytes(node, &seq.to_be_bytes()), encode(item))?;
         self.trim_items(node)?;
         Ok(true)
+    }
+
+    fn membership_generation(&self) -> u64 {
+        self.generation.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    fn last_checked(&self, domain: &str) -> Result<Option<std::time::SystemTime>, StoreError> {
+        let Some(v) = self.checked.get(domain)? else {
+            return Ok(None);
+        };
+        let ms: [u8; 8] = v.as_ref().try_into().map_err(|_| StoreError::Corrupt {
+            key: domain.to_owned(),
+            detail: format!("{} bytes where a time of 8 was expected", v.len()),
+        })?;
+        Ok(std::time::UNIX_EPOCH
+            .checked_add(std::time::Duration::from_millis(u64::from_be_bytes(ms))))
+    }
+
+    fn note_checked(&self, domain: &str, at: std::time::SystemTime) -> Result<(), StoreError> {
+        let ms = at
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
+        (&self.domains, &self.checked).transaction(|(domains, checked)| {
+            // A domain unsubscribed during its check gets no entry back.
+            if domains.get(domain)?.is_some() {
+                checked.insert(domain.as_bytes(), &ms.to_be_bytes())?;
+            }
+            Ok::<_, ConflictableTransactionError<StoreError>>(())
+        })?;
+        Ok(())
     }
 
     /// The newest `max` items of a node, newest first.
@@ -876,5 +933,38 @@ mod tests {
             s.subscriptions_of("alice@localhost").unwrap(),
             vec!["example.org"]
         );
+    }
+
+    #[test]
+    fn membership_changes_bump_the_generation_and_checked_times_follow_it() {
+        let s = Store::temporary().unwrap();
+        let g0 = s.membership_generation();
+        s.subscribe("example.org", "alice@localhost").unwrap();
+        let g1 = s.membership_generation();
+        assert_ne!(g0, g1, "a new domain");
+        s.subscribe("example.org", "bob@localhost").unwrap();
+        assert_eq!(
+            s.membership_generation(),
+            g1,
+            "a new subscriber of a known domain"
+        );
+        let at = std::time::UNIX_EPOCH + std::time::Duration::from_millis(1_700_000_000_123);
+        s.note_checked("example.org", at).unwrap();
+        assert_eq!(s.last_checked("example.org").unwrap(), Some(at));
+        s.note_checked("other.org", at).unwrap();
+        assert_eq!(s.last_checked("other.org").unwrap(), None, "not monitored");
+        s.unsubscribe("example.org", "alice@localhost").unwrap();
+        assert_eq!(s.membership_generation(), g1, "still followed by bob");
+        s.unsubscribe("example.org", "bob@localhost").unwrap();
+        assert_ne!(s.membership_generation(), g1, "no longer monitored");
+        assert_eq!(
+            s.last_checked("example.org").unwrap(),
+            None,
+            "forgotten with it"
+        );
+        let g2 = s.membership_generation();
+        s.pubsub_subscribe("example.net", "carol@localhost")
+            .unwrap();
+        assert_ne!(s.membership_generation(), g2, "PubSub counts too");
     }
 }

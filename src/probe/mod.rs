@@ -5,6 +5,7 @@
 //! records the chain, `failure` says whose fault a failed probe is.
 //! Nothing here judges a key.
 
+pub mod budget;
 pub mod failure;
 mod lexer;
 pub mod starttls;
@@ -20,6 +21,7 @@ use std::time::Duration;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::time::Instant;
 
+pub use self::budget::CircuitBudget;
 pub use self::failure::{ProbeError, ProbeFailure};
 use self::starttls::{negotiate, Limits};
 use self::tls::TlsObservation;
@@ -172,6 +174,7 @@ pub struct Prober {
     spacing: Option<Arc<Spacing>>,
     max_endpoints: usize,
     gate: Option<Arc<Gate>>,
+    circuits: Option<Arc<CircuitBudget>>,
 }
 
 impl Prober {
@@ -191,6 +194,7 @@ impl Prober {
             spacing: None,
             max_endpoints: MAX_ENDPOINTS,
             gate: None,
+            circuits: None,
         }
     }
 
@@ -247,6 +251,13 @@ impl Prober {
         self
     }
 
+    /// Takes a token from `budget` before each fresh Tor circuit (each
+    /// probe over Tor or SOCKS5); the direct transport builds none.
+    pub fn with_circuit_budget(mut self, budget: Arc<CircuitBudget>) -> Prober {
+        self.circuits = Some(budget);
+        self
+    }
+
     /// The transport's name.
     pub fn transport(&self) -> &'static str {
         self.connector.name()
@@ -283,17 +294,30 @@ impl Prober {
         target: &Target,
         deadline: Instant,
     ) -> Result<TlsObservation, ProbeError> {
+        // When the probe may start: its address's spacing slot, and a
+        // circuit token unless the transport builds no circuits.
+        let mut start = Instant::now();
         if let Some(spacing) = &self.spacing {
             let Some(at) = spacing.slot(target.addr, deadline) else {
                 return Err(self.deadline_passed());
             };
-            if at > Instant::now() {
-                // Waiting for the slot is no work: the permit may go meanwhile.
-                self.release().await;
-                tokio::time::sleep_until(at).await;
-                if !self.hold().await {
-                    return Err(ProbeError::NotProbed("shutting down".into()));
-                }
+            start = start.max(at);
+        }
+        if let Some(budget) = self.circuits.as_ref().filter(|_| self.builds_circuits()) {
+            let Some(at) = budget.reserve(deadline) else {
+                return Err(ProbeError::NotProbed(format!(
+                    "no Tor circuit within the check's deadline of {} (probe.circuits_per_second)",
+                    humantime::format_duration(self.check_budget())
+                )));
+            };
+            start = start.max(at);
+        }
+        if start > Instant::now() {
+            // Waiting for the slot is no work: the permit may go meanwhile.
+            self.release().await;
+            tokio::time::sleep_until(start).await;
+            if !self.hold().await {
+                return Err(ProbeError::NotProbed("shutting down".into()));
             }
         }
         if Instant::now() >= deadline {
@@ -303,6 +327,10 @@ impl Prober {
             Ok(result) => result,
             Err(_) => Err(self.deadline_passed()),
         }
+    }
+
+    fn builds_circuits(&self) -> bool {
+        !matches!(self.connector, Connector::Direct)
     }
 
     async fn connect_and_negotiate(&self, target: &Target) -> Result<TlsObservation, ProbeError> {
@@ -422,5 +450,84 @@ mod tests {
         g.leave().await;
         assert!(!g.holds().await, "all parts wait: the permit is given back");
         assert_eq!(permits.available_permits(), 1);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn tor_probes_wait_for_a_circuit_token_without_holding_the_permit() {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        // A SOCKS5 "proxy" that counts connections and closes them at once.
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let proxy = listener.local_addr().unwrap();
+        let accepted = Arc::new(AtomicUsize::new(0));
+        let count = accepted.clone();
+        tokio::spawn(async move {
+            while let Ok((s, _)) = listener.accept().await {
+                count.fetch_add(1, Ordering::SeqCst);
+                drop(s);
+            }
+        });
+        let budget = Arc::new(CircuitBudget::new(0.1, 1));
+        let permits = Arc::new(Semaphore::new(1));
+        let gate = Arc::new(Gate::new(permits.clone()));
+        let prober = Prober::new(Connector::Socks5(proxy), Duration::from_secs(5), None)
+            .with_circuit_budget(budget.clone())
+            .with_gate(Some(gate.clone()));
+        let target = Target {
+            addr: "192.0.2.1:5222".parse().unwrap(),
+            domain: "example.org".into(),
+            role: Role::Client,
+            tls: TlsMode::StartTls,
+        };
+        assert!(gate.enter().await);
+        let far = Instant::now() + Duration::from_secs(60);
+        let first = prober.probe_once(&target, far).await.unwrap_err();
+        assert!(!matches!(first, ProbeError::NotProbed(_)), "{first}");
+        assert_eq!(accepted.load(Ordering::SeqCst), 1);
+        // The next token comes in 10 s: a probe that must end in 5 s is not made.
+        let soon = Instant::now() + Duration::from_secs(5);
+        let second = prober.probe_once(&target, soon).await.unwrap_err();
+        assert!(
+            matches!(&second, ProbeError::NotProbed(m) if m.contains("circuits_per_second")),
+            "{second}"
+        );
+        assert_eq!(
+            accepted.load(Ordering::SeqCst),
+            1,
+            "the proxy was not asked"
+        );
+        // One with time to spare waits for its token, without the permit.
+        let waiting = prober.clone();
+        let far = Instant::now() + Duration::from_secs(60);
+        let task = tokio::spawn(async move { waiting.probe_once(&target, far).await });
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        assert!(!gate.holds().await, "waiting for a token is no work");
+        assert_eq!(permits.available_permits(), 1);
+        let third = task.await.unwrap().unwrap_err();
+        assert!(!matches!(third, ProbeError::NotProbed(_)), "{third}");
+        assert_eq!(accepted.load(Ordering::SeqCst), 2);
+        assert!(gate.holds().await, "the permit is taken back to work");
+        assert_eq!(budget.taken(), 2, "the refused probe took no token");
+    }
+
+    #[tokio::test]
+    async fn the_direct_transport_takes_no_circuit_token() {
+        let budget = Arc::new(CircuitBudget::new(0.001, 1));
+        budget
+            .reserve(Instant::now() + Duration::from_secs(1))
+            .unwrap();
+        let prober = Prober::new(Connector::Direct, Duration::from_secs(5), None)
+            .with_circuit_budget(budget.clone());
+        let target = Target {
+            addr: "127.0.0.1:9".parse().unwrap(),
+            domain: "example.org".into(),
+            role: Role::Client,
+            tls: TlsMode::StartTls,
+        };
+        let e = prober
+            .probe_once(&target, Instant::now() + Duration::from_secs(5))
+            .await
+            .unwrap_err();
+        assert!(!matches!(e, ProbeError::NotProbed(_)), "{e}");
+        assert_eq!(budget.taken(), 1);
     }
 }

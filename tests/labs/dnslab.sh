@@ -19,6 +19,8 @@
 #   DNSLAB_ADDR_BASE=127.53.0  DNSLAB_TIMEOUT=10 (seconds per readiness wait)
 #   GOOD_SPKI, OTHER_SPKI: 64 hex chars each, required (SHA-256 of an SPKI;
 #   GOOD is the key the test XMPP server presents).
+#   BENCH_DOMAINS=0  BENCH_HOSTS=0  BENCH_HOST_BASE=127.57.0  BENCH_HOST_ADDRS=8
+#   (the benchmark's zone, see bench.test below)
 #
 # Output in DIR:
 #   env               AUTH_NS=<base>.1:53        NSD, authoritative for all zones
@@ -343,9 +345,23 @@ wait_bg() { # wait_bg [SKIP-PREFIX]: wait for all jobs but those named SKIP-PREF
 SIGNED="good wrong rollover notlsa nsec nosrv nostarttls down dot expired badsig badds cname cnameinsecure shared"
 SIGNED="$SIGNED twozsk twoalg bogusdirect longcname toolongcname aliasfb flip"
 # BENCH_DOMAINS=N adds bench.test with N domains dI.bench.test, each with an
-# _xmpp-client SRV to xmpp.good.test (the benchmark's workload).
+# _xmpp-client SRV (the benchmark's workload): to xmpp.good.test when
+# BENCH_HOSTS=0, else to host hJ.bench.test, J = I mod BENCH_HOSTS, which has
+# one A record BENCH_HOST_BASE.(J mod BENCH_HOST_ADDRS + 1), its own port
+# C2S_PORT + J div BENCH_HOST_ADDRS (so every host is its own address:port)
+# and a TLSA 3 1 1 GOOD there.
 BENCH=${BENCH_DOMAINS:-0}
 [[ $BENCH =~ ^[0-9]+$ ]] || die "BENCH_DOMAINS must be a number"
+BENCH_HOSTS=${BENCH_HOSTS:-0}
+BENCH_HOST_BASE=${BENCH_HOST_BASE:-127.57.0}
+BENCH_HOST_ADDRS=${BENCH_HOST_ADDRS:-8}
+[[ $BENCH_HOSTS =~ ^[0-9]+$ ]] || die "BENCH_HOSTS must be a number"
+[[ $BENCH_HOST_ADDRS =~ ^[1-9][0-9]*$ ]] && [ "$BENCH_HOST_ADDRS" -le 254 ] \
+  || die "BENCH_HOST_ADDRS must be 1..254"
+[[ "$BENCH_HOST_BASE" =~ ^127\.[0-9]{1,3}\.[0-9]{1,3}$ ]] \
+  || die "BENCH_HOST_BASE must be three octets inside 127.0.0.0/8; got '$BENCH_HOST_BASE'"
+[ $((C2S + (BENCH_HOSTS + BENCH_HOST_ADDRS - 1) / BENCH_HOST_ADDRS)) -le 65535 ] \
+  || die "BENCH_HOSTS / BENCH_HOST_ADDRS ports past 65535"
 [ "$BENCH" -gt 0 ] && SIGNED="$SIGNED bench"
 UNSIGNED="unsigned dsunsigned"
 LEAVES="$SIGNED $UNSIGNED"
@@ -456,8 +472,23 @@ leaf() { # leaf NAME: the unsigned zone text of NAME.test.
       ;;
     shared) echo "_xmpp-client._tcp.$z IN SRV 0 5 $C2S xmpp.good.test." ;;
     bench)
-      awk -v n="$BENCH" -v port="$C2S" -v z="$z" \
-        'BEGIN { for (i = 0; i < n; i++) printf "_xmpp-client._tcp.d%d.%s IN SRV 0 5 %s xmpp.good.test.\n", i, z, port }'
+      if [ "$BENCH_HOSTS" -eq 0 ]; then
+        awk -v n="$BENCH" -v port="$C2S" -v z="$z" \
+          'BEGIN { for (i = 0; i < n; i++) printf "_xmpp-client._tcp.d%d.%s IN SRV 0 5 %s xmpp.good.test.\n", i, z, port }'
+      else
+        awk -v n="$BENCH" -v h="$BENCH_HOSTS" -v a="$BENCH_HOST_ADDRS" -v base="$BENCH_HOST_BASE" \
+          -v port="$C2S" -v z="$z" -v good="$GOOD" 'BEGIN {
+            for (j = 0; j < h; j++) {
+              p = port + int(j / a)
+              printf "h%d.%s IN A %s.%d\n", j, z, base, j % a + 1
+              printf "_%d._tcp.h%d.%s IN TLSA 3 1 1 %s\n", p, j, z, good
+            }
+            for (i = 0; i < n; i++) {
+              j = i % h
+              printf "_xmpp-client._tcp.d%d.%s IN SRV 0 5 %d h%d.%s.\n", i, z, port + int(j / a), j, z
+            }
+          }'
+      fi
       ;;
     twozsk | twoalg | flip) like_good "$z" "3 1 1 $GOOD" ;;
     bogusdirect)
