@@ -252,6 +252,11 @@ impl Prober {
         self.connector.name()
     }
 
+    /// What the embedded Tor client says of itself (None for other transports).
+    pub fn tor_state(&self) -> Option<transport::TorState> {
+        self.connector.tor_state()
+    }
+
     /// One probe, retried once over a fresh circuit before it counts as
     /// failed; nothing runs past `deadline`.
     pub async fn probe(
