@@ -353,7 +353,7 @@ fn arti_failure(e: &arti_client::Error, fault: Fault, state: &TorState) -> Conne
             ConnectFailure::Remote(format!("{kind}: the Tor exit declined, not the server"))
         }
         Fault::Ours => ConnectFailure::Transport(format!(
-            "our Tor client failed: {kind} ({}; {})",
+            "our Tor client failed: {} ({})",
             e.to_string().trim_start_matches("tor: "),
             state.describe()
         )),
