@@ -45,6 +45,26 @@ impl Whose for ConnectFailure {
     }
 }
 
+/// How long arti may report itself blocked, without a break, before its
+/// bootstrap is given up (sooner than the bootstrap timeout).
+pub const BOOTSTRAP_STUCK: Duration = Duration::from_secs(60);
+
+/// Resolves (with arti's status) once arti has reported itself blocked for
+/// `span` without a break; never otherwise.
+async fn stuck_for(client: &TorClient<PreferredRuntime>, span: Duration) -> String {
+    let mut since: Option<tokio::time::Instant> = None;
+    loop {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let status = client.bootstrap_status();
+        match (status.blocked(), since) {
+            (None, _) => since = None,
+            (Some(_), None) => since = Some(tokio::time::Instant::now()),
+            (Some(_), Some(t)) if t.elapsed() >= span => return status.to_string(),
+            (Some(_), Some(_)) => {}
+        }
+    }
+}
+
 /// Whose doing a failed connection through Tor (or a SOCKS5 proxy) is.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Fault {
@@ -168,7 +188,7 @@ pub enum TransportSetupError {
         detail: String,
     },
     /// arti could not bootstrap.
-    #[error("cannot bootstrap Tor: {0}")]
+    #[error("cannot bootstrap Tor, our own Tor client (not any server's doing): {0}; try: check that this host can reach the Tor network (firewall, proxy, clock) and read arti's messages in the log")]
     Bootstrap(String),
 }
 
@@ -203,12 +223,23 @@ impl Connector {
                     .config(config)
                     .create_unbootstrapped()
                     .map_err(|e| TransportSetupError::Bootstrap(e.to_string()))?;
-                match tokio::time::timeout(bootstrap_timeout, client.bootstrap()).await {
-                    Ok(Ok(())) => Ok(Connector::Tor(client, Carried::default())),
-                    Ok(Err(e)) => Err(TransportSetupError::Bootstrap(e.to_string())),
-                    Err(_) => Err(TransportSetupError::Bootstrap(format!(
-                        "not done after {}",
-                        humantime::format_duration(bootstrap_timeout)
+                let stuck = stuck_for(&client, BOOTSTRAP_STUCK);
+                tokio::select! {
+                    done = tokio::time::timeout(bootstrap_timeout, client.bootstrap()) => match done {
+                        Ok(Ok(())) => Ok(Connector::Tor(client, Carried::default())),
+                        Ok(Err(e)) => Err(TransportSetupError::Bootstrap(format!(
+                            "{e} ({})",
+                            client.bootstrap_status()
+                        ))),
+                        Err(_) => Err(TransportSetupError::Bootstrap(format!(
+                            "not done after {} ({})",
+                            humantime::format_duration(bootstrap_timeout),
+                            client.bootstrap_status()
+                        ))),
+                    },
+                    status = stuck => Err(TransportSetupError::Bootstrap(format!(
+                        "arti reports it has been stuck for {}: {status}",
+                        humantime::format_duration(BOOTSTRAP_STUCK)
                     ))),
                 }
             }
