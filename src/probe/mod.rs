@@ -2,10 +2,12 @@
 //!
 //! `transport` opens the byte stream (Tor, SOCKS5, direct), `starttls`
 //! speaks XMPP up to TLS (through the bounded scanner in `xml`), `tls`
-//! records the chain, `failure` says whose fault a failed probe is.
+//! records the chain, `failure` says whose fault a failed probe is (and
+//! `fault` whose a connection Tor could not make).
 //! Nothing here judges a key.
 
 pub mod failure;
+pub mod fault;
 mod lexer;
 pub mod starttls;
 pub mod tls;

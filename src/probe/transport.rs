@@ -15,6 +15,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tor_rtcompat::PreferredRuntime;
 
+pub use super::fault::{arti_fault, Fault, TorState};
 use crate::config::Transport;
 use crate::error::{ErrorKind as Kind, HasKind as Whose};
 
@@ -62,74 +63,6 @@ async fn stuck_for(client: &TorClient<PreferredRuntime>, span: Duration) -> Stri
             (Some(_), Some(t)) if t.elapsed() >= span => return status.to_string(),
             (Some(_), Some(_)) => {}
         }
-    }
-}
-
-/// Whose doing a failed connection through Tor (or a SOCKS5 proxy) is.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Fault {
-    /// Our Tor client, the Tor network it depends on, or our proxy: nothing
-    /// is learnt about the server, and the operators are told.
-    Ours,
-    /// The server, or the network in front of it, as reported by the exit.
-    Server,
-    /// The exit relay itself declined (its exit policy, or too busy): neither
-    /// the server's doing nor our Tor broken.
-    Exit,
-}
-
-/// What arti says of itself, the facts next to an error's kind.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct TorState {
-    /// `BootstrapStatus::ready_for_traffic()`: a usable directory and working connections.
-    pub ready: bool,
-    /// `BootstrapStatus::blocked()`: why arti thinks it is stuck, if it does.
-    pub blocked: Option<String>,
-}
-
-impl TorState {
-    /// Whether arti believes it can carry traffic now.
-    pub fn healthy(&self) -> bool {
-        self.ready && self.blocked.is_none()
-    }
-
-    /// arti's state in words.
-    pub fn describe(&self) -> String {
-        match (&self.blocked, self.ready) {
-            (Some(b), _) => format!("arti reports it is stuck: {b}"),
-            (None, false) => "arti reports it is not ready for traffic".into(),
-            (None, true) => "arti reports it is ready".into(),
-        }
-    }
-}
-
-/// Whose doing a failed arti connection is, from arti's `ErrorKind` and
-/// arti's own state. Only the exit's report about the server (refused, reset,
-/// its timeout, no route) is the server's; a circuit that could not be built,
-/// a directory that is unusable, a relay that broke the protocol or a circuit
-/// that collapsed is ours. arti's own stream timeout (`RemoteNetworkTimeout`:
-/// a circuit was built but the exit did not answer in time) is the server's
-/// only while arti says it is healthy.
-pub fn arti_fault(kind: ErrorKind, tor: &TorState) -> Fault {
-    use ErrorKind::*;
-    match kind {
-        RemoteConnectionRefused
-        | ExitTimeout
-        | RemoteNetworkFailed
-        | RemoteHostNotFound
-        | RemoteHostResolutionFailed
-        | RemoteStreamClosed
-        | RemoteStreamReset
-        | RemoteStreamError
-        | RemoteProtocolViolation => Fault::Server,
-        RemoteNetworkTimeout if tor.healthy() => Fault::Server,
-        ExitPolicyRejected | RelayTooBusy => Fault::Exit,
-        // TorAccessFailed, TorNetworkTimeout, CircuitCollapse, CircuitRefused,
-        // LocalNetworkError, BootstrapRequired, DirectoryExpired,
-        // TorDirectoryUnusable, NoPath, NoExit, ClockSkew, TransientFailure,
-        // TorProtocolViolation, ForbiddenStreamTarget, Internal, ... and any
-        // kind arti adds later: our side.
-        _ => Fault::Ours,
     }
 }
 
@@ -285,7 +218,8 @@ impl Connector {
                     Ok(Box::pin(stream) as BoxStream)
                 }
                 Connector::Socks5(proxy, carried) => {
-                    let stream = socks5_connect(*proxy, addr, carried).await?;
+                    let stream =
+                        socks5_connect(*proxy, addr, carried, timeout * CARRIED_VOUCHES).await?;
                     Ok(Box::pin(stream) as BoxStream)
                 }
                 Connector::Tor(client, carried) => {
@@ -444,6 +378,7 @@ async fn socks5_connect(
     proxy: SocketAddr,
     target: SocketAddr,
     carried: &Carried,
+    vouch_window: Duration,
 ) -> Result<TcpStream, ConnectFailure> {
     let transport = |what: &str, e: std::io::Error| {
         ConnectFailure::Transport(format!(
@@ -508,8 +443,8 @@ async fn socks5_connect(
     match head[1] {
         0 => carried.mark(),
         code => {
-            let failure = socks_reply(code);
-            if failure.is_remote() {
+            let failure = socks_reply(code, carried.within(vouch_window));
+            if failure.is_remote() && !matches!(code, 1 | 6) {
                 // The proxy reached far enough to hear about the server.
                 carried.mark();
             }
@@ -540,24 +475,42 @@ async fn socks5_connect(
     Ok(s)
 }
 
-/// RFC 1928 §6 reply codes; tor maps stream end reasons onto them. Only the
-/// proxy's report about the host (unreachable, refused, timed out) is the
-/// server's; a general failure (tor's answer when it cannot build a
-/// circuit), a refusal by the proxy's rules and anything else is ours.
-fn socks_reply(code: u8) -> ConnectFailure {
+/// RFC 1928 §6 reply codes; tor maps stream end reasons onto them. The
+/// proxy's report that the network or host is unreachable or refused the
+/// connection is the server's; a refusal by the proxy's own rules, or any
+/// code it should not send, is ours. Two codes are ambiguous with tor: a
+/// general failure (1) is how tor answers when it cannot attach the stream
+/// to any circuit, but also what it was seen to answer for a connection the
+/// server refused; "TTL expired" (6) is its answer both when the exit timed
+/// out and when its own SocksTimeout passed without a circuit. Those two are
+/// the server's only if the proxy `vouched` for itself by carrying another
+/// connection lately, ours otherwise.
+fn socks_reply(code: u8, vouched: bool) -> ConnectFailure {
     match code {
         3 => ConnectFailure::Remote("network unreachable (seen by the proxy)".into()),
         4 => ConnectFailure::Remote("host unreachable (seen by the proxy)".into()),
         5 => ConnectFailure::Remote("connection refused (seen by the proxy)".into()),
-        6 => ConnectFailure::Remote("connection timed out (seen by the proxy)".into()),
+        6 if vouched => ConnectFailure::Remote(
+            "connection timed out (seen by the proxy, which carries other connections)".into(),
+        ),
+        1 if vouched => ConnectFailure::Remote(
+            "the proxy reports a general failure (it carries other connections, so taken as the server refusing)"
+                .into(),
+        ),
+        6 => ConnectFailure::Transport(
+            "our socks5 proxy reports a timeout and carried no other connection lately (for tor: no circuit in time)"
+                .into(),
+        ),
         1 => ConnectFailure::Transport(
-            "our socks5 proxy reports a general failure (for tor: no circuit could be built)"
+            "our socks5 proxy reports a general failure and carried no other connection lately (for tor: no circuit could be used)"
                 .into(),
         ),
         2 => ConnectFailure::Transport(
             "our socks5 proxy refuses this connection by its rules (or its exit's policy)".into(),
         ),
-        other => ConnectFailure::Transport(format!("our socks5 proxy failed (reply code {other})")),
+        other => ConnectFailure::Transport(format!(
+            "our socks5 proxy failed (reply code {other})"
+        )),
     }
 }
 
@@ -600,7 +553,7 @@ mod tests {
     async fn socks5_connect_sends_ip_and_port_with_fresh_credentials() {
         let (proxy, task) = fake_proxy(0).await;
         let target: SocketAddr = "127.0.0.9:5222".parse().unwrap();
-        socks5_connect(proxy, target, &Carried::default())
+        socks5_connect(proxy, target, &Carried::default(), Duration::from_secs(60))
             .await
             .unwrap();
         let seen = task.await.unwrap();
@@ -612,14 +565,24 @@ mod tests {
     #[tokio::test]
     async fn socks5_refusal_is_remote_and_general_failure_is_transport() {
         let (proxy, _task) = fake_proxy(5).await;
-        let err = socks5_connect(proxy, "127.0.0.1:1".parse().unwrap(), &Carried::default())
-            .await
-            .unwrap_err();
+        let err = socks5_connect(
+            proxy,
+            "127.0.0.1:1".parse().unwrap(),
+            &Carried::default(),
+            Duration::from_secs(60),
+        )
+        .await
+        .unwrap_err();
         assert!(err.is_remote(), "{err}");
         let (proxy, _task) = fake_proxy(1).await;
-        let err = socks5_connect(proxy, "127.0.0.1:1".parse().unwrap(), &Carried::default())
-            .await
-            .unwrap_err();
+        let err = socks5_connect(
+            proxy,
+            "127.0.0.1:1".parse().unwrap(),
+            &Carried::default(),
+            Duration::from_secs(60),
+        )
+        .await
+        .unwrap_err();
         assert!(!err.is_remote(), "{err}");
     }
 
@@ -628,90 +591,37 @@ mod tests {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         drop(listener);
-        let err = socks5_connect(addr, "127.0.0.1:1".parse().unwrap(), &Carried::default())
-            .await
-            .unwrap_err();
+        let err = socks5_connect(
+            addr,
+            "127.0.0.1:1".parse().unwrap(),
+            &Carried::default(),
+            Duration::from_secs(60),
+        )
+        .await
+        .unwrap_err();
         assert!(!err.is_remote(), "{err}");
     }
 
     #[test]
-    fn whose_fault_an_arti_error_is() {
-        use ErrorKind as K;
-        let healthy = TorState {
-            ready: true,
-            blocked: None,
-        };
-        let stuck = TorState {
-            ready: false,
-            blocked: Some("Can't reach the Tor network (unable to connect to the internet)".into()),
-        };
-        let not_ready = TorState {
-            ready: false,
-            blocked: None,
-        };
-        let table: &[(K, Fault, Fault)] = &[
-            // (kind, arti healthy, arti stuck)
-            // The exit's report about the server: the server's, whatever arti says.
-            (K::RemoteConnectionRefused, Fault::Server, Fault::Server),
-            (K::ExitTimeout, Fault::Server, Fault::Server),
-            (K::RemoteNetworkFailed, Fault::Server, Fault::Server),
-            (K::RemoteStreamClosed, Fault::Server, Fault::Server),
-            (K::RemoteStreamReset, Fault::Server, Fault::Server),
-            (K::RemoteStreamError, Fault::Server, Fault::Server),
-            (K::RemoteHostNotFound, Fault::Server, Fault::Server),
-            // A circuit was built and arti's stream timeout ran out: the
-            // server's only while arti is healthy.
-            (K::RemoteNetworkTimeout, Fault::Server, Fault::Ours),
-            // The exit declined: not the server, and not our Tor broken.
-            (K::ExitPolicyRejected, Fault::Exit, Fault::Exit),
-            (K::RelayTooBusy, Fault::Exit, Fault::Exit),
-            // No circuit, no directory, a broken relay: ours.
-            (K::TorAccessFailed, Fault::Ours, Fault::Ours),
-            (K::TorNetworkTimeout, Fault::Ours, Fault::Ours),
-            (K::CircuitCollapse, Fault::Ours, Fault::Ours),
-            (K::CircuitRefused, Fault::Ours, Fault::Ours),
-            (K::LocalNetworkError, Fault::Ours, Fault::Ours),
-            (K::BootstrapRequired, Fault::Ours, Fault::Ours),
-            (K::DirectoryExpired, Fault::Ours, Fault::Ours),
-            (K::TorDirectoryUnusable, Fault::Ours, Fault::Ours),
-            (K::NoPath, Fault::Ours, Fault::Ours),
-            (K::NoExit, Fault::Ours, Fault::Ours),
-            (K::ClockSkew, Fault::Ours, Fault::Ours),
-            (K::TransientFailure, Fault::Ours, Fault::Ours),
-            (K::TorProtocolViolation, Fault::Ours, Fault::Ours),
-            (K::ForbiddenStreamTarget, Fault::Ours, Fault::Ours),
-            (K::ArtiShuttingDown, Fault::Ours, Fault::Ours),
-            (K::Internal, Fault::Ours, Fault::Ours),
-            (K::Other, Fault::Ours, Fault::Ours),
-        ];
-        for &(kind, when_healthy, when_stuck) in table {
-            assert_eq!(arti_fault(kind, &healthy), when_healthy, "{kind:?} healthy");
-            assert_eq!(arti_fault(kind, &stuck), when_stuck, "{kind:?} stuck");
-            assert_eq!(
-                arti_fault(kind, &not_ready),
-                when_stuck,
-                "{kind:?} not ready"
-            );
-        }
-    }
-
-    #[test]
     fn socks5_reply_codes_say_whose_fault() {
-        for (code, remote) in [
-            (1, false),
-            (2, false),
-            (3, true),
-            (4, true),
-            (5, true),
-            (6, true),
-            (7, false),
-            (8, false),
-            (0xff, false),
+        // (code, whose without, and with, another connection carried lately)
+        for (code, alone, vouched) in [
+            (1, false, true),
+            (2, false, false),
+            (3, true, true),
+            (4, true, true),
+            (5, true, true),
+            (6, false, true),
+            (7, false, false),
+            (8, false, false),
+            (0xff, false, false),
         ] {
-            let f = socks_reply(code);
-            assert_eq!(f.is_remote(), remote, "code {code}: {f}");
-            if !remote {
-                assert!(f.to_string().contains("our socks5 proxy"), "{f}");
+            for (v, remote) in [(false, alone), (true, vouched)] {
+                let f = socks_reply(code, v);
+                assert_eq!(f.is_remote(), remote, "code {code} vouched {v}: {f}");
+                if !remote {
+                    assert!(f.to_string().contains("our socks5 proxy"), "{f}");
+                }
             }
         }
     }
@@ -766,15 +676,25 @@ mod tests {
     async fn a_proxy_reply_about_the_host_vouches_for_the_proxy() {
         let carried = Carried::default();
         let (proxy, _task) = fake_proxy(5).await;
-        socks5_connect(proxy, "127.0.0.1:1".parse().unwrap(), &carried)
-            .await
-            .unwrap_err();
+        socks5_connect(
+            proxy,
+            "127.0.0.1:1".parse().unwrap(),
+            &carried,
+            Duration::from_secs(60),
+        )
+        .await
+        .unwrap_err();
         assert!(carried.within(Duration::from_secs(60)));
         let carried = Carried::default();
         let (proxy, _task) = fake_proxy(1).await;
-        socks5_connect(proxy, "127.0.0.1:1".parse().unwrap(), &carried)
-            .await
-            .unwrap_err();
+        socks5_connect(
+            proxy,
+            "127.0.0.1:1".parse().unwrap(),
+            &carried,
+            Duration::from_secs(60),
+        )
+        .await
+        .unwrap_err();
         assert!(!carried.within(Duration::from_secs(60)));
     }
 
