@@ -17,7 +17,8 @@ use crate::domain::Domain;
 use crate::error::HasKind;
 use crate::judge::{judge, judging_failed, Probed};
 use crate::netpolicy;
-use crate::probe::{Gate, ProbeError, Prober, Target};
+use crate::probe::transport::{ConnectFailure, TorState};
+use crate::probe::{Gate, ProbeError, ProbeFailure, Prober, Target};
 use crate::report::{EndpointReport, EndpointVerdict, Report};
 use crate::vocab::ServiceSet;
 
@@ -73,6 +74,16 @@ pub struct Health {
     pub transport_failures: usize,
     /// Probes attempted.
     pub probes: usize,
+    /// What our transport said when it failed (the first such probe), if it did.
+    pub transport_error: Option<String>,
+}
+
+impl Health {
+    /// Whether the check failed on our side: a lookup our resolver could not
+    /// answer, or a probe our Tor client or proxy could not carry.
+    pub fn ours(&self) -> bool {
+        self.dns_failures > 0 || self.transport_failures > 0
+    }
 }
 
 /// Runs checks with one resolver and one prober.
@@ -158,6 +169,8 @@ impl Checker {
         } = self.probe_all(domain, endpoints.clone()).await;
         let now = self.clock.now();
         let mut reports = Vec::with_capacity(endpoints.len());
+        let tor = self.prober.tor_state();
+        let probed = ours_when_tor_is_stuck(probed, tor.as_ref());
         tally(&probed, &mut health);
         for (endpoint, p) in endpoints.iter().zip(&probed) {
             let mut report = judge_off_runtime(endpoint, p, now).await;
@@ -189,6 +202,14 @@ impl Checker {
             errors.push(format!(
                 "{cut_off} endpoint(s) were not probed: {} (slow servers, or many probes queued for one address)",
                 self.prober.deadline_passed()
+            ));
+        }
+        if health.transport_failures > 0 {
+            errors.push(transport_advice(
+                self.prober.transport(),
+                health.transport_failures,
+                health.probes,
+                tor.as_ref(),
             ));
         }
         for (e, p) in endpoints.iter().zip(&probed) {
@@ -450,9 +471,58 @@ fn tally(probed: &[Probed], health: &mut Health) {
                 health.probes += 1;
                 if !e.is_remote() {
                     health.transport_failures += 1;
+                    health.transport_error.get_or_insert_with(|| e.to_string());
                 }
             }
         }
+    }
+}
+
+/// When arti says after the probes that it is stuck, a stream that broke or
+/// went silent after it was opened is no news about the server: it becomes
+/// our failure. What a server or exit said (a refusal reported by the exit,
+/// STARTTLS missing, a chain too large, a stream error) stays theirs, and a
+/// connection that timed out was already judged with arti's state then.
+fn ours_when_tor_is_stuck(probed: Vec<Probed>, tor: Option<&TorState>) -> Vec<Probed> {
+    let Some(state) = tor.filter(|s| !s.healthy()) else {
+        return probed;
+    };
+    probed
+        .into_iter()
+        .map(|p| match p {
+            Probed::Failed(
+                ref e @ ProbeError::Session(
+                    ProbeFailure::Closed { .. } | ProbeFailure::Timeout { .. },
+                ),
+            ) => Probed::Failed(ProbeError::Connect(ConnectFailure::Transport(format!(
+                "{e}, while our Tor client is stuck ({})",
+                state.describe()
+            )))),
+            other => other,
+        })
+        .collect()
+}
+
+/// The line of a report that says our transport failed, and what to try.
+fn transport_advice(
+    transport: &str,
+    failed: usize,
+    probes: usize,
+    tor: Option<&TorState>,
+) -> String {
+    let what = crate::report::transport_words(transport);
+    let head = format!(
+        "our own {what} failed on {failed} of {probes} probe(s): nothing is known about those endpoints (not the servers' doing), so this check could not be completed"
+    );
+    match (transport, tor) {
+        ("tor", Some(state)) => format!(
+            "{head}; {}. Try: check that this host can reach the Tor network (firewall, proxy, clock), look at the log for arti's messages, and repeat the check; a monitor keeps the last state and tells its operators",
+            state.describe()
+        ),
+        ("socks5", _) => format!(
+            "{head}. Try: check that the SOCKS5 proxy is running and can build circuits (for a system tor: `systemctl status tor`, its log), then repeat the check"
+        ),
+        _ => head,
     }
 }
 
@@ -806,6 +876,78 @@ mod tests {
         c.wait_before_probes().await;
         assert_eq!(t0.elapsed(), Duration::ZERO);
         gate.leave().await;
+    }
+
+    #[tokio::test]
+    async fn a_dead_socks5_proxy_is_our_failure_and_checks_nothing() {
+        let proxy = closed_port().await;
+        let server = stalling_server().await;
+        let prober = Prober::new(
+            Connector::Socks5(proxy, Default::default()),
+            Duration::from_secs(5),
+            None,
+        );
+        let c = checker(prober);
+        let (mut e, _) = endpoint_and_chain();
+        e.address = Some(server.ip());
+        e.port = server.port();
+        let out = c
+            .probe_all(
+                &Domain::parse("example.org").unwrap(),
+                Arc::new(vec![e.clone()]),
+            )
+            .await;
+        let mut health = Health::default();
+        tally(&out.probed, &mut health);
+        assert_eq!((health.probes, health.transport_failures), (1, 1));
+        assert!(health.ours());
+        let error = health.transport_error.clone().unwrap();
+        assert!(error.contains("our socks5 proxy"), "{error}");
+        let report = judge(&e, &out.probed[0], SystemTime::now());
+        assert_eq!(report.verdict, EndpointVerdict::NotChecked);
+        assert_eq!(
+            Report::overall(&[report], false, false),
+            crate::report::Verdict::Unreachable
+        );
+        let advice = transport_advice("socks5", 1, 1, None);
+        assert!(
+            advice.contains("our own SOCKS5 proxy failed on 1 of 1"),
+            "{advice}"
+        );
+        assert!(advice.contains("Try:"), "{advice}");
+    }
+
+    #[test]
+    fn a_stream_that_broke_while_arti_is_stuck_is_ours() {
+        let closed = Probed::Failed(ProbeError::Session(ProbeFailure::Closed { stage: "TLS" }));
+        let refused = Probed::Failed(ProbeError::Connect(ConnectFailure::Remote(
+            "connection refused (seen by the Tor exit)".into(),
+        )));
+        let no_starttls = Probed::Failed(ProbeError::Session(ProbeFailure::StartTlsMissing));
+        let all = vec![closed, refused, no_starttls];
+        let healthy = TorState {
+            ready: true,
+            blocked: None,
+        };
+        let stuck = TorState {
+            ready: false,
+            blocked: Some("We seem to be offline".into()),
+        };
+        let count = |p: &[Probed]| {
+            let mut h = Health::default();
+            tally(p, &mut h);
+            h.transport_failures
+        };
+        assert_eq!(count(&ours_when_tor_is_stuck(all.clone(), None)), 0);
+        assert_eq!(
+            count(&ours_when_tor_is_stuck(all.clone(), Some(&healthy))),
+            0
+        );
+        let relabelled = ours_when_tor_is_stuck(all, Some(&stuck));
+        // Only the broken stream: the exit's report and a missing STARTTLS
+        // are what the server did.
+        assert_eq!(count(&relabelled), 1);
+        assert!(matches!(&relabelled[2], Probed::Failed(e) if e.is_starttls_missing()));
     }
 
     fn endpoint_and_chain() -> (Endpoint, Probed) {

@@ -244,9 +244,9 @@ impl Engine {
 
     /// Records whether a check failed on our side, and tells the operators once.
     pub async fn note_health(&self, health: &Health, setup_error: Option<&Error>) {
-        let failed = setup_error.is_some()
-            || (health.probes > 0 && health.transport_failures == health.probes)
-            || health.dns_failures > 0;
+        // One probe that our transport failed is enough: the check could not
+        // be completed, whatever the other probes saw.
+        let failed = setup_error.is_some() || health.ours();
         let mut h: SelfHealth = self.store.meta("health").ok().flatten().unwrap_or_default();
         let mut notify = None;
         if failed {
@@ -262,7 +262,8 @@ impl Engine {
             if h.failures >= ADMIN_AFTER && !h.alerted {
                 h.alerted = true;
                 notify = Some(format!(
-                    "CertWatch operator alert: Tor or DNS has been failing since {} ({} checks in a row). Last error: {}. Subscribers are not alerted for this; checks resume when it recovers.",
+                    "CertWatch operator alert: our {} or DNS resolver has been failing since {} ({} checks in a row), so domains cannot be checked. Last error: {}. Subscribers are not alerted for this, and no domain is called unreachable for it; you are told again when it works.",
+                    self.transport_words(),
                     h.failing_since.as_deref().unwrap_or("?"),
                     h.failures,
                     h.last_error.as_deref().unwrap_or("?")
@@ -271,7 +272,8 @@ impl Engine {
         } else {
             if h.alerted {
                 notify = Some(format!(
-                    "CertWatch operator notice: Tor and DNS work again (failing since {}).",
+                    "CertWatch operator notice: our {} and DNS resolver work again (failing since {}).",
+                    self.transport_words(),
                     h.failing_since.as_deref().unwrap_or("?")
                 ));
             }
@@ -304,6 +306,11 @@ impl Engine {
         if let Err(e) = self.store.put_meta("health", &h) {
             tracing::warn!(error = %e, "cannot store health");
         }
+    }
+
+    /// What the operator messages call our transport.
+    fn transport_words(&self) -> &'static str {
+        crate::report::transport_words(&self.config.probe.transport.to_string())
     }
 
     /// Whether `jid` may subscribe to one more domain; Some(reason) when not.
@@ -414,8 +421,10 @@ fn describe(h: &Health) -> String {
         format!("{} DNS lookups got no answer", h.dns_failures)
     } else {
         format!(
-            "{} of {} probes failed in the transport",
-            h.transport_failures, h.probes
+            "{} of {} probes could not be carried by our transport ({})",
+            h.transport_failures,
+            h.probes,
+            h.transport_error.as_deref().unwrap_or("no detail")
         )
     }
 }
@@ -533,6 +542,7 @@ mod tests {
             dns_failures: 0,
             transport_failures: 4,
             probes: 4,
+            transport_error: Some("our Tor client failed: tor operation timed out".into()),
         };
         for _ in 0..(ADMIN_AFTER - 1) {
             engine.note_health(&failing, None).await;
@@ -552,9 +562,8 @@ mod tests {
         assert_eq!(engine.store().pending().unwrap().len(), 2, "no repeats");
         // A check that went through the transport again.
         let fine = Health {
-            dns_failures: 0,
-            transport_failures: 0,
             probes: 4,
+            ..Health::default()
         };
         engine.note_health(&fine, None).await;
         let pending = engine.store().pending().unwrap();
@@ -565,18 +574,39 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_remote_failure_is_not_our_failure() {
+    async fn one_probe_our_tor_failed_counts_and_remote_failures_do_not() {
         let engine = engine_with_admins(&["op@localhost"]);
-        // Some probes failed in the transport, others reached servers: not a Tor outage.
+        // Every probe reached a server, which refused: nothing wrong with us.
+        let remote = Health {
+            probes: 4,
+            ..Health::default()
+        };
+        for _ in 0..10 {
+            engine.note_health(&remote, None).await;
+        }
+        assert!(engine.store().pending().unwrap().is_empty());
+        // One probe of four ran into our broken Tor, the others got through
+        // (or were refused by servers): the check could not be completed.
         let partial = Health {
             dns_failures: 0,
             transport_failures: 1,
             probes: 4,
+            transport_error: Some("our Tor client failed: circuit collapsed".into()),
         };
-        for _ in 0..10 {
+        for _ in 0..ADMIN_AFTER {
             engine.note_health(&partial, None).await;
         }
-        assert!(engine.store().pending().unwrap().is_empty());
+        let pending = engine.store().pending().unwrap();
+        assert_eq!(pending.len(), 1, "one operator alert");
+        assert!(
+            pending[0].1.content.contains("circuit collapsed"),
+            "{}",
+            pending[0].1.content
+        );
+        engine.note_health(&remote, None).await;
+        let pending = engine.store().pending().unwrap();
+        assert_eq!(pending.len(), 2);
+        assert!(pending[1].1.content.contains("work again"));
         // Tor could not even start: that counts.
         for _ in 0..ADMIN_AFTER {
             engine
@@ -589,8 +619,8 @@ mod tests {
                 .await;
         }
         let pending = engine.store().pending().unwrap();
-        assert_eq!(pending.len(), 1);
-        assert!(pending[0].1.content.contains("cannot bootstrap Tor"));
+        assert_eq!(pending.len(), 3);
+        assert!(pending[2].1.content.contains("cannot bootstrap Tor"));
     }
 
     #[tokio::test(start_paused = true)]

@@ -88,6 +88,8 @@ pub fn judge(endpoint: &Endpoint, probed: &Probed, now: SystemTime) -> EndpointR
             ));
             EndpointVerdict::Insecure
         }
+        // A fallback endpoint our own transport could not reach: unknown.
+        TlsaState::Absent if endpoint.fallback && ours(probed) => EndpointVerdict::NotChecked,
         // A fallback endpoint nobody answers on is a service not offered, not a gap in TLSA.
         TlsaState::Absent
             if endpoint.fallback && matches!(probed, Probed::Failed(_) | Probed::Refused(_)) =>
@@ -149,6 +151,9 @@ pub fn judge(endpoint: &Endpoint, probed: &Probed, now: SystemTime) -> EndpointR
                     report.error = Some(e.to_string());
                     EndpointVerdict::Mismatch
                 }
+                // Our Tor or proxy failed: nothing is known about the
+                // server, so it is not called unreachable.
+                Probed::Failed(_) if ours(probed) => EndpointVerdict::NotChecked,
                 Probed::Failed(_) | Probed::Skipped | Probed::Refused(_) | Probed::NotProbed(_) => {
                     EndpointVerdict::Unreachable
                 }
@@ -164,6 +169,12 @@ pub fn judge(endpoint: &Endpoint, probed: &Probed, now: SystemTime) -> EndpointR
         }
     }
     report
+}
+
+/// Whether the probe failed on our side (our Tor client or proxy), not the server's.
+fn ours(probed: &Probed) -> bool {
+    use crate::error::HasKind;
+    matches!(probed, Probed::Failed(e) if e.is_ours())
 }
 
 /// The report for an endpoint whose judging did not finish (the matcher
@@ -243,7 +254,18 @@ mod tests {
         let refused = Probed::Failed(ProbeError::Connect(
             crate::probe::transport::ConnectFailure::Remote("connection refused".into()),
         ));
+        let our_tor = Probed::Failed(ProbeError::Connect(
+            crate::probe::transport::ConnectFailure::Transport(
+                "our Tor client failed: tor operation timed out".into(),
+            ),
+        ));
+        let our_io = Probed::Failed(ProbeError::Session(ProbeFailure::Io { detail: "x".into() }));
         let table = vec![
+            // Our Tor (or proxy) failed: the server is not called unreachable.
+            (present(&good), our_tor.clone(), EndpointVerdict::NotChecked),
+            (present(&good), our_io, EndpointVerdict::NotChecked),
+            // Without TLSA the DNS finding stands; the probe only gave no key.
+            (TlsaState::Absent, our_tor, EndpointVerdict::NoTlsa),
             (present(&good), observed(&der), EndpointVerdict::Match),
             (present(&bad), observed(&der), EndpointVerdict::Mismatch),
             (
@@ -296,6 +318,25 @@ mod tests {
             let r = judge(&endpoint(state.clone()), &probed, SystemTime::now());
             assert_eq!(r.verdict, want, "{state:?} / {probed:?}");
         }
+    }
+
+    #[test]
+    fn a_fallback_our_tor_could_not_reach_is_not_checked() {
+        let mut e = endpoint(TlsaState::Absent);
+        e.fallback = true;
+        let ours = Probed::Failed(ProbeError::Connect(
+            crate::probe::transport::ConnectFailure::Transport("our socks5 proxy failed".into()),
+        ));
+        let r = judge(&e, &ours, SystemTime::now());
+        assert_eq!(r.verdict, EndpointVerdict::NotChecked);
+        assert!(r.error.unwrap().contains("our socks5 proxy"));
+        let refused = Probed::Failed(ProbeError::Connect(
+            crate::probe::transport::ConnectFailure::Remote("connection refused".into()),
+        ));
+        assert_eq!(
+            judge(&e, &refused, SystemTime::now()).verdict,
+            EndpointVerdict::Unreachable
+        );
     }
 
     #[test]

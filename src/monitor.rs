@@ -428,11 +428,11 @@ async fn check_domain_gated(engine: &Engine, domain: &str, gate: Option<Arc<Gate
         }
     };
     engine.note_health(&health, None).await;
-    let ours = report.verdict == Verdict::Unreachable
-        && (health.dns_failures > 0
-            || (health.probes > 0 && health.transport_failures == health.probes));
-    if ours {
-        // Tor or DNS failed on our side: nothing is known about the domain.
+    // Tor, the proxy or DNS failed on our side, even for one probe, and
+    // nothing else decided the verdict: nothing is known about the domain,
+    // so its state (and its subscribers) are left alone. An alarm or a DNS
+    // finding seen meanwhile still counts.
+    if report.verdict == Verdict::Unreachable && health.ours() {
         return;
     }
     let store = engine.store();

@@ -22,6 +22,9 @@ pub enum EndpointVerdict {
     StarttlsMissing,
     /// No connection or no TLS handshake.
     Unreachable,
+    /// Not checked: our own Tor client or SOCKS5 proxy could not carry the
+    /// probe, so nothing is known about the server (addition).
+    NotChecked,
 }
 
 /// The verdict for the whole domain.
@@ -234,6 +237,10 @@ impl Report {
             Verdict::Insecure
         } else if any(EndpointVerdict::NoTlsa) {
             Verdict::NoTlsa
+        } else if any(EndpointVerdict::NotChecked) {
+            // Our transport failed on an endpoint that needed a probe: the
+            // others matching does not make the domain ok.
+            Verdict::Unreachable
         } else if any(EndpointVerdict::Match) {
             Verdict::Ok
         } else {
@@ -264,6 +271,13 @@ impl Report {
                     .is_some_and(|e| e.starts_with("not probed"))
             })
             .count()
+    }
+
+    /// Whether our own transport failed on some endpoint (`not_checked`).
+    pub fn transport_failed(&self) -> bool {
+        self.endpoints
+            .iter()
+            .any(|e| e.verdict == EndpointVerdict::NotChecked)
     }
 
     /// A one-line summary, for chat and alert titles.
@@ -301,6 +315,10 @@ impl Report {
             Verdict::NoTlsa => {
                 format!("{d}: not protected, DNSSEC is on but TLSA records are missing")
             }
+            Verdict::Unreachable if self.transport_failed() => format!(
+                "{d}: could not check, our {} failed (nothing is known about the server)",
+                transport_words(&self.transport)
+            ),
             Verdict::Unreachable => format!("{d}: could not check, no endpoint could be reached"),
         }
     }
@@ -388,6 +406,16 @@ fn verdict_text(v: EndpointVerdict) -> &'static str {
         EndpointVerdict::Bogus => "BOGUS DNSSEC",
         EndpointVerdict::StarttlsMissing => "STARTTLS MISSING",
         EndpointVerdict::Unreachable => "unreachable",
+        EndpointVerdict::NotChecked => "not checked (our transport failed)",
+    }
+}
+
+/// What we call our own transport in sentences.
+pub fn transport_words(transport: &str) -> &'static str {
+    match transport {
+        "tor" => "Tor client",
+        "socks5" => "SOCKS5 proxy",
+        _ => "network connection",
     }
 }
 
@@ -478,6 +506,19 @@ mod tests {
             (&[], false, Verdict::Unreachable, 3),
             (&[E::Match], true, Verdict::Unreachable, 3),
             (&[E::Mismatch], true, Verdict::Mismatch, 1),
+            // Our transport failed on one endpoint: could not check, even
+            // when the others matched; an alarm or a DNS finding still stands.
+            (&[E::Match, E::NotChecked], false, Verdict::Unreachable, 3),
+            (&[E::NotChecked], false, Verdict::Unreachable, 3),
+            (&[E::Mismatch, E::NotChecked], false, Verdict::Mismatch, 1),
+            (
+                &[E::StarttlsMissing, E::NotChecked],
+                false,
+                Verdict::Mismatch,
+                1,
+            ),
+            (&[E::Bogus, E::NotChecked], false, Verdict::Bogus, 1),
+            (&[E::NoTlsa, E::NotChecked], false, Verdict::NoTlsa, 2),
         ];
         for (verdicts, dns_failed, want, code) in table {
             let eps: Vec<_> = verdicts.iter().map(|v| ep(*v)).collect();
@@ -500,6 +541,34 @@ mod tests {
             Report::overall(&eps(&[E::Mismatch]), false, true),
             Verdict::Mismatch
         );
+    }
+
+    #[test]
+    fn our_transport_failing_says_so_not_unreachable() {
+        let mut report = Report {
+            domain: "example.org".into(),
+            checked_at: "2026-11-22T12:00:00Z".into(),
+            verdict: Verdict::Unreachable,
+            endpoints: vec![ep(EndpointVerdict::NotChecked), ep(EndpointVerdict::Match)],
+            records_to_add: vec![],
+            advice: vec![],
+            transport: "tor".into(),
+            errors: vec![],
+            bogus_rrsets: vec![],
+            evidence: vec![],
+        };
+        let s = report.summary();
+        assert!(s.contains("our Tor client failed"), "{s}");
+        assert!(!s.contains("reached"), "{s}");
+        report.transport = "socks5".into();
+        assert!(report.summary().contains("our SOCKS5 proxy failed"));
+        let v: serde_json::Value = serde_json::to_value(&report).unwrap();
+        assert_eq!(v["endpoints"][0]["verdict"], "not_checked");
+        assert!(report
+            .to_text()
+            .contains("not checked (our transport failed)"));
+        report.endpoints[0].verdict = EndpointVerdict::Unreachable;
+        assert!(report.summary().contains("no endpoint could be reached"));
     }
 
     #[test]

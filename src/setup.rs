@@ -57,6 +57,7 @@ pub async fn connector(config: &Config, dirs: Option<&TorDirs>) -> Result<Connec
         arti.as_deref(),
         dirs,
         BOOTSTRAP_TIMEOUT,
+        config.probe.timeout,
     )
     .await?)
 }

@@ -142,6 +142,17 @@ fn checks_over_our_own_tor_network() {
                     v.iter().any(|(_, _, vd)| vd == "starttls_missing"),
                     "{name}: {v:?}"
                 ),
+                // Refused, as the exit saw it. tor's SOCKS port answers a
+                // refused connection with "general failure", which is also
+                // its answer when it has no circuit: with no other
+                // connection carried lately, that is taken as ours.
+                _ if name == "socks5" => {
+                    assert!(
+                        v.iter().all(|(_, _, vd)| vd == "not_checked"),
+                        "{name}: {v:?}"
+                    );
+                    assert!(json["errors"].to_string().contains("general failure"));
+                }
                 _ => assert!(
                     v.iter().all(|(_, _, vd)| vd == "unreachable"),
                     "{name}: {v:?}"
@@ -150,4 +161,78 @@ fn checks_over_our_own_tor_network() {
         }
     }
     assert!(failures.is_empty(), "{}", failures.join("\n\n"));
+
+    // Our own Tor broken: the whole network stopped (arti keeps its cached
+    // directory, so it starts, but builds no circuit; the SOCKS5 proxy is
+    // gone). "Could not check" (exit 3), every endpoint not_checked and
+    // none unreachable, and the report says it is our Tor or proxy.
+    tor.run("stop");
+    // A short probe timeout: arti's circuit budget is half of it.
+    let short = dir.join("short.toml");
+    std::fs::write(&short, "[probe]\ntimeout = \"8s\"\n").unwrap();
+    let with_short = |global: &[String]| {
+        let mut g = vec!["--config".to_string(), short.display().to_string()];
+        g.extend(global.iter().cloned());
+        g
+    };
+    for (name, global, words) in [
+        ("tor", with_short(&over_tor), "our own Tor client failed"),
+        (
+            "socks5",
+            with_short(&over_socks),
+            "our own SOCKS5 proxy failed",
+        ),
+    ] {
+        let (got, json) = check_json(&global, "good.test", &[]);
+        assert_eq!(got, 3, "{name}: {json:#}");
+        assert_eq!(json["verdict"], "unreachable", "{name}: {json:#}");
+        let v = verdicts(&json);
+        assert_eq!(v.len(), 8, "{name}: {v:?}");
+        assert!(
+            v.iter().all(|(_, _, vd)| vd == "not_checked"),
+            "{name}: {v:?}"
+        );
+        let errors = json["errors"].to_string();
+        assert!(errors.contains(words), "{name}: {errors}");
+        assert!(errors.contains("Try:"), "{name}: {errors}");
+        let out = common::certwatch()
+            .args(global.iter())
+            .args(["check", "good.test"])
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            text.starts_with("good.test: could not check, our "),
+            "{name}: {text}"
+        );
+        assert!(!text.contains("unreachable"), "{name}: {text}");
+    }
+
+    // A Tor client that has never seen the network (a fresh state and cache
+    // directory) cannot even bootstrap: given up once arti has reported
+    // itself stuck for a minute, exit 3, and the error says it is ours.
+    let fresh = dir.join("arti-fresh.toml");
+    std::fs::write(
+        &fresh,
+        format!(
+            "{base}\n[storage]\nstate_dir = \"{}\"\ncache_dir = \"{}\"\n[storage.permissions]\ndangerously_trust_everyone = true\n",
+            dir.join("arti-fresh-state").display(),
+            dir.join("arti-fresh-cache").display()
+        ),
+    )
+    .unwrap();
+    let mut never = dns_args.clone();
+    never.extend([
+        "--transport".into(),
+        "tor".into(),
+        "--arti-config".into(),
+        fresh.display().to_string(),
+    ]);
+    let (got, json) = check_json(&never, "good.test", &[]);
+    assert_eq!(got, 3, "{json:#}");
+    let errors = json["errors"].to_string();
+    assert!(
+        errors.contains("cannot bootstrap Tor, our own Tor client"),
+        "{errors}"
+    );
 }

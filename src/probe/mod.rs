@@ -2,11 +2,13 @@
 //!
 //! `transport` opens the byte stream (Tor, SOCKS5, direct), `starttls`
 //! speaks XMPP up to TLS (through the bounded scanner in `xml`), `tls`
-//! records the chain, `failure` says whose fault a failed probe is.
+//! records the chain, `failure` says whose fault a failed probe is (and
+//! `fault` whose a connection Tor could not make).
 //! Nothing here judges a key.
 
 pub mod budget;
 pub mod failure;
+pub mod fault;
 mod lexer;
 pub mod starttls;
 pub mod tls;
@@ -263,6 +265,11 @@ impl Prober {
         self.connector.name()
     }
 
+    /// What the embedded Tor client says of itself (None for other transports).
+    pub fn tor_state(&self) -> Option<transport::TorState> {
+        self.connector.tor_state()
+    }
+
     /// One probe, retried once over a fresh circuit before it counts as
     /// failed; nothing runs past `deadline`.
     pub async fn probe(
@@ -469,9 +476,13 @@ mod tests {
         let budget = Arc::new(CircuitBudget::new(0.1, 1));
         let permits = Arc::new(Semaphore::new(1));
         let gate = Arc::new(Gate::new(permits.clone()));
-        let prober = Prober::new(Connector::Socks5(proxy), Duration::from_secs(5), None)
-            .with_circuit_budget(budget.clone())
-            .with_gate(Some(gate.clone()));
+        let prober = Prober::new(
+            Connector::Socks5(proxy, Default::default()),
+            Duration::from_secs(5),
+            None,
+        )
+        .with_circuit_budget(budget.clone())
+        .with_gate(Some(gate.clone()));
         let target = Target {
             addr: "192.0.2.1:5222".parse().unwrap(),
             domain: "example.org".into(),
