@@ -17,8 +17,9 @@ use crate::domain::Domain;
 use crate::error::HasKind;
 use crate::judge::{judge, judging_failed, Probed};
 use crate::netpolicy;
-use crate::probe::{Gate, ProbeError, Prober, Target};
-use crate::report::{EndpointReport, EndpointVerdict, Report};
+use crate::probe::transport::{ExitCount, ExitRelay};
+use crate::probe::{Gate, ProbeError, Prober, Seen, Target};
+use crate::report::{EndpointReport, EndpointVerdict, Report, Vantage};
 use crate::vocab::ServiceSet;
 
 /// Most probes of one check in flight at once.
@@ -41,7 +42,8 @@ pub struct Checker {
     resolver: Resolver,
     prober: Prober,
     clock: SharedClock,
-    /// Confirm a mismatch over a fresh circuit before reporting it.
+    /// Confirm a mismatch by a second probe (over Tor through a different
+    /// exit relay) before it counts as confirmed.
     pub confirm_mismatch: bool,
     /// Also probe addresses that are not globally reachable.
     pub allow_private: bool,
@@ -103,6 +105,7 @@ impl Checker {
         let endpoints = Arc::new(found.endpoints.clone());
         let Probes {
             probed,
+            exits,
             left_out,
             deadline,
             probeable,
@@ -110,10 +113,29 @@ impl Checker {
         let now = self.clock.now();
         let mut reports = Vec::with_capacity(endpoints.len());
         tally(&probed, &mut health);
-        for (endpoint, p) in endpoints.iter().zip(&probed) {
+        let mut exit_counts: Vec<((bool, u16), Option<ExitCount>)> = Vec::new();
+        for ((endpoint, p), exit) in endpoints.iter().zip(&probed).zip(&exits) {
             let mut report = judge_off_runtime(endpoint, p, now).await;
+            self.add_vantage(&mut report, exit.as_ref());
             if report.verdict == EndpointVerdict::Mismatch && self.confirm_mismatch {
-                report = self.confirm(domain, endpoint, report, now, deadline).await;
+                report = self
+                    .confirm(domain, endpoint, report, exit.clone(), now, deadline)
+                    .await;
+            }
+            if let (Some(ip), Probed::Observed(_) | Probed::Failed(_)) = (endpoint.address, p) {
+                let addr = SocketAddr::new(ip, endpoint.port);
+                let key = (addr.is_ipv6(), addr.port());
+                let count = match exit_counts.iter().find(|(k, _)| *k == key) {
+                    Some((_, c)) => *c,
+                    None => {
+                        let c = self.prober.exit_count(addr);
+                        exit_counts.push((key, c));
+                        c
+                    }
+                };
+                if let Some(note) = count.and_then(|c| c.few_note(addr)) {
+                    report.notes.push(note);
+                }
             }
             reports.push(report);
         }
@@ -187,12 +209,13 @@ impl Checker {
         let (chosen, left_out) = choose(&endpoints, self.prober.max_endpoints());
         // From here each probe holds the permit for itself while it works.
         self.prober.release().await;
-        let probes: Vec<(usize, Probed)> = stream::iter(chosen)
+        let probes: Vec<(usize, (Probed, Option<ExitRelay>))> = stream::iter(chosen)
             .map(|i| {
                 let endpoints = endpoints.clone();
                 async move {
                     if !self.prober.hold().await {
-                        return (i, Probed::NotProbed("not probed: shutting down".into()));
+                        let p = Probed::NotProbed("not probed: shutting down".into());
+                        return (i, (p, None));
                     }
                     // Boxed: keeps the check's future shallow for the compiler.
                     let p = Box::pin(self.probe_endpoint(domain, &endpoints[i], deadline)).await;
@@ -205,8 +228,10 @@ impl Checker {
             .await;
         self.prober.hold().await;
         let mut probed = vec![Probed::Skipped; endpoints.len()];
-        for (i, p) in probes {
+        let mut exits = vec![None; endpoints.len()];
+        for (i, (p, exit)) in probes {
             probed[i] = p;
+            exits[i] = exit;
         }
         let probeable = endpoints.iter().filter(|e| probeable(e)).count();
         for &i in &left_out {
@@ -217,6 +242,7 @@ impl Checker {
         }
         Probes {
             probed,
+            exits,
             left_out,
             deadline,
             probeable,
@@ -228,41 +254,73 @@ impl Checker {
         domain: &Domain,
         endpoint: &Endpoint,
         deadline: tokio::time::Instant,
-    ) -> Probed {
+    ) -> (Probed, Option<ExitRelay>) {
         let Some(address) = endpoint.address.filter(|_| probeable(endpoint)) else {
-            return Probed::Skipped;
+            return (Probed::Skipped, None);
         };
         let target = target(domain, endpoint, address);
         if let Some(why) = netpolicy::refusal(target.addr, self.allow_private) {
-            return Probed::Refused(why);
+            return (Probed::Refused(why), None);
         }
-        probed(self.prober.probe(&target, deadline).await)
+        probed(self.prober.probe(&target, deadline, &[]).await)
     }
 
-    /// A second probe over a fresh circuit; only a repeated mismatch stands.
+    /// Records the probe behind `report` as a vantage, when it saw a key.
+    fn add_vantage(&self, report: &mut EndpointReport, exit: Option<&ExitRelay>) {
+        if let Some(spki) = &report.spki_sha256 {
+            report.vantage.push(Vantage {
+                transport: self.prober.transport().into(),
+                exit: exit.map(|e| e.rsa.clone()),
+                spki_sha256: spki.clone(),
+            });
+        }
+    }
+
+    /// A second probe, over Tor through an exit that is neither the first
+    /// probe's nor of its family; the mismatch is confirmed only when that
+    /// probe too sees a key no record matches. When it cannot be made the
+    /// mismatch stands, marked not confirmed.
     async fn confirm(
         &self,
         domain: &Domain,
         endpoint: &Endpoint,
-        first: crate::report::EndpointReport,
+        first: EndpointReport,
+        first_exit: Option<ExitRelay>,
         now: SystemTime,
         deadline: tokio::time::Instant,
-    ) -> crate::report::EndpointReport {
+    ) -> EndpointReport {
         let Some(address) = endpoint.address else {
             return first;
         };
-        let second = probed(
+        let over_tor = self.prober.transport() == "tor";
+        if over_tor && first_exit.is_none() {
+            // Nothing to steer away from: a second probe could be the same exit.
+            return unconfirmed(first, "the first probe's Tor exit is not known");
+        }
+        let avoid: Vec<ExitRelay> = first_exit.into_iter().collect();
+        let (second, exit) = probed(
             self.prober
-                .probe_once(&target(domain, endpoint, address), deadline)
+                .probe_once(&target(domain, endpoint, address), deadline, &avoid)
                 .await,
         );
         let mut again = judge_off_runtime(endpoint, &second, now).await;
+        let how = match (&exit, over_tor) {
+            (Some(e), _) => format!("through a different Tor exit ({e})"),
+            (None, true) => "over a fresh circuit".to_owned(),
+            (None, false) if self.prober.transport() == "socks5" => {
+                "over a fresh circuit of the proxy (which does not say which exit it used)"
+                    .to_owned()
+            }
+            (None, false) => "over a second connection".to_owned(),
+        };
         match again.verdict {
             EndpointVerdict::Mismatch => {
                 let mut first = first;
+                self.add_vantage_to(&mut first, &again, exit.as_ref());
+                first.confirmed = Some(true);
                 first
                     .notes
-                    .push("confirmed by a second probe over a fresh circuit".into());
+                    .push(format!("confirmed by a second probe {how}"));
                 if again.spki_sha256 != first.spki_sha256 {
                     first.notes.push(format!(
                         "the second probe saw yet another key: {}",
@@ -272,20 +330,43 @@ impl Checker {
                 first
             }
             EndpointVerdict::Match => {
+                self.add_vantage(&mut again, exit.as_ref());
+                again.vantage.splice(0..0, first.vantage.iter().cloned());
                 again.notes.push(format!(
-                    "a first probe saw a non-matching key (SPKI sha256 {}), not seen again over a fresh circuit",
+                    "a first probe saw a non-matching key (SPKI sha256 {}), not seen again by a second probe {how}",
                     first.spki_sha256.unwrap_or_default()
                 ));
                 again
             }
             _ => {
-                let mut first = first;
-                first.notes.push(format!(
-                    "not confirmed: the second probe failed ({})",
-                    again.error.unwrap_or_default()
-                ));
-                first
+                let why = match &second {
+                    Probed::Observed(_) => format!(
+                        "the second probe {how} got no key to judge ({})",
+                        again.notes.first().cloned().unwrap_or_else(|| again.verdict_word().into())
+                    ),
+                    _ => format!(
+                        "the second probe failed ({})",
+                        again.error.unwrap_or_default()
+                    ),
+                };
+                unconfirmed(first, &why)
             }
+        }
+    }
+
+    /// Adds the vantage of a second probe (judged as `again`) to `first`.
+    fn add_vantage_to(
+        &self,
+        first: &mut EndpointReport,
+        again: &EndpointReport,
+        exit: Option<&ExitRelay>,
+    ) {
+        if let Some(spki) = &again.spki_sha256 {
+            first.vantage.push(Vantage {
+                transport: self.prober.transport().into(),
+                exit: exit.map(|e| e.rsa.clone()),
+                spki_sha256: spki.clone(),
+            });
         }
     }
 
@@ -363,10 +444,19 @@ where
     }
 }
 
+/// A mismatch whose confirming probe could not be made: it stands, marked so.
+fn unconfirmed(mut first: EndpointReport, why: &str) -> EndpointReport {
+    first.confirmed = Some(false);
+    first.notes.push(format!("not confirmed: {why}"));
+    first
+}
+
 /// What the probing phase of a check gave.
 struct Probes {
     /// Per endpoint, in discovery order.
     probed: Vec<Probed>,
+    /// Per endpoint, the Tor exit its probe went through.
+    exits: Vec<Option<ExitRelay>>,
     /// Probeable endpoints over the cap, not probed.
     left_out: Vec<usize>,
     /// When the check's probes must end.
@@ -392,11 +482,11 @@ fn tally(probed: &[Probed], health: &mut Health) {
     }
 }
 
-fn probed(result: Result<crate::probe::tls::TlsObservation, ProbeError>) -> Probed {
+fn probed(result: Result<Seen, ProbeError>) -> (Probed, Option<ExitRelay>) {
     match result {
-        Ok(obs) => Probed::Observed(obs),
-        Err(ProbeError::NotProbed(why)) => Probed::NotProbed(format!("not probed: {why}")),
-        Err(e) => Probed::Failed(e),
+        Ok(seen) => (Probed::Observed(seen.observation), seen.exit),
+        Err(ProbeError::NotProbed(why)) => (Probed::NotProbed(format!("not probed: {why}")), None),
+        Err(e) => (Probed::Failed(e), None),
     }
 }
 

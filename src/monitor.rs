@@ -20,6 +20,21 @@ use crate::store::StoreError;
 pub const MONITOR_CONCURRENCY: usize = 16;
 /// The longest the monitor sleeps before looking at the store again.
 const IDLE: Duration = Duration::from_secs(60);
+/// How soon a domain with an unconfirmed mismatch is checked again.
+pub const RECHECK_SOON: Duration = Duration::from_secs(120);
+/// How many checks in a row may hold back an unconfirmed mismatch: after
+/// that it is taken as it is (an alert that says "not confirmed"), so an
+/// interceptor that also blocks every second probe cannot keep us quiet.
+pub const MAX_RECHECKS: u32 = 3;
+
+/// When a scheduled check wants its domain checked again.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Next {
+    /// At the next interval.
+    Interval,
+    /// Within minutes ([`RECHECK_SOON`]): a mismatch could not be confirmed.
+    Soon,
+}
 
 /// When each domain is next due. Time is tokio's, so tests can move it.
 #[derive(Debug)]
@@ -90,6 +105,12 @@ impl Schedule {
         self.due.insert(domain.to_owned(), at);
     }
 
+    /// A check finished and wants the domain again after `delay` (not the interval).
+    pub fn done_in(&mut self, domain: &str, now: Instant, delay: Duration) {
+        self.running.remove(domain);
+        self.due.insert(domain.to_owned(), now + delay);
+    }
+
     /// When the next domain is due.
     pub fn next_due(&self) -> Option<Instant> {
         self.due.values().min().copied()
@@ -101,7 +122,9 @@ pub async fn run(engine: Arc<Engine>) {
     let cfg = engine.config().monitor.clone();
     let mut schedule = Schedule::new(cfg.interval, cfg.jitter);
     let permits = Arc::new(Semaphore::new(MONITOR_CONCURRENCY));
-    let (done_tx, mut done_rx) = mpsc::unbounded_channel::<String>();
+    let (done_tx, mut done_rx) = mpsc::unbounded_channel::<(String, Next)>();
+    // Checks in a row that held back an unconfirmed mismatch, per domain.
+    let mut rechecks: HashMap<String, u32> = HashMap::new();
     loop {
         let now = Instant::now();
         match monitored_with_age(&engine) {
@@ -112,27 +135,53 @@ pub async fn run(engine: Arc<Engine>) {
             let engine = engine.clone();
             let permits = permits.clone();
             let done = done_tx.clone();
+            let held = rechecks.get(&domain).copied().unwrap_or(0);
             tokio::spawn(async move {
                 // The permit is held while the check works, not while its
                 // probes wait for their address's spacing slot.
                 let gate = Arc::new(Gate::new(permits));
+                let mut next = Next::Interval;
                 if gate.enter().await {
-                    check_domain_gated(&engine, &domain, Some(gate.clone())).await;
+                    next = check_domain_gated(&engine, &domain, Some(gate.clone()), held).await;
                     gate.leave().await;
                 }
-                let _ = done.send(domain);
+                let _ = done.send((domain, next));
             });
         }
         let wake = schedule.next_due().unwrap_or(now + IDLE).min(now + IDLE);
         tokio::select! {
             _ = tokio::time::sleep_until(wake) => {}
             _ = engine.monitor_woken() => {}
-            Some(domain) = done_rx.recv() => {
-                schedule.done(&domain, Instant::now());
+            Some(first) = done_rx.recv() => {
+                let mut finished = vec![first];
                 while let Ok(d) = done_rx.try_recv() {
-                    schedule.done(&d, Instant::now());
+                    finished.push(d);
+                }
+                for (domain, next) in finished {
+                    reschedule(&mut schedule, &mut rechecks, &domain, next, Instant::now());
                 }
             }
+        }
+    }
+}
+
+/// Puts a finished domain back on the schedule: soon after an unconfirmed
+/// mismatch (counting the checks in a row that did so), else at its interval.
+fn reschedule(
+    schedule: &mut Schedule,
+    rechecks: &mut HashMap<String, u32>,
+    domain: &str,
+    next: Next,
+    now: Instant,
+) {
+    match next {
+        Next::Soon => {
+            *rechecks.entry(domain.to_owned()).or_insert(0) += 1;
+            schedule.done_in(domain, now, RECHECK_SOON);
+        }
+        Next::Interval => {
+            rechecks.remove(domain);
+            schedule.done(domain, now);
         }
     }
 }
@@ -157,15 +206,22 @@ fn monitored_with_age(engine: &Engine) -> Result<Vec<(String, Option<Duration>)>
 }
 
 /// One scheduled check: state transition, alert into the outbox atomically.
-pub async fn check_domain(engine: &Engine, domain: &str) {
-    check_domain_gated(engine, domain, None).await
+pub async fn check_domain(engine: &Engine, domain: &str) -> Next {
+    check_domain_gated(engine, domain, None, 0).await
 }
 
-/// One scheduled check whose probes give `gate`'s permit back while they wait.
-async fn check_domain_gated(engine: &Engine, domain: &str, gate: Option<Arc<Gate>>) {
+/// One scheduled check whose probes give `gate`'s permit back while they
+/// wait. `held` is how many checks in a row before this one held back an
+/// unconfirmed mismatch. Returns when the domain should be checked again.
+pub async fn check_domain_gated(
+    engine: &Engine,
+    domain: &str,
+    gate: Option<Arc<Gate>>,
+    held: u32,
+) -> Next {
     let Ok(parsed) = Domain::parse(domain) else {
         tracing::warn!(domain, "stored domain is not valid; skipped");
-        return;
+        return Next::Interval;
     };
     // Boxed: one deep future either way, which keeps the compiler's layout work small.
     let checked = match gate {
@@ -176,7 +232,7 @@ async fn check_domain_gated(engine: &Engine, domain: &str, gate: Option<Arc<Gate
         Ok(r) => r,
         Err(e) => {
             engine.note_health(&Default::default(), Some(&e)).await;
-            return;
+            return Next::Interval;
         }
     };
     engine.note_health(&health, None).await;
@@ -185,15 +241,21 @@ async fn check_domain_gated(engine: &Engine, domain: &str, gate: Option<Arc<Gate
             || (health.probes > 0 && health.transport_failures == health.probes));
     if ours {
         // Tor or DNS failed on our side: nothing is known about the domain.
-        return;
+        return Next::Interval;
+    }
+    if hold_back(&report, held) {
+        // A mismatch seen through one exit only may be that exit's doing:
+        // no state change and no alert until a second exit has looked.
+        tracing::info!(domain, held, "mismatch not confirmed; checking again soon");
+        return Next::Soon;
     }
     let store = engine.store();
     let prev = match store.domain_state(domain) {
         Ok(Some(s)) => s,
-        Ok(None) => return,
+        Ok(None) => return Next::Interval,
         Err(e) => {
             tracing::warn!(domain, error = %e, "cannot read state");
-            return;
+            return Next::Interval;
         }
     };
     let (next, alert) = transition(&prev, &report);
@@ -225,6 +287,18 @@ async fn check_domain_gated(engine: &Engine, domain: &str, gate: Option<Arc<Gate
         Ok(_) => {}
         Err(e) => tracing::warn!(domain, error = %e, "cannot store the check"),
     }
+    Next::Interval
+}
+
+/// Whether this check's report is held back: its only alarms are
+/// unconfirmed mismatches, and fewer than [`MAX_RECHECKS`] checks in a row
+/// held it back. Any other alarm (a confirmed mismatch, STARTTLS missing,
+/// bogus DNSSEC) goes ahead at once.
+fn hold_back(report: &crate::report::Report, held: u32) -> bool {
+    held < MAX_RECHECKS
+        && report.unconfirmed() > 0
+        && report.bogus_rrsets.is_empty()
+        && report.alarming().all(|e| e.is_unconfirmed_mismatch())
 }
 
 #[cfg(test)]

@@ -23,7 +23,7 @@ use tokio::time::Instant;
 pub use self::failure::{ProbeError, ProbeFailure};
 use self::starttls::{negotiate, Limits};
 use self::tls::TlsObservation;
-use self::transport::Connector;
+use self::transport::{Connector, ExitCount, ExitRelay};
 use crate::vocab::{Role, TlsMode};
 
 /// What to probe: an address, and how to speak to it.
@@ -37,6 +37,15 @@ pub struct Target {
     pub role: Role,
     /// STARTTLS or direct TLS.
     pub tls: TlsMode,
+}
+
+/// What one probe saw, and through which Tor exit.
+#[derive(Clone, Debug)]
+pub struct Seen {
+    /// The handshake's observation.
+    pub observation: TlsObservation,
+    /// The exit relay that carried the probe (Tor only).
+    pub exit: Option<ExitRelay>,
 }
 
 /// Spaces probes to one address:port, whatever domains point at it, so the
@@ -252,19 +261,26 @@ impl Prober {
         self.connector.name()
     }
 
+    /// Over Tor: how many exits allow `addr`'s port for its family.
+    pub fn exit_count(&self, addr: SocketAddr) -> Option<ExitCount> {
+        self.connector.exit_count(addr)
+    }
+
     /// One probe, retried once over a fresh circuit before it counts as
-    /// failed; nothing runs past `deadline`.
+    /// failed, through an exit that is none of `avoid` (nor of their
+    /// family); nothing runs past `deadline`.
     pub async fn probe(
         &self,
         target: &Target,
         deadline: Instant,
-    ) -> Result<TlsObservation, ProbeError> {
+        avoid: &[ExitRelay],
+    ) -> Result<Seen, ProbeError> {
         let mut last = None;
         for attempt in 0..self.attempts {
             if attempt > 0 && Instant::now() >= deadline {
                 break;
             }
-            match self.probe_once(target, deadline).await {
+            match self.probe_once(target, deadline, avoid).await {
                 Ok(obs) => return Ok(obs),
                 Err(e) => {
                     tracing::debug!(addr = %target.addr, attempt, error = %e, "probe failed");
@@ -282,7 +298,8 @@ impl Prober {
         &self,
         target: &Target,
         deadline: Instant,
-    ) -> Result<TlsObservation, ProbeError> {
+        avoid: &[ExitRelay],
+    ) -> Result<Seen, ProbeError> {
         if let Some(spacing) = &self.spacing {
             let Some(at) = spacing.slot(target.addr, deadline) else {
                 return Err(self.deadline_passed());
@@ -299,24 +316,28 @@ impl Prober {
         if Instant::now() >= deadline {
             return Err(self.deadline_passed());
         }
-        match tokio::time::timeout_at(deadline, self.connect_and_negotiate(target)).await {
+        match tokio::time::timeout_at(deadline, self.connect_and_negotiate(target, avoid)).await {
             Ok(result) => result,
             Err(_) => Err(self.deadline_passed()),
         }
     }
 
-    async fn connect_and_negotiate(&self, target: &Target) -> Result<TlsObservation, ProbeError> {
-        let stream = self
+    async fn connect_and_negotiate(
+        &self,
+        target: &Target,
+        avoid: &[ExitRelay],
+    ) -> Result<Seen, ProbeError> {
+        let connected = self
             .connector
-            .connect(target.addr, self.connect_timeout)
+            .connect(target.addr, self.connect_timeout, avoid)
             .await
             .map_err(ProbeError::Connect)?;
         let from = match target.role {
             Role::Server => self.from.as_deref(),
             Role::Client => None,
         };
-        negotiate(
-            stream,
+        let observation = negotiate(
+            connected.stream,
             &target.domain,
             target.role,
             from,
@@ -324,7 +345,11 @@ impl Prober {
             &self.limits,
         )
         .await
-        .map_err(ProbeError::Session)
+        .map_err(ProbeError::Session)?;
+        Ok(Seen {
+            observation,
+            exit: connected.exit,
+        })
     }
 }
 

@@ -1,7 +1,11 @@
 //! How a probe reaches a server: embedded Tor (arti), a SOCKS5 proxy, or direct TCP.
 //!
 //! Every connection asks for a fresh circuit, so a machine in the middle
-//! cannot link our probes together or recognise them.
+//! cannot link our probes together or recognise them. Over Tor a stream
+//! leaves through an exit that allows the target's address family (arti's
+//! `ipv4_only`/`ipv6_only`), an exit's policy refusal is retried through
+//! another exit, and the exit relay of each stream is known, so that a
+//! confirming probe can be sent through a different one.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -10,9 +14,14 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use arti_client::config::{CfgPath, TorClientConfigBuilder};
-use arti_client::{ErrorKind, HasKind, StreamPrefs, TorAddr, TorClient, TorClientConfig};
+use arti_client::{
+    DataStream, ErrorKind, HasKind, StreamPrefs, TorAddr, TorClient, TorClientConfig,
+};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
+use tor_linkspec::HasRelayIds;
+use tor_netdir::{FamilyRules, SubnetConfig};
+use tor_proto::client::stream::ClientStreamCtrl;
 use tor_rtcompat::PreferredRuntime;
 
 use crate::config::Transport;
@@ -34,22 +43,160 @@ pub enum ConnectFailure {
     /// Tor or the proxy could not carry the connection: the operator's problem.
     #[error("{0}")]
     Transport(String),
+    /// Every Tor exit tried refused the connection by its exit policy (or
+    /// none in the directory allows it). Neither the server's fault nor our
+    /// Tor failing: the network's exits will not go there. Counted as not
+    /// ours, so it never tells the operator that Tor is broken.
+    #[error("{0}")]
+    ExitRefused(String),
+    /// A stream could only be had through exits the probe had to avoid
+    /// (the exit, or a relay of the family, that saw the first key): a
+    /// confirming probe that cannot be made.
+    #[error("{0}")]
+    NoOtherExit(String),
 }
 
 impl Whose for ConnectFailure {
     fn kind(&self) -> Kind {
         match self {
-            ConnectFailure::Remote(_) => Kind::Remote,
-            ConnectFailure::Transport(_) => Kind::Tor,
+            ConnectFailure::Remote(_) | ConnectFailure::ExitRefused(_) => Kind::Remote,
+            ConnectFailure::Transport(_) | ConnectFailure::NoOtherExit(_) => Kind::Tor,
         }
     }
+}
+
+/// The relay a Tor stream left the network through.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct ExitRelay {
+    /// The RSA identity fingerprint: 40 lowercase hex digits.
+    pub rsa: String,
+    /// The Ed25519 identity (base64), when the circuit knows it.
+    pub ed25519: Option<String>,
+}
+
+impl std::fmt::Display for ExitRelay {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.rsa)
+    }
+}
+
+/// An open stream and, over Tor, the exit relay carrying it.
+pub struct Connected {
+    /// The byte stream.
+    pub stream: BoxStream,
+    /// The exit relay (Tor only: a SOCKS5 proxy does not say, direct has none).
+    pub exit: Option<ExitRelay>,
+}
+
+/// How many streams (each over a fresh circuit) one Tor connection may try
+/// to get one through an acceptable exit: an exit that refuses by its policy,
+/// or one that must be avoided, costs one try.
+pub const EXIT_TRIES: u32 = 5;
+
+/// What the tries of one Tor connection came to, when none gave a stream.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ExitTries {
+    /// Exits that refused the stream by their exit policy.
+    pub refused: u32,
+    /// Streams opened through an exit the probe had to avoid (then dropped).
+    pub avoided: u32,
+}
+
+impl ExitTries {
+    /// Whether another try may be made.
+    pub fn may_retry(&self) -> bool {
+        self.refused + self.avoided < EXIT_TRIES
+    }
+
+    /// The failure once the tries are used up: a refusal by every exit
+    /// tried is the exits' doing, only avoided exits a confirmation that
+    /// cannot be made.
+    pub fn failure(&self, addr: SocketAddr, exits: Option<ExitCount>) -> ConnectFailure {
+        let family = family_name(addr);
+        let count = exits
+            .map(|c| format!("; {} of {} exits in the directory allow {family} to port {}", c.allowing, c.exits, addr.port()))
+            .unwrap_or_default();
+        if self.avoided == 0 {
+            ConnectFailure::ExitRefused(format!(
+                "no Tor exit would carry a connection to {addr}: refused by the exit policy ({} exits tried{count})",
+                self.refused
+            ))
+        } else {
+            ConnectFailure::NoOtherExit(format!(
+                "no other Tor exit would carry a connection to {addr}: {} circuit(s) came out at an exit to avoid, {} exit(s) refused by their policy{count}",
+                self.avoided, self.refused
+            ))
+        }
+    }
+}
+
+/// How many exits of the current directory allow a port for one family.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ExitCount {
+    /// Relays whose exit policy allows the port for the family.
+    pub allowing: usize,
+    /// Relays whose exit policy allows some port at all.
+    pub exits: usize,
+}
+
+impl ExitCount {
+    /// A note for the report when few exits allow the port (under a third of
+    /// all exits): probes and confirmations have few exits to go through.
+    pub fn few_note(&self, addr: SocketAddr) -> Option<String> {
+        if self.exits == 0 || self.allowing * 3 >= self.exits {
+            return None;
+        }
+        let hint = if addr.port() == 5269 {
+            " (Tor's reduced exit policy, used by many exits, does not allow 5269)"
+        } else {
+            ""
+        };
+        Some(format!(
+            "only {} of {} Tor exits allow {} connections to port {}{hint}: few exits can probe this endpoint, so it is more often unreachable over Tor and a mismatch has fewer exits to be confirmed through",
+            self.allowing,
+            self.exits,
+            family_name(addr),
+            addr.port()
+        ))
+    }
+}
+
+fn family_name(addr: SocketAddr) -> &'static str {
+    if addr.is_ipv6() {
+        "IPv6"
+    } else {
+        "IPv4"
+    }
+}
+
+/// Whether a stream through `exit` may be used by a probe that must avoid
+/// `avoid`: not one of them, nor (as `related` says) of their family. An
+/// exit that cannot be named is acceptable only when there is nothing to avoid.
+pub fn exit_acceptable(
+    exit: Option<&ExitRelay>,
+    avoid: &[ExitRelay],
+    related: impl Fn(&ExitRelay, &ExitRelay) -> bool,
+) -> bool {
+    match exit {
+        None => avoid.is_empty(),
+        Some(exit) => avoid
+            .iter()
+            .all(|a| a.rsa != exit.rsa && a.ed25519.as_ref().is_none_or(|e| Some(e) != exit.ed25519.as_ref()) && !related(a, exit)),
+    }
+}
+
+/// The embedded Tor client and the family rules its path selection uses.
+#[derive(Clone)]
+pub struct Tor {
+    client: Arc<TorClient<PreferredRuntime>>,
+    subnets: SubnetConfig,
 }
 
 /// The connector chosen by configuration.
 #[derive(Clone)]
 pub enum Connector {
     /// Embedded arti client.
-    Tor(Arc<TorClient<PreferredRuntime>>),
+    Tor(Tor),
     /// A SOCKS5 proxy (tor's SocksPort): credentials vary per probe for a fresh circuit.
     Socks5(SocketAddr),
     /// Plain TCP.
@@ -105,13 +252,13 @@ impl Connector {
                 })))
             }
             Transport::Tor => {
-                let config = arti_config_from(arti_config, dirs)?;
+                let (config, subnets) = arti_config_from(arti_config, dirs)?;
                 let client = TorClient::builder()
                     .config(config)
                     .create_unbootstrapped()
                     .map_err(|e| TransportSetupError::Bootstrap(e.to_string()))?;
                 match tokio::time::timeout(bootstrap_timeout, client.bootstrap()).await {
-                    Ok(Ok(())) => Ok(Connector::Tor(client)),
+                    Ok(Ok(())) => Ok(Connector::Tor(Tor { client, subnets })),
                     Ok(Err(e)) => Err(TransportSetupError::Bootstrap(e.to_string())),
                     Err(_) => Err(TransportSetupError::Bootstrap(format!(
                         "not done after {}",
@@ -131,12 +278,14 @@ impl Connector {
         }
     }
 
-    /// Opens a stream to `addr` over a fresh circuit, within `timeout`.
+    /// Opens a stream to `addr` over a fresh circuit, within `timeout`;
+    /// over Tor through an exit that is none of `avoid` nor of their family.
     pub async fn connect(
         &self,
         addr: SocketAddr,
         timeout: Duration,
-    ) -> Result<BoxStream, ConnectFailure> {
+        avoid: &[ExitRelay],
+    ) -> Result<Connected, ConnectFailure> {
         let attempt = async {
             match self {
                 Connector::Direct => {
@@ -144,24 +293,19 @@ impl Connector {
                         .await
                         .map_err(|e| ConnectFailure::Remote(io_message(&e)))?;
                     let _ = stream.set_nodelay(true);
-                    Ok(Box::pin(stream) as BoxStream)
+                    Ok(Connected {
+                        stream: Box::pin(stream),
+                        exit: None,
+                    })
                 }
                 Connector::Socks5(proxy) => {
                     let stream = socks5_connect(*proxy, addr).await?;
-                    Ok(Box::pin(stream) as BoxStream)
+                    Ok(Connected {
+                        stream: Box::pin(stream),
+                        exit: None,
+                    })
                 }
-                Connector::Tor(client) => {
-                    let mut prefs = StreamPrefs::new();
-                    prefs.new_isolation_group();
-                    // The address came from our own validated DNS: that is the point.
-                    let target = TorAddr::dangerously_from(addr)
-                        .map_err(|e| ConnectFailure::Transport(e.to_string()))?;
-                    let stream = client
-                        .connect_with_prefs(target, &prefs)
-                        .await
-                        .map_err(|e| classify_arti(&e))?;
-                    Ok(Box::pin(stream) as BoxStream)
-                }
+                Connector::Tor(tor) => tor.connect(addr, avoid).await,
             }
         };
         match tokio::time::timeout(timeout, attempt).await {
@@ -180,6 +324,127 @@ impl Connector {
             }),
         }
     }
+
+    /// Over Tor: how many exits of the current directory allow `addr`'s
+    /// port for its address family. None for other transports, or when
+    /// arti has no usable directory.
+    pub fn exit_count(&self, addr: SocketAddr) -> Option<ExitCount> {
+        match self {
+            Connector::Tor(tor) => tor.exit_count(addr),
+            _ => None,
+        }
+    }
+}
+
+impl Tor {
+    /// Streams over fresh circuits until one leaves through an acceptable
+    /// exit, at most [`EXIT_TRIES`] of them.
+    async fn connect(
+        &self,
+        addr: SocketAddr,
+        avoid: &[ExitRelay],
+    ) -> Result<Connected, ConnectFailure> {
+        // The address came from our own validated DNS: that is the point.
+        let target =
+            TorAddr::dangerously_from(addr).map_err(|e| ConnectFailure::Transport(e.to_string()))?;
+        let mut tries = ExitTries::default();
+        while tries.may_retry() {
+            let mut prefs = StreamPrefs::new();
+            prefs.new_isolation_group();
+            // An exit chosen by the target's own family's policy.
+            if addr.is_ipv6() {
+                prefs.ipv6_only();
+            } else {
+                prefs.ipv4_only();
+            }
+            match self.client.connect_with_prefs(target.clone(), &prefs).await {
+                Ok(stream) => {
+                    let exit = exit_of(&stream);
+                    if exit_acceptable(exit.as_ref(), avoid, |a, b| self.related(a, b)) {
+                        return Ok(Connected {
+                            stream: Box::pin(stream),
+                            exit,
+                        });
+                    }
+                    tracing::debug!(%addr, exit = ?exit, "stream came out at an exit to avoid; trying another circuit");
+                    tries.avoided += 1;
+                }
+                Err(e) => match classify_arti(&e) {
+                    Attempt::ExitRefused => {
+                        tracing::debug!(%addr, error = %e, "an exit refused by its policy; trying another");
+                        tries.refused += 1;
+                    }
+                    Attempt::NoExit(detail) => {
+                        // No path at all: the exits' policies, when the
+                        // directory shows none allows the port; else ours.
+                        return Err(match self.exit_count(addr) {
+                            Some(c) if c.allowing == 0 => ConnectFailure::ExitRefused(format!(
+                                "no Tor exit would carry a connection to {addr}: refused by the exit policy of all {} exits in the directory",
+                                c.exits
+                            )),
+                            _ => ConnectFailure::Transport(detail),
+                        });
+                    }
+                    Attempt::Failed(f) => return Err(f),
+                },
+            }
+        }
+        Err(tries.failure(addr, self.exit_count(addr)))
+    }
+
+    /// Whether two exits count as one: declared family, or the same subnet
+    /// under the path rules arti builds circuits with.
+    fn related(&self, a: &ExitRelay, b: &ExitRelay) -> bool {
+        let Some(netdir) = self.netdir() else {
+            return false;
+        };
+        let find = |x: &ExitRelay| {
+            let id = tor_llcrypto::pk::rsa::RsaIdentity::from_hex(&x.rsa)?;
+            netdir.by_id(&id)
+        };
+        match (find(a), find(b)) {
+            (Some(ra), Some(rb)) => {
+                ra.low_level_details()
+                    .in_same_family(&rb, FamilyRules::all_family_info())
+                    || ra.low_level_details().in_same_subnet(&rb, &self.subnets)
+            }
+            _ => false,
+        }
+    }
+
+    fn netdir(&self) -> Option<Arc<tor_netdir::NetDir>> {
+        self.client.dirmgr().ok()?.timely_netdir().ok()
+    }
+
+    fn exit_count(&self, addr: SocketAddr) -> Option<ExitCount> {
+        let netdir = self.netdir()?;
+        let (mut allowing, mut exits) = (0, 0);
+        for relay in netdir.relays() {
+            let d = relay.low_level_details();
+            if !d.policies_allow_some_port() {
+                continue;
+            }
+            exits += 1;
+            let allows = if addr.is_ipv6() {
+                d.supports_exit_port_ipv6(addr.port())
+            } else {
+                d.supports_exit_port_ipv4(addr.port())
+            };
+            allowing += usize::from(allows);
+        }
+        Some(ExitCount { allowing, exits })
+    }
+}
+
+/// The exit relay of a Tor stream: the last hop of its circuit.
+fn exit_of(stream: &DataStream) -> Option<ExitRelay> {
+    let tunnel = stream.client_stream_ctrl()?.tunnel()?;
+    let last = tunnel.last_hop_info().ok()??;
+    let rsa = last.rsa_identity()?;
+    Some(ExitRelay {
+        rsa: hex::encode(rsa.as_bytes()),
+        ed25519: last.ed_identity().map(|e| e.to_string()),
+    })
 }
 
 fn io_message(e: &std::io::Error) -> String {
@@ -190,17 +455,36 @@ fn io_message(e: &std::io::Error) -> String {
     }
 }
 
-fn classify_arti(e: &arti_client::Error) -> ConnectFailure {
+/// What one failed Tor stream attempt means.
+#[derive(Debug, PartialEq, Eq)]
+enum Attempt {
+    /// The exit refused by its exit policy: try another exit.
+    ExitRefused,
+    /// arti found no path or no exit for the stream (maybe no exit allows it).
+    NoExit(String),
+    /// A failure to report as it is.
+    Failed(ConnectFailure),
+}
+
+fn classify_arti(e: &arti_client::Error) -> Attempt {
+    classify_kind(e.kind(), &e.to_string())
+}
+
+/// Sorts an arti error kind: the server's doing (seen by the exit), an
+/// exit's refusal, no exit, or our Tor failing.
+fn classify_kind(kind: ErrorKind, detail: &str) -> Attempt {
     use ErrorKind::*;
-    match e.kind() {
-        RemoteConnectionRefused => {
-            ConnectFailure::Remote("connection refused (seen by the Tor exit)".into())
-        }
+    match kind {
+        ExitPolicyRejected => Attempt::ExitRefused,
+        NoExit | NoPath => Attempt::NoExit(format!("tor: {detail}")),
+        RemoteConnectionRefused => Attempt::Failed(ConnectFailure::Remote(
+            "connection refused (seen by the Tor exit)".into(),
+        )),
         RemoteNetworkFailed | RemoteHostNotFound | RemoteNetworkTimeout | ExitTimeout
-        | RemoteStreamClosed | RemoteStreamReset | RemoteStreamError => {
-            ConnectFailure::Remote(format!("{e} (seen by the Tor exit)"))
-        }
-        _ => ConnectFailure::Transport(format!("tor: {e}")),
+        | RemoteStreamClosed | RemoteStreamReset | RemoteStreamError => Attempt::Failed(
+            ConnectFailure::Remote(format!("{detail} (seen by the Tor exit)")),
+        ),
+        _ => Attempt::Failed(ConnectFailure::Transport(format!("tor: {detail}"))),
     }
 }
 
@@ -208,13 +492,13 @@ fn classify_arti(e: &arti_client::Error) -> ConnectFailure {
 fn arti_config_from(
     file: Option<&Path>,
     dirs: Option<&TorDirs>,
-) -> Result<TorClientConfig, TransportSetupError> {
+) -> Result<(TorClientConfig, SubnetConfig), TransportSetupError> {
     let path_str = file.map(|p| p.display().to_string()).unwrap_or_default();
     let err = |detail: String| TransportSetupError::Config {
         path: path_str.clone(),
         detail,
     };
-    let (mut builder, has_storage) = match file {
+    let (mut builder, has_storage, subnets) = match file {
         Some(path) => {
             let text = std::fs::read_to_string(path).map_err(|e| err(e.to_string()))?;
             if text.len() > 1 << 20 {
@@ -222,11 +506,12 @@ fn arti_config_from(
             }
             let table: toml::Table = toml::from_str(&text).map_err(|e| err(e.to_string()))?;
             let has_storage = table.contains_key("storage");
+            let subnets = subnet_rules(&table);
             let builder: TorClientConfigBuilder =
                 toml::from_str(&text).map_err(|e| err(e.to_string()))?;
-            (builder, has_storage)
+            (builder, has_storage, subnets)
         }
-        None => (TorClientConfigBuilder::default(), false),
+        None => (TorClientConfigBuilder::default(), false, subnet_rules(&toml::Table::new())),
     };
     if let (Some(dirs), false) = (dirs, has_storage) {
         builder
@@ -234,7 +519,26 @@ fn arti_config_from(
             .cache_dir(CfgPath::new_literal(&dirs.cache))
             .state_dir(CfgPath::new_literal(&dirs.state));
     }
-    builder.build().map_err(|e| err(e.to_string()))
+    let config = builder.build().map_err(|e| err(e.to_string()))?;
+    Ok((config, subnets))
+}
+
+/// The subnet prefixes arti's path rules treat as one family (arti's
+/// defaults, /16 and /32, unless the file's `[path_rules]` says otherwise),
+/// so a confirming probe avoids what arti itself would not put in one circuit.
+fn subnet_rules(table: &toml::Table) -> SubnetConfig {
+    let rules = table.get("path_rules").and_then(|v| v.as_table());
+    let prefix = |key: &str, default: u8| {
+        rules
+            .and_then(|r| r.get(key))
+            .and_then(|v| v.as_integer())
+            .and_then(|v| u8::try_from(v).ok())
+            .unwrap_or(default)
+    };
+    SubnetConfig::new(
+        prefix("ipv4_subnet_family_prefix", 16),
+        prefix("ipv6_subnet_family_prefix", 32),
+    )
 }
 
 /// RFC 1928 CONNECT to an IP through a SOCKS5 proxy, with random RFC 1929
