@@ -110,35 +110,10 @@ impl Checker {
             deadline,
             probeable,
         } = self.probe_all(domain, endpoints.clone()).await;
-        let now = self.clock.now();
-        let mut reports = Vec::with_capacity(endpoints.len());
         tally(&probed, &mut health);
-        let mut exit_counts: Vec<((bool, u16), Option<ExitCount>)> = Vec::new();
-        for ((endpoint, p), exit) in endpoints.iter().zip(&probed).zip(&exits) {
-            let mut report = judge_off_runtime(endpoint, p, now).await;
-            self.add_vantage(&mut report, exit.as_ref());
-            if report.verdict == EndpointVerdict::Mismatch && self.confirm_mismatch {
-                report = self
-                    .confirm(domain, endpoint, report, exit.clone(), now, deadline)
-                    .await;
-            }
-            if let (Some(ip), Probed::Observed(_) | Probed::Failed(_)) = (endpoint.address, p) {
-                let addr = SocketAddr::new(ip, endpoint.port);
-                let key = (addr.is_ipv6(), addr.port());
-                let count = match exit_counts.iter().find(|(k, _)| *k == key) {
-                    Some((_, c)) => *c,
-                    None => {
-                        let c = self.prober.exit_count(addr);
-                        exit_counts.push((key, c));
-                        c
-                    }
-                };
-                if let Some(note) = count.and_then(|c| c.few_note(addr)) {
-                    report.notes.push(note);
-                }
-            }
-            reports.push(report);
-        }
+        let reports = self
+            .judge_all(domain, &endpoints, &probed, &exits, deadline)
+            .await;
         let mut errors: Vec<String> = found.failures.iter().map(|f| f.to_string()).collect();
         if unanswered > 0 && resolver_works {
             errors.push(format!(
@@ -200,6 +175,47 @@ impl Checker {
         };
         tracing::info!(verdict = %report.verdict, endpoints = report.endpoints.len(), "checked");
         (report, health)
+    }
+
+    /// Judges every endpoint, confirms each mismatch through another exit,
+    /// and notes where few Tor exits allow a port.
+    async fn judge_all(
+        &self,
+        domain: &Domain,
+        endpoints: &[Endpoint],
+        probed: &[Probed],
+        exits: &[Option<ExitRelay>],
+        deadline: tokio::time::Instant,
+    ) -> Vec<EndpointReport> {
+        let now = self.clock.now();
+        let mut reports = Vec::with_capacity(endpoints.len());
+        let mut exit_counts: Vec<((bool, u16), Option<ExitCount>)> = Vec::new();
+        for ((endpoint, p), exit) in endpoints.iter().zip(probed).zip(exits) {
+            let mut report = judge_off_runtime(endpoint, p, now).await;
+            self.add_vantage(&mut report, exit.as_ref());
+            if report.verdict == EndpointVerdict::Mismatch && self.confirm_mismatch {
+                report = self
+                    .confirm(domain, endpoint, report, exit.clone(), now, deadline)
+                    .await;
+            }
+            if let (Some(ip), Probed::Observed(_) | Probed::Failed(_)) = (endpoint.address, p) {
+                let addr = SocketAddr::new(ip, endpoint.port);
+                let key = (addr.is_ipv6(), addr.port());
+                let count = match exit_counts.iter().find(|(k, _)| *k == key) {
+                    Some((_, c)) => *c,
+                    None => {
+                        let c = self.prober.exit_count(addr);
+                        exit_counts.push((key, c));
+                        c
+                    }
+                };
+                if let Some(note) = count.and_then(|c| c.few_note(addr)) {
+                    report.notes.push(note);
+                }
+            }
+            reports.push(report);
+        }
+        reports
     }
 
     /// Probes the chosen endpoints, all by the check's deadline.
@@ -342,7 +358,11 @@ impl Checker {
                 let why = match &second {
                     Probed::Observed(_) => format!(
                         "the second probe {how} got no key to judge ({})",
-                        again.notes.first().cloned().unwrap_or_else(|| again.verdict_word().into())
+                        again
+                            .notes
+                            .first()
+                            .cloned()
+                            .unwrap_or_else(|| again.verdict_word().into())
                     ),
                     _ => format!(
                         "the second probe failed ({})",
@@ -828,6 +848,139 @@ mod tests {
             alpn: None,
         });
         (endpoint, probed)
+    }
+
+    /// A key pair and its self-signed certificate (DER).
+    fn key_and_cert() -> (Vec<u8>, Vec<u8>) {
+        let key = rcgen::KeyPair::generate().unwrap();
+        let params = rcgen::CertificateParams::new(vec!["example.org".into()]).unwrap();
+        let der = params.self_signed(&key).unwrap().der().to_vec();
+        (der, key.serialize_der())
+    }
+
+    /// A direct-TLS server that presents, connection by connection, the
+    /// certificates in `script` (None: close at once), then refuses.
+    async fn scripted_tls_server(script: Vec<Option<(Vec<u8>, Vec<u8>)>>) -> SocketAddr {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            for step in script {
+                let Ok((sock, _)) = listener.accept().await else {
+                    return;
+                };
+                let Some((cert, key)) = step else {
+                    drop(sock);
+                    continue;
+                };
+                let config = rustls::ServerConfig::builder_with_provider(Arc::new(
+                    rustls::crypto::ring::default_provider(),
+                ))
+                .with_safe_default_protocol_versions()
+                .unwrap()
+                .with_no_client_auth()
+                .with_single_cert(
+                    vec![cert.into()],
+                    rustls_pki_types::PrivateKeyDer::Pkcs8(key.into()),
+                )
+                .unwrap();
+                let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+                tokio::spawn(async move {
+                    if let Ok(mut tls) = acceptor.accept(sock).await {
+                        let mut buf = [0u8; 16];
+                        let _ = tokio::io::AsyncReadExt::read(&mut tls, &mut buf).await;
+                    }
+                });
+            }
+            // The listener goes: later connections are refused.
+        });
+        addr
+    }
+
+    /// Probes one direct-TLS endpoint whose TLSA names `tlsa_key`, and
+    /// judges and confirms it as a check does.
+    async fn probe_and_confirm(addr: SocketAddr, tlsa_key: &[u8]) -> EndpointReport {
+        let prober = Prober::new(Connector::Direct, Duration::from_secs(10), None);
+        let c = checker(prober);
+        let mut e = endpoint(Service::XmppsClient, 0, addr);
+        e.tlsa = TlsaState::Present {
+            records: vec![dane::record_for(tlsa_key, 3, 1, 1).unwrap()],
+        };
+        let domain = Domain::parse("example.org").unwrap();
+        let endpoints = Arc::new(vec![e]);
+        let out = c.probe_all(&domain, endpoints.clone()).await;
+        let mut reports = c
+            .judge_all(&domain, &endpoints, &out.probed, &out.exits, out.deadline)
+            .await;
+        reports.pop().unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_mismatch_seen_twice_is_confirmed_with_both_vantages() {
+        let (published, _) = key_and_cert();
+        let attacker = key_and_cert();
+        let addr = scripted_tls_server(vec![Some(attacker.clone()), Some(attacker.clone())]).await;
+        let r = probe_and_confirm(addr, &published).await;
+        assert_eq!(r.verdict, EndpointVerdict::Mismatch);
+        assert_eq!(r.confirmed, Some(true));
+        assert_eq!(r.vantage.len(), 2, "{:?}", r.vantage);
+        let spki = hex::encode(dane::spki_sha256(&attacker.0).unwrap());
+        for v in &r.vantage {
+            assert_eq!(v.transport, "direct");
+            assert_eq!(v.exit, None, "direct has no exit");
+            assert_eq!(v.spki_sha256, spki);
+        }
+    }
+
+    #[tokio::test]
+    async fn a_mismatch_whose_second_probe_fails_stands_not_confirmed() {
+        let (published, _) = key_and_cert();
+        let attacker = key_and_cert();
+        // The interceptor shows its key once, then drops the confirming probe.
+        let addr = scripted_tls_server(vec![Some(attacker), None]).await;
+        let r = probe_and_confirm(addr, &published).await;
+        assert_eq!(r.verdict, EndpointVerdict::Mismatch, "still an alarm");
+        assert_eq!(r.confirmed, Some(false));
+        assert!(r.is_unconfirmed_mismatch());
+        assert_eq!(r.vantage.len(), 1);
+        assert!(
+            r.notes
+                .iter()
+                .any(|n| n.starts_with("not confirmed: the second probe failed")),
+            "{:?}",
+            r.notes
+        );
+        let report = Report {
+            domain: "example.org".into(),
+            checked_at: String::new(),
+            verdict: Report::overall(std::slice::from_ref(&r), false, false),
+            endpoints: vec![r],
+            records_to_add: vec![],
+            advice: vec![],
+            transport: "tor".into(),
+            errors: vec![],
+            bogus_rrsets: vec![],
+        };
+        assert_eq!(report.verdict.exit_code(), 1);
+        assert!(
+            report.summary().contains("1 of them not confirmed"),
+            "{}",
+            report.summary()
+        );
+        assert!(report.to_text().contains("NOT CONFIRMED"));
+        let json = serde_json::to_value(&report).unwrap();
+        assert_eq!(json["endpoints"][0]["confirmed"], false);
+    }
+
+    #[tokio::test]
+    async fn a_mismatch_not_seen_again_gives_way_to_the_match() {
+        let good = key_and_cert();
+        let attacker = key_and_cert();
+        let addr = scripted_tls_server(vec![Some(attacker), Some(good.clone())]).await;
+        let r = probe_and_confirm(addr, &good.0).await;
+        assert_eq!(r.verdict, EndpointVerdict::Match);
+        assert_eq!(r.confirmed, None);
+        assert_eq!(r.vantage.len(), 2, "both probes are listed");
+        assert_ne!(r.vantage[0].spki_sha256, r.vantage[1].spki_sha256);
     }
 
     #[tokio::test]

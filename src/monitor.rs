@@ -206,8 +206,9 @@ fn monitored_with_age(engine: &Engine) -> Result<Vec<(String, Option<Duration>)>
 }
 
 /// One scheduled check: state transition, alert into the outbox atomically.
-pub async fn check_domain(engine: &Engine, domain: &str) -> Next {
-    check_domain_gated(engine, domain, None, 0).await
+/// (The schedule's answer, [`Next`], is dropped: see [`check_domain_gated`].)
+pub async fn check_domain(engine: &Engine, domain: &str) {
+    check_domain_gated(engine, domain, None, 0).await;
 }
 
 /// One scheduled check whose probes give `gate`'s permit back while they

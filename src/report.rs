@@ -305,13 +305,18 @@ impl Report {
                     Some(exit) => format!("{} exit {exit}", v.transport),
                     None => v.transport.clone(),
                 };
-                out.push_str(&format!("  seen via  {through}: SPKI sha256 {}\n", v.spki_sha256));
+                out.push_str(&format!(
+                    "  seen via  {through}: SPKI sha256 {}\n",
+                    v.spki_sha256
+                ));
             }
             match (e.verdict, e.confirmed) {
                 (EndpointVerdict::Mismatch, Some(true)) => {
                     out.push_str("  confirmed by a second probe\n")
                 }
-                (EndpointVerdict::Mismatch, Some(false)) => out.push_str("  NOT CONFIRMED: the second probe could not be made\n"),
+                (EndpointVerdict::Mismatch, Some(false)) => {
+                    out.push_str("  NOT CONFIRMED: the second probe could not be made\n")
+                }
                 _ => {}
             }
             if let Some(err) = &e.error {

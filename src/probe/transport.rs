@@ -114,7 +114,14 @@ impl ExitTries {
     pub fn failure(&self, addr: SocketAddr, exits: Option<ExitCount>) -> ConnectFailure {
         let family = family_name(addr);
         let count = exits
-            .map(|c| format!("; {} of {} exits in the directory allow {family} to port {}", c.allowing, c.exits, addr.port()))
+            .map(|c| {
+                format!(
+                    "; {} of {} exits in the directory allow {family} to port {}",
+                    c.allowing,
+                    c.exits,
+                    addr.port()
+                )
+            })
             .unwrap_or_default();
         if self.avoided == 0 {
             ConnectFailure::ExitRefused(format!(
@@ -179,9 +186,13 @@ pub fn exit_acceptable(
 ) -> bool {
     match exit {
         None => avoid.is_empty(),
-        Some(exit) => avoid
-            .iter()
-            .all(|a| a.rsa != exit.rsa && a.ed25519.as_ref().is_none_or(|e| Some(e) != exit.ed25519.as_ref()) && !related(a, exit)),
+        Some(exit) => avoid.iter().all(|a| {
+            a.rsa != exit.rsa
+                && a.ed25519
+                    .as_ref()
+                    .is_none_or(|e| Some(e) != exit.ed25519.as_ref())
+                && !related(a, exit)
+        }),
     }
 }
 
@@ -345,8 +356,8 @@ impl Tor {
         avoid: &[ExitRelay],
     ) -> Result<Connected, ConnectFailure> {
         // The address came from our own validated DNS: that is the point.
-        let target =
-            TorAddr::dangerously_from(addr).map_err(|e| ConnectFailure::Transport(e.to_string()))?;
+        let target = TorAddr::dangerously_from(addr)
+            .map_err(|e| ConnectFailure::Transport(e.to_string()))?;
         let mut tries = ExitTries::default();
         while tries.may_retry() {
             let mut prefs = StreamPrefs::new();
@@ -511,7 +522,11 @@ fn arti_config_from(
                 toml::from_str(&text).map_err(|e| err(e.to_string()))?;
             (builder, has_storage, subnets)
         }
-        None => (TorClientConfigBuilder::default(), false, subnet_rules(&toml::Table::new())),
+        None => (
+            TorClientConfigBuilder::default(),
+            false,
+            subnet_rules(&toml::Table::new()),
+        ),
     };
     if let (Some(dirs), false) = (dirs, has_storage) {
         builder
@@ -713,6 +728,173 @@ mod tests {
             .await
             .unwrap_err();
         assert!(!err.is_remote(), "{err}");
+    }
+
+    fn relay(rsa: char, ed: Option<&str>) -> ExitRelay {
+        ExitRelay {
+            rsa: rsa.to_string().repeat(40),
+            ed25519: ed.map(str::to_owned),
+        }
+    }
+
+    #[test]
+    fn arti_error_kinds_say_whose_fault_and_whether_to_try_another_exit() {
+        use ErrorKind as K;
+        // An exit's policy refusal is tried again elsewhere, never the server's fault.
+        assert_eq!(
+            classify_kind(K::ExitPolicyRejected, "x"),
+            Attempt::ExitRefused
+        );
+        for kind in [K::NoExit, K::NoPath] {
+            assert!(
+                matches!(classify_kind(kind, "x"), Attempt::NoExit(_)),
+                "{kind:?}"
+            );
+        }
+        let remote = [
+            K::RemoteConnectionRefused,
+            K::RemoteNetworkFailed,
+            K::RemoteNetworkTimeout,
+            K::ExitTimeout,
+            K::RemoteStreamReset,
+        ];
+        for kind in remote {
+            match classify_kind(kind, "x") {
+                Attempt::Failed(f) => assert!(f.is_remote(), "{kind:?}: {f}"),
+                other => panic!("{kind:?}: {other:?}"),
+            }
+        }
+        for kind in [
+            K::TorNetworkTimeout,
+            K::CircuitCollapse,
+            K::BootstrapRequired,
+        ] {
+            match classify_kind(kind, "x") {
+                Attempt::Failed(f) => assert!(f.is_ours(), "{kind:?}: {f}"),
+                other => panic!("{kind:?}: {other:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn exit_tries_are_bounded_and_end_as_the_exits_refusal_or_no_other_exit() {
+        let addr: SocketAddr = "[2001:db8::1]:5269".parse().unwrap();
+        let mut tries = ExitTries::default();
+        let mut n = 0;
+        while tries.may_retry() {
+            tries.refused += 1;
+            n += 1;
+        }
+        assert_eq!(n, EXIT_TRIES);
+        let refused = tries.failure(
+            addr,
+            Some(ExitCount {
+                allowing: 2,
+                exits: 9,
+            }),
+        );
+        assert!(matches!(refused, ConnectFailure::ExitRefused(_)));
+        // Neither the server's fault nor our Tor failing.
+        assert!(!refused.is_ours());
+        let text = refused.to_string();
+        assert!(
+            text.starts_with("no Tor exit would carry a connection to [2001:db8::1]:5269: refused by the exit policy"),
+            "{text}"
+        );
+        assert!(
+            text.contains("2 of 9 exits in the directory allow IPv6 to port 5269"),
+            "{text}"
+        );
+        // Only exits to avoid came up: the confirming probe cannot be made.
+        let avoided = ExitTries {
+            refused: 1,
+            avoided: EXIT_TRIES - 1,
+        };
+        assert!(!avoided.may_retry());
+        let f = avoided.failure(addr, None);
+        assert!(matches!(f, ConnectFailure::NoOtherExit(_)), "{f}");
+        assert!(f.to_string().starts_with("no other Tor exit"), "{f}");
+    }
+
+    #[test]
+    fn an_exit_to_avoid_is_neither_the_same_relay_nor_of_its_family() {
+        let a = relay('a', Some("edA"));
+        let b = relay('b', Some("edB"));
+        let (c_same_ed, c_no_ed) = (relay('c', Some("edA")), relay('c', None));
+        let unrelated = |_: &ExitRelay, _: &ExitRelay| false;
+        let table: Vec<(Option<&ExitRelay>, Vec<ExitRelay>, bool)> = vec![
+            (Some(&a), vec![], true),
+            (Some(&b), vec![a.clone()], true),
+            (Some(&a), vec![a.clone()], false),
+            (Some(&a), vec![b.clone(), a.clone()], false),
+            // The same Ed25519 identity under another RSA key is the same relay.
+            (Some(&c_same_ed), vec![a.clone()], false),
+            (Some(&c_no_ed), vec![a.clone()], true),
+            // An exit that cannot be named cannot be shown to differ.
+            (None, vec![], true),
+            (None, vec![a.clone()], false),
+        ];
+        for (exit, avoid, want) in table {
+            assert_eq!(
+                exit_acceptable(exit, &avoid, unrelated),
+                want,
+                "{exit:?} / {avoid:?}"
+            );
+        }
+        // A relay of the same family (or subnet) counts as the same.
+        assert!(!exit_acceptable(
+            Some(&b),
+            std::slice::from_ref(&a),
+            |_, _| true
+        ));
+    }
+
+    #[test]
+    fn few_exits_for_a_port_are_told() {
+        let s2s: SocketAddr = "192.0.2.1:5269".parse().unwrap();
+        let few = ExitCount {
+            allowing: 300,
+            exits: 1200,
+        }
+        .few_note(s2s)
+        .unwrap();
+        assert!(
+            few.starts_with("only 300 of 1200 Tor exits allow IPv4 connections to port 5269"),
+            "{few}"
+        );
+        assert!(few.contains("reduced exit policy"), "{few}");
+        let c2s: SocketAddr = "[2001:db8::1]:5222".parse().unwrap();
+        let many = ExitCount {
+            allowing: 900,
+            exits: 1200,
+        };
+        assert_eq!(many.few_note(c2s), None);
+        let none = ExitCount {
+            allowing: 0,
+            exits: 0,
+        };
+        assert_eq!(none.few_note(c2s), None);
+        let v6 = ExitCount {
+            allowing: 1,
+            exits: 10,
+        }
+        .few_note(c2s)
+        .unwrap();
+        assert!(v6.contains("IPv6 connections to port 5222"), "{v6}");
+        assert!(!v6.contains("reduced exit policy"), "{v6}");
+    }
+
+    #[test]
+    fn subnet_family_rules_follow_the_arti_file() {
+        let a: std::net::IpAddr = "127.0.0.1".parse().unwrap();
+        let b: std::net::IpAddr = "127.0.0.2".parse().unwrap();
+        let defaults = subnet_rules(&toml::Table::new());
+        assert!(defaults.addrs_in_same_subnet(&a, &b), "arti's /16 default");
+        let lab: toml::Table = toml::from_str(
+            "[path_rules]\nipv4_subnet_family_prefix = 33\nipv6_subnet_family_prefix = 129\n",
+        )
+        .unwrap();
+        assert!(!subnet_rules(&lab).addrs_in_same_subnet(&a, &b));
     }
 
     #[test]

@@ -3,8 +3,8 @@
 # 5 relays (3 of them exits) and 1 plain tor client with a SOCKS port, all
 # Debian `tor` on 127.0.0.1. Nothing here ever names a public Tor address,
 # and `start` refuses to run unless this process is in a network namespace
-# whose only interface is lo (the exits accept *:*; the namespace is what
-# keeps them on loopback). Run it as e.g.
+# whose only interface is lo (the exits accept *:*, IPv4 and IPv6, and exit
+# to 127.0.0.0/8 and ::1; the namespace is what keeps them on loopback). Run it as e.g.
 #   unshare --net -- bash -c 'ip link set lo up && exec bash tornet.sh start DIR'
 #
 #   tornet.sh start DIR   wipe DIR, write keys and configs, start every tor,
@@ -148,6 +148,11 @@ lo_addrs=$(ip -o addr show dev lo 2>/dev/null || true)
 case $lo_addrs in
     *127.0.0.1/*) ;;
     *) die "lo is down or has no 127.0.0.1 here; run 'ip link set lo up' in the namespace first" ;;
+esac
+# The exits bind their IPv6 streams to ::1 (IPv6 may be off in the namespace).
+case $lo_addrs in
+    *::1/128*) ;;
+    *) die "lo has no ::1 here (IPv6 disabled?); the exits need it to exit to IPv6" ;;
 esac
 
 for t in tor tor-gencert flock; do
@@ -327,9 +332,12 @@ EOF
                 if is_exit "$name"; then
                     cat <<EOF
 ExitRelay 1
+IPv6Exit 1
+OutboundBindAddress [::1]
 ExitPolicyRejectPrivate 0
 ExitPolicyRejectLocalInterfaces 0
 ExitPolicy accept 127.0.0.0/8:*
+ExitPolicy accept6 [::1]:*
 ExitPolicy accept *:*
 EOF
                 else
@@ -337,7 +345,7 @@ EOF
                 fi
                 ;;
             c1)
-                echo "SocksPort 127.0.0.1:$SOCKS_PORT"
+                echo "SocksPort 127.0.0.1:$SOCKS_PORT IPv6Traffic"
                 echo "ControlPort 127.0.0.1:$CONTROL_PORT"
                 echo "CookieAuthentication 1"
                 # fetch each new consensus as soon as it is out, like a
