@@ -305,6 +305,7 @@ fn hold_back(report: &crate::report::Report, held: u32) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::report::{EndpointReport, EndpointVerdict, Report};
 
     const H: Duration = Duration::from_secs(3600);
     const J: Duration = Duration::from_secs(600);
@@ -345,6 +346,94 @@ mod tests {
         assert_eq!(at_once + s.take_due(Instant::now()).len(), 200);
         s.sync(&[], Instant::now());
         assert!(s.next_due().is_none());
+    }
+
+    fn report(endpoints: &[(EndpointVerdict, Option<bool>)]) -> Report {
+        let endpoints: Vec<EndpointReport> = endpoints
+            .iter()
+            .map(|(verdict, confirmed)| EndpointReport {
+                service: "xmpp-client".into(),
+                host: "xmpp.example.org".into(),
+                port: 5222,
+                address: None,
+                tls: "starttls".into(),
+                verdict: *verdict,
+                tlsa: vec![],
+                spki_sha256: None,
+                cert_sha256: None,
+                matched: None,
+                error: None,
+                tlsa_name: "_5222._tcp.xmpp.example.org".into(),
+                tls_version: None,
+                cipher: None,
+                notes: vec![],
+                vantage: vec![],
+                confirmed: *confirmed,
+            })
+            .collect();
+        Report {
+            domain: "example.org".into(),
+            checked_at: String::new(),
+            verdict: Report::overall(&endpoints, false, false),
+            endpoints,
+            records_to_add: vec![],
+            advice: vec![],
+            transport: "tor".into(),
+            errors: vec![],
+            bogus_rrsets: vec![],
+        }
+    }
+
+    #[test]
+    fn only_an_unconfirmed_mismatch_alone_is_held_back_and_not_for_ever() {
+        use EndpointVerdict as E;
+        let unconfirmed = (E::Mismatch, Some(false));
+        let confirmed = (E::Mismatch, Some(true));
+        type Endpoints = Vec<(E, Option<bool>)>;
+        let table: Vec<(Endpoints, u32, bool)> = vec![
+            (vec![unconfirmed, (E::Match, None)], 0, true),
+            (vec![unconfirmed], MAX_RECHECKS - 1, true),
+            // After MAX_RECHECKS in a row it goes ahead ("not confirmed"):
+            // an interceptor that also drops every second probe is still reported.
+            (vec![unconfirmed], MAX_RECHECKS, false),
+            (vec![confirmed], 0, false),
+            // Another alarm needs no confirmation: no delay for it.
+            (vec![unconfirmed, confirmed], 0, false),
+            (vec![unconfirmed, (E::StarttlsMissing, None)], 0, false),
+            (vec![(E::Match, None)], 0, false),
+            (vec![(E::Unreachable, None)], 0, false),
+        ];
+        for (eps, held, want) in table {
+            assert_eq!(hold_back(&report(&eps), held), want, "{eps:?} held {held}");
+        }
+        let mut bogus = report(&[unconfirmed]);
+        bogus.bogus_rrsets.push("the SRV RRset failed".into());
+        assert!(!hold_back(&bogus, 0));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_unconfirmed_mismatch_is_checked_again_within_minutes() {
+        let mut s = Schedule::new(H, Duration::ZERO);
+        let mut rechecks = HashMap::new();
+        let t0 = Instant::now();
+        s.sync(&[("a.org".into(), None)], t0);
+        assert_eq!(s.take_due(t0), vec!["a.org"]);
+        reschedule(&mut s, &mut rechecks, "a.org", Next::Soon, t0);
+        assert_eq!(s.next_due(), Some(t0 + RECHECK_SOON));
+        assert!(RECHECK_SOON <= Duration::from_secs(300));
+        assert_eq!(rechecks["a.org"], 1);
+        tokio::time::advance(RECHECK_SOON).await;
+        let t1 = Instant::now();
+        assert_eq!(s.take_due(t1), vec!["a.org"]);
+        reschedule(&mut s, &mut rechecks, "a.org", Next::Soon, t1);
+        assert_eq!(rechecks["a.org"], 2);
+        // Settled (confirmed, or gone): back to the interval, count reset.
+        tokio::time::advance(RECHECK_SOON).await;
+        let t2 = Instant::now();
+        assert_eq!(s.take_due(t2), vec!["a.org"]);
+        reschedule(&mut s, &mut rechecks, "a.org", Next::Interval, t2);
+        assert!(!rechecks.contains_key("a.org"));
+        assert_eq!(s.next_due(), Some(t2 + H));
     }
 
     #[tokio::test(start_paused = true)]
