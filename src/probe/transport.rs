@@ -91,7 +91,7 @@ pub struct Connected {
 /// How many streams (each over a fresh circuit) one Tor connection may try
 /// to get one through an acceptable exit: an exit that refuses by its policy,
 /// or one that must be avoided, costs one try.
-pub const EXIT_TRIES: u32 = 5;
+pub const EXIT_TRIES: u32 = 8;
 
 /// What the tries of one Tor connection came to, when none gave a stream.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
