@@ -17,6 +17,8 @@ use std::time::Duration;
 
 /// The port of sixmitm.test's xmpps-client endpoint (A 127.0.0.1, AAAA ::1).
 const SIXMITM: u16 = 15996;
+/// The port of sixmitm.test's xmpp-server endpoint, which every exit refuses.
+const EXITREFUSED: u16 = 15995;
 
 /// Relays every connection to `listen` on to `to` (e.g. [::1] to 127.0.0.1),
 /// so one real server answers on both address families.
@@ -151,6 +153,8 @@ fn checks_over_our_own_tor_network() {
         ("TLS_CERT", good.cert.display().to_string()),
         ("TLS_KEY", good.key.display().to_string()),
         ("SIXMITM_PORT", SIXMITM.to_string()),
+        ("EXITREFUSED_PORT", EXITREFUSED.to_string()),
+        ("TORNET_REJECT_PORT", EXITREFUSED.to_string()),
         ("EXTRA_HOSTS", format!("{HOSTS} sixmitm.test")),
         ("TORNET_PORT_BASE", "17000".into()),
         (
@@ -230,7 +234,14 @@ fn checks_over_our_own_tor_network() {
             ("nostarttls.test", 1, "mismatch"),
             ("down.test", 3, "unreachable"),
         ] {
-            let (got, json) = check_json(global, domain, &[]);
+            // tor's SOCKS port keeps retrying a port every exit refuses until
+            // the probe times out: its s2s endpoint is only checked over arti.
+            let only_client: &[&str] = if name == "socks5" && domain == "sixmitm.test" {
+                &["--service", "client"]
+            } else {
+                &[]
+            };
+            let (got, json) = check_json(global, domain, only_client);
             if got != code || json["verdict"] != verdict {
                 failures.push(format!(
                     "{name} {domain}: want {verdict}/{code}, got {}/{got}: {json:#}",
@@ -268,6 +279,26 @@ fn checks_over_our_own_tor_network() {
                         "{name}: {json:#}"
                     );
                     assert_confirmed_elsewhere(name, endpoint(&json, "xmpps-client", "::1"));
+                    // Every exit refuses this port by its policy: the
+                    // exits' refusal, not the server's and not our Tor's.
+                    let s2s = if name == "tor" {
+                        &["127.0.0.1", "::1"][..]
+                    } else {
+                        &[]
+                    };
+                    for a in s2s {
+                        let e = endpoint(&json, "xmpp-server", a);
+                        assert_eq!(e["verdict"], "unreachable", "{name}: {e:#}");
+                        let error = e["error"].as_str().unwrap_or_default();
+                        assert!(
+                            error.starts_with("no Tor exit would carry"),
+                            "{name}: {e:#}"
+                        );
+                        assert!(
+                            error.contains("refused by the exit policy"),
+                            "{name}: {e:#}"
+                        );
+                    }
                 }
                 "wrong.test" => {
                     for s in ["xmpp-client", "xmpps-client", "xmpp-server", "xmpps-server"] {

@@ -284,7 +284,16 @@ impl Prober {
                 Ok(obs) => return Ok(obs),
                 Err(e) => {
                     tracing::debug!(addr = %target.addr, attempt, error = %e, "probe failed");
+                    // Several exits already refused it: a second round
+                    // would only ask them again.
+                    let refused = matches!(
+                        e,
+                        ProbeError::Connect(transport::ConnectFailure::ExitRefused(_))
+                    );
                     last = Some(e);
+                    if refused {
+                        break;
+                    }
                 }
             }
         }

@@ -116,7 +116,7 @@ impl ExitTries {
         let count = exits
             .map(|c| {
                 format!(
-                    "; {} of {} exits in the directory allow {family} to port {}",
+                    "; the directory lists {} of {} exits as allowing {family} to port {}",
                     c.allowing,
                     c.exits,
                     addr.port()
@@ -125,12 +125,12 @@ impl ExitTries {
             .unwrap_or_default();
         if self.avoided == 0 {
             ConnectFailure::ExitRefused(format!(
-                "no Tor exit would carry a connection to {addr}: refused by the exit policy ({} exits tried{count})",
+                "no Tor exit would carry a connection to {addr}: refused by the exit policy ({} circuits tried{count})",
                 self.refused
             ))
         } else {
             ConnectFailure::NoOtherExit(format!(
-                "no other Tor exit would carry a connection to {addr}: {} circuit(s) came out at an exit to avoid, {} exit(s) refused by their policy{count}",
+                "no other Tor exit would carry a connection to {addr}: {} circuit(s) came out at an exit to avoid, {} at an exit that refused by its policy{count}",
                 self.avoided, self.refused
             ))
         }
@@ -654,7 +654,11 @@ fn socks_reply(code: u8) -> ConnectFailure {
         4 => ConnectFailure::Remote("host unreachable (seen by the proxy)".into()),
         5 => ConnectFailure::Remote("connection refused (seen by the proxy)".into()),
         6 => ConnectFailure::Remote("connection timed out (seen by the proxy)".into()),
-        2 => ConnectFailure::Transport("the proxy's exit policy forbids this connection".into()),
+        // tor answers END_REASON_EXITPOLICY with "not allowed by ruleset".
+        2 => ConnectFailure::ExitRefused(
+            "no Tor exit would carry this connection: refused by the exit policy (seen by the proxy)"
+                .into(),
+        ),
         other => ConnectFailure::Transport(format!("socks5 proxy failure (reply code {other})")),
     }
 }
@@ -717,6 +721,13 @@ mod tests {
             .await
             .unwrap_err();
         assert!(!err.is_remote(), "{err}");
+        // "Not allowed by ruleset": tor's answer to an exit policy refusal.
+        let (proxy, _task) = fake_proxy(2).await;
+        let err = socks5_connect(proxy, "127.0.0.1:1".parse().unwrap())
+            .await
+            .unwrap_err();
+        assert!(matches!(err, ConnectFailure::ExitRefused(_)), "{err}");
+        assert!(!err.is_ours(), "{err}");
     }
 
     #[tokio::test]
@@ -802,7 +813,9 @@ mod tests {
             "{text}"
         );
         assert!(
-            text.contains("2 of 9 exits in the directory allow IPv6 to port 5269"),
+            text.contains(&format!(
+                "({EXIT_TRIES} circuits tried; the directory lists 2 of 9 exits as allowing IPv6 to port 5269)"
+            )),
             "{text}"
         );
         // Only exits to avoid came up: the confirming probe cannot be made.

@@ -28,6 +28,10 @@
 #                           (__OwningControllerProcess; tor polls it about
 #                           every 15 s). Default: this script's parent.
 #   TORNET_TIMEOUT=90       seconds to wait for a usable network.
+#   TORNET_REJECT_PORT=     a port every exit refuses on 127.0.0.1 and ::1
+#                           (but allows elsewhere, so the policy summaries in
+#                           the directory still list it): streams there end
+#                           with END_REASON_EXITPOLICY. Empty: none.
 #   TORNET_EXIT_NAMESERVER=127.0.0.1  the (loopback) nameserver the exits
 #                           resolve hostnames with, port 53.
 #
@@ -65,6 +69,7 @@ TIMEOUT=${TORNET_TIMEOUT:-90}
 OWNER=${TORNET_OWNER_PID:-$PPID}
 EXIT_NS=${TORNET_EXIT_NAMESERVER:-127.0.0.1}
 KEYCACHE=${TORNET_KEYCACHE:-}
+REJECT_PORT=${TORNET_REJECT_PORT:-}
 
 AUTHS="a1 a2 a3"
 RELAYS="r1 r2 r3 r4 r5"
@@ -163,6 +168,9 @@ case $BASE in '' | *[!0-9]*) die "TORNET_PORT_BASE must be a number" ;; esac
 case $OWNER in '' | *[!0-9]*) die "TORNET_OWNER_PID must be a pid" ;; esac
 kill -0 "$OWNER" 2>/dev/null || die "owner process $OWNER is not running"
 case $EXIT_NS in 127.*) ;; *) die "TORNET_EXIT_NAMESERVER must be a 127.0.0.0/8 address" ;; esac
+case $REJECT_PORT in '' | [1-9] | [1-9][0-9] | [1-9][0-9][0-9] | [1-9][0-9][0-9][0-9] | [1-9][0-9][0-9][0-9][0-9]) ;;
+    *) die "TORNET_REJECT_PORT must be a port number" ;;
+esac
 
 # ---------------------------------------------------------------- fresh DIR
 
@@ -330,6 +338,10 @@ EOF
             r?)
                 relay_torrc "$name"
                 if is_exit "$name"; then
+                    if [ -n "$REJECT_PORT" ]; then
+                        echo "ExitPolicy reject 127.0.0.1:$REJECT_PORT"
+                        echo "ExitPolicy reject6 [::1]:$REJECT_PORT"
+                    fi
                     cat <<EOF
 ExitRelay 1
 IPv6Exit 1
