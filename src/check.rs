@@ -211,6 +211,15 @@ impl Checker {
                 };
                 if let Some(note) = count.and_then(|c| c.few_note(addr)) {
                     report.notes.push(note);
+                } else if count.is_none()
+                    && self.prober.transport() == "socks5"
+                    && addr.port() == 5269
+                    && matches!(p, Probed::Failed(_))
+                {
+                    // The proxy shows no directory: say what is known of 5269.
+                    report.notes.push(
+                        "many Tor exits do not allow port 5269 (Tor's reduced exit policy allows 5222-5223 but not 5269), so over Tor this may be the exits' policy rather than the server".into(),
+                    );
                 }
             }
             reports.push(report);
