@@ -241,7 +241,10 @@ fn checks_over_our_own_tor_network() {
             } else {
                 &[]
             };
+            let started = std::time::Instant::now();
             let (got, json) = check_json(global, domain, only_client);
+            // A figure for the log, not an assertion.
+            println!("{name} {domain}: {got} in {:.1?}", started.elapsed());
             if got != code || json["verdict"] != verdict {
                 failures.push(format!(
                     "{name} {domain}: want {verdict}/{code}, got {}/{got}: {json:#}",
