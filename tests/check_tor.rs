@@ -155,6 +155,9 @@ fn checks_over_our_own_tor_network() {
         ("SIXMITM_PORT", SIXMITM.to_string()),
         ("EXITREFUSED_PORT", EXITREFUSED.to_string()),
         ("TORNET_REJECT_PORT", EXITREFUSED.to_string()),
+        // One exit refuses good.test's c2s port on ::1: a probe that meets
+        // it must be tried again through another exit.
+        ("TORNET_R1_REJECT6_PORT", C2S.to_string()),
         ("EXTRA_HOSTS", format!("{HOSTS} sixmitm.test")),
         ("TORNET_PORT_BASE", "17000".into()),
         (
@@ -198,6 +201,14 @@ fn checks_over_our_own_tor_network() {
         ),
     )
     .unwrap();
+    // r1's RSA fingerprint, from the lab's node list.
+    let r1 = std::fs::read_to_string(tor.dir.join("nodes"))
+        .unwrap()
+        .lines()
+        .find(|l| l.starts_with("r1 "))
+        .and_then(|l| l.split_whitespace().nth(3))
+        .expect("r1 in the node list")
+        .to_owned();
     let socks = std::fs::read_to_string(tor.dir.join("socks5"))
         .unwrap()
         .trim()
@@ -271,6 +282,10 @@ fn checks_over_our_own_tor_network() {
                         let e = endpoint(&json, "xmpp-client", "::1");
                         let exit = e["vantage"][0]["exit"].as_str().unwrap_or_default();
                         assert_eq!(exit.len(), 40, "the exit of the ::1 probe: {e:#}");
+                        assert!(
+                            !exit.eq_ignore_ascii_case(&r1),
+                            "r1 refuses [::1]:{C2S}, yet carried it: {e:#}"
+                        );
                     }
                 }
                 // The interceptor on the IPv6 address alone is seen, next to

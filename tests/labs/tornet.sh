@@ -32,6 +32,9 @@
 #                           (but allows elsewhere, so the policy summaries in
 #                           the directory still list it): streams there end
 #                           with END_REASON_EXITPOLICY. Empty: none.
+#   TORNET_R1_REJECT6_PORT= a port the first exit (r1) alone refuses on ::1
+#                           (the others carry it): a stream there through r1
+#                           ends with END_REASON_EXITPOLICY. Empty: none.
 #   TORNET_EXIT_NAMESERVER=127.0.0.1  the (loopback) nameserver the exits
 #                           resolve hostnames with, port 53.
 #
@@ -70,6 +73,7 @@ OWNER=${TORNET_OWNER_PID:-$PPID}
 EXIT_NS=${TORNET_EXIT_NAMESERVER:-127.0.0.1}
 KEYCACHE=${TORNET_KEYCACHE:-}
 REJECT_PORT=${TORNET_REJECT_PORT:-}
+R1_REJECT6_PORT=${TORNET_R1_REJECT6_PORT:-}
 
 AUTHS="a1 a2 a3"
 RELAYS="r1 r2 r3 r4 r5"
@@ -168,9 +172,11 @@ case $BASE in '' | *[!0-9]*) die "TORNET_PORT_BASE must be a number" ;; esac
 case $OWNER in '' | *[!0-9]*) die "TORNET_OWNER_PID must be a pid" ;; esac
 kill -0 "$OWNER" 2>/dev/null || die "owner process $OWNER is not running"
 case $EXIT_NS in 127.*) ;; *) die "TORNET_EXIT_NAMESERVER must be a 127.0.0.0/8 address" ;; esac
-case $REJECT_PORT in '' | [1-9] | [1-9][0-9] | [1-9][0-9][0-9] | [1-9][0-9][0-9][0-9] | [1-9][0-9][0-9][0-9][0-9]) ;;
-    *) die "TORNET_REJECT_PORT must be a port number" ;;
-esac
+for p in "$REJECT_PORT" "$R1_REJECT6_PORT"; do
+    case $p in '' | [1-9] | [1-9][0-9] | [1-9][0-9][0-9] | [1-9][0-9][0-9][0-9] | [1-9][0-9][0-9][0-9][0-9]) ;;
+        *) die "TORNET_REJECT_PORT and TORNET_R1_REJECT6_PORT must be port numbers" ;;
+    esac
+done
 
 # ---------------------------------------------------------------- fresh DIR
 
@@ -338,6 +344,9 @@ EOF
             r?)
                 relay_torrc "$name"
                 if is_exit "$name"; then
+                    if [ -n "$R1_REJECT6_PORT" ] && [ "$name" = r1 ]; then
+                        echo "ExitPolicy reject6 [::1]:$R1_REJECT6_PORT"
+                    fi
                     if [ -n "$REJECT_PORT" ]; then
                         echo "ExitPolicy reject 127.0.0.1:$REJECT_PORT"
                         echo "ExitPolicy reject6 [::1]:$REJECT_PORT"
