@@ -445,6 +445,34 @@ mod tests {
     }
 
     #[test]
+    fn vantage_names_the_exit_only_when_there_is_one() {
+        let mut e = ep(EndpointVerdict::Mismatch);
+        e.confirmed = Some(true);
+        e.vantage = vec![
+            Vantage {
+                transport: "tor".into(),
+                exit: Some("ab".repeat(20)),
+                spki_sha256: "01".repeat(32),
+            },
+            Vantage {
+                transport: "socks5".into(),
+                exit: None,
+                spki_sha256: "01".repeat(32),
+            },
+        ];
+        let v = serde_json::to_value(&e).unwrap();
+        assert_eq!(v["confirmed"], true);
+        assert_eq!(v["vantage"][0]["transport"], "tor");
+        assert_eq!(v["vantage"][0]["exit"], "ab".repeat(20));
+        assert!(v["vantage"][1].get("exit").is_none());
+        let back: EndpointReport = serde_json::from_value(v).unwrap();
+        assert_eq!(back, e);
+        // Not a mismatch, nothing probed twice: neither field appears.
+        let plain = serde_json::to_value(ep(EndpointVerdict::Match)).unwrap();
+        assert!(plain.get("vantage").is_none() && plain.get("confirmed").is_none());
+    }
+
+    #[test]
     fn json_uses_contract_names() {
         let mut e = ep(EndpointVerdict::StarttlsMissing);
         e.error = Some("connection refused".into());
