@@ -20,7 +20,8 @@ use crate::store::StoreError;
 pub const MONITOR_CONCURRENCY: usize = 16;
 /// The longest the monitor sleeps before looking at the store again.
 const IDLE: Duration = Duration::from_secs(60);
-/// How soon a domain with an unconfirmed mismatch is checked again.
+/// How soon a domain with an unconfirmed mismatch is checked again (or at
+/// its interval, when that is sooner).
 pub const RECHECK_SOON: Duration = Duration::from_secs(120);
 /// How many checks in a row may hold back an unconfirmed mismatch: after
 /// that it is taken as it is (an alert that says "not confirmed"), so an
@@ -32,7 +33,8 @@ pub const MAX_RECHECKS: u32 = 3;
 pub enum Next {
     /// At the next interval.
     Interval,
-    /// Within minutes ([`RECHECK_SOON`]): a mismatch could not be confirmed.
+    /// Within minutes ([`RECHECK_SOON`], or the interval if shorter): a
+    /// mismatch could not be confirmed.
     Soon,
 }
 
@@ -105,10 +107,12 @@ impl Schedule {
         self.due.insert(domain.to_owned(), at);
     }
 
-    /// A check finished and wants the domain again after `delay` (not the interval).
+    /// A check finished and wants the domain again after `delay` (not the
+    /// interval), but never later than the interval would have.
     pub fn done_in(&mut self, domain: &str, now: Instant, delay: Duration) {
         self.running.remove(domain);
-        self.due.insert(domain.to_owned(), now + delay);
+        self.due
+            .insert(domain.to_owned(), now + delay.min(self.interval));
     }
 
     /// When the next domain is due.
@@ -434,6 +438,13 @@ mod tests {
         reschedule(&mut s, &mut rechecks, "a.org", Next::Interval, t2);
         assert!(!rechecks.contains_key("a.org"));
         assert_eq!(s.next_due(), Some(t2 + H));
+        // A monitor that checks more often than that re-checks at its interval.
+        let short = Duration::from_secs(2);
+        let mut s = Schedule::new(short, Duration::ZERO);
+        s.sync(&[("b.org".into(), None)], t2);
+        assert_eq!(s.take_due(t2), vec!["b.org"]);
+        reschedule(&mut s, &mut rechecks, "b.org", Next::Soon, t2);
+        assert_eq!(s.next_due(), Some(t2 + short));
     }
 
     #[tokio::test(start_paused = true)]
