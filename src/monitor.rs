@@ -132,7 +132,12 @@ pub async fn run(engine: Arc<Engine>) {
     loop {
         let now = Instant::now();
         match monitored_with_age(&engine) {
-            Ok(list) => schedule.sync(&list, now),
+            Ok(list) => {
+                schedule.sync(&list, now);
+                if !rechecks.is_empty() {
+                    rechecks.retain(|d, _| list.iter().any(|(m, _)| m == d));
+                }
+            }
             Err(e) => tracing::warn!(error = %e, "cannot read monitored domains"),
         }
         for domain in schedule.take_due(now) {
