@@ -18,6 +18,9 @@
 //! accepts any stream `to` (Prosody would need one VirtualHost per domain);
 //! its CPU is in the figures. NSD runs beside it, in its own processes.
 
+// The real monitor loop is one deep future; its layout needs more depth.
+#![recursion_limit = "256"]
+
 use certwatch::store::StateStore as _;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};

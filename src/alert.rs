@@ -421,6 +421,8 @@ mod tests {
             tls_version: None,
             cipher: None,
             notes: vec![],
+            vantage: vec![],
+            confirmed: None,
         }
     }
 

@@ -17,23 +17,29 @@ use crate::domain::Domain;
 use crate::error::HasKind;
 use crate::judge::{judge, judging_failed, Probed};
 use crate::netpolicy;
-use crate::probe::transport::{ConnectFailure, TorState};
-use crate::probe::{Gate, ProbeError, ProbeFailure, Prober, Target};
-use crate::report::{EndpointReport, EndpointVerdict, Report};
+use crate::probe::transport::{ConnectFailure, ExitCount, ExitRelay, TorState};
+use crate::probe::{Gate, ProbeError, ProbeFailure, Prober, Seen, Target};
+use crate::report::{EndpointReport, EndpointVerdict, Report, Vantage};
 use crate::vocab::ServiceSet;
 
 /// What the endpoints in mismatch presented, as evidence for the alert.
-fn evidence(report: &Report, probed: &[Probed], seen_at: &str) -> Vec<crate::report::Evidence> {
+fn evidence(
+    report: &Report,
+    probed: &[Probed],
+    exits: &[Option<ExitRelay>],
+    seen_at: &str,
+) -> Vec<crate::report::Evidence> {
     report
         .endpoints
         .iter()
         .zip(probed)
-        .filter(|(e, _)| e.verdict == EndpointVerdict::Mismatch)
-        .filter_map(|(e, p)| match p {
-            Probed::Observed(obs) => Some((e, obs)),
+        .zip(exits)
+        .filter(|((e, _), _)| e.verdict == EndpointVerdict::Mismatch)
+        .filter_map(|((e, p), exit)| match p {
+            Probed::Observed(obs) => Some((e, obs, exit)),
             _ => None,
         })
-        .map(|(e, obs)| {
+        .map(|(e, obs, exit)| {
             let mut chain_pem = String::new();
             for der in &obs.chain {
                 let block = pem::encode(&pem::Pem::new("CERTIFICATE", der.clone()));
@@ -54,7 +60,7 @@ fn evidence(report: &Report, probed: &[Probed], seen_at: &str) -> Vec<crate::rep
                 ),
                 seen_at: seen_at.to_owned(),
                 transport: report.transport.clone(),
-                exit: None,
+                exit: exit.as_ref().map(|x| x.rsa.clone()),
                 spki_sha256: e.spki_sha256.clone().unwrap_or_default(),
                 chain_pem,
             }
@@ -92,7 +98,8 @@ pub struct Checker {
     resolver: Resolver,
     prober: Prober,
     clock: SharedClock,
-    /// Confirm a mismatch over a fresh circuit before reporting it.
+    /// Confirm a mismatch by a second probe (over Tor through a different
+    /// exit relay) before it counts as confirmed.
     pub confirm_mismatch: bool,
     /// Also probe addresses that are not globally reachable.
     pub allow_private: bool,
@@ -163,22 +170,17 @@ impl Checker {
         }
         let Probes {
             probed,
+            exits,
             left_out,
             deadline,
             probeable,
         } = self.probe_all(domain, endpoints.clone()).await;
-        let now = self.clock.now();
-        let mut reports = Vec::with_capacity(endpoints.len());
         let tor = self.prober.tor_state();
         let probed = ours_when_tor_is_stuck(probed, tor.as_ref());
         tally(&probed, &mut health);
-        for (endpoint, p) in endpoints.iter().zip(&probed) {
-            let mut report = judge_off_runtime(endpoint, p, now).await;
-            if report.verdict == EndpointVerdict::Mismatch && self.confirm_mismatch {
-                report = self.confirm(domain, endpoint, report, now, deadline).await;
-            }
-            reports.push(report);
-        }
+        let reports = self
+            .judge_all(domain, &endpoints, &probed, &exits, deadline)
+            .await;
         let mut errors: Vec<String> = found.failures.iter().map(|f| f.to_string()).collect();
         if unanswered > 0 && resolver_works {
             errors.push(format!(
@@ -248,7 +250,7 @@ impl Checker {
             evidence: Vec::new(),
         };
         let mut report = report;
-        report.evidence = evidence(&report, &probed, &self.clock.now_rfc3339());
+        report.evidence = evidence(&report, &probed, &exits, &self.clock.now_rfc3339());
         tracing::info!(verdict = %report.verdict, endpoints = report.endpoints.len(), "checked");
         (report, health)
     }
@@ -265,6 +267,56 @@ impl Checker {
         self.prober.hold().await;
     }
 
+    /// Judges every endpoint, confirms each mismatch through another exit,
+    /// and notes where few Tor exits allow a port.
+    async fn judge_all(
+        &self,
+        domain: &Domain,
+        endpoints: &[Endpoint],
+        probed: &[Probed],
+        exits: &[Option<ExitRelay>],
+        deadline: tokio::time::Instant,
+    ) -> Vec<EndpointReport> {
+        let now = self.clock.now();
+        let mut reports = Vec::with_capacity(endpoints.len());
+        let mut exit_counts: Vec<((bool, u16), Option<ExitCount>)> = Vec::new();
+        for ((endpoint, p), exit) in endpoints.iter().zip(probed).zip(exits) {
+            let mut report = judge_off_runtime(endpoint, p, now).await;
+            self.add_vantage(&mut report, exit.as_ref());
+            if report.verdict == EndpointVerdict::Mismatch && self.confirm_mismatch {
+                report = self
+                    .confirm(domain, endpoint, report, exit.clone(), now, deadline)
+                    .await;
+            }
+            if let (Some(ip), Probed::Observed(_) | Probed::Failed(_)) = (endpoint.address, p) {
+                let addr = SocketAddr::new(ip, endpoint.port);
+                let key = (addr.is_ipv6(), addr.port());
+                let count = match exit_counts.iter().find(|(k, _)| *k == key) {
+                    Some((_, c)) => *c,
+                    None => {
+                        let c = self.prober.exit_count(addr);
+                        exit_counts.push((key, c));
+                        c
+                    }
+                };
+                if let Some(note) = count.and_then(|c| c.few_note(addr)) {
+                    report.notes.push(note);
+                } else if count.is_none()
+                    && self.prober.transport() == "socks5"
+                    && addr.port() == 5269
+                    && matches!(p, Probed::Failed(_))
+                {
+                    // The proxy shows no directory: say what is known of 5269.
+                    report.notes.push(
+                        "many Tor exits do not allow port 5269 (Tor's reduced exit policy allows 5222-5223 but not 5269), so over Tor this may be the exits' policy rather than the server".into(),
+                    );
+                }
+            }
+            reports.push(report);
+        }
+        reports
+    }
+
     /// Probes the chosen endpoints, all by the check's deadline.
     async fn probe_all(&self, domain: &Domain, endpoints: Arc<Vec<Endpoint>>) -> Probes {
         // All probes of this check, the confirming ones included, end by here.
@@ -272,12 +324,13 @@ impl Checker {
         let (chosen, left_out) = choose(&endpoints, self.prober.max_endpoints());
         // From here each probe holds the permit for itself while it works.
         self.prober.release().await;
-        let probes: Vec<(usize, Probed)> = stream::iter(chosen)
+        let probes: Vec<(usize, (Probed, Option<ExitRelay>))> = stream::iter(chosen)
             .map(|i| {
                 let endpoints = endpoints.clone();
                 async move {
                     if !self.prober.hold().await {
-                        return (i, Probed::NotProbed("not probed: shutting down".into()));
+                        let p = Probed::NotProbed("not probed: shutting down".into());
+                        return (i, (p, None));
                     }
                     // Boxed: keeps the check's future shallow for the compiler.
                     let p = Box::pin(self.probe_endpoint(domain, &endpoints[i], deadline)).await;
@@ -290,8 +343,10 @@ impl Checker {
             .await;
         self.prober.hold().await;
         let mut probed = vec![Probed::Skipped; endpoints.len()];
-        for (i, p) in probes {
+        let mut exits = vec![None; endpoints.len()];
+        for (i, (p, exit)) in probes {
             probed[i] = p;
+            exits[i] = exit;
         }
         let probeable = endpoints.iter().filter(|e| probeable(e)).count();
         for &i in &left_out {
@@ -302,6 +357,7 @@ impl Checker {
         }
         Probes {
             probed,
+            exits,
             left_out,
             deadline,
             probeable,
@@ -313,41 +369,73 @@ impl Checker {
         domain: &Domain,
         endpoint: &Endpoint,
         deadline: tokio::time::Instant,
-    ) -> Probed {
+    ) -> (Probed, Option<ExitRelay>) {
         let Some(address) = endpoint.address.filter(|_| probeable(endpoint)) else {
-            return Probed::Skipped;
+            return (Probed::Skipped, None);
         };
         let target = target(domain, endpoint, address);
         if let Some(why) = netpolicy::refusal(target.addr, self.allow_private) {
-            return Probed::Refused(why);
+            return (Probed::Refused(why), None);
         }
-        probed(self.prober.probe(&target, deadline).await)
+        probed(self.prober.probe(&target, deadline, &[]).await)
     }
 
-    /// A second probe over a fresh circuit; only a repeated mismatch stands.
+    /// Records the probe behind `report` as a vantage, when it saw a key.
+    fn add_vantage(&self, report: &mut EndpointReport, exit: Option<&ExitRelay>) {
+        if let Some(spki) = &report.spki_sha256 {
+            report.vantage.push(Vantage {
+                transport: self.prober.transport().into(),
+                exit: exit.map(|e| e.rsa.clone()),
+                spki_sha256: spki.clone(),
+            });
+        }
+    }
+
+    /// A second probe, over Tor through an exit that is neither the first
+    /// probe's nor of its family; the mismatch is confirmed only when that
+    /// probe too sees a key no record matches. When it cannot be made the
+    /// mismatch stands, marked not confirmed.
     async fn confirm(
         &self,
         domain: &Domain,
         endpoint: &Endpoint,
-        first: crate::report::EndpointReport,
+        first: EndpointReport,
+        first_exit: Option<ExitRelay>,
         now: SystemTime,
         deadline: tokio::time::Instant,
-    ) -> crate::report::EndpointReport {
+    ) -> EndpointReport {
         let Some(address) = endpoint.address else {
             return first;
         };
-        let second = probed(
+        let over_tor = self.prober.transport() == "tor";
+        if over_tor && first_exit.is_none() {
+            // Nothing to steer away from: a second probe could be the same exit.
+            return unconfirmed(first, "the first probe's Tor exit is not known");
+        }
+        let avoid: Vec<ExitRelay> = first_exit.into_iter().collect();
+        let (second, exit) = probed(
             self.prober
-                .probe_once(&target(domain, endpoint, address), deadline)
+                .probe_once(&target(domain, endpoint, address), deadline, &avoid)
                 .await,
         );
         let mut again = judge_off_runtime(endpoint, &second, now).await;
+        let how = match (&exit, over_tor) {
+            (Some(e), _) => format!("through a different Tor exit ({e})"),
+            (None, true) => "over a fresh circuit".to_owned(),
+            (None, false) if self.prober.transport() == "socks5" => {
+                "over a fresh circuit of the proxy (which does not say which exit it used)"
+                    .to_owned()
+            }
+            (None, false) => "over a second connection".to_owned(),
+        };
         match again.verdict {
             EndpointVerdict::Mismatch => {
                 let mut first = first;
+                self.add_vantage_to(&mut first, &again, exit.as_ref());
+                first.confirmed = Some(true);
                 first
                     .notes
-                    .push("confirmed by a second probe over a fresh circuit".into());
+                    .push(format!("confirmed by a second probe {how}"));
                 if again.spki_sha256 != first.spki_sha256 {
                     first.notes.push(format!(
                         "the second probe saw yet another key: {}",
@@ -357,20 +445,47 @@ impl Checker {
                 first
             }
             EndpointVerdict::Match => {
+                self.add_vantage(&mut again, exit.as_ref());
+                again.vantage.splice(0..0, first.vantage.iter().cloned());
                 again.notes.push(format!(
-                    "a first probe saw a non-matching key (SPKI sha256 {}), not seen again over a fresh circuit",
+                    "a first probe saw a non-matching key (SPKI sha256 {}), not seen again by a second probe {how}",
                     first.spki_sha256.unwrap_or_default()
                 ));
                 again
             }
             _ => {
-                let mut first = first;
-                first.notes.push(format!(
-                    "not confirmed: the second probe failed ({})",
-                    again.error.unwrap_or_default()
-                ));
-                first
+                let why = match &second {
+                    Probed::Observed(_) => format!(
+                        "the second probe {how} got no key to judge ({})",
+                        again
+                            .notes
+                            .first()
+                            .cloned()
+                            .unwrap_or_else(|| again.verdict_word().into())
+                    ),
+                    _ => format!(
+                        "the second probe failed ({})",
+                        again.error.unwrap_or_default()
+                    ),
+                };
+                unconfirmed(first, &why)
             }
+        }
+    }
+
+    /// Adds the vantage of a second probe (judged as `again`) to `first`.
+    fn add_vantage_to(
+        &self,
+        first: &mut EndpointReport,
+        again: &EndpointReport,
+        exit: Option<&ExitRelay>,
+    ) {
+        if let Some(spki) = &again.spki_sha256 {
+            first.vantage.push(Vantage {
+                transport: self.prober.transport().into(),
+                exit: exit.map(|e| e.rsa.clone()),
+                spki_sha256: spki.clone(),
+            });
         }
     }
 
@@ -448,10 +563,19 @@ where
     }
 }
 
+/// A mismatch whose confirming probe could not be made: it stands, marked so.
+fn unconfirmed(mut first: EndpointReport, why: &str) -> EndpointReport {
+    first.confirmed = Some(false);
+    first.notes.push(format!("not confirmed: {why}"));
+    first
+}
+
 /// What the probing phase of a check gave.
 struct Probes {
     /// Per endpoint, in discovery order.
     probed: Vec<Probed>,
+    /// Per endpoint, the Tor exit its probe went through.
+    exits: Vec<Option<ExitRelay>>,
     /// Probeable endpoints over the cap, not probed.
     left_out: Vec<usize>,
     /// When the check's probes must end.
@@ -526,11 +650,11 @@ fn transport_advice(
     }
 }
 
-fn probed(result: Result<crate::probe::tls::TlsObservation, ProbeError>) -> Probed {
+fn probed(result: Result<Seen, ProbeError>) -> (Probed, Option<ExitRelay>) {
     match result {
-        Ok(obs) => Probed::Observed(obs),
-        Err(ProbeError::NotProbed(why)) => Probed::NotProbed(format!("not probed: {why}")),
-        Err(e) => Probed::Failed(e),
+        Ok(seen) => (Probed::Observed(seen.observation), seen.exit),
+        Err(ProbeError::NotProbed(why)) => (Probed::NotProbed(format!("not probed: {why}")), None),
+        Err(e) => (Probed::Failed(e), None),
     }
 }
 
@@ -974,6 +1098,140 @@ mod tests {
             alpn: None,
         });
         (endpoint, probed)
+    }
+
+    /// A key pair and its self-signed certificate (DER).
+    fn key_and_cert() -> (Vec<u8>, Vec<u8>) {
+        let key = rcgen::KeyPair::generate().unwrap();
+        let params = rcgen::CertificateParams::new(vec!["example.org".into()]).unwrap();
+        let der = params.self_signed(&key).unwrap().der().to_vec();
+        (der, key.serialize_der())
+    }
+
+    /// A direct-TLS server that presents, connection by connection, the
+    /// certificates in `script` (None: close at once), then refuses.
+    async fn scripted_tls_server(script: Vec<Option<(Vec<u8>, Vec<u8>)>>) -> SocketAddr {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            for step in script {
+                let Ok((sock, _)) = listener.accept().await else {
+                    return;
+                };
+                let Some((cert, key)) = step else {
+                    drop(sock);
+                    continue;
+                };
+                let config = rustls::ServerConfig::builder_with_provider(Arc::new(
+                    rustls::crypto::ring::default_provider(),
+                ))
+                .with_safe_default_protocol_versions()
+                .unwrap()
+                .with_no_client_auth()
+                .with_single_cert(
+                    vec![cert.into()],
+                    rustls_pki_types::PrivateKeyDer::Pkcs8(key.into()),
+                )
+                .unwrap();
+                let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+                tokio::spawn(async move {
+                    if let Ok(mut tls) = acceptor.accept(sock).await {
+                        let mut buf = [0u8; 16];
+                        let _ = tokio::io::AsyncReadExt::read(&mut tls, &mut buf).await;
+                    }
+                });
+            }
+            // The listener goes: later connections are refused.
+        });
+        addr
+    }
+
+    /// Probes one direct-TLS endpoint whose TLSA names `tlsa_key`, and
+    /// judges and confirms it as a check does.
+    async fn probe_and_confirm(addr: SocketAddr, tlsa_key: &[u8]) -> EndpointReport {
+        let prober = Prober::new(Connector::Direct, Duration::from_secs(10), None);
+        let c = checker(prober);
+        let mut e = endpoint(Service::XmppsClient, 0, addr);
+        e.tlsa = TlsaState::Present {
+            records: vec![dane::record_for(tlsa_key, 3, 1, 1).unwrap()],
+        };
+        let domain = Domain::parse("example.org").unwrap();
+        let endpoints = Arc::new(vec![e]);
+        let out = c.probe_all(&domain, endpoints.clone()).await;
+        let mut reports = c
+            .judge_all(&domain, &endpoints, &out.probed, &out.exits, out.deadline)
+            .await;
+        reports.pop().unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_mismatch_seen_twice_is_confirmed_with_both_vantages() {
+        let (published, _) = key_and_cert();
+        let attacker = key_and_cert();
+        let addr = scripted_tls_server(vec![Some(attacker.clone()), Some(attacker.clone())]).await;
+        let r = probe_and_confirm(addr, &published).await;
+        assert_eq!(r.verdict, EndpointVerdict::Mismatch);
+        assert_eq!(r.confirmed, Some(true));
+        assert_eq!(r.vantage.len(), 2, "{:?}", r.vantage);
+        let spki = hex::encode(dane::spki_sha256(&attacker.0).unwrap());
+        for v in &r.vantage {
+            assert_eq!(v.transport, "direct");
+            assert_eq!(v.exit, None, "direct has no exit");
+            assert_eq!(v.spki_sha256, spki);
+        }
+    }
+
+    #[tokio::test]
+    async fn a_mismatch_whose_second_probe_fails_stands_not_confirmed() {
+        let (published, _) = key_and_cert();
+        let attacker = key_and_cert();
+        // The interceptor shows its key once, then drops the confirming probe.
+        let addr = scripted_tls_server(vec![Some(attacker), None]).await;
+        let r = probe_and_confirm(addr, &published).await;
+        assert_eq!(r.verdict, EndpointVerdict::Mismatch, "still an alarm");
+        assert_eq!(r.confirmed, Some(false));
+        assert!(r.is_unconfirmed_mismatch());
+        assert_eq!(r.vantage.len(), 1);
+        assert!(
+            r.notes
+                .iter()
+                .any(|n| n.starts_with("not confirmed: the second probe failed")),
+            "{:?}",
+            r.notes
+        );
+        let report = Report {
+            domain: "example.org".into(),
+            checked_at: String::new(),
+            verdict: Report::overall(std::slice::from_ref(&r), false, false),
+            endpoints: vec![r],
+            records_to_add: vec![],
+            advice: vec![],
+            transport: "tor".into(),
+            errors: vec![],
+            bogus_rrsets: vec![],
+            evidence: vec![],
+        };
+        assert_eq!(report.verdict.exit_code(), 1);
+        assert!(
+            report.summary().contains("1 of them not confirmed"),
+            "{}",
+            report.summary()
+        );
+        assert!(report.to_text().contains("NOT CONFIRMED"));
+        let json = serde_json::to_value(&report).unwrap();
+        assert_eq!(json["endpoints"][0]["confirmed"], false);
+    }
+
+    #[tokio::test]
+    async fn a_mismatch_not_seen_again_gives_way_to_the_match() {
+        let good = key_and_cert();
+        let attacker = key_and_cert();
+        let addr = scripted_tls_server(vec![Some(attacker), Some(good.clone())]).await;
+        let r = probe_and_confirm(addr, &good.0).await;
+        assert_eq!(r.verdict, EndpointVerdict::Match);
+        assert_eq!(r.confirmed, None);
+        assert_eq!(r.vantage.len(), 2, "both probes are listed");
+        assert_ne!(r.vantage[0].spki_sha256, r.vantage[1].spki_sha256);
     }
 
     #[tokio::test]

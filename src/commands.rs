@@ -157,8 +157,13 @@ pub fn check_reply(report: &Report, component: &str) -> String {
         Verdict::Mismatch | Verdict::Bogus => {
             for e in report.alarming() {
                 let seen = e.spki_sha256.as_deref().unwrap_or("-");
+                let confirmed = match e.confirmed {
+                    Some(true) => " (confirmed by a second probe)",
+                    Some(false) => " (not confirmed: the second probe could not be made)",
+                    None => "",
+                };
                 out.push(format!(
-                    "{} {}:{} ({}): {}; key seen {}; records: {}",
+                    "{} {}:{} ({}): {}{confirmed}; key seen {}; records: {}",
                     e.service,
                     e.host,
                     e.port,

@@ -45,6 +45,8 @@ pub fn judge(endpoint: &Endpoint, probed: &Probed, now: SystemTime) -> EndpointR
         tls_version: None,
         cipher: None,
         notes: Vec::new(),
+        vantage: Vec::new(),
+        confirmed: None,
     };
     if let Probed::Observed(obs) = probed {
         report.tls_version = Some(obs.version.clone());

@@ -51,6 +51,24 @@ enum Slot {
     Running,
 }
 
+/// How soon a domain with an unconfirmed mismatch is checked again (or at
+/// its interval, when that is sooner).
+pub const RECHECK_SOON: Duration = Duration::from_secs(120);
+/// How many checks in a row may hold back an unconfirmed mismatch: after
+/// that it is taken as it is (an alert that says "not confirmed"), so an
+/// interceptor that also blocks every second probe cannot keep us quiet.
+pub const MAX_RECHECKS: u32 = 3;
+
+/// When a scheduled check wants its domain checked again.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Next {
+    /// At the next interval.
+    Interval,
+    /// Within minutes ([`RECHECK_SOON`], or the interval if shorter): a
+    /// mismatch could not be confirmed.
+    Soon,
+}
+
 /// When each domain is next due. Time is tokio's, so tests can move it.
 #[derive(Debug)]
 pub struct Schedule {
@@ -174,9 +192,10 @@ impl Schedule {
     }
 
     /// A check finished and wants the domain checked again `delay` from now
-    /// (e.g. to confirm something soon), not an interval later.
+    /// (e.g. to confirm something soon), but never later than the interval
+    /// would have.
     pub fn done_in(&mut self, domain: &str, now: Instant, delay: Duration) {
-        self.finish(domain, after(now, delay));
+        self.finish(domain, after(now, delay.min(self.interval)));
     }
 
     fn finish(&mut self, domain: &str, at: Instant) {
@@ -229,6 +248,7 @@ trait Host: Send + Sync + 'static {
         self: Arc<Self>,
         domain: String,
         gate: Arc<Gate>,
+        held: u32,
     ) -> BoxFuture<'static, Option<Duration>>;
     /// A check of `domain` panicked with `message`.
     fn panicked(self: Arc<Self>, domain: String, message: String) -> BoxFuture<'static, ()>;
@@ -257,10 +277,13 @@ impl Host for Engine {
         self: Arc<Self>,
         domain: String,
         gate: Arc<Gate>,
+        held: u32,
     ) -> BoxFuture<'static, Option<Duration>> {
         Box::pin(async move {
-            check_domain_gated(&self, &domain, Some(gate)).await;
-            None
+            match check_domain_gated(&self, &domain, Some(gate), held).await {
+                Next::Soon => Some(RECHECK_SOON.min(self.config().monitor.interval)),
+                Next::Interval => None,
+            }
         })
     }
     fn panicked(self: Arc<Self>, _domain: String, message: String) -> BoxFuture<'static, ()> {
@@ -322,6 +345,8 @@ async fn run_loop<H: Host>(host: Arc<H>, observer: Option<LagObserver>) {
     let mut running: HashMap<tokio::task::Id, String> = HashMap::new();
     // The generation last read; the store's starts above 0.
     let mut seen = 0;
+    // Checks in a row that held back an unconfirmed mismatch, per domain.
+    let mut rechecks: HashMap<String, u32> = HashMap::new();
     loop {
         let now = Instant::now();
         let generation = host.generation();
@@ -330,6 +355,10 @@ async fn run_loop<H: Host>(host: Arc<H>, observer: Option<LagObserver>) {
                 Ok(list) => {
                     schedule.sync(&list, now, |d| host.age(d));
                     seen = generation;
+                    if !rechecks.is_empty() {
+                        let members: std::collections::HashSet<&String> = list.iter().collect();
+                        rechecks.retain(|d, _| members.contains(d));
+                    }
                 }
                 Err(e) => tracing::warn!(error = %e, "cannot read monitored domains"),
             }
@@ -340,6 +369,7 @@ async fn run_loop<H: Host>(host: Arc<H>, observer: Option<LagObserver>) {
             let permits = permits.clone();
             let observer = observer.clone();
             let name = domain.clone();
+            let held = rechecks.get(&domain).copied().unwrap_or(0);
             let handle = tasks.spawn(async move {
                 // The permit is held while the check works, not while its
                 // probes wait for their address's spacing slot or a circuit.
@@ -350,7 +380,7 @@ async fn run_loop<H: Host>(host: Arc<H>, observer: Option<LagObserver>) {
                 if let Some(observe) = &observer {
                     observe(Instant::now().saturating_duration_since(due));
                 }
-                let again = host.check(name, gate.clone()).await;
+                let again = host.check(name, gate.clone(), held).await;
                 gate.leave().await;
                 again
             });
@@ -364,9 +394,9 @@ async fn run_loop<H: Host>(host: Arc<H>, observer: Option<LagObserver>) {
             _ = tokio::time::sleep_until(wake) => {}
             _ = host.woken() => {}
             Some(joined) = tasks.join_next_with_id() => {
-                finished(&host, &mut schedule, &mut running, joined).await;
+                finished(&host, &mut schedule, &mut running, &mut rechecks, joined).await;
                 while let Some(joined) = tasks.try_join_next_with_id() {
-                    finished(&host, &mut schedule, &mut running, joined).await;
+                    finished(&host, &mut schedule, &mut running, &mut rechecks, joined).await;
                 }
             }
         }
@@ -379,6 +409,7 @@ async fn finished<H: Host>(
     host: &Arc<H>,
     schedule: &mut Schedule,
     running: &mut HashMap<tokio::task::Id, String>,
+    rechecks: &mut HashMap<String, u32>,
     joined: Result<(tokio::task::Id, Option<Duration>), tokio::task::JoinError>,
 ) {
     let now = Instant::now();
@@ -398,22 +429,38 @@ async fn finished<H: Host>(
     let Some(domain) = running.remove(&id) else {
         return;
     };
+    // Soon after an unconfirmed mismatch (counting the checks in a row
+    // that held one back), else at the interval.
     match again {
-        Some(delay) => schedule.done_in(&domain, now, delay),
-        None => schedule.done(&domain, now),
+        Some(delay) => {
+            *rechecks.entry(domain.clone()).or_insert(0) += 1;
+            schedule.done_in(&domain, now, delay);
+        }
+        None => {
+            rechecks.remove(&domain);
+            schedule.done(&domain, now);
+        }
     }
 }
 
 /// One scheduled check: state transition, alert into the outbox atomically.
+/// (The schedule's answer, [`Next`], is dropped: see [`check_domain_gated`].)
 pub async fn check_domain(engine: &Engine, domain: &str) {
-    check_domain_gated(engine, domain, None).await
+    check_domain_gated(engine, domain, None, 0).await;
 }
 
-/// One scheduled check whose probes give `gate`'s permit back while they wait.
-async fn check_domain_gated(engine: &Engine, domain: &str, gate: Option<Arc<Gate>>) {
+/// One scheduled check whose probes give `gate`'s permit back while they
+/// wait. `held` is how many checks in a row before this one held back an
+/// unconfirmed mismatch. Returns when the domain should be checked again.
+pub async fn check_domain_gated(
+    engine: &Engine,
+    domain: &str,
+    gate: Option<Arc<Gate>>,
+    held: u32,
+) -> Next {
     let Ok(parsed) = Domain::parse(domain) else {
         tracing::warn!(domain, "stored domain is not valid; skipped");
-        return;
+        return Next::Interval;
     };
     // Boxed: one deep future either way, which keeps the compiler's layout work small.
     let checked = match gate {
@@ -424,7 +471,7 @@ async fn check_domain_gated(engine: &Engine, domain: &str, gate: Option<Arc<Gate
         Ok(r) => r,
         Err(e) => {
             engine.note_health(&Default::default(), Some(&e)).await;
-            return;
+            return Next::Interval;
         }
     };
     engine.note_health(&health, None).await;
@@ -433,15 +480,21 @@ async fn check_domain_gated(engine: &Engine, domain: &str, gate: Option<Arc<Gate
     // so its state (and its subscribers) are left alone. An alarm or a DNS
     // finding seen meanwhile still counts.
     if report.verdict == Verdict::Unreachable && health.ours() {
-        return;
+        return Next::Interval;
+    }
+    if hold_back(&report, held) {
+        // A mismatch seen through one exit only may be that exit's doing:
+        // no state change and no alert until a second exit has looked.
+        tracing::info!(domain, held, "mismatch not confirmed; checking again soon");
+        return Next::Soon;
     }
     let store = engine.store();
     let prev = match store.domain_state(domain) {
         Ok(Some(s)) => s,
-        Ok(None) => return,
+        Ok(None) => return Next::Interval,
         Err(e) => {
             tracing::warn!(domain, error = %e, "cannot read state");
-            return;
+            return Next::Interval;
         }
     };
     let policy = AlertPolicy {
@@ -495,11 +548,24 @@ async fn check_domain_gated(engine: &Engine, domain: &str, gate: Option<Arc<Gate
         }
         Err(e) => tracing::warn!(domain, error = %e, "cannot store the check"),
     }
+    Next::Interval
+}
+
+/// Whether this check's report is held back: its only alarms are
+/// unconfirmed mismatches, and fewer than [`MAX_RECHECKS`] checks in a row
+/// held it back. Any other alarm (a confirmed mismatch, STARTTLS missing,
+/// bogus DNSSEC) goes ahead at once.
+fn hold_back(report: &crate::report::Report, held: u32) -> bool {
+    held < MAX_RECHECKS
+        && report.unconfirmed() > 0
+        && report.bogus_rrsets.is_empty()
+        && report.alarming().all(|e| e.is_unconfirmed_mismatch())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::report::{EndpointReport, EndpointVerdict, Report};
     use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
     use std::sync::Mutex;
     use tokio::sync::Notify;
@@ -549,6 +615,94 @@ mod tests {
         s.take_due(t0, 1);
         s.done_in("a.org", t0, Duration::from_secs(120));
         assert_eq!(s.next_due(), Some(t0 + Duration::from_secs(120)));
+    }
+
+    fn report(endpoints: &[(EndpointVerdict, Option<bool>)]) -> Report {
+        let endpoints: Vec<EndpointReport> = endpoints
+            .iter()
+            .map(|(verdict, confirmed)| EndpointReport {
+                service: "xmpp-client".into(),
+                host: "xmpp.example.org".into(),
+                port: 5222,
+                address: None,
+                tls: "starttls".into(),
+                verdict: *verdict,
+                tlsa: vec![],
+                spki_sha256: None,
+                cert_sha256: None,
+                matched: None,
+                error: None,
+                tlsa_name: "_5222._tcp.xmpp.example.org".into(),
+                tls_version: None,
+                cipher: None,
+                notes: vec![],
+                vantage: vec![],
+                confirmed: *confirmed,
+            })
+            .collect();
+        Report {
+            domain: "example.org".into(),
+            checked_at: String::new(),
+            verdict: Report::overall(&endpoints, false, false),
+            endpoints,
+            records_to_add: vec![],
+            advice: vec![],
+            transport: "tor".into(),
+            errors: vec![],
+            bogus_rrsets: vec![],
+            evidence: vec![],
+        }
+    }
+
+    #[test]
+    fn only_an_unconfirmed_mismatch_alone_is_held_back_and_not_for_ever() {
+        use EndpointVerdict as E;
+        let unconfirmed = (E::Mismatch, Some(false));
+        let confirmed = (E::Mismatch, Some(true));
+        type Endpoints = Vec<(E, Option<bool>)>;
+        let table: Vec<(Endpoints, u32, bool)> = vec![
+            (vec![unconfirmed, (E::Match, None)], 0, true),
+            (vec![unconfirmed], MAX_RECHECKS - 1, true),
+            // After MAX_RECHECKS in a row it goes ahead ("not confirmed"):
+            // an interceptor that also drops every second probe is still reported.
+            (vec![unconfirmed], MAX_RECHECKS, false),
+            (vec![confirmed], 0, false),
+            // Another alarm needs no confirmation: no delay for it.
+            (vec![unconfirmed, confirmed], 0, false),
+            (vec![unconfirmed, (E::StarttlsMissing, None)], 0, false),
+            (vec![(E::Match, None)], 0, false),
+            (vec![(E::Unreachable, None)], 0, false),
+        ];
+        for (eps, held, want) in table {
+            assert_eq!(hold_back(&report(&eps), held), want, "{eps:?} held {held}");
+        }
+        let mut bogus = report(&[unconfirmed]);
+        bogus.bogus_rrsets.push("the SRV RRset failed".into());
+        assert!(!hold_back(&bogus, 0));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_unconfirmed_mismatch_is_checked_again_within_minutes() {
+        let mut s = Schedule::new(H, Duration::ZERO);
+        let t0 = Instant::now();
+        s.sync(&["a.org".to_string()], t0, never);
+        assert_eq!(taken(s.take_due(t0, 10)), vec!["a.org"]);
+        s.done_in("a.org", t0, RECHECK_SOON);
+        assert_eq!(s.next_due(), Some(t0 + RECHECK_SOON));
+        assert!(RECHECK_SOON <= Duration::from_secs(300));
+        tokio::time::advance(RECHECK_SOON).await;
+        let t1 = Instant::now();
+        assert_eq!(taken(s.take_due(t1, 10)), vec!["a.org"]);
+        // Settled (confirmed, or gone): back to the interval.
+        s.done("a.org", t1);
+        assert_eq!(s.next_due(), Some(t1 + H));
+        // A monitor that checks more often than that re-checks at its interval.
+        let short = Duration::from_secs(2);
+        let mut s = Schedule::new(short, Duration::ZERO);
+        s.sync(&["b.org".to_string()], t1, never);
+        assert_eq!(taken(s.take_due(t1, 10)), vec!["b.org"]);
+        s.done_in("b.org", t1, RECHECK_SOON);
+        assert_eq!(s.next_due(), Some(t1 + short));
     }
 
     #[tokio::test(start_paused = true)]
@@ -696,6 +850,7 @@ mod tests {
             self: Arc<Self>,
             domain: String,
             _gate: Arc<Gate>,
+            _held: u32,
         ) -> BoxFuture<'static, Option<Duration>> {
             Box::pin(async move {
                 self.starts

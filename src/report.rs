@@ -80,6 +80,19 @@ impl std::fmt::Display for Verdict {
     }
 }
 
+/// One probe that saw a key: how it travelled, and the key (CONTRACT §1 addition).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Vantage {
+    /// tor, socks5 or direct.
+    pub transport: String,
+    /// Over Tor, the exit relay's RSA identity fingerprint (40 lowercase hex
+    /// digits); absent for socks5 (the proxy does not say) and direct.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exit: Option<String>,
+    /// SHA-256 of the SPKI of the leaf this probe was presented.
+    pub spki_sha256: String,
+}
+
 /// One endpoint in the report (CONTRACT §1 `endpoints[]`).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct EndpointReport {
@@ -120,6 +133,20 @@ pub struct EndpointReport {
     /// Details from the matcher or DNS (addition).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub notes: Vec<String>,
+    /// Each probe that saw a key, in order (addition).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub vantage: Vec<Vantage>,
+    /// On a mismatch: whether a second probe (over Tor, through a different
+    /// exit relay) saw a non-matching key too; false when it could not be made (addition).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub confirmed: Option<bool>,
+}
+
+impl EndpointReport {
+    /// A mismatch whose confirming probe could not be made.
+    pub fn is_unconfirmed_mismatch(&self) -> bool {
+        self.verdict == EndpointVerdict::Mismatch && self.confirmed == Some(false)
+    }
 }
 
 /// The result of one check (CONTRACT §1).
@@ -260,6 +287,14 @@ impl Report {
         })
     }
 
+    /// Mismatching endpoints whose confirming probe could not be made.
+    pub fn unconfirmed(&self) -> usize {
+        self.endpoints
+            .iter()
+            .filter(|e| e.is_unconfirmed_mismatch())
+            .count()
+    }
+
     /// Endpoints the check did not probe (its deadline passed, or the
     /// domain publishes more than a check probes).
     pub fn not_probed(&self) -> usize {
@@ -304,8 +339,11 @@ impl Report {
                         s + usize::from(e.verdict == EndpointVerdict::StarttlsMissing),
                     )
                 });
+                let unconfirmed = self.unconfirmed();
                 if starttls > 0 && starttls == n {
                     format!("{d}: ALARM, STARTTLS was not offered where TLSA requires TLS (possible downgrade attack)")
+                } else if unconfirmed > 0 {
+                    format!("{d}: ALARM, {n} endpoint(s) presented a key that matches none of the TLSA records (possible interception); {unconfirmed} of them not confirmed: the second probe{} could not be made", if self.transport == "tor" { " through a different Tor exit" } else { "" })
                 } else {
                     format!("{d}: ALARM, {n} endpoint(s) presented a key that matches none of the TLSA records (possible interception)")
                 }
@@ -354,6 +392,25 @@ impl Report {
             }
             if let Some(m) = &e.matched {
                 out.push_str(&format!("  matched   {m}\n"));
+            }
+            for v in &e.vantage {
+                let through = match &v.exit {
+                    Some(exit) => format!("{} exit {exit}", v.transport),
+                    None => v.transport.clone(),
+                };
+                out.push_str(&format!(
+                    "  seen via  {through}: SPKI sha256 {}\n",
+                    v.spki_sha256
+                ));
+            }
+            match (e.verdict, e.confirmed) {
+                (EndpointVerdict::Mismatch, Some(true)) => {
+                    out.push_str("  confirmed by a second probe\n")
+                }
+                (EndpointVerdict::Mismatch, Some(false)) => {
+                    out.push_str("  NOT CONFIRMED: the second probe could not be made\n")
+                }
+                _ => {}
             }
             if let Some(err) = &e.error {
                 out.push_str(&format!("  error     {err}\n"));
@@ -440,6 +497,8 @@ mod tests {
             tls_version: None,
             cipher: None,
             notes: vec![],
+            vantage: vec![],
+            confirmed: None,
         }
     }
 
@@ -569,6 +628,34 @@ mod tests {
             .contains("not checked (our transport failed)"));
         report.endpoints[0].verdict = EndpointVerdict::Unreachable;
         assert!(report.summary().contains("no endpoint could be reached"));
+    }
+
+    #[test]
+    fn vantage_names_the_exit_only_when_there_is_one() {
+        let mut e = ep(EndpointVerdict::Mismatch);
+        e.confirmed = Some(true);
+        e.vantage = vec![
+            Vantage {
+                transport: "tor".into(),
+                exit: Some("ab".repeat(20)),
+                spki_sha256: "01".repeat(32),
+            },
+            Vantage {
+                transport: "socks5".into(),
+                exit: None,
+                spki_sha256: "01".repeat(32),
+            },
+        ];
+        let v = serde_json::to_value(&e).unwrap();
+        assert_eq!(v["confirmed"], true);
+        assert_eq!(v["vantage"][0]["transport"], "tor");
+        assert_eq!(v["vantage"][0]["exit"], "ab".repeat(20));
+        assert!(v["vantage"][1].get("exit").is_none());
+        let back: EndpointReport = serde_json::from_value(v).unwrap();
+        assert_eq!(back, e);
+        // Not a mismatch, nothing probed twice: neither field appears.
+        let plain = serde_json::to_value(ep(EndpointVerdict::Match)).unwrap();
+        assert!(plain.get("vantage").is_none() && plain.get("confirmed").is_none());
     }
 
     #[test]

@@ -5,7 +5,9 @@
 //! domain whose TLSA signature breaks gets one bogus alarm and one recovery;
 //! our own resolver freezing tells the operator, never the subscribers; a
 //! monitored domain whose own DNS fails (while ours answers) is alerted as
-//! unreachable once, and recovered once.
+//! unreachable once, and recovered once. A mismatch whose confirming probe
+//! is always dropped is held back for a few quick re-checks, then alerted as
+//! "not confirmed".
 
 mod common;
 
@@ -566,5 +568,110 @@ fn crash_points(server: &str, base: u16, addr_base: &str, target_base: u16) {
 
 #[test]
 fn prosody_crash_points_keep_the_delivery_promises() {
-    crash_points("prosody", 17200, "127.58.0", 17400);
+    crash_points("prosody", 17500, "127.59.0", 17700);
+}
+
+/// An interceptor in front of `port` that shows `cert` on every first
+/// connection and drops every second one (the confirming probe); counts the
+/// connections it took.
+fn flaky_interceptor(port: u16, cert: &TestCert) -> std::sync::Arc<std::sync::atomic::AtomicUsize> {
+    use rustls_pki_types::pem::PemObject;
+    use std::io::{Read, Write};
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let chain = vec![rustls_pki_types::CertificateDer::from_pem_file(&cert.cert).unwrap()];
+    let key = rustls_pki_types::PrivateKeyDer::from_pem_file(&cert.key).unwrap();
+    let config = rustls::ServerConfig::builder_with_provider(std::sync::Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_no_client_auth()
+    .with_single_cert(chain, key)
+    .unwrap();
+    let config = std::sync::Arc::new(config);
+    let seen = std::sync::Arc::new(AtomicUsize::new(0));
+    let counter = seen.clone();
+    let listener = std::net::TcpListener::bind(("127.0.0.1", port)).expect("bind the interceptor");
+    std::thread::spawn(move || {
+        for conn in listener.incoming() {
+            let Ok(mut sock) = conn else { continue };
+            let n = counter.fetch_add(1, Ordering::SeqCst);
+            if n % 2 == 1 {
+                drop(sock);
+                continue;
+            }
+            let config = config.clone();
+            std::thread::spawn(move || {
+                let _ = sock.set_read_timeout(Some(Duration::from_secs(5)));
+                // Reads until `what` arrived (at most 4 KiB).
+                let wait_for = |sock: &mut std::net::TcpStream, what: &str| {
+                    let mut got = Vec::new();
+                    let mut buf = [0u8; 512];
+                    while got.len() < 4096 {
+                        match sock.read(&mut buf) {
+                            Ok(0) | Err(_) => return false,
+                            Ok(k) => got.extend_from_slice(&buf[..k]),
+                        }
+                        if String::from_utf8_lossy(&got).contains(what) {
+                            return true;
+                        }
+                    }
+                    false
+                };
+                if !wait_for(&mut sock, "<stream:stream") {
+                    return;
+                }
+                let _ = sock.write_all(
+                    b"<?xml version='1.0'?><stream:stream xmlns='jabber:client' \
+                      xmlns:stream='http://etherx.jabber.org/streams' id='i1' version='1.0'>\
+                      <stream:features><starttls xmlns='urn:ietf:params:xml:ns:xmpp-tls'><required/></starttls>\
+                      </stream:features>",
+                );
+                if !wait_for(&mut sock, "<starttls") {
+                    return;
+                }
+                let _ = sock.write_all(b"<proceed xmlns='urn:ietf:params:xml:ns:xmpp-tls'/>");
+                let mut tls =
+                    rustls::StreamOwned::new(rustls::ServerConnection::new(config).unwrap(), sock);
+                let mut buf = [0u8; 64];
+                let _ = tls.read(&mut buf);
+            });
+        }
+    });
+    seen
+}
+
+/// A mismatch whose confirming probe never gets through: no alert while it
+/// is re-checked at once (MAX_RECHECKS times), then one alert that says it
+/// was not confirmed, so an interceptor cannot buy silence by also dropping
+/// the second probe.
+#[test]
+fn prosody_unconfirmed_mismatch_is_held_back_then_alerted_as_not_confirmed() {
+    use std::sync::atomic::Ordering;
+    let (base, target_base) = (17200, 17400);
+    let dir = workdir("alerts-unconfirmed");
+    let t = target(&dir, "127.58.0", target_base);
+    let _host = host("prosody", &dir, base);
+    // nostarttls.test's only endpoint (TLSA GOOD) is the NOSTARTTLS port.
+    let seen = flaky_interceptor(target_base + 98, &t.other);
+    let _bot = bot(&dir, &t, base + 47);
+    let mut alice = Client::connect("alice@localhost", "alice-pw", base + 22);
+    wait_component(&mut alice);
+    let sub = alice.ask(COMPONENT, "subscribe nostarttls.test", T);
+    assert!(sub.starts_with("Subscribed to nostarttls.test"), "{sub}");
+    let alarm = alice
+        .wait_event(Duration::from_secs(90), |v| is_alert(v, "ALARM"))
+        .expect("no alert for the unconfirmed mismatch");
+    let body = alarm["body"].as_str().unwrap();
+    assert!(body.contains("not confirmed"), "{body}");
+    assert!(body.contains(&t.other.spki), "{body}");
+    // Each check made two connections (the probe and the dropped
+    // confirmation): the first checks were held back, without an alert.
+    let checks = seen.load(Ordering::SeqCst) / 2;
+    assert!(
+        checks > certwatch::monitor::MAX_RECHECKS as usize,
+        "alerted after {checks} check(s)"
+    );
+    let status = alice.ask(COMPONENT, "status nostarttls.test", T);
+    assert!(status.contains("ALARM"), "{status}");
 }

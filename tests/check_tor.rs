@@ -10,6 +10,113 @@ use common::{
     DOWN, HOSTS, NOSTARTTLS, S2S, S2S_TLS,
 };
 use serde_json::Value;
+use std::io::{Read, Write};
+use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// The port of sixmitm.test's xmpps-client endpoint (A 127.0.0.1, AAAA ::1).
+const SIXMITM: u16 = 15996;
+/// The port of sixmitm.test's xmpp-server endpoint, which every exit refuses.
+const EXITREFUSED: u16 = 15995;
+
+/// Relays every connection to `listen` on to `to` (e.g. [::1] to 127.0.0.1),
+/// so one real server answers on both address families.
+fn forward(listen: SocketAddr, to: SocketAddr) {
+    let listener = TcpListener::bind(listen).expect("bind the forwarder");
+    std::thread::spawn(move || {
+        for conn in listener.incoming() {
+            let Ok(mut a) = conn else { continue };
+            std::thread::spawn(move || {
+                let Ok(mut b) = TcpStream::connect(to) else {
+                    return;
+                };
+                let (mut a2, mut b2) = (a.try_clone().unwrap(), b.try_clone().unwrap());
+                let up = std::thread::spawn(move || {
+                    let _ = std::io::copy(&mut a2, &mut b2);
+                    let _ = b2.shutdown(Shutdown::Write);
+                });
+                let _ = std::io::copy(&mut b, &mut a);
+                let _ = a.shutdown(Shutdown::Write);
+                let _ = up.join();
+            });
+        }
+    });
+}
+
+/// An interceptor: a direct-TLS server on `listen` presenting a key of its
+/// own (not the one the TLSA records name).
+fn intercepting_tls_server(listen: SocketAddr, name: &str) {
+    let key = rcgen::KeyPair::generate().unwrap();
+    let cert = rcgen::CertificateParams::new(vec![name.to_owned()])
+        .unwrap()
+        .self_signed(&key)
+        .unwrap();
+    let config = rustls::ServerConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_no_client_auth()
+    .with_single_cert(
+        vec![cert.der().clone()],
+        rustls_pki_types::PrivateKeyDer::Pkcs8(key.serialize_der().into()),
+    )
+    .unwrap();
+    let config = Arc::new(config);
+    let listener = TcpListener::bind(listen).expect("bind the interceptor");
+    std::thread::spawn(move || {
+        for conn in listener.incoming() {
+            let Ok(sock) = conn else { continue };
+            let config = config.clone();
+            std::thread::spawn(move || {
+                let _ = sock.set_read_timeout(Some(Duration::from_secs(10)));
+                let conn = rustls::ServerConnection::new(config).unwrap();
+                let mut tls = rustls::StreamOwned::new(conn, sock);
+                // Reading drives the handshake; the prober then closes.
+                let mut buf = [0u8; 64];
+                let _ = tls.read(&mut buf);
+                let _ = tls.flush();
+            });
+        }
+    });
+}
+
+/// The endpoint of `service` at `address`.
+fn endpoint<'a>(json: &'a Value, service: &str, address: &str) -> &'a Value {
+    json["endpoints"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["service"] == service && e["address"] == address)
+        .unwrap_or_else(|| panic!("no {service} endpoint at {address}: {json:#}"))
+}
+
+/// The vantage of a confirmed mismatch: two probes, both saw a key; over
+/// Tor each names its exit, and the two exits differ.
+fn assert_confirmed_elsewhere(name: &str, e: &Value) {
+    assert_eq!(e["verdict"], "mismatch", "{name}: {e:#}");
+    assert_eq!(e["confirmed"], true, "{name}: {e:#}");
+    let vantage = e["vantage"].as_array().expect("vantage");
+    assert_eq!(vantage.len(), 2, "{name}: {e:#}");
+    for v in vantage {
+        assert_eq!(v["transport"], name, "{e:#}");
+        assert_eq!(v["spki_sha256"].as_str().unwrap().len(), 64, "{e:#}");
+    }
+    if name == "tor" {
+        let exits: Vec<&str> = vantage
+            .iter()
+            .map(|v| v["exit"].as_str().expect("an exit fingerprint"))
+            .collect();
+        assert!(exits.iter().all(|x| x.len() == 40), "{exits:?}");
+        assert_ne!(exits[0], exits[1], "confirmed through the same exit: {e:#}");
+    } else {
+        assert!(
+            vantage.iter().all(|v| v.get("exit").is_none()),
+            "{name} cannot name its exit: {e:#}"
+        );
+    }
+}
 
 fn verdicts(json: &Value) -> Vec<(String, String, String)> {
     json["endpoints"]
@@ -45,7 +152,13 @@ fn checks_over_our_own_tor_network() {
         ("DNSLAB_ADDR_BASE", "127.53.0".into()),
         ("TLS_CERT", good.cert.display().to_string()),
         ("TLS_KEY", good.key.display().to_string()),
-        ("EXTRA_HOSTS", HOSTS.into()),
+        ("SIXMITM_PORT", SIXMITM.to_string()),
+        ("EXITREFUSED_PORT", EXITREFUSED.to_string()),
+        ("TORNET_REJECT_PORT", EXITREFUSED.to_string()),
+        // One exit refuses good.test's c2s port on ::1: a probe that meets
+        // it must be tried again through another exit.
+        ("TORNET_R1_REJECT6_PORT", C2S.to_string()),
+        ("EXTRA_HOSTS", format!("{HOSTS} sixmitm.test")),
         ("TORNET_PORT_BASE", "17000".into()),
         (
             "TORNET_KEYCACHE",
@@ -57,6 +170,22 @@ fn checks_over_our_own_tor_network() {
     let dns = Lab::start("dnslab.sh", &[], &dir.join("dns"), &env);
     let _xmpp = Lab::start("xmpplab.sh", &["prosody"], &dir.join("prosody"), &env);
     no_starttls_server(NOSTARTTLS);
+    // good.test's AAAA ::1: the same Prosody answers there, for every service.
+    for port in [C2S, C2S_TLS, S2S, S2S_TLS] {
+        forward(
+            SocketAddr::from((std::net::Ipv6Addr::LOCALHOST, port)),
+            SocketAddr::from(([127, 0, 0, 1], port)),
+        );
+    }
+    // sixmitm.test: the real server on 127.0.0.1, an interceptor on ::1 alone.
+    forward(
+        SocketAddr::from(([127, 0, 0, 1], SIXMITM)),
+        SocketAddr::from(([127, 0, 0, 1], C2S_TLS)),
+    );
+    intercepting_tls_server(
+        SocketAddr::from((std::net::Ipv6Addr::LOCALHOST, SIXMITM)),
+        "sixmitm.test",
+    );
     let lab = dns.env_file("env");
     let get = |k: &str| lab.iter().find(|(key, _)| key == k).unwrap().1.clone();
 
@@ -72,6 +201,14 @@ fn checks_over_our_own_tor_network() {
         ),
     )
     .unwrap();
+    // r1's RSA fingerprint, from the lab's node list.
+    let r1 = std::fs::read_to_string(tor.dir.join("nodes"))
+        .unwrap()
+        .lines()
+        .find(|l| l.starts_with("r1 "))
+        .and_then(|l| l.split_whitespace().nth(3))
+        .expect("r1 in the node list")
+        .to_owned();
     let socks = std::fs::read_to_string(tor.dir.join("socks5"))
         .unwrap()
         .trim()
@@ -104,10 +241,21 @@ fn checks_over_our_own_tor_network() {
         for (domain, code, verdict) in [
             ("good.test", 0, "ok"),
             ("wrong.test", 1, "mismatch"),
+            ("sixmitm.test", 1, "mismatch"),
             ("nostarttls.test", 1, "mismatch"),
             ("down.test", 3, "unreachable"),
         ] {
-            let (got, json) = check_json(global, domain, &[]);
+            // tor's SOCKS port keeps retrying a port every exit refuses until
+            // the probe times out: its s2s endpoint is only checked over arti.
+            let only_client: &[&str] = if name == "socks5" && domain == "sixmitm.test" {
+                &["--service", "client"]
+            } else {
+                &[]
+            };
+            let started = std::time::Instant::now();
+            let (got, json) = check_json(global, domain, only_client);
+            // A figure for the log, not an assertion.
+            println!("{name} {domain}: {got} in {:.1?}", started.elapsed());
             if got != code || json["verdict"] != verdict {
                 failures.push(format!(
                     "{name} {domain}: want {verdict}/{code}, got {}/{got}: {json:#}",
@@ -118,13 +266,55 @@ fn checks_over_our_own_tor_network() {
             assert_eq!(json["transport"], name);
             let v = verdicts(&json);
             match domain {
-                // STARTTLS and direct TLS, c2s and s2s, all matched over Tor.
+                // STARTTLS and direct TLS, c2s and s2s, IPv4 and IPv6,
+                // all matched over Tor.
                 "good.test" => {
                     for s in ["xmpp-client", "xmpps-client", "xmpp-server", "xmpps-server"] {
+                        for a in ["127.0.0.1", "::1"] {
+                            assert!(
+                                v.iter()
+                                    .any(|(svc, addr, vd)| svc == s && addr == a && vd == "match"),
+                                "{name}: {s} at {a} not matched: {v:?}"
+                            );
+                        }
+                    }
+                    if name == "tor" {
+                        let e = endpoint(&json, "xmpp-client", "::1");
+                        let exit = e["vantage"][0]["exit"].as_str().unwrap_or_default();
+                        assert_eq!(exit.len(), 40, "the exit of the ::1 probe: {e:#}");
                         assert!(
-                            v.iter()
-                                .any(|(svc, a, vd)| svc == s && a == "127.0.0.1" && vd == "match"),
-                            "{name}: {s} not matched: {v:?}"
+                            !exit.eq_ignore_ascii_case(&r1),
+                            "r1 refuses [::1]:{C2S}, yet carried it: {e:#}"
+                        );
+                    }
+                }
+                // The interceptor on the IPv6 address alone is seen, next to
+                // the real server on the IPv4 one.
+                "sixmitm.test" => {
+                    assert_eq!(
+                        endpoint(&json, "xmpps-client", "127.0.0.1")["verdict"],
+                        "match",
+                        "{name}: {json:#}"
+                    );
+                    assert_confirmed_elsewhere(name, endpoint(&json, "xmpps-client", "::1"));
+                    // Every exit refuses this port by its policy: the
+                    // exits' refusal, not the server's and not our Tor's.
+                    let s2s = if name == "tor" {
+                        &["127.0.0.1", "::1"][..]
+                    } else {
+                        &[]
+                    };
+                    for a in s2s {
+                        let e = endpoint(&json, "xmpp-server", a);
+                        assert_eq!(e["verdict"], "unreachable", "{name}: {e:#}");
+                        let error = e["error"].as_str().unwrap_or_default();
+                        assert!(
+                            error.starts_with("no Tor exit would carry"),
+                            "{name}: {e:#}"
+                        );
+                        assert!(
+                            error.contains("refused by the exit policy"),
+                            "{name}: {e:#}"
                         );
                     }
                 }
@@ -136,6 +326,10 @@ fn checks_over_our_own_tor_network() {
                                 && vd == "mismatch"),
                             "{name}: {s} not a mismatch: {v:?}"
                         );
+                    }
+                    // Each mismatch was confirmed through a second exit.
+                    for s in ["xmpp-client", "xmpps-client", "xmpp-server", "xmpps-server"] {
+                        assert_confirmed_elsewhere(name, endpoint(&json, s, "127.0.0.1"));
                     }
                 }
                 "nostarttls.test" => assert!(

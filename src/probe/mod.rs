@@ -27,7 +27,7 @@ pub use self::budget::CircuitBudget;
 pub use self::failure::{ProbeError, ProbeFailure};
 use self::starttls::{negotiate, Limits};
 use self::tls::TlsObservation;
-use self::transport::Connector;
+use self::transport::{Connector, ExitCount, ExitRelay};
 use crate::vocab::{Role, TlsMode};
 
 /// What to probe: an address, and how to speak to it.
@@ -41,6 +41,15 @@ pub struct Target {
     pub role: Role,
     /// STARTTLS or direct TLS.
     pub tls: TlsMode,
+}
+
+/// What one probe saw, and through which Tor exit.
+#[derive(Clone, Debug)]
+pub struct Seen {
+    /// The handshake's observation.
+    pub observation: TlsObservation,
+    /// The exit relay that carried the probe (Tor only).
+    pub exit: Option<ExitRelay>,
 }
 
 /// Spaces probes to one address:port, whatever domains point at it, so the
@@ -270,23 +279,39 @@ impl Prober {
         self.connector.tor_state()
     }
 
+    /// Over Tor: how many exits allow `addr`'s port for its family.
+    pub fn exit_count(&self, addr: SocketAddr) -> Option<ExitCount> {
+        self.connector.exit_count(addr)
+    }
+
     /// One probe, retried once over a fresh circuit before it counts as
-    /// failed; nothing runs past `deadline`.
+    /// failed, through an exit that is none of `avoid` (nor of their
+    /// family); nothing runs past `deadline`.
     pub async fn probe(
         &self,
         target: &Target,
         deadline: Instant,
-    ) -> Result<TlsObservation, ProbeError> {
+        avoid: &[ExitRelay],
+    ) -> Result<Seen, ProbeError> {
         let mut last = None;
         for attempt in 0..self.attempts {
             if attempt > 0 && Instant::now() >= deadline {
                 break;
             }
-            match self.probe_once(target, deadline).await {
+            match self.probe_once(target, deadline, avoid).await {
                 Ok(obs) => return Ok(obs),
                 Err(e) => {
                     tracing::debug!(addr = %target.addr, attempt, error = %e, "probe failed");
+                    // Several exits already refused it: a second round
+                    // would only ask them again.
+                    let refused = matches!(
+                        e,
+                        ProbeError::Connect(transport::ConnectFailure::ExitRefused(_))
+                    );
                     last = Some(e);
+                    if refused {
+                        break;
+                    }
                 }
             }
         }
@@ -300,7 +325,8 @@ impl Prober {
         &self,
         target: &Target,
         deadline: Instant,
-    ) -> Result<TlsObservation, ProbeError> {
+        avoid: &[ExitRelay],
+    ) -> Result<Seen, ProbeError> {
         // When the probe may start: its address's spacing slot, and a
         // circuit token unless the transport builds no circuits.
         let mut start = Instant::now();
@@ -330,7 +356,7 @@ impl Prober {
         if Instant::now() >= deadline {
             return Err(self.deadline_passed());
         }
-        match tokio::time::timeout_at(deadline, self.connect_and_negotiate(target)).await {
+        match tokio::time::timeout_at(deadline, self.connect_and_negotiate(target, avoid)).await {
             Ok(result) => result,
             Err(_) => Err(self.deadline_passed()),
         }
@@ -340,10 +366,14 @@ impl Prober {
         !matches!(self.connector, Connector::Direct)
     }
 
-    async fn connect_and_negotiate(&self, target: &Target) -> Result<TlsObservation, ProbeError> {
-        let stream = self
+    async fn connect_and_negotiate(
+        &self,
+        target: &Target,
+        avoid: &[ExitRelay],
+    ) -> Result<Seen, ProbeError> {
+        let connected = self
             .connector
-            .connect(target.addr, self.connect_timeout)
+            .connect(target.addr, self.connect_timeout, avoid)
             .await
             .map_err(ProbeError::Connect)?;
         let from = match target.role {
@@ -355,8 +385,8 @@ impl Prober {
                 .filter(|f| !f.eq_ignore_ascii_case(target.domain.trim_end_matches('.'))),
             Role::Client => None,
         };
-        negotiate(
-            stream,
+        let observation = negotiate(
+            connected.stream,
             &target.domain,
             target.role,
             from,
@@ -364,7 +394,11 @@ impl Prober {
             &self.limits,
         )
         .await
-        .map_err(ProbeError::Session)
+        .map_err(ProbeError::Session)?;
+        Ok(Seen {
+            observation,
+            exit: connected.exit,
+        })
     }
 }
 
@@ -428,7 +462,7 @@ mod tests {
             tls: TlsMode::StartTls,
         };
         let deadline = Instant::now() + Duration::from_secs(10);
-        assert!(prober.probe_once(&target, deadline).await.is_err());
+        assert!(prober.probe_once(&target, deadline, &[]).await.is_err());
         server.await.unwrap()
     }
 
@@ -491,12 +525,12 @@ mod tests {
         };
         assert!(gate.enter().await);
         let far = Instant::now() + Duration::from_secs(60);
-        let first = prober.probe_once(&target, far).await.unwrap_err();
+        let first = prober.probe_once(&target, far, &[]).await.unwrap_err();
         assert!(!matches!(first, ProbeError::NotProbed(_)), "{first}");
         assert_eq!(accepted.load(Ordering::SeqCst), 1);
         // The next token comes in 10 s: a probe that must end in 5 s is not made.
         let soon = Instant::now() + Duration::from_secs(5);
-        let second = prober.probe_once(&target, soon).await.unwrap_err();
+        let second = prober.probe_once(&target, soon, &[]).await.unwrap_err();
         assert!(
             matches!(&second, ProbeError::NotProbed(m) if m.contains("circuits_per_second")),
             "{second}"
@@ -509,7 +543,7 @@ mod tests {
         // One with time to spare waits for its token, without the permit.
         let waiting = prober.clone();
         let far = Instant::now() + Duration::from_secs(60);
-        let task = tokio::spawn(async move { waiting.probe_once(&target, far).await });
+        let task = tokio::spawn(async move { waiting.probe_once(&target, far, &[]).await });
         tokio::time::sleep(Duration::from_secs(1)).await;
         assert!(!gate.holds().await, "waiting for a token is no work");
         assert_eq!(permits.available_permits(), 1);
@@ -535,7 +569,7 @@ mod tests {
             tls: TlsMode::StartTls,
         };
         let e = prober
-            .probe_once(&target, Instant::now() + Duration::from_secs(5))
+            .probe_once(&target, Instant::now() + Duration::from_secs(5), &[])
             .await
             .unwrap_err();
         assert!(!matches!(e, ProbeError::NotProbed(_)), "{e}");

@@ -1,7 +1,11 @@
 //! How a probe reaches a server: embedded Tor (arti), a SOCKS5 proxy, or direct TCP.
 //!
 //! Every connection asks for a fresh circuit, so a machine in the middle
-//! cannot link our probes together or recognise them.
+//! cannot link our probes together or recognise them. Over Tor a stream
+//! leaves through an exit that allows the target's address family (arti's
+//! `ipv4_only`/`ipv6_only`), an exit's policy refusal is retried through
+//! another exit, and the exit relay of each stream is known, so that a
+//! confirming probe can be sent through a different one.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -10,9 +14,14 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use arti_client::config::{CfgPath, TorClientConfigBuilder};
-use arti_client::{ErrorKind, HasKind, StreamPrefs, TorAddr, TorClient, TorClientConfig};
+use arti_client::{
+    DataStream, ErrorKind, HasKind, StreamPrefs, TorAddr, TorClient, TorClientConfig,
+};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
+use tor_linkspec::HasRelayIds;
+use tor_netdir::{FamilyRules, SubnetConfig};
+use tor_proto::client::stream::ClientStreamCtrl;
 use tor_rtcompat::PreferredRuntime;
 
 pub use super::fault::{arti_fault, Fault, TorState};
@@ -35,13 +44,24 @@ pub enum ConnectFailure {
     /// Tor or the proxy could not carry the connection: the operator's problem.
     #[error("{0}")]
     Transport(String),
+    /// Every Tor exit tried refused the connection by its exit policy (or
+    /// none in the directory allows it). Neither the server's fault nor our
+    /// Tor failing: the network's exits will not go there. Counted as not
+    /// ours, so it never tells the operator that Tor is broken.
+    #[error("{0}")]
+    ExitRefused(String),
+    /// A stream could only be had through exits the probe had to avoid
+    /// (the exit, or a relay of the family, that saw the first key): a
+    /// confirming probe that cannot be made.
+    #[error("{0}")]
+    NoOtherExit(String),
 }
 
 impl Whose for ConnectFailure {
     fn kind(&self) -> Kind {
         match self {
-            ConnectFailure::Remote(_) => Kind::Remote,
-            ConnectFailure::Transport(_) => Kind::Tor,
+            ConnectFailure::Remote(_) | ConnectFailure::ExitRefused(_) => Kind::Remote,
+            ConnectFailure::Transport(_) | ConnectFailure::NoOtherExit(_) => Kind::Tor,
         }
     }
 }
@@ -66,6 +86,78 @@ async fn stuck_for(client: &TorClient<PreferredRuntime>, span: Duration) -> Stri
     }
 }
 
+/// The relay a Tor stream left the network through.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct ExitRelay {
+    /// The RSA identity fingerprint: 40 lowercase hex digits.
+    pub rsa: String,
+    /// The Ed25519 identity (base64), when the circuit knows it.
+    pub ed25519: Option<String>,
+}
+
+impl std::fmt::Display for ExitRelay {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.rsa)
+    }
+}
+
+/// An open stream and, over Tor, the exit relay carrying it.
+pub struct Connected {
+    /// The byte stream.
+    pub stream: BoxStream,
+    /// The exit relay (Tor only: a SOCKS5 proxy does not say, direct has none).
+    pub exit: Option<ExitRelay>,
+}
+
+/// How many streams (each over a fresh circuit) one Tor connection may try
+/// to get one through an acceptable exit: an exit that refuses by its policy,
+/// or one that must be avoided, costs one try.
+pub const EXIT_TRIES: u32 = 8;
+
+/// What the tries of one Tor connection came to, when none gave a stream.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ExitTries {
+    /// Exits that refused the stream by their exit policy.
+    pub refused: u32,
+    /// Streams opened through an exit the probe had to avoid (then dropped).
+    pub avoided: u32,
+}
+
+impl ExitTries {
+    /// Whether another try may be made.
+    pub fn may_retry(&self) -> bool {
+        self.refused + self.avoided < EXIT_TRIES
+    }
+
+    /// The failure once the tries are used up: a refusal by every exit
+    /// tried is the exits' doing, only avoided exits a confirmation that
+    /// cannot be made.
+    pub fn failure(&self, addr: SocketAddr, exits: Option<ExitCount>) -> ConnectFailure {
+        let family = family_name(addr);
+        let count = exits
+            .map(|c| {
+                format!(
+                    "; the directory lists {} of {} exits as allowing {family} to port {}",
+                    c.allowing,
+                    c.exits,
+                    addr.port()
+                )
+            })
+            .unwrap_or_default();
+        if self.avoided == 0 {
+            ConnectFailure::ExitRefused(format!(
+                "no Tor exit would carry a connection to {addr}: refused by the exit policy ({} circuits tried{count})",
+                self.refused
+            ))
+        } else {
+            ConnectFailure::NoOtherExit(format!(
+                "no other Tor exit would carry a connection to {addr}: {} circuit(s) came out at an exit to avoid, {} at an exit that refused by its policy{count}",
+                self.avoided, self.refused
+            ))
+        }
+    }
+}
+
 /// When the transport last carried a connection to some server (or heard an
 /// exit's report about one): proof that it worked then.
 #[derive(Clone, Debug, Default)]
@@ -85,11 +177,78 @@ impl Carried {
     }
 }
 
+/// How many exits of the current directory allow a port for one family.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ExitCount {
+    /// Relays whose exit policy allows the port for the family.
+    pub allowing: usize,
+    /// Relays whose exit policy allows some port at all.
+    pub exits: usize,
+}
+
+impl ExitCount {
+    /// A note for the report when few exits allow the port (under a third of
+    /// all exits): probes and confirmations have few exits to go through.
+    pub fn few_note(&self, addr: SocketAddr) -> Option<String> {
+        if self.exits == 0 || self.allowing * 3 >= self.exits {
+            return None;
+        }
+        let hint = if addr.port() == 5269 {
+            " (Tor's reduced exit policy, used by many exits, does not allow 5269)"
+        } else {
+            ""
+        };
+        Some(format!(
+            "only {} of {} Tor exits allow {} connections to port {}{hint}: few exits can probe this endpoint, so it is more often unreachable over Tor and a mismatch has fewer exits to be confirmed through",
+            self.allowing,
+            self.exits,
+            family_name(addr),
+            addr.port()
+        ))
+    }
+}
+
+fn family_name(addr: SocketAddr) -> &'static str {
+    if addr.is_ipv6() {
+        "IPv6"
+    } else {
+        "IPv4"
+    }
+}
+
+/// Whether a stream through `exit` may be used by a probe that must avoid
+/// `avoid`: not one of them, nor (as `related` says) of their family. An
+/// exit that cannot be named is acceptable only when there is nothing to avoid.
+pub fn exit_acceptable(
+    exit: Option<&ExitRelay>,
+    avoid: &[ExitRelay],
+    related: impl Fn(&ExitRelay, &ExitRelay) -> bool,
+) -> bool {
+    match exit {
+        None => avoid.is_empty(),
+        Some(exit) => avoid.iter().all(|a| {
+            a.rsa != exit.rsa
+                && a.ed25519
+                    .as_ref()
+                    .is_none_or(|e| Some(e) != exit.ed25519.as_ref())
+                && !related(a, exit)
+        }),
+    }
+}
+
+/// The embedded Tor client and the family rules its path selection uses.
+#[derive(Clone)]
+pub struct Tor {
+    client: Arc<TorClient<PreferredRuntime>>,
+    subnets: SubnetConfig,
+    carried: Carried,
+}
+
 /// The connector chosen by configuration.
 #[derive(Clone)]
 pub enum Connector {
     /// Embedded arti client.
-    Tor(Arc<TorClient<PreferredRuntime>>, Carried),
+    Tor(Tor),
     /// A SOCKS5 proxy (tor's SocksPort): credentials vary per probe for a fresh circuit.
     Socks5(SocketAddr, Carried),
     /// Plain TCP.
@@ -151,7 +310,7 @@ impl Connector {
                 Carried::default(),
             )),
             Transport::Tor => {
-                let config = arti_config_from(arti_config, dirs, Some(connect_timeout))?;
+                let (config, subnets) = arti_config_from(arti_config, dirs, Some(connect_timeout))?;
                 let client = TorClient::builder()
                     .config(config)
                     .create_unbootstrapped()
@@ -159,7 +318,11 @@ impl Connector {
                 let stuck = stuck_for(&client, BOOTSTRAP_STUCK);
                 tokio::select! {
                     done = tokio::time::timeout(bootstrap_timeout, client.bootstrap()) => match done {
-                        Ok(Ok(())) => Ok(Connector::Tor(client, Carried::default())),
+                        Ok(Ok(())) => Ok(Connector::Tor(Tor {
+                            client,
+                            subnets,
+                            carried: Carried::default(),
+                        })),
                         Ok(Err(e)) => Err(TransportSetupError::Bootstrap(format!(
                             "{e} ({})",
                             client.bootstrap_status()
@@ -191,8 +354,8 @@ impl Connector {
     /// What arti says of itself now (None for the other transports).
     pub fn tor_state(&self) -> Option<TorState> {
         match self {
-            Connector::Tor(client, _) => {
-                let status = client.bootstrap_status();
+            Connector::Tor(tor) => {
+                let status = tor.client.bootstrap_status();
                 Some(TorState {
                     ready: status.ready_for_traffic(),
                     blocked: status.blocked().map(|b| b.to_string()),
@@ -202,12 +365,14 @@ impl Connector {
         }
     }
 
-    /// Opens a stream to `addr` over a fresh circuit, within `timeout`.
+    /// Opens a stream to `addr` over a fresh circuit, within `timeout`;
+    /// over Tor through an exit that is none of `avoid` nor of their family.
     pub async fn connect(
         &self,
         addr: SocketAddr,
         timeout: Duration,
-    ) -> Result<BoxStream, ConnectFailure> {
+        avoid: &[ExitRelay],
+    ) -> Result<Connected, ConnectFailure> {
         let attempt = async {
             match self {
                 Connector::Direct => {
@@ -215,34 +380,20 @@ impl Connector {
                         .await
                         .map_err(|e| ConnectFailure::Remote(io_message(&e)))?;
                     let _ = stream.set_nodelay(true);
-                    Ok(Box::pin(stream) as BoxStream)
+                    Ok(Connected {
+                        stream: Box::pin(stream),
+                        exit: None,
+                    })
                 }
                 Connector::Socks5(proxy, carried) => {
                     let stream =
                         socks5_connect(*proxy, addr, carried, timeout * CARRIED_VOUCHES).await?;
-                    Ok(Box::pin(stream) as BoxStream)
+                    Ok(Connected {
+                        stream: Box::pin(stream),
+                        exit: None,
+                    })
                 }
-                Connector::Tor(client, carried) => {
-                    let mut prefs = StreamPrefs::new();
-                    prefs.new_isolation_group();
-                    // The address came from our own validated DNS: that is the point.
-                    let target = TorAddr::dangerously_from(addr)
-                        .map_err(|e| ConnectFailure::Transport(e.to_string()))?;
-                    match client.connect_with_prefs(target, &prefs).await {
-                        Ok(stream) => {
-                            carried.mark();
-                            Ok(Box::pin(stream) as BoxStream)
-                        }
-                        Err(e) => {
-                            let state = self.tor_state().unwrap_or_default();
-                            let fault = arti_fault(e.kind(), &state);
-                            if fault != Fault::Ours {
-                                carried.mark();
-                            }
-                            Err(arti_failure(&e, fault, &state))
-                        }
-                    }
-                }
+                Connector::Tor(tor) => tor.connect(addr, avoid).await,
             }
         };
         match tokio::time::timeout(timeout, attempt).await {
@@ -263,7 +414,8 @@ impl Connector {
             Connector::Direct => {
                 ConnectFailure::Remote(format!("connection timed out after {after}"))
             }
-            Connector::Tor(_, carried) => {
+            Connector::Tor(tor) => {
+                let carried = &tor.carried;
                 let state = self.tor_state().unwrap_or_default();
                 if state.healthy() && carried.within(window) {
                     ConnectFailure::Remote(format!(
@@ -291,6 +443,16 @@ impl Connector {
                     ))
                 }
             }
+        }
+    }
+
+    /// Over Tor: how many exits of the current directory allow `addr`'s
+    /// port for its address family. None for other transports, or when
+    /// arti has no usable directory.
+    pub fn exit_count(&self, addr: SocketAddr) -> Option<ExitCount> {
+        match self {
+            Connector::Tor(tor) => tor.exit_count(addr),
+            _ => None,
         }
     }
 }
@@ -325,6 +487,138 @@ fn arti_failure(e: &arti_client::Error, fault: Fault, state: &TorState) -> Conne
     }
 }
 
+impl Tor {
+    /// Streams over fresh circuits until one leaves through an acceptable
+    /// exit, at most [`EXIT_TRIES`] of them.
+    async fn connect(
+        &self,
+        addr: SocketAddr,
+        avoid: &[ExitRelay],
+    ) -> Result<Connected, ConnectFailure> {
+        // The address came from our own validated DNS: that is the point.
+        let target = TorAddr::dangerously_from(addr)
+            .map_err(|e| ConnectFailure::Transport(e.to_string()))?;
+        let mut tries = ExitTries::default();
+        while tries.may_retry() {
+            let mut prefs = StreamPrefs::new();
+            prefs.new_isolation_group();
+            // An exit chosen by the target's own family's policy.
+            if addr.is_ipv6() {
+                prefs.ipv6_only();
+            } else {
+                prefs.ipv4_only();
+            }
+            match self.client.connect_with_prefs(target.clone(), &prefs).await {
+                Ok(stream) => {
+                    self.carried.mark();
+                    let exit = exit_of(&stream);
+                    if exit_acceptable(exit.as_ref(), avoid, |a, b| self.related(a, b)) {
+                        return Ok(Connected {
+                            stream: Box::pin(stream),
+                            exit,
+                        });
+                    }
+                    tracing::debug!(%addr, exit = ?exit, "stream came out at an exit to avoid; trying another circuit");
+                    tries.avoided += 1;
+                }
+                Err(e) => match classify_arti(&e) {
+                    Attempt::ExitRefused => {
+                        tracing::debug!(%addr, error = %e, "an exit refused by its policy; trying another");
+                        tries.refused += 1;
+                    }
+                    Attempt::NoExit(detail) => {
+                        // No path at all: the exits' policies, when the
+                        // directory shows none allows the port; else ours.
+                        return Err(match self.exit_count(addr) {
+                            Some(c) if c.allowing == 0 => ConnectFailure::ExitRefused(format!(
+                                "no Tor exit would carry a connection to {addr}: refused by the exit policy of all {} exits in the directory",
+                                c.exits
+                            )),
+                            _ => ConnectFailure::Transport(format!(
+                                "our Tor client failed: {detail} ({})",
+                                self.state().describe()
+                            )),
+                        });
+                    }
+                    // Whose fault, from arti's error kind and its own state.
+                    Attempt::Failed(_) => {
+                        let state = self.state();
+                        let fault = arti_fault(e.kind(), &state);
+                        if fault != Fault::Ours {
+                            self.carried.mark();
+                        }
+                        return Err(arti_failure(&e, fault, &state));
+                    }
+                },
+            }
+        }
+        Err(tries.failure(addr, self.exit_count(addr)))
+    }
+
+    /// What arti says of itself now.
+    fn state(&self) -> TorState {
+        let status = self.client.bootstrap_status();
+        TorState {
+            ready: status.ready_for_traffic(),
+            blocked: status.blocked().map(|b| b.to_string()),
+        }
+    }
+
+    /// Whether two exits count as one: declared family, or the same subnet
+    /// under the path rules arti builds circuits with.
+    fn related(&self, a: &ExitRelay, b: &ExitRelay) -> bool {
+        let Some(netdir) = self.netdir() else {
+            return false;
+        };
+        let find = |x: &ExitRelay| {
+            let id = tor_llcrypto::pk::rsa::RsaIdentity::from_hex(&x.rsa)?;
+            netdir.by_id(&id)
+        };
+        match (find(a), find(b)) {
+            (Some(ra), Some(rb)) => {
+                ra.low_level_details()
+                    .in_same_family(&rb, FamilyRules::all_family_info())
+                    || ra.low_level_details().in_same_subnet(&rb, &self.subnets)
+            }
+            _ => false,
+        }
+    }
+
+    fn netdir(&self) -> Option<Arc<tor_netdir::NetDir>> {
+        self.client.dirmgr().ok()?.timely_netdir().ok()
+    }
+
+    fn exit_count(&self, addr: SocketAddr) -> Option<ExitCount> {
+        let netdir = self.netdir()?;
+        let (mut allowing, mut exits) = (0, 0);
+        for relay in netdir.relays() {
+            let d = relay.low_level_details();
+            if !d.policies_allow_some_port() {
+                continue;
+            }
+            exits += 1;
+            let allows = if addr.is_ipv6() {
+                d.supports_exit_port_ipv6(addr.port())
+            } else {
+                d.supports_exit_port_ipv4(addr.port())
+            };
+            allowing += usize::from(allows);
+        }
+        Some(ExitCount { allowing, exits })
+    }
+}
+
+/// The exit relay of a Tor stream: the last hop of its circuit.
+fn exit_of(stream: &DataStream) -> Option<ExitRelay> {
+    let tunnel = stream.client_stream_ctrl()?.tunnel()?;
+    let last = tunnel.last_hop_info().ok()??;
+    let rsa = last.rsa_identity()?;
+    Some(ExitRelay {
+        rsa: hex::encode(rsa.as_bytes()),
+        ed25519: last.ed_identity().map(|e| e.to_string()),
+    })
+}
+
 fn io_message(e: &std::io::Error) -> String {
     match e.kind() {
         std::io::ErrorKind::ConnectionRefused => "connection refused".into(),
@@ -333,18 +627,51 @@ fn io_message(e: &std::io::Error) -> String {
     }
 }
 
+/// What one failed Tor stream attempt means.
+#[derive(Debug, PartialEq, Eq)]
+enum Attempt {
+    /// The exit refused by its exit policy: try another exit.
+    ExitRefused,
+    /// arti found no path or no exit for the stream (maybe no exit allows it).
+    NoExit(String),
+    /// A failure to report as it is.
+    Failed(ConnectFailure),
+}
+
+fn classify_arti(e: &arti_client::Error) -> Attempt {
+    classify_kind(e.kind(), &e.to_string())
+}
+
+/// Sorts an arti error kind: the server's doing (seen by the exit), an
+/// exit's refusal, no exit, or our Tor failing.
+fn classify_kind(kind: ErrorKind, detail: &str) -> Attempt {
+    use ErrorKind::*;
+    match kind {
+        ExitPolicyRejected => Attempt::ExitRefused,
+        NoExit | NoPath => Attempt::NoExit(format!("tor: {detail}")),
+        RemoteConnectionRefused => Attempt::Failed(ConnectFailure::Remote(
+            "connection refused (seen by the Tor exit)".into(),
+        )),
+        RemoteNetworkFailed | RemoteHostNotFound | RemoteNetworkTimeout | ExitTimeout
+        | RemoteStreamClosed | RemoteStreamReset | RemoteStreamError => Attempt::Failed(
+            ConnectFailure::Remote(format!("{detail} (seen by the Tor exit)")),
+        ),
+        _ => Attempt::Failed(ConnectFailure::Transport(format!("tor: {detail}"))),
+    }
+}
+
 /// Reads the operator's arti TOML over the defaults and fills in storage dirs.
 fn arti_config_from(
     file: Option<&Path>,
     dirs: Option<&TorDirs>,
     connect_timeout: Option<Duration>,
-) -> Result<TorClientConfig, TransportSetupError> {
+) -> Result<(TorClientConfig, SubnetConfig), TransportSetupError> {
     let path_str = file.map(|p| p.display().to_string()).unwrap_or_default();
     let err = |detail: String| TransportSetupError::Config {
         path: path_str.clone(),
         detail,
     };
-    let (mut builder, has_storage) = match file {
+    let (mut builder, has_storage, subnets) = match file {
         Some(path) => {
             let text = std::fs::read_to_string(path).map_err(|e| err(e.to_string()))?;
             if text.len() > 1 << 20 {
@@ -352,11 +679,16 @@ fn arti_config_from(
             }
             let table: toml::Table = toml::from_str(&text).map_err(|e| err(e.to_string()))?;
             let has_storage = table.contains_key("storage");
+            let subnets = subnet_rules(&table);
             let builder: TorClientConfigBuilder =
                 toml::from_str(&text).map_err(|e| err(e.to_string()))?;
-            (builder, has_storage)
+            (builder, has_storage, subnets)
         }
-        None => (TorClientConfigBuilder::default(), false),
+        None => (
+            TorClientConfigBuilder::default(),
+            false,
+            subnet_rules(&toml::Table::new()),
+        ),
     };
     if let (Some(dirs), false) = (dirs, has_storage) {
         builder
@@ -369,7 +701,26 @@ fn arti_config_from(
         builder.circuit_timing().request_timeout(circuit);
         builder.stream_timeouts().connect_timeout(stream);
     }
-    builder.build().map_err(|e| err(e.to_string()))
+    let config = builder.build().map_err(|e| err(e.to_string()))?;
+    Ok((config, subnets))
+}
+
+/// The subnet prefixes arti's path rules treat as one family (arti's
+/// defaults, /16 and /32, unless the file's `[path_rules]` says otherwise),
+/// so a confirming probe avoids what arti itself would not put in one circuit.
+fn subnet_rules(table: &toml::Table) -> SubnetConfig {
+    let rules = table.get("path_rules").and_then(|v| v.as_table());
+    let prefix = |key: &str, default: u8| {
+        rules
+            .and_then(|r| r.get(key))
+            .and_then(|v| v.as_integer())
+            .and_then(|v| u8::try_from(v).ok())
+            .unwrap_or(default)
+    };
+    SubnetConfig::new(
+        prefix("ipv4_subnet_family_prefix", 16),
+        prefix("ipv6_subnet_family_prefix", 32),
+    )
 }
 
 /// RFC 1928 CONNECT to an IP through a SOCKS5 proxy, with random RFC 1929
@@ -505,8 +856,10 @@ fn socks_reply(code: u8, vouched: bool) -> ConnectFailure {
             "our socks5 proxy reports a general failure and carried no other connection lately (for tor: no circuit could be used)"
                 .into(),
         ),
-        2 => ConnectFailure::Transport(
-            "our socks5 proxy refuses this connection by its rules (or its exit's policy)".into(),
+        // tor answers END_REASON_EXITPOLICY with "not allowed by ruleset".
+        2 => ConnectFailure::ExitRefused(
+            "no Tor exit would carry this connection: refused by the exit policy (seen by the proxy)"
+                .into(),
         ),
         other => ConnectFailure::Transport(format!(
             "our socks5 proxy failed (reply code {other})"
@@ -584,6 +937,18 @@ mod tests {
         .await
         .unwrap_err();
         assert!(!err.is_remote(), "{err}");
+        // "Not allowed by ruleset": tor's answer to an exit policy refusal.
+        let (proxy, _task) = fake_proxy(2).await;
+        let err = socks5_connect(
+            proxy,
+            "127.0.0.1:1".parse().unwrap(),
+            &Carried::default(),
+            Duration::from_secs(60),
+        )
+        .await
+        .unwrap_err();
+        assert!(matches!(err, ConnectFailure::ExitRefused(_)), "{err}");
+        assert!(!err.is_ours(), "{err}");
     }
 
     #[tokio::test]
@@ -602,12 +967,183 @@ mod tests {
         assert!(!err.is_remote(), "{err}");
     }
 
+    fn relay(rsa: char, ed: Option<&str>) -> ExitRelay {
+        ExitRelay {
+            rsa: rsa.to_string().repeat(40),
+            ed25519: ed.map(str::to_owned),
+        }
+    }
+
+    #[test]
+    fn arti_error_kinds_say_whose_fault_and_whether_to_try_another_exit() {
+        use ErrorKind as K;
+        // An exit's policy refusal is tried again elsewhere, never the server's fault.
+        assert_eq!(
+            classify_kind(K::ExitPolicyRejected, "x"),
+            Attempt::ExitRefused
+        );
+        for kind in [K::NoExit, K::NoPath] {
+            assert!(
+                matches!(classify_kind(kind, "x"), Attempt::NoExit(_)),
+                "{kind:?}"
+            );
+        }
+        let remote = [
+            K::RemoteConnectionRefused,
+            K::RemoteNetworkFailed,
+            K::RemoteNetworkTimeout,
+            K::ExitTimeout,
+            K::RemoteStreamReset,
+        ];
+        for kind in remote {
+            match classify_kind(kind, "x") {
+                Attempt::Failed(f) => assert!(f.is_remote(), "{kind:?}: {f}"),
+                other => panic!("{kind:?}: {other:?}"),
+            }
+        }
+        for kind in [
+            K::TorNetworkTimeout,
+            K::CircuitCollapse,
+            K::BootstrapRequired,
+        ] {
+            match classify_kind(kind, "x") {
+                Attempt::Failed(f) => assert!(f.is_ours(), "{kind:?}: {f}"),
+                other => panic!("{kind:?}: {other:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn exit_tries_are_bounded_and_end_as_the_exits_refusal_or_no_other_exit() {
+        let addr: SocketAddr = "[2001:db8::1]:5269".parse().unwrap();
+        let mut tries = ExitTries::default();
+        let mut n = 0;
+        while tries.may_retry() {
+            tries.refused += 1;
+            n += 1;
+        }
+        assert_eq!(n, EXIT_TRIES);
+        let refused = tries.failure(
+            addr,
+            Some(ExitCount {
+                allowing: 2,
+                exits: 9,
+            }),
+        );
+        assert!(matches!(refused, ConnectFailure::ExitRefused(_)));
+        // Neither the server's fault nor our Tor failing.
+        assert!(!refused.is_ours());
+        let text = refused.to_string();
+        assert!(
+            text.starts_with("no Tor exit would carry a connection to [2001:db8::1]:5269: refused by the exit policy"),
+            "{text}"
+        );
+        assert!(
+            text.contains(&format!(
+                "({EXIT_TRIES} circuits tried; the directory lists 2 of 9 exits as allowing IPv6 to port 5269)"
+            )),
+            "{text}"
+        );
+        // Only exits to avoid came up: the confirming probe cannot be made.
+        let avoided = ExitTries {
+            refused: 1,
+            avoided: EXIT_TRIES - 1,
+        };
+        assert!(!avoided.may_retry());
+        let f = avoided.failure(addr, None);
+        assert!(matches!(f, ConnectFailure::NoOtherExit(_)), "{f}");
+        assert!(f.to_string().starts_with("no other Tor exit"), "{f}");
+    }
+
+    #[test]
+    fn an_exit_to_avoid_is_neither_the_same_relay_nor_of_its_family() {
+        let a = relay('a', Some("edA"));
+        let b = relay('b', Some("edB"));
+        let (c_same_ed, c_no_ed) = (relay('c', Some("edA")), relay('c', None));
+        let unrelated = |_: &ExitRelay, _: &ExitRelay| false;
+        let table: Vec<(Option<&ExitRelay>, Vec<ExitRelay>, bool)> = vec![
+            (Some(&a), vec![], true),
+            (Some(&b), vec![a.clone()], true),
+            (Some(&a), vec![a.clone()], false),
+            (Some(&a), vec![b.clone(), a.clone()], false),
+            // The same Ed25519 identity under another RSA key is the same relay.
+            (Some(&c_same_ed), vec![a.clone()], false),
+            (Some(&c_no_ed), vec![a.clone()], true),
+            // An exit that cannot be named cannot be shown to differ.
+            (None, vec![], true),
+            (None, vec![a.clone()], false),
+        ];
+        for (exit, avoid, want) in table {
+            assert_eq!(
+                exit_acceptable(exit, &avoid, unrelated),
+                want,
+                "{exit:?} / {avoid:?}"
+            );
+        }
+        // A relay of the same family (or subnet) counts as the same.
+        assert!(!exit_acceptable(
+            Some(&b),
+            std::slice::from_ref(&a),
+            |_, _| true
+        ));
+    }
+
+    #[test]
+    fn few_exits_for_a_port_are_told() {
+        let s2s: SocketAddr = "192.0.2.1:5269".parse().unwrap();
+        let few = ExitCount {
+            allowing: 300,
+            exits: 1200,
+        }
+        .few_note(s2s)
+        .unwrap();
+        assert!(
+            few.starts_with("only 300 of 1200 Tor exits allow IPv4 connections to port 5269"),
+            "{few}"
+        );
+        assert!(few.contains("reduced exit policy"), "{few}");
+        let c2s: SocketAddr = "[2001:db8::1]:5222".parse().unwrap();
+        let many = ExitCount {
+            allowing: 900,
+            exits: 1200,
+        };
+        assert_eq!(many.few_note(c2s), None);
+        let none = ExitCount {
+            allowing: 0,
+            exits: 0,
+        };
+        assert_eq!(none.few_note(c2s), None);
+        let v6 = ExitCount {
+            allowing: 1,
+            exits: 10,
+        }
+        .few_note(c2s)
+        .unwrap();
+        assert!(v6.contains("IPv6 connections to port 5222"), "{v6}");
+        assert!(!v6.contains("reduced exit policy"), "{v6}");
+    }
+
+    #[test]
+    fn subnet_family_rules_follow_the_arti_file() {
+        let a: std::net::IpAddr = "127.0.0.1".parse().unwrap();
+        let b: std::net::IpAddr = "127.0.0.2".parse().unwrap();
+        let defaults = subnet_rules(&toml::Table::new());
+        assert!(defaults.addrs_in_same_subnet(&a, &b), "arti's /16 default");
+        let lab: toml::Table = toml::from_str(
+            "[path_rules]\nipv4_subnet_family_prefix = 33\nipv6_subnet_family_prefix = 129\n",
+        )
+        .unwrap();
+        assert!(!subnet_rules(&lab).addrs_in_same_subnet(&a, &b));
+    }
+
     #[test]
     fn socks5_reply_codes_say_whose_fault() {
         // (code, whose without, and with, another connection carried lately)
         for (code, alone, vouched) in [
             (1, false, true),
-            (2, false, false),
+            // "Not allowed by ruleset": tor's answer to an exit policy refusal,
+            // the exits' doing (not ours, not the server's).
+            (2, true, true),
             (3, true, true),
             (4, true, true),
             (5, true, true),
@@ -659,16 +1195,16 @@ mod tests {
         let c = Connector::Socks5(proxy, carried.clone());
         let target: SocketAddr = "127.0.0.1:1".parse().unwrap();
         let t = Duration::from_secs(5);
-        let err = c.connect(target, t).await.err().unwrap();
+        let err = c.connect(target, t, &[]).await.err().unwrap();
         assert!(!err.is_remote(), "{err}");
         assert!(err.to_string().contains("our socks5 proxy"), "{err}");
         // It carried one a moment ago: the silence is the server's.
         carried.mark();
-        let err = c.connect(target, t).await.err().unwrap();
+        let err = c.connect(target, t, &[]).await.err().unwrap();
         assert!(err.is_remote(), "{err}");
         // Long ago no longer vouches for it.
         tokio::time::advance(t * (CARRIED_VOUCHES + 1)).await;
-        let err = c.connect(target, t).await.err().unwrap();
+        let err = c.connect(target, t, &[]).await.err().unwrap();
         assert!(!err.is_remote(), "{err}");
     }
 

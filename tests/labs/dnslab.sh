@@ -15,7 +15,8 @@
 #                         serves the new signature; they fail otherwise.
 #
 # Environment (defaults): C2S_PORT=15222 C2S_TLS_PORT=15223 S2S_PORT=15269
-#   S2S_TLS_PORT=15270 DOWN_PORT=15999 NOSTARTTLS_PORT=15998
+#   S2S_TLS_PORT=15270 DOWN_PORT=15999 NOSTARTTLS_PORT=15998 SIXMITM_PORT=15996
+#   EXITREFUSED_PORT=15995
 #   DNSLAB_ADDR_BASE=127.53.0  DNSLAB_TIMEOUT=10 (seconds per readiness wait)
 #   GOOD_SPKI, OTHER_SPKI: 64 hex chars each, required (SHA-256 of an SPKI;
 #   GOOD is the key the test XMPP server presents).
@@ -62,6 +63,11 @@
 #                      (fallback: clients use nosrv.test:5222, which has no TLSA)
 #   nostarttls.test    secure, _xmpp-client -> NOSTARTTLS_PORT, TLSA GOOD there
 #   down.test          secure, _xmpp-client -> DOWN_PORT, TLSA GOOD there
+#   sixmitm.test       secure, _xmpps-client -> SIXMITM_PORT on xmpp.sixmitm.test.,
+#                      which has A 127.0.0.1 and AAAA ::1, TLSA GOOD there (the
+#                      test serves the good key on 127.0.0.1 and another on ::1);
+#                      _xmpp-server -> EXITREFUSED_PORT there, TLSA GOOD (the
+#                      Tor test's exits refuse that port on 127.0.0.1 and ::1)
 #   dot.test           secure, _xmpp-client SRV target "." (no service);
 #                      _xmpp-server -> S2S with TLSA GOOD; _xmpps-server
 #                      -> port 0 (never probed), TLSA GOOD at _0._tcp
@@ -258,9 +264,11 @@ S2S=${S2S_PORT:-15269}
 S2S_TLS=${S2S_TLS_PORT:-15270}
 DOWN=${DOWN_PORT:-15999}
 NOSTARTTLS=${NOSTARTTLS_PORT:-15998}
+SIXMITM=${SIXMITM_PORT:-15996}
+EXITREFUSED=${EXITREFUSED_PORT:-15995}
 # The port clients fall back to without SRV records (RFC 6120): fixed.
 FALLBACK=5222
-for v in C2S C2S_TLS S2S S2S_TLS DOWN NOSTARTTLS; do
+for v in C2S C2S_TLS S2S S2S_TLS DOWN NOSTARTTLS SIXMITM EXITREFUSED; do
   if ! [[ "${!v}" =~ ^[1-9][0-9]{0,4}$ ]] || [ "${!v}" -gt 65535 ]; then
     die "${v}_PORT must be a port number, got '${!v}'"
   fi
@@ -343,7 +351,7 @@ wait_bg() { # wait_bg [SKIP-PREFIX]: wait for all jobs but those named SKIP-PREF
 
 # ---------------------------------------------------------------- zones
 SIGNED="good wrong rollover notlsa nsec nosrv nostarttls down dot expired badsig badds cname cnameinsecure shared"
-SIGNED="$SIGNED twozsk twoalg bogusdirect longcname toolongcname aliasfb flip"
+SIGNED="$SIGNED twozsk twoalg bogusdirect longcname toolongcname aliasfb flip sixmitm"
 # BENCH_DOMAINS=N adds bench.test with N domains dI.bench.test, each with an
 # _xmpp-client SRV (the benchmark's workload): to xmpp.good.test when
 # BENCH_HOSTS=0, else to host hJ.bench.test, J = I mod BENCH_HOSTS, which has
@@ -449,6 +457,14 @@ leaf() { # leaf NAME: the unsigned zone text of NAME.test.
       echo "_xmpp-client._tcp.$z IN SRV 0 5 $port xmpp.$z"
       echo "xmpp.$z IN A 127.0.0.1"
       echo "_$port._tcp.xmpp.$z IN TLSA 3 1 1 $GOOD"
+      ;;
+    sixmitm)
+      echo "_xmpps-client._tcp.$z IN SRV 0 5 $SIXMITM xmpp.$z"
+      echo "xmpp.$z IN A 127.0.0.1"
+      echo "xmpp.$z IN AAAA ::1"
+      echo "_$SIXMITM._tcp.xmpp.$z IN TLSA 3 1 1 $GOOD"
+      echo "_xmpp-server._tcp.$z IN SRV 0 5 $EXITREFUSED xmpp.$z"
+      echo "_$EXITREFUSED._tcp.xmpp.$z IN TLSA 3 1 1 $GOOD"
       ;;
     dot)
       echo "_xmpp-client._tcp.$z IN SRV 0 0 0 ."

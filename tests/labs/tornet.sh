@@ -3,8 +3,8 @@
 # 5 relays (3 of them exits) and 1 plain tor client with a SOCKS port, all
 # Debian `tor` on 127.0.0.1. Nothing here ever names a public Tor address,
 # and `start` refuses to run unless this process is in a network namespace
-# whose only interface is lo (the exits accept *:*; the namespace is what
-# keeps them on loopback). Run it as e.g.
+# whose only interface is lo (the exits accept *:*, IPv4 and IPv6, and exit
+# to 127.0.0.0/8 and ::1; the namespace is what keeps them on loopback). Run it as e.g.
 #   unshare --net -- bash -c 'ip link set lo up && exec bash tornet.sh start DIR'
 #
 #   tornet.sh start DIR   wipe DIR, write keys and configs, start every tor,
@@ -33,6 +33,13 @@
 #                           (__OwningControllerProcess; tor polls it about
 #                           every 15 s). Default: this script's parent.
 #   TORNET_TIMEOUT=90       seconds to wait for a usable network.
+#   TORNET_REJECT_PORT=     a port every exit refuses on 127.0.0.1 and ::1
+#                           (but allows elsewhere, so the policy summaries in
+#                           the directory still list it): streams there end
+#                           with END_REASON_EXITPOLICY. Empty: none.
+#   TORNET_R1_REJECT6_PORT= a port the first exit (r1) alone refuses on ::1
+#                           (the others carry it): a stream there through r1
+#                           ends with END_REASON_EXITPOLICY. Empty: none.
 #   TORNET_EXIT_NAMESERVER=127.0.0.1  the (loopback) nameserver the exits
 #                           resolve hostnames with, port 53.
 #
@@ -70,6 +77,8 @@ TIMEOUT=${TORNET_TIMEOUT:-90}
 OWNER=${TORNET_OWNER_PID:-$PPID}
 EXIT_NS=${TORNET_EXIT_NAMESERVER:-127.0.0.1}
 KEYCACHE=${TORNET_KEYCACHE:-}
+REJECT_PORT=${TORNET_REJECT_PORT:-}
+R1_REJECT6_PORT=${TORNET_R1_REJECT6_PORT:-}
 
 AUTHS="a1 a2 a3"
 RELAYS="r1 r2 r3 r4 r5"
@@ -154,6 +163,11 @@ case $lo_addrs in
     *127.0.0.1/*) ;;
     *) die "lo is down or has no 127.0.0.1 here; run 'ip link set lo up' in the namespace first" ;;
 esac
+# The exits bind their IPv6 streams to ::1 (IPv6 may be off in the namespace).
+case $lo_addrs in
+    *::1/128*) ;;
+    *) die "lo has no ::1 here (IPv6 disabled?); the exits need it to exit to IPv6" ;;
+esac
 
 for t in tor tor-gencert flock; do
     command -v "$t" >/dev/null || die "$t not found (apt-get install tor util-linux)"
@@ -163,6 +177,11 @@ case $BASE in '' | *[!0-9]*) die "TORNET_PORT_BASE must be a number" ;; esac
 case $OWNER in '' | *[!0-9]*) die "TORNET_OWNER_PID must be a pid" ;; esac
 kill -0 "$OWNER" 2>/dev/null || die "owner process $OWNER is not running"
 case $EXIT_NS in 127.*) ;; *) die "TORNET_EXIT_NAMESERVER must be a 127.0.0.0/8 address" ;; esac
+for p in "$REJECT_PORT" "$R1_REJECT6_PORT"; do
+    case $p in '' | [1-9] | [1-9][0-9] | [1-9][0-9][0-9] | [1-9][0-9][0-9][0-9] | [1-9][0-9][0-9][0-9][0-9]) ;;
+        *) die "TORNET_REJECT_PORT and TORNET_R1_REJECT6_PORT must be port numbers" ;;
+    esac
+done
 
 # ---------------------------------------------------------------- fresh DIR
 
@@ -347,11 +366,21 @@ EOF
             r?)
                 relay_torrc "$name"
                 if is_exit "$name"; then
+                    if [ -n "$R1_REJECT6_PORT" ] && [ "$name" = r1 ]; then
+                        echo "ExitPolicy reject6 [::1]:$R1_REJECT6_PORT"
+                    fi
+                    if [ -n "$REJECT_PORT" ]; then
+                        echo "ExitPolicy reject 127.0.0.1:$REJECT_PORT"
+                        echo "ExitPolicy reject6 [::1]:$REJECT_PORT"
+                    fi
                     cat <<EOF
 ExitRelay 1
+IPv6Exit 1
+OutboundBindAddress [::1]
 ExitPolicyRejectPrivate 0
 ExitPolicyRejectLocalInterfaces 0
 ExitPolicy accept 127.0.0.0/8:*
+ExitPolicy accept6 [::1]:*
 ExitPolicy accept *:*
 EOF
                 else
@@ -359,7 +388,7 @@ EOF
                 fi
                 ;;
             c1)
-                echo "SocksPort 127.0.0.1:$SOCKS_PORT"
+                echo "SocksPort 127.0.0.1:$SOCKS_PORT IPv6Traffic"
                 echo "ControlPort 127.0.0.1:$CONTROL_PORT"
                 echo "CookieAuthentication 1"
                 # fetch each new consensus as soon as it is out, like a
