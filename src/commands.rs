@@ -1,4 +1,4 @@
-//! Chat commands (CONTRACT §2): one type per command, each parsed, run, replied.
+//! Chat commands (docs/chat.md): one type per command, each parsed, run, replied.
 
 use crate::domain::Domain;
 use crate::engine::{Engine, Error};
@@ -86,7 +86,8 @@ impl Command {
             }
         };
         match verb.as_str() {
-            "help" | "?" => bare("help", Command::Help),
+            // `help check` and the like: the full list, which covers every command.
+            "help" | "?" => Ok(Command::Help),
             "list" => bare("list", Command::List),
             "check" => Ok(Command::Check(domain("check")?)),
             "subscribe" => Ok(Command::Subscribe(domain("subscribe")?)),
@@ -249,6 +250,7 @@ mod tests {
         let ok = [
             ("help", Command::Help),
             ("  HELP ", Command::Help),
+            ("help check", Command::Help),
             ("list", Command::List),
             ("check example.org", Command::Check(d("example.org"))),
             ("Check Example.ORG.", Command::Check(d("example.org"))),
