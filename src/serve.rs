@@ -54,7 +54,11 @@ pub async fn serve(config: Config) -> Result<(), ServeError> {
     let front = xmpp::Settings::from_config(&config)?;
     let path = config.store.path.clone();
     let store = Store::open(Path::new(&path)).map_err(|source| match &source {
-        StoreError::Sled(sled::Error::Io(e)) if e.kind() == std::io::ErrorKind::WouldBlock => {
+        // sled words a held lock as "could not acquire lock on …: WouldBlock".
+        StoreError::Sled(sled::Error::Io(e))
+            if e.kind() == std::io::ErrorKind::WouldBlock
+                || e.to_string().contains("could not acquire lock") =>
+        {
             ServeError::StoreInUse { path: path.clone() }
         }
         _ => ServeError::Store {

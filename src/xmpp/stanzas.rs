@@ -20,6 +20,10 @@ pub const NS_PUBSUB: &str = "http://jabber.org/protocol/pubsub";
 pub const NS_PUBSUB_EVENT: &str = "http://jabber.org/protocol/pubsub#event";
 /// XEP-0060 PubSub errors.
 pub const NS_PUBSUB_ERRORS: &str = "http://jabber.org/protocol/pubsub#errors";
+/// XEP-0115 entity capabilities.
+pub const NS_CAPS: &str = "http://jabber.org/protocol/caps";
+/// Our XEP-0115 `node`: names the software, not a place to fetch from.
+pub const CAPS_NODE: &str = "urn:xmpp:certwatch:caps";
 /// Atom (RFC 4287).
 pub const NS_ATOM: &str = "http://www.w3.org/2005/Atom";
 /// XEP-0004 data forms.
@@ -94,12 +98,40 @@ pub fn presence(from: &Jid, to: &Jid, type_: PresenceType) -> Presence {
     p
 }
 
+/// The XEP-0115 `ver` of the component's own disco#info (sha-1, base64),
+/// which answers a disco#info on `CAPS_NODE#ver` too.
+pub fn caps_ver(commands: &[&str]) -> String {
+    caps(commands)
+        .attr("ver")
+        .expect("caps carry a ver")
+        .to_owned()
+}
+
+/// Our XEP-0115 `<c/>`, hashed by xmpp-parsers over our own disco#info.
+pub fn caps(commands: &[&str]) -> Element {
+    use tokio_xmpp::parsers::{caps, disco::DiscoInfoResult, hashes::Algo};
+    let info =
+        DiscoInfoResult::try_from(disco_info(None, commands)).expect("our own disco#info parses");
+    let hash =
+        caps::hash_caps(&caps::compute_disco(&info), Algo::Sha_1).expect("sha-1 is supported");
+    caps::Caps::new(CAPS_NODE, hash).into()
+}
+
+/// Available presence, with our XEP-0115 capabilities.
+pub fn available(from: &Jid, to: &Jid, commands: &[&str]) -> Presence {
+    let mut p = presence(from, to, PresenceType::None);
+    p.payloads.push(caps(commands));
+    p
+}
+
 /// XEP-0030 info: identities, features, and an XEP-0128 form listing the chat commands.
+/// `node` is a PubSub node (a leaf), or `CAPS_NODE#ver` (the component itself).
 pub fn disco_info(node: Option<&str>, commands: &[&str]) -> Element {
     let mut q = Element::builder("query", NS_DISCO_INFO);
     if let Some(node) = node {
         q = attr(q, "node", node);
     }
+    let node = node.filter(|n| !n.starts_with(CAPS_NODE));
     let identity = |cat: &str, ty: &str, name: &str| {
         attr(
             attr(
@@ -252,6 +284,36 @@ mod tests {
     use super::*;
     use std::str::FromStr;
     use tokio_xmpp::parsers::stanza::Stanza;
+
+    #[test]
+    fn xep0115_available_presence_roundtrips_with_caps() {
+        let me = Jid::from_str("certwatch.localhost").unwrap();
+        let to = Jid::from_str("alice@localhost").unwrap();
+        let p = available(&me, &to, &["help", "check DOMAIN"]);
+        let el: Element = p.into();
+        let back = Presence::try_from(el.clone()).unwrap();
+        assert_eq!(back.type_, PresenceType::None);
+        let c = el.get_child("c", NS_CAPS).expect("caps");
+        assert_eq!(c.attr("hash"), Some("sha-1"));
+        assert_eq!(c.attr("node"), Some(CAPS_NODE));
+        let ver = c.attr("ver").unwrap();
+        assert_eq!(ver, caps_ver(&["help", "check DOMAIN"]));
+        assert_eq!(ver.len(), 28, "base64 of 20 bytes: {ver}");
+        // The ver changes with what disco#info says.
+        assert_ne!(ver, caps_ver(&["help"]));
+        // disco#info on node#ver is the component's own info, not a leaf's.
+        let info = disco_info(Some(&format!("{CAPS_NODE}#{ver}")), &["help"]);
+        let ids: Vec<_> = info
+            .children()
+            .filter(|c| c.name() == "identity")
+            .map(|c| c.attr("category").unwrap().to_owned())
+            .collect();
+        assert!(ids.contains(&"component".to_string()), "{ids:?}");
+        assert_eq!(
+            info.attr("node"),
+            Some(format!("{CAPS_NODE}#{ver}").as_str())
+        );
+    }
 
     fn roundtrip_element(e: &Element) -> Element {
         let s = String::from(e);
