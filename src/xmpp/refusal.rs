@@ -111,9 +111,13 @@ impl StreamRefusal {
                 "the server has no component named {component}: xmpp.component is likely wrong \
                  (it must equal the name in the server's Component line or ejabberd_service hosts)"
             ),
+            // Prosody says host-unknown for a wrong name; ejabberd 23 says
+            // not-authorized for both, so the name stays a suspect.
             "not-authorized" => format!(
-                "the server knows {component} but the secret differs: xmpp.secret (or \
-                 secret_file) is likely wrong (it must equal component_secret or the password)"
+                "xmpp.secret (or secret_file) is likely wrong: it must equal the server's \
+                 component_secret or ejabberd_service password; on ejabberd, which answers \
+                 not-authorized for an unknown name too, also check that xmpp.component \
+                 ({component}) is the name configured there"
             ),
             "conflict" => format!("another process is already connected as {component}"),
             _ => "see the server's log for the reason".into(),
