@@ -499,6 +499,11 @@ fn presence_and_refusals(server: &str, base: u16) {
         gone.is_some(),
         "{server}: no unavailable presence on SIGTERM"
     );
+    let log = std::fs::read_to_string(dir.join("good.log")).unwrap();
+    assert!(
+        log.contains("sending unavailable presence jids=1"),
+        "{server}: {log}"
+    );
 }
 
 #[test]
