@@ -1,12 +1,14 @@
-//! The command line (CONTRACT §1): `check`, `tlsa`, `serve`, and global overrides.
+//! The command line (docs/cli.md): `check`, `tlsa`, `serve`, global
+//! overrides, and exit codes.
 
+use std::io::IsTerminal as _;
 use std::path::{Path, PathBuf};
 
-use clap::{Args, Parser, Subcommand};
+use clap::{ArgGroup, Args, Parser, Subcommand};
 
 use crate::check::Checker;
 use crate::clock::{self, SharedClock};
-use crate::config::{Config, ConfigError, Transport};
+use crate::config::{read_bounded, Config, ConfigError, Transport, INPUT_LIMIT};
 use crate::dane;
 use crate::dns::discovery::tlsa_name;
 use crate::domain::Domain;
@@ -17,22 +19,56 @@ use crate::vocab::ServiceSet;
 
 /// Exit status for a usage error (sysexits EX_USAGE).
 pub const EXIT_USAGE: i32 = 64;
+/// Exit status when `tlsa`'s file holds no usable certificate or key (sysexits EX_DATAERR).
+pub const EXIT_DATAERR: i32 = 65;
+/// Exit status when an input file cannot be read (sysexits EX_NOINPUT).
+pub const EXIT_NOINPUT: i32 = 66;
 /// Exit status for a configuration error (sysexits EX_CONFIG).
 pub const EXIT_CONFIG: i32 = 78;
-/// Exit status when the check could not run (CONTRACT: could not check).
+/// Exit status when the check could not run: could not check.
 pub const EXIT_UNAVAILABLE: i32 = 3;
-/// Exit status when the store cannot be opened (sysexits EX_IOERR).
+/// Exit status when the store cannot be opened or is in use (sysexits EX_IOERR).
 pub const EXIT_IOERR: i32 = 74;
+/// Exit status when the runtime cannot start (sysexits EX_OSERR).
+pub const EXIT_OSERR: i32 = 71;
+
+/// Every exit status, as `--help` and docs/cli.md list them.
+pub const EXIT_CODES_HELP: &str = "\
+Exit status:
+  0   ok: DNSSEC secure, TLSA records for every endpoint, every key seen matches
+  1   alarm: a key matching none of its TLSA records, bogus DNSSEC, or STARTTLS
+      missing where TLSA requires TLS
+  2   not set up: zone not signed or no usable TLSA records (the report says what to add)
+  3   could not check: no endpoint reachable, or our resolver or Tor unavailable
+  64  usage error (bad arguments or domain)
+  65  tlsa: the file holds no usable certificate or key
+  66  an input file cannot be read
+  71  the runtime cannot start
+  74  serve: the store cannot be opened, or another certwatch is using it
+  78  configuration error
+Details: docs/cli.md";
+
+/// The exit statuses of `tlsa`.
+pub const TLSA_EXIT_CODES_HELP: &str = "\
+Exit status:
+  0   the record was printed
+  64  usage error (bad arguments, --port 0, a bad --host)
+  65  the file holds no usable certificate or key
+  66  the file cannot be read (or is larger than 1 MiB)
+Details: docs/cli.md";
+
+/// The heading the overrides are listed under in every `--help`.
+const OVERRIDES_HEADING: &str = "Options for check and serve (before or after the command)";
 
 /// CertWatch: catch machine-in-the-middle attacks on XMPP servers with DANE, probing over Tor.
 #[derive(Parser, Debug)]
-#[command(name = "certwatch", version, about, long_about = None)]
+#[command(name = "certwatch", version, about, long_about = None, after_help = EXIT_CODES_HELP)]
 pub struct Cli {
-    /// The configuration file (TOML).
-    #[arg(long, global = true, value_name = "FILE")]
+    /// The configuration file (TOML, see docs/config.md).
+    #[arg(long, global = true, value_name = "FILE", help_heading = OVERRIDES_HEADING)]
     pub config: Option<PathBuf>,
     /// Settings that override the configuration file.
-    #[command(flatten)]
+    #[command(flatten, next_help_heading = OVERRIDES_HEADING)]
     pub overrides: Overrides,
     /// What to do.
     #[command(subcommand)]
@@ -45,7 +81,7 @@ pub struct Overrides {
     /// Ask these DNS servers (IP:PORT) instead of the system's (repeatable).
     #[arg(long, global = true, value_name = "IP:PORT")]
     pub nameserver: Vec<String>,
-    /// DNSKEY records to trust instead of the built-in IANA root keys.
+    /// DNSKEY records to trust instead of the built-in IANA root keys (DS records are refused).
     #[arg(long, global = true, value_name = "FILE")]
     pub trust_anchor: Option<PathBuf>,
     /// How probes travel: tor, socks5 or direct.
@@ -67,6 +103,7 @@ pub struct Overrides {
 #[derive(Subcommand, Debug)]
 pub enum Command {
     /// One-shot check of a domain, then exit (0 ok, 1 alarm, 2 not set up, 3 could not check).
+    #[command(after_help = EXIT_CODES_HELP)]
     Check {
         /// The XMPP domain.
         domain: String,
@@ -78,14 +115,16 @@ pub enum Command {
         service: ServiceSet,
     },
     /// Print the TLSA records to publish, from your own certificate or key file.
+    ///
+    /// Give exactly one of --cert or --key. The options for check and serve
+    /// are accepted but have no effect here.
+    #[command(
+        group(ArgGroup::new("source").required(true).args(["cert", "key"])),
+        after_help = TLSA_EXIT_CODES_HELP
+    )]
     Tlsa {
         /// A PEM certificate (the first one is the leaf, as in fullchain.pem).
-        #[arg(
-            long,
-            value_name = "PEM",
-            conflicts_with = "key",
-            required_unless_present = "key"
-        )]
+        #[arg(long, value_name = "PEM")]
         cert: Option<PathBuf>,
         /// A PEM private key (PKCS#8, SEC1 or PKCS#1).
         #[arg(long, value_name = "PEM")]
@@ -93,11 +132,12 @@ pub enum Command {
         /// The SRV target host.
         #[arg(long)]
         host: String,
-        /// The SRV port.
-        #[arg(long)]
+        /// The SRV port (1-65535).
+        #[arg(long, value_parser = clap::value_parser!(u16).range(1..))]
         port: u16,
     },
-    /// Run the XMPP component.
+    /// Run the XMPP component (see docs/chat.md and docs/pubsub.md).
+    #[command(after_help = EXIT_CODES_HELP)]
     Serve,
 }
 
@@ -111,6 +151,16 @@ pub fn main() -> i32 {
             return code;
         }
     };
+    if let Command::Tlsa {
+        cert,
+        key,
+        host,
+        port,
+    } = &cli.command
+    {
+        // No config, no network: only the given file.
+        return run_tlsa(cert.as_deref(), key.as_deref(), host, *port);
+    }
     let config = match load_config(&cli) {
         Ok(c) => c,
         Err(e) => {
@@ -126,7 +176,7 @@ pub fn main() -> i32 {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("certwatch: cannot start the runtime: {e}");
-            return 71;
+            return EXIT_OSERR;
         }
     };
     match cli.command {
@@ -135,12 +185,7 @@ pub fn main() -> i32 {
             json,
             service,
         } => runtime.block_on(run_check(&config, &domain, json, service)),
-        Command::Tlsa {
-            cert,
-            key,
-            host,
-            port,
-        } => run_tlsa(cert.as_deref(), key.as_deref(), &host, port),
+        Command::Tlsa { .. } => unreachable!("handled above"),
         Command::Serve => match runtime.block_on(crate::serve::serve(config)) {
             Ok(()) => 0,
             Err(e) => {
@@ -154,17 +199,26 @@ pub fn main() -> i32 {
     }
 }
 
-fn init_logging(serving: bool) {
-    let default = if serving {
-        "info,arti_client=warn,tor_circmgr=warn,tor_guardmgr=warn,tor_dirmgr=warn,tor_chanmgr=warn,tor_proto=warn,hickory=warn,sled=warn"
+/// The log filter unless `RUST_LOG` is set. Third-party crates speak only
+/// when it is an error: hickory's DNSSEC warnings are multi-kilobyte dumps
+/// of a finding the report already states in one line, and arti's are
+/// retries it handles itself.
+pub fn default_log_filter(serving: bool) -> &'static str {
+    if serving {
+        "info,arti_client=warn,tor_circmgr=error,tor_guardmgr=error,tor_dirmgr=error,tor_chanmgr=error,tor_proto=error,hickory=error,sled=warn"
     } else {
-        "warn,tor_guardmgr=error,tor_dirmgr=error,tor_circmgr=error"
-    };
+        "warn,tor_guardmgr=error,tor_dirmgr=error,tor_circmgr=error,tor_chanmgr=error,tor_proto=error,hickory=error"
+    }
+}
+
+fn init_logging(serving: bool) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_log_filter(serving)));
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        // Colour codes only for a person at a terminal, never into a file or journald.
+        .with_ansi(std::io::stderr().is_terminal())
         .try_init();
 }
 
@@ -213,7 +267,18 @@ async fn run_check(config: &Config, input: &str, json: bool, service: ServiceSet
             return EXIT_CONFIG;
         }
     };
-    let connector = match setup::connector(config, None).await {
+    // A person at a terminal sees Tor's bootstrap; scripts and --json see nothing.
+    let progress = (!json && std::io::stderr().is_terminal()).then(|| {
+        Box::new(|line: &str| {
+            eprint!("\r\x1b[Kcertwatch: Tor bootstrap {line}");
+        }) as crate::probe::transport::ProgressFn
+    });
+    let showing = progress.is_some() && config.probe.transport == Transport::Tor;
+    let started = setup::connector_with_progress(config, None, progress).await;
+    if showing {
+        eprint!("\r\x1b[K");
+    }
+    let connector = match started {
         Ok(c) => c,
         Err(e) if e.kind() == ErrorKind::Config => {
             eprintln!("certwatch: {e}");
@@ -275,13 +340,16 @@ fn run_tlsa(cert: Option<&Path>, key: Option<&Path>, host: &str, port: u16) -> i
     let (path, is_cert) = match (cert, key) {
         (Some(c), _) => (c, true),
         (None, Some(k)) => (k, false),
-        (None, None) => unreachable!("clap requires one of them"),
+        (None, None) => {
+            eprintln!("certwatch: tlsa needs --cert or --key");
+            return EXIT_USAGE;
+        }
     };
-    let pem = match read_bounded(path) {
+    let pem = match read_bounded(path, INPUT_LIMIT) {
         Ok(p) => p,
         Err(e) => {
             eprintln!("certwatch: cannot read {}: {e}", path.display());
-            return 66;
+            return EXIT_NOINPUT;
         }
     };
     let spki = if is_cert {
@@ -293,7 +361,7 @@ fn run_tlsa(cert: Option<&Path>, key: Option<&Path>, host: &str, port: u16) -> i
         Ok(s) => s,
         Err(e) => {
             eprintln!("certwatch: {}: {e}", path.display());
-            return 65;
+            return EXIT_DATAERR;
         }
     };
     let owner = tlsa_name(port, host.as_str());
@@ -310,17 +378,10 @@ fn run_tlsa(cert: Option<&Path>, key: Option<&Path>, host: &str, port: u16) -> i
     0
 }
 
-fn read_bounded(path: &Path) -> std::io::Result<String> {
-    let meta = std::fs::metadata(path)?;
-    if meta.len() > 1 << 20 {
-        return Err(std::io::Error::other("larger than 1 MiB; not a PEM file"));
-    }
-    std::fs::read_to_string(path)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use clap::CommandFactory as _;
 
     #[test]
     fn contract_cli_parses() {
@@ -352,6 +413,93 @@ mod tests {
         // Global options may also follow the subcommand.
         let cli = Cli::try_parse_from(["certwatch", "serve", "--config", "x.toml"]).unwrap();
         assert_eq!(cli.config.as_deref(), Some(Path::new("x.toml")));
+    }
+
+    /// The shipped docs, help texts and examples stand on their own.
+    #[test]
+    fn no_shipped_text_refers_to_the_contract() {
+        fn walk(path: &Path, out: &mut Vec<PathBuf>) {
+            if path.is_dir() {
+                for entry in std::fs::read_dir(path).unwrap() {
+                    walk(&entry.unwrap().path(), out);
+                }
+            } else {
+                out.push(path.to_owned());
+            }
+        }
+        let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+        let mut files = vec![root.join("README.md"), root.join("certwatch.example.toml")];
+        for dir in ["docs", "src", "prosody-example", "ejabberd-example"] {
+            walk(&root.join(dir), &mut files);
+        }
+        assert!(files.len() > 20, "{files:?}");
+        let word = ["CONTR", "ACT"].concat();
+        for f in files {
+            let text = std::fs::read_to_string(&f).unwrap();
+            assert!(!text.contains(&word), "{} mentions {word}", f.display());
+        }
+        let help = Cli::command().render_long_help().to_string();
+        assert!(!help.contains(&word));
+    }
+
+    #[test]
+    fn help_lists_every_exit_code() {
+        let mut cli = Cli::command();
+        let check = cli.find_subcommand_mut("check").unwrap();
+        let help = check.render_long_help().to_string();
+        for code in ["0 ", "1 ", "2 ", "3 ", "64 ", "66 ", "78 "] {
+            assert!(
+                help.contains(&format!("\n  {code}")),
+                "check --help lacks {code}: {help}"
+            );
+        }
+        let docs = include_str!("../docs/cli.md");
+        for code in ["0", "1", "2", "3", "64", "65", "66", "71", "74", "78"] {
+            assert!(
+                docs.contains(&format!("\n| {code} |")),
+                "docs/cli.md lacks {code}"
+            );
+        }
+    }
+
+    #[test]
+    fn tlsa_port_zero_is_a_usage_error() {
+        let err = Cli::try_parse_from([
+            "certwatch",
+            "tlsa",
+            "--key",
+            "k.pem",
+            "--host",
+            "x.example.org",
+            "--port",
+            "0",
+        ])
+        .unwrap_err();
+        assert!(err.use_stderr());
+        assert!(err.to_string().contains("--port"), "{err}");
+        let err = Cli::try_parse_from([
+            "certwatch",
+            "tlsa",
+            "--host",
+            "x.example.org",
+            "--port",
+            "5222",
+        ])
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("--cert") && err.contains("--key"), "{err}");
+    }
+
+    #[test]
+    fn tlsa_help_keeps_its_own_options_apart() {
+        let mut cli = Cli::command();
+        cli.build();
+        let tlsa = cli.find_subcommand_mut("tlsa").unwrap();
+        let help = tlsa.render_long_help().to_string();
+        let own = help.find("--cert").unwrap();
+        let heading = help.find(OVERRIDES_HEADING).expect("the heading");
+        let nameserver = help.find("--nameserver").unwrap();
+        assert!(own < heading && heading < nameserver, "{help}");
     }
 
     #[test]

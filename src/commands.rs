@@ -1,4 +1,4 @@
-//! Chat commands (CONTRACT §2): one type per command, each parsed, run, replied.
+//! Chat commands (docs/chat.md): one type per command, each parsed, run, replied.
 
 use crate::domain::Domain;
 use crate::engine::{Engine, Error};
@@ -90,7 +90,8 @@ impl Command {
             }
         };
         match verb.as_str() {
-            "help" | "?" => bare("help", Command::Help),
+            // `help check` and the like: the full list, which covers every command.
+            "help" | "?" => Ok(Command::Help),
             "list" => bare("list", Command::List),
             "check" => Ok(Command::Check(domain("check")?)),
             "subscribe" => Ok(Command::Subscribe(domain("subscribe")?)),
@@ -301,6 +302,7 @@ mod tests {
         let ok = [
             ("help", Command::Help),
             ("  HELP ", Command::Help),
+            ("help check", Command::Help),
             ("list", Command::List),
             ("check example.org", Command::Check(d("example.org"))),
             ("evidence example.org", Command::Evidence(d("example.org"))),

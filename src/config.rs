@@ -1,16 +1,18 @@
-//! The configuration file (CONTRACT §5): serde data, one section per subsystem.
+//! The configuration file (docs/config.md): serde data, one section per subsystem.
 //!
 //! Every key has a default, so an empty file (or no file at all) is a valid
 //! configuration for `check`. Unknown keys are an error that names the key.
+//! Every file the program reads as input goes through [`read_bounded`].
 
+use std::io::Read as _;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 /// The whole configuration.
-#[derive(Clone, Debug, Default, Deserialize, PartialEq)]
+#[derive(Clone, Debug, Default, Deserialize, Serialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
 pub struct Config {
     /// The XMPP component link.
@@ -26,7 +28,7 @@ pub struct Config {
 }
 
 /// `[xmpp]`: the XEP-0114 component link.
-#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
 pub struct XmppConfig {
     /// The component's JID.
@@ -57,7 +59,7 @@ impl Default for XmppConfig {
 }
 
 /// `[dns]`: which resolvers to ask and which keys to trust.
-#[derive(Clone, Debug, Default, Deserialize, PartialEq)]
+#[derive(Clone, Debug, Default, Deserialize, Serialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
 pub struct DnsConfig {
     /// `IP:PORT` (or bare IP, port 53) of resolvers; empty means the system's.
@@ -67,7 +69,7 @@ pub struct DnsConfig {
 }
 
 /// How a probe reaches a server.
-#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, Deserialize, Serialize, PartialEq, Eq)]
 #[serde(rename_all = "lowercase")]
 pub enum Transport {
     /// The embedded arti Tor client.
@@ -104,7 +106,7 @@ impl std::fmt::Display for Transport {
 }
 
 /// `[probe]`: transport and bounds of one probe.
-#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
 pub struct ProbeConfig {
     /// tor, socks5 or direct.
@@ -146,7 +148,7 @@ impl Default for ProbeConfig {
 }
 
 /// `[monitor]`: how often each domain is probed.
-#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
 pub struct MonitorConfig {
     /// Time between two checks of one domain.
@@ -170,7 +172,7 @@ impl Default for MonitorConfig {
 }
 
 /// `[store]`: the sled database.
-#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
 pub struct StoreConfig {
     /// The sled database directory.
@@ -189,7 +191,7 @@ impl Default for StoreConfig {
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     /// The file could not be read.
-    #[error("cannot read config file {path}: {source}")]
+    #[error("cannot read {path}: {source}")]
     Read {
         /// The file.
         path: PathBuf,
@@ -212,7 +214,7 @@ pub enum ConfigError {
 impl Config {
     /// Reads and parses a configuration file.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        let text = read_bounded(path, INPUT_LIMIT).map_err(|source| ConfigError::Read {
             path: path.to_owned(),
             source,
         })?;
@@ -236,9 +238,16 @@ impl Config {
             .collect()
     }
 
-    /// The component secret, from `secret` or `secret_file`.
+    /// The component secret, from `secret` or `secret_file`: never empty,
+    /// never the example config's placeholder.
     pub fn secret(&self) -> Result<String, ConfigError> {
         if !self.xmpp.secret.is_empty() {
+            if self.xmpp.secret == EXAMPLE_SECRET {
+                return Err(ConfigError::Invalid(format!(
+                    "xmpp.secret is still the example's {EXAMPLE_SECRET:?}: choose a secret \
+                     of your own and set the same one in the XMPP server's component entry"
+                )));
+            }
             return Ok(self.xmpp.secret.clone());
         }
         if self.xmpp.secret_file.is_empty() {
@@ -247,9 +256,16 @@ impl Config {
             ));
         }
         let path = PathBuf::from(&self.xmpp.secret_file);
-        let text =
-            std::fs::read_to_string(&path).map_err(|source| ConfigError::Read { path, source })?;
-        Ok(text.trim().to_owned())
+        let text = read_bounded(&path, SECRET_LIMIT)
+            .map_err(|source| ConfigError::Read { path, source })?;
+        let secret = text.trim();
+        if secret.is_empty() {
+            return Err(ConfigError::Invalid(format!(
+                "xmpp.secret_file {:?} is empty: it must hold the component secret",
+                self.xmpp.secret_file
+            )));
+        }
+        Ok(secret.to_owned())
     }
 
     /// The `from` our s2s probes send, as a real server's streams carry one
@@ -291,9 +307,16 @@ impl Config {
                 self.xmpp.max_stanza_bytes
             )));
         }
-        if self.probe.timeout.is_zero() {
+        for (key, value, (min, max)) in [
+            ("probe.timeout", self.probe.timeout, TIMEOUT_RANGE),
+            ("monitor.interval", self.monitor.interval, INTERVAL_RANGE),
+            ("monitor.jitter", self.monitor.jitter, JITTER_RANGE),
+        ] {
+            check_duration(key, value, min, max)?;
+        }
+        if self.store.path.trim().is_empty() {
             return Err(ConfigError::Invalid(
-                "probe.timeout must be positive".into(),
+                "store.path must name the database directory, not be empty".into(),
             ));
         }
         if !(1..=MAX_ENDPOINTS_LIMIT).contains(&self.probe.max_endpoints) {
@@ -319,11 +342,6 @@ impl Config {
                 "probe.circuit_burst must be between 1 and {MAX_CIRCUIT_BURST}, not {}",
                 self.probe.circuit_burst
             )));
-        }
-        if self.monitor.interval < Duration::from_secs(1) {
-            return Err(ConfigError::Invalid(
-                "monitor.interval must be at least 1s".into(),
-            ));
         }
         Ok(())
     }
@@ -351,6 +369,56 @@ pub const CIRCUITS_PER_SECOND: f64 = 2.0;
 /// (`probe.circuit_burst`).
 pub const CIRCUIT_BURST: u32 = 30;
 
+/// The example config's placeholder secret, refused by `serve`.
+pub const EXAMPLE_SECRET: &str = "change-me";
+
+/// `probe.timeout` bounds: one probe may take 1 s to 1 h.
+pub const TIMEOUT_RANGE: (Duration, Duration) = (Duration::from_secs(1), Duration::from_secs(3600));
+/// `monitor.interval` bounds: 1 s (labs) to 30 days.
+pub const INTERVAL_RANGE: (Duration, Duration) =
+    (Duration::from_secs(1), Duration::from_secs(30 * 86_400));
+/// `monitor.jitter` bounds: none to 30 days.
+pub const JITTER_RANGE: (Duration, Duration) = (Duration::ZERO, Duration::from_secs(30 * 86_400));
+
+fn check_duration(
+    key: &str,
+    value: Duration,
+    min: Duration,
+    max: Duration,
+) -> Result<(), ConfigError> {
+    if (min..=max).contains(&value) {
+        return Ok(());
+    }
+    Err(ConfigError::Invalid(format!(
+        "{key} = {:?} is out of range: it must be between {} and {}",
+        humantime::format_duration(value).to_string(),
+        humantime::format_duration(min),
+        humantime::format_duration(max)
+    )))
+}
+
+/// The most any input file (config, trust anchor, arti config, certificate or key) may hold.
+pub const INPUT_LIMIT: u64 = 1 << 20;
+/// The most a `secret_file` may hold.
+pub const SECRET_LIMIT: u64 = 64 << 10;
+
+/// Reads a UTF-8 file of at most `limit` bytes, reading no more than
+/// `limit + 1` whatever the file claims to be (`/dev/zero`, a pipe, a
+/// file that grows): a bigger one is an error, not a hang.
+pub fn read_bounded(path: &Path, limit: u64) -> std::io::Result<String> {
+    let file = std::fs::File::open(path)?;
+    let mut bytes = Vec::new();
+    file.take(limit + 1).read_to_end(&mut bytes)?;
+    if bytes.len() as u64 > limit {
+        return Err(std::io::Error::other(format!(
+            "larger than {}; too big for this input",
+            size(limit)
+        )));
+    }
+    String::from_utf8(bytes)
+        .map_err(|_| std::io::Error::new(std::io::ErrorKind::InvalidData, "not UTF-8 text"))
+}
+
 /// The largest `probe.max_endpoints`: every endpoint discovery can yield
 /// (4 services × 16 SRV targets × 8 addresses).
 pub const MAX_ENDPOINTS_LIMIT: usize = 512;
@@ -361,6 +429,14 @@ pub const MAX_CIRCUITS_PER_SECOND: f64 = 1000.0;
 
 /// The largest `probe.circuit_burst`.
 pub const MAX_CIRCUIT_BURST: u32 = 10_000;
+
+fn size(bytes: u64) -> String {
+    match bytes {
+        b if b >= 1 << 20 && b % (1 << 20) == 0 => format!("{} MiB", b >> 20),
+        b if b >= 1 << 10 && b % (1 << 10) == 0 => format!("{} KiB", b >> 10),
+        b => format!("{b} bytes"),
+    }
+}
 
 /// Parses `IP`, `IP:PORT` or `[IPv6]:PORT` into a socket address.
 pub fn parse_nameserver(s: &str) -> Result<SocketAddr, String> {
@@ -390,12 +466,14 @@ mod tests {
 
     #[test]
     fn example_config_parses_and_matches_defaults() {
-        let text = include_str!("../certwatch.example.toml");
-        let config = Config::parse(text).expect("example parses");
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("certwatch.example.toml");
+        let config = Config::load(&path).expect("example loads");
         let mut expected = Config::default();
         expected.xmpp.secret = "change-me".into();
         assert_eq!(config, expected);
         config.validate().unwrap();
+        // The placeholder secret is there to be replaced: serve refuses it.
+        assert!(config.secret().is_err());
     }
 
     #[test]
@@ -459,6 +537,103 @@ mod tests {
         let c = Config::parse("[probe]\ncircuit_burst = 0\n").unwrap();
         let err = c.validate().unwrap_err().to_string();
         assert!(err.contains("probe.circuit_burst"), "{err}");
+    }
+
+    #[test]
+    fn absurd_durations_are_refused_naming_the_key() {
+        for (text, key) in [
+            ("[probe]\ntimeout = \"0s\"\n", "probe.timeout"),
+            ("[probe]\ntimeout = \"2h\"\n", "probe.timeout"),
+            ("[probe]\ntimeout = \"400000years\"\n", "probe.timeout"),
+            ("[monitor]\ninterval = \"500ms\"\n", "monitor.interval"),
+            ("[monitor]\ninterval = \"31days\"\n", "monitor.interval"),
+            ("[monitor]\njitter = \"1000years\"\n", "monitor.jitter"),
+        ] {
+            let c = Config::parse(text).unwrap();
+            let err = c.validate().unwrap_err().to_string();
+            assert!(
+                err.contains(key) && err.contains("out of range"),
+                "{text}: {err}"
+            );
+        }
+        // Once an overflow inside every check task.
+        let c = Config::parse("[probe]\ntimeout = \"400000000000years\"\n").unwrap();
+        let err = c.validate().unwrap_err().to_string();
+        assert!(err.contains("probe.timeout"), "{err}");
+        for good in ["timeout = \"1s\"", "timeout = \"1h\""] {
+            Config::parse(&format!("[probe]\n{good}\n"))
+                .unwrap()
+                .validate()
+                .unwrap();
+        }
+    }
+
+    #[test]
+    fn empty_store_path_is_refused() {
+        let c = Config::parse("[store]\npath = \"\"\n").unwrap();
+        let err = c.validate().unwrap_err().to_string();
+        assert!(err.contains("store.path"), "{err}");
+    }
+
+    #[test]
+    fn secret_is_neither_empty_nor_the_placeholder() {
+        let c = Config::parse("[xmpp]\nsecret_file = \"/dev/null\"\n").unwrap();
+        let err = c.secret().unwrap_err().to_string();
+        assert!(err.contains("/dev/null") && err.contains("empty"), "{err}");
+        let c = Config::parse("[xmpp]\nsecret = \"change-me\"\n").unwrap();
+        let err = c.secret().unwrap_err().to_string();
+        assert!(err.contains("change-me"), "{err}");
+        let c = Config::parse("[xmpp]\nsecret_file = \"/dev/zero\"\n").unwrap();
+        let err = c.secret().unwrap_err().to_string();
+        assert!(err.contains("larger than 64 KiB"), "{err}");
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("secret");
+        std::fs::write(&path, "s3cret\n").unwrap();
+        let c = Config::parse(&format!("[xmpp]\nsecret_file = {:?}\n", path)).unwrap();
+        assert_eq!(c.secret().unwrap(), "s3cret");
+    }
+
+    #[test]
+    fn inputs_are_read_within_their_bound() {
+        let err = read_bounded(Path::new("/dev/zero"), INPUT_LIMIT).unwrap_err();
+        assert!(err.to_string().contains("larger than 1 MiB"), "{err}");
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("f");
+        std::fs::write(&path, "x".repeat(100)).unwrap();
+        assert_eq!(read_bounded(&path, 100).unwrap().len(), 100);
+        assert!(read_bounded(&path, 99).is_err());
+        assert_eq!(read_bounded(Path::new("/dev/null"), 10).unwrap(), "");
+    }
+
+    /// Every key of every section, as `section.key`, from the real defaults.
+    fn all_keys() -> Vec<String> {
+        let table = toml::Table::try_from(Config::default()).unwrap();
+        let mut keys = Vec::new();
+        for (section, value) in &table {
+            for key in value.as_table().expect("a section").keys() {
+                keys.push(format!("{section}.{key}"));
+            }
+        }
+        assert!(keys.len() > 15, "{keys:?}");
+        keys
+    }
+
+    #[test]
+    fn every_key_is_in_the_example_and_in_docs_config_md() {
+        let example: toml::Table =
+            toml::from_str(include_str!("../certwatch.example.toml")).unwrap();
+        let docs = include_str!("../docs/config.md");
+        for key in all_keys() {
+            let (section, name) = key.split_once('.').unwrap();
+            assert!(
+                example.get(section).and_then(|s| s.get(name)).is_some(),
+                "certwatch.example.toml lacks {key}"
+            );
+            assert!(
+                docs.contains(&format!("`{key}`")),
+                "docs/config.md lacks `{key}`"
+            );
+        }
     }
 
     #[test]

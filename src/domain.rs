@@ -34,8 +34,8 @@ pub enum DomainError {
         len: usize,
     },
     /// Empty label (`a..b`), or a leading dot.
-    #[error("domain has an empty label")]
-    EmptyLabel,
+    #[error("{0:?} has an empty label")]
+    EmptyLabel(String),
     /// A character not allowed in a host name.
     #[error("{0:?} has a character not allowed in a domain (only letters, digits and hyphens)")]
     BadCharacter(String),
@@ -78,7 +78,7 @@ impl Domain {
         }
         for label in ascii.split('.') {
             if label.is_empty() {
-                return Err(DomainError::EmptyLabel);
+                return Err(DomainError::EmptyLabel(trimmed.to_owned()));
             }
             if label.len() > MAX_LABEL {
                 return Err(DomainError::LabelTooLong {
@@ -147,7 +147,10 @@ mod tests {
         let cases: Vec<(&str, Check)> = vec![
             ("", |e| matches!(e, DomainError::Empty)),
             (".", |e| matches!(e, DomainError::Empty)),
-            ("a..b", |e| matches!(e, DomainError::EmptyLabel)),
+            (
+                "a..b",
+                |e| matches!(e, DomainError::EmptyLabel(s) if s == "a..b"),
+            ),
             (&long_label, |e| {
                 matches!(e, DomainError::LabelTooLong { .. })
             }),

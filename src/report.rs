@@ -1,4 +1,4 @@
-//! The result of a check: verdicts, the JSON of CONTRACT §1, exit codes, text.
+//! The result of a check: verdicts, the JSON of docs/json.md, exit codes, text.
 
 use std::net::IpAddr;
 
@@ -46,7 +46,7 @@ pub enum Verdict {
 }
 
 impl Verdict {
-    /// The exit status of `check` (CONTRACT §1).
+    /// The exit status of `check` (docs/cli.md).
     pub fn exit_code(self) -> i32 {
         match self {
             Verdict::Ok => 0,
@@ -80,7 +80,7 @@ impl std::fmt::Display for Verdict {
     }
 }
 
-/// One probe that saw a key: how it travelled, and the key (CONTRACT §1 addition).
+/// One probe that saw a key: how it travelled, and the key (docs/json.md `vantage`).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Vantage {
     /// tor, socks5 or direct.
@@ -93,7 +93,7 @@ pub struct Vantage {
     pub spki_sha256: String,
 }
 
-/// One endpoint in the report (CONTRACT §1 `endpoints[]`).
+/// One endpoint in the report (docs/json.md `endpoints[]`).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct EndpointReport {
     /// xmpp-client, xmpps-client, xmpp-server or xmpps-server.
@@ -149,7 +149,7 @@ impl EndpointReport {
     }
 }
 
-/// The result of one check (CONTRACT §1).
+/// The result of one check (docs/json.md).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Report {
     /// The domain, lowercase ASCII.

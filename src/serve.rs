@@ -21,6 +21,14 @@ pub enum ServeError {
     /// A part of the core could not be built from the configuration.
     #[error(transparent)]
     Setup(#[from] SetupError),
+    /// Another process holds the store's lock.
+    #[error(
+        "store {path} is in use: another certwatch is running on it (stop it first, or give this one its own store.path)"
+    )]
+    StoreInUse {
+        /// The store's path.
+        path: String,
+    },
     /// The store could not be opened.
     #[error("cannot open store {path}: {source}")]
     Store {
@@ -36,7 +44,7 @@ impl HasKind for ServeError {
         match self {
             ServeError::Config(_) => ErrorKind::Config,
             ServeError::Setup(e) => e.kind(),
-            ServeError::Store { .. } => ErrorKind::Store,
+            ServeError::Store { .. } | ServeError::StoreInUse { .. } => ErrorKind::Store,
         }
     }
 }
@@ -45,9 +53,18 @@ impl HasKind for ServeError {
 pub async fn serve(config: Config) -> Result<(), ServeError> {
     let front = xmpp::Settings::from_config(&config)?;
     let path = config.store.path.clone();
-    let store = Store::open(Path::new(&path)).map_err(|source| ServeError::Store {
-        path: path.clone(),
-        source,
+    let store = Store::open(Path::new(&path)).map_err(|source| match &source {
+        // sled words a held lock as "could not acquire lock on …: WouldBlock".
+        StoreError::Sled(sled::Error::Io(e))
+            if e.kind() == std::io::ErrorKind::WouldBlock
+                || e.to_string().contains("could not acquire lock") =>
+        {
+            ServeError::StoreInUse { path: path.clone() }
+        }
+        _ => ServeError::Store {
+            path: path.clone(),
+            source,
+        },
     })?;
     let engine = Arc::new(Engine::new(config, store, clock::system())?);
     let monitor = tokio::spawn(crate::monitor::run(engine.clone()));

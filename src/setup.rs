@@ -9,11 +9,17 @@ use crate::clock::SharedClock;
 use crate::config::{resolve_socket, Config, ConfigError};
 use crate::dns::{Resolver, ResolverSettings};
 use crate::error::{ErrorKind, HasKind};
-use crate::probe::transport::{Connector, TorDirs, TransportSetupError};
+use crate::probe::transport::{
+    BootstrapWatch, Connector, ProgressFn, TorDirs, TransportSetupError,
+};
 use crate::probe::Prober;
 
 /// How long the embedded Tor client may take to bootstrap.
 pub const BOOTSTRAP_TIMEOUT: Duration = Duration::from_secs(180);
+/// How long arti may say it is blocked (offline, filtered, ...) before we give up.
+pub const BOOTSTRAP_BLOCKED_LIMIT: Duration = Duration::from_secs(30);
+/// How long the bootstrap may make no progress at all before we give up.
+pub const BOOTSTRAP_STALL_LIMIT: Duration = Duration::from_secs(60);
 
 /// Why a part could not be built.
 #[derive(Debug, thiserror::Error)]
@@ -49,14 +55,29 @@ pub fn resolver(config: &Config, clock: &SharedClock) -> Result<Resolver, SetupE
 
 /// Starts the configured transport (Tor bootstraps here).
 pub async fn connector(config: &Config, dirs: Option<&TorDirs>) -> Result<Connector, SetupError> {
+    connector_with_progress(config, dirs, None).await
+}
+
+/// Starts the configured transport, telling `progress` each new Tor bootstrap status.
+pub async fn connector_with_progress(
+    config: &Config,
+    dirs: Option<&TorDirs>,
+    progress: Option<ProgressFn>,
+) -> Result<Connector, SetupError> {
     let socks5 = resolve_socket(&config.probe.socks5, "probe.socks5").ok();
     let arti = non_empty_path(&config.probe.arti_config);
+    let watch = BootstrapWatch {
+        timeout: BOOTSTRAP_TIMEOUT,
+        blocked_limit: BOOTSTRAP_BLOCKED_LIMIT,
+        stall_limit: BOOTSTRAP_STALL_LIMIT,
+        progress,
+    };
     Ok(Connector::start(
         config.probe.transport,
         socks5,
         arti.as_deref(),
         dirs,
-        BOOTSTRAP_TIMEOUT,
+        watch,
         config.probe.timeout,
     )
     .await?)

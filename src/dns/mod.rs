@@ -532,21 +532,67 @@ fn load_trust_anchor(path: &Path) -> Result<TrustAnchors, ResolverSetupError> {
         path: path.display().to_string(),
         detail,
     };
-    let meta = std::fs::metadata(path).map_err(|e| err(e.to_string()))?;
     // Bounded: a trust anchor is a handful of keys.
-    if meta.len() > 1 << 20 {
-        return Err(err("larger than 1 MiB".into()));
+    let text = crate::config::read_bounded(path, crate::config::INPUT_LIMIT)
+        .map_err(|e| err(e.to_string()))?;
+    if holds_ds_records(&text) {
+        // hickory trusts keys, not digests of keys: a DS anchor would need
+        // the DNSKEY fetched and matched first, which is the operator's job.
+        return Err(err(
+            "it holds DS records; CertWatch needs the DNSKEY records themselves \
+             (e.g. unbound's root.key, or `dig . DNSKEY` checked against the DS)"
+                .into(),
+        ));
     }
-    let anchors = TrustAnchors::from_file(path).map_err(|e| err(e.to_string()))?;
+    let anchors = text
+        .parse::<TrustAnchors>()
+        .map_err(|e| err(e.to_string()))?;
     if anchors.is_empty() {
         return Err(err("no DNSKEY records in it".into()));
     }
     Ok(anchors)
 }
 
+/// Whether a zone-file text has a record of type DS (`OWNER [TTL] [CLASS] DS ...`).
+fn holds_ds_records(text: &str) -> bool {
+    text.lines().any(|line| {
+        let line = line.split(';').next().unwrap_or("");
+        line.split_whitespace()
+            .take(4)
+            .skip(1)
+            .any(|w| w.eq_ignore_ascii_case("DS"))
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn ds_trust_anchor_gets_a_clear_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("root.ds");
+        std::fs::write(
+            &path,
+            "; the root's DS\n. 86400 IN DS 20326 8 2 E06D44B80B8F1D39A95C0B0D7C65D08458E880409BBC683457104237C7F8EC8D\n",
+        )
+        .unwrap();
+        let err = load_trust_anchor(&path)
+            .err()
+            .expect("must fail")
+            .to_string();
+        assert!(
+            err.contains("DS records") && err.contains("DNSKEY"),
+            "{err}"
+        );
+        assert!(!holds_ds_records(". 3600 IN DNSKEY 257 3 8 AwEAAa..."));
+        assert!(holds_ds_records("example. ds 1 8 2 AB"));
+        let err = load_trust_anchor(Path::new("/dev/zero"))
+            .err()
+            .expect("must fail")
+            .to_string();
+        assert!(err.contains("larger than"), "{err}");
+    }
 
     #[test]
     fn security_and_takes_the_weaker() {

@@ -66,26 +66,6 @@ impl Whose for ConnectFailure {
     }
 }
 
-/// How long arti may report itself blocked, without a break, before its
-/// bootstrap is given up (sooner than the bootstrap timeout).
-pub const BOOTSTRAP_STUCK: Duration = Duration::from_secs(60);
-
-/// Resolves (with arti's status) once arti has reported itself blocked for
-/// `span` without a break; never otherwise.
-async fn stuck_for(client: &TorClient<PreferredRuntime>, span: Duration) -> String {
-    let mut since: Option<tokio::time::Instant> = None;
-    loop {
-        tokio::time::sleep(Duration::from_secs(1)).await;
-        let status = client.bootstrap_status();
-        match (status.blocked(), since) {
-            (None, _) => since = None,
-            (Some(_), None) => since = Some(tokio::time::Instant::now()),
-            (Some(_), Some(t)) if t.elapsed() >= span => return status.to_string(),
-            (Some(_), Some(_)) => {}
-        }
-    }
-}
-
 /// The relay a Tor stream left the network through.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct ExitRelay {
@@ -284,6 +264,101 @@ pub enum TransportSetupError {
     Bootstrap(String),
 }
 
+/// The operator's ways out when Tor cannot bootstrap, appended to the error.
+pub const BOOTSTRAP_HINT: &str = "check this machine's network connection; or use a system tor \
+     (--transport socks5 --socks5 HOST:PORT, or transport = \"socks5\" in [probe]); or \
+     --transport direct, which connects from this machine's own address, so the servers \
+     and anyone on the path see who is checking (and an interceptor could spare those probes)";
+
+/// Told each new Tor bootstrap status line.
+pub type ProgressFn = Box<dyn Fn(&str) + Send + Sync>;
+
+/// How a Tor bootstrap is watched: who hears of progress, and when to give up.
+pub struct BootstrapWatch {
+    /// Give up after this long in any case.
+    pub timeout: Duration,
+    /// Give up when arti has said it is blocked (offline, filtered, clock
+    /// skewed, ...) for this long without a break.
+    pub blocked_limit: Duration,
+    /// Give up when the bootstrap fraction has not grown for this long.
+    pub stall_limit: Duration,
+    /// Told each new status line, e.g. `40%: connecting successfully; ...`.
+    pub progress: Option<ProgressFn>,
+}
+
+/// Bootstraps `client`, following arti's bootstrap events.
+async fn bootstrap_watched(
+    client: &TorClient<PreferredRuntime>,
+    watch: &BootstrapWatch,
+) -> Result<(), TransportSetupError> {
+    use futures::StreamExt as _;
+    let started = tokio::time::Instant::now();
+    let mut events = client.bootstrap_events();
+    let boot = client.bootstrap();
+    tokio::pin!(boot);
+    let mut tick = tokio::time::interval(Duration::from_millis(500));
+    let mut best = 0.0f32;
+    let mut progressed = started;
+    let mut blocked_since: Option<tokio::time::Instant> = None;
+    let mut last_line = String::new();
+    loop {
+        tokio::select! {
+            done = &mut boot => {
+                return done.map_err(|e| TransportSetupError::Bootstrap(format!("{e}; {BOOTSTRAP_HINT}")));
+            }
+            Some(status) = events.next() => {
+                let now = tokio::time::Instant::now();
+                if status.as_frac() > best + 0.001 {
+                    best = status.as_frac();
+                    progressed = now;
+                }
+                match status.blocked() {
+                    Some(_) => { blocked_since.get_or_insert(now); }
+                    None => blocked_since = None,
+                }
+                let line = status.to_string();
+                if line != last_line {
+                    tracing::debug!(status = %line, "tor bootstrap");
+                    if let Some(progress) = &watch.progress {
+                        progress(&line);
+                    }
+                    last_line = line;
+                }
+            }
+            _ = tick.tick() => {}
+        }
+        let now = tokio::time::Instant::now();
+        let last = if last_line.is_empty() {
+            "no status from arti".to_string()
+        } else {
+            format!("last status: {last_line}")
+        };
+        let failure = if now - started >= watch.timeout {
+            Some(format!(
+                "not done after {} ({last})",
+                humantime::format_duration(watch.timeout)
+            ))
+        } else if blocked_since.is_some_and(|t| now - t >= watch.blocked_limit) {
+            Some(format!(
+                "blocked for {} ({last})",
+                humantime::format_duration(watch.blocked_limit)
+            ))
+        } else if now - progressed >= watch.stall_limit {
+            Some(format!(
+                "no progress for {} ({last})",
+                humantime::format_duration(watch.stall_limit)
+            ))
+        } else {
+            None
+        };
+        if let Some(f) = failure {
+            return Err(TransportSetupError::Bootstrap(format!(
+                "{f}; {BOOTSTRAP_HINT}"
+            )));
+        }
+    }
+}
+
 impl TransportSetupError {
     /// Whether this is the operator's configuration at fault (exit 78) rather than the network.
     pub fn is_config(&self) -> bool {
@@ -293,14 +368,15 @@ impl TransportSetupError {
 
 impl Connector {
     /// Builds the connector for a transport; Tor is bootstrapped within
-    /// `bootstrap_timeout`, and its circuit and stream budgets are fitted
+    /// `watch.timeout`, and given up earlier when it is stuck (see
+    /// [`BootstrapWatch`]); its circuit and stream budgets are fitted
     /// inside `connect_timeout` (see [`arti_budgets`]).
     pub async fn start(
         transport: Transport,
         socks5: Option<SocketAddr>,
         arti_config: Option<&Path>,
         dirs: Option<&TorDirs>,
-        bootstrap_timeout: Duration,
+        watch: BootstrapWatch,
         connect_timeout: Duration,
     ) -> Result<Connector, TransportSetupError> {
         match transport {
@@ -315,29 +391,12 @@ impl Connector {
                     .config(config)
                     .create_unbootstrapped()
                     .map_err(|e| TransportSetupError::Bootstrap(e.to_string()))?;
-                let stuck = stuck_for(&client, BOOTSTRAP_STUCK);
-                tokio::select! {
-                    done = tokio::time::timeout(bootstrap_timeout, client.bootstrap()) => match done {
-                        Ok(Ok(())) => Ok(Connector::Tor(Tor {
-                            client,
-                            subnets,
-                            carried: Carried::default(),
-                        })),
-                        Ok(Err(e)) => Err(TransportSetupError::Bootstrap(format!(
-                            "{e} ({})",
-                            client.bootstrap_status()
-                        ))),
-                        Err(_) => Err(TransportSetupError::Bootstrap(format!(
-                            "not done after {} ({})",
-                            humantime::format_duration(bootstrap_timeout),
-                            client.bootstrap_status()
-                        ))),
-                    },
-                    status = stuck => Err(TransportSetupError::Bootstrap(format!(
-                        "arti reports it has been stuck for {}: {status}",
-                        humantime::format_duration(BOOTSTRAP_STUCK)
-                    ))),
-                }
+                bootstrap_watched(&client, &watch).await?;
+                Ok(Connector::Tor(Tor {
+                    client,
+                    subnets,
+                    carried: Carried::default(),
+                }))
             }
         }
     }
@@ -673,10 +732,8 @@ fn arti_config_from(
     };
     let (mut builder, has_storage, subnets) = match file {
         Some(path) => {
-            let text = std::fs::read_to_string(path).map_err(|e| err(e.to_string()))?;
-            if text.len() > 1 << 20 {
-                return Err(err("larger than 1 MiB".into()));
-            }
+            let text = crate::config::read_bounded(path, crate::config::INPUT_LIMIT)
+                .map_err(|e| err(e.to_string()))?;
             let table: toml::Table = toml::from_str(&text).map_err(|e| err(e.to_string()))?;
             let has_storage = table.contains_key("storage");
             let subnets = subnet_rules(&table);

@@ -113,7 +113,13 @@ fn node_domain(node: &str) -> Result<Domain, (DefinedCondition, String)> {
 }
 
 fn disco_info(ctx: &Ctx, node: Option<&str>) -> Answer {
-    if let Some(node) = node {
+    // XEP-0115 §6.2: a client asks for `node#ver` after seeing our presence.
+    let caps_node = format!(
+        "{}#{}",
+        stanzas::CAPS_NODE,
+        stanzas::caps_ver(crate::commands::HELP_LINES)
+    );
+    if let Some(node) = node.filter(|n| *n != caps_node) {
         node_domain(node)?;
         let known = ctx
             .engine

@@ -5,11 +5,12 @@
 //! always sets `from`. Alerts leave the outbox only when the stream took them.
 
 pub mod iq;
+pub mod refusal;
 pub mod stanzas;
 
 use crate::store::StateStore as _;
 use std::borrow::Cow;
-use std::collections::VecDeque;
+use std::collections::{HashSet, VecDeque};
 use std::net::SocketAddr;
 use std::str::FromStr;
 use std::sync::{Arc, Mutex};
@@ -97,6 +98,18 @@ impl Link {
         done.await.unwrap_or(false)
     }
 
+    /// Queues a stanza on the current link, waiting for room in the queue.
+    async fn send_waiting(&self, stanza: impl Into<Stanza>) {
+        if let Some(tx) = self.sender() {
+            let _ = tx
+                .send(Outgoing::Stanza {
+                    stanza: Box::new(stanza.into()),
+                    ack: None,
+                })
+                .await;
+        }
+    }
+
     /// Ends the stream politely (`</stream:stream>`), if there is one.
     async fn close(&self) {
         let Some(tx) = self.sender() else { return };
@@ -107,12 +120,13 @@ impl Link {
     }
 }
 
-/// A TCP connector that sets TCP_NODELAY, which tokio-xmpp does not.
+/// A TCP connector that sets TCP_NODELAY, which tokio-xmpp does not, and
+/// keeps the start of the stream to say why the server refused us.
 #[derive(Clone, Debug)]
-struct NodelayConnector(SocketAddr);
+struct NodelayConnector(SocketAddr, refusal::Recording);
 
 impl ServerConnector for NodelayConnector {
-    type Stream = BufStream<TcpStream>;
+    type Stream = BufStream<refusal::Recorded<TcpStream>>;
 
     async fn connect(
         &self,
@@ -137,6 +151,8 @@ impl ServerConnector for NodelayConnector {
             from: None,
             id: None,
         };
+        self.1.clear();
+        let tcp = refusal::Recorded::new(tcp, self.1.clone());
         let pending = initiate_stream(BufStream::new(tcp), ns, header, timeouts).await?;
         Ok((pending, sasl::common::ChannelBinding::None))
     }
@@ -156,6 +172,48 @@ pub struct Ctx {
     recent: Mutex<VecDeque<(Instant, Delivery)>>,
     /// Chat commands being answered ([`crate::engine::COMMANDS_IN_FLIGHT`]).
     in_flight: Arc<tokio::sync::Semaphore>,
+    /// Who has been sent our available presence, to be told when we go.
+    pub presence: Mutex<PresenceBook>,
+}
+
+/// The most JIDs the presence book remembers (the oldest are forgotten first).
+pub const PRESENCE_BOOK_MAX: usize = 10_000;
+
+/// The bare JIDs that subscribed to, or probed, our presence since start,
+/// oldest first: they get unavailable presence on shutdown.
+#[derive(Default)]
+pub struct PresenceBook {
+    order: VecDeque<String>,
+    known: HashSet<String>,
+}
+
+impl PresenceBook {
+    /// Remembers a JID, forgetting the oldest when full.
+    pub fn add(&mut self, jid: &str) {
+        if self.known.contains(jid) {
+            return;
+        }
+        if self.order.len() >= PRESENCE_BOOK_MAX {
+            if let Some(old) = self.order.pop_front() {
+                self.known.remove(&old);
+            }
+        }
+        self.known.insert(jid.to_owned());
+        self.order.push_back(jid.to_owned());
+    }
+
+    /// Forgets a JID (it unsubscribed).
+    pub fn remove(&mut self, jid: &str) {
+        if self.known.remove(jid) {
+            self.order.retain(|j| j != jid);
+        }
+    }
+
+    /// Every JID, oldest first, leaving the book empty.
+    pub fn take(&mut self) -> Vec<String> {
+        self.known.clear();
+        self.order.drain(..).collect()
+    }
 }
 
 /// How long after its write a delivery is still re-sent when the link drops.
@@ -209,6 +267,7 @@ pub async fn run(
         in_flight: Arc::new(tokio::sync::Semaphore::new(
             crate::engine::COMMANDS_IN_FLIGHT,
         )),
+        presence: Mutex::new(PresenceBook::default()),
     });
     let deliverer = tokio::spawn(deliver(ctx.clone()));
     tracing::info!(component = %me, %server, "starting");
@@ -219,11 +278,22 @@ pub async fn run(
         _ = shutdown => tracing::info!("shutting down"),
     }
     deliverer.abort();
+    let leaving = ctx.presence.lock().expect("presence lock").take();
+    tracing::info!(jids = leaving.len(), "sending unavailable presence");
+    let goodbye = async {
+        for jid in &leaving {
+            if let Ok(to) = Jid::new(jid) {
+                let bye = stanzas::presence(&ctx.me, &to, PresenceType::Unavailable);
+                link.send_waiting(bye).await;
+            }
+        }
+        link.close().await;
+    };
     // The link's writer lives in `connection`: keep driving it while it closes.
     let _ = tokio::time::timeout(Duration::from_secs(3), async {
         tokio::select! {
             _ = &mut connection => {}
-            _ = link.close() => {}
+            _ = goodbye => {}
         }
     })
     .await;
@@ -255,14 +325,22 @@ async fn run_link(ctx: &Arc<Ctx>, server: SocketAddr, secret: &str) -> Result<()
         read_timeout: Duration::from_secs(60),
         response_timeout: Duration::from_secs(15),
     };
+    let recording = refusal::Recording::default();
     let component = Component::new_with_connector(
         &ctx.me.to_string(),
         secret,
-        NodelayConnector(server),
+        NodelayConnector(server, recording.clone()),
         timeouts,
     )
     .await
-    .map_err(|e| e.to_string())?;
+    .map_err(|e| match recording.stream_error() {
+        Some(refused) => format!(
+            "the server refused the component with the stream error {refused}: {}",
+            refused.hint(&ctx.me.to_string())
+        ),
+        None => e.to_string(),
+    })?;
+    recording.stop();
     tracing::info!(component = %ctx.me, "connected to the server");
     let (mut sink, mut stream) = component.split();
     let (tx, mut rx) = mpsc::channel::<Outgoing>(256);
@@ -383,21 +461,35 @@ fn on_message(ctx: &Arc<Ctx>, m: Message) {
 fn on_presence(ctx: &Arc<Ctx>, p: Presence) {
     let Some(from) = p.from.clone() else { return };
     let bare = Jid::from(from.to_bare());
+    let commands = crate::commands::HELP_LINES;
     match p.type_ {
         PresenceType::Subscribe => {
+            ctx.presence
+                .lock()
+                .expect("presence lock")
+                .add(&bare.to_string());
             ctx.link
                 .send(stanzas::presence(&ctx.me, &bare, PresenceType::Subscribed));
-            ctx.link
-                .send(stanzas::presence(&ctx.me, &bare, PresenceType::None));
+            ctx.link.send(stanzas::available(&ctx.me, &bare, commands));
         }
-        PresenceType::Probe => ctx
-            .link
-            .send(stanzas::presence(&ctx.me, &from, PresenceType::None)),
-        PresenceType::Unsubscribe => ctx.link.send(stanzas::presence(
-            &ctx.me,
-            &bare,
-            PresenceType::Unsubscribed,
-        )),
+        PresenceType::Probe => {
+            ctx.presence
+                .lock()
+                .expect("presence lock")
+                .add(&bare.to_string());
+            ctx.link.send(stanzas::available(&ctx.me, &from, commands));
+        }
+        PresenceType::Unsubscribe => {
+            ctx.presence
+                .lock()
+                .expect("presence lock")
+                .remove(&bare.to_string());
+            ctx.link.send(stanzas::presence(
+                &ctx.me,
+                &bare,
+                PresenceType::Unsubscribed,
+            ))
+        }
         _ => {}
     }
 }
@@ -552,6 +644,23 @@ fn delivery_stanza(me: &Jid, d: &Delivery) -> Option<Stanza> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn presence_book_is_bounded_and_forgets_the_oldest() {
+        let mut book = PresenceBook::default();
+        book.add("a@x");
+        book.add("a@x");
+        book.add("b@x");
+        book.remove("a@x");
+        assert_eq!(book.take(), vec!["b@x".to_string()]);
+        for i in 0..PRESENCE_BOOK_MAX + 5 {
+            book.add(&format!("u{i}@x"));
+        }
+        let all = book.take();
+        assert_eq!(all.len(), PRESENCE_BOOK_MAX);
+        assert_eq!(all[0], "u5@x");
+        assert!(book.take().is_empty());
+    }
 
     #[test]
     fn parent_of_component_is_the_server_domain() {

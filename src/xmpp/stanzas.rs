@@ -22,6 +22,10 @@ pub const NS_PUBSUB: &str = "http://jabber.org/protocol/pubsub";
 pub const NS_PUBSUB_EVENT: &str = "http://jabber.org/protocol/pubsub#event";
 /// XEP-0060 PubSub errors.
 pub const NS_PUBSUB_ERRORS: &str = "http://jabber.org/protocol/pubsub#errors";
+/// XEP-0115 entity capabilities.
+pub const NS_CAPS: &str = "http://jabber.org/protocol/caps";
+/// Our XEP-0115 `node`: names the software, not a place to fetch from.
+pub const CAPS_NODE: &str = "urn:xmpp:certwatch:caps";
 /// Atom (RFC 4287).
 pub const NS_ATOM: &str = "http://www.w3.org/2005/Atom";
 /// XEP-0004 data forms.
@@ -158,12 +162,104 @@ pub fn presence(from: &Jid, to: &Jid, type_: PresenceType) -> Presence {
     p
 }
 
+/// The XEP-0115 `ver` of the component's own disco#info (sha-1, base64),
+/// which answers a disco#info on `CAPS_NODE#ver` too.
+pub fn caps_ver(commands: &[&str]) -> String {
+    caps(commands)
+        .attr("ver")
+        .expect("caps carry a ver")
+        .to_owned()
+}
+
+/// Our XEP-0115 `<c/>`, over our own disco#info.
+pub fn caps(commands: &[&str]) -> Element {
+    use tokio_xmpp::parsers::{caps, hashes::Algo};
+    let input = caps_input(&disco_info(None, commands));
+    let hash = caps::hash_caps(input.as_bytes(), Algo::Sha_1).expect("sha-1 is supported");
+    caps::Caps::new(CAPS_NODE, hash).into()
+}
+
+/// The XEP-0115 §5.1 verification string of a disco#info `<query/>`.
+///
+/// Written here because xmpp-parsers 0.23's `compute_disco` leaves out the
+/// XEP-0128 form's FORM_TYPE and so disagrees with clients (slixmpp) on
+/// any disco#info that carries a form, as ours does.
+pub fn caps_input(query: &Element) -> String {
+    let mut identities: Vec<String> = query
+        .children()
+        .filter(|c| c.is("identity", NS_DISCO_INFO))
+        .map(|i| {
+            let a = |n: &str| i.attr(n).unwrap_or_default().to_owned();
+            let lang = i
+                .attr_ns(&tokio_xmpp::minidom::rxml::Namespace::XML, "lang")
+                .unwrap_or_default();
+            format!("{}/{}/{lang}/{}", a("category"), a("type"), a("name"))
+        })
+        .collect();
+    identities.sort();
+    let mut features: Vec<&str> = query
+        .children()
+        .filter(|c| c.is("feature", NS_DISCO_INFO))
+        .filter_map(|f| f.attr("var"))
+        .collect();
+    features.sort();
+    let mut s = String::new();
+    for item in identities.iter().map(String::as_str).chain(features) {
+        s.push_str(item);
+        s.push('<');
+    }
+    let mut forms: Vec<(String, String)> = Vec::new();
+    for form in query.children().filter(|c| c.is("x", NS_DATA)) {
+        let mut form_type = String::new();
+        let mut fields: Vec<(String, Vec<String>)> = Vec::new();
+        for field in form.children().filter(|c| c.is("field", NS_DATA)) {
+            let var = field.attr("var").unwrap_or_default().to_owned();
+            let mut values: Vec<String> = field
+                .children()
+                .filter(|v| v.is("value", NS_DATA))
+                .map(|v| v.text())
+                .collect();
+            if var == "FORM_TYPE" {
+                form_type = values.first().cloned().unwrap_or_default();
+                continue;
+            }
+            values.sort();
+            fields.push((var, values));
+        }
+        fields.sort();
+        let mut f = format!("{form_type}<");
+        for (var, values) in fields {
+            f.push_str(&var);
+            f.push('<');
+            for v in values {
+                f.push_str(&v);
+                f.push('<');
+            }
+        }
+        forms.push((form_type, f));
+    }
+    forms.sort();
+    for (_, f) in forms {
+        s.push_str(&f);
+    }
+    s
+}
+
+/// Available presence, with our XEP-0115 capabilities.
+pub fn available(from: &Jid, to: &Jid, commands: &[&str]) -> Presence {
+    let mut p = presence(from, to, PresenceType::None);
+    p.payloads.push(caps(commands));
+    p
+}
+
 /// XEP-0030 info: identities, features, and an XEP-0128 form listing the chat commands.
+/// `node` is a PubSub node (a leaf), or `CAPS_NODE#ver` (the component itself).
 pub fn disco_info(node: Option<&str>, commands: &[&str]) -> Element {
     let mut q = Element::builder("query", NS_DISCO_INFO);
     if let Some(node) = node {
         q = attr(q, "node", node);
     }
+    let node = node.filter(|n| !n.starts_with(CAPS_NODE));
     let identity = |cat: &str, ty: &str, name: &str| {
         attr(
             attr(
@@ -373,6 +469,72 @@ mod tests {
     use super::*;
     use std::str::FromStr;
     use tokio_xmpp::parsers::stanza::Stanza;
+
+    #[test]
+    fn xep0115_ver_of_the_spec_examples() {
+        let ver = |xml: &str| {
+            use tokio_xmpp::parsers::{caps, hashes::Algo};
+            let el: Element = xml.parse().unwrap();
+            let h = caps::hash_caps(caps_input(&el).as_bytes(), Algo::Sha_1).unwrap();
+            let c: Element = caps::Caps::new("n", h).into();
+            c.attr("ver").unwrap().to_owned()
+        };
+        // XEP-0115 §5.2, the simple example.
+        let simple = "<query xmlns='http://jabber.org/protocol/disco#info'>\
+            <identity category='client' name='Exodus 0.9.1' type='pc'/>\
+            <feature var='http://jabber.org/protocol/caps'/>\
+            <feature var='http://jabber.org/protocol/disco#info'/>\
+            <feature var='http://jabber.org/protocol/disco#items'/>\
+            <feature var='http://jabber.org/protocol/muc'/></query>";
+        assert_eq!(ver(simple), "QgayPKawpkPSDYmwT/WM94uAlu0=");
+        // XEP-0115 §5.3, the complex example (identities in two languages, a form).
+        let complex = "<query xmlns='http://jabber.org/protocol/disco#info'>\
+            <identity xml:lang='en' category='client' name='Psi 0.11' type='pc'/>\
+            <identity xml:lang='el' category='client' name='Ψ 0.11' type='pc'/>\
+            <feature var='http://jabber.org/protocol/caps'/>\
+            <feature var='http://jabber.org/protocol/disco#info'/>\
+            <feature var='http://jabber.org/protocol/disco#items'/>\
+            <feature var='http://jabber.org/protocol/muc'/>\
+            <x xmlns='jabber:x:data' type='result'>\
+              <field var='FORM_TYPE' type='hidden'><value>urn:xmpp:dataforms:softwareinfo</value></field>\
+              <field var='ip_version' type='text-multi'><value>ipv4</value><value>ipv6</value></field>\
+              <field var='os'><value>Mac</value></field>\
+              <field var='os_version'><value>10.5.1</value></field>\
+              <field var='software'><value>Psi</value></field>\
+              <field var='software_version'><value>0.11</value></field>\
+            </x></query>";
+        assert_eq!(ver(complex), "q07IKJEyjvHSyhy//CH0CxmKi8w=");
+    }
+
+    #[test]
+    fn xep0115_available_presence_roundtrips_with_caps() {
+        let me = Jid::from_str("certwatch.localhost").unwrap();
+        let to = Jid::from_str("alice@localhost").unwrap();
+        let p = available(&me, &to, &["help", "check DOMAIN"]);
+        let el: Element = p.into();
+        let back = Presence::try_from(el.clone()).unwrap();
+        assert_eq!(back.type_, PresenceType::None);
+        let c = el.get_child("c", NS_CAPS).expect("caps");
+        assert_eq!(c.attr("hash"), Some("sha-1"));
+        assert_eq!(c.attr("node"), Some(CAPS_NODE));
+        let ver = c.attr("ver").unwrap();
+        assert_eq!(ver, caps_ver(&["help", "check DOMAIN"]));
+        assert_eq!(ver.len(), 28, "base64 of 20 bytes: {ver}");
+        // The ver changes with what disco#info says.
+        assert_ne!(ver, caps_ver(&["help"]));
+        // disco#info on node#ver is the component's own info, not a leaf's.
+        let info = disco_info(Some(&format!("{CAPS_NODE}#{ver}")), &["help"]);
+        let ids: Vec<_> = info
+            .children()
+            .filter(|c| c.name() == "identity")
+            .map(|c| c.attr("category").unwrap().to_owned())
+            .collect();
+        assert!(ids.contains(&"component".to_string()), "{ids:?}");
+        assert_eq!(
+            info.attr("node"),
+            Some(format!("{CAPS_NODE}#{ver}").as_str())
+        );
+    }
 
     fn roundtrip_element(e: &Element) -> Element {
         let s = String::from(e);

@@ -62,6 +62,8 @@ class Driver(slixmpp.ClientXMPP):
             self.on_event))
         self.add_event_handler("presence_subscribed", self.on_presence)
         self.add_event_handler("presence_subscribe", self.on_presence)
+        self.add_event_handler("presence_available", self.on_presence)
+        self.add_event_handler("presence_unavailable", self.on_presence)
         self.add_event_handler("failed_auth", lambda _: out({"event": "auth_failed"}))
         self.add_event_handler("disconnected", self.on_disconnected)
         self.add_event_handler("stream_error", self.on_stream_error)
@@ -98,7 +100,11 @@ class Driver(slixmpp.ClientXMPP):
             })
 
     def on_presence(self, pres):
-        out({"event": "presence", "type": pres["type"], "from": str(pres["from"])})
+        event = {"event": "presence", "type": pres["type"], "from": str(pres["from"])}
+        caps = pres.xml.find("{http://jabber.org/protocol/caps}c")
+        if caps is not None:
+            event["caps"] = {k: caps.get(k) for k in ("hash", "node", "ver")}
+        out(event)
 
     def on_disconnected(self, reason):
         # Say why, on stderr (the test's output) and as an event.
@@ -183,6 +189,13 @@ class Driver(slixmpp.ClientXMPP):
             return {"ok": True, "items": [
                 {"id": i["id"], "xml": "".join(ET.tostring(ch, encoding="unicode") for ch in i.xml)}
                 for i in items]}
+        if c == "verify_caps":
+            # XEP-0115 §5.4: fetch node#ver and recompute ver ourselves.
+            self.register_plugin("xep_0115")
+            node = "%s#%s" % (cmd["node"], cmd["ver"])
+            r = await self.plugin["xep_0030"].get_info(jid=to, node=node, timeout=TIMEOUT)
+            computed = self.plugin["xep_0115"].generate_verstring(r["disco_info"], cmd["hash"])
+            return {"ok": True, "computed": computed}
         if c == "ping":
             await self.plugin["xep_0199"].send_ping(to, timeout=TIMEOUT)
             return {"ok": True}
