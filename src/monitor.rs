@@ -784,6 +784,20 @@ mod tests {
         assert_eq!(big, 2000, "one take and one re-insert per completion");
     }
 
+    #[tokio::test(start_paused = true)]
+    async fn absurd_durations_do_not_panic_the_schedule() {
+        let mut s = Schedule::new(Duration::MAX, Duration::MAX);
+        let t0 = Instant::now();
+        s.sync(&names(3), t0, |d| {
+            (d == "d2.org").then_some(Duration::from_secs(1))
+        });
+        let first = s.take_due(t0, 10);
+        assert_eq!(taken(first), vec!["d0.org"]);
+        s.done("d0.org", t0);
+        s.done_in("d1.org", t0, Duration::MAX);
+        assert!(s.next_due().unwrap() > t0 + Duration::from_secs(3600 * 24 * 365));
+    }
+
     /// A stand-in for the engine that counts what the loop asks of it.
     struct Fake {
         interval: Duration,

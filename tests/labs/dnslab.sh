@@ -501,7 +501,7 @@ leaf() { # leaf NAME: the unsigned zone text of NAME.test.
             }
             for (i = 0; i < n; i++) {
               j = i % h
-              printf "_xmpp-client._tcp.d%d.%s IN SRV 0 5 %d h%d.%s.\n", i, z, port + int(j / a), j, z
+              printf "_xmpp-client._tcp.d%d.%s IN SRV 0 5 %d h%d.%s\n", i, z, port + int(j / a), j, z
             }
           }'
       fi
