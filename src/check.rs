@@ -413,9 +413,11 @@ impl Checker {
             return unconfirmed(first, "the first probe's Tor exit is not known");
         }
         let avoid: Vec<ExitRelay> = first_exit.into_iter().collect();
+        // Like the first probe, retried once: one failed circuit (common on
+        // Tor) must not leave a real interception unconfirmed.
         let (second, exit) = probed(
             self.prober
-                .probe_once(&target(domain, endpoint, address), deadline, &avoid)
+                .probe(&target(domain, endpoint, address), deadline, &avoid)
                 .await,
         );
         let mut again = judge_off_runtime(endpoint, &second, now).await;

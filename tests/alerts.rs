@@ -571,9 +571,9 @@ fn prosody_crash_points_keep_the_delivery_promises() {
     crash_points("prosody", 17500, "127.59.0", 17700);
 }
 
-/// An interceptor in front of `port` that shows `cert` on every first
-/// connection and drops every second one (the confirming probe); counts the
-/// connections it took.
+/// An interceptor in front of `port` that shows `cert` on every third
+/// connection (the probe) and drops the two after it (the confirming probe
+/// and its retry); counts the connections it took.
 fn flaky_interceptor(port: u16, cert: &TestCert) -> std::sync::Arc<std::sync::atomic::AtomicUsize> {
     use rustls_pki_types::pem::PemObject;
     use std::io::{Read, Write};
@@ -596,7 +596,7 @@ fn flaky_interceptor(port: u16, cert: &TestCert) -> std::sync::Arc<std::sync::at
         for conn in listener.incoming() {
             let Ok(mut sock) = conn else { continue };
             let n = counter.fetch_add(1, Ordering::SeqCst);
-            if n % 2 == 1 {
+            if n % 3 != 0 {
                 drop(sock);
                 continue;
             }
@@ -665,9 +665,9 @@ fn prosody_unconfirmed_mismatch_is_held_back_then_alerted_as_not_confirmed() {
     let body = alarm["body"].as_str().unwrap();
     assert!(body.contains("not confirmed"), "{body}");
     assert!(body.contains(&t.other.spki), "{body}");
-    // Each check made two connections (the probe and the dropped
-    // confirmation): the first checks were held back, without an alert.
-    let checks = seen.load(Ordering::SeqCst) / 2;
+    // Each check made three connections (the probe, the dropped
+    // confirmation and its retry): the first checks were held back.
+    let checks = seen.load(Ordering::SeqCst) / 3;
     assert!(
         checks > certwatch::monitor::MAX_RECHECKS as usize,
         "alerted after {checks} check(s)"

@@ -302,11 +302,14 @@ impl Prober {
                 Ok(obs) => return Ok(obs),
                 Err(e) => {
                     tracing::debug!(addr = %target.addr, attempt, error = %e, "probe failed");
-                    // Several exits already refused it: a second round
-                    // would only ask them again.
+                    // Several exits already refused it (or were to be
+                    // avoided): a second round would only ask them again.
                     let refused = matches!(
                         e,
-                        ProbeError::Connect(transport::ConnectFailure::ExitRefused(_))
+                        ProbeError::Connect(
+                            transport::ConnectFailure::ExitRefused(_)
+                                | transport::ConnectFailure::NoOtherExit(_)
+                        )
                     );
                     last = Some(e);
                     if refused {
