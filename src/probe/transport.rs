@@ -46,26 +46,6 @@ impl Whose for ConnectFailure {
     }
 }
 
-/// How long arti may report itself blocked, without a break, before its
-/// bootstrap is given up (sooner than the bootstrap timeout).
-pub const BOOTSTRAP_STUCK: Duration = Duration::from_secs(60);
-
-/// Resolves (with arti's status) once arti has reported itself blocked for
-/// `span` without a break; never otherwise.
-async fn stuck_for(client: &TorClient<PreferredRuntime>, span: Duration) -> String {
-    let mut since: Option<tokio::time::Instant> = None;
-    loop {
-        tokio::time::sleep(Duration::from_secs(1)).await;
-        let status = client.bootstrap_status();
-        match (status.blocked(), since) {
-            (None, _) => since = None,
-            (Some(_), None) => since = Some(tokio::time::Instant::now()),
-            (Some(_), Some(t)) if t.elapsed() >= span => return status.to_string(),
-            (Some(_), Some(_)) => {}
-        }
-    }
-}
-
 /// When the transport last carried a connection to some server (or heard an
 /// exit's report about one): proof that it worked then.
 #[derive(Clone, Debug, Default)]
@@ -156,23 +136,17 @@ impl Connector {
                     .config(config)
                     .create_unbootstrapped()
                     .map_err(|e| TransportSetupError::Bootstrap(e.to_string()))?;
-                let stuck = stuck_for(&client, BOOTSTRAP_STUCK);
-                tokio::select! {
-                    done = tokio::time::timeout(bootstrap_timeout, client.bootstrap()) => match done {
-                        Ok(Ok(())) => Ok(Connector::Tor(client, Carried::default())),
-                        Ok(Err(e)) => Err(TransportSetupError::Bootstrap(format!(
-                            "{e} ({})",
-                            client.bootstrap_status()
-                        ))),
-                        Err(_) => Err(TransportSetupError::Bootstrap(format!(
-                            "not done after {} ({})",
-                            humantime::format_duration(bootstrap_timeout),
-                            client.bootstrap_status()
-                        ))),
-                    },
-                    status = stuck => Err(TransportSetupError::Bootstrap(format!(
-                        "arti reports it has been stuck for {}: {status}",
-                        humantime::format_duration(BOOTSTRAP_STUCK)
+                match tokio::time::timeout(bootstrap_timeout, client.bootstrap()).await {
+                    Ok(Ok(())) => Ok(Connector::Tor(client, Carried::default())),
+                    Ok(Err(e)) => Err(TransportSetupError::Bootstrap(format!(
+                        "{e} ({})",
+                        client.bootstrap_status()
+                    ))),
+                    // arti's own words, e.g. "Stuck at 0%: We seem to be offline".
+                    Err(_) => Err(TransportSetupError::Bootstrap(format!(
+                        "not done after {} ({})",
+                        humantime::format_duration(bootstrap_timeout),
+                        client.bootstrap_status()
                     ))),
                 }
             }
