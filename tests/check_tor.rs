@@ -401,32 +401,4 @@ fn checks_over_our_own_tor_network() {
         );
         assert!(!text.contains("unreachable"), "{name}: {text}");
     }
-
-    // A Tor client that has never seen the network (a fresh state and cache
-    // directory) cannot even bootstrap: given up once arti has reported
-    // itself stuck for a minute, exit 3, and the error says it is ours.
-    let fresh = dir.join("arti-fresh.toml");
-    std::fs::write(
-        &fresh,
-        format!(
-            "{base}\n[storage]\nstate_dir = \"{}\"\ncache_dir = \"{}\"\n[storage.permissions]\ndangerously_trust_everyone = true\n",
-            dir.join("arti-fresh-state").display(),
-            dir.join("arti-fresh-cache").display()
-        ),
-    )
-    .unwrap();
-    let mut never = dns_args.clone();
-    never.extend([
-        "--transport".into(),
-        "tor".into(),
-        "--arti-config".into(),
-        fresh.display().to_string(),
-    ]);
-    let (got, json) = check_json(&never, "good.test", &[]);
-    assert_eq!(got, 3, "{json:#}");
-    let errors = json["errors"].to_string();
-    assert!(
-        errors.contains("cannot bootstrap Tor, our own Tor client"),
-        "{errors}"
-    );
 }
