@@ -596,7 +596,7 @@ fn flaky_interceptor(port: u16, cert: &TestCert) -> std::sync::Arc<std::sync::at
         for conn in listener.incoming() {
             let Ok(mut sock) = conn else { continue };
             let n = counter.fetch_add(1, Ordering::SeqCst);
-            if n % 3 != 0 {
+            if !n.is_multiple_of(3) {
                 drop(sock);
                 continue;
             }
