@@ -1,7 +1,35 @@
 //! Alerts: a change worth telling, rendered once and fed to every sink alike.
 
 use crate::model::{Alert, DomainState, HISTORY};
-use crate::report::{EndpointVerdict, Report, Verdict};
+use crate::render;
+use crate::report::{Report, Verdict};
+
+/// The longest chat alert, in characters (a phone screen); the details
+/// are behind `status DOMAIN` and in the PubSub item.
+pub const MAX_CHAT_ALERT: usize = 600;
+
+/// `text` cut to `max` characters at a line end, saying where the rest is.
+fn bounded(text: String, max: usize, domain: &str) -> String {
+    if text.chars().count() <= max {
+        return text;
+    }
+    let more = format!("\n(more: send \"status {domain}\")");
+    let budget = max - more.chars().count();
+    let mut out = String::new();
+    for line in text.lines() {
+        if out.chars().count() + line.chars().count() + 1 > budget {
+            break;
+        }
+        if !out.is_empty() {
+            out.push('\n');
+        }
+        out.push_str(line);
+    }
+    if out.is_empty() {
+        out = text.chars().take(budget).collect();
+    }
+    out + &more
+}
 
 /// Consecutive unreachable checks before the state becomes unreachable.
 pub const UNREACHABLE_AFTER: u32 = 3;
@@ -69,44 +97,17 @@ pub fn render(from: Option<Verdict>, to: Verdict, report: &Report) -> Alert {
         }
         _ => report.summary(),
     };
+    // The details, for the PubSub item: what `status` shows.
+    let content = format!("{title}\n{}", render::details(report));
+    // The chat form, for a phone: the summary, one line per group of
+    // affected endpoints, where the details are.
     let mut lines = vec![title.clone()];
+    lines.extend(render::alert_lines(report, to));
     lines.push(format!(
-        "Checked at {} over {}.",
-        report.checked_at, report.transport
+        "Checked at {}. Details: send \"status {}\".",
+        report.checked_at, report.domain
     ));
-    for e in &report.endpoints {
-        let interesting = e.verdict != EndpointVerdict::Match || to == Verdict::Ok;
-        if !interesting {
-            continue;
-        }
-        let mut line = format!(
-            "{} {}:{} [{}] {}: {}",
-            e.service,
-            e.host,
-            e.port,
-            e.address
-                .map(|a| a.to_string())
-                .unwrap_or_else(|| "-".into()),
-            e.tls,
-            e.verdict_word()
-        );
-        if let Some(k) = &e.spki_sha256 {
-            line.push_str(&format!("; key seen (SPKI sha256) {k}"));
-        }
-        if !e.tlsa.is_empty() {
-            line.push_str(&format!("; TLSA {}", e.tlsa.join(", ")));
-        }
-        if let Some(err) = &e.error {
-            line.push_str(&format!("; {err}"));
-        }
-        for n in &e.notes {
-            line.push_str(&format!("; {n}"));
-        }
-        lines.push(line);
-    }
-    if to.is_alarm() {
-        lines.extend(report.advice.iter().take(1).cloned());
-    }
+    let chat = bounded(lines.join("\n"), MAX_CHAT_ALERT, &report.domain);
     Alert {
         id: format!(
             "{}-{}-{:08x}",
@@ -118,7 +119,8 @@ pub fn render(from: Option<Verdict>, to: Verdict, report: &Report) -> Alert {
         from,
         to,
         title,
-        content: lines.join("\n"),
+        content,
+        chat,
         updated: report.checked_at.clone(),
     }
 }
@@ -139,6 +141,8 @@ mod tests {
             transport: "tor".into(),
             errors: vec![],
             bogus_rrsets: vec![],
+            nxdomain: false,
+            resolvers: vec![],
         }
     }
 

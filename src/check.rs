@@ -117,7 +117,7 @@ impl Checker {
             }
             reports.push(report);
         }
-        let mut errors: Vec<String> = found.failures.iter().map(|f| f.to_string()).collect();
+        let mut errors = crate::dns::summarise(&found.failures, self.resolver.servers());
         if unanswered > 0 && resolver_works {
             errors.push(format!(
                 "our resolver answers for the root zone, so the {unanswered} failed lookup(s) of {domain} are its own DNS failing (or being blocked)"
@@ -158,13 +158,26 @@ impl Checker {
         let dns_failed = !found.failures.is_empty();
         let verdict = Report::overall(&reports, dns_failed, !found.bogus.is_empty());
         let zones = self.zone_facts(&endpoints).await;
+        // The domain does not exist: NXDOMAIN and nothing else found.
+        let nxdomain = found.nxdomain
+            && found.endpoints.is_empty()
+            && found.bogus.is_empty()
+            && found.failures.is_empty();
         let advice = advice::advise(&AdviceInput {
             domain: domain.as_str(),
             endpoints: &reports,
             zones: &zones,
             fallbacks: &found.fallbacks,
             dns_failed,
+            nxdomain,
+            transport: self.prober.transport(),
         });
+        // Lookups that no resolver answered: the check saw none of the domain's DNS.
+        let resolvers = if unanswered > 0 && !resolver_works {
+            self.resolver.servers().to_vec()
+        } else {
+            Vec::new()
+        };
         let report = Report {
             domain: domain.to_string(),
             checked_at,
@@ -175,6 +188,8 @@ impl Checker {
             transport: self.prober.transport().into(),
             errors,
             bogus_rrsets: found.bogus.clone(),
+            nxdomain,
+            resolvers,
         };
         tracing::info!(verdict = %report.verdict, endpoints = report.endpoints.len(), "checked");
         (report, health)
@@ -260,9 +275,11 @@ impl Checker {
         match again.verdict {
             EndpointVerdict::Mismatch => {
                 let mut first = first;
-                first
-                    .notes
-                    .push("confirmed by a second probe over a fresh circuit".into());
+                first.notes.push(if self.prober.transport() == "tor" {
+                    "confirmed by a second probe over a fresh circuit".into()
+                } else {
+                    "confirmed by a second probe".into()
+                });
                 if again.spki_sha256 != first.spki_sha256 {
                     first.notes.push(format!(
                         "the second probe saw yet another key: {}",
@@ -273,8 +290,13 @@ impl Checker {
             }
             EndpointVerdict::Match => {
                 again.notes.push(format!(
-                    "a first probe saw a non-matching key (SPKI sha256 {}), not seen again over a fresh circuit",
-                    first.spki_sha256.unwrap_or_default()
+                    "a first probe saw a non-matching key (SPKI sha256 {}), not seen again {}",
+                    first.spki_sha256.unwrap_or_default(),
+                    if self.prober.transport() == "tor" {
+                        "over a fresh circuit"
+                    } else {
+                        "by a second probe"
+                    }
                 ));
                 again
             }

@@ -249,6 +249,8 @@ pub fn unavailable(
         transport: transport.to_string(),
         errors: vec![error],
         bogus_rrsets: vec![],
+        nxdomain: false,
+        resolvers: vec![],
     }
 }
 

@@ -37,6 +37,9 @@ pub const CHAT_CHECKS: usize = 4;
 pub const ADMIN_AFTER: u32 = 3;
 /// The most JIDs the rate limiter remembers (older ones are forgotten).
 const LIMITER_JIDS: usize = 10_000;
+/// Results of chat checks of unmonitored domains kept for `status` (in
+/// memory, newest last; a restart forgets them).
+pub const RECENT_RESULTS: usize = 256;
 
 /// The bot's own health, as stored.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -90,6 +93,10 @@ pub struct Engine {
     limiter: Mutex<Limiter>,
     spacing: std::sync::Arc<Spacing>,
     clock: SharedClock,
+    /// Chat checks of domains nobody monitors, for `status`.
+    recent: Mutex<VecDeque<Report>>,
+    /// Domains that just started being monitored: checked at once.
+    check_soon: Mutex<Vec<String>>,
 }
 
 /// How long one resolver (and hickory's response and DNSSEC validation
@@ -125,6 +132,8 @@ impl Engine {
             limiter: Mutex::new(Limiter::default()),
             spacing: std::sync::Arc::new(Spacing::new(PROBE_GAP, Duration::from_secs(600))),
             clock,
+            recent: Mutex::new(VecDeque::new()),
+            check_soon: Mutex::new(Vec::new()),
         })
     }
 
@@ -205,8 +214,77 @@ impl Engine {
             .map_err(|_| Error::ShuttingDown)?;
         let (report, health) = self.run_check(domain).await?;
         self.note_health(&health, None).await;
-        self.store.put_last_report(domain.as_str(), &report)?;
+        self.keep_result(&report)?;
         Ok(report)
+    }
+
+    /// Keeps a chat check's report for `status`: as a monitored domain's
+    /// last report (its alert state is the monitor's alone and stays as
+    /// it is), else among the [`RECENT_RESULTS`] recent ones.
+    pub fn keep_result(&self, report: &Report) -> Result<(), Error> {
+        if self.store.domain_state(&report.domain)?.is_some() {
+            self.store.put_last_report(&report.domain, report)?;
+            return Ok(());
+        }
+        let mut recent = self.recent.lock().expect("recent lock");
+        recent.retain(|r| r.domain != report.domain);
+        recent.push_back(report.clone());
+        while recent.len() > RECENT_RESULTS {
+            recent.pop_front();
+        }
+        Ok(())
+    }
+
+    /// The last result for `domain`, whoever asked for it: the newer of the
+    /// stored last report and a recent chat check. `list` and `status` both
+    /// read this, so they always agree.
+    pub fn last_report(&self, domain: &str) -> Result<Option<Report>, StoreError> {
+        let stored = self.store.domain_state(domain)?.and_then(|s| s.last_report);
+        let recent = self
+            .recent
+            .lock()
+            .expect("recent lock")
+            .iter()
+            .rev()
+            .find(|r| r.domain == domain)
+            .cloned();
+        Ok(match (stored, recent) {
+            (Some(a), Some(b)) => Some(if b.checked_at > a.checked_at { b } else { a }),
+            (a, b) => a.or(b),
+        })
+    }
+
+    /// A domain whose last report has an endpoint on `host` (its SRV records
+    /// point there): what a user who typed the host likely meant.
+    pub fn domain_served_by(&self, host: &str) -> Result<Option<String>, StoreError> {
+        for d in self.store.monitored()?.into_iter().take(MAX_DOMAINS) {
+            if d == host {
+                continue;
+            }
+            let served = self
+                .last_report(&d)?
+                .is_some_and(|r| r.endpoints.iter().any(|e| e.host == host));
+            if served {
+                return Ok(Some(d));
+            }
+        }
+        Ok(None)
+    }
+
+    /// Asks the monitor to check `domain` at once (it just started being
+    /// monitored, e.g. subscribed to again after everyone left it).
+    pub fn check_soon(&self, domain: &str) {
+        let mut soon = self.check_soon.lock().expect("check_soon lock");
+        if !soon.iter().any(|d| d == domain) && soon.len() < MAX_DOMAINS {
+            soon.push(domain.to_owned());
+        }
+        drop(soon);
+        self.wake_monitor();
+    }
+
+    /// The domains to check at once, emptying the list.
+    pub fn take_check_soon(&self) -> Vec<String> {
+        std::mem::take(&mut *self.check_soon.lock().expect("check_soon lock"))
     }
 
     /// Records whether a check failed on our side, and tells the operators once.

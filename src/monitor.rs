@@ -67,6 +67,14 @@ impl Schedule {
         }
     }
 
+    /// Makes a known, not running domain due at `now` (it was just
+    /// subscribed to again: its old turn may be an interval away).
+    pub fn due_now(&mut self, domain: &str, now: Instant) {
+        if let Some(at) = self.due.get_mut(domain) {
+            *at = now.min(*at);
+        }
+    }
+
     /// Takes the domains due at `now`, marking them running.
     pub fn take_due(&mut self, now: Instant) -> Vec<String> {
         let mut ready: Vec<(Instant, String)> = self
@@ -107,6 +115,9 @@ pub async fn run(engine: Arc<Engine>) {
         match monitored_with_age(&engine) {
             Ok(list) => schedule.sync(&list, now),
             Err(e) => tracing::warn!(error = %e, "cannot read monitored domains"),
+        }
+        for domain in engine.take_check_soon() {
+            schedule.due_now(&domain, now);
         }
         for domain in schedule.take_due(now) {
             let engine = engine.clone();
@@ -270,6 +281,27 @@ mod tests {
         assert_eq!(at_once + s.take_due(Instant::now()).len(), 200);
         s.sync(&[], Instant::now());
         assert!(s.next_due().is_none());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_domain_subscribed_again_is_due_at_once_not_at_its_old_turn() {
+        let mut s = Schedule::new(H, J);
+        let t0 = Instant::now();
+        s.sync(&[("a.org".into(), None)], t0);
+        assert_eq!(s.take_due(t0), vec!["a.org"]);
+        s.done("a.org", t0);
+        // Unsubscribed and subscribed again before the monitor looked:
+        // the schedule still holds its old turn, an interval away.
+        tokio::time::advance(Duration::from_secs(5)).await;
+        let now = Instant::now();
+        s.sync(&[("a.org".into(), None)], now);
+        assert!(s.take_due(now).is_empty(), "the old turn");
+        s.due_now("a.org", now);
+        assert_eq!(s.take_due(now), vec!["a.org"]);
+        // Unknown or running domains are left alone.
+        s.due_now("b.org", now);
+        s.due_now("a.org", now);
+        assert!(s.take_due(now).is_empty());
     }
 
     #[tokio::test(start_paused = true)]

@@ -240,12 +240,20 @@ impl StateStore for Store {
             None => Ok(None),
         }
     }
+    /// Replaces only the last report, atomically: a scheduled check
+    /// committing at the same time keeps its alert state.
     fn put_last_report(&self, domain: &str, report: &Report) -> Result<(), StoreError> {
-        let mut state = self.domain_state(domain)?.unwrap_or_default();
-        state.last_report = Some(report.clone());
-        if self.domains.contains_key(domain)? {
-            self.domains.insert(domain, encode(&state))?;
-        }
+        self.domains.fetch_and_update(domain, |old| {
+            // Not monitored: stays absent. Unreadable: left as it is.
+            let old = old?;
+            match serde_json::from_slice::<DomainState>(old) {
+                Ok(mut state) => {
+                    state.last_report = Some(report.clone());
+                    Some(encode(&state))
+                }
+                Err(_) => Some(old.to_vec()),
+            }
+        })?;
         Ok(())
     }
     fn subscribe(&self, domain: &str, jid: &str) -> Result<bool, StoreError> {
