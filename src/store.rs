@@ -112,6 +112,12 @@ pub trait StateStore {
     fn pubsub_unsubscribe(&self, node: &str, jid: &str) -> Result<bool, StoreError>;
     /// The JIDs subscribed to a node.
     fn pubsub_subscribers(&self, node: &str) -> Result<Vec<String>, StoreError>;
+    /// The (node, jid) PubSub subscriptions whose JID's bare form is `bare`, at most `max`.
+    fn pubsub_subscriptions_of(
+        &self,
+        bare: &str,
+        max: usize,
+    ) -> Result<Vec<(String, String)>, StoreError>;
     /// Publishes an item on a node (idempotent per item id), keeping the newest [`MAX_ITEMS`].
     fn put_item(&self, node: &str, item: &Item) -> Result<bool, StoreError>;
     /// The newest `max` items of a node, newest first.
@@ -381,6 +387,29 @@ impl StateStore for Store {
         second_parts(&self.ps_subs, node)
     }
 
+    fn pubsub_subscriptions_of(
+        &self,
+        bare: &str,
+        max: usize,
+    ) -> Result<Vec<(String, String)>, StoreError> {
+        let mut out = Vec::new();
+        for key in self.ps_subs.iter().keys() {
+            let key = key?;
+            let Some(pos) = key.iter().position(|b| *b == 0) else {
+                continue;
+            };
+            let node = String::from_utf8_lossy(&key[..pos]).into_owned();
+            let jid = second_part(&key);
+            if jid.split('/').next() == Some(bare) {
+                out.push((node, jid));
+                if out.len() >= max {
+                    break;
+                }
+            }
+        }
+        Ok(out)
+    }
+
     /// Publishes an item on a node (idempotent per item id), keeping the newest [`MAX_ITEMS`].
     fn put_item(&self, node: &str, item: &Item) -> Result<bool, StoreError> {
         if self
@@ -445,6 +474,24 @@ mod tests {
         // A prefix of another domain must not leak into its scan.
         s.subscribe("example.org.uk", "carol@localhost").unwrap();
         assert_eq!(s.subscribers("example.org").unwrap().len(), 2);
+    }
+
+    #[test]
+    fn pubsub_subscriptions_of_one_bare_jid_only() {
+        let s = Store::temporary().unwrap();
+        s.pubsub_subscribe("a.org", "alice@x").unwrap();
+        s.pubsub_subscribe("b.org", "alice@x/phone").unwrap();
+        s.pubsub_subscribe("a.org", "alice@xy").unwrap();
+        s.pubsub_subscribe("c.org", "bob@x").unwrap();
+        assert_eq!(
+            s.pubsub_subscriptions_of("alice@x", 10).unwrap(),
+            vec![
+                ("a.org".to_string(), "alice@x".to_string()),
+                ("b.org".to_string(), "alice@x/phone".to_string())
+            ]
+        );
+        assert_eq!(s.pubsub_subscriptions_of("alice@x", 1).unwrap().len(), 1);
+        assert!(s.pubsub_subscriptions_of("carol@x", 10).unwrap().is_empty());
     }
 
     #[test]

@@ -14,6 +14,8 @@ use crate::domain::Domain;
 
 /// Most items returned by one items request.
 const MAX_RETURNED_ITEMS: usize = 50;
+/// Most subscriptions returned by one subscriptions request (one JID's).
+const MAX_RETURNED_SUBSCRIPTIONS: usize = 4 * crate::engine::DOMAINS_PER_JID;
 
 /// The outcome of one request: a result payload, or an error condition and text.
 type Answer = Result<Option<Element>, (DefinedCondition, String)>;
@@ -134,10 +136,15 @@ fn pubsub(ctx: &Ctx, from: &Jid, payload: &Element, set: bool) -> Answer {
                 {
                     return Err((DefinedCondition::PolicyViolation, refusal));
                 }
+                let new_domain = store.monitor(domain.as_str()).map_err(store_error)?;
                 store
                     .pubsub_subscribe(domain.as_str(), &jid.to_string())
                     .map_err(store_error)?;
-                ctx.engine.wake_monitor();
+                if new_domain {
+                    ctx.engine.check_soon(domain.as_str());
+                } else {
+                    ctx.engine.wake_monitor();
+                }
                 Ok(Some(stanzas::subscription(
                     domain.as_str(),
                     &jid.to_string(),
@@ -153,6 +160,23 @@ fn pubsub(ctx: &Ctx, from: &Jid, payload: &Element, set: bool) -> Answer {
                     ));
                 }
                 Ok(None)
+            }
+        }
+        // XEP-0060 §5.6 and §5.7: one's own subscriptions and affiliations,
+        // for the requesting JID only (optionally one node's).
+        (false, "subscriptions") | (false, "affiliations") => {
+            let bare = from.to_bare().to_string();
+            let only = op.attr("node");
+            let mut mine = store
+                .pubsub_subscriptions_of(&bare, MAX_RETURNED_SUBSCRIPTIONS)
+                .map_err(store_error)?;
+            mine.retain(|(node, _)| only.is_none_or(|o| o == node));
+            if op.name() == "subscriptions" {
+                Ok(Some(stanzas::subscriptions(&mine)))
+            } else {
+                let mut nodes: Vec<String> = mine.into_iter().map(|(n, _)| n).collect();
+                nodes.dedup();
+                Ok(Some(stanzas::affiliations(&nodes)))
             }
         }
         (false, "items") => {
