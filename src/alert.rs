@@ -8,27 +8,38 @@ use crate::report::{Report, Verdict};
 /// are behind `status DOMAIN` and in the PubSub item.
 pub const MAX_CHAT_ALERT: usize = 600;
 
-/// `text` cut to `max` characters at a line end, saying where the rest is.
-fn bounded(text: String, max: usize, domain: &str) -> String {
-    if text.chars().count() <= max {
-        return text;
+/// `lines` then `last`, within `max` characters: whole lines are dropped
+/// from the end of `lines` (saying so) until it fits; `last` always stays.
+fn bounded(lines: &[String], last: &str, max: usize) -> String {
+    let fits = |body: &[String]| {
+        body.iter().map(|l| l.chars().count() + 1).sum::<usize>() + last.chars().count() <= max
+    };
+    let mut body: Vec<String> = lines.to_vec();
+    let mut cut = false;
+    while !body.is_empty() && !fits(&body) {
+        body.pop();
+        cut = true;
     }
-    let more = format!("\n(more: send \"status {domain}\")");
-    let budget = max - more.chars().count();
-    let mut out = String::new();
-    for line in text.lines() {
-        if out.chars().count() + line.chars().count() + 1 > budget {
-            break;
+    if cut {
+        // Make room for the notice, as for any other line.
+        body.push("(more below)".into());
+        while body.len() > 1 && !fits(&body) {
+            body.remove(body.len() - 2);
         }
-        if !out.is_empty() {
-            out.push('\n');
-        }
-        out.push_str(line);
+        let n = body.len() - 1;
+        body[n] = "(more in the details)".into();
     }
-    if out.is_empty() {
-        out = text.chars().take(budget).collect();
+    if body.is_empty() {
+        // Not even the summary fits: cut it.
+        let room = max.saturating_sub(last.chars().count() + 1);
+        let title: String = lines
+            .first()
+            .map(|t| t.chars().take(room).collect())
+            .unwrap_or_default();
+        return format!("{title}\n{last}");
     }
-    out + &more
+    body.push(last.to_owned());
+    body.join("\n")
 }
 
 /// Consecutive unreachable checks before the state becomes unreachable.
@@ -103,11 +114,11 @@ pub fn render(from: Option<Verdict>, to: Verdict, report: &Report) -> Alert {
     // affected endpoints, where the details are.
     let mut lines = vec![title.clone()];
     lines.extend(render::alert_lines(report, to));
-    lines.push(format!(
+    let last = format!(
         "Checked at {}. Details: send \"status {}\".",
         report.checked_at, report.domain
-    ));
-    let chat = bounded(lines.join("\n"), MAX_CHAT_ALERT, &report.domain);
+    );
+    let chat = bounded(&lines, &last, MAX_CHAT_ALERT);
     Alert {
         id: format!(
             "{}-{}-{:08x}",
@@ -227,6 +238,61 @@ mod tests {
             &report(Verdict::Insecure),
         );
         assert_ne!(a.id, b.id);
+    }
+
+    fn lab_report(name: &str) -> Report {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/golden")
+            .join(format!("{name}.json"));
+        serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
+    }
+
+    #[test]
+    fn an_alert_reads_on_a_phone_and_the_details_go_to_pubsub() {
+        // Eight endpoints from a lab run (four presenting another key, four
+        // refused), then the same with every endpoint a different key.
+        let mut r = lab_report("intercepted");
+        assert_eq!(r.endpoints.len(), 8);
+        for round in 0..2 {
+            let a = render(Some(Verdict::Ok), Verdict::Mismatch, &r);
+            let chat = &a.chat;
+            assert!(chat.chars().count() < MAX_CHAT_ALERT, "{round}: {chat}");
+            assert!(chat.lines().count() <= 8, "{round}: {chat}");
+            assert_eq!(chat.lines().next().unwrap(), a.title);
+            assert!(chat.ends_with("send \"status good.test\"."), "{chat}");
+            // No record or key printed twice.
+            for e in &r.endpoints {
+                if let Some(k) = &e.spki_sha256 {
+                    assert!(chat.matches(k.as_str()).count() <= 1, "{chat}");
+                }
+                for t in &e.tlsa {
+                    assert!(chat.matches(t.as_str()).count() <= 1, "{chat}");
+                }
+            }
+            // The PubSub item carries every endpoint.
+            assert!(a.content.len() > chat.len());
+            let d = a.deliveries(&["a@x".into()], &["b@x".into()]);
+            assert_eq!(d[0].content, a.chat);
+            assert_eq!(d[1].content, a.content);
+            assert_eq!(a.item().content, a.content);
+            for e in r.endpoints.iter_mut() {
+                e.verdict = crate::report::EndpointVerdict::Mismatch;
+                e.spki_sha256 = Some(format!("{:02x}", e.port % 256).repeat(32));
+                e.port += u16::from(e.address.is_some_and(|a| a.is_ipv6())) * 1000;
+            }
+        }
+        let long: Vec<String> = (0..50)
+            .map(|i| format!("line {i} {}", "x".repeat(40)))
+            .collect();
+        let cut = bounded(&long, "Details: send \"status d.org\".", 300);
+        assert!(cut.chars().count() <= 300, "{cut}");
+        assert!(
+            cut.starts_with("line 0 ") && cut.ends_with("status d.org\"."),
+            "{cut}"
+        );
+        assert!(cut.contains("(more in the details)"), "{cut}");
+        let huge = vec!["t".repeat(1000)];
+        assert!(bounded(&huge, "end", 100).chars().count() <= 100);
     }
 
     #[test]

@@ -217,19 +217,23 @@ fn alarm_lines(report: &Report, max: usize) -> Vec<String> {
         .alarming()
         .filter(|e| e.verdict != EndpointVerdict::Bogus)
         .collect();
+    // A key is confirmed when any probe confirmed it, so that every
+    // endpoint that saw it shares one line.
+    let confirmed: Vec<&str> = alarming
+        .iter()
+        .filter(|e| e.notes.iter().any(|n| n.starts_with("confirmed")))
+        .filter_map(|e| e.spki_sha256.as_deref())
+        .collect();
     let mut lines = group_lines(&alarming, max, |e| match (e.verdict, &e.spki_sha256) {
         (EndpointVerdict::StarttlsMissing, _) => "STARTTLS was not offered".into(),
-        (_, Some(k)) => {
-            let confirmed = e.notes.iter().any(|n| n.starts_with("confirmed"));
-            format!(
-                "presented key {k}{}",
-                if confirmed {
-                    " (confirmed by a second probe)"
-                } else {
-                    ""
-                }
-            )
-        }
+        (_, Some(k)) => format!(
+            "presented key {k}{}",
+            if confirmed.contains(&k.as_str()) {
+                " (confirmed by a second probe)"
+            } else {
+                ""
+            }
+        ),
         (_, None) => e.error.clone().unwrap_or_else(|| "no matching key".into()),
     });
     // The records the keys were compared with, once each.
@@ -391,34 +395,30 @@ fn detail_lines(report: &Report, max: usize) -> Vec<String> {
     })
 }
 
-/// Groups endpoints that share a host and what `about` says of them into
-/// `host:port,port [addresses]: about` lines, at most `max`, then a count.
+/// Groups endpoints of which `about` says the same into
+/// `host:port,port, host2:port [addresses]: about` lines, at most `max`,
+/// then a count of the endpoints left out.
 fn group_lines(
     endpoints: &[&EndpointReport],
     max: usize,
     about: impl Fn(&EndpointReport) -> String,
 ) -> Vec<String> {
     struct Group {
-        host: String,
         about: String,
-        ports: Vec<u16>,
+        /// Each host with its ports, in order.
+        hosts: Vec<(String, Vec<u16>)>,
         addresses: Vec<String>,
         count: usize,
     }
     let mut groups: Vec<Group> = Vec::new();
     for e in endpoints {
         let text = about(e);
-        let address = e.address.map(|a| a.to_string());
-        let g = match groups
-            .iter_mut()
-            .position(|g| g.host == e.host && g.about == text)
-        {
+        let g = match groups.iter_mut().position(|g| g.about == text) {
             Some(i) => &mut groups[i],
             None => {
                 groups.push(Group {
-                    host: e.host.clone(),
                     about: text,
-                    ports: Vec::new(),
+                    hosts: Vec::new(),
                     addresses: Vec::new(),
                     count: 0,
                 });
@@ -426,10 +426,12 @@ fn group_lines(
             }
         };
         g.count += 1;
-        if !g.ports.contains(&e.port) {
-            g.ports.push(e.port);
+        match g.hosts.iter_mut().find(|(h, _)| *h == e.host) {
+            Some((_, ports)) if !ports.contains(&e.port) => ports.push(e.port),
+            Some(_) => {}
+            None => g.hosts.push((e.host.clone(), vec![e.port])),
         }
-        if let Some(a) = address {
+        if let Some(a) = e.address.map(|a| a.to_string()) {
             if !g.addresses.contains(&a) {
                 g.addresses.push(a);
             }
@@ -439,18 +441,21 @@ fn group_lines(
     let mut lines: Vec<String> = groups[..shown]
         .iter()
         .map(|g| {
-            let ports = g
-                .ports
+            let hosts = g
+                .hosts
                 .iter()
-                .map(u16::to_string)
+                .map(|(h, ports)| {
+                    let ports: Vec<String> = ports.iter().map(u16::to_string).collect();
+                    format!("{h}:{}", ports.join(","))
+                })
                 .collect::<Vec<_>>()
-                .join(",");
+                .join(", ");
             let addrs = if g.addresses.is_empty() {
                 String::new()
             } else {
                 format!(" [{}]", g.addresses.join(", "))
             };
-            format!("{}:{ports}{addrs}: {}", g.host, g.about)
+            format!("{hosts}{addrs}: {}", g.about)
         })
         .collect();
     let rest: usize = groups[shown..].iter().map(|g| g.count).sum();
@@ -458,4 +463,173 @@ fn group_lines(
         lines.push(format!("and {rest} more endpoint(s)"));
     }
     lines
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Reports from real lab runs (`certwatch check --json` against
+    /// tests/labs/dnslab.sh and a Prosody presenting the lab key); the
+    /// `.chat` files beside them are what chat shows. `UPDATE_GOLDEN=1
+    /// cargo test --lib render` rewrites the `.chat` files.
+    const CASES: &[&str] = &[
+        "ok",
+        "notlsa",
+        "unsigned",
+        "mismatch",
+        "bogus",
+        "nonexistent",
+        "idn",
+        "wronghost",
+        "unreachable",
+        "dnsfail",
+        "intercepted",
+    ];
+
+    fn golden(name: &str, ext: &str) -> std::path::PathBuf {
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/golden")
+            .join(format!("{name}.{ext}"))
+    }
+
+    fn lab_report(name: &str) -> Report {
+        let text = std::fs::read_to_string(golden(name, "json")).unwrap();
+        serde_json::from_str(&text).unwrap()
+    }
+
+    const CTX: Context = Context {
+        component: "certwatch.localhost",
+        likely_domain: None,
+    };
+
+    #[test]
+    fn lab_replies_match_their_golden_files_fit_a_phone_and_end_with_the_next_step() {
+        let update = std::env::var_os("UPDATE_GOLDEN").is_some();
+        for name in CASES {
+            let reply = check_reply(&lab_report(name), &CTX);
+            let path = golden(name, "chat");
+            if update {
+                std::fs::write(&path, format!("{reply}\n")).unwrap();
+            }
+            let want = std::fs::read_to_string(&path).unwrap();
+            assert_eq!(reply, want.trim_end_matches('\n'), "{name}");
+            assert!(
+                reply.lines().count() <= MAX_REPLY_LINES
+                    && reply.chars().count() <= MAX_REPLY_CHARS,
+                "{name}: {} lines, {} chars",
+                reply.lines().count(),
+                reply.chars().count()
+            );
+            assert!(
+                reply.lines().last().unwrap().starts_with("Next: "),
+                "{name}"
+            );
+            assert!(!reply.contains("records_to_add"), "{name}");
+            // Each zone line at most once.
+            for r in &lab_report(name).records_to_add {
+                assert!(reply.matches(r.as_str()).count() <= 1, "{name}: {r}");
+            }
+        }
+    }
+
+    #[test]
+    fn nxdomain_says_so_in_both_forms_and_advises_nothing_else() {
+        let r = lab_report("idn");
+        let reply = check_reply(&r, &CTX);
+        assert!(
+            reply.starts_with("bücher.example (xn--bcher-kva.example) does not exist (NXDOMAIN)"),
+            "{reply}"
+        );
+        assert_eq!(reply.lines().count(), 2, "{reply}");
+        assert!(r.advice.is_empty(), "{:?}", r.advice);
+    }
+
+    #[test]
+    fn a_host_name_gets_the_servers_words_and_the_likely_domain() {
+        let r = lab_report("wronghost");
+        let reply = check_reply(&r, &CTX);
+        assert!(
+            reply.contains("host-unknown (This server does not serve xmpp.good.test)"),
+            "{reply}"
+        );
+        assert!(reply.contains("send \"check good.test\""), "{reply}");
+        let known = check_reply(
+            &r,
+            &Context {
+                likely_domain: Some("shared.test"),
+                ..CTX
+            },
+        );
+        assert!(known.contains("send \"check shared.test\""), "{known}");
+    }
+
+    #[test]
+    fn dns_failures_are_said_once_naming_the_resolver_and_not_blaming_endpoints() {
+        let reply = check_reply(&lab_report("dnsfail"), &CTX);
+        assert!(
+            reply.starts_with(
+                "example.org: could not check, DNS lookups got no answer from 127.0.0.1:9"
+            ),
+            "{reply}"
+        );
+        assert_eq!(reply.matches("no DNS answer").count(), 1, "{reply}");
+        assert!(reply.contains("--nameserver"), "{reply}");
+        assert!(!reply.contains("endpoint could be reached"), "{reply}");
+    }
+
+    #[test]
+    fn unsigned_leads_with_signing_then_the_records() {
+        let reply = check_reply(&lab_report("unsigned"), &CTX);
+        let sign = reply.find("First sign the zone").unwrap();
+        let record = reply.find("IN TLSA").unwrap();
+        assert!(sign < record, "{reply}");
+        let text = lab_report("unsigned").to_text();
+        assert!(
+            text.find("First sign").unwrap() < text.find("IN TLSA").unwrap(),
+            "{text}"
+        );
+        assert!(!text.contains("records_to_add"), "{text}");
+    }
+
+    #[test]
+    fn bogus_names_the_rrsets_and_the_cause_once() {
+        let reply = check_reply(&lab_report("bogus"), &CTX);
+        assert_eq!(reply.matches("expired on 2020-02-01").count(), 1, "{reply}");
+        for s in [
+            "_xmpp-client",
+            "_xmpps-client",
+            "_xmpp-server",
+            "_xmpps-server",
+        ] {
+            assert!(
+                reply.contains(&format!("SRV RRset at {s}._tcp.expired.test")),
+                "{reply}"
+            );
+        }
+        assert!(!reply.contains(":5222"), "a made-up endpoint: {reply}");
+    }
+
+    #[test]
+    fn group_lines_merge_same_host_and_finding_and_count_the_rest() {
+        let mut r = lab_report("mismatch");
+        let lines = alarm_lines(&r, usize::MAX);
+        assert!(
+            lines[0]
+                .starts_with("xmpp.wrong.test:15222,15223,15269,15270 [127.0.0.1]: presented key"),
+            "{lines:?}"
+        );
+        // Every endpoint a different key: at most MAX_ALERT_GROUPS lines and a count.
+        let template = r.endpoints[0].clone();
+        r.endpoints = (0..10u16)
+            .map(|i| EndpointReport {
+                port: 6000 + i,
+                spki_sha256: Some(format!("{i:02}").repeat(32)),
+                ..template.clone()
+            })
+            .collect();
+        let lines = alert_lines(&r, Verdict::Mismatch);
+        assert_eq!(lines.len(), MAX_ALERT_GROUPS + 1, "{lines:?}");
+        assert_eq!(lines.last().unwrap(), "and 6 more endpoint(s)");
+    }
 }
