@@ -209,7 +209,7 @@ fn dnssec_lab_verdicts_advice_and_tlsa_command() {
     // Unsigned zone: which zone to sign.
     let u = &reports["unsigned.test"];
     assert!(
-        u["advice"].to_string().contains("The zone unsigned.test"),
+        u["advice"].to_string().contains("First sign the zone unsigned.test"),
         "{}",
         u["advice"]
     );
