@@ -214,7 +214,14 @@ impl Engine {
             .map_err(|_| Error::ShuttingDown)?;
         let (report, health) = self.run_check(domain).await?;
         self.note_health(&health, None).await;
-        self.keep_result(&report)?;
+        // Our own Tor or DNS failing says nothing about the domain: such a
+        // report is the reply, never the domain's last result (as in the monitor).
+        let ours = report.verdict == crate::report::Verdict::Unreachable
+            && (health.dns_failures > 0
+                || (health.probes > 0 && health.transport_failures == health.probes));
+        if !ours {
+            self.keep_result(&report)?;
+        }
         Ok(report)
     }
 
@@ -563,6 +570,67 @@ mod tests {
         let pending = engine.store().pending().unwrap();
         assert_eq!(pending.len(), 1);
         assert!(pending[0].1.content.contains("cannot bootstrap Tor"));
+    }
+
+    fn report(domain: &str, at: &str, verdict: crate::report::Verdict) -> Report {
+        Report {
+            domain: domain.into(),
+            checked_at: at.into(),
+            verdict,
+            endpoints: vec![],
+            records_to_add: vec![],
+            advice: vec![],
+            transport: "direct".into(),
+            errors: vec![],
+            bogus_rrsets: vec![],
+            nxdomain: false,
+            resolvers: vec![],
+        }
+    }
+
+    #[test]
+    fn chat_results_are_the_last_result_but_never_the_alert_state() {
+        use crate::report::Verdict;
+        let engine = engine_with_admins(&[]);
+        // Unmonitored: kept among the recent results, bounded.
+        engine
+            .keep_result(&report("a.org", "2026-01-01T00:00:00Z", Verdict::Ok))
+            .unwrap();
+        assert_eq!(
+            engine.last_report("a.org").unwrap().unwrap().verdict,
+            Verdict::Ok
+        );
+        for i in 0..RECENT_RESULTS + 5 {
+            engine
+                .keep_result(&report(
+                    &format!("d{i}.org"),
+                    "2026-01-01T00:00:00Z",
+                    Verdict::Ok,
+                ))
+                .unwrap();
+        }
+        assert!(engine.last_report("a.org").unwrap().is_none(), "bounded");
+        assert_eq!(engine.recent.lock().unwrap().len(), RECENT_RESULTS);
+        // Monitored, alert state mismatch: a chat check that saw ok is the
+        // last result, and the alert state stays mismatch.
+        let store = engine.store();
+        store.monitor("m.org").unwrap();
+        let mut state = crate::model::DomainState {
+            state: Some(Verdict::Mismatch),
+            ..Default::default()
+        };
+        state.last_report = Some(report("m.org", "2026-01-01T00:00:00Z", Verdict::Mismatch));
+        store.commit_check("m.org", &state, None, &[]).unwrap();
+        engine
+            .keep_result(&report("m.org", "2026-01-01T00:05:00Z", Verdict::Ok))
+            .unwrap();
+        let stored = store.domain_state("m.org").unwrap().unwrap();
+        assert_eq!(stored.state, Some(Verdict::Mismatch));
+        assert_eq!(stored.last_report.unwrap().verdict, Verdict::Ok);
+        assert_eq!(
+            engine.last_report("m.org").unwrap().unwrap().checked_at,
+            "2026-01-01T00:05:00Z"
+        );
     }
 
     #[tokio::test(start_paused = true)]
