@@ -163,6 +163,10 @@ impl Checker {
             && found.endpoints.is_empty()
             && found.bogus.is_empty()
             && found.failures.is_empty();
+        if nxdomain {
+            // "no SRV and no address" for each service says it again, worse.
+            errors.retain(|e| !found.notes.contains(e));
+        }
         let advice = advice::advise(&AdviceInput {
             domain: domain.as_str(),
             endpoints: &reports,
