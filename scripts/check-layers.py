@@ -17,7 +17,7 @@ import sys
 LAYERS = [
     ["clock", "config", "domain", "crashpoint", "error", "netpolicy", "vocab"],  # plain values, no I/O
     ["report"],                                       # the result of a check
-    ["model"],                                        # what the store stores
+    ["model", "render"],                              # what the store stores; chat text
     ["dane"],                                         # TLSA records, matching (pure)
     ["advice", "alert"],                              # what to publish, what to tell (pure)
     ["dns", "probe"],                                 # observations (network)

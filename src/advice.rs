@@ -31,6 +31,10 @@ pub struct AdviceInput<'a> {
     pub fallbacks: &'a [Service],
     /// Some lookups got no usable answer.
     pub dns_failed: bool,
+    /// The domain does not exist (NXDOMAIN): nothing to advise.
+    pub nxdomain: bool,
+    /// How the probes travelled: tor, socks5 or direct.
+    pub transport: &'a str,
 }
 
 /// The zone-file lines to publish for endpoints without (secure) TLSA, from the key seen.
@@ -57,11 +61,15 @@ pub fn zone_line(owner: &str, record: &str) -> String {
 /// The advice sentences.
 pub fn advise(input: &AdviceInput) -> Vec<String> {
     let mut out = Vec::new();
+    if input.nxdomain {
+        // Nothing to publish or fix: the name is not there at all.
+        return out;
+    }
     let eps = input.endpoints;
     let has = |v: EndpointVerdict| eps.iter().any(|e| e.verdict == v);
 
     if has(EndpointVerdict::Mismatch) {
-        out.push("An endpoint presented a key that matches none of its TLSA records. If you did not just change the key, treat this as an interception: compare the key on the server itself with `certwatch tlsa --cert FILE --host HOST --port PORT`. If you did change it, publish the new key's record next to the old one and wait for the TTL before switching.".into());
+        out.push("An endpoint presented a key that matches none of its TLSA records. If you did not just change the key, treat this as an interception: compare it with the key on the server itself. If you did change it, publish the new key's record next to the old one and wait for the TTL before switching.".into());
     }
     if has(EndpointVerdict::StarttlsMissing) {
         out.push("The server did not offer STARTTLS although TLSA records require TLS: something between the server and the network may be stripping it, or STARTTLS is disabled in the server's configuration.".into());
@@ -80,7 +88,7 @@ pub fn advise(input: &AdviceInput) -> Vec<String> {
                     EndpointVerdict::NoTlsa | EndpointVerdict::Insecure
                 )
         }) {
-            out.push("Add the TLSA lines listed under records_to_add. They were computed from the key seen over the network; compute them from your own key on the server to be sure: `certwatch tlsa --cert /etc/letsencrypt/live/HOST/fullchain.pem --host HOST --port PORT` (or `openssl x509 -in cert.pem -noout -pubkey | openssl pkey -pubin -outform DER | sha256sum`).".into());
+            out.push("The TLSA records to add were computed from the key seen over the network; compute them from your own certificate on the server to be sure: `openssl x509 -in CERT.pem -noout -pubkey | openssl pkey -pubin -outform DER | sha256sum` prints the hash for `3 1 1` (or `certwatch tlsa --cert CERT.pem --host HOST --port PORT` prints the whole line).".into());
         }
         out.push("TLSA records are additive: when one host serves several domains, add each line once next to any existing records; never replace records other domains rely on.".into());
         out.push("Keep the key across renewals (certbot `--reuse-key`) so the 3 1 1 record stays valid, and before a planned key change publish a second 3 1 1 record for the next key (current + next), then remove the old one after the switch.".into());
@@ -101,7 +109,16 @@ pub fn advise(input: &AdviceInput) -> Vec<String> {
             }
         }
     }
-    for s in input.fallbacks {
+    // Only services that fell back to an endpoint: a service with neither
+    // SRV nor address is simply not offered.
+    let wrong_host = host_unknown(eps).is_some();
+    let fell_back = input.fallbacks.iter().filter(|s| {
+        !wrong_host
+            && eps
+                .iter()
+                .any(|e| e.service == s.as_str() && e.host == input.domain)
+    });
+    for s in fell_back {
         out.push(format!(
             "{} has no _{}._tcp SRV record, so clients fall back to {}:{}; publish SRV records (RFC 6120 §3.2, XEP-0368) so DANE follows the SRV target (RFC 7673).",
             input.domain,
@@ -115,9 +132,36 @@ pub fn advise(input: &AdviceInput) -> Vec<String> {
             .iter()
             .all(|e| e.verdict == EndpointVerdict::Unreachable)
     {
-        out.push("No endpoint could be reached; check that the server is up and reachable from the Internet (including over Tor exits).".into());
+        match host_unknown(eps) {
+            Some((e, said)) => {
+                let guess = input
+                    .domain
+                    .split_once('.')
+                    .map(|(_, p)| p)
+                    .filter(|p| p.contains('.'))
+                    .map(|p| format!(" (perhaps {p})"))
+                    .unwrap_or_default();
+                out.push(format!(
+                    "The server at {}:{} answered {said}: it does not serve {} as an XMPP domain. That name may be a server's host name: check the domain of the XMPP addresses instead, the part after the @{guess}.",
+                    e.host, e.port, input.domain
+                ));
+            }
+            None if input.dns_failed => {}
+            None => out.push(format!(
+                "No endpoint could be reached; check that the server is up and reachable from the Internet{}.",
+                if input.transport == "tor" { " (including over Tor exits)" } else { "" }
+            )),
+        }
     }
     out
+}
+
+/// The first endpoint whose server refused the domain with `host-unknown`, and what it said.
+fn host_unknown(eps: &[EndpointReport]) -> Option<(&EndpointReport, &str)> {
+    eps.iter().find_map(|e| {
+        let said = e.error.as_deref()?.strip_prefix("stream error: ")?;
+        said.starts_with("host-unknown").then_some((e, said))
+    })
 }
 
 fn zone_advice(z: &ZoneFacts) -> String {
@@ -125,7 +169,8 @@ fn zone_advice(z: &ZoneFacts) -> String {
     match (z.has_dnskey, z.has_ds) {
         (true, false) => format!("The zone {zone} is signed (it has DNSKEY records) but its parent has no DS record for it, so nothing validates: publish the DS record at your registrar (`dnssec-dsfromkey` or your DNS host shows it)."),
         (false, true) => format!("The parent of {zone} publishes a DS record but the zone is served unsigned: sign it again or remove the DS, or validating resolvers will reject it."),
-        _ => format!("The zone {zone} (holding {}) is not DNSSEC-signed: enable signing (BIND `dnssec-policy default;`, Knot `dnssec-signing: on`, PowerDNS `pdnsutil secure-zone`, or your DNS host's DNSSEC switch), then publish the DS record at your registrar.", z.name),
+        _ if z.zone.is_some() => format!("First sign the zone {zone} (BIND `dnssec-policy default;`, Knot `dnssec-signing: on`, `pdnsutil secure-zone` or your DNS host's switch), then publish its DS at your registrar."),
+        _ => format!("First sign the zone holding {zone} (BIND `dnssec-policy default;`, Knot `dnssec-signing: on`, `pdnsutil secure-zone` or your DNS host's switch), then publish its DS at your registrar."),
     }
 }
 
@@ -179,12 +224,15 @@ mod tests {
             zones: &[],
             fallbacks: &[],
             dns_failed: false,
+            nxdomain: false,
+            transport: "tor",
         })
         .join("\n");
         assert!(text.contains("--reuse-key"));
         assert!(text.contains("current + next"));
         assert!(text.contains("additive"));
         assert!(text.contains("certwatch tlsa --cert"));
+        assert!(!text.contains("records_to_add"), "{text}");
     }
 
     #[test]
@@ -196,7 +244,7 @@ mod tests {
             has_ds: ds,
         };
         assert!(zone_advice(&facts(false, false)).contains("example.org"));
-        assert!(zone_advice(&facts(false, false)).contains("not DNSSEC-signed"));
+        assert!(zone_advice(&facts(false, false)).starts_with("First sign the zone example.org"));
         assert!(zone_advice(&facts(true, false)).contains("no DS record"));
         assert!(zone_advice(&facts(false, true)).contains("served unsigned"));
     }
@@ -216,6 +264,8 @@ mod tests {
                 zones: &[],
                 fallbacks: &[],
                 dns_failed: false,
+                nxdomain: false,
+                transport: "tor",
             })
             .join("\n");
             assert!(text.contains(needle), "{rec}: {text}");
@@ -223,13 +273,27 @@ mod tests {
     }
 
     #[test]
-    fn fallback_advises_srv() {
-        let text = advise(&AdviceInput {
+    fn fallback_advises_srv_only_where_it_led_to_an_endpoint() {
+        let mut fallback = ep(EndpointVerdict::Unreachable, None, &[]);
+        fallback.host = "example.org".into();
+        let none = advise(&AdviceInput {
             domain: "example.org",
             endpoints: &[],
             zones: &[],
             fallbacks: &[Service::XmppClient],
             dns_failed: false,
+            nxdomain: false,
+            transport: "tor",
+        });
+        assert!(none.is_empty(), "not offered is not a fallback: {none:?}");
+        let text = advise(&AdviceInput {
+            domain: "example.org",
+            endpoints: &[fallback],
+            zones: &[],
+            fallbacks: &[Service::XmppClient],
+            dns_failed: false,
+            nxdomain: false,
+            transport: "tor",
         })
         .join("\n");
         assert!(text.contains("no _xmpp-client._tcp SRV record"), "{text}");

@@ -1,7 +1,46 @@
 //! Alerts: a change worth telling, rendered once and fed to every sink alike.
 
 use crate::model::{Alert, DomainState, HISTORY};
+use crate::render;
 use crate::report::{EndpointVerdict, Report, Verdict};
+
+/// The longest chat alert, in characters (a phone screen); the details
+/// are behind `status DOMAIN` and in the PubSub item.
+pub const MAX_CHAT_ALERT: usize = 600;
+
+/// `lines` then `last`, within `max` characters: whole lines are dropped
+/// from the end of `lines` (saying so) until it fits; `last` always stays.
+fn bounded(lines: &[String], last: &str, max: usize) -> String {
+    let fits = |body: &[String]| {
+        body.iter().map(|l| l.chars().count() + 1).sum::<usize>() + last.chars().count() <= max
+    };
+    let mut body: Vec<String> = lines.to_vec();
+    let mut cut = false;
+    while !body.is_empty() && !fits(&body) {
+        body.pop();
+        cut = true;
+    }
+    if cut {
+        // Make room for the notice, as for any other line.
+        body.push("(more below)".into());
+        while body.len() > 1 && !fits(&body) {
+            body.remove(body.len() - 2);
+        }
+        let n = body.len() - 1;
+        body[n] = "(more in the details)".into();
+    }
+    if body.is_empty() {
+        // Not even the summary fits: cut it.
+        let room = max.saturating_sub(last.chars().count() + 1);
+        let title: String = lines
+            .first()
+            .map(|t| t.chars().take(room).collect())
+            .unwrap_or_default();
+        return format!("{title}\n{last}");
+    }
+    body.push(last.to_owned());
+    body.join("\n")
+}
 
 /// Consecutive unreachable checks before the state becomes unreachable.
 pub const UNREACHABLE_AFTER: u32 = 3;
@@ -197,14 +236,14 @@ fn alarm_lines(report: &Report) -> Vec<String> {
         .collect()
 }
 
-/// Puts a changed title on the alert's first content line too.
+/// Puts a changed title on the first line of the alert's content and chat form too.
 fn retitle(alert: &mut Alert) {
-    let rest = alert
-        .content
-        .split_once('\n')
-        .map(|(_, r)| r.to_owned())
-        .unwrap_or_default();
-    alert.content = format!("{}\n{rest}", alert.title);
+    let swap = |text: &str| {
+        let rest = text.split_once('\n').map(|(_, r)| r).unwrap_or_default();
+        format!("{}\n{rest}", alert.title)
+    };
+    alert.content = swap(&alert.content);
+    alert.chat = swap(&alert.chat);
 }
 
 /// Renders an alert from the report that caused it.
@@ -231,40 +270,17 @@ pub fn render(from: Option<Verdict>, to: Verdict, report: &Report) -> Alert {
         }
         _ => report.summary(),
     };
+    // The details, for the PubSub item: what `status` shows.
+    let content = format!("{title}\n{}", render::details(report));
+    // The chat form, for a phone: the summary, one line per group of
+    // affected endpoints, where the details are.
     let mut lines = vec![title.clone()];
-    lines.push(format!(
-        "Checked at {} over {}.",
-        report.checked_at, report.transport
-    ));
-    for e in &report.endpoints {
-        let interesting = e.verdict != EndpointVerdict::Match || to == Verdict::Ok;
-        if !interesting {
-            continue;
+    lines.extend(render::alert_lines(report, to));
+    if to == Verdict::Unreachable && lines.len() == 1 {
+        // No endpoint to name: why, e.g. the domain's own DNS failing.
+        if let Some(why) = report.errors.first() {
+            lines.push(format!("Why: {why}"));
         }
-        let mut line = format!(
-            "{} {}:{} [{}] {}: {}",
-            e.service,
-            e.host,
-            e.port,
-            e.address
-                .map(|a| a.to_string())
-                .unwrap_or_else(|| "-".into()),
-            e.tls,
-            e.verdict_word()
-        );
-        if let Some(k) = &e.spki_sha256 {
-            line.push_str(&format!("; key seen (SPKI sha256) {k}"));
-        }
-        if !e.tlsa.is_empty() {
-            line.push_str(&format!("; TLSA {}", e.tlsa.join(", ")));
-        }
-        if let Some(err) = &e.error {
-            line.push_str(&format!("; {err}"));
-        }
-        for n in &e.notes {
-            line.push_str(&format!("; {n}"));
-        }
-        lines.push(line);
     }
     if !report.evidence.is_empty() {
         lines.push(format!(
@@ -272,13 +288,11 @@ pub fn render(from: Option<Verdict>, to: Verdict, report: &Report) -> Alert {
             report.domain
         ));
     }
-    if to == Verdict::Unreachable {
-        // Why: the domain's own DNS failing, or what its servers did.
-        lines.extend(report.errors.iter().take(2).cloned());
-    }
-    if to.is_alarm() {
-        lines.extend(report.advice.iter().take(1).cloned());
-    }
+    let last = format!(
+        "Checked at {}. Details: send \"status {}\".",
+        report.checked_at, report.domain
+    );
+    let chat = bounded(&lines, &last, MAX_CHAT_ALERT);
     Alert {
         id: format!(
             "{}-{}-{:08x}",
@@ -290,7 +304,8 @@ pub fn render(from: Option<Verdict>, to: Verdict, report: &Report) -> Alert {
         from,
         to,
         title,
-        content: lines.join("\n"),
+        content,
+        chat,
         updated: report.checked_at.clone(),
     }
 }
@@ -313,6 +328,8 @@ mod tests {
             errors: vec![],
             bogus_rrsets: vec![],
             evidence: vec![],
+            nxdomain: false,
+            resolvers: vec![],
         }
     }
 
@@ -557,7 +574,62 @@ mod tests {
         ];
         let a = render(Some(Verdict::Ok), Verdict::Unreachable, &r);
         assert!(a.content.contains("its own DNS failing"), "{}", a.content);
-        assert!(!a.content.contains("a third line"), "{}", a.content);
+        assert!(a.chat.contains("no DNS answer"), "{}", a.chat);
+    }
+
+    fn lab_report(name: &str) -> Report {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/golden")
+            .join(format!("{name}.json"));
+        serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
+    }
+
+    #[test]
+    fn an_alert_reads_on_a_phone_and_the_details_go_to_pubsub() {
+        // Eight endpoints from a lab run (four presenting another key, four
+        // refused), then the same with every endpoint a different key.
+        let mut r = lab_report("intercepted");
+        assert_eq!(r.endpoints.len(), 8);
+        for round in 0..2 {
+            let a = render(Some(Verdict::Ok), Verdict::Mismatch, &r);
+            let chat = &a.chat;
+            assert!(chat.chars().count() < MAX_CHAT_ALERT, "{round}: {chat}");
+            assert!(chat.lines().count() <= 8, "{round}: {chat}");
+            assert_eq!(chat.lines().next().unwrap(), a.title);
+            assert!(chat.ends_with("send \"status good.test\"."), "{chat}");
+            // No record or key printed twice.
+            for e in &r.endpoints {
+                if let Some(k) = &e.spki_sha256 {
+                    assert!(chat.matches(k.as_str()).count() <= 1, "{chat}");
+                }
+                for t in &e.tlsa {
+                    assert!(chat.matches(t.as_str()).count() <= 1, "{chat}");
+                }
+            }
+            // The PubSub item carries every endpoint.
+            assert!(a.content.len() > chat.len());
+            let d = a.deliveries(&["a@x".into()], &["b@x".into()]);
+            assert_eq!(d[0].content, a.chat);
+            assert_eq!(d[1].content, a.content);
+            assert_eq!(a.item().content, a.content);
+            for e in r.endpoints.iter_mut() {
+                e.verdict = crate::report::EndpointVerdict::Mismatch;
+                e.spki_sha256 = Some(format!("{:02x}", e.port % 256).repeat(32));
+                e.port += u16::from(e.address.is_some_and(|a| a.is_ipv6())) * 1000;
+            }
+        }
+        let long: Vec<String> = (0..50)
+            .map(|i| format!("line {i} {}", "x".repeat(40)))
+            .collect();
+        let cut = bounded(&long, "Details: send \"status d.org\".", 300);
+        assert!(cut.chars().count() <= 300, "{cut}");
+        assert!(
+            cut.starts_with("line 0 ") && cut.ends_with("status d.org\"."),
+            "{cut}"
+        );
+        assert!(cut.contains("(more in the details)"), "{cut}");
+        let huge = vec!["t".repeat(1000)];
+        assert!(bounded(&huge, "end", 100).chars().count() <= 100);
     }
 
     #[test]

@@ -181,7 +181,7 @@ impl Checker {
         let reports = self
             .judge_all(domain, &endpoints, &probed, &exits, deadline)
             .await;
-        let mut errors: Vec<String> = found.failures.iter().map(|f| f.to_string()).collect();
+        let mut errors = crate::dns::summarise(&found.failures, self.resolver.servers());
         if unanswered > 0 && resolver_works {
             errors.push(format!(
                 "our resolver answers for the root zone, so the {unanswered} failed lookup(s) of {domain} are its own DNS failing (or being blocked)"
@@ -230,13 +230,30 @@ impl Checker {
         let dns_failed = !found.failures.is_empty();
         let verdict = Report::overall(&reports, dns_failed, !found.bogus.is_empty());
         let zones = self.zone_facts(&endpoints).await;
+        // The domain does not exist: NXDOMAIN and nothing else found.
+        let nxdomain = found.nxdomain
+            && found.endpoints.is_empty()
+            && found.bogus.is_empty()
+            && found.failures.is_empty();
+        if nxdomain {
+            // "no SRV and no address" for each service says it again, worse.
+            errors.retain(|e| !found.notes.contains(e));
+        }
         let advice = advice::advise(&AdviceInput {
             domain: domain.as_str(),
             endpoints: &reports,
             zones: &zones,
             fallbacks: &found.fallbacks,
             dns_failed,
+            nxdomain,
+            transport: self.prober.transport(),
         });
+        // Lookups that no resolver answered: the check saw none of the domain's DNS.
+        let resolvers = if unanswered > 0 && !resolver_works {
+            self.resolver.servers().to_vec()
+        } else {
+            Vec::new()
+        };
         let report = Report {
             domain: domain.to_string(),
             checked_at,
@@ -248,6 +265,8 @@ impl Checker {
             errors,
             bogus_rrsets: found.bogus.clone(),
             evidence: Vec::new(),
+            nxdomain,
+            resolvers,
         };
         let mut report = report;
         report.evidence = evidence(&report, &probed, &exits, &self.clock.now_rfc3339());
@@ -1212,6 +1231,8 @@ mod tests {
             errors: vec![],
             bogus_rrsets: vec![],
             evidence: vec![],
+            nxdomain: false,
+            resolvers: vec![],
         };
         assert_eq!(report.verdict.exit_code(), 1);
         assert!(

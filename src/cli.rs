@@ -315,6 +315,8 @@ pub fn unavailable(
         errors: vec![error],
         bogus_rrsets: vec![],
         evidence: vec![],
+        nxdomain: false,
+        resolvers: vec![],
     }
 }
 

@@ -3,7 +3,8 @@
 use crate::domain::Domain;
 use crate::engine::{Engine, Error};
 use crate::error::{ErrorKind, HasKind};
-use crate::report::{Report, Verdict};
+use crate::render;
+use crate::report::Report;
 use crate::store::{StateStore as _, StoreError};
 
 /// The longest message body we read as a command.
@@ -105,7 +106,7 @@ impl Command {
     /// Runs the command for `jid` (a bare JID) and returns the reply text.
     pub async fn run(self, engine: &Engine, jid: &str) -> String {
         let result = match self {
-            Command::Help => Ok(help()),
+            Command::Help => Ok(help(&engine.config().probe.transport.to_string())),
             Command::Check(d) => check(engine, &d).await,
             Command::Subscribe(d) => subscribe(engine, &d, jid).await,
             Command::Unsubscribe(d) => unsubscribe(engine, &d, jid).await,
@@ -126,86 +127,71 @@ impl Command {
     }
 }
 
-fn help() -> String {
+fn help(transport: &str) -> String {
+    let how = match transport {
+        "tor" => "probing over Tor",
+        "socks5" => "probing through a SOCKS5 proxy",
+        _ => "probing directly, without Tor",
+    };
     [
-        "CertWatch checks that XMPP servers present the keys their DNSSEC-signed TLSA records announce, probing over Tor.",
-        "help: this list",
-        "check DOMAIN: check a domain now and tell what to fix",
-        "subscribe DOMAIN: monitor a domain and get an alert when its state changes",
-        "unsubscribe DOMAIN: stop your alerts for a domain",
-        "list: your subscriptions with each domain's last state",
-        "status DOMAIN: the last stored result, without probing",
-        "evidence DOMAIN: what the endpoints presented at the last mismatch alert (certificate chains, PEM)",
+        format!("CertWatch checks that XMPP servers present the keys their DNSSEC-signed TLSA records announce, {how}."),
+        "help: this list".into(),
+        "check DOMAIN: check a domain now and tell what to fix".into(),
+        "subscribe DOMAIN: monitor a domain and get an alert when its state changes".into(),
+        "unsubscribe DOMAIN: stop your alerts for a domain".into(),
+        "list: your subscriptions with each domain's last state".into(),
+        "status DOMAIN: the last result (whoever asked for it) in full, without probing".into(),
+        "evidence DOMAIN: what the endpoints presented at the last mismatch alert (certificate chains, PEM)".into(),
     ]
     .join("\n")
 }
 
 async fn check(engine: &Engine, domain: &Domain) -> Result<String, Error> {
     let report = engine.check_now(domain).await?;
-    Ok(check_reply(&report, engine.component()))
-}
-
-/// The reply to `check`: setup steps, success with how to subscribe, or the alarm.
-pub fn check_reply(report: &Report, component: &str) -> String {
-    let mut out = vec![report.summary()];
-    let d = &report.domain;
-    match report.verdict {
-        Verdict::Ok => {
-            out.push(format!(
-                "To be alerted if this changes, send \"subscribe {d}\", or follow the PubSub node xmpp:{component}?;node={d}"
-            ));
-        }
-        Verdict::Mismatch | Verdict::Bogus => {
-            for e in report.alarming() {
-                let seen = e.spki_sha256.as_deref().unwrap_or("-");
-                let confirmed = match e.confirmed {
-                    Some(true) => " (confirmed by a second probe)",
-                    Some(false) => " (not confirmed: the second probe could not be made)",
-                    None => "",
-                };
-                out.push(format!(
-                    "{} {}:{} ({}): {}{confirmed}; key seen {}; records: {}",
-                    e.service,
-                    e.host,
-                    e.port,
-                    e.address.map(|a| a.to_string()).unwrap_or_default(),
-                    e.verdict_word(),
-                    seen,
-                    if e.tlsa.is_empty() {
-                        "-".into()
-                    } else {
-                        e.tlsa.join(", ")
-                    }
-                ));
-            }
-        }
-        Verdict::Insecure | Verdict::NoTlsa | Verdict::Unreachable => {}
-    }
-    if !report.records_to_add.is_empty() {
-        out.push("Add these lines to the zone:".into());
-        out.extend(report.records_to_add.iter().cloned());
-    }
-    out.extend(report.errors.iter().map(|e| format!("Problem: {e}")));
-    out.extend(report.advice.iter().cloned());
-    out.join("\n")
+    // Someone typed a server's host name: a monitored domain whose SRV
+    // records point there is the likelier meaning than the parent.
+    let likely = if report.host_unknown().is_some() {
+        engine.domain_served_by(domain.as_str())?
+    } else {
+        None
+    };
+    Ok(render::check_reply(
+        &report,
+        &render::Context {
+            component: engine.component(),
+            likely_domain: likely.as_deref(),
+        },
+    ))
 }
 
 async fn subscribe(engine: &Engine, domain: &Domain, jid: &str) -> Result<String, Error> {
+    // Not monitored until now (perhaps never, perhaps since everyone left
+    // it): checked at once, whatever turn an old schedule gave it.
+    let new_domain = engine.store().domain_state(domain.as_str())?.is_none();
     let fresh = match engine.subscribe_chat(jid, domain.as_str())? {
         Ok(fresh) => fresh,
         Err(refusal) => return Ok(refusal),
     };
     let store = engine.store();
     store.flush().await?;
-    engine.wake_monitor();
-    let component = engine.component();
-    Ok(if fresh {
-        format!(
-            "Subscribed to {domain}. You will get a message whenever its state changes; it is being checked now. PubSub: xmpp:{component}?;node={domain}"
-        )
+    if new_domain {
+        engine.check_soon(domain.as_str());
     } else {
-        format!("You are already subscribed to {domain}.")
-    })
+        engine.wake_monitor();
+    }
+    let (subscribe_uri, node_uri) = render::pubsub_uris(engine.component(), domain.as_str());
+    if !fresh {
+        return Ok(format!("You are already subscribed to {domain}."));
+    }
+    let state = match engine.last_report(domain.as_str())? {
+        Some(r) if !new_domain => format!("Its last check ({}): {}", r.checked_at, r.summary()),
+        _ => {
+            format!("It is being checked now; send \"status {domain}\" in a minute for the result.")
+        }
+    };
+    Ok(format!(
+        "Subscribed to {domain}. You will get a message whenever its state changes.\n{state}\nPubSub: {subscribe_uri} (node {node_uri})"
+    ))
 }
 
 async fn unsubscribe(engine: &Engine, domain: &Domain, jid: &str) -> Result<String, Error> {
@@ -226,30 +212,28 @@ fn list(engine: &Engine, jid: &str) -> Result<String, StoreError> {
         return Ok("You have no subscriptions. Send \"subscribe DOMAIN\" to add one.".into());
     }
     let mut lines = vec![format!("Your subscriptions ({}):", domains.len())];
-    for d in domains {
-        let state = store.domain_state(&d)?;
-        let text = match state.and_then(|s| s.state.map(|v| (v, s.since))) {
-            Some((v, since)) => format!("{d}: {v} since {}", since.unwrap_or_default()),
-            None => format!("{d}: not checked yet"),
-        };
-        lines.push(text);
+    for d in &domains {
+        lines.push(last_state_line(d, engine.last_report(d)?.as_ref()));
     }
+    lines.push("Send \"status DOMAIN\" for one domain's details.".into());
     Ok(lines.join("\n"))
 }
 
+/// One domain's last state as `list` shows it, from the same report `status` shows.
+pub fn last_state_line(domain: &str, report: Option<&Report>) -> String {
+    match report {
+        Some(r) => format!("{domain}: {} (checked at {})", r.verdict, r.checked_at),
+        None => format!("{domain}: not checked yet"),
+    }
+}
+
 fn status(engine: &Engine, domain: &Domain) -> Result<String, StoreError> {
-    let state = engine.store().domain_state(domain.as_str())?;
-    let Some(report) = state.and_then(|s| s.last_report) else {
+    let Some(report) = engine.last_report(domain.as_str())? else {
         return Ok(format!(
             "No stored result for {domain}. Send \"check {domain}\" to check it now."
         ));
     };
-    let mut reply = format!(
-        "{}\nChecked at {} over {}.",
-        report.summary(),
-        report.checked_at,
-        report.transport
-    );
+    let mut reply = render::status_reply(&report, engine.component());
     if let Some(last) = engine.store().evidence(domain.as_str())?.first() {
         let when = last
             .items
@@ -343,8 +327,11 @@ mod tests {
     }
 
     #[test]
-    fn help_has_one_line_per_command() {
-        let h = help();
+    fn help_has_one_line_per_command_and_names_tor_only_over_tor() {
+        assert!(help("tor").contains("over Tor"));
+        assert!(!help("direct").contains("over Tor"));
+        assert!(help("direct").contains("without Tor"));
+        let h = help("tor");
         for cmd in [
             "check DOMAIN",
             "subscribe DOMAIN",

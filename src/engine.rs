@@ -44,6 +44,9 @@ pub const CHAT_CHECKS: usize = 4;
 pub const ADMIN_AFTER: u32 = 3;
 /// The most JIDs the rate limiter remembers (older ones are forgotten).
 const LIMITER_JIDS: usize = 10_000;
+/// Results of chat checks of unmonitored domains kept for `status` (in
+/// memory, newest last; a restart forgets them).
+pub const RECENT_RESULTS: usize = 256;
 
 /// The bot's own health, as stored.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -108,6 +111,10 @@ pub struct Engine {
     /// Shared by every checker the engine builds, so a rebuilt one gets no fresh burst.
     circuits: std::sync::Arc<crate::probe::CircuitBudget>,
     clock: SharedClock,
+    /// Chat checks of domains nobody monitors, for `status`.
+    recent: Mutex<VecDeque<Report>>,
+    /// Domains that just started being monitored: checked at once.
+    check_soon: Mutex<Vec<String>>,
 }
 
 /// How long one resolver (and hickory's response and DNSSEC validation
@@ -146,6 +153,8 @@ impl Engine {
             spacing: std::sync::Arc::new(Spacing::new(PROBE_GAP, Duration::from_secs(600))),
             circuits,
             clock,
+            recent: Mutex::new(VecDeque::new()),
+            check_soon: Mutex::new(Vec::new()),
         })
     }
 
@@ -237,9 +246,82 @@ impl Engine {
             .map_err(|_| Error::ShuttingDown)?;
         let (report, health) = self.run_check(domain).await?;
         self.note_health(&health, None).await;
-        self.store
-            .put_last_report(domain.as_str(), &report.bounded_for_store())?;
+        // Our own Tor or DNS failing says nothing about the domain: such a
+        // report is the reply, never the domain's last result (as in the monitor).
+        let ours = report.verdict == crate::report::Verdict::Unreachable && health.ours();
+        if !ours {
+            self.keep_result(&report.bounded_for_store())?;
+        }
         Ok(report)
+    }
+
+    /// Keeps a chat check's report for `status`: as a monitored domain's
+    /// last report (its alert state is the monitor's alone and stays as
+    /// it is), else among the [`RECENT_RESULTS`] recent ones.
+    pub fn keep_result(&self, report: &Report) -> Result<(), Error> {
+        if self.store.domain_state(&report.domain)?.is_some() {
+            self.store.put_last_report(&report.domain, report)?;
+            return Ok(());
+        }
+        let mut recent = self.recent.lock().expect("recent lock");
+        recent.retain(|r| r.domain != report.domain);
+        recent.push_back(report.clone());
+        while recent.len() > RECENT_RESULTS {
+            recent.pop_front();
+        }
+        Ok(())
+    }
+
+    /// The last result for `domain`, whoever asked for it: the newer of the
+    /// stored last report and a recent chat check. `list` and `status` both
+    /// read this, so they always agree.
+    pub fn last_report(&self, domain: &str) -> Result<Option<Report>, StoreError> {
+        let stored = self.store.domain_state(domain)?.and_then(|s| s.last_report);
+        let recent = self
+            .recent
+            .lock()
+            .expect("recent lock")
+            .iter()
+            .rev()
+            .find(|r| r.domain == domain)
+            .cloned();
+        Ok(match (stored, recent) {
+            (Some(a), Some(b)) => Some(if b.checked_at > a.checked_at { b } else { a }),
+            (a, b) => a.or(b),
+        })
+    }
+
+    /// A domain whose last report has an endpoint on `host` (its SRV records
+    /// point there): what a user who typed the host likely meant.
+    pub fn domain_served_by(&self, host: &str) -> Result<Option<String>, StoreError> {
+        for d in self.store.monitored()?.into_iter().take(MAX_DOMAINS) {
+            if d == host {
+                continue;
+            }
+            let served = self
+                .last_report(&d)?
+                .is_some_and(|r| r.endpoints.iter().any(|e| e.host == host));
+            if served {
+                return Ok(Some(d));
+            }
+        }
+        Ok(None)
+    }
+
+    /// Asks the monitor to check `domain` at once (it just started being
+    /// monitored, e.g. subscribed to again after everyone left it).
+    pub fn check_soon(&self, domain: &str) {
+        let mut soon = self.check_soon.lock().expect("check_soon lock");
+        if !soon.iter().any(|d| d == domain) && soon.len() < MAX_DOMAINS {
+            soon.push(domain.to_owned());
+        }
+        drop(soon);
+        self.wake_monitor();
+    }
+
+    /// The domains to check at once, emptying the list.
+    pub fn take_check_soon(&self) -> Vec<String> {
+        std::mem::take(&mut *self.check_soon.lock().expect("check_soon lock"))
     }
 
     /// Records whether a check failed on our side, and tells the operators once.
@@ -318,7 +400,12 @@ impl Engine {
     /// bare JID's resources).
     pub fn may_subscribe(&self, jid: &str, domain: &str) -> Result<Option<String>, StoreError> {
         let mut mine = self.store.subscriptions_of(jid)?;
-        mine.extend(self.store.pubsub_subscriptions_of(jid)?);
+        mine.extend(
+            self.store
+                .pubsub_subscriptions_of(jid, usize::MAX)?
+                .into_iter()
+                .map(|(node, _)| node),
+        );
         mine.sort();
         mine.dedup();
         if mine.iter().any(|d| d == domain) {
@@ -621,6 +708,68 @@ mod tests {
         let pending = engine.store().pending().unwrap();
         assert_eq!(pending.len(), 3);
         assert!(pending[2].1.content.contains("cannot bootstrap Tor"));
+    }
+
+    fn report(domain: &str, at: &str, verdict: crate::report::Verdict) -> Report {
+        Report {
+            domain: domain.into(),
+            checked_at: at.into(),
+            verdict,
+            endpoints: vec![],
+            records_to_add: vec![],
+            advice: vec![],
+            transport: "direct".into(),
+            errors: vec![],
+            bogus_rrsets: vec![],
+            nxdomain: false,
+            resolvers: vec![],
+            evidence: vec![],
+        }
+    }
+
+    #[test]
+    fn chat_results_are_the_last_result_but_never_the_alert_state() {
+        use crate::report::Verdict;
+        let engine = engine_with_admins(&[]);
+        // Unmonitored: kept among the recent results, bounded.
+        engine
+            .keep_result(&report("a.org", "2026-01-01T00:00:00Z", Verdict::Ok))
+            .unwrap();
+        assert_eq!(
+            engine.last_report("a.org").unwrap().unwrap().verdict,
+            Verdict::Ok
+        );
+        for i in 0..RECENT_RESULTS + 5 {
+            engine
+                .keep_result(&report(
+                    &format!("d{i}.org"),
+                    "2026-01-01T00:00:00Z",
+                    Verdict::Ok,
+                ))
+                .unwrap();
+        }
+        assert!(engine.last_report("a.org").unwrap().is_none(), "bounded");
+        assert_eq!(engine.recent.lock().unwrap().len(), RECENT_RESULTS);
+        // Monitored, alert state mismatch: a chat check that saw ok is the
+        // last result, and the alert state stays mismatch.
+        let store = engine.store();
+        store.monitor("m.org").unwrap();
+        let mut state = crate::model::DomainState {
+            state: Some(Verdict::Mismatch),
+            ..Default::default()
+        };
+        state.last_report = Some(report("m.org", "2026-01-01T00:00:00Z", Verdict::Mismatch));
+        store.commit_check("m.org", &state, None, &[]).unwrap();
+        engine
+            .keep_result(&report("m.org", "2026-01-01T00:05:00Z", Verdict::Ok))
+            .unwrap();
+        let stored = store.domain_state("m.org").unwrap().unwrap();
+        assert_eq!(stored.state, Some(Verdict::Mismatch));
+        assert_eq!(stored.last_report.unwrap().verdict, Verdict::Ok);
+        assert_eq!(
+            engine.last_report("m.org").unwrap().unwrap().checked_at,
+            "2026-01-01T00:05:00Z"
+        );
     }
 
     #[tokio::test(start_paused = true)]

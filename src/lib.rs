@@ -18,7 +18,8 @@
 //!   (Tor, SOCKS5, direct) → STARTTLS or direct TLS → the presented chain
 //! - [`advice`]: what to publish; [`alert`]: state changes worth telling (pure)
 //! - [`dane`]: TLSA records and matching a chain against them (pure)
-//! - [`model`]: what the store keeps (domain state, alerts, deliveries, items)
+//! - [`model`]: what the store keeps (domain state, alerts, deliveries, items);
+//!   [`render`]: how a report reads in chat (replies, status, alert lines)
 //! - [`report`]: the result of a check (JSON, text, verdicts)
 //! - [`vocab`]: the shared words (service, role, TLS mode); [`error`]: whose
 //!   problem a failure is; [`clock`]: wall time, handed in; [`config`]: the
@@ -43,6 +44,7 @@ pub mod model;
 pub mod monitor;
 pub mod netpolicy;
 pub mod probe;
+pub mod render;
 pub mod report;
 pub mod serve;
 pub mod setup;

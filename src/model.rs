@@ -106,8 +106,11 @@ pub struct Alert {
     pub to: Verdict,
     /// One-line summary.
     pub title: String,
-    /// The details.
+    /// The details (the PubSub item's content).
     pub content: String,
+    /// The short form for chat: the summary, one line per group of affected
+    /// endpoints, and where the details are.
+    pub chat: String,
     /// RFC 3339 time.
     pub updated: String,
 }
@@ -123,7 +126,8 @@ impl Alert {
         }
     }
 
-    /// One delivery per chat subscriber and per PubSub subscriber.
+    /// One delivery per chat subscriber (the short form) and per PubSub
+    /// subscriber (the details).
     pub fn deliveries(&self, chat: &[String], pubsub: &[String]) -> Vec<Delivery> {
         let sinks = chat
             .iter()
@@ -135,9 +139,12 @@ impl Alert {
         sinks
             .map(|sink| Delivery {
                 alert_id: self.id.clone(),
+                content: match sink {
+                    Sink::Chat(_) => self.chat.clone(),
+                    Sink::Event { .. } => self.content.clone(),
+                },
                 sink,
                 title: self.title.clone(),
-                content: self.content.clone(),
                 updated: self.updated.clone(),
                 attempts: 0,
             })

@@ -166,6 +166,17 @@ impl Schedule {
         }
     }
 
+    /// Makes a known, waiting domain due at `now` (it was just subscribed
+    /// to again: its old turn may be an interval away). Unknown and running
+    /// domains are left alone.
+    pub fn due_now(&mut self, domain: &str, now: Instant) {
+        if let Some(Slot::Due(at)) = self.slots.get(domain).copied() {
+            if at > now {
+                self.put(domain.to_owned(), now);
+            }
+        }
+    }
+
     /// Takes up to `max` domains due at `now`, soonest first, marking them
     /// running; each with the time it was due.
     pub fn take_due(&mut self, now: Instant, max: usize) -> Vec<(String, Instant)> {
@@ -252,9 +263,16 @@ trait Host: Send + Sync + 'static {
     ) -> BoxFuture<'static, Option<Duration>>;
     /// A check of `domain` panicked with `message`.
     fn panicked(self: Arc<Self>, domain: String, message: String) -> BoxFuture<'static, ()>;
+    /// Domains someone asked to be checked at once (re-subscribed), emptied.
+    fn take_check_soon(&self) -> Vec<String> {
+        Vec::new()
+    }
 }
 
 impl Host for Engine {
+    fn take_check_soon(&self) -> Vec<String> {
+        Engine::take_check_soon(self)
+    }
     fn timing(&self) -> (Duration, Duration) {
         let m = &self.config().monitor;
         (m.interval, m.jitter)
@@ -362,6 +380,9 @@ async fn run_loop<H: Host>(host: Arc<H>, observer: Option<LagObserver>) {
                 }
                 Err(e) => tracing::warn!(error = %e, "cannot read monitored domains"),
             }
+        }
+        for domain in host.take_check_soon() {
+            schedule.due_now(&domain, now);
         }
         let room = MAX_IN_FLIGHT.saturating_sub(tasks.len());
         for (domain, due) in schedule.take_due(now, room) {
@@ -651,6 +672,8 @@ mod tests {
             errors: vec![],
             bogus_rrsets: vec![],
             evidence: vec![],
+            nxdomain: false,
+            resolvers: vec![],
         }
     }
 
@@ -679,6 +702,27 @@ mod tests {
         let mut bogus = report(&[unconfirmed]);
         bogus.bogus_rrsets.push("the SRV RRset failed".into());
         assert!(!hold_back(&bogus, 0));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_domain_subscribed_again_is_due_at_once_not_at_its_old_turn() {
+        let mut s = Schedule::new(H, J);
+        let t0 = Instant::now();
+        s.sync(&["a.org".to_string()], t0, never);
+        assert_eq!(taken(s.take_due(t0, 10)), vec!["a.org"]);
+        s.done("a.org", t0);
+        // Unsubscribed and subscribed again before the monitor looked:
+        // the schedule still holds its old turn, an interval away.
+        tokio::time::advance(Duration::from_secs(5)).await;
+        let now = Instant::now();
+        s.sync(&["a.org".to_string()], now, never);
+        assert!(s.take_due(now, 10).is_empty(), "the old turn");
+        s.due_now("a.org", now);
+        assert_eq!(taken(s.take_due(now, 10)), vec!["a.org"]);
+        // Unknown or running domains are left alone.
+        s.due_now("b.org", now);
+        s.due_now("a.org", now);
+        assert!(s.take_due(now, 10).is_empty());
     }
 
     #[tokio::test(start_paused = true)]

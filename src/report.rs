@@ -177,6 +177,26 @@ pub struct Report {
     /// the alert it raises (not in the JSON, not in the stored report).
     #[serde(skip)]
     pub evidence: Vec<Evidence>,
+    /// The domain does not exist: NXDOMAIN for its SRV and address names
+    /// (addition).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub nxdomain: bool,
+    /// The resolvers asked, when lookups got no answer from them
+    /// (addition): the check could not see the domain's DNS at all.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub resolvers: Vec<String>,
+}
+
+/// A domain as people read it: `bücher.example (xn--bcher-kva.example)` for
+/// an internationalised name, the name alone otherwise.
+pub fn display_name(domain: &str) -> String {
+    if !(domain.starts_with("xn--") || domain.contains(".xn--")) {
+        return domain.to_owned();
+    }
+    match idna::domain_to_unicode(domain) {
+        (unicode, Ok(())) if unicode != domain => format!("{unicode} ({domain})"),
+        _ => domain.to_owned(),
+    }
 }
 
 /// Endpoints a stored report keeps (those in alarm first).
@@ -315,9 +335,26 @@ impl Report {
             .any(|e| e.verdict == EndpointVerdict::NotChecked)
     }
 
+    /// What the servers said when every one that answered refused the
+    /// domain with `host-unknown` (e.g. `host-unknown (This server does not
+    /// serve x)`): the user likely checked a host name, not a domain.
+    pub fn host_unknown(&self) -> Option<String> {
+        let mut said = self
+            .endpoints
+            .iter()
+            .filter_map(|e| e.error.as_deref()?.strip_prefix("stream error: "))
+            .filter(|e| e.starts_with("host-unknown"));
+        let first = said.next()?;
+        let answered_otherwise = self
+            .endpoints
+            .iter()
+            .any(|e| e.spki_sha256.is_some() || e.verdict != EndpointVerdict::Unreachable);
+        (!answered_otherwise).then(|| first.to_owned())
+    }
+
     /// A one-line summary, for chat and alert titles.
     pub fn summary(&self) -> String {
-        let d = &self.domain;
+        let d = &display_name(&self.domain);
         match self.verdict {
             Verdict::Ok => {
                 let n = self
@@ -357,7 +394,17 @@ impl Report {
                 "{d}: could not check, our {} failed (nothing is known about the server)",
                 transport_words(&self.transport)
             ),
-            Verdict::Unreachable => format!("{d}: could not check, no endpoint could be reached"),
+            Verdict::Unreachable if self.nxdomain => format!("{d} does not exist (NXDOMAIN)"),
+            Verdict::Unreachable if !self.resolvers.is_empty() => format!(
+                "{d}: could not check, DNS lookups got no answer from {}",
+                self.resolvers.join(", ")
+            ),
+            Verdict::Unreachable => match self.host_unknown() {
+                Some(said) => {
+                    format!("{d}: could not check, the server answered {said}")
+                }
+                None => format!("{d}: could not check, no endpoint could be reached"),
+            },
         }
     }
 
@@ -431,15 +478,33 @@ impl Report {
                 out.push_str(&format!("  - {e}\n"));
             }
         }
+        // Signing comes first: TLSA records are useless in an unsigned zone.
+        let (signing, rest): (Vec<&String>, Vec<&String>) = self.advice.iter().partition(|a| {
+            a.starts_with("First sign the zone")
+                || a.starts_with("The zone ")
+                || a.starts_with("The parent of ")
+        });
+        if !signing.is_empty() {
+            out.push_str("\nFirst sign the zone:\n");
+            for a in &signing {
+                out.push_str(&format!("  - {a}\n"));
+            }
+        }
         if !self.records_to_add.is_empty() {
-            out.push_str("\nRecords to add to the zone:\n");
+            if signing.is_empty() {
+                out.push_str("\nRecords to add to the zone:\n");
+            } else {
+                out.push_str(
+                    "\nThen add these records (once the zone is signed; useless before):\n",
+                );
+            }
             for r in &self.records_to_add {
                 out.push_str(&format!("  {r}\n"));
             }
         }
-        if !self.advice.is_empty() {
+        if !rest.is_empty() {
             out.push_str("\nAdvice:\n");
-            for a in &self.advice {
+            for a in rest {
                 out.push_str(&format!("  - {a}\n"));
             }
         }
@@ -515,6 +580,8 @@ mod tests {
             errors: vec![],
             bogus_rrsets: vec![],
             evidence: vec![],
+            nxdomain: false,
+            resolvers: vec![],
         };
         let n = STORED_ENDPOINTS * 4;
         r.endpoints = (0..n)
@@ -615,6 +682,8 @@ mod tests {
             errors: vec![],
             bogus_rrsets: vec![],
             evidence: vec![],
+            nxdomain: false,
+            resolvers: vec![],
         };
         let s = report.summary();
         assert!(s.contains("our Tor client failed"), "{s}");
@@ -673,6 +742,8 @@ mod tests {
             errors: vec![],
             bogus_rrsets: vec![],
             evidence: vec![],
+            nxdomain: false,
+            resolvers: vec![],
         };
         let v: serde_json::Value = serde_json::to_value(&report).unwrap();
         assert_eq!(v["verdict"], "no_tlsa");

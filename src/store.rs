@@ -151,8 +151,12 @@ pub trait StateStore {
     fn pubsub_unsubscribe(&self, node: &str, jid: &str) -> Result<bool, StoreError>;
     /// The JIDs subscribed to a node.
     fn pubsub_subscribers(&self, node: &str) -> Result<Vec<String>, StoreError>;
-    /// The nodes a bare JID (any of its resources) is subscribed to by PubSub.
-    fn pubsub_subscriptions_of(&self, bare: &str) -> Result<Vec<String>, StoreError>;
+    /// The (node, jid) PubSub subscriptions whose JID's bare form is `bare`, at most `max`.
+    fn pubsub_subscriptions_of(
+        &self,
+        bare: &str,
+        max: usize,
+    ) -> Result<Vec<(String, String)>, StoreError>;
     /// Keeps what an alert's endpoints presented (the newest
     /// [`MAX_EVIDENCE`] alerts' worth per domain).
     fn put_evidence(&self, domain: &str, record: &EvidenceRecord) -> Result<(), StoreError>;
@@ -347,6 +351,8 @@ impl StateStore for Store {
             None => Ok(None),
         }
     }
+    /// Replaces only the last report, atomically: a scheduled check
+    /// committing at the same time keeps its alert state.
     fn put_last_report(&self, domain: &str, report: &Report) -> Result<(), StoreError> {
         // Compare-and-swap, so a state the monitor commits meanwhile is
         // never overwritten with the one read here.
@@ -564,19 +570,28 @@ impl StateStore for Store {
             .collect()
     }
 
-    /// The nodes a bare JID (any of its resources) is subscribed to by PubSub.
-    fn pubsub_subscriptions_of(&self, bare: &str) -> Result<Vec<String>, StoreError> {
-        let mut nodes: Vec<String> = second_parts(&self.ps_by_jid, bare)?
-            .into_iter()
-            .map(|rest| rest.split('\0').next().unwrap_or_default().to_owned())
-            .collect();
-        nodes.dedup();
-        Ok(nodes)
-    }
-
     /// The JIDs subscribed to a node.
     fn pubsub_subscribers(&self, node: &str) -> Result<Vec<String>, StoreError> {
         second_parts(&self.ps_subs, node)
+    }
+
+    fn pubsub_subscriptions_of(
+        &self,
+        bare: &str,
+        max: usize,
+    ) -> Result<Vec<(String, String)>, StoreError> {
+        // The reverse index: bare JID \0 node \0 JID, one scan of one prefix.
+        second_parts(&self.ps_by_jid, bare)?
+            .into_iter()
+            .take(max)
+            .map(|rest| match rest.split_once('\0') {
+                Some((node, jid)) => Ok((node.to_owned(), jid.to_owned())),
+                None => Err(StoreError::Corrupt {
+                    key: format!("ps_by_jid {bare}"),
+                    detail: "no JID after the node".into(),
+                }),
+            })
+            .collect()
     }
 
     /// Publishes an item on a node (idempotent per item id), keeping the newest [`MAX_ITEMS`].
@@ -686,6 +701,24 @@ mod tests {
     }
 
     #[test]
+    fn pubsub_subscriptions_of_one_bare_jid_only() {
+        let s = Store::temporary().unwrap();
+        s.pubsub_subscribe("a.org", "alice@x").unwrap();
+        s.pubsub_subscribe("b.org", "alice@x/phone").unwrap();
+        s.pubsub_subscribe("a.org", "alice@xy").unwrap();
+        s.pubsub_subscribe("c.org", "bob@x").unwrap();
+        assert_eq!(
+            s.pubsub_subscriptions_of("alice@x", 10).unwrap(),
+            vec![
+                ("a.org".to_string(), "alice@x".to_string()),
+                ("b.org".to_string(), "alice@x/phone".to_string())
+            ]
+        );
+        assert_eq!(s.pubsub_subscriptions_of("alice@x", 1).unwrap().len(), 1);
+        assert!(s.pubsub_subscriptions_of("carol@x", 10).unwrap().is_empty());
+    }
+
+    #[test]
     fn pubsub_subscriber_keeps_domain_monitored() {
         let s = Store::temporary().unwrap();
         s.subscribe("example.org", "alice@localhost").unwrap();
@@ -745,6 +778,8 @@ mod tests {
             errors: vec![],
             bogus_rrsets: vec![],
             evidence: vec![],
+            nxdomain: false,
+            resolvers: vec![],
         };
         let writer = {
             let s = s.clone();

@@ -200,6 +200,17 @@ fn alert_flow(server: &str, base: u16, addr_base: &str, target_base: u16) {
         alarm["body"].as_str().unwrap().contains("confirmed"),
         "{alarm}"
     );
+    // Readable on a phone: the summary, one line for the endpoints that saw
+    // the other key, where the details are; the details are in PubSub.
+    let body = alarm["body"].as_str().unwrap();
+    assert!(
+        body.chars().count() < 600,
+        "{server}: {} chars: {body}",
+        body.len()
+    );
+    assert!(body.lines().count() <= 6, "{server}: {body}");
+    assert_eq!(body.matches(t.other.spki.as_str()).count(), 1, "{body}");
+    assert!(body.ends_with("send \"status good.test\"."), "{body}");
     let event = bob
         .wait_event(Duration::from_secs(40), |v| is_event(v, "ALARM"))
         .unwrap_or_else(|| panic!("{server}: no pubsub event"));

@@ -209,11 +209,35 @@ fn dnssec_lab_verdicts_advice_and_tlsa_command() {
     // Unsigned zone: which zone to sign.
     let u = &reports["unsigned.test"];
     assert!(
-        u["advice"].to_string().contains("The zone unsigned.test"),
+        u["advice"]
+            .to_string()
+            .contains("First sign the zone unsigned.test"),
         "{}",
         u["advice"]
     );
     assert!(!u["records_to_add"].as_array().unwrap().is_empty());
+
+    // A domain that does not exist says so, and advises nothing.
+    let (code, nx) = check_json(&auth, "nonexistent.test", &[]);
+    assert_eq!(code, 3, "{nx:#}");
+    assert_eq!(nx["nxdomain"], true, "{nx:#}");
+    assert_eq!(nx["advice"], serde_json::json!([]), "{nx:#}");
+    let out = certwatch()
+        .args(&auth)
+        .args(["check", "bücher.example"])
+        .env("RUST_LOG", "warn")
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.starts_with("bücher.example (xn--bcher-kva.example) does not exist (NXDOMAIN)"),
+        "{text}"
+    );
+    assert!(
+        !text.contains("Problems") && !text.contains("SRV"),
+        "{text}"
+    );
+    assert_eq!(out.status.code(), Some(3));
 
     // The same verdict through every resolver path: straight from NSD,
     // through an iterating unbound that passes bogus data on (QNAME

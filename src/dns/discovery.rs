@@ -91,6 +91,9 @@ pub struct Discovery {
     pub bogus: Vec<String>,
     /// Something worth telling the admin that is not a verdict.
     pub notes: Vec<String>,
+    /// The domain's own address lookup said NXDOMAIN on fallback: with no
+    /// SRV records either, the domain does not exist.
+    pub nxdomain: bool,
 }
 
 /// Walks the DNS of one domain.
@@ -253,6 +256,7 @@ impl Walk<'_> {
         {
             // No SRV and no address: the service is simply not offered, and
             // there is no TLSA record to ask for.
+            self.out.nxdomain |= addresses.nxdomain && host == self.domain.as_str();
             self.out.notes.push(format!(
                 "{host} publishes no _{}._tcp SRV record and no address: {} not offered",
                 service.as_str(),

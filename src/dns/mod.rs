@@ -156,6 +156,45 @@ pub enum DnsFailure {
 /// checker's canary (the root zone through the same resolver) says the
 /// resolver works; a chain too long to follow is the domain's; a name that is
 /// not valid is the user's.
+/// The failures of one check in few words: lookups that got no answer are
+/// said once, naming the resolvers asked and how to ask others; the rest
+/// once each.
+pub fn summarise(failures: &[DnsFailure], servers: &[String]) -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    let mut unanswered: Vec<(&str, Vec<&str>)> = Vec::new();
+    for f in failures {
+        match f {
+            DnsFailure::Unavailable { name, detail } => {
+                match unanswered.iter_mut().find(|(d, _)| d == detail) {
+                    Some((_, names)) if !names.contains(&name.as_str()) => names.push(name),
+                    Some(_) => {}
+                    None => unanswered.push((detail, vec![name])),
+                }
+            }
+            other => {
+                let line = other.to_string();
+                if !out.contains(&line) {
+                    out.push(line);
+                }
+            }
+        }
+    }
+    for (detail, names) in unanswered {
+        let what = match names.len() {
+            1 => names[0].to_owned(),
+            n => format!("{} and {} other name(s)", names[0], n - 1),
+        };
+        out.insert(
+            0,
+            format!(
+                "no DNS answer from {} for {what}: {detail}; check that resolver, or ask another with --nameserver IP:PORT ([dns] nameservers in the config)",
+                servers.join(", ")
+            ),
+        );
+    }
+    out
+}
+
 impl HasKind for DnsFailure {
     fn kind(&self) -> ErrorKind {
         match self {
@@ -210,6 +249,8 @@ pub struct Resolver {
     /// Not validating, not caching: explains a bogus answer, and is the canary.
     raw: diagnose::Raw,
     clock: SharedClock,
+    /// The resolvers asked, as people write them (for messages).
+    servers: Vec<String>,
 }
 
 impl Resolver {
@@ -227,12 +268,34 @@ impl Resolver {
         let raw = builder(settings, None)?
             .build()
             .map_err(|e| ResolverSetupError::Build(e.to_string()))?;
+        let servers = if settings.nameservers.is_empty() {
+            match hickory_resolver::system_conf::read_system_conf() {
+                Ok((config, _)) if !config.name_servers().is_empty() => {
+                    let mut ips: Vec<String> = config
+                        .name_servers()
+                        .iter()
+                        .map(|s| s.ip.to_string())
+                        .collect();
+                    ips.dedup();
+                    ips
+                }
+                _ => vec!["the system's resolvers".into()],
+            }
+        } else {
+            settings.nameservers.iter().map(|a| a.to_string()).collect()
+        };
         Ok(Resolver {
             inner,
             keys,
             raw,
             clock: settings.clock.clone().unwrap_or_else(crate::clock::system),
+            servers,
         })
+    }
+
+    /// The resolvers this one asks (addresses, or the system's).
+    pub fn servers(&self) -> &[String] {
+        &self.servers
     }
 
     /// The validator's DNSKEY and DS queries so far: how many it made, how

@@ -14,6 +14,8 @@ use crate::domain::Domain;
 
 /// Most items returned by one items request.
 const MAX_RETURNED_ITEMS: usize = 50;
+/// Most subscriptions returned by one subscriptions request (one JID's).
+const MAX_RETURNED_SUBSCRIPTIONS: usize = 4 * crate::engine::DOMAINS_PER_JID;
 
 /// An error condition and its text.
 type Refusal = (DefinedCondition, String);
@@ -233,6 +235,10 @@ fn pubsub(ctx: &Ctx, from: &Jid, payload: &Element, set: bool) -> Answer {
                 ));
             }
             if op.name() == "subscribe" {
+                let new_domain = store
+                    .domain_state(domain.as_str())
+                    .map_err(store_error)?
+                    .is_none();
                 if let Err(refusal) = ctx
                     .engine
                     .subscribe_pubsub(&jid.to_string(), domain.as_str())
@@ -242,7 +248,11 @@ fn pubsub(ctx: &Ctx, from: &Jid, payload: &Element, set: bool) -> Answer {
                     // among them) know no policy-violation and choke on it.
                     return Err((DefinedCondition::NotAllowed, refusal));
                 }
-                ctx.engine.wake_monitor();
+                if new_domain {
+                    ctx.engine.check_soon(domain.as_str());
+                } else {
+                    ctx.engine.wake_monitor();
+                }
                 Ok(Some(stanzas::subscription(
                     domain.as_str(),
                     &jid.to_string(),
@@ -258,6 +268,23 @@ fn pubsub(ctx: &Ctx, from: &Jid, payload: &Element, set: bool) -> Answer {
                     ));
                 }
                 Ok(None)
+            }
+        }
+        // XEP-0060 §5.6 and §5.7: one's own subscriptions and affiliations,
+        // for the requesting JID only (optionally one node's).
+        (false, "subscriptions") | (false, "affiliations") => {
+            let bare = from.to_bare().to_string();
+            let only = op.attr("node");
+            let mut mine = store
+                .pubsub_subscriptions_of(&bare, MAX_RETURNED_SUBSCRIPTIONS)
+                .map_err(store_error)?;
+            mine.retain(|(node, _)| only.is_none_or(|o| o == node));
+            if op.name() == "subscriptions" {
+                Ok(Some(stanzas::subscriptions(&mine)))
+            } else {
+                let mut nodes: Vec<String> = mine.into_iter().map(|(n, _)| n).collect();
+                nodes.dedup();
+                Ok(Some(stanzas::affiliations(&nodes)))
             }
         }
         (false, "items") => {

@@ -40,6 +40,8 @@ pub const PUBSUB_FEATURES: &[&str] = &[
     "http://jabber.org/protocol/pubsub",
     "http://jabber.org/protocol/pubsub#subscribe",
     "http://jabber.org/protocol/pubsub#retrieve-items",
+    "http://jabber.org/protocol/pubsub#retrieve-subscriptions",
+    "http://jabber.org/protocol/pubsub#retrieve-affiliations",
     "http://jabber.org/protocol/pubsub#persistent-items",
 ];
 
@@ -424,6 +426,48 @@ pub fn subscription(node: &str, jid: &str) -> Element {
         .build()
 }
 
+/// The pubsub result of a request for one's own subscriptions (XEP-0060
+/// §5.6): one `<subscription/>` per (node, jid).
+pub fn subscriptions(list: &[(String, String)]) -> Element {
+    let mut subs = Element::builder("subscriptions", NS_PUBSUB);
+    for (node, jid) in list {
+        subs = subs.append(
+            attr(
+                attr(
+                    attr(Element::builder("subscription", NS_PUBSUB), "node", node),
+                    "jid",
+                    jid,
+                ),
+                "subscription",
+                "subscribed",
+            )
+            .build(),
+        );
+    }
+    Element::builder("pubsub", NS_PUBSUB)
+        .append(subs.build())
+        .build()
+}
+
+/// The pubsub result of a request for one's own affiliations (XEP-0060
+/// §5.7): a subscriber is a `member` of each node it follows.
+pub fn affiliations(nodes: &[String]) -> Element {
+    let mut list = Element::builder("affiliations", NS_PUBSUB);
+    for node in nodes {
+        list = list.append(
+            attr(
+                attr(Element::builder("affiliation", NS_PUBSUB), "node", node),
+                "affiliation",
+                "member",
+            )
+            .build(),
+        );
+    }
+    Element::builder("pubsub", NS_PUBSUB)
+        .append(list.build())
+        .build()
+}
+
 /// The pubsub result of an items request (XEP-0060 §6.5).
 pub fn items_result(node: &str, items: Vec<Element>) -> Element {
     let mut list = attr(Element::builder("items", NS_PUBSUB), "node", node);
@@ -630,6 +674,27 @@ mod tests {
     }
 
     #[test]
+    fn xep0060_subscriptions_and_affiliations_parse_as_pubsub() {
+        use tokio_xmpp::parsers::pubsub::PubSub;
+        let subs = roundtrip_element(&subscriptions(&[
+            // A subscription reads back with its node and jid.
+            ("a.org".into(), "alice@localhost".into()),
+            ("b.org".into(), "alice@localhost/phone".into()),
+        ]));
+        match PubSub::try_from(subs).expect("a pubsub payload") {
+            PubSub::Subscriptions(s) => {
+                assert_eq!(s.subscription.len(), 2);
+            }
+            other => panic!("{other:?}"),
+        }
+        let affs = roundtrip_element(&affiliations(&["a.org".into()]));
+        match PubSub::try_from(affs).expect("a pubsub payload") {
+            PubSub::Affiliations(a) => assert_eq!(a.affiliations.len(), 1),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
     fn stanzas_carry_from_and_roundtrip() {
         let from = jid("certwatch.localhost");
         let to = jid("alice@localhost/res");
@@ -655,6 +720,23 @@ mod tests {
             .into(),
             ping(&from, &jid("localhost"), "p1").into(),
             iq_result(&from, &to, "q3", Some(items_result("example.org", vec![]))).into(),
+            iq_result(
+                &from,
+                &to,
+                "q4",
+                Some(subscriptions(&[(
+                    "example.org".into(),
+                    "alice@localhost".into(),
+                )])),
+            )
+            .into(),
+            iq_result(
+                &from,
+                &to,
+                "q5",
+                Some(affiliations(&["example.org".into()])),
+            )
+            .into(),
         ];
         for s in stanzas {
             let e: Element = s.into();

@@ -196,6 +196,17 @@ class Driver(slixmpp.ClientXMPP):
             r = await self.plugin["xep_0030"].get_info(jid=to, node=node, timeout=TIMEOUT)
             computed = self.plugin["xep_0115"].generate_verstring(r["disco_info"], cmd["hash"])
             return {"ok": True, "computed": computed}
+        if c == "pubsub_subscriptions":
+            r = await self.plugin["xep_0060"].get_subscriptions(to, node=cmd.get("node"), timeout=TIMEOUT)
+            subs = r["pubsub"]["subscriptions"]
+            return {"ok": True, "subscriptions": [
+                {"node": s["node"], "jid": str(s["jid"]), "subscription": s["subscription"]}
+                for s in subs]}
+        if c == "pubsub_affiliations":
+            r = await self.plugin["xep_0060"].get_affiliations(to, node=cmd.get("node"), timeout=TIMEOUT)
+            affs = r["pubsub"]["affiliations"]
+            return {"ok": True, "affiliations": [
+                {"node": a["node"], "affiliation": a["affiliation"]} for a in affs]}
         if c == "ping":
             await self.plugin["xep_0199"].send_ping(to, timeout=TIMEOUT)
             return {"ok": True}
