@@ -237,10 +237,14 @@ fn log_colour_only_on_a_terminal() {
     );
 }
 
-/// An arti config whose only authority and fallback are a closed local port.
-fn dead_arti(dir: &Path) -> String {
+/// An arti config whose only authority and fallback are a closed local port,
+/// with its own state and cache under `dir/name` (arti locks its state
+/// directory, so two clients running at once need two).
+fn dead_arti(dir: &Path, name: &str) -> String {
+    let dir = dir.join(name);
+    std::fs::create_dir_all(&dir).unwrap();
     write(
-        dir,
+        &dir,
         "dead-arti.toml",
         &format!(
             r#"[tor_network]
@@ -269,7 +273,9 @@ state_dir = "{0}/arti-state"
 fn tor_offline_fails_early_with_what_to_try() {
     common::assert_isolated();
     let dir = workdir("admin-offline");
-    let arti = dead_arti(&dir);
+    // Two clients run at once, so each gets its own arti state directory.
+    let arti = dead_arti(&dir, "json");
+    let arti_tty = dead_arti(&dir, "tty");
     let bin = env!("CARGO_BIN_EXE_certwatch");
     let args = [
         "--arti-config",
@@ -281,7 +287,7 @@ fn tor_offline_fails_early_with_what_to_try() {
     ];
     let tty = dir.join("tty.log");
     let on_terminal = {
-        let cmd = format!("{bin} {}", args.join(" "));
+        let cmd = format!("{bin} --arti-config {arti_tty} {}", args[2..].join(" "));
         let tty = tty.clone();
         std::thread::spawn(move || {
             Command::new("script")

@@ -139,8 +139,7 @@ fn subscribe_both(server: &str, alice: &mut Client, bob: &mut Client, domain: &s
         Duration::from_secs(40),
         &format!("{domain} to be ok"),
         || {
-            std::thread::sleep(Duration::from_secs(3));
-            let s = alice.ask(COMPONENT, &format!("status {domain}"), T);
+            let s = alice.poll(COMPONENT, &format!("status {domain}"), T);
             s.contains(&format!("{domain}: OK")).then_some(())
         },
     );
@@ -183,7 +182,7 @@ fn alert_flow(server: &str, base: u16, addr_base: &str, target_base: u16) {
     let r = bob.cmd(json!({"cmd": "pubsub_subscribe", "to": COMPONENT, "node": "good.test"}));
     assert_eq!(r["ok"], true, "{server}: pubsub subscribe: {r}");
     eventually(Duration::from_secs(30), "the first check to be ok", || {
-        let s = alice.ask(COMPONENT, "status good.test", T);
+        let s = alice.poll(COMPONENT, "status good.test", T);
         s.contains("good.test: OK").then_some(())
     });
 

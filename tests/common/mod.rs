@@ -245,6 +245,17 @@ impl Client {
         reply["body"].as_str().unwrap_or_default().to_owned()
     }
 
+    /// Asks `body` of `to` no faster than the bot's per-JID command rate
+    /// (20 a minute) allows, with room for a few other commands: waits 3.5 s
+    /// first. Panics on a rate refusal, so
+    /// a test that polls too fast says so instead of timing out in silence.
+    pub fn poll(&mut self, to: &str, body: &str, timeout: Duration) -> String {
+        std::thread::sleep(Duration::from_millis(3500));
+        let reply = self.ask(to, body, timeout);
+        assert!(!reply.starts_with("Too many commands"), "{reply}");
+        reply
+    }
+
     /// Messages from `from` seen so far or within `timeout`, all of them.
     pub fn drain_messages(&mut self, from: &str, timeout: Duration) -> Vec<Value> {
         let mut out = Vec::new();
