@@ -19,7 +19,7 @@ LAYERS = [
     ["report"],                                       # the result of a check
     ["model", "render"],                              # what the store stores; chat text
     ["dane"],                                         # TLSA records, matching (pure)
-    ["advice", "alert"],                              # what to publish, what to tell (pure)
+    ["advice", "alert", "selfwatch"],                 # what to publish, what to tell (pure)
     ["dns", "probe"],                                 # observations (network)
     ["judge"],                                        # observations -> verdicts
     ["check", "store"],                               # one check; durable state

@@ -6,7 +6,6 @@ use std::path::PathBuf;
 use std::sync::Mutex;
 use std::time::Duration;
 
-use serde::{Deserialize, Serialize};
 use tokio::sync::{Notify, Semaphore};
 use tokio::time::Instant;
 
@@ -19,6 +18,7 @@ use crate::model::{Delivery, Sink};
 use crate::probe::transport::TorDirs;
 use crate::probe::Spacing;
 use crate::report::Report;
+use crate::selfwatch::{Cause, Notice, Outcome, SelfWatch};
 use crate::setup::{self, SetupError};
 use crate::store::{Store, StoreError};
 use crate::vocab::ServiceSet;
@@ -47,19 +47,6 @@ const LIMITER_JIDS: usize = 10_000;
 /// Results of chat checks of unmonitored domains kept for `status` (in
 /// memory, newest last; a restart forgets them).
 pub const RECENT_RESULTS: usize = 256;
-
-/// The bot's own health, as stored.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct SelfHealth {
-    /// Consecutive checks that failed on our side.
-    pub failures: u32,
-    /// When the failures began.
-    pub failing_since: Option<String>,
-    /// The last failure.
-    pub last_error: Option<String>,
-    /// Whether the operators were told.
-    pub alerted: bool,
-}
 
 /// Why the engine could not do what was asked.
 #[derive(Debug, thiserror::Error)]
@@ -115,7 +102,19 @@ pub struct Engine {
     recent: Mutex<VecDeque<Report>>,
     /// Domains that just started being monitored: checked at once.
     check_soon: Mutex<Vec<String>>,
+    /// The operator self-watch, per cause; every update is made under
+    /// this lock (and stored before it is released), so concurrent checks
+    /// neither lose a failure nor tell the operators twice.
+    self_watch: Mutex<SelfWatch>,
+    /// Operator messages that could not be queued in the store (it is what
+    /// failed): sent from memory, lost on a restart.
+    urgent: Mutex<VecDeque<Delivery>>,
 }
+
+/// Operator messages kept in memory when the store cannot take them.
+pub const URGENT_QUEUE: usize = 64;
+/// Where the self-watch is stored.
+const SELF_WATCH_KEY: &str = "self_watch";
 
 /// How long one resolver (and hickory's response and DNSSEC validation
 /// caches inside it) serves checks. Hickory's validation cache is keyed by
@@ -136,6 +135,13 @@ impl Engine {
         setup::resolver(&config, &clock)?;
         let base = PathBuf::from(format!("{}-arti", config.store.path));
         let circuits = std::sync::Arc::new(setup::circuit_budget(&config));
+        let self_watch = match store.meta::<SelfWatch>(SELF_WATCH_KEY) {
+            Ok(w) => w.unwrap_or_default(),
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot read the stored self-watch; starting afresh");
+                SelfWatch::default()
+            }
+        };
         Ok(Engine {
             store,
             tor_dirs: TorDirs {
@@ -155,6 +161,8 @@ impl Engine {
             clock,
             recent: Mutex::new(VecDeque::new()),
             check_soon: Mutex::new(Vec::new()),
+            self_watch: Mutex::new(self_watch),
+            urgent: Mutex::new(VecDeque::new()),
         })
     }
 
@@ -250,7 +258,11 @@ impl Engine {
         // report is the reply, never the domain's last result (as in the monitor).
         let ours = report.verdict == crate::report::Verdict::Unreachable && health.ours();
         if !ours {
-            self.keep_result(&report.bounded_for_store())?;
+            let kept = self.keep_result(&report.bounded_for_store());
+            if let Err(Error::Store(e)) = &kept {
+                self.note_store(Err(e));
+            }
+            kept?;
         }
         Ok(report)
     }
@@ -324,69 +336,183 @@ impl Engine {
         std::mem::take(&mut *self.check_soon.lock().expect("check_soon lock"))
     }
 
-    /// Records whether a check failed on our side, and tells the operators once.
+    /// Records what a check showed about our own parts (DNS resolver,
+    /// transport, code), each counted on its own, and tells the operators
+    /// once per part that keeps failing and once when it works again.
     pub async fn note_health(&self, health: &Health, setup_error: Option<&Error>) {
-        // One probe that our transport failed is enough: the check could not
-        // be completed, whatever the other probes saw.
-        let failed = setup_error.is_some() || health.ours();
-        let mut h: SelfHealth = self.store.meta("health").ok().flatten().unwrap_or_default();
-        let mut notify = None;
-        if failed {
-            h.failures = h.failures.saturating_add(1);
-            if h.failing_since.is_none() {
-                h.failing_since = Some(self.clock.now_rfc3339());
-            }
-            h.last_error = Some(
-                setup_error
-                    .map(|e| e.to_string())
-                    .unwrap_or_else(|| describe(health)),
-            );
-            if h.failures >= ADMIN_AFTER && !h.alerted {
-                h.alerted = true;
-                notify = Some(format!(
-                    "CertWatch operator alert: our {} or DNS resolver has been failing since {} ({} checks in a row), so domains cannot be checked. Last error: {}. Subscribers are not alerted for this, and no domain is called unreachable for it; you are told again when it works.",
-                    self.transport_words(),
-                    h.failing_since.as_deref().unwrap_or("?"),
-                    h.failures,
-                    h.last_error.as_deref().unwrap_or("?")
-                ));
-            }
-        } else {
-            if h.alerted {
-                notify = Some(format!(
-                    "CertWatch operator notice: our {} and DNS resolver work again (failing since {}).",
-                    self.transport_words(),
-                    h.failing_since.as_deref().unwrap_or("?")
-                ));
-            }
-            h = SelfHealth::default();
-        }
-        if failed {
-            tracing::warn!(failures = h.failures, error = ?h.last_error, "check failed on our side");
-        }
-        if let Some(text) = notify {
-            let now = self.clock.now_rfc3339();
-            let deliveries: Vec<Delivery> = self
-                .config
-                .xmpp
-                .admins
+        self.note_causes(&observations(health, setup_error));
+    }
+
+    /// Records whether the store could take a check's result.
+    pub fn note_store(&self, result: Result<(), &StoreError>) {
+        let outcome = match result {
+            Ok(()) => Outcome::Worked,
+            Err(e) => Outcome::Failed(e.to_string()),
+        };
+        self.note_causes(&[(Cause::Store, outcome)]);
+    }
+
+    /// The causes failing now (for the operators and the tests).
+    pub fn self_watch(&self) -> SelfWatch {
+        self.self_watch.lock().expect("self-watch lock").clone()
+    }
+
+    fn note_causes(&self, seen: &[(Cause, Outcome)]) {
+        let now = self.clock.now_rfc3339();
+        let mut watch = self.self_watch.lock().expect("self-watch lock");
+        let before = watch.clone();
+        let notices: Vec<Notice> = seen
+            .iter()
+            .filter_map(|(cause, outcome)| watch.note(*cause, outcome.clone(), &now, ADMIN_AFTER))
+            .collect();
+        for (cause, s) in watch.failing() {
+            if seen
                 .iter()
-                .map(|admin| Delivery {
-                    alert_id: format!("operator-health-{now}"),
-                    sink: Sink::Chat(admin.clone()),
-                    title: text.clone(),
-                    content: text.clone(),
-                    updated: now.clone(),
-                    attempts: 0,
-                })
-                .collect();
-            if let Err(e) = self.store.enqueue(&deliveries) {
-                tracing::warn!(error = %e, "cannot queue operator alert");
+                .any(|(c, o)| *c == cause && matches!(o, Outcome::Failed(_)))
+            {
+                tracing::warn!(
+                    cause = cause.key(),
+                    failures = s.failures,
+                    error = ?s.last_error,
+                    "check failed on our side"
+                );
             }
-            self.wake_outbox();
         }
-        if let Err(e) = self.store.put_meta("health", &h) {
-            tracing::warn!(error = %e, "cannot store health");
+        // Queued while the lock is held, so a recovery is never queued
+        // before the alert it ends.
+        for notice in &notices {
+            self.tell_operators(notice, &now);
+        }
+        if *watch != before {
+            if let Err(e) = self.store.put_meta(SELF_WATCH_KEY, &*watch) {
+                tracing::warn!(error = %e, "cannot store the self-watch");
+            }
+        }
+    }
+
+    /// Queues `notice` for every operator: in the store, or in memory when
+    /// the store is what fails (or cannot take it).
+    fn tell_operators(&self, notice: &Notice, now: &str) {
+        let (cause, text) = self.notice_text(notice);
+        tracing::warn!(cause = cause.key(), "{text}");
+        let kind = if matches!(notice, Notice::Failing { .. }) {
+            "alert"
+        } else {
+            "recovered"
+        };
+        let deliveries: Vec<Delivery> = self
+            .config
+            .xmpp
+            .admins
+            .iter()
+            .map(|admin| Delivery {
+                alert_id: format!("operator-{}-{kind}-{now}", cause.key()),
+                sink: Sink::Chat(admin.clone()),
+                title: text.clone(),
+                content: text.clone(),
+                updated: now.to_owned(),
+                attempts: 0,
+            })
+            .collect();
+        if deliveries.is_empty() {
+            return;
+        }
+        let queued = if cause == Cause::Store {
+            Err("the store is what fails".to_owned())
+        } else {
+            self.store.enqueue(&deliveries).map_err(|e| e.to_string())
+        };
+        if let Err(why) = queued {
+            tracing::warn!(error = %why, "operator message kept in memory");
+            let mut urgent = self.urgent.lock().expect("urgent lock");
+            for d in deliveries {
+                if urgent.len() >= URGENT_QUEUE {
+                    urgent.pop_front();
+                }
+                urgent.push_back(d);
+            }
+        }
+        self.wake_outbox();
+    }
+
+    /// Operator messages waiting in memory (see [`Engine::note_store`]),
+    /// taken from the queue; [`Engine::keep_urgent`] puts back what could
+    /// not be sent.
+    pub fn take_urgent(&self) -> Vec<Delivery> {
+        self.urgent.lock().expect("urgent lock").drain(..).collect()
+    }
+
+    /// Puts operator messages back at the front of the in-memory queue.
+    pub fn keep_urgent(&self, unsent: Vec<Delivery>) {
+        let mut urgent = self.urgent.lock().expect("urgent lock");
+        for d in unsent.into_iter().rev() {
+            urgent.push_front(d);
+        }
+        urgent.truncate(URGENT_QUEUE);
+    }
+
+    /// The cause and the operators' message for `notice`.
+    fn notice_text(&self, notice: &Notice) -> (Cause, String) {
+        match notice {
+            Notice::Failing {
+                cause,
+                since,
+                failures,
+                last_error,
+            } => {
+                let (what, effect, tail) = match cause {
+                    Cause::Dns | Cause::Transport => (
+                        self.part_words(*cause),
+                        "so domains cannot be checked",
+                        "Subscribers are not alerted for this, and no domain is called unreachable for it; you are told again when it works.",
+                    ),
+                    Cause::Store => (
+                        self.part_words(*cause),
+                        "so check results and alerts cannot be recorded",
+                        "Checks go on; a state change seen meanwhile is alerted at the first check after the store works again. This message is kept in memory only; you are told again when it works.",
+                    ),
+                    Cause::Internal => (
+                        self.part_words(*cause),
+                        "so those domains go unchecked",
+                        "This is a bug in CertWatch: please report it with the log. You are told again when checks complete.",
+                    ),
+                };
+                (
+                    *cause,
+                    format!(
+                        "CertWatch operator alert: {what} has been failing since {since} ({failures} checks in a row), {effect}. Last error: {last_error}. {tail}"
+                    ),
+                )
+            }
+            Notice::Recovered { cause, since } => (
+                *cause,
+                format!(
+                    "CertWatch operator notice: {} is back, checks work again (failing since {since}).",
+                    self.part_words(*cause)
+                ),
+            ),
+        }
+    }
+
+    /// What the operators' messages call one of our parts.
+    fn part_words(&self, cause: Cause) -> String {
+        match cause {
+            Cause::Dns => format!(
+                "our DNS resolver ({})",
+                self.config
+                    .nameservers()
+                    .ok()
+                    .filter(|n| !n.is_empty())
+                    .map(|n| n
+                        .iter()
+                        .map(|a| a.to_string())
+                        .collect::<Vec<_>>()
+                        .join(", "))
+                    .unwrap_or_else(|| "the system's".into())
+            ),
+            Cause::Transport => format!("our {}", self.transport_words()),
+            Cause::Store => format!("our store ({})", self.config.store.path),
+            Cause::Internal => "checking (a check panicked)".into(),
         }
     }
 
@@ -503,16 +629,53 @@ impl Engine {
     }
 }
 
-fn describe(h: &Health) -> String {
-    if h.dns_failures > 0 {
-        format!("{} DNS lookups got no answer", h.dns_failures)
-    } else {
-        format!(
-            "{} of {} probes could not be carried by our transport ({})",
-            h.transport_failures,
-            h.probes,
-            h.transport_error.as_deref().unwrap_or("no detail")
-        )
+/// What one check (or its failure to start) showed about each of our parts.
+fn observations(health: &Health, setup_error: Option<&Error>) -> Vec<(Cause, Outcome)> {
+    match setup_error {
+        Some(Error::Setup(SetupError::Transport(e))) => {
+            vec![(Cause::Transport, Outcome::Failed(e.to_string()))]
+        }
+        // The resolver is the part built from the config at check time.
+        Some(Error::Setup(SetupError::Config(e))) => {
+            vec![(Cause::Dns, Outcome::Failed(e.to_string()))]
+        }
+        Some(Error::Store(e)) => vec![(Cause::Store, Outcome::Failed(e.to_string()))],
+        Some(Error::Panicked(m)) => vec![(
+            Cause::Internal,
+            Outcome::Failed(format!("a check panicked: {m}")),
+        )],
+        Some(Error::ShuttingDown) => vec![],
+        None => {
+            // The check ran to its end: no panic, and our resolver answered
+            // unless its canary said otherwise.
+            let mut seen = vec![(Cause::Internal, Outcome::Worked)];
+            seen.push((
+                Cause::Dns,
+                if health.dns_failures > 0 {
+                    Outcome::Failed(format!(
+                        "{} DNS lookups got no answer, and neither did the root zone",
+                        health.dns_failures
+                    ))
+                } else {
+                    Outcome::Worked
+                },
+            ));
+            // Without probes the check says nothing about the transport.
+            if health.transport_failures > 0 {
+                seen.push((
+                    Cause::Transport,
+                    Outcome::Failed(format!(
+                        "{} of {} probes could not be carried by our transport ({})",
+                        health.transport_failures,
+                        health.probes,
+                        health.transport_error.as_deref().unwrap_or("no detail")
+                    )),
+                ));
+            } else if health.probes > 0 {
+                seen.push((Cause::Transport, Outcome::Worked));
+            }
+            seen
+        }
     }
 }
 
@@ -708,6 +871,224 @@ mod tests {
         let pending = engine.store().pending().unwrap();
         assert_eq!(pending.len(), 3);
         assert!(pending[2].1.content.contains("cannot bootstrap Tor"));
+    }
+
+    fn tor_failing() -> Health {
+        Health {
+            dns_failures: 0,
+            transport_failures: 2,
+            probes: 2,
+            transport_error: Some("our Tor client failed: no circuit".into()),
+        }
+    }
+
+    fn contents(engine: &Engine) -> Vec<String> {
+        let pending = engine.store().pending().unwrap();
+        pending.into_iter().map(|(_, d)| d.content).collect()
+    }
+
+    #[tokio::test]
+    async fn dns_and_tor_are_counted_apart() {
+        let engine = engine_with_admins(&["op@localhost"]);
+        // Our resolver fails (no probes could follow) while other checks'
+        // probes go through Tor: Tor working does not end the DNS count.
+        let dns_failing = Health {
+            dns_failures: 4,
+            ..Health::default()
+        };
+        let tor_fine = Health {
+            probes: 3,
+            ..Health::default()
+        };
+        for _ in 0..ADMIN_AFTER {
+            engine.note_health(&dns_failing, None).await;
+            engine.note_health(&tor_fine, None).await;
+        }
+        // tor_fine did DNS lookups that were answered: DNS counted as working.
+        assert!(contents(&engine).is_empty(), "{:?}", contents(&engine));
+        for _ in 0..ADMIN_AFTER {
+            engine.note_health(&dns_failing, None).await;
+        }
+        let told = contents(&engine);
+        assert_eq!(told.len(), 1, "{told:?}");
+        assert!(
+            told[0].contains("our DNS resolver (127.0.0.1:9)"),
+            "{}",
+            told[0]
+        );
+        assert!(!told[0].contains("Tor"), "{}", told[0]);
+        // Now Tor fails as well (in checks whose DNS also fails): its own
+        // alert, DNS still counted.
+        let both_failing = Health {
+            dns_failures: 1,
+            ..tor_failing()
+        };
+        for _ in 0..ADMIN_AFTER {
+            engine.note_health(&both_failing, None).await;
+        }
+        let told = contents(&engine);
+        assert_eq!(told.len(), 2, "{told:?}");
+        assert!(
+            told[1].contains("our Tor client has been failing"),
+            "{}",
+            told[1]
+        );
+        assert!(told[1].contains("no circuit"), "{}", told[1]);
+        // A check whose probes went through ends Tor's outage only.
+        let w = engine.self_watch();
+        assert!(w.dns.alerted && w.transport.alerted);
+        let probes_ok_dns_failing = Health {
+            dns_failures: 1,
+            probes: 2,
+            ..Health::default()
+        };
+        engine.note_health(&probes_ok_dns_failing, None).await;
+        let told = contents(&engine);
+        assert_eq!(told.len(), 3, "{told:?}");
+        assert!(told[2].contains("our Tor client is back"), "{}", told[2]);
+        assert!(engine.self_watch().dns.alerted);
+        engine.note_health(&tor_fine, None).await;
+        let told = contents(&engine);
+        assert_eq!(told.len(), 4, "{told:?}");
+        assert!(
+            told[3].contains("our DNS resolver (127.0.0.1:9) is back"),
+            "{}",
+            told[3]
+        );
+        assert_eq!(engine.self_watch(), SelfWatch::default());
+    }
+
+    #[test]
+    fn concurrent_checks_lose_no_failure_and_alert_once() {
+        // Checks finish on many threads at once: each failure is counted
+        // and the operators are told exactly once. A read-modify-write
+        // without a lock loses counts here and can alert twice.
+        let engine = std::sync::Arc::new(engine_with_admins(&["op1@localhost", "op2@localhost"]));
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(4)
+            .build()
+            .unwrap();
+        const N: usize = 200;
+        let barrier = std::sync::Arc::new(tokio::sync::Barrier::new(N));
+        rt.block_on(async {
+            let tasks: Vec<_> = (0..N)
+                .map(|_| {
+                    let engine = engine.clone();
+                    let barrier = barrier.clone();
+                    tokio::spawn(async move {
+                        barrier.wait().await;
+                        engine.note_health(&tor_failing(), None).await;
+                    })
+                })
+                .collect();
+            for t in tasks {
+                t.await.unwrap();
+            }
+        });
+        assert_eq!(engine.self_watch().transport.failures, N as u32);
+        assert_eq!(contents(&engine).len(), 2, "one alert per operator");
+        // And it was stored as it is in memory.
+        let stored: SelfWatch = engine.store().meta(SELF_WATCH_KEY).unwrap().unwrap();
+        assert_eq!(stored, engine.self_watch());
+    }
+
+    #[tokio::test]
+    async fn a_failing_store_is_told_from_memory() {
+        let engine = engine_with_admins(&["op@localhost"]);
+        let broken = StoreError::Corrupt {
+            key: "domain/x".into(),
+            detail: "unexpected end".into(),
+        };
+        for _ in 0..ADMIN_AFTER {
+            engine.note_store(Err(&broken));
+        }
+        // Not through the store it is about.
+        assert!(contents(&engine).is_empty());
+        let urgent = engine.take_urgent();
+        assert_eq!(urgent.len(), 1, "{urgent:?}");
+        assert!(
+            urgent[0].content.contains("our store ("),
+            "{}",
+            urgent[0].content
+        );
+        assert!(urgent[0].content.contains("unexpected end"));
+        assert!(engine.take_urgent().is_empty(), "taken once");
+        // Put back when the link could not carry it, then sent.
+        engine.keep_urgent(urgent);
+        engine.note_store(Ok(()));
+        let urgent = engine.take_urgent();
+        assert_eq!(urgent.len(), 2);
+        assert!(urgent[0].content.contains("operator alert"));
+        assert!(urgent[1].content.contains("work again"));
+        // Tor's and DNS's counts were never touched.
+        assert_eq!(engine.self_watch(), SelfWatch::default());
+    }
+
+    #[tokio::test]
+    async fn checks_that_panic_are_their_own_cause() {
+        let engine = engine_with_admins(&["op@localhost"]);
+        for _ in 0..ADMIN_AFTER {
+            engine
+                .note_health(
+                    &Health::default(),
+                    Some(&Error::Panicked("index out of bounds".into())),
+                )
+                .await;
+        }
+        let told = contents(&engine);
+        assert_eq!(told.len(), 1);
+        assert!(told[0].contains("a check panicked"), "{}", told[0]);
+        assert!(told[0].contains("index out of bounds"), "{}", told[0]);
+        assert_eq!(engine.self_watch().transport, Default::default());
+        assert_eq!(engine.self_watch().dns, Default::default());
+        // Any check that runs to its end ends it.
+        engine.note_health(&Health::default(), None).await;
+        assert_eq!(contents(&engine).len(), 2);
+    }
+
+    #[tokio::test]
+    async fn the_self_watch_outlives_a_restart() {
+        let dir = std::env::temp_dir().join(format!("certwatch-selfwatch-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let path = dir.display().to_string();
+        let make = || {
+            let mut config = Config::default();
+            config.xmpp.admins = vec!["op@localhost".into()];
+            config.dns.nameservers = vec!["127.0.0.1:9".into()];
+            config.store.path = path.clone();
+            Engine::new(
+                config,
+                Store::open(std::path::Path::new(&path)).unwrap(),
+                crate::clock::system(),
+            )
+            .unwrap()
+        };
+        {
+            let engine = make();
+            for _ in 0..ADMIN_AFTER {
+                engine.note_health(&tor_failing(), None).await;
+            }
+            assert_eq!(contents(&engine).len(), 1);
+        }
+        let engine = make();
+        assert!(
+            engine.self_watch().transport.alerted,
+            "told, and remembered"
+        );
+        engine.note_health(&tor_failing(), None).await;
+        assert_eq!(contents(&engine).len(), 1, "not told again after a restart");
+        engine
+            .note_health(
+                &Health {
+                    probes: 1,
+                    ..Health::default()
+                },
+                None,
+            )
+            .await;
+        assert!(contents(&engine).last().unwrap().contains("work again"));
+        drop(engine);
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     fn report(domain: &str, at: &str, verdict: crate::report::Verdict) -> Report {

@@ -46,6 +46,7 @@ pub mod netpolicy;
 pub mod probe;
 pub mod render;
 pub mod report;
+pub mod selfwatch;
 pub mod serve;
 pub mod setup;
 pub mod store;

@@ -515,6 +515,7 @@ pub async fn check_domain_gated(
         Ok(None) => return Next::Interval,
         Err(e) => {
             tracing::warn!(domain, error = %e, "cannot read state");
+            engine.note_store(Err(&e));
             return Next::Interval;
         }
     };
@@ -546,6 +547,7 @@ pub async fn check_domain_gated(
         }
         None => store.commit_check(domain, &next, None, &[]),
     };
+    engine.note_store(result.as_ref().map(|_| ()));
     match result {
         // An alert is durable before anyone is told (notify-then-mark); any
         // other check rides on sled's periodic flush, so a crash loses at

@@ -499,6 +499,7 @@ async fn deliver(ctx: Arc<Ctx>) {
     let mut up = ctx.link.up.subscribe();
     loop {
         if ctx.link.sender().is_some() {
+            send_urgent(&ctx).await;
             if let Err(e) = flush_outbox(&ctx).await {
                 tracing::warn!(error = %e, "cannot deliver alerts");
             }
@@ -508,6 +509,24 @@ async fn deliver(ctx: Arc<Ctx>) {
             _ = up.changed() => {}
             _ = tokio::time::sleep(Duration::from_secs(30)) => {}
         }
+    }
+}
+
+/// Sends the operator messages kept in memory because the store could not
+/// take them; what the link could not carry waits for the next one.
+async fn send_urgent(ctx: &Ctx) {
+    let mut waiting = ctx.engine.take_urgent().into_iter();
+    while let Some(delivery) = waiting.next() {
+        let Some(stanza) = delivery_stanza(&ctx.me, &delivery) else {
+            tracing::warn!(alert = %delivery.alert_id, "undeliverable operator message dropped (bad JID)");
+            continue;
+        };
+        if !ctx.link.send_acked(stanza).await {
+            ctx.engine
+                .keep_urgent(std::iter::once(delivery).chain(waiting).collect());
+            return;
+        }
+        tracing::info!(alert = %delivery.alert_id, "operator message delivered from memory");
     }
 }
 
