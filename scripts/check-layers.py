@@ -17,7 +17,7 @@ import sys
 LAYERS = [
     ["clock", "config", "domain", "crashpoint", "error", "netpolicy", "vocab"],  # plain values, no I/O
     ["report"],                                       # the result of a check
-    ["model", "render"],                              # what the store stores; chat text
+    ["model", "render", "metrics"],                   # what the store stores; chat text; counters
     ["dane"],                                         # TLSA records, matching (pure)
     ["advice", "alert", "selfwatch"],                 # what to publish, what to tell (pure)
     ["dns", "probe"],                                 # observations (network)
@@ -26,7 +26,7 @@ LAYERS = [
     ["setup"],                                        # parts built from config
     ["engine"],                                       # the service core
     ["commands", "monitor"],                          # what drives the core
-    ["xmpp"],                                         # the XMPP front
+    ["xmpp", "web"],                                  # the XMPP and web fronts
     ["serve"],                                        # process start-up
     ["cli"],                                          # the command line
 ]

@@ -25,6 +25,12 @@ pub struct Config {
     pub monitor: MonitorConfig,
     /// Where state lives.
     pub store: StoreConfig,
+    /// The web front.
+    pub web: WebConfig,
+    /// Whether the file has an `[xmpp]` section: without one, `serve` runs
+    /// no XMPP front (the web front alone). Not a key of the file.
+    #[serde(skip)]
+    pub has_xmpp: bool,
 }
 
 /// `[xmpp]`: the XEP-0114 component link.
@@ -187,6 +193,96 @@ impl Default for StoreConfig {
     }
 }
 
+/// `[web]`: the web front (docs/web.md); off unless `listen` is set.
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct WebConfig {
+    /// `IP:PORT` to listen on; empty means no web front.
+    pub listen: String,
+    /// The URL users reach the web front at (links, the feed, the QR code);
+    /// empty means `http://` + `listen`.
+    pub public_url: String,
+    /// Addresses (IPs or CIDR networks) whose `X-Forwarded-For` is believed.
+    pub trusted_proxies: Vec<String>,
+    /// Serve `/metrics`.
+    pub metrics: bool,
+}
+
+impl Default for WebConfig {
+    fn default() -> Self {
+        WebConfig {
+            listen: String::new(),
+            public_url: String::new(),
+            trusted_proxies: Vec::new(),
+            metrics: true,
+        }
+    }
+}
+
+impl WebConfig {
+    /// Whether the web front runs.
+    pub fn enabled(&self) -> bool {
+        !self.listen.trim().is_empty()
+    }
+
+    /// The listening address, checked.
+    pub fn listen_addr(&self) -> Result<SocketAddr, ConfigError> {
+        resolve_socket(self.listen.trim(), "web.listen").map_err(ConfigError::Invalid)
+    }
+
+    /// The public URL without a trailing slash.
+    pub fn base_url(&self) -> String {
+        let url = self.public_url.trim().trim_end_matches('/');
+        if url.is_empty() {
+            format!("http://{}", self.listen.trim())
+        } else {
+            url.to_owned()
+        }
+    }
+
+    /// The trusted proxies as networks.
+    pub fn proxies(&self) -> Result<Vec<(std::net::IpAddr, u8)>, ConfigError> {
+        self.trusted_proxies
+            .iter()
+            .map(|s| parse_network(s).map_err(ConfigError::Invalid))
+            .collect()
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        self.proxies()?;
+        if !self.enabled() {
+            return Ok(());
+        }
+        self.listen_addr()?;
+        let url = self.public_url.trim();
+        let scheme = url.starts_with("http://") || url.starts_with("https://");
+        if !(url.is_empty() || scheme)
+            || url.contains(|c: char| c.is_whitespace() || c == '"' || c == '<' || c == '>')
+        {
+            return Err(ConfigError::Invalid(format!(
+                "web.public_url must be an http:// or https:// URL, not {url:?}"
+            )));
+        }
+        Ok(())
+    }
+}
+
+/// Parses `IP` or `IP/PREFIX` (a trusted proxy).
+pub fn parse_network(s: &str) -> Result<(std::net::IpAddr, u8), String> {
+    let bad = || format!("bad web.trusted_proxies entry {s:?}: expected IP or IP/PREFIX");
+    let (ip, prefix) = match s.trim().split_once('/') {
+        Some((ip, p)) => (ip, Some(p.parse::<u8>().map_err(|_| bad())?)),
+        None => (s.trim(), None),
+    };
+    let ip: std::net::IpAddr = ip.parse().map_err(|_| bad())?;
+    let max = if ip.is_ipv4() { 32 } else { 128 };
+    let prefix = prefix.unwrap_or(max);
+    if prefix > max {
+        return Err(bad());
+    }
+    Ok((ip, prefix))
+}
+
 /// A configuration that could not be used; exit status 78.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -226,7 +322,13 @@ impl Config {
 
     /// Parses configuration text.
     pub fn parse(text: &str) -> Result<Config, String> {
-        toml::from_str(text).map_err(|e| e.to_string().trim_end().to_owned())
+        let mut config: Config =
+            toml::from_str(text).map_err(|e| e.to_string().trim_end().to_owned())?;
+        // Parsed twice: serde's defaults hide whether the section was there.
+        config.has_xmpp = toml::from_str::<toml::Table>(text)
+            .map_err(|e| e.to_string().trim_end().to_owned())?
+            .contains_key("xmpp");
+        Ok(config)
     }
 
     /// The nameservers as socket addresses (port 53 when none is given).
@@ -331,6 +433,7 @@ impl Config {
                 self.monitor.recovery_checks
             )));
         }
+        self.web.validate()?;
         let rate = self.probe.circuits_per_second;
         if !(rate.is_finite() && rate > 0.0 && rate <= MAX_CIRCUITS_PER_SECOND) {
             return Err(ConfigError::Invalid(format!(
@@ -470,6 +573,7 @@ mod tests {
         let config = Config::load(&path).expect("example loads");
         let mut expected = Config::default();
         expected.xmpp.secret = "change-me".into();
+        expected.has_xmpp = true;
         assert_eq!(config, expected);
         config.validate().unwrap();
         // The placeholder secret is there to be replaced: serve refuses it.
@@ -634,6 +738,41 @@ mod tests {
                 "docs/config.md lacks `{key}`"
             );
         }
+    }
+
+    #[test]
+    fn web_section_is_checked_and_xmpp_presence_is_seen() {
+        let c = Config::parse("[web]\nlisten = \"127.0.0.1:8080\"\n").unwrap();
+        assert!(c.web.enabled() && !c.has_xmpp && c.web.metrics);
+        c.validate().unwrap();
+        assert_eq!(c.web.base_url(), "http://127.0.0.1:8080");
+        let c = Config::parse("[xmpp]\n[web]\npublic_url = \"https://cw.example/\"\n").unwrap();
+        assert!(c.has_xmpp && !c.web.enabled());
+        assert_eq!(c.web.base_url(), "https://cw.example");
+        assert!(Config::parse("[web]\nlisen = \"x\"\n")
+            .unwrap_err()
+            .contains("lisen"));
+        for (bad, key) in [
+            ("listen = \"nowhere\"", "web.listen"),
+            (
+                "listen = \"127.0.0.1:1\"\npublic_url = \"ftp://x\"",
+                "web.public_url",
+            ),
+            ("trusted_proxies = [\"10.0.0.0/33\"]", "web.trusted_proxies"),
+            ("trusted_proxies = [\"proxy\"]", "web.trusted_proxies"),
+        ] {
+            let c = Config::parse(&format!("[web]\n{bad}\n")).unwrap();
+            let err = c.validate().unwrap_err().to_string();
+            assert!(err.contains(key), "{bad}: {err}");
+        }
+        let c = Config::parse("[web]\ntrusted_proxies = [\"10.0.0.0/8\", \"::1\"]\n").unwrap();
+        assert_eq!(
+            c.web.proxies().unwrap(),
+            vec![
+                ("10.0.0.0".parse().unwrap(), 8),
+                ("::1".parse().unwrap(), 128)
+            ]
+        );
     }
 
     #[test]

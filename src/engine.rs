@@ -109,6 +109,8 @@ pub struct Engine {
     /// Operator messages that could not be queued in the store (it is what
     /// failed): sent from memory, lost on a restart.
     urgent: Mutex<VecDeque<Delivery>>,
+    /// Counters every finished check bumps (served by the web front).
+    metrics: std::sync::Arc<crate::metrics::Metrics>,
 }
 
 /// Operator messages kept in memory when the store cannot take them.
@@ -163,6 +165,7 @@ impl Engine {
             check_soon: Mutex::new(Vec::new()),
             self_watch: Mutex::new(self_watch),
             urgent: Mutex::new(VecDeque::new()),
+            metrics: Default::default(),
         })
     }
 
@@ -174,6 +177,11 @@ impl Engine {
     /// Fresh circuits asked for so far (one per probe over Tor or SOCKS5).
     pub fn circuits_taken(&self) -> u64 {
         self.circuits.taken()
+    }
+
+    /// The service's counters and gauges.
+    pub fn metrics(&self) -> &std::sync::Arc<crate::metrics::Metrics> {
+        &self.metrics
     }
 
     /// The store.
@@ -228,7 +236,10 @@ impl Engine {
     /// A full check, as the monitor runs it.
     pub async fn run_check(&self, domain: &Domain) -> Result<(Report, Health), Error> {
         let checker = self.checker().await?;
-        Ok(checker.check(domain, ServiceSet::All).await)
+        let started = Instant::now();
+        let done = checker.check(domain, ServiceSet::All).await;
+        self.metrics.check_done(&done.0, started.elapsed());
+        Ok(done)
     }
 
     /// A full check holding `gate`'s permit only while it works (the monitor's).
@@ -242,7 +253,10 @@ impl Engine {
         // (at most MAX_PROBE_DELAY), so a domain's DNS queries do not
         // announce our probes to whoever watches its DNS.
         checker.probe_delay = self.config.monitor.jitter.min(MAX_PROBE_DELAY);
-        Ok(checker.check_gated(domain, ServiceSet::All, gate).await)
+        let started = Instant::now();
+        let done = checker.check_gated(domain, ServiceSet::All, gate).await;
+        self.metrics.check_done(&done.0, started.elapsed());
+        Ok(done)
     }
 
     /// A check asked for by chat: bounded in number, stored if the domain is monitored.

@@ -8,7 +8,8 @@
 //!
 //! - [`cli`]: the command line, exit codes
 //! - [`serve`]: process start-up of `serve` (store, engine, monitor, front)
-//! - [`xmpp`]: the XEP-0114 front (stanzas in and out, PubSub, delivery)
+//! - [`xmpp`]: the XEP-0114 front (stanzas in and out, PubSub, delivery);
+//!   [`web`]: the HTTP front (pages, JSON, Atom, badge, metrics, health)
 //! - [`commands`]: chat commands; [`monitor`]: the schedule that drives checks
 //! - [`engine`]: the running service's core (checker, limits, self-watch)
 //! - [`setup`]: resolver, transport and prober built from the config
@@ -19,7 +20,8 @@
 //! - [`advice`]: what to publish; [`alert`]: state changes worth telling (pure)
 //! - [`dane`]: TLSA records and matching a chain against them (pure)
 //! - [`model`]: what the store keeps (domain state, alerts, deliveries, items);
-//!   [`render`]: how a report reads in chat (replies, status, alert lines)
+//!   [`render`]: how a report reads in chat (replies, status, alert lines);
+//!   [`metrics`]: counters and gauges in memory
 //! - [`report`]: the result of a check (JSON, text, verdicts)
 //! - [`vocab`]: the shared words (service, role, TLS mode); [`error`]: whose
 //!   problem a failure is; [`clock`]: wall time, handed in; [`config`]: the
@@ -40,6 +42,7 @@ pub mod domain;
 pub mod engine;
 pub mod error;
 pub mod judge;
+pub mod metrics;
 pub mod model;
 pub mod monitor;
 pub mod netpolicy;
@@ -51,4 +54,5 @@ pub mod serve;
 pub mod setup;
 pub mod store;
 pub mod vocab;
+pub mod web;
 pub mod xmpp;

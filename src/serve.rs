@@ -1,5 +1,6 @@
 //! `certwatch serve`: opens the store, builds the engine, and runs the
-//! monitor and the XMPP front until SIGINT or SIGTERM.
+//! monitor, the XMPP front and the web front until SIGINT or SIGTERM.
+//! Without an `[xmpp]` section but with `[web]`, the web front runs alone.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -10,6 +11,7 @@ use crate::engine::Engine;
 use crate::error::{ErrorKind, HasKind};
 use crate::setup::SetupError;
 use crate::store::{StateStore as _, Store, StoreError};
+use crate::web;
 use crate::xmpp;
 
 /// Why the service could not start.
@@ -29,6 +31,14 @@ pub enum ServeError {
         /// The store's path.
         path: String,
     },
+    /// The web front's address could not be bound.
+    #[error("cannot listen on web.listen {addr}: {source}")]
+    Listen {
+        /// The address.
+        addr: std::net::SocketAddr,
+        /// Why.
+        source: std::io::Error,
+    },
     /// The store could not be opened.
     #[error("cannot open store {path}: {source}")]
     Store {
@@ -45,13 +55,31 @@ impl HasKind for ServeError {
             ServeError::Config(_) => ErrorKind::Config,
             ServeError::Setup(e) => e.kind(),
             ServeError::Store { .. } | ServeError::StoreInUse { .. } => ErrorKind::Store,
+            ServeError::Listen { .. } => ErrorKind::Config,
         }
     }
 }
 
 /// Runs the service until SIGINT or SIGTERM.
 pub async fn serve(config: Config) -> Result<(), ServeError> {
-    let front = xmpp::Settings::from_config(&config)?;
+    // `[web]` without `[xmpp]`: the web front alone (no chat, no PubSub).
+    let web_alone = config.web.enabled() && !config.has_xmpp;
+    let front = match web_alone {
+        true => None,
+        false => Some(xmpp::Settings::from_config(&config)?),
+    };
+    let web_settings = web::Settings::from_config(&config, front.is_some())?;
+    let listener = match &web_settings {
+        Some(w) => Some(
+            tokio::net::TcpListener::bind(w.listen)
+                .await
+                .map_err(|source| ServeError::Listen {
+                    addr: w.listen,
+                    source,
+                })?,
+        ),
+        None => None,
+    };
     let path = config.store.path.clone();
     let store = Store::open(Path::new(&path)).map_err(|source| match &source {
         // sled words a held lock as "could not acquire lock on …: WouldBlock".
@@ -67,8 +95,34 @@ pub async fn serve(config: Config) -> Result<(), ServeError> {
         },
     })?;
     let engine = Arc::new(Engine::new(config, store, clock::system())?);
-    let monitor = tokio::spawn(crate::monitor::run(engine.clone()));
-    xmpp::run(engine.clone(), front, shutdown_signal()).await;
+    let lag_metrics = engine.metrics().clone();
+    let monitor = tokio::spawn(crate::monitor::run_observed(
+        engine.clone(),
+        Arc::new(move |lag: std::time::Duration| {
+            lag_metrics.scheduler_lag.set(lag.as_secs_f64());
+        }),
+    ));
+    let web_front = async {
+        match (web_settings, listener) {
+            (Some(w), Some(l)) => web::run(engine.clone(), w, l, std::future::pending()).await,
+            _ => std::future::pending().await,
+        }
+    };
+    let xmpp_front = async {
+        match front {
+            Some(front) => xmpp::run(engine.clone(), front, shutdown_signal()).await,
+            None => {
+                tracing::info!("no [xmpp] section: the web front runs alone");
+                shutdown_signal().await
+            }
+        }
+    };
+    // The XMPP front ends at the signal (after closing its stream); the
+    // web front is dropped with it.
+    tokio::select! {
+        _ = xmpp_front => {}
+        _ = web_front => {}
+    }
     monitor.abort();
     if let Err(e) = engine.store().flush().await {
         tracing::warn!(error = %e, "cannot flush the store");

@@ -554,6 +554,7 @@ async fn flush_outbox(ctx: &Ctx) -> Result<(), String> {
         }
         crate::crashpoint::reached(crate::crashpoint::AFTER_SEND);
         store.mark_sent(id).await.map_err(|e| e.to_string())?;
+        ctx.engine.metrics().alerts_sent.inc();
         tracing::info!(alert = %delivery.alert_id, "alert delivered");
         remember_sent(ctx, delivery);
     }
