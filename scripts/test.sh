@@ -8,7 +8,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-packages=(prosody lua-sec ejabberd nsd unbound bind9-utils bind9-dnsutils tor iproute2 util-linux openssl procps python3-pip python3-dnspython)
+packages=(prosody lua-sec ejabberd nsd unbound bind9-utils bind9-dnsutils tor iproute2 util-linux openssl procps python3-pip python3-dnspython chromium chromium-driver fonts-dejavu-core)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || missing+=("$p")
@@ -31,6 +31,13 @@ fi
 if ! python3 -c 'import slixmpp' 2>/dev/null; then
   python3 -m pip install -q slixmpp==1.17.0 \
     || python3 -m pip install -q --break-system-packages slixmpp==1.17.0
+fi
+
+# The web front's test drives a real headless Chromium through WebDriver,
+# and parses /metrics and the Atom feed with the reference parsers.
+if ! python3 -c 'import selenium, feedparser, prometheus_client' 2>/dev/null; then
+  python3 -m pip install -q selenium==4.27.1 feedparser==6.0.11 prometheus_client==0.21.1 \
+    || python3 -m pip install -q --break-system-packages selenium==4.27.1 feedparser==6.0.11 prometheus_client==0.21.1
 fi
 
 python3 scripts/check-layers.py
