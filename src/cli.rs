@@ -136,7 +136,7 @@ pub enum Command {
         #[arg(long, value_parser = clap::value_parser!(u16).range(1..))]
         port: u16,
     },
-    /// Run the XMPP component (see docs/chat.md and docs/pubsub.md).
+    /// Run the XMPP component and, with [web], the web front (docs/chat.md, docs/web.md).
     #[command(after_help = EXIT_CODES_HELP)]
     Serve,
 }

@@ -73,23 +73,27 @@ impl Checks {
         }
         let checks = self.clone();
         tokio::spawn(async move {
-            let outcome = engine.check_now(&domain).await;
-            let mut map = checks.map.lock().expect("checks lock");
-            match outcome {
-                Ok(_) => {
-                    map.remove(&key);
-                }
-                Err(e) => {
+            // The check runs in a task of its own, so even a panic in it
+            // ends the page's "checking…" with a message.
+            let check = tokio::spawn(async move { engine.check_now(&domain).await });
+            let failure = match check.await {
+                Ok(Ok(_)) => None,
+                Ok(Err(e)) => {
                     tracing::warn!(domain = %key, error = %e, "web check failed");
-                    let text = match e.kind() {
+                    Some(match e.kind() {
                         ErrorKind::Shutdown => {
                             "CertWatch is shutting down; try again in a minute.".to_owned()
                         }
                         _ => format!("Sorry, that check failed on our side: {e}"),
-                    };
-                    map.insert(key, Progress::Failed(text, Instant::now()));
+                    })
                 }
-            }
+                Err(e) => Some(format!("Sorry, that check failed on our side: {e}")),
+            };
+            let mut map = checks.map.lock().expect("checks lock");
+            match failure {
+                None => map.remove(&key),
+                Some(text) => map.insert(key, Progress::Failed(text, Instant::now())),
+            };
         });
         Ok(())
     }
