@@ -20,6 +20,7 @@ use serde_json::{json, Value};
 const WEB: &str = "127.0.0.1:18080";
 const BASE: &str = "http://127.0.0.1:18080";
 const COMPONENT_PORT: u16 = 15247;
+const HOSTILE_PORT: u16 = 15990;
 const SCRIPT: &str = "<script>window.__pwned=true</script>";
 const IMG: &str = "\"'><img src=x onerror=\"window.__pwned=true\">";
 
@@ -109,6 +110,55 @@ fn seed_hostile(db: &Path) {
     rt.block_on(store.flush()).unwrap();
 }
 
+/// A direct-TLS server presenting a leaf, issued by a CA of its own, whose
+/// subject and names carry markup; returns the CA's SPKI SHA-256 (for the
+/// lab's `TLSA 2 1 1`: the anchor matches, the name check then fails and
+/// the report quotes the names).
+fn hostile_tls_server(port: u16) -> String {
+    use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair};
+    use std::sync::Arc;
+    let ca_key = KeyPair::generate().unwrap();
+    let mut ca = CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    ca.distinguished_name
+        .push(DnType::CommonName, format!("CA {SCRIPT}"));
+    let ca_cert = ca.self_signed(&ca_key).unwrap();
+    let ca_spki = hex::encode(certwatch::dane::spki_sha256(ca_cert.der()).unwrap());
+    let issuer = Issuer::new(ca, ca_key);
+    let leaf_key = KeyPair::generate().unwrap();
+    let mut leaf =
+        CertificateParams::new(vec![format!("{SCRIPT}.example"), IMG.to_owned()]).unwrap();
+    leaf.distinguished_name.push(DnType::CommonName, SCRIPT);
+    let leaf_cert = leaf.signed_by(&leaf_key, &issuer).unwrap();
+    let chain = vec![leaf_cert.der().clone(), ca_cert.der().clone()];
+    let key = rustls_pki_types::PrivateKeyDer::Pkcs8(leaf_key.serialize_der().into());
+    let config = rustls::ServerConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_no_client_auth()
+    .with_single_cert(chain, key)
+    .unwrap();
+    let config = Arc::new(config);
+    let listener =
+        std::net::TcpListener::bind(("127.0.0.1", port)).expect("bind the hostile server");
+    std::thread::spawn(move || {
+        for conn in listener.incoming() {
+            let Ok(sock) = conn else { continue };
+            let config = config.clone();
+            std::thread::spawn(move || {
+                let _ = sock.set_read_timeout(Some(Duration::from_secs(5)));
+                let mut tls =
+                    rustls::StreamOwned::new(rustls::ServerConnection::new(config).unwrap(), sock);
+                let mut buf = [0u8; 256];
+                let _ = tls.read(&mut buf);
+            });
+        }
+    });
+    ca_spki
+}
+
 fn checks_total(metrics: &Value) -> f64 {
     metrics["families"]["certwatch_checks"]["samples"]
         .as_array()
@@ -153,6 +203,8 @@ fn web_front_in_a_real_browser() {
     env.push(("TLS_CERT", good.cert.display().to_string()));
     env.push(("TLS_KEY", good.key.display().to_string()));
     env.push(("EXTRA_HOSTS", HOSTS.into()));
+    env.push(("HOSTILE_PORT", HOSTILE_PORT.to_string()));
+    env.push(("HOSTILE_TA", hostile_tls_server(HOSTILE_PORT)));
     let dns = Lab::start("dnslab.sh", &[], &dir.join("dns"), &env);
     let _xmpp = Lab::start("xmpplab.sh", &["prosody"], &dir.join("prosody"), &env);
     let lab = dns.env_file("env");
@@ -291,6 +343,30 @@ fn web_front_in_a_real_browser() {
     );
     let text = hostile["body_text"].as_str().unwrap();
     assert!(text.contains(SCRIPT) && text.contains(IMG), "{hostile}");
+
+    // The same through a real probe: the certificate's names are markup.
+    let probed = py(&["browse", BASE, out, "1280", "900", "hostile.test"]);
+    let p = page(&probed, "hostile.test");
+    assert!(
+        p["endpoints"]
+            .to_string()
+            .contains("the server's certificate is for ["),
+        "the names are in the report: {p}"
+    );
+    let hostile = py(&["inspect", BASE, out, "/domain/hostile.test"]);
+    assert_eq!(hostile["imgs"], 0, "{hostile}");
+    assert_eq!(hostile["onerror"], 0, "{hostile}");
+    assert_eq!(hostile["pwned"], false, "{hostile}");
+    assert_eq!(
+        hostile["scripts"],
+        json!([format!("{BASE}/copy.js")]),
+        "{hostile}"
+    );
+    let text = hostile["body_text"].as_str().unwrap();
+    assert!(
+        text.contains(&format!("{SCRIPT}.example")) && text.contains(IMG),
+        "{hostile}"
+    );
 
     // The JSON is the report as `check --json` writes it.
     let (status, head, body) = http_get("/domain/notlsa.test.json").unwrap();

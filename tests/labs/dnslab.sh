@@ -22,6 +22,8 @@
 #   GOOD is the key the test XMPP server presents).
 #   BENCH_DOMAINS=0  BENCH_HOSTS=0  BENCH_HOST_BASE=127.57.0  BENCH_HOST_ADDRS=8
 #   (the benchmark's zone, see bench.test below)
+#   HOSTILE_PORT, HOSTILE_TA: when both are set, the zone hostile.test (below);
+#   HOSTILE_TA is 64 hex chars, the SHA-256 of a CA's SPKI.
 #
 # Output in DIR:
 #   env               AUTH_NS=<base>.1:53        NSD, authoritative for all zones
@@ -101,6 +103,11 @@
 #                      host A; TLSA GOOD at _5222._tcp.host.aliasfb.test. (the
 #                      expanded name, RFC 7671 section 7), TLSA OTHER at
 #                      _5222._tcp.chat.aliasfb.test. Check chat.aliasfb.test.
+#   hostile.test       (only with HOSTILE_PORT and HOSTILE_TA) secure,
+#                      _xmpps-client -> HOSTILE_PORT on xmpp.hostile.test.,
+#                      A 127.0.0.1, TLSA 2 1 1 HOSTILE_TA there (DANE-TA: the
+#                      test's server presents a leaf whose names carry markup,
+#                      so the name check fails with them in the report)
 #   flip.test          secure, like good (no AAAA) with every TTL 1 s (records,
 #                      DNSKEY, RRSIGs, NSEC3, SOA minimum; NSEC3PARAM has 0 as
 #                      in every bind-signed zone): `break` and
@@ -371,6 +378,14 @@ BENCH_HOST_ADDRS=${BENCH_HOST_ADDRS:-8}
 [ $((C2S + (BENCH_HOSTS + BENCH_HOST_ADDRS - 1) / BENCH_HOST_ADDRS)) -le 65535 ] \
   || die "BENCH_HOSTS / BENCH_HOST_ADDRS ports past 65535"
 [ "$BENCH" -gt 0 ] && SIGNED="$SIGNED bench"
+HOSTILE=${HOSTILE_PORT:-}
+HOSTILE_TA=${HOSTILE_TA:-}
+if [ -n "$HOSTILE$HOSTILE_TA" ]; then
+  { [[ "$HOSTILE" =~ ^[1-9][0-9]{0,4}$ ]] && [ "$HOSTILE" -le 65535 ]; } \
+    || die "HOSTILE_PORT must be a port number, got '$HOSTILE'"
+  [[ "$HOSTILE_TA" =~ ^[0-9a-fA-F]{64}$ ]] || die "HOSTILE_TA must be 64 hex characters"
+  SIGNED="$SIGNED hostile"
+fi
 UNSIGNED="unsigned dsunsigned"
 LEAVES="$SIGNED $UNSIGNED"
 
@@ -533,6 +548,11 @@ leaf() { # leaf NAME: the unsigned zone text of NAME.test.
       echo "host.$z IN A 127.0.0.1"
       echo "_$FALLBACK._tcp.host.$z IN TLSA 3 1 1 $GOOD"
       echo "_$FALLBACK._tcp.chat.$z IN TLSA 3 1 1 $OTHER"
+      ;;
+    hostile)
+      echo "_xmpps-client._tcp.$z IN SRV 0 5 $HOSTILE xmpp.$z"
+      echo "xmpp.$z IN A 127.0.0.1"
+      echo "_$HOSTILE._tcp.xmpp.$z IN TLSA 2 1 1 ${HOSTILE_TA,,}"
       ;;
     *) die "unknown zone $1" ;;
   esac

@@ -110,7 +110,7 @@ def inspect(base, outdir, path):
     d = driver(1280, 900)
     try:
         d.get(base + path)
-        d.save_screenshot(os.path.join(outdir, "hostile.png"))
+        d.save_screenshot(os.path.join(outdir, "inspect-" + path.strip("/").replace("/", "-") + ".png"))
         return {
             "scripts": [s.get_attribute("src") for s in d.find_elements(By.TAG_NAME, "script")],
             "imgs": len(d.find_elements(By.TAG_NAME, "img")),
