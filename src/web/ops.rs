@@ -82,7 +82,7 @@ fn health(engine: &Engine) -> Result<(), String> {
 pub async fn refresh_gauges(engine: Arc<Engine>) {
     loop {
         let e = engine.clone();
-        match tokio::task::spawn_blocking(move || count(&e)).await {
+        match tokio::task::spawn_blocking(move || refresh_once(&e)).await {
             Ok(Err(e)) => tracing::debug!(error = %e, "cannot count for the metrics"),
             Err(e) => tracing::warn!(error = %e, "counting for the metrics failed"),
             Ok(Ok(())) => {}
@@ -91,7 +91,8 @@ pub async fn refresh_gauges(engine: Arc<Engine>) {
     }
 }
 
-fn count(engine: &Engine) -> Result<(), crate::store::StoreError> {
+/// Copies the store's counts into the gauges once (a scan of the store).
+pub fn refresh_once(engine: &Engine) -> Result<(), crate::store::StoreError> {
     let store = engine.store();
     let m = engine.metrics();
     let domains = store.monitored()?;
