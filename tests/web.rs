@@ -444,3 +444,49 @@ fn web_front_in_a_real_browser() {
     assert!(head.contains("x-content-type-options: nosniff"));
     eprintln!("screenshots in {}", shots.display());
 }
+
+/// `serve` with `[web]` and no `[xmpp]`: the web front alone, no secret
+/// needed, and the pages say subscribing needs the XMPP side.
+#[test]
+fn web_front_alone_without_xmpp() {
+    let dir = workdir("web-alone");
+    let config = dir.join("certwatch.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[web]\nlisten = \"127.0.0.1:18081\"\n\n[dns]\nnameservers = [\"127.0.0.1:9\"]\n\n[probe]\ntransport = \"direct\"\n\n[store]\npath = \"{}\"\n",
+            dir.join("db").display()
+        ),
+    )
+    .unwrap();
+    let log = std::fs::File::create(dir.join("certwatch.log")).unwrap();
+    let _bot = common::Proc(
+        common::certwatch()
+            .args(["--config", config.to_str().unwrap(), "serve"])
+            .stderr(log)
+            .spawn()
+            .unwrap(),
+    );
+    let get = |path: &str| -> Option<(u16, String)> {
+        let mut s = TcpStream::connect("127.0.0.1:18081").ok()?;
+        write!(
+            s,
+            "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+        )
+        .ok()?;
+        let mut text = String::new();
+        s.read_to_string(&mut text).ok()?;
+        let status = text.split_whitespace().nth(1)?.parse().ok()?;
+        Some((status, text))
+    };
+    let (status, _) = eventually(Duration::from_secs(20), "the web front alone", || {
+        get("/healthz")
+    });
+    assert_eq!(status, 200);
+    let (status, page) = get("/domain/example.org").unwrap();
+    assert_eq!(status, 200);
+    assert!(page.contains("runs without its XMPP side"), "{page}");
+    assert!(!page.contains("xmpp:"), "{page}");
+    let log = std::fs::read_to_string(dir.join("certwatch.log")).unwrap();
+    assert!(log.contains("the web front runs alone"), "{log}");
+}
