@@ -1,5 +1,5 @@
 //! Requests per second and latency of the web front's busiest reads,
-//! `GET /domain/<domain>` and `GET /metrics`, with N monitored domains in a
+//! `GET /domain/<domain>` and `GET /metrics` (and the QR code image), with N monitored domains in a
 //! real sled store, each with a stored report and an alert. Not a test: it
 //! asserts nothing about time, and `cargo test` never runs it.
 //!
@@ -132,7 +132,7 @@ fn main() {
             base_url: format!("http://{addr}"),
             proxies: vec![],
             metrics: true,
-            component: Some("certwatch.example.org".into()),
+            component: std::env::var("BENCH_NO_XMPP").is_err().then(|| "certwatch.example.org".into()),
         };
         tokio::spawn(certwatch::web::run(
             engine.clone(),
@@ -153,7 +153,7 @@ fn main() {
             t.elapsed().as_secs_f64() * 1e6 / scrapes as f64
         );
 
-        for route in ["domain", "metrics"] {
+        for route in ["domain", "metrics", "qr"] {
             let cpu = cpu_seconds();
             let (count, mut latencies) = drive(addr, route, n, clients, seconds).await;
             let cpu = cpu_seconds() - cpu;
@@ -161,6 +161,7 @@ fn main() {
             let pct = |p: usize| latencies[(latencies.len() - 1) * p / 100] as f64 / 1000.0;
             let label = match route {
                 "domain" => "GET /domain/<random of N>",
+                "qr" => "GET /domain/<random of N>/qr.svg (cached a day by browsers)",
                 _ => "GET /metrics",
             };
             println!(
@@ -197,6 +198,7 @@ async fn drive(
                 i = (i * 7919 + 104_729) % n.max(1);
                 let path = match route {
                     "domain" => format!("/domain/d{i}.bench.test"),
+                    "qr" => format!("/domain/d{i}.bench.test/qr.svg"),
                     _ => "/metrics".to_owned(),
                 };
                 let t = Instant::now();

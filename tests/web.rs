@@ -333,7 +333,12 @@ fn web_front_in_a_real_browser() {
 
     // Markup from DNS and certificates stays text in the browser.
     let hostile = py(&["inspect", BASE, out, "/domain/evil.test"]);
-    assert_eq!(hostile["imgs"], 0, "{hostile}");
+    // The only image is our QR code.
+    assert_eq!(
+        hostile["imgs"],
+        json!([format!("{BASE}/domain/evil.test/qr.svg")]),
+        "{hostile}"
+    );
     assert_eq!(hostile["onerror"], 0, "{hostile}");
     assert_eq!(hostile["pwned"], false, "{hostile}");
     assert_eq!(
@@ -354,7 +359,11 @@ fn web_front_in_a_real_browser() {
         "the names are in the report: {p}"
     );
     let hostile = py(&["inspect", BASE, out, "/domain/hostile.test"]);
-    assert_eq!(hostile["imgs"], 0, "{hostile}");
+    assert_eq!(
+        hostile["imgs"],
+        json!([format!("{BASE}/domain/hostile.test/qr.svg")]),
+        "{hostile}"
+    );
     assert_eq!(hostile["onerror"], 0, "{hostile}");
     assert_eq!(hostile["pwned"], false, "{hostile}");
     assert_eq!(
@@ -381,6 +390,12 @@ fn web_front_in_a_real_browser() {
         serde_json::to_string_pretty(&report).unwrap() + "\n",
         "the report, pretty-printed as check --json prints it"
     );
+
+    // The QR code is an SVG image of the subscribe URI.
+    let (status, head, qr) = http_get("/domain/good.test/qr.svg").unwrap();
+    assert_eq!(status, 200);
+    assert!(head.contains("content-type: image/svg+xml"), "{head}");
+    assert!(qr.starts_with("<svg") && qr.contains("<path"), "{qr}");
 
     // The badge is SVG, cached a few minutes.
     let b = py(&["badge", BASE, "wrong.test"]);

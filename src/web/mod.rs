@@ -133,6 +133,7 @@ pub fn router(web: Arc<Web>) -> Router {
         .route("/check", post(pages::check))
         .route("/domain/{domain}", get(pages::domain_any))
         .route("/domain/{domain}/badge.svg", get(feed::badge))
+        .route("/domain/{domain}/qr.svg", get(pages::qr))
         .route("/metrics", get(ops::metrics))
         .route("/healthz", get(ops::healthz))
         .route("/style.css", get(style))

@@ -48,8 +48,6 @@ struct MessagePage<'a> {
 pub struct XmppView {
     component: String,
     subscribe_uri: String,
-    /// Made by the qrcode crate from our own URI: markup we trust.
-    qr_svg: String,
 }
 
 #[derive(Template)]
@@ -242,10 +240,31 @@ impl XmppView {
         let (subscribe_uri, _) = crate::render::pubsub_uris(component, domain);
         XmppView {
             component: component.to_owned(),
-            qr_svg: super::qr::svg(&subscribe_uri),
             subscribe_uri,
         }
     }
+}
+
+/// `GET /domain/<domain>/qr.svg`: the PubSub subscribe URI as a QR code
+/// (its own route, cached a day: making one costs more than the page).
+pub async fn qr(State(web): State<Arc<Web>>, Path(segment): Path<String>) -> Response {
+    let domain = match path_domain(&segment) {
+        Ok(d) => d,
+        Err(r) => return *r,
+    };
+    let Some(component) = web.component.as_deref() else {
+        return not_found().await;
+    };
+    let (uri, _) = crate::render::pubsub_uris(component, domain.as_str());
+    (
+        StatusCode::OK,
+        [
+            (header::CONTENT_TYPE, "image/svg+xml"),
+            (header::CACHE_CONTROL, "public, max-age=86400"),
+        ],
+        super::qr::svg(&uri),
+    )
+        .into_response()
 }
 
 /// Any other path.

@@ -110,7 +110,7 @@ fn urlencode(s: &str) -> String {
 }
 
 fn assert_no_markup_from_data(body: &str) {
-    for bad in ["<script>alert", "<img", "onerror=alert(2)>"] {
+    for bad in ["<script>alert", "<img src=x", "onerror=alert(2)>"] {
         assert!(
             !body.contains(bad),
             "{bad} reached the page unescaped:\n{body}"
@@ -150,7 +150,10 @@ async fn hostile_hostnames_tlsa_and_errors_are_escaped_on_the_domain_page() {
     assert!(body.contains("matched:"), "which record matched: {body}");
     assert!(body
         .contains("href=\"xmpp:certwatch.example.org?pubsub;action=subscribe;node=evil.example\""));
-    assert!(body.contains("<svg"), "the QR code");
+    assert!(
+        body.contains("src=\"/domain/evil.example/qr.svg\""),
+        "the QR code"
+    );
     assert!(body.contains("https://cw.example/domain/evil.example.atom"));
     assert!(body.contains("subscribe evil.example"));
     // Strict headers on every answer.
@@ -175,6 +178,11 @@ async fn hostile_hostnames_tlsa_and_errors_are_escaped_on_the_domain_page() {
     assert_eq!(headers[header::CONTENT_TYPE], "application/json");
     let want = serde_json::to_string_pretty(&hostile_report("evil.example")).unwrap() + "\n";
     assert_eq!(json, want);
+
+    let (status, headers, qr) = get(&app, "/domain/evil.example/qr.svg").await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(headers[header::CONTENT_TYPE], "image/svg+xml");
+    assert!(qr.starts_with("<svg"), "{qr}");
 
     let (status, headers, svg) = get(&app, "/domain/evil.example/badge.svg").await;
     assert_eq!(status, StatusCode::OK);
@@ -217,6 +225,8 @@ async fn a_never_checked_domain_offers_a_check_and_web_alone_says_how_to_subscri
     assert!(body.contains("has not been checked yet") && body.contains("Check now"));
     assert!(body.contains("runs without its XMPP side"), "{body}");
     assert!(!body.contains("xmpp:"), "no subscribe link without XMPP");
+    let (status, _, _) = get(&app, "/domain/never.example/qr.svg").await;
+    assert_eq!(status, StatusCode::NOT_FOUND, "no QR code without XMPP");
     let (status, _, _) = get(&app, "/domain/never.example.json").await;
     assert_eq!(status, StatusCode::NOT_FOUND);
     let (status, _, atom) = get(&app, "/domain/never.example.atom").await;

@@ -113,7 +113,7 @@ def inspect(base, outdir, path):
         d.save_screenshot(os.path.join(outdir, "inspect-" + path.strip("/").replace("/", "-") + ".png"))
         return {
             "scripts": [s.get_attribute("src") for s in d.find_elements(By.TAG_NAME, "script")],
-            "imgs": len(d.find_elements(By.TAG_NAME, "img")),
+            "imgs": [i.get_attribute("src") for i in d.find_elements(By.TAG_NAME, "img")],
             "onerror": len(d.find_elements(By.CSS_SELECTOR, "[onerror]")),
             "pwned": d.execute_script("return window.__pwned === true || document.title.includes('pwned')"),
             "body_text": d.find_element(By.TAG_NAME, "main").text,
