@@ -153,6 +153,23 @@ fn main() {
             t.elapsed().as_secs_f64() * 1e6 / scrapes as f64
         );
 
+        let t = Instant::now();
+        for i in 0..1000 {
+            let uri = format!("xmpp:certwatch.example.org?pubsub;action=subscribe;node=d{i}.bench.test");
+            std::hint::black_box(qrcode::QrCode::new(uri.as_bytes()).unwrap());
+        }
+        let encode = t.elapsed().as_secs_f64() * 1e3;
+        let t = Instant::now();
+        for i in 0..1000 {
+            let uri = format!("xmpp:certwatch.example.org?pubsub;action=subscribe;node=d{i}.bench.test");
+            std::hint::black_box(certwatch::web::qr::svg(&uri));
+        }
+        println!(
+            "one QR code: {:.0} µs to encode, {:.0} µs encoded and drawn as SVG",
+            encode,
+            t.elapsed().as_secs_f64() * 1e3
+        );
+
         for route in ["domain", "metrics", "qr"] {
             let cpu = cpu_seconds();
             let (count, mut latencies) = drive(addr, route, n, clients, seconds).await;

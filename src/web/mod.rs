@@ -60,7 +60,15 @@ pub struct Web {
     checks: Arc<checks::Checks>,
     metrics_on: bool,
     health: Mutex<Option<(Instant, Result<(), String>)>>,
+    /// QR codes drawn at once: one costs about a millisecond of CPU, so
+    /// requests for random domains could otherwise take every core.
+    qr_slots: Arc<tokio::sync::Semaphore>,
 }
+
+/// QR codes drawn at once (the rest wait up to [`QR_WAIT`], then get 503).
+pub const QR_AT_ONCE: usize = 1;
+/// How long a QR code request waits for its turn.
+pub const QR_WAIT: Duration = Duration::from_secs(5);
 
 /// How the web front runs, read from `[web]`.
 #[derive(Clone, Debug)]
@@ -104,6 +112,7 @@ impl Web {
             checks: Default::default(),
             metrics_on: settings.metrics,
             health: Mutex::new(None),
+            qr_slots: Arc::new(tokio::sync::Semaphore::new(QR_AT_ONCE)),
         }
     }
 

@@ -246,7 +246,8 @@ impl XmppView {
 }
 
 /// `GET /domain/<domain>/qr.svg`: the PubSub subscribe URI as a QR code
-/// (its own route, cached a day: making one costs more than the page).
+/// (its own route, cached a day: making one costs fifteen pages; drawn
+/// [`super::QR_AT_ONCE`] at a time, off the async workers).
 pub async fn qr(State(web): State<Arc<Web>>, Path(segment): Path<String>) -> Response {
     let domain = match path_domain(&segment) {
         Ok(d) => d,
@@ -256,13 +257,31 @@ pub async fn qr(State(web): State<Arc<Web>>, Path(segment): Path<String>) -> Res
         return not_found().await;
     };
     let (uri, _) = crate::render::pubsub_uris(component, domain.as_str());
+    let busy = || {
+        message(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "Busy",
+            "Too many QR codes asked for at once; try again in a moment.",
+        )
+    };
+    let Ok(Ok(permit)) =
+        tokio::time::timeout(super::QR_WAIT, web.qr_slots.clone().acquire_owned()).await
+    else {
+        return busy();
+    };
+    let drawn = tokio::task::spawn_blocking(move || {
+        let _permit = permit;
+        super::qr::svg(&uri)
+    })
+    .await;
+    let Ok(svg) = drawn else { return busy() };
     (
         StatusCode::OK,
         [
             (header::CONTENT_TYPE, "image/svg+xml"),
             (header::CACHE_CONTROL, "public, max-age=86400"),
         ],
-        super::qr::svg(&uri),
+        svg,
     )
         .into_response()
 }
