@@ -48,6 +48,18 @@ def driver(width, height):
     return d
 
 
+def full_page_png(d, path):
+    """The whole page, not just the viewport (Chromium's DevTools protocol)."""
+    import base64
+
+    size = d.execute_cdp_cmd("Page.getLayoutMetrics", {})["cssContentSize"]
+    shot = d.execute_cdp_cmd("Page.captureScreenshot", {
+        "format": "png", "captureBeyondViewport": True,
+        "clip": {"x": 0, "y": 0, "width": size["width"], "height": size["height"], "scale": 1}})
+    with open(path, "wb") as f:
+        f.write(base64.b64decode(shot["data"]))
+
+
 def text_of(d, css):
     from selenium.webdriver.common.by import By
     found = d.find_elements(By.CSS_SELECTOR, css)
@@ -79,7 +91,7 @@ def browse(base, outdir, width, height, domains):
                 time.sleep(0.2)
             WebDriverWait(d, 5).until(lambda x: x.find_elements(By.ID, "verdict"))
             shot = os.path.join(outdir, f"{domain}-{width}x{height}.png")
-            d.save_screenshot(shot)
+            full_page_png(d, shot)
             link = d.find_elements(By.ID, "xmpp-link")
             pages.append({
                 "domain": domain,
@@ -110,7 +122,7 @@ def inspect(base, outdir, path):
     d = driver(1280, 900)
     try:
         d.get(base + path)
-        d.save_screenshot(os.path.join(outdir, "inspect-" + path.strip("/").replace("/", "-") + ".png"))
+        full_page_png(d, os.path.join(outdir, "inspect-" + path.strip("/").replace("/", "-") + ".png"))
         return {
             "scripts": [s.get_attribute("src") for s in d.find_elements(By.TAG_NAME, "script")],
             "imgs": [i.get_attribute("src") for i in d.find_elements(By.TAG_NAME, "img")],
