@@ -55,96 +55,25 @@ impl Default for Metrics {
 impl Metrics {
     /// Registers every metric at zero.
     pub fn new() -> Metrics {
-        let mut registry = Registry::with_prefix("certwatch");
-        let domains = Gauge::default();
-        registry.register("domains_monitored", "Domains monitored", domains.clone());
-        let subscriptions = Family::<Labels, Gauge>::default();
-        registry.register(
-            "subscriptions",
-            "Subscriptions, by kind (chat or pubsub)",
-            subscriptions.clone(),
-        );
-        let checks = Family::<Labels, Counter>::default();
-        registry.register("checks", "Checks finished, by verdict", checks.clone());
-        // 0.25 s to about 17 min: a check waits for probes of up to a minute each.
-        let check_duration = Histogram::new([
-            0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 1000.0,
-        ]);
-        registry.register_with_unit(
-            "check_duration",
-            "Time one check took, lookups and probes included",
-            Unit::Seconds,
-            check_duration.clone(),
-        );
-        let probes = Family::<Labels, Counter>::default();
-        registry.register(
-            "probes",
-            "Endpoints checked, by outcome (the endpoint's verdict) and transport",
-            probes.clone(),
-        );
-        let alerts_sent = Counter::default();
-        registry.register(
-            "alerts_sent",
-            "Alerts written to the XMPP stream",
-            alerts_sent.clone(),
-        );
-        let dead_letters = Gauge::default();
-        registry.register(
-            "dead_letters",
-            "Alerts given up after repeated failures, kept as dead letters",
-            dead_letters.clone(),
-        );
-        let outbox_depth = Gauge::default();
-        registry.register(
-            "outbox_depth",
-            "Alerts waiting to be delivered",
-            outbox_depth.clone(),
-        );
-        let scheduler_lag = Gauge::<f64, AtomicU64>::default();
-        registry.register_with_unit(
-            "scheduler_lag",
-            "How late the monitor started its last due check",
-            Unit::Seconds,
-            scheduler_lag.clone(),
-        );
-        let circuits = Counter::default();
-        registry.register(
-            "circuits_taken",
-            "Fresh Tor circuits asked for (one per probe over Tor or SOCKS5)",
-            circuits.clone(),
-        );
-        let self_watch = Family::<Labels, Gauge>::default();
-        registry.register(
-            "self_watch_failing",
-            "1 while a part of CertWatch fails (operators alerted), by cause",
-            self_watch.clone(),
-        );
-        let self_watch_failures = Family::<Labels, Gauge>::default();
-        registry.register(
-            "self_watch_failures",
-            "Checks in a row that a part of CertWatch failed, by cause",
-            self_watch_failures.clone(),
-        );
-        registry.register(
-            "build",
-            "The running CertWatch",
-            Info::new(vec![("version", env!("CARGO_PKG_VERSION"))]),
-        );
-        let m = Metrics {
-            registry,
-            domains,
-            subscriptions,
-            checks,
-            check_duration,
-            probes,
-            alerts_sent,
-            dead_letters,
-            outbox_depth,
-            scheduler_lag,
-            circuits,
-            self_watch,
-            self_watch_failures,
+        let mut m = Metrics {
+            registry: Registry::with_prefix("certwatch"),
+            domains: Gauge::default(),
+            subscriptions: Family::default(),
+            checks: Family::default(),
+            // 0.25 s to about 17 min: a check waits for probes of up to a minute each.
+            check_duration: Histogram::new([
+                0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 1000.0,
+            ]),
+            probes: Family::default(),
+            alerts_sent: Counter::default(),
+            dead_letters: Gauge::default(),
+            outbox_depth: Gauge::default(),
+            scheduler_lag: Gauge::default(),
+            circuits: Counter::default(),
+            self_watch: Family::default(),
+            self_watch_failures: Family::default(),
         };
+        m.register();
         // Every family shows its series at zero from the start, so a rate
         // over the first check is not lost.
         for kind in ["chat", "pubsub"] {
@@ -161,6 +90,74 @@ impl Metrics {
             let _ = m.checks.get_or_create(&vec![("verdict", verdict.into())]);
         }
         m
+    }
+
+    /// Puts every metric (a shared handle to it) in the registry.
+    fn register(&mut self) {
+        let r = &mut self.registry;
+        r.register(
+            "domains_monitored",
+            "Domains monitored",
+            self.domains.clone(),
+        );
+        r.register(
+            "subscriptions",
+            "Subscriptions, by kind (chat or pubsub)",
+            self.subscriptions.clone(),
+        );
+        r.register("checks", "Checks finished, by verdict", self.checks.clone());
+        r.register_with_unit(
+            "check_duration",
+            "Time one check took, lookups and probes included",
+            Unit::Seconds,
+            self.check_duration.clone(),
+        );
+        r.register(
+            "probes",
+            "Endpoints checked, by outcome (the endpoint's verdict) and transport",
+            self.probes.clone(),
+        );
+        r.register(
+            "alerts_sent",
+            "Alerts written to the XMPP stream",
+            self.alerts_sent.clone(),
+        );
+        r.register(
+            "dead_letters",
+            "Alerts given up after repeated failures, kept as dead letters",
+            self.dead_letters.clone(),
+        );
+        r.register(
+            "outbox_depth",
+            "Alerts waiting to be delivered",
+            self.outbox_depth.clone(),
+        );
+        r.register_with_unit(
+            "scheduler_lag",
+            "How late the monitor started its last due check",
+            Unit::Seconds,
+            self.scheduler_lag.clone(),
+        );
+        r.register(
+            "circuits_taken",
+            "Fresh Tor circuits asked for (one per probe over Tor or SOCKS5)",
+            self.circuits.clone(),
+        );
+        r.register(
+            "self_watch_failing",
+            "1 while a part of CertWatch fails (operators alerted), by cause",
+            self.self_watch.clone(),
+        );
+        r.register(
+            "self_watch_failures",
+            "Checks in a row that a part of CertWatch failed, by cause",
+            self.self_watch_failures.clone(),
+        );
+        r.register(
+            "build",
+            "The running CertWatch",
+            Info::new(vec![("version", env!("CARGO_PKG_VERSION"))]),
+        );
     }
 
     /// Counts a finished check: its verdict, its duration, each endpoint.
