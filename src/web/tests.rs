@@ -60,10 +60,19 @@ fn hostile_report(domain: &str) -> Report {
 }
 
 fn app(engine: Arc<Engine>, component: Option<&str>, metrics: bool) -> Router {
+    app_behind(engine, component, metrics, vec![])
+}
+
+fn app_behind(
+    engine: Arc<Engine>,
+    component: Option<&str>,
+    metrics: bool,
+    proxies: Vec<(std::net::IpAddr, u8)>,
+) -> Router {
     let settings = Settings {
         listen: "127.0.0.1:8080".parse().unwrap(),
         base_url: "https://cw.example".into(),
-        proxies: vec![],
+        proxies,
         metrics,
         component: component.map(str::to_owned),
     };
@@ -267,6 +276,42 @@ async fn one_address_over_its_limit_gets_429_while_another_is_served() {
         body.contains("http-equiv=\"refresh\"") || body.contains("Sorry"),
         "{body}"
     );
+}
+
+#[tokio::test]
+async fn forwarded_for_counts_only_behind_a_trusted_proxy() {
+    let proxy = ("127.0.0.1".parse().unwrap(), 32);
+    let app = app_behind(engine(), None, true, vec![proxy]);
+    let from = |peer: &str, client: &str| {
+        let mut req = post_check("a.example", peer);
+        req.headers_mut()
+            .insert("x-forwarded-for", client.parse().unwrap());
+        req
+    };
+    let mut limited = None;
+    for _ in 0..=crate::engine::COMMANDS_PER_MINUTE {
+        let (status, _, body) = send(&app, from("127.0.0.1:5", "203.0.113.1")).await;
+        if status == StatusCode::TOO_MANY_REQUESTS {
+            limited = Some(body);
+            break;
+        }
+    }
+    let body = limited.expect("the forwarded client reached its limit");
+    assert!(
+        body.contains("(203.0.113.1)"),
+        "the client, not the proxy: {body}"
+    );
+    // Another client behind the same proxy is its own.
+    let (status, _, _) = send(&app, from("127.0.0.1:5", "203.0.113.2")).await;
+    assert_eq!(status, StatusCode::SEE_OTHER);
+    // From anyone else the header is not believed: the peer is the client.
+    for _ in 0..crate::engine::COMMANDS_PER_MINUTE {
+        let (status, _, _) = send(&app, from("127.0.0.9:5", "203.0.113.3")).await;
+        assert_eq!(status, StatusCode::SEE_OTHER);
+    }
+    let (status, _, body) = send(&app, from("127.0.0.9:5", "203.0.113.4")).await;
+    assert_eq!(status, StatusCode::TOO_MANY_REQUESTS);
+    assert!(body.contains("(127.0.0.9)"), "{body}");
 }
 
 #[tokio::test]
