@@ -51,20 +51,12 @@ pub fn on_iq(ctx: &Arc<Ctx>, iq: Iq) {
         ));
         return;
     }
-    if !set {
-        let reply = reply(ctx, &from, &id, answer(ctx, &from, &payload, set));
-        ctx.link.send(reply);
-        return;
-    }
-    // A change the user is told about is durable first.
+    // Off the stanza reader: a store scan or a write waiting for its flush
+    // never holds up the next stanza. A change the user is told about is
+    // durable before the answer (the store answers writes after their flush).
     let ctx = ctx.clone();
     tokio::spawn(async move {
-        let mut result = answer(&ctx, &from, &payload, set);
-        if result.is_ok() {
-            if let Err(e) = ctx.engine.store().flush().await {
-                result = Err(store_error(e));
-            }
-        }
+        let result = answer(&ctx, &from, &payload, set).await;
         let reply = reply(&ctx, &from, &id, result);
         ctx.link.send(reply);
     });
@@ -77,7 +69,7 @@ fn reply(ctx: &Ctx, from: &Jid, id: &str, answer: Answer) -> Iq {
     }
 }
 
-fn answer(ctx: &Ctx, from: &Jid, payload: &Element, set: bool) -> Answer {
+async fn answer(ctx: &Ctx, from: &Jid, payload: &Element, set: bool) -> Answer {
     let ns = payload.ns();
     match (set, payload.name(), ns.as_str()) {
         (false, "query", NS_DISCO_INFO) => disco_info(ctx, payload.attr("node")),
@@ -87,7 +79,7 @@ fn answer(ctx: &Ctx, from: &Jid, payload: &Element, set: bool) -> Answer {
             payload.get_child("set", stanzas::NS_RSM),
         ),
         (false, "ping", NS_PING) => Ok(None),
-        (_, "pubsub", NS_PUBSUB) => pubsub(ctx, from, payload, set),
+        (_, "pubsub", NS_PUBSUB) => pubsub(ctx, from, payload, set).await,
         _ => Err((
             DefinedCondition::ServiceUnavailable,
             "not supported by CertWatch".into(),
@@ -212,7 +204,7 @@ fn page_of<'a>(
     ))
 }
 
-fn pubsub(ctx: &Ctx, from: &Jid, payload: &Element, set: bool) -> Answer {
+async fn pubsub(ctx: &Ctx, from: &Jid, payload: &Element, set: bool) -> Answer {
     let Some(op) = payload.children().next() else {
         return Err((DefinedCondition::BadRequest, "empty pubsub request".into()));
     };
@@ -242,6 +234,7 @@ fn pubsub(ctx: &Ctx, from: &Jid, payload: &Element, set: bool) -> Answer {
                 if let Err(refusal) = ctx
                     .engine
                     .subscribe_pubsub(&jid.to_string(), domain.as_str())
+                    .await
                     .map_err(store_error)?
                 {
                     // not-allowed, not policy-violation: RFC 3920 clients (slixmpp
@@ -260,6 +253,7 @@ fn pubsub(ctx: &Ctx, from: &Jid, payload: &Element, set: bool) -> Answer {
             } else {
                 let existed = store
                     .pubsub_unsubscribe(domain.as_str(), &jid.to_string())
+                    .await
                     .map_err(store_error)?;
                 if !existed {
                     return Err((

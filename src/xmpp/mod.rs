@@ -308,7 +308,7 @@ async fn connection_loop(ctx: Arc<Ctx>, server: SocketAddr, secret: String) {
             Err(e) => tracing::warn!(%server, error = %e, "link to the server failed"),
         }
         ctx.link.set(None);
-        requeue_recent(&ctx);
+        requeue_recent(&ctx).await;
         if started.elapsed() > BACKOFF_MAX {
             backoff = BACKOFF_MIN;
         }
@@ -581,7 +581,7 @@ fn remember_sent(ctx: &Ctx, delivery: Delivery) {
 /// not have reached the server, so it is queued again, with the same alert
 /// id (the chat message id, and the PubSub item id, which replaces rather
 /// than duplicates).
-fn requeue_recent(ctx: &Ctx) {
+async fn requeue_recent(ctx: &Ctx) {
     let now = Instant::now();
     let again: Vec<Delivery> = ctx
         .recent
@@ -598,7 +598,7 @@ fn requeue_recent(ctx: &Ctx) {
         count = again.len(),
         "the link dropped: alerts written in the last seconds are sent again"
     );
-    if let Err(e) = ctx.engine.store().enqueue(&again) {
+    if let Err(e) = ctx.engine.store().enqueue(&again).await {
         tracing::warn!(error = %e, "cannot queue alerts again");
     }
 }
@@ -636,7 +636,7 @@ async fn give_up(ctx: &Ctx, id: u64, delivery: &Delivery) -> Result<(), StoreErr
             attempts: 0,
         })
         .collect();
-    store.enqueue(&notices)
+    store.enqueue(&notices).await
 }
 
 /// Alert ids of operator notices start with this.
