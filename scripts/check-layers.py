@@ -27,6 +27,7 @@ LAYERS = [
     ["engine"],                                       # the service core
     ["commands", "monitor"],                          # what drives the core
     ["xmpp"],                                         # the XMPP front
+    ["watchdog"],                                     # ends a serve that stopped making progress
     ["serve"],                                        # process start-up
     ["cli"],                                          # the command line
 ]

@@ -428,14 +428,41 @@ impl Engine {
         };
         if let Err(why) = queued {
             tracing::warn!(error = %why, "operator message kept in memory");
-            let mut urgent = self.urgent.lock().expect("urgent lock");
-            for d in deliveries {
-                if urgent.len() >= URGENT_QUEUE {
-                    urgent.pop_front();
-                }
-                urgent.push_back(d);
-            }
+            self.push_urgent(deliveries);
         }
+        self.wake_outbox();
+    }
+
+    fn push_urgent(&self, deliveries: Vec<Delivery>) {
+        let mut urgent = self.urgent.lock().unwrap_or_else(|e| e.into_inner());
+        for d in deliveries {
+            if urgent.len() >= URGENT_QUEUE {
+                urgent.pop_front();
+            }
+            urgent.push_back(d);
+        }
+    }
+
+    /// Queues `text` for every operator in memory only, past the store (for
+    /// the watchdog, when the store may be what is stuck); sent by the front
+    /// if the runtime still runs.
+    pub fn tell_operators_urgently(&self, text: &str) {
+        let now = self.clock.now_rfc3339();
+        let deliveries = self
+            .config
+            .xmpp
+            .admins
+            .iter()
+            .map(|admin| Delivery {
+                alert_id: format!("operator-watchdog-{now}"),
+                sink: Sink::Chat(admin.clone()),
+                title: text.to_owned(),
+                content: text.to_owned(),
+                updated: now.clone(),
+                attempts: 0,
+            })
+            .collect();
+        self.push_urgent(deliveries);
         self.wake_outbox();
     }
 

@@ -29,6 +29,9 @@ pub enum ServeError {
         /// The store's path.
         path: String,
     },
+    /// The watchdog's threads could not start.
+    #[error("cannot start the watchdog: {0}")]
+    Watchdog(String),
     /// The store could not be opened.
     #[error("cannot open store {path}: {source}")]
     Store {
@@ -45,6 +48,7 @@ impl HasKind for ServeError {
             ServeError::Config(_) => ErrorKind::Config,
             ServeError::Setup(e) => e.kind(),
             ServeError::Store { .. } | ServeError::StoreInUse { .. } => ErrorKind::Store,
+            ServeError::Watchdog(_) => ErrorKind::Bug,
         }
     }
 }
@@ -67,6 +71,7 @@ pub async fn serve(config: Config) -> Result<(), ServeError> {
         },
     })?;
     let engine = Arc::new(Engine::new(config, store, clock::system())?);
+    crate::watchdog::start(engine.clone()).map_err(|e| ServeError::Watchdog(e.to_string()))?;
     let monitor = tokio::spawn(crate::monitor::run(engine.clone()));
     xmpp::run(engine.clone(), front, shutdown_signal()).await;
     monitor.abort();
