@@ -590,6 +590,7 @@ pub async fn check_domain_gated(
         // commit), so an alert is durable before anyone is told
         // (notify-then-mark).
         Ok(written) => {
+            tracing::debug!(domain, verdict = %report.verdict, written, "check recorded");
             if written {
                 // For the schedule after a restart.
                 if let Err(e) = store.note_checked(domain, engine.clock().now()).await {

@@ -58,7 +58,7 @@ pub fn on_iq(ctx: &Arc<Ctx>, iq: Iq) {
     tokio::spawn(async move {
         let result = answer(&ctx, &from, &payload, set).await;
         let reply = reply(&ctx, &from, &id, result);
-        ctx.link.send(reply);
+        ctx.link.send_waiting(reply).await;
     });
 }
 

@@ -52,6 +52,23 @@ enum Outgoing {
     Close(oneshot::Sender<()>),
 }
 
+/// Stanzas waiting to be written to the server: room for a burst of
+/// refusals (a few hundred IQs at once from one JID) and the answers of the
+/// requests admitted with them.
+pub const OUTGOING_QUEUE: usize = 1024;
+/// How long a reply may wait for room in the outgoing queue.
+pub const SEND_WAIT: Duration = Duration::from_secs(10);
+
+/// Who a stanza is addressed to, for the log.
+fn stanza_to(stanza: &Stanza) -> String {
+    let to = match stanza {
+        Stanza::Iq(iq) => iq.to().cloned(),
+        Stanza::Message(m) => m.to.clone(),
+        Stanza::Presence(p) => p.to.clone(),
+    };
+    to.map_or_else(|| "?".to_owned(), |j| j.to_string())
+}
+
 /// The current link to the server, if any.
 #[derive(Default)]
 pub struct Link {
@@ -71,11 +88,44 @@ impl Link {
 
     /// Queues a stanza on the current link; dropped when there is none.
     pub fn send(&self, stanza: impl Into<Stanza>) {
-        if let Some(tx) = self.sender() {
-            let _ = tx.try_send(Outgoing::Stanza {
-                stanza: Box::new(stanza.into()),
+        let stanza = stanza.into();
+        let to = stanza_to(&stanza);
+        match self.sender() {
+            Some(tx) => {
+                if let Err(e) = tx.try_send(Outgoing::Stanza {
+                    stanza: Box::new(stanza),
+                    ack: None,
+                }) {
+                    let why = match e {
+                        mpsc::error::TrySendError::Full(_) => "the outgoing queue is full",
+                        mpsc::error::TrySendError::Closed(_) => "the link just closed",
+                    };
+                    tracing::warn!(%to, "reply not sent: {why}");
+                }
+            }
+            None => tracing::info!(%to, "reply not sent: no link to the server"),
+        }
+    }
+
+    /// Queues a stanza on the current link, waiting up to [`SEND_WAIT`] for
+    /// room in the outgoing queue (for tasks that may wait: a burst of
+    /// requests then slows its own answers instead of losing them).
+    pub async fn send_waiting(&self, stanza: impl Into<Stanza>) {
+        let stanza = stanza.into();
+        let to = stanza_to(&stanza);
+        let Some(tx) = self.sender() else {
+            tracing::info!(%to, "reply not sent: no link to the server");
+            return;
+        };
+        let queued = tx.send_timeout(
+            Outgoing::Stanza {
+                stanza: Box::new(stanza),
                 ack: None,
-            });
+            },
+            SEND_WAIT,
+        );
+        if queued.await.is_err() {
+            tracing::warn!(%to, "reply not sent: the outgoing queue stayed full for {SEND_WAIT:?}, or the link closed");
         }
     }
 
@@ -96,18 +146,6 @@ impl Link {
             return false;
         }
         done.await.unwrap_or(false)
-    }
-
-    /// Queues a stanza on the current link, waiting for room in the queue.
-    async fn send_waiting(&self, stanza: impl Into<Stanza>) {
-        if let Some(tx) = self.sender() {
-            let _ = tx
-                .send(Outgoing::Stanza {
-                    stanza: Box::new(stanza.into()),
-                    ack: None,
-                })
-                .await;
-        }
     }
 
     /// Ends the stream politely (`</stream:stream>`), if there is one.
@@ -343,7 +381,7 @@ async fn run_link(ctx: &Arc<Ctx>, server: SocketAddr, secret: &str) -> Result<()
     recording.stop();
     tracing::info!(component = %ctx.me, "connected to the server");
     let (mut sink, mut stream) = component.split();
-    let (tx, mut rx) = mpsc::channel::<Outgoing>(256);
+    let (tx, mut rx) = mpsc::channel::<Outgoing>(OUTGOING_QUEUE);
     ctx.link.set(Some(tx));
     let last_seen = Arc::new(Mutex::new(Instant::now()));
     let writer = async {
@@ -453,7 +491,8 @@ fn on_message(ctx: &Arc<Ctx>, m: Message) {
         };
         if let Some(reply) = reply {
             ctx.link
-                .send(stanzas::chat(&ctx.me, &from, &reply, MessageType::Chat));
+                .send_waiting(stanzas::chat(&ctx.me, &from, &reply, MessageType::Chat))
+                .await;
         }
     });
 }
