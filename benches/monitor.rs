@@ -182,7 +182,7 @@ fn main() {
             config.probe.transport = Transport::Direct;
         }
         config.validate().unwrap();
-        let store = Store::open(&dir.join("db")).unwrap();
+        let store = Store::open_with_cache(&dir.join("db"), config.store.cache_mib << 20).unwrap();
         let engine = Arc::new(Engine::new(config, store.clone(), certwatch::clock::system()).unwrap());
         let t = Instant::now();
         // One at a time first, each durable before the next: what every

@@ -181,6 +181,8 @@ pub struct StoreConfig {
     /// runtime not ticking) before `serve` gives up and exits 70.
     #[serde(with = "humantime_serde")]
     pub watchdog: Duration,
+    /// The most of the database sled keeps in memory, in MiB.
+    pub cache_mib: u64,
 }
 
 impl Default for StoreConfig {
@@ -188,6 +190,7 @@ impl Default for StoreConfig {
         StoreConfig {
             path: "certwatch.db".into(),
             watchdog: Duration::from_secs(60),
+            cache_mib: 64,
         }
     }
 }
@@ -320,6 +323,12 @@ impl Config {
         ] {
             check_duration(key, value, min, max)?;
         }
+        if !(1..=MAX_CACHE_MIB).contains(&self.store.cache_mib) {
+            return Err(ConfigError::Invalid(format!(
+                "store.cache_mib must be between 1 and {MAX_CACHE_MIB}, not {}",
+                self.store.cache_mib
+            )));
+        }
         if self.store.path.trim().is_empty() {
             return Err(ConfigError::Invalid(
                 "store.path must name the database directory, not be empty".into(),
@@ -383,6 +392,8 @@ pub const TIMEOUT_RANGE: (Duration, Duration) = (Duration::from_secs(1), Duratio
 /// `monitor.interval` bounds: 1 s (labs) to 30 days.
 pub const INTERVAL_RANGE: (Duration, Duration) =
     (Duration::from_secs(1), Duration::from_secs(30 * 86_400));
+/// The largest `store.cache_mib` (64 GiB).
+pub const MAX_CACHE_MIB: u64 = 64 << 10;
 /// `store.watchdog` bounds: 5 s (tests) to 1 h.
 pub const WATCHDOG_RANGE: (Duration, Duration) =
     (Duration::from_secs(5), Duration::from_secs(3600));

@@ -232,9 +232,22 @@ pub struct Store {
 }
 
 impl Store {
-    /// Opens (or creates) the database directory.
+    /// Opens (or creates) the database directory, with sled's default
+    /// page cache (1 GiB at most).
     pub fn open(path: &Path) -> Result<Store, StoreError> {
         Store::from_db(sled::open(path)?)
+    }
+
+    /// Opens (or creates) the database directory, keeping at most
+    /// `cache_bytes` of it in memory (sled's page cache; the rest is read
+    /// from disk when needed).
+    pub fn open_with_cache(path: &Path, cache_bytes: u64) -> Result<Store, StoreError> {
+        Store::from_db(
+            sled::Config::new()
+                .path(path)
+                .cache_capacity(cache_bytes)
+                .open()?,
+        )
     }
 
     /// A throwaway database, for tests and benchmarks.
