@@ -252,7 +252,14 @@ impl Engine {
             .acquire()
             .await
             .map_err(|_| Error::ShuttingDown)?;
-        let (report, health) = self.run_check(domain).await?;
+        // Asked by a person, perhaps right after a fix: the domain's own
+        // records afresh, not from the monitor's cache.
+        let checker = self.checker().await?.uncached().map_err(|e| {
+            Error::Setup(SetupError::Config(crate::config::ConfigError::Invalid(
+                e.to_string(),
+            )))
+        })?;
+        let (report, health) = checker.check(domain, ServiceSet::All).await;
         self.note_health(&health, None).await;
         // Our own Tor or DNS failing says nothing about the domain: such a
         // report is the reply, never the domain's last result (as in the monitor).

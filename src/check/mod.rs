@@ -99,6 +99,12 @@ impl Checker {
         }
     }
 
+    /// The same checker asking the domain's own records afresh (see
+    /// [`Resolver::uncached`]): for checks a person asked for right now.
+    pub fn uncached(&self) -> Result<Checker, crate::dns::ResolverSetupError> {
+        Ok(self.with_resolver(self.resolver.uncached()?))
+    }
+
     /// Checks one domain.
     pub async fn check(&self, domain: &Domain, services: ServiceSet) -> (Report, Health) {
         let span = tracing::info_span!("check", domain = %domain);
