@@ -247,17 +247,28 @@ impl Engine {
 
     /// A check asked for by chat: bounded in number, stored if the domain is monitored.
     pub async fn check_now(&self, domain: &Domain) -> Result<Report, Error> {
+        self.check_now_services(domain, ServiceSet::All).await
+    }
+
+    /// [`Engine::check_now`] of some services only; a check of fewer than
+    /// all is the reply only, never the domain's last result.
+    pub async fn check_now_services(
+        &self,
+        domain: &Domain,
+        services: ServiceSet,
+    ) -> Result<Report, Error> {
         let _permit = self
             .chat_checks
             .acquire()
             .await
             .map_err(|_| Error::ShuttingDown)?;
-        let (report, health) = self.run_check(domain).await?;
+        let checker = self.checker().await?;
+        let (report, health) = checker.check(domain, services).await;
         self.note_health(&health, None).await;
         // Our own Tor or DNS failing says nothing about the domain: such a
         // report is the reply, never the domain's last result (as in the monitor).
         let ours = report.verdict == crate::report::Verdict::Unreachable && health.ours();
-        if !ours {
+        if !ours && services == ServiceSet::All {
             let kept = self.keep_result(&report.bounded_for_store());
             if let Err(Error::Store(e)) = &kept {
                 self.note_store(Err(e));
@@ -350,6 +361,13 @@ impl Engine {
             Err(e) => Outcome::Failed(e.to_string()),
         };
         self.note_causes(&[(Cause::Store, outcome)]);
+    }
+
+    /// What our Tor client says of itself; None when the transport is not
+    /// Tor, or not started yet (it starts at the first check), or starting.
+    pub fn tor_state(&self) -> Option<crate::probe::transport::TorState> {
+        let slot = self.checker.try_lock().ok()?;
+        slot.as_ref().and_then(|(checker, _)| checker.tor_state())
     }
 
     /// The causes failing now (for the operators and the tests).
