@@ -4,6 +4,9 @@
 //! The link reconnects with backoff, pings the server to stay alive, and
 //! always sets `from`. Alerts leave the outbox only when the stream took them.
 
+pub mod adhoc;
+pub mod adhoc_front;
+pub mod forms;
 pub mod iq;
 pub mod refusal;
 pub mod stanzas;
@@ -174,6 +177,8 @@ pub struct Ctx {
     in_flight: Arc<tokio::sync::Semaphore>,
     /// Who has been sent our available presence, to be told when we go.
     pub presence: Mutex<PresenceBook>,
+    /// XEP-0050 sessions waiting for their form.
+    adhoc: adhoc_front::Sessions,
 }
 
 /// The most JIDs the presence book remembers (the oldest are forgotten first).
@@ -268,6 +273,7 @@ pub async fn run(
             crate::engine::COMMANDS_IN_FLIGHT,
         )),
         presence: Mutex::new(PresenceBook::default()),
+        adhoc: adhoc_front::Sessions::default(),
     });
     let deliverer = tokio::spawn(deliver(ctx.clone()));
     tracing::info!(component = %me, %server, "starting");
