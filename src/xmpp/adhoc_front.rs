@@ -46,8 +46,16 @@ struct Session {
 pub struct Sessions(Mutex<HashMap<(String, String), Session>>);
 
 impl Sessions {
-    /// Opens a session for `jid` (full) on `node`; the new id, or why not.
-    fn open(&self, jid: &str, node: &'static str, now: Instant) -> Result<String, Refusal> {
+    /// Opens a session for `jid` (full) on `node`, under the id `again`
+    /// (a session asking again keeps its id, as clients expect) or a new
+    /// one; its id, or why not.
+    fn open(
+        &self,
+        jid: &str,
+        node: &'static str,
+        again: Option<&str>,
+        now: Instant,
+    ) -> Result<String, Refusal> {
         let mut map = self.0.lock().expect("sessions lock");
         map.retain(|_, s| now.duration_since(s.started) < SESSION_TTL);
         let mine = map.keys().filter(|(_, j)| j == jid).count();
@@ -58,7 +66,9 @@ impl Sessions {
                 "too many open command sessions; finish or cancel one".into(),
             ));
         }
-        let id = format!("{:016x}", rand::random::<u64>());
+        let id = again
+            .map(str::to_owned)
+            .unwrap_or_else(|| format!("{:016x}", rand::random::<u64>()));
         map.insert((id.clone(), jid.to_owned()), Session { node, started: now });
         Ok(id)
     }
@@ -240,14 +250,9 @@ pub fn on_command(ctx: &Arc<Ctx>, from: Jid, id: String, payload: &Element) {
         Ok(v) => v,
         Err(error) => {
             let given = values.unwrap_or_default();
-            return send(ask(
-                sessions,
-                &full,
-                spec,
-                &given,
-                error.map(|e| e.to_string()),
-                now,
-            ));
+            let again = cmd.sessionid.as_deref();
+            let error = error.map(|e| e.to_string());
+            return send(ask(sessions, &full, spec, again, &given, error, now));
         }
     };
     let input = forms::input(spec, &values).unwrap_or_default();
@@ -268,11 +273,12 @@ fn ask(
     sessions: &Sessions,
     jid: &str,
     spec: &'static Spec,
+    again: Option<&str>,
     given: &[(String, String)],
     error: Option<String>,
     now: Instant,
 ) -> Result<Command, Refusal> {
-    let sid = sessions.open(jid, spec.name, now)?;
+    let sid = sessions.open(jid, spec.name, again, now)?;
     let mut r = Command::response(spec.name, &sid, Status::Executing);
     r.actions = Some(Actions {
         execute: Some(Action::Complete),
@@ -372,7 +378,7 @@ mod tests {
     fn sessions_are_per_full_jid_and_node_expire_and_are_bounded() {
         let s = Sessions::default();
         let t0 = Instant::now();
-        let id = s.open("a@x/phone", "check", t0).unwrap();
+        let id = s.open("a@x/phone", "check", None, t0).unwrap();
         // Another resource, or another node, cannot use it.
         assert_eq!(s.close(&id, "a@x/laptop", "check", t0), Err(bad_session()));
         assert_eq!(s.close(&id, "a@x/phone", "status", t0), Err(bad_session()));
@@ -380,18 +386,18 @@ mod tests {
         // Once only.
         assert_eq!(s.close(&id, "a@x/phone", "check", t0), Err(bad_session()));
         // Expired.
-        let id = s.open("a@x/phone", "check", t0).unwrap();
+        let id = s.open("a@x/phone", "check", None, t0).unwrap();
         let late = t0 + SESSION_TTL;
         let e = s.close(&id, "a@x/phone", "check", late).unwrap_err();
         assert_eq!(e.1, Some(Condition::SessionExpired));
         // Bounded per JID; expired ones make room.
         for _ in 0..SESSIONS_PER_JID {
-            s.open("b@x/r", "list", t0).unwrap();
+            s.open("b@x/r", "list", None, t0).unwrap();
         }
-        let full = s.open("b@x/r", "list", t0).unwrap_err();
+        let full = s.open("b@x/r", "list", None, t0).unwrap_err();
         assert_eq!(full.0, DefinedCondition::ResourceConstraint);
-        assert!(s.open("c@x/r", "list", t0).is_ok());
-        assert!(s.open("b@x/r", "list", late).is_ok());
+        assert!(s.open("c@x/r", "list", None, t0).is_ok());
+        assert!(s.open("b@x/r", "list", None, late).is_ok());
         assert_eq!(s.len(), 1, "the expired ones were dropped");
     }
 
@@ -400,9 +406,9 @@ mod tests {
         let s = Sessions::default();
         let t0 = Instant::now();
         for i in 0..MAX_SESSIONS {
-            s.open(&format!("u{i}@x/r"), "list", t0).unwrap();
+            s.open(&format!("u{i}@x/r"), "list", None, t0).unwrap();
         }
-        assert!(s.open("late@x/r", "list", t0).is_err());
+        assert!(s.open("late@x/r", "list", None, t0).is_err());
     }
 
     #[test]

@@ -3,6 +3,7 @@
 //! result form (a table with `<reported/>` and `<item/>` where the answer
 //! has rows). Rendering only: what a command means is in `crate::commands`.
 
+use tokio_xmpp::minidom::rxml::NcName;
 use tokio_xmpp::minidom::Element;
 use tokio_xmpp::parsers::data_forms::{DataForm, DataFormType, Field, FieldType, Option_};
 
@@ -38,13 +39,30 @@ pub fn ask(spec: &Spec, values: &dyn Fn(&str) -> Option<String>) -> Element {
             field
         })
         .collect();
-    DataForm {
-        type_: DataFormType::Form,
-        title: Some(spec.title.to_owned()),
-        instructions: Some(format!("{}: {}.", spec.title, spec.help)),
-        fields,
+    explicit_types(
+        DataForm {
+            type_: DataFormType::Form,
+            title: Some(spec.title.to_owned()),
+            instructions: Some(format!("{}: {}.", spec.title, spec.help)),
+            fields,
+        }
+        .into(),
+    )
+}
+
+/// Writes `type="text-single"` out, which xmpp-parsers leaves implicit (the
+/// XEP-0004 default): some clients show an untyped field as read-only.
+fn explicit_types(mut form: Element) -> Element {
+    for f in form.children_mut().filter(|c| c.is("field", NS_DATA)) {
+        if f.attr("type").is_none() {
+            f.set_attr(
+                tokio_xmpp::minidom::rxml::Namespace::NONE,
+                NcName::try_from("type").expect("a valid name"),
+                "text-single",
+            );
+        }
     }
-    .into()
+    form
 }
 
 /// The values of a submitted form (`type="submit"`); None when `form` is
@@ -107,13 +125,15 @@ pub fn result(spec: &Spec, answer: &Answer) -> Element {
         .map(str::to_owned)
         .collect();
     fields.push(labelled(text, "Result"));
-    DataForm {
-        type_: DataFormType::Result_,
-        title: Some(spec.title.to_owned()),
-        instructions: None,
-        fields,
-    }
-    .into()
+    explicit_types(
+        DataForm {
+            type_: DataFormType::Result_,
+            title: Some(spec.title.to_owned()),
+            instructions: None,
+            fields,
+        }
+        .into(),
+    )
 }
 
 fn labelled(mut f: Field, label: &str) -> Field {
@@ -172,12 +192,16 @@ mod tests {
     #[test]
     fn check_asks_for_a_domain_and_a_service() {
         let form = roundtrip(&ask(spec("check").unwrap(), &|_| None));
-        let parsed = DataForm::try_from(form).unwrap();
+        let parsed = DataForm::try_from(form.clone()).unwrap();
         assert_eq!(parsed.type_, DataFormType::Form);
         let domain = &parsed.fields[0];
         assert_eq!(
             (domain.var.as_deref(), &domain.type_, domain.required),
             (Some("domain"), &FieldType::TextSingle, true)
+        );
+        assert!(
+            String::from(&form).contains("type=\"text-single\"")
+                || String::from(&form).contains("type='text-single'")
         );
         let service = &parsed.fields[1];
         assert_eq!(service.type_, FieldType::ListSingle);
