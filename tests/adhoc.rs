@@ -119,11 +119,15 @@ fn adhoc_flow(server: &str, base: u16) {
     assert!(form["actions"].to_string().contains("complete"), "{form}");
     // ...and completing it with the form subscribes.
     let sid = form["sessionid"].as_str().unwrap().to_owned();
+    // An XMPP address where the domain goes: its domain is used, and the
+    // answer says so first.
     let done = alice.cmd(json!({"cmd": "adhoc_complete", "sessionid": sid,
-        "values": {"domain": "Example.ORG"}}));
+        "values": {"domain": "alice@Example.ORG"}}));
     let text = result_text(&done);
     assert!(
-        text.starts_with("Subscribed to example.org"),
+        text.starts_with(
+            "Using example.org, the domain of the address \"alice@Example.ORG\".\nSubscribed to example.org"
+        ),
         "{server}: {done}"
     );
     assert_eq!(field(&done["form"], "domain")["values"][0], "example.org");
@@ -152,15 +156,22 @@ fn adhoc_flow(server: &str, base: u16) {
     assert_eq!(table["status"], "completed", "{server}: {table}");
     assert_eq!(
         table["form"]["reported"],
-        json!(["domain", "state", "checked"]),
+        json!(["domain", "state", "words", "since", "checked"]),
         "{server}: {table}"
     );
     let items = table["form"]["items"].as_array().unwrap();
     assert_eq!(items.len(), 1, "{table}");
     assert_eq!(items[0]["domain"], "example.org", "{table}");
-    // The chat front reads the same subscriptions.
+    // The chat front reads the same subscriptions; a misspelt command
+    // gets the likely one.
     let chat = alice.ask(COMPONENT, "list", T);
     assert!(chat.contains("example.org"), "{chat}");
+    let typo = alice.ask(COMPONENT, "chek example.org", T);
+    assert_eq!(
+        typo,
+        "Unknown command. Did you mean \"check DOMAIN\"? Send \"help\" for the list of commands.",
+        "{server}"
+    );
 
     // check: a domain field and a service list; a bad domain asks again
     // with an error note; cancel ends the session.

@@ -1,8 +1,8 @@
 //! The chat front of the commands: a message body parsed into a
 //! [`Command`], run through [`super::execute`], answered with the text.
 
+use super::given::{did_you_mean, target, Target};
 use super::{execute, spec, Caller, Input, Kind};
-use crate::domain::Domain;
 use crate::engine::Engine;
 
 /// The longest message body we read as a command.
@@ -26,17 +26,17 @@ pub enum Command {
     /// `help`
     Help,
     /// `check DOMAIN`
-    Check(Domain),
+    Check(Target),
     /// `subscribe DOMAIN`
-    Subscribe(Domain),
+    Subscribe(Target),
     /// `unsubscribe DOMAIN`
-    Unsubscribe(Domain),
+    Unsubscribe(Target),
     /// `list`
     List,
     /// `status DOMAIN`
-    Status(Domain),
+    Status(Target),
     /// `evidence DOMAIN`
-    Evidence(Domain),
+    Evidence(Target),
     /// `health` (operators)
     Health,
     /// `outbox` (operators)
@@ -48,9 +48,9 @@ pub enum Command {
 /// A message that is not a valid command; the reply is one line.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum CommandError {
-    /// Not a command we know.
-    #[error("Unknown command. Send \"help\" for the list of commands.")]
-    Unknown,
+    /// Not a command we know; perhaps a typo of one.
+    #[error("Unknown command.{}", did_you_mean_text(.0))]
+    Unknown(Option<&'static str>),
     /// A command without its domain.
     #[error("Usage: {0} DOMAIN")]
     MissingDomain(&'static str),
@@ -63,6 +63,17 @@ pub enum CommandError {
     /// The body is too long to be a command.
     #[error("Message too long ({0} bytes); send \"help\" for the commands.")]
     TooLong(usize),
+}
+
+/// The hint after "Unknown command.".
+fn did_you_mean_text(usage: &Option<&'static str>) -> String {
+    match usage.and_then(spec) {
+        Some(s) => format!(
+            " Did you mean \"{}\"? Send \"help\" for the list of commands.",
+            s.usage()
+        ),
+        None => " Send \"help\" for the list of commands.".into(),
+    }
 }
 
 impl Command {
@@ -78,7 +89,7 @@ impl Command {
         let extra = words.next().is_some();
         // `help check` and the like: the full list, which covers every command.
         let verb = if verb == "?" { "help" } else { verb.as_str() };
-        let spec = spec(verb).ok_or(CommandError::Unknown)?;
+        let spec = spec(verb).ok_or(CommandError::Unknown(did_you_mean(verb)))?;
         if spec.kind == Kind::Help {
             return Ok(Command::Help);
         }
@@ -87,7 +98,7 @@ impl Command {
             if extra {
                 return Err(CommandError::Extra(spec.usage()));
             }
-            Some(Domain::parse(arg).map_err(|e| CommandError::BadDomain(e.to_string()))?)
+            Some(target(arg).map_err(|e| CommandError::BadDomain(e.to_string()))?)
         } else if arg.is_some() {
             return Err(CommandError::Extra(spec.usage()));
         } else {
@@ -109,8 +120,9 @@ impl Command {
 
     /// Which command, with its input.
     pub fn kind_and_input(self) -> (Kind, Input) {
-        let with = |domain: Domain| Input {
-            domain: Some(domain),
+        let with = |t: Target| Input {
+            domain: Some(t.domain),
+            given: t.given,
             ..Input::default()
         };
         match self {
@@ -141,7 +153,7 @@ mod tests {
 
     #[test]
     fn parse_table() {
-        let d = |s: &str| Domain::parse(s).unwrap();
+        let d = |s: &str| Target::from(crate::domain::Domain::parse(s).unwrap());
         let ok = [
             ("help", Command::Help),
             ("  HELP ", Command::Help),
@@ -168,8 +180,9 @@ mod tests {
         }
         let long = "x".repeat(MAX_BODY + 1);
         let err = [
-            ("", CommandError::Unknown),
-            ("hello", CommandError::Unknown),
+            ("", CommandError::Unknown(None)),
+            ("hello", CommandError::Unknown(None)),
+            ("chek example.org", CommandError::Unknown(Some("check"))),
             ("check", CommandError::MissingDomain("check")),
             (
                 "subscribe a.org b.org",
@@ -181,6 +194,21 @@ mod tests {
         for (body, want) in err {
             assert_eq!(Command::parse(body).unwrap_err(), want);
         }
+        assert_eq!(
+            CommandError::Unknown(Some("subscribe")).to_string(),
+            "Unknown command. Did you mean \"subscribe DOMAIN\"? Send \"help\" for the list of commands."
+        );
+        assert_eq!(
+            CommandError::Unknown(None).to_string(),
+            "Unknown command. Send \"help\" for the list of commands."
+        );
+        let Command::Check(t) = Command::parse("check https://example.org/").unwrap() else {
+            panic!("a check")
+        };
+        assert_eq!(
+            (t.domain.as_str(), t.given.as_deref()),
+            ("example.org", Some("https://example.org/"))
+        );
         for bad in ["check not_a_domain", "check 192.0.2.1", "status a..b"] {
             let e = Command::parse(bad).unwrap_err();
             assert!(matches!(e, CommandError::BadDomain(_)), "{bad}: {e:?}");

@@ -2,7 +2,7 @@
 
 use super::{Access, Answer, Kind, Spec, Table};
 use crate::engine::Engine;
-use crate::report::Report;
+use crate::report::{Report, Verdict};
 use crate::store::{StateStore as _, StoreError};
 
 /// `list`.
@@ -16,9 +16,11 @@ pub const SPEC: Spec = Spec {
 };
 
 /// The table's columns.
-pub const COLUMNS: [(&str, &str); 3] = [
+pub const COLUMNS: [(&str, &str); 5] = [
     ("domain", "Domain"),
     ("state", "Last state"),
+    ("words", "What it means"),
+    ("since", "Since"),
     ("checked", "Checked at"),
 ];
 
@@ -37,10 +39,27 @@ pub(super) fn run(engine: &Engine, jid: &str) -> Result<Answer, StoreError> {
     let mut lines = vec![format!("Your subscriptions ({}):", domains.len())];
     for d in &domains {
         let report = engine.last_report(d)?;
-        lines.push(last_state_line(d, report.as_ref()));
+        let state = engine.store().domain_state(d)?;
+        let since = state.as_ref().and_then(|s| s.state.zip(s.since.as_deref()));
+        lines.push(state_line(d, report.as_ref(), since));
         table.rows.push(match &report {
-            Some(r) => vec![d.clone(), r.verdict.to_string(), r.checked_at.clone()],
-            None => vec![d.clone(), "not checked yet".into(), String::new()],
+            Some(r) => vec![
+                d.clone(),
+                r.verdict.to_string(),
+                words(r.verdict).to_owned(),
+                since
+                    .filter(|(v, _)| *v == r.verdict)
+                    .map(|(_, at)| at.to_owned())
+                    .unwrap_or_default(),
+                r.checked_at.clone(),
+            ],
+            None => vec![
+                d.clone(),
+                "not checked yet".into(),
+                String::new(),
+                String::new(),
+                String::new(),
+            ],
         });
     }
     lines.push("Send \"status DOMAIN\" for one domain's details.".into());
@@ -50,10 +69,83 @@ pub(super) fn run(engine: &Engine, jid: &str) -> Result<Answer, StoreError> {
     })
 }
 
-/// One domain's last state as `list` shows it, from the same report `status` shows.
+/// What a verdict means, in words.
+pub fn words(v: Verdict) -> &'static str {
+    match v {
+        Verdict::Ok => "protected",
+        Verdict::Mismatch => "ALARM: a key that matches no TLSA record",
+        Verdict::Bogus => "ALARM: DNSSEC validation fails",
+        Verdict::Insecure => "not protected: the zone is not signed",
+        Verdict::NoTlsa => "not protected: no TLSA records",
+        Verdict::Unreachable => "could not be checked",
+    }
+}
+
+/// One domain's line in `list`: the last result's verdict (the same report
+/// `status` shows) in words, since when the monitor has seen that state
+/// (`since`: its state and when it began), and when it was checked.
+pub fn state_line(domain: &str, report: Option<&Report>, since: Option<(Verdict, &str)>) -> String {
+    let Some(r) = report else {
+        return format!("{domain}: not checked yet");
+    };
+    let held = match since {
+        Some((state, at)) if state == r.verdict => format!(" since {at}"),
+        Some((state, at)) => format!(" (alerts: {} since {at})", words(state)),
+        None => String::new(),
+    };
+    format!(
+        "{domain}: {}, {}{held} (checked at {})",
+        r.verdict,
+        words(r.verdict),
+        r.checked_at
+    )
+}
+
+/// One domain's last state as `list` shows it, from the same report
+/// `status` shows (without the monitor's state).
 pub fn last_state_line(domain: &str, report: Option<&Report>) -> String {
-    match report {
-        Some(r) => format!("{domain}: {} (checked at {})", r.verdict, r.checked_at),
-        None => format!("{domain}: not checked yet"),
+    state_line(domain, report, None)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn report(verdict: Verdict, at: &str) -> Report {
+        let text = std::fs::read_to_string(
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden/ok.json"),
+        )
+        .unwrap();
+        let mut r: Report = serde_json::from_str(&text).unwrap();
+        r.verdict = verdict;
+        r.checked_at = at.into();
+        r
+    }
+
+    #[test]
+    fn a_line_says_the_state_in_words_and_since_when() {
+        let ok = report(Verdict::Ok, "2026-12-04T12:00:00Z");
+        assert_eq!(
+            state_line(
+                "a.example",
+                Some(&ok),
+                Some((Verdict::Ok, "2026-12-01T08:00:00Z"))
+            ),
+            "a.example: ok, protected since 2026-12-01T08:00:00Z (checked at 2026-12-04T12:00:00Z)"
+        );
+        // A chat check saw something else than the monitor's state.
+        let bad = report(Verdict::Mismatch, "2026-12-04T12:00:00Z");
+        assert_eq!(
+            state_line("a.example", Some(&bad), Some((Verdict::Ok, "2026-12-01T08:00:00Z"))),
+            "a.example: mismatch, ALARM: a key that matches no TLSA record (alerts: protected since 2026-12-01T08:00:00Z) (checked at 2026-12-04T12:00:00Z)"
+        );
+        assert_eq!(
+            state_line("b.example", None, None),
+            "b.example: not checked yet"
+        );
+        assert_eq!(
+            last_state_line("a.example", Some(&ok)),
+            "a.example: ok, protected (checked at 2026-12-04T12:00:00Z)"
+        );
     }
 }

@@ -10,6 +10,7 @@
 pub mod chat;
 mod check;
 mod evidence;
+pub mod given;
 mod health;
 mod help;
 mod list;
@@ -20,6 +21,7 @@ mod test_alert;
 mod unsubscribe;
 
 pub use chat::{Command, CommandError, HELP_LINES, MAX_BODY};
+pub use given::Target;
 pub use list::last_state_line;
 
 use crate::domain::Domain;
@@ -185,6 +187,9 @@ impl Caller {
 pub struct Input {
     /// The `domain` field.
     pub domain: Option<Domain>,
+    /// What the `domain` field held when the domain was taken out of it
+    /// (a URL, an XMPP address); the answer says so.
+    pub given: Option<String>,
     /// The `service` field (all when not given).
     pub service: ServiceSet,
 }
@@ -227,9 +232,10 @@ impl Input {
             };
             match f.kind {
                 FieldKind::Domain => {
-                    input.domain = Some(
-                        Domain::parse(value).map_err(|e| InputError::BadDomain(e.to_string()))?,
-                    )
+                    let t =
+                        given::target(value).map_err(|e| InputError::BadDomain(e.to_string()))?;
+                    input.domain = Some(t.domain);
+                    input.given = t.given;
                 }
                 FieldKind::Service => {
                     input.service = match value {
@@ -338,6 +344,12 @@ pub async fn execute(engine: &Engine, caller: &Caller, kind: Kind, input: Input)
             spec.name
         ));
     }
+    let taken = input.domain.clone().and_then(|domain| {
+        given::taken_note(&Target {
+            domain,
+            given: input.given.clone(),
+        })
+    });
     let result = match kind {
         Kind::Help => Ok(help::run(engine, caller)),
         Kind::Check => check::run(engine, &input).await,
@@ -350,7 +362,11 @@ pub async fn execute(engine: &Engine, caller: &Caller, kind: Kind, input: Input)
         Kind::Outbox => outbox::run(engine).map_err(Error::from),
         Kind::TestAlert => test_alert::run(engine, &caller.jid).map_err(Error::from),
     };
-    result.unwrap_or_else(|e| failed(&e))
+    let mut answer = result.unwrap_or_else(|e| failed(&e));
+    if let Some(note) = taken {
+        answer.text = format!("{note}\n{}", answer.text);
+    }
+    answer
 }
 
 /// The answer when a command failed on our side.
@@ -372,6 +388,7 @@ fn failed(e: &Error) -> Answer {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::store::StateStore as _;
 
     #[test]
     fn every_kind_has_one_spec_and_names_are_unique() {
@@ -427,6 +444,76 @@ mod tests {
             Input::from_values(list, values(&[("domain", "x")])),
             Ok(Input::default())
         );
+    }
+
+    fn engine(admins: &[&str]) -> Engine {
+        let mut config = crate::config::Config::default();
+        config.xmpp.admins = admins.iter().map(|s| s.to_string()).collect();
+        config.dns.nameservers = vec!["127.0.0.1:9".into()];
+        Engine::new(
+            config,
+            crate::store::Store::temporary().unwrap(),
+            crate::clock::system(),
+        )
+        .unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_domain_taken_out_of_an_address_is_said_and_used() {
+        let engine = engine(&[]);
+        let alice = Caller::new(&engine, "alice@x");
+        let input = Input::from_values(spec("subscribe").unwrap(), |v| {
+            (v == "domain").then_some("xmpp:alice@Example.ORG?message")
+        })
+        .unwrap();
+        let answer = execute(&engine, &alice, Kind::Subscribe, input).await;
+        let mut lines = answer.text.lines();
+        assert_eq!(
+            lines.next(),
+            Some("Using example.org, the host in \"xmpp:alice@Example.ORG?message\".")
+        );
+        assert!(lines
+            .next()
+            .unwrap()
+            .starts_with("Subscribed to example.org."));
+        assert_eq!(answer.domain.as_deref(), Some("example.org"));
+        // The chat front says the same, and list then has it as a row.
+        let chat = Command::parse("unsubscribe https://example.org/")
+            .unwrap()
+            .run(&engine, "alice@x")
+            .await;
+        assert_eq!(
+            chat,
+            "Using example.org, the host in \"https://example.org/\".\nUnsubscribed from example.org."
+        );
+    }
+
+    #[tokio::test]
+    async fn operator_commands_run_for_operators_only_in_every_front() {
+        let engine = engine(&["admin@x"]);
+        let refused = Command::parse("health")
+            .unwrap()
+            .run(&engine, "alice@x")
+            .await;
+        assert_eq!(refused, "\"health\" is for CertWatch's operators only.");
+        let admin = Caller::new(&engine, "admin@x");
+        assert!(admin.operator);
+        let health = execute(&engine, &admin, Kind::Health, Input::default()).await;
+        assert_eq!(health.outcome, Outcome::Done);
+        assert!(
+            health.text.contains("DNS resolver (127.0.0.1:9): working"),
+            "{}",
+            health.text
+        );
+        let alert = execute(&engine, &admin, Kind::TestAlert, Input::default()).await;
+        assert!(alert.text.starts_with("A test alert to admin@x is queued"));
+        let queued = engine.store().pending().unwrap();
+        assert_eq!(queued.len(), 1);
+        assert_eq!(queued[0].1.sink, crate::model::Sink::Chat("admin@x".into()));
+        let outbox = execute(&engine, &admin, Kind::Outbox, Input::default()).await;
+        assert!(outbox
+            .text
+            .starts_with("Outbox: 1 alert(s) waiting; 0 dead letter(s)"));
     }
 
     #[test]

@@ -442,7 +442,7 @@ fn on_message(ctx: &Arc<Ctx>, m: Message) {
             // Hints (and refusals below) are rate-limited themselves, then
             // silent: another bot answering each of our replies cannot turn
             // one message into a storm.
-            Err(e @ crate::commands::CommandError::Unknown) => {
+            Err(e @ crate::commands::CommandError::Unknown(_)) => {
                 ctx.engine.allow_hint(&bare).then(|| e.to_string())
             }
             Err(e) => Some(e.to_string()),
