@@ -333,3 +333,155 @@ fn prosody_adhoc_commands() {
 fn ejabberd_adhoc_commands() {
     adhoc_flow("ejabberd", 18300);
 }
+
+/// A tmux session running profanity (a real terminal client), read from
+/// its screen.
+struct Profanity {
+    socket: String,
+}
+
+impl Profanity {
+    fn start(home: &std::path::Path) -> Profanity {
+        std::fs::create_dir_all(home).unwrap();
+        let socket = format!("certwatch-adhoc-{}", std::process::id());
+        let p = Profanity { socket };
+        let ok = p
+            .tmux(&["new-session", "-d", "-s", "p", "-x", "200", "-y", "80"])
+            .env("HOME", home)
+            .env_remove("TMUX")
+            .arg("profanity")
+            .status()
+            .expect("tmux (scripts/test.sh installs tmux and profanity)");
+        assert!(ok.success(), "tmux did not start profanity");
+        p
+    }
+
+    fn tmux(&self, args: &[&str]) -> std::process::Command {
+        let mut c = std::process::Command::new("tmux");
+        c.args(["-L", &self.socket]).args(args);
+        c
+    }
+
+    /// Types a line and Enter.
+    fn type_line(&self, line: &str) {
+        let ok = self
+            .tmux(&["send-keys", "-t", "p", "-l", line])
+            .status()
+            .unwrap();
+        assert!(ok.success());
+        self.tmux(&["send-keys", "-t", "p", "Enter"])
+            .status()
+            .unwrap();
+    }
+
+    fn screen(&self) -> String {
+        let out = self
+            .tmux(&["capture-pane", "-p", "-t", "p"])
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// Waits until the screen shows `text`; the screen.
+    fn wait_for(&self, text: &str) -> String {
+        let deadline = std::time::Instant::now() + T;
+        loop {
+            let screen = self.screen();
+            if screen.contains(text) {
+                return screen;
+            }
+            if std::time::Instant::now() > deadline {
+                panic!("profanity never showed {text:?}; the screen:\n{screen}");
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+}
+
+impl Drop for Profanity {
+    fn drop(&mut self) {
+        let _ = self.tmux(&["kill-server"]).status();
+    }
+}
+
+/// profanity's `/cmd list` and `/cmd exec` (ad-hoc commands in a terminal
+/// client): the six commands, the check form with its fields, a status
+/// filled in and submitted, a subscription, and `list` showing it.
+#[test]
+fn prosody_profanity_runs_the_commands() {
+    let base = 18400;
+    let dir = workdir("adhoc-profanity");
+    let env: Vec<(&str, String)> = [
+        ("C2S_PORT", base + 22),
+        ("C2S_TLS_PORT", base + 23),
+        ("S2S_PORT", base + 69),
+        ("S2S_TLS_PORT", base + 70),
+        ("COMPONENT_PORT", base + 47),
+    ]
+    .iter()
+    .map(|(k, v)| (*k, v.to_string()))
+    .chain([
+        ("COMPONENT_JID", COMPONENT.to_string()),
+        ("COMPONENT_SECRET", "s3cret".into()),
+    ])
+    .collect();
+    let _lab = Lab::start("xmpplab.sh", &["prosody"], &dir.join("server"), &env);
+    let _bot = common::start_bot(&dir, base + 47, SECTIONS);
+    let mut bob = client("bob@localhost", base + 22);
+    wait_component(&mut bob);
+
+    let p = Profanity::start(&dir.join("home"));
+    p.wait_for("Profanity");
+    p.type_line(&format!(
+        "/connect alice@localhost server 127.0.0.1 port {} tls disable",
+        base + 22
+    ));
+    p.wait_for("password");
+    p.type_line("alice-pw");
+    p.wait_for("logged in successfully");
+
+    p.type_line(&format!("/cmd list {COMPONENT}"));
+    p.wait_for("Ad hoc commands:");
+    let screen = p.wait_for("  unsubscribe");
+    for node in [
+        "check",
+        "subscribe",
+        "unsubscribe",
+        "list",
+        "status",
+        "evidence",
+    ] {
+        assert!(
+            screen
+                .lines()
+                .any(|l| l.trim_end().ends_with(&format!("  {node}"))),
+            "profanity lists no {node}:\n{screen}"
+        );
+    }
+    assert!(!screen.contains("health"), "{screen}");
+
+    p.type_line(&format!("/cmd exec check {COMPONENT}"));
+    p.wait_for("Form title: Check a domain now");
+    let form = p.wait_for("[server] Servers only (s2s)");
+    assert!(form.contains("[field1] Domain"), "{form}");
+    assert!(form.contains("(required)"), "{form}");
+    assert!(form.contains("[field2] Services to check"), "{form}");
+    p.type_line("/form cancel");
+
+    p.type_line(&format!("/cmd exec status {COMPONENT}"));
+    p.wait_for("Form title: A domain's last result");
+    p.type_line("/field1 example.net");
+    p.type_line("/form submit");
+    p.wait_for("No stored result for example.net");
+
+    p.type_line(&format!("/cmd exec subscribe {COMPONENT}"));
+    p.wait_for("Form title: Subscribe to a domain's alerts");
+    p.type_line("/field1 https://example.org/");
+    p.type_line("/form submit");
+    p.wait_for("Using example.org, the host in \"https://example.org/\".");
+    p.wait_for("Subscribed to example.org.");
+
+    p.type_line(&format!("/cmd exec list {COMPONENT}"));
+    p.wait_for("Your subscriptions (1):");
+    p.wait_for("example.org: not checked yet");
+}

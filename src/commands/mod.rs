@@ -268,7 +268,8 @@ impl Input {
 }
 
 /// How a command ended.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
 pub enum Outcome {
     /// It did what was asked (the answer may still be bad news about a domain).
     Done,
@@ -279,7 +280,7 @@ pub enum Outcome {
 }
 
 /// A table: columns and rows (`list`, `outbox`, `health`).
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize)]
 pub struct Table {
     /// Each column's name (`var`) and label.
     pub columns: Vec<(&'static str, &'static str)>,
@@ -287,8 +288,9 @@ pub struct Table {
     pub rows: Vec<Vec<String>>,
 }
 
-/// What a command answers, as data: every front renders this.
-#[derive(Clone, Debug, PartialEq)]
+/// What a command answers, as data: every front renders this (and a web
+/// front may serve it as JSON as it is).
+#[derive(Clone, Debug, PartialEq, serde::Serialize)]
 pub struct Answer {
     /// How it ended.
     pub outcome: Outcome,

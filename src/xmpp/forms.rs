@@ -43,11 +43,20 @@ pub fn ask(spec: &Spec, values: &dyn Fn(&str) -> Option<String>) -> Element {
         DataForm {
             type_: DataFormType::Form,
             title: Some(spec.title.to_owned()),
-            instructions: Some(format!("{}: {}.", spec.title, spec.help)),
+            instructions: Some(instructions(spec.help)),
             fields,
         }
         .into(),
     )
+}
+
+/// A command's help as a sentence: "Check a domain now and tell what to fix."
+fn instructions(help: &str) -> String {
+    let mut chars = help.chars();
+    match chars.next() {
+        Some(first) => format!("{}{}.", first.to_uppercase(), chars.as_str()),
+        None => String::new(),
+    }
 }
 
 /// Writes `type="text-single"` out, which xmpp-parsers leaves implicit (the
@@ -103,12 +112,16 @@ pub fn input(spec: &Spec, values: &[(String, String)]) -> Result<Input, InputErr
     })
 }
 
-/// The result form of an answer: a table when it has rows, else its
-/// domain, its verdict and its text, line by line.
+/// The result form of an answer: its domain, its verdict and its text,
+/// line by line (text-only clients such as profanity show only fields),
+/// then, when it has rows, the table (`<reported/>` and `<item/>`, which
+/// XEP-0004's schema places after the fields).
 pub fn result(spec: &Spec, answer: &Answer) -> Element {
-    if let Some(table) = &answer.table {
-        return table_form(spec.title, table);
-    }
+    // Text and table share the room of one text when both are sent.
+    let budget = match answer.table {
+        Some(_) => text_budget() / 2,
+        None => text_budget(),
+    };
     let mut fields = Vec::new();
     if let Some(d) = &answer.domain {
         fields.push(labelled(Field::text_single("domain", d), "Domain"));
@@ -120,12 +133,12 @@ pub fn result(spec: &Spec, answer: &Answer) -> Element {
         ));
     }
     let mut text = Field::new("result", FieldType::TextMulti);
-    text.values = clip_text(&answer.text, text_budget())
+    text.values = clip_text(&answer.text, budget)
         .lines()
         .map(str::to_owned)
         .collect();
     fields.push(labelled(text, "Result"));
-    explicit_types(
+    let mut form = explicit_types(
         DataForm {
             type_: DataFormType::Result_,
             title: Some(spec.title.to_owned()),
@@ -133,7 +146,13 @@ pub fn result(spec: &Spec, answer: &Answer) -> Element {
             fields,
         }
         .into(),
-    )
+    );
+    if let Some(table) = &answer.table {
+        for child in table_children(table, budget) {
+            form.append_child(child);
+        }
+    }
+    form
 }
 
 fn labelled(mut f: Field, label: &str) -> Field {
@@ -142,22 +161,19 @@ fn labelled(mut f: Field, label: &str) -> Field {
 }
 
 /// XEP-0004 §3.4: a result table, `<reported/>` naming the columns, one
-/// `<item/>` per row. Built by hand: xmpp-parsers 0.23's `DataForm` has no
-/// reported or items.
-fn table_form(title: &str, table: &Table) -> Element {
+/// `<item/>` per row, the rows within `budget` bytes. Built by hand:
+/// xmpp-parsers 0.23's `DataForm` has no reported or items.
+fn table_children(table: &Table, budget: usize) -> Vec<Element> {
     let field = |var: &str| attr(Element::builder("field", NS_DATA), "var", var);
     let mut reported = Element::builder("reported", NS_DATA);
     for (var, label) in &table.columns {
         reported = reported.append(attr(field(var), "label", *label).build());
     }
-    let mut x = attr(Element::builder("x", NS_DATA), "type", "result")
-        .append(Element::builder("title", NS_DATA).append(title).build())
-        .append(reported.build());
-    // Bounded like any text we send: rows past half a stanza are left out.
+    let mut out = vec![reported.build()];
     let mut used = 0;
     for row in &table.rows {
         used += row.iter().map(String::len).sum::<usize>() + 64 * row.len();
-        if used > text_budget() {
+        if used > budget {
             break;
         }
         let mut item = Element::builder("item", NS_DATA);
@@ -172,9 +188,9 @@ fn table_form(title: &str, table: &Table) -> Element {
                     .build(),
             );
         }
-        x = x.append(item.build());
+        out.push(item.build());
     }
-    x.build()
+    out
 }
 
 #[cfg(test)]
@@ -248,6 +264,10 @@ mod tests {
             ..Answer::done("Your subscriptions (2):")
         };
         let x = roundtrip(&result(spec("list").unwrap(), &answer));
+        // The text first, for clients that show no tables.
+        let first = x.children().find(|c| c.name() == "field").unwrap();
+        assert_eq!(first.attr("var"), Some("result"));
+        assert!(String::from(first).contains("Your subscriptions (2):"));
         let reported = x.get_child("reported", NS_DATA).unwrap();
         assert_eq!(reported.children().count(), 2);
         let items: Vec<&Element> = x.children().filter(|c| c.name() == "item").collect();
