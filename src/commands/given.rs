@@ -36,7 +36,14 @@ pub fn target(raw: &str) -> Result<Target, crate::domain::DomainError> {
     match host_in(raw).map(Domain::parse) {
         Some(Ok(domain)) => Ok(Target {
             domain,
-            given: Some(raw.trim().chars().take(100).collect()),
+            // Quoted back in the answer: one line, bounded.
+            given: Some(
+                raw.trim()
+                    .chars()
+                    .take(100)
+                    .map(|c| if c.is_control() { ' ' } else { c })
+                    .collect(),
+            ),
         }),
         _ => Err(error),
     }
@@ -140,6 +147,8 @@ mod tests {
                 .unwrap()
                 .starts_with(&format!("Using {want}, ")));
         }
+        let odd = target("https://example.org/\nCertWatch: ALARM").unwrap();
+        assert!(!taken_note(&odd).unwrap().contains('\n'));
         let plain = target("example.org").unwrap();
         assert_eq!(
             (plain.given, taken_note(&target("example.org").unwrap())),

@@ -364,20 +364,27 @@ pub async fn execute(engine: &Engine, caller: &Caller, kind: Kind, input: Input)
         Kind::Outbox => outbox::run(engine).map_err(Error::from),
         Kind::TestAlert => test_alert::run(engine, &caller.jid).map_err(Error::from),
     };
-    let mut answer = result.unwrap_or_else(|e| failed(&e));
+    let operators = !engine.config().xmpp.admins.is_empty();
+    let mut answer = result.unwrap_or_else(|e| failed(&e, operators));
     if let Some(note) = taken {
         answer.text = format!("{note}\n{}", answer.text);
     }
     answer
 }
 
-/// The answer when a command failed on our side.
-fn failed(e: &Error) -> Answer {
+/// The answer when a command failed on our side; it promises that the
+/// operators are told only when there are operators to tell.
+fn failed(e: &Error, operators: bool) -> Answer {
     tracing::warn!(error = %e, kind = ?e.kind(), "command failed");
+    let told = if operators {
+        "; the operators are told when this persists"
+    } else {
+        ""
+    };
     let text = match e.kind() {
         ErrorKind::Shutdown => "CertWatch is shutting down; try again in a minute.".into(),
         ErrorKind::Tor => format!(
-            "Sorry, that failed on our side: our Tor connection is not working ({e}). Try again later; the operators are told when this persists."
+            "Sorry, that failed on our side: our Tor connection is not working ({e}). Try again later{told}."
         ),
         _ => format!("Sorry, that failed on our side: {e}"),
     };
@@ -516,6 +523,28 @@ mod tests {
         assert!(outbox
             .text
             .starts_with("Outbox: 1 alert(s) waiting; 0 dead letter(s)"));
+    }
+
+    #[test]
+    fn a_failure_promises_the_operators_only_when_there_are_some() {
+        let tor = Error::Setup(crate::setup::SetupError::Transport(
+            crate::probe::transport::TransportSetupError::Bootstrap("no consensus".into()),
+        ));
+        let with = failed(&tor, true);
+        assert_eq!(with.outcome, Outcome::Failed);
+        assert!(
+            with.text
+                .ends_with("Try again later; the operators are told when this persists."),
+            "{}",
+            with.text
+        );
+        let without = failed(&tor, false);
+        assert!(
+            without.text.ends_with("Try again later."),
+            "{}",
+            without.text
+        );
+        assert!(!without.text.contains("operators"), "{}", without.text);
     }
 
     #[test]

@@ -30,7 +30,7 @@ use crate::commands::{self, Caller, Kind, Outcome, Spec};
 pub const SESSION_TTL: Duration = Duration::from_secs(600);
 /// Sessions open at once, over all JIDs.
 pub const MAX_SESSIONS: usize = 1000;
-/// Sessions one full JID may have open at once.
+/// Sessions one account (a bare JID, all its resources) may have open at once.
 pub const SESSIONS_PER_JID: usize = 8;
 
 /// An error condition, its XEP-0050 detail and its text.
@@ -58,7 +58,12 @@ impl Sessions {
     ) -> Result<String, Refusal> {
         let mut map = self.0.lock().expect("sessions lock");
         map.retain(|_, s| now.duration_since(s.started) < SESSION_TTL);
-        let mine = map.keys().filter(|(_, j)| j == jid).count();
+        // Counted per account: resources are free to make, accounts are not.
+        let bare = jid.split('/').next().unwrap_or(jid);
+        let mine = map
+            .keys()
+            .filter(|(_, j)| j.split('/').next() == Some(bare))
+            .count();
         if map.len() >= MAX_SESSIONS || mine >= SESSIONS_PER_JID {
             return Err((
                 DefinedCondition::ResourceConstraint,
@@ -396,6 +401,8 @@ mod tests {
         }
         let full = s.open("b@x/r", "list", None, t0).unwrap_err();
         assert_eq!(full.0, DefinedCondition::ResourceConstraint);
+        // Another resource of the same account gets no more.
+        assert!(s.open("b@x/other", "list", None, t0).is_err());
         assert!(s.open("c@x/r", "list", None, t0).is_ok());
         assert!(s.open("b@x/r", "list", None, late).is_ok());
         assert_eq!(s.len(), 1, "the expired ones were dropped");
