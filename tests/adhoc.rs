@@ -156,12 +156,13 @@ fn adhoc_flow(server: &str, base: u16) {
     assert_eq!(table["status"], "completed", "{server}: {table}");
     assert_eq!(
         table["form"]["reported"],
-        json!(["domain", "state", "words", "since", "checked"]),
+        json!(["domain", "state", "words", "since", "checked", "via"]),
         "{server}: {table}"
     );
     let items = table["form"]["items"].as_array().unwrap();
     assert_eq!(items.len(), 1, "{table}");
     assert_eq!(items[0]["domain"], "example.org", "{table}");
+    assert_eq!(items[0]["via"], "chat", "{table}");
     // The chat front reads the same subscriptions; a misspelt command
     // gets the likely one.
     let chat = alice.ask(COMPONENT, "list", T);
@@ -308,9 +309,28 @@ fn adhoc_flow(server: &str, base: u16) {
     // Ad-hoc runs count against the chat commands' rate (20 a minute):
     // the form requests do not, the runs do, and chat sees the same limit.
     let mut bob = client("bob@localhost", c2s);
-    let answers: Vec<Value> = (0..21).map(|_| exec(&mut bob, "list", None)).collect();
-    assert_eq!(answers[0]["status"], "completed", "{answers:?}");
-    let refused = &answers[20];
+    // list and unsubscribe see one's PubSub subscriptions too.
+    let r = bob.cmd(json!({"cmd": "pubsub_subscribe", "to": COMPONENT, "node": "pubsub.example"}));
+    assert_eq!(r["ok"], true, "{server}: {r}");
+    let list = bob.ask(COMPONENT, "list", T);
+    assert!(
+        list.contains("\npubsub.example (PubSub): "),
+        "{server}: {list}"
+    );
+    let table = exec(&mut bob, "list", None);
+    assert_eq!(table["form"]["items"][0]["via"], "PubSub", "{table}");
+    let unsub = bob.ask(COMPONENT, "unsubscribe pubsub.example", T);
+    assert_eq!(
+        unsub, "Unsubscribed from pubsub.example (1 PubSub subscription(s)).",
+        "{server}"
+    );
+    let subs = bob.cmd(json!({"cmd": "pubsub_subscriptions", "to": COMPONENT}));
+    assert_eq!(subs["subscriptions"], json!([]), "{server}: {subs}");
+    // bob has used 3 of his 20 commands this minute.
+    let answers: Vec<Value> = (0..18).map(|_| exec(&mut bob, "list", None)).collect();
+    assert_eq!(answers[16]["status"], "completed", "{answers:?}");
+    assert!(answers[16]["notes"][0]["type"] != "error", "{answers:?}");
+    let refused = &answers[17];
     assert_eq!(refused["status"], "completed", "{refused}");
     assert_eq!(refused["notes"][0]["type"], "error", "{refused}");
     assert!(

@@ -16,16 +16,49 @@ pub const SPEC: Spec = Spec {
 };
 
 /// The table's columns.
-pub const COLUMNS: [(&str, &str); 5] = [
+pub const COLUMNS: [(&str, &str); 6] = [
     ("domain", "Domain"),
     ("state", "Last state"),
     ("words", "What it means"),
     ("since", "Since"),
     ("checked", "Checked at"),
+    ("via", "Subscribed by"),
 ];
 
+/// The most PubSub subscriptions of one account `list` reads (each
+/// resource may subscribe; the account limit counts domains, not JIDs).
+const MAX_PUBSUB: usize = 4 * crate::engine::DOMAINS_PER_JID;
+
+/// How one follows a domain: by chat, by PubSub, or both.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Via {
+    Chat,
+    PubSub,
+    Both,
+}
+
+/// One's domains, by chat and by PubSub (any resource of the bare JID),
+/// sorted, each once.
+fn followed(engine: &Engine, jid: &str) -> Result<Vec<(String, Via)>, StoreError> {
+    let store = engine.store();
+    let mut all: Vec<(String, Via)> = store
+        .subscriptions_of(jid)?
+        .into_iter()
+        .map(|d| (d, Via::Chat))
+        .collect();
+    for (node, _) in store.pubsub_subscriptions_of(jid, MAX_PUBSUB)? {
+        match all.iter_mut().find(|(d, _)| *d == node) {
+            Some((_, via @ Via::Chat)) => *via = Via::Both,
+            Some(_) => {}
+            None => all.push((node, Via::PubSub)),
+        }
+    }
+    all.sort_by(|a, b| a.0.cmp(&b.0));
+    Ok(all)
+}
+
 pub(super) fn run(engine: &Engine, jid: &str) -> Result<Answer, StoreError> {
-    let domains = engine.store().subscriptions_of(jid)?;
+    let domains = followed(engine, jid)?;
     let mut table = Table {
         columns: COLUMNS.to_vec(),
         rows: Vec::new(),
@@ -37,12 +70,22 @@ pub(super) fn run(engine: &Engine, jid: &str) -> Result<Answer, StoreError> {
         });
     }
     let mut lines = vec![format!("Your subscriptions ({}):", domains.len())];
-    for d in &domains {
+    for (d, via) in &domains {
         let report = engine.last_report(d)?;
         let state = engine.store().domain_state(d)?;
         let since = state.as_ref().and_then(|s| s.state.zip(s.since.as_deref()));
-        lines.push(state_line(d, report.as_ref(), since));
-        table.rows.push(match &report {
+        let name = match via {
+            Via::Chat => d.clone(),
+            Via::PubSub => format!("{d} (PubSub)"),
+            Via::Both => format!("{d} (chat and PubSub)"),
+        };
+        lines.push(state_line(&name, report.as_ref(), since));
+        let via_words = match via {
+            Via::Chat => "chat",
+            Via::PubSub => "PubSub",
+            Via::Both => "chat and PubSub",
+        };
+        let mut row = match &report {
             Some(r) => vec![
                 d.clone(),
                 r.verdict.to_string(),
@@ -60,7 +103,9 @@ pub(super) fn run(engine: &Engine, jid: &str) -> Result<Answer, StoreError> {
                 String::new(),
                 String::new(),
             ],
-        });
+        };
+        row.push(via_words.to_owned());
+        table.rows.push(row);
     }
     lines.push("Send \"status DOMAIN\" for one domain's details.".into());
     Ok(Answer {

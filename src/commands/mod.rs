@@ -498,6 +498,49 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn list_and_unsubscribe_see_pubsub_subscriptions_of_the_same_account() {
+        let engine = engine(&[]);
+        let store = engine.store();
+        store.subscribe("both.example", "alice@x").unwrap();
+        store
+            .pubsub_subscribe("both.example", "alice@x/phone")
+            .unwrap();
+        store
+            .pubsub_subscribe("node.example", "alice@x/phone")
+            .unwrap();
+        store
+            .pubsub_subscribe("node.example", "alice@x/laptop")
+            .unwrap();
+        store.pubsub_subscribe("node.example", "bob@x/r").unwrap();
+        let run = |cmd: &'static str| {
+            let engine = &engine;
+            async move { Command::parse(cmd).unwrap().run(engine, "alice@x").await }
+        };
+        assert_eq!(
+            run("list").await,
+            "Your subscriptions (2):\nboth.example (chat and PubSub): not checked yet\nnode.example (PubSub): not checked yet\nSend \"status DOMAIN\" for one domain's details."
+        );
+        assert_eq!(
+            run("unsubscribe node.example").await,
+            "Unsubscribed from node.example (2 PubSub subscription(s))."
+        );
+        assert_eq!(
+            run("unsubscribe both.example").await,
+            "Unsubscribed from both.example (chat alerts and 1 PubSub subscription(s))."
+        );
+        assert_eq!(
+            run("unsubscribe node.example").await,
+            "You were not subscribed to node.example."
+        );
+        assert!(run("list").await.starts_with("You have no subscriptions."));
+        // Another account's subscription stays.
+        assert_eq!(
+            store.pubsub_subscribers("node.example").unwrap(),
+            ["bob@x/r"]
+        );
+    }
+
+    #[tokio::test]
     async fn operator_commands_run_for_operators_only_in_every_front() {
         let engine = engine(&["admin@x"]);
         let refused = Command::parse("health")

@@ -15,14 +15,25 @@ pub const SPEC: Spec = Spec {
     access: Access::Anyone,
 };
 
+/// Ends `jid`'s chat subscription to `domain` and the PubSub subscriptions
+/// of the node by any of its resources: `list` shows both, so
+/// `unsubscribe` ends both.
 pub(super) async fn run(engine: &Engine, domain: &Domain, jid: &str) -> Result<Answer, Error> {
     let store = engine.store();
-    let existed = store.unsubscribe(domain.as_str(), jid)?;
+    let chat = store.unsubscribe(domain.as_str(), jid)?;
+    let mut pubsub = 0;
+    let mine = store.pubsub_subscriptions_of(jid, 4 * crate::engine::DOMAINS_PER_JID)?;
+    for (node, full) in mine.iter().filter(|(n, _)| n == domain.as_str()) {
+        pubsub += usize::from(store.pubsub_unsubscribe(node, full)?);
+    }
     store.flush().await?;
-    Ok(Answer::done(if existed {
-        format!("Unsubscribed from {domain}.")
-    } else {
-        format!("You were not subscribed to {domain}.")
+    Ok(Answer::done(match (chat, pubsub) {
+        (false, 0) => format!("You were not subscribed to {domain}."),
+        (true, 0) => format!("Unsubscribed from {domain}."),
+        (true, n) => {
+            format!("Unsubscribed from {domain} (chat alerts and {n} PubSub subscription(s)).")
+        }
+        (false, n) => format!("Unsubscribed from {domain} ({n} PubSub subscription(s))."),
     })
     .about(domain))
 }
