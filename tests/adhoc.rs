@@ -173,6 +173,12 @@ fn adhoc_flow(server: &str, base: u16) {
         "Unknown command. Did you mean \"check DOMAIN\"? Send \"help\" for the list of commands.",
         "{server}"
     );
+    let status = exec(&mut alice, "status", Some(json!({"domain": "exmaple.org"})));
+    assert!(
+        result_text(&status)
+            .starts_with("No stored result for exmaple.org. Did you mean example.org?"),
+        "{server}: {status}"
+    );
 
     // check: a domain field and a service list; a bad domain asks again
     // with an error note; cancel ends the session.

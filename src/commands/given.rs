@@ -98,6 +98,20 @@ pub fn did_you_mean(verb: &str) -> Option<&'static str> {
         .map(|(_, name)| name)
 }
 
+/// The one of `candidates` (the domains the caller follows) that `domain`
+/// is likely a typo of: at most two edits away, and not `domain` itself.
+/// Only the caller's own domains are offered, so this tells nobody which
+/// domains others follow.
+pub fn closest<'a>(domain: &str, candidates: &'a [String]) -> Option<&'a str> {
+    candidates
+        .iter()
+        .filter(|c| c.as_str() != domain)
+        .map(|c| (distance(domain, c), c.as_str()))
+        .filter(|(d, _)| *d <= 2)
+        .min_by_key(|(d, _)| *d)
+        .map(|(_, c)| c)
+}
+
 /// Edit distance with adjacent transpositions (optimal string alignment).
 fn distance(a: &str, b: &str) -> usize {
     let a: Vec<char> = a.chars().collect();
@@ -174,6 +188,16 @@ mod tests {
             .unwrap_err()
             .to_string()
             .contains("not_a_domain"));
+    }
+
+    #[test]
+    fn a_misspelt_domain_is_matched_among_ones_own() {
+        let mine = vec!["example.org".to_string(), "jabber.example".to_string()];
+        assert_eq!(closest("exmaple.org", &mine), Some("example.org"));
+        assert_eq!(closest("jaber.example", &mine), Some("jabber.example"));
+        assert_eq!(closest("example.org", &mine), None);
+        assert_eq!(closest("other.net", &mine), None);
+        assert_eq!(closest("x.org", &[]), None);
     }
 
     #[test]

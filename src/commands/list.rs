@@ -39,6 +39,10 @@ enum Via {
 
 /// One's domains, by chat and by PubSub (any resource of the bare JID),
 /// sorted, each once.
+pub(super) fn followed_names(engine: &Engine, jid: &str) -> Result<Vec<String>, StoreError> {
+    Ok(followed(engine, jid)?.into_iter().map(|(d, _)| d).collect())
+}
+
 fn followed(engine: &Engine, jid: &str) -> Result<Vec<(String, Via)>, StoreError> {
     let store = engine.store();
     let mut all: Vec<(String, Via)> = store

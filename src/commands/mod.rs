@@ -358,7 +358,7 @@ pub async fn execute(engine: &Engine, caller: &Caller, kind: Kind, input: Input)
         Kind::Subscribe => subscribe::run(engine, input.domain(), &caller.jid).await,
         Kind::Unsubscribe => unsubscribe::run(engine, input.domain(), &caller.jid).await,
         Kind::List => list::run(engine, &caller.jid).map_err(Error::from),
-        Kind::Status => status::run(engine, input.domain()).map_err(Error::from),
+        Kind::Status => status::run(engine, input.domain(), &caller.jid).map_err(Error::from),
         Kind::Evidence => evidence::run(engine, input.domain()).map_err(Error::from),
         Kind::Health => Ok(health::run(engine).await),
         Kind::Outbox => outbox::run(engine).map_err(Error::from),
@@ -533,6 +533,14 @@ mod tests {
             "You were not subscribed to node.example."
         );
         assert!(run("list").await.starts_with("You have no subscriptions."));
+        store.subscribe("example.org", "alice@x").unwrap();
+        assert_eq!(
+            run("unsubscribe exmaple.org").await,
+            "You were not subscribed to exmaple.org. Did you mean example.org? Send \"unsubscribe example.org\"."
+        );
+        assert!(run("status exmaple.org")
+            .await
+            .starts_with("No stored result for exmaple.org. Did you mean example.org? Send \"status example.org\""));
         // Another account's subscription stays.
         assert_eq!(
             store.pubsub_subscribers("node.example").unwrap(),

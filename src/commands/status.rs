@@ -16,12 +16,18 @@ pub const SPEC: Spec = Spec {
     access: Access::Anyone,
 };
 
-pub(super) fn run(engine: &Engine, domain: &Domain) -> Result<Answer, StoreError> {
+pub(super) fn run(engine: &Engine, domain: &Domain, jid: &str) -> Result<Answer, StoreError> {
     let Some(report) = engine.last_report(domain.as_str())? else {
-        return Ok(Answer::done(format!(
-            "No stored result for {domain}. Send \"check {domain}\" to check it now."
-        ))
-        .about(domain));
+        let mine = super::list::followed_names(engine, jid)?;
+        let text = match super::given::closest(domain.as_str(), &mine) {
+            Some(likely) => format!(
+                "No stored result for {domain}. Did you mean {likely}? Send \"status {likely}\", or \"check {domain}\" to check {domain} now."
+            ),
+            None => format!(
+                "No stored result for {domain}. Send \"check {domain}\" to check it now."
+            ),
+        };
+        return Ok(Answer::done(text).about(domain));
     };
     let mut reply = render::status_reply(&report, engine.component());
     if let Some(last) = engine.store().evidence(domain.as_str())?.first() {

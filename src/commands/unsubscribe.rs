@@ -28,7 +28,15 @@ pub(super) async fn run(engine: &Engine, domain: &Domain, jid: &str) -> Result<A
     }
     store.flush().await?;
     Ok(Answer::done(match (chat, pubsub) {
-        (false, 0) => format!("You were not subscribed to {domain}."),
+        (false, 0) => match super::list::followed_names(engine, jid)
+            .ok()
+            .and_then(|mine| super::given::closest(domain.as_str(), &mine).map(str::to_owned))
+        {
+            Some(likely) => format!(
+                "You were not subscribed to {domain}. Did you mean {likely}? Send \"unsubscribe {likely}\"."
+            ),
+            None => format!("You were not subscribed to {domain}."),
+        },
         (true, 0) => format!("Unsubscribed from {domain}."),
         (true, n) => {
             format!("Unsubscribed from {domain} (chat alerts and {n} PubSub subscription(s)).")
