@@ -111,6 +111,17 @@ pub struct Engine {
     urgent: Mutex<VecDeque<Delivery>>,
 }
 
+/// Whether the transport has started (for the operators).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum TransportNow {
+    /// Not yet: it starts at the first check.
+    NotStarted,
+    /// Starting now (over Tor: bootstrapping).
+    Starting,
+    /// Started; over Tor, what arti says of itself.
+    Running(Option<crate::probe::transport::TorState>),
+}
+
 /// Operator messages kept in memory when the store cannot take them.
 pub const URGENT_QUEUE: usize = 64;
 /// Where the self-watch is stored.
@@ -363,11 +374,17 @@ impl Engine {
         self.note_causes(&[(Cause::Store, outcome)]);
     }
 
-    /// What our Tor client says of itself; None when the transport is not
-    /// Tor, or not started yet (it starts at the first check), or starting.
-    pub fn tor_state(&self) -> Option<crate::probe::transport::TorState> {
-        let slot = self.checker.try_lock().ok()?;
-        slot.as_ref().and_then(|(checker, _)| checker.tor_state())
+    /// Whether the transport has started, and what our Tor client says of
+    /// itself (for the operators' `health`).
+    pub fn transport_now(&self) -> TransportNow {
+        // The lock is held while the transport starts (Tor bootstraps).
+        let Ok(slot) = self.checker.try_lock() else {
+            return TransportNow::Starting;
+        };
+        match slot.as_ref() {
+            None => TransportNow::NotStarted,
+            Some((checker, _)) => TransportNow::Running(checker.tor_state()),
+        }
     }
 
     /// The causes failing now (for the operators and the tests).

@@ -3,8 +3,7 @@
 
 use super::{Access, Answer, Kind, Spec, Table};
 use crate::config::Transport;
-use crate::engine::Engine;
-use crate::probe::transport::TorState;
+use crate::engine::{Engine, TransportNow};
 use crate::selfwatch::{Cause, CauseState, SelfWatch};
 
 /// `health`.
@@ -26,7 +25,7 @@ pub const COLUMNS: [(&str, &str); 4] = [
 ];
 
 pub(super) async fn run(engine: &Engine) -> Answer {
-    let tor = (engine.config().probe.transport == Transport::Tor).then(|| engine.tor_state());
+    let tor = (engine.config().probe.transport == Transport::Tor).then(|| engine.transport_now());
     let nameservers = engine
         .config()
         .nameservers()
@@ -44,13 +43,12 @@ pub(super) async fn run(engine: &Engine) -> Answer {
 }
 
 /// The answer from the self-watch, the resolvers' words, the transport's
-/// name and (over Tor) what arti says of itself: `Some(None)` is "not
-/// started yet".
+/// name and (over Tor) whether Tor started and what arti says of itself.
 fn answer(
     watch: &SelfWatch,
     nameservers: &str,
     transport: &str,
-    tor: Option<Option<TorState>>,
+    tor: Option<TransportNow>,
 ) -> Answer {
     let mut table = Table {
         columns: COLUMNS.to_vec(),
@@ -87,9 +85,13 @@ fn answer(
     }
     if let Some(tor) = tor {
         let state = match tor {
-            None => "not started yet (it starts at the first check)".to_owned(),
-            Some(t) if t.healthy() => "bootstrapped, ready for traffic".to_owned(),
-            Some(t) => match t.blocked {
+            TransportNow::NotStarted => "not started yet (it starts at the first check)".to_owned(),
+            TransportNow::Starting => "starting (bootstrapping)".to_owned(),
+            TransportNow::Running(None) => "not in use".to_owned(),
+            TransportNow::Running(Some(t)) if t.healthy() => {
+                "bootstrapped, ready for traffic".to_owned()
+            }
+            TransportNow::Running(Some(t)) => match t.blocked {
                 Some(why) => format!("not ready: {why}"),
                 None => "still bootstrapping".to_owned(),
             },
@@ -108,6 +110,7 @@ fn answer(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::probe::transport::TorState;
 
     #[test]
     fn each_cause_has_a_row_and_a_failing_one_says_since_when() {
@@ -120,7 +123,12 @@ mod tests {
             },
             ..SelfWatch::default()
         };
-        let a = answer(&watch, "127.0.0.1:53", "tor", Some(None));
+        let a = answer(
+            &watch,
+            "127.0.0.1:53",
+            "tor",
+            Some(TransportNow::NotStarted),
+        );
         assert!(a.text.starts_with("CertWatch health: 1 part(s) failing."));
         assert!(
             a.text.contains("DNS resolver (127.0.0.1:53): failing, 4 check(s) in a row since 2026-12-01T10:00:00Z; last error: no answer"),
@@ -138,8 +146,22 @@ mod tests {
             ready: true,
             blocked: None,
         };
-        assert!(answer(&watch, "x", "tor", Some(Some(ready)))
+        assert!(
+            answer(&watch, "x", "tor", Some(TransportNow::Running(Some(ready))))
+                .text
+                .contains("Tor: bootstrapped")
+        );
+        let stuck = TorState {
+            ready: false,
+            blocked: Some("no route to the guards".into()),
+        };
+        assert!(
+            answer(&watch, "x", "tor", Some(TransportNow::Running(Some(stuck))))
+                .text
+                .contains("Tor: not ready: no route to the guards")
+        );
+        assert!(answer(&watch, "x", "tor", Some(TransportNow::Starting))
             .text
-            .contains("Tor: bootstrapped"));
+            .contains("Tor: starting (bootstrapping)"));
     }
 }
