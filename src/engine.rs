@@ -111,6 +111,17 @@ pub struct Engine {
     urgent: Mutex<VecDeque<Delivery>>,
 }
 
+/// Whether the transport has started (for the operators).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum TransportNow {
+    /// Not yet: it starts at the first check.
+    NotStarted,
+    /// Starting now (over Tor: bootstrapping).
+    Starting,
+    /// Started; over Tor, what arti says of itself.
+    Running(Option<crate::probe::transport::TorState>),
+}
+
 /// Operator messages kept in memory when the store cannot take them.
 pub const URGENT_QUEUE: usize = 64;
 /// Where the self-watch is stored.
@@ -247,6 +258,16 @@ impl Engine {
 
     /// A check asked for by chat: bounded in number, stored if the domain is monitored.
     pub async fn check_now(&self, domain: &Domain) -> Result<Report, Error> {
+        self.check_now_services(domain, ServiceSet::All).await
+    }
+
+    /// [`Engine::check_now`] of some services only; a check of fewer than
+    /// all is the reply only, never the domain's last result.
+    pub async fn check_now_services(
+        &self,
+        domain: &Domain,
+        services: ServiceSet,
+    ) -> Result<Report, Error> {
         let _permit = self
             .chat_checks
             .acquire()
@@ -259,12 +280,12 @@ impl Engine {
                 e.to_string(),
             )))
         })?;
-        let (report, health) = checker.check(domain, ServiceSet::All).await;
+        let (report, health) = checker.check(domain, services).await;
         self.note_health(&health, None).await;
         // Our own Tor or DNS failing says nothing about the domain: such a
         // report is the reply, never the domain's last result (as in the monitor).
         let ours = report.verdict == crate::report::Verdict::Unreachable && health.ours();
-        if !ours {
+        if !ours && services == ServiceSet::All {
             let kept = self.keep_result(&report.bounded_for_store()).await;
             if let Err(Error::Store(e)) = &kept {
                 self.note_store(Err(e));
@@ -357,6 +378,19 @@ impl Engine {
             Err(e) => Outcome::Failed(e.to_string()),
         };
         self.note_causes(&[(Cause::Store, outcome)]);
+    }
+
+    /// Whether the transport has started, and what our Tor client says of
+    /// itself (for the operators' `health`).
+    pub fn transport_now(&self) -> TransportNow {
+        // The lock is held while the transport starts (Tor bootstraps).
+        let Ok(slot) = self.checker.try_lock() else {
+            return TransportNow::Starting;
+        };
+        match slot.as_ref() {
+            None => TransportNow::NotStarted,
+            Some((checker, _)) => TransportNow::Running(checker.tor_state()),
+        }
     }
 
     /// The causes failing now (for the operators and the tests).

@@ -9,8 +9,10 @@
 //! - [`cli`]: the command line, exit codes
 //! - [`serve`]: process start-up of `serve` (store, engine, monitor, front);
 //!   [`watchdog`]: ends a `serve` that stopped making progress
-//! - [`xmpp`]: the XEP-0114 front (stanzas in and out, PubSub, delivery)
-//! - [`commands`]: chat commands; [`monitor`]: the schedule that drives checks
+//! - [`xmpp`]: the XEP-0114 front (stanzas in and out, PubSub, XEP-0050
+//!   ad-hoc commands, delivery)
+//! - [`commands`]: the commands, each defined once for chat, ad-hoc and web;
+//!   [`monitor`]: the schedule that drives checks
 //! - [`engine`]: the running service's core (checker, limits, self-watch)
 //! - [`setup`]: resolver, transport and prober built from the config
 //! - [`check`]: one check of a domain; [`store`]: sled

@@ -105,6 +105,11 @@ impl Checker {
         Ok(self.with_resolver(self.resolver.uncached()?))
     }
 
+    /// What our Tor client says of itself (None for the other transports).
+    pub fn tor_state(&self) -> Option<crate::probe::transport::TorState> {
+        self.prober.tor_state()
+    }
+
     /// Checks one domain.
     pub async fn check(&self, domain: &Domain, services: ServiceSet) -> (Report, Health) {
         let span = tracing::info_span!("check", domain = %domain);

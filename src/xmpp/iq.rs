@@ -51,6 +51,9 @@ pub fn on_iq(ctx: &Arc<Ctx>, iq: Iq) {
         ));
         return;
     }
+    if set && payload.is("command", super::adhoc::NS_COMMANDS) {
+        return super::adhoc_front::on_command(ctx, from, id, &payload);
+    }
     // Off the stanza reader: a store scan or a write waiting for its flush
     // never holds up the next stanza. A change the user is told about is
     // durable before the answer (the store answers writes after their flush).
@@ -72,7 +75,18 @@ fn reply(ctx: &Ctx, from: &Jid, id: &str, answer: Answer) -> Iq {
 async fn answer(ctx: &Ctx, from: &Jid, payload: &Element, set: bool) -> Answer {
     let ns = payload.ns();
     match (set, payload.name(), ns.as_str()) {
-        (false, "query", NS_DISCO_INFO) => disco_info(ctx, payload.attr("node")),
+        (false, "query", NS_DISCO_INFO) => match payload.attr("node") {
+            Some(node) => match super::adhoc_front::disco_info(ctx, from, node) {
+                Some(info) => info.map(Some).map_err(|(c, _, text)| (c, text)),
+                None => disco_info(ctx, Some(node)),
+            },
+            None => disco_info(ctx, None),
+        },
+        (false, "query", NS_DISCO_ITEMS)
+            if payload.attr("node") == Some(super::adhoc::NS_COMMANDS) =>
+        {
+            Ok(Some(super::adhoc_front::disco_items(ctx, from)))
+        }
         (false, "query", NS_DISCO_ITEMS) => disco_items(
             ctx,
             payload.attr("node"),

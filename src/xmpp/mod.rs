@@ -4,6 +4,9 @@
 //! The link reconnects with backoff, pings the server to stay alive, and
 //! always sets `from`. Alerts leave the outbox only when the stream took them.
 
+pub mod adhoc;
+pub mod adhoc_front;
+pub mod forms;
 pub mod iq;
 pub mod refusal;
 pub mod stanzas;
@@ -212,6 +215,8 @@ pub struct Ctx {
     in_flight: Arc<tokio::sync::Semaphore>,
     /// Who has been sent our available presence, to be told when we go.
     pub presence: Mutex<PresenceBook>,
+    /// XEP-0050 sessions waiting for their form.
+    adhoc: adhoc_front::Sessions,
 }
 
 /// The most JIDs the presence book remembers (the oldest are forgotten first).
@@ -306,6 +311,7 @@ pub async fn run(
             crate::engine::COMMANDS_IN_FLIGHT,
         )),
         presence: Mutex::new(PresenceBook::default()),
+        adhoc: adhoc_front::Sessions::default(),
     });
     let deliverer = tokio::spawn(deliver(ctx.clone()));
     tracing::info!(component = %me, %server, "starting");
@@ -474,7 +480,7 @@ fn on_message(ctx: &Arc<Ctx>, m: Message) {
             // Hints (and refusals below) are rate-limited themselves, then
             // silent: another bot answering each of our replies cannot turn
             // one message into a storm.
-            Err(e @ crate::commands::CommandError::Unknown) => {
+            Err(e @ crate::commands::CommandError::Unknown(_)) => {
                 ctx.engine.allow_hint(&bare).then(|| e.to_string())
             }
             Err(e) => Some(e.to_string()),

@@ -282,6 +282,10 @@ pub fn disco_info(node: Option<&str>, commands: &[&str]) -> Element {
         Some(_) => q = q.append(identity("pubsub", "leaf", "CertWatch alerts")),
     }
     let mut features = vec![NS_DISCO_INFO, NS_DISCO_ITEMS, NS_PING];
+    if node.is_none() {
+        // XEP-0050 on the component itself (the XEP-0115 ver follows).
+        features.push(super::adhoc::NS_COMMANDS);
+    }
     features.extend_from_slice(PUBSUB_FEATURES);
     for f in features {
         q = q.append(attr(Element::builder("feature", NS_DISCO_INFO), "var", f).build());
@@ -601,6 +605,15 @@ mod tests {
             .collect();
         assert!(features.iter().any(|f| f == NS_PUBSUB));
         assert!(features.iter().any(|f| f == NS_PING));
+        // XEP-0050 is advertised on the component, so its XEP-0115 ver covers it.
+        let commands = super::super::adhoc::NS_COMMANDS;
+        assert!(features.iter().any(|f| f == commands));
+        assert!(caps_input(&e).contains(&format!("{commands}<")));
+        let leaf = disco_info(Some("example.org"), &[]);
+        assert!(
+            !String::from(&leaf).contains(commands),
+            "a node has no commands"
+        );
         let form = e.get_child("x", NS_DATA).unwrap();
         assert!(String::from(form).contains("check DOMAIN"));
     }

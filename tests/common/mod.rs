@@ -164,8 +164,14 @@ pub struct Client {
 impl Client {
     /// Logs in as `jid` on the server at 127.0.0.1:`port`.
     pub fn connect(jid: &str, password: &str, port: u16) -> Client {
+        Client::connect_script("xmppclient.py", jid, password, port)
+    }
+
+    /// [`Client::connect`] with another driver script of tests/labs
+    /// (adhocclient.py adds XEP-0050).
+    pub fn connect_script(script: &str, jid: &str, password: &str, port: u16) -> Client {
         let mut child = Command::new("python3")
-            .arg(root().join("tests/labs/xmppclient.py"))
+            .arg(root().join("tests/labs").join(script))
             .args(["--jid", jid, "--password", password, "--host", "127.0.0.1"])
             .args(["--port", &port.to_string()])
             .stdin(Stdio::piped())
@@ -219,13 +225,18 @@ impl Client {
     }
 
     /// Sends a command and waits for its reply.
-    pub fn cmd(&mut self, mut command: Value) -> Value {
+    pub fn cmd(&mut self, command: Value) -> Value {
+        self.cmd_within(command, Duration::from_secs(30))
+    }
+
+    /// Sends a command and waits at most `timeout` for its reply.
+    pub fn cmd_within(&mut self, mut command: Value, timeout: Duration) -> Value {
         let id = self.next_id;
         self.next_id += 1;
         command["id"] = json!(id);
         writeln!(self.stdin, "{command}").unwrap();
         self.stdin.flush().unwrap();
-        self.wait_event(Duration::from_secs(30), |v| v["id"] == json!(id))
+        self.wait_event(timeout, |v| v["id"] == json!(id))
             .unwrap_or_else(|| panic!("no reply to {command}"))
     }
 
