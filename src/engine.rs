@@ -1146,12 +1146,22 @@ mod tests {
             config.xmpp.admins = vec!["op@localhost".into()];
             config.dns.nameservers = vec!["127.0.0.1:9".into()];
             config.store.path = path.clone();
-            Engine::new(
-                config,
-                Store::open(std::path::Path::new(&path)).unwrap(),
-                crate::clock::system(),
-            )
-            .unwrap()
+            // sled's own threads may hold the last run's file lock for a
+            // moment after its last handle is gone (a restart is a new
+            // process, which never meets this).
+            let mut tries = 0;
+            let store = loop {
+                match Store::open(std::path::Path::new(&path)) {
+                    Ok(store) => break store,
+                    Err(e) if tries < 50 => {
+                        tries += 1;
+                        eprintln!("store still locked ({e}); trying again");
+                        std::thread::sleep(std::time::Duration::from_millis(100));
+                    }
+                    Err(e) => panic!("{e}"),
+                }
+            };
+            Engine::new(config, store, crate::clock::system()).unwrap()
         };
         {
             let engine = make();
