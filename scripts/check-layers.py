@@ -15,7 +15,7 @@ import sys
 
 # Lowest first. A module may import from strictly lower layers only.
 LAYERS = [
-    ["clock", "config", "domain", "crashpoint", "error", "netpolicy", "vocab"],  # plain values, no I/O
+    ["admission", "clock", "config", "domain", "crashpoint", "error", "netpolicy", "vocab"],  # plain values, no I/O
     ["report"],                                       # the result of a check
     ["model", "render"],                              # what the store stores; chat text
     ["dane"],                                         # TLSA records, matching (pure)

@@ -4,6 +4,7 @@
 //! The link reconnects with backoff, pings the server to stay alive, and
 //! always sets `from`. Alerts leave the outbox only when the stream took them.
 
+pub mod chat;
 pub mod iq;
 pub mod refusal;
 pub mod stanzas;
@@ -23,12 +24,11 @@ use tokio::sync::{mpsc, oneshot, watch};
 use tokio::time::Instant;
 use tokio_xmpp::connect::ServerConnector;
 use tokio_xmpp::parsers::jid::{BareJid, Jid};
-use tokio_xmpp::parsers::message::{Message, MessageType};
+use tokio_xmpp::parsers::message::MessageType;
 use tokio_xmpp::parsers::presence::{Presence, Type as PresenceType};
 use tokio_xmpp::xmlstream::{initiate_stream, PendingFeaturesRecv, StreamHeader, Timeouts};
 use tokio_xmpp::{Component, Stanza};
 
-use crate::commands::Command;
 use crate::config::{resolve_socket, Config, ConfigError};
 use crate::engine::Engine;
 use crate::model::{Delivery, Sink, MAX_DELIVERY_ATTEMPTS};
@@ -69,13 +69,29 @@ impl Link {
         self.tx.lock().expect("link lock").clone()
     }
 
-    /// Queues a stanza on the current link; dropped when there is none.
+    /// Queues a stanza on the current link without waiting; when there is
+    /// no link or its queue is full, the stanza is dropped and the drop
+    /// logged with its addressee (never silently).
     pub fn send(&self, stanza: impl Into<Stanza>) {
-        if let Some(tx) = self.sender() {
-            let _ = tx.try_send(Outgoing::Stanza {
-                stanza: Box::new(stanza.into()),
-                ack: None,
-            });
+        let stanza: Stanza = stanza.into();
+        let Some(tx) = self.sender() else {
+            let to = addressee(&stanza);
+            tracing::warn!(%to, "no link to the server: a reply was not sent");
+            return;
+        };
+        if let Err(e) = tx.try_send(Outgoing::Stanza {
+            stanza: Box::new(stanza),
+            ack: None,
+        }) {
+            let (why, out) = match e {
+                mpsc::error::TrySendError::Full(out) => ("the outgoing queue is full", out),
+                mpsc::error::TrySendError::Closed(out) => ("the link is closing", out),
+            };
+            let to = match &out {
+                Outgoing::Stanza { stanza, .. } => addressee(stanza),
+                Outgoing::Close(_) => String::new(),
+            };
+            tracing::warn!(%to, why, "a reply was not sent");
         }
     }
 
@@ -118,6 +134,16 @@ impl Link {
             let _ = done.await;
         }
     }
+}
+
+/// Whom a stanza is for, for the log.
+fn addressee(stanza: &Stanza) -> String {
+    let to = match stanza {
+        Stanza::Message(m) => m.to.as_ref(),
+        Stanza::Presence(p) => p.to.as_ref(),
+        Stanza::Iq(iq) => iq.to(),
+    };
+    to.map(|j| j.to_string()).unwrap_or_default()
 }
 
 /// A TCP connector that sets TCP_NODELAY, which tokio-xmpp does not, and
@@ -170,8 +196,11 @@ pub struct Ctx {
     /// link drops within [`RESEND_WINDOW`] of their write (XEP-0114 has no
     /// acknowledgement, so "written" is not "received").
     recent: Mutex<VecDeque<(Instant, Delivery)>>,
-    /// Chat commands being answered ([`crate::engine::COMMANDS_IN_FLIGHT`]).
+    /// Chat commands being answered ([`crate::engine::COMMANDS_IN_FLIGHT`]);
+    /// checks wait in the engine's queue instead.
     in_flight: Arc<tokio::sync::Semaphore>,
+    /// IQ requests being answered ([`crate::engine::IQS_IN_FLIGHT`]).
+    iq_in_flight: Arc<tokio::sync::Semaphore>,
     /// Who has been sent our available presence, to be told when we go.
     pub presence: Mutex<PresenceBook>,
 }
@@ -267,6 +296,7 @@ pub async fn run(
         in_flight: Arc::new(tokio::sync::Semaphore::new(
             crate::engine::COMMANDS_IN_FLIGHT,
         )),
+        iq_in_flight: Arc::new(tokio::sync::Semaphore::new(crate::engine::IQS_IN_FLIGHT)),
         presence: Mutex::new(PresenceBook::default()),
     });
     let deliverer = tokio::spawn(deliver(ctx.clone()));
@@ -407,55 +437,10 @@ fn parent_domain(component: &str) -> Option<String> {
 
 fn dispatch(ctx: &Arc<Ctx>, stanza: Stanza) {
     match stanza {
-        Stanza::Message(m) => on_message(ctx, m),
+        Stanza::Message(m) => chat::on_message(ctx, m),
         Stanza::Presence(p) => on_presence(ctx, p),
         Stanza::Iq(iq) => iq::on_iq(ctx, iq),
     }
-}
-
-fn on_message(ctx: &Arc<Ctx>, m: Message) {
-    if !matches!(m.type_, MessageType::Chat | MessageType::Normal) {
-        return;
-    }
-    let (Some(from), Some(body)) = (
-        m.from.clone(),
-        m.get_best_body(vec![]).map(|(_, b)| b.clone()),
-    ) else {
-        return;
-    };
-    // A bound on commands being answered at once, over all JIDs.
-    let Ok(permit) = ctx.in_flight.clone().try_acquire_owned() else {
-        tracing::warn!(from = %from, "too many commands in flight; one dropped");
-        return;
-    };
-    let ctx = ctx.clone();
-    tokio::spawn(async move {
-        let _permit = permit;
-        let bare = from.to_bare().to_string();
-        let reply = match Command::parse(&body) {
-            // Hints (and refusals below) are rate-limited themselves, then
-            // silent: another bot answering each of our replies cannot turn
-            // one message into a storm.
-            Err(e @ crate::commands::CommandError::Unknown) => {
-                ctx.engine.allow_hint(&bare).then(|| e.to_string())
-            }
-            Err(e) => Some(e.to_string()),
-            Ok(cmd) => match ctx
-                .engine
-                .allow_command(&bare, matches!(cmd, Command::Check(_)))
-            {
-                Some(refusal) => ctx.engine.allow_hint(&bare).then_some(refusal),
-                None => {
-                    tracing::debug!(?cmd, "command");
-                    Some(cmd.run(&ctx.engine, &bare).await)
-                }
-            },
-        };
-        if let Some(reply) = reply {
-            ctx.link
-                .send(stanzas::chat(&ctx.me, &from, &reply, MessageType::Chat));
-        }
-    });
 }
 
 fn on_presence(ctx: &Arc<Ctx>, p: Presence) {
