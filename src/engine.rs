@@ -1233,6 +1233,57 @@ mod tests {
         );
     }
 
+    #[test]
+    fn pubsub_subscriptions_count_each_full_jid_up_to_the_accounts_bound() {
+        let engine = engine_with_admins(&[]);
+        for i in 0..PUBSUB_SUBSCRIPTIONS_PER_ACCOUNT {
+            let r = engine.subscribe_pubsub(&format!("many@x/r{i}"), "one.example");
+            assert_eq!(r.unwrap(), Ok(true), "{i}");
+        }
+        // One node, one domain: the domain limit would let it pass.
+        let over = engine
+            .subscribe_pubsub("many@x/r-extra", "one.example")
+            .unwrap();
+        let why = over.unwrap_err();
+        assert!(why.contains("50 PubSub subscriptions"), "{why}");
+        // Subscribing again what one has is no new subscription.
+        assert_eq!(
+            engine.subscribe_pubsub("many@x/r0", "one.example").unwrap(),
+            Ok(false)
+        );
+        // Other accounts are not affected.
+        assert_eq!(
+            engine.subscribe_pubsub("other@x/r", "one.example").unwrap(),
+            Ok(true)
+        );
+        let stored = engine.store().pubsub_subscribers("one.example").unwrap();
+        assert_eq!(stored.len(), PUBSUB_SUBSCRIPTIONS_PER_ACCOUNT + 1);
+    }
+
+    #[tokio::test]
+    async fn the_served_by_scan_runs_off_the_runtime_and_finds_the_domain() {
+        use crate::report::Verdict;
+        let engine = engine_with_admins(&[]);
+        let mut r = report("d.example", "2026-01-01T00:00:00Z", Verdict::Ok);
+        let ep: crate::report::EndpointReport = serde_json::from_value(serde_json::json!({
+            "service": "xmpp-client", "host": "xmpp.d.example", "port": 5222,
+            "address": "192.0.2.1", "tls": "starttls", "verdict": "match",
+            "tlsa": [], "tlsa_name": "_5222._tcp.xmpp.d.example"
+        }))
+        .unwrap();
+        r.endpoints.push(ep);
+        engine.store().monitor("d.example").unwrap();
+        engine.keep_result(&r).unwrap();
+        assert_eq!(
+            engine.domain_served_by("xmpp.d.example").await.unwrap(),
+            Some("d.example".into())
+        );
+        assert_eq!(
+            engine.domain_served_by("elsewhere.example").await.unwrap(),
+            None
+        );
+    }
+
     #[tokio::test(start_paused = true)]
     async fn rate_limits_per_jid_with_moving_time() {
         let mut l = Limiter::default();

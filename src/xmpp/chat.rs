@@ -94,3 +94,131 @@ fn send_reply(ctx: &Ctx, to: &Jid, text: &str) {
     ctx.link
         .send(stanzas::chat(&ctx.me, to, text, MessageType::Chat));
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::engine::{Engine, COMMANDS_IN_FLIGHT, HINTS_PER_MINUTE, IQS_IN_FLIGHT};
+    use crate::xmpp::{Link, Outgoing, PresenceBook};
+    use std::sync::Mutex;
+    use tokio::sync::{mpsc, Semaphore};
+
+    fn front() -> (Arc<Ctx>, mpsc::Receiver<Outgoing>) {
+        let mut config = crate::config::Config::default();
+        config.dns.nameservers = vec!["127.0.0.1:9".into()];
+        let store = crate::store::Store::temporary().unwrap();
+        let engine = Engine::new(config, store, crate::clock::system()).unwrap();
+        let link = Arc::new(Link::default());
+        let (tx, rx) = mpsc::channel(4096);
+        link.set(Some(tx));
+        let ctx = Arc::new(Ctx {
+            engine: Arc::new(engine),
+            link,
+            me: Jid::new("certwatch.localhost").unwrap(),
+            recent: Mutex::new(Default::default()),
+            in_flight: Arc::new(Semaphore::new(COMMANDS_IN_FLIGHT)),
+            iq_in_flight: Arc::new(Semaphore::new(IQS_IN_FLIGHT)),
+            presence: Mutex::new(PresenceBook::default()),
+        });
+        (ctx, rx)
+    }
+
+    fn message(from: &str, body: &str) -> Message {
+        let me = Jid::new("certwatch.localhost").unwrap();
+        stanzas::chat(&Jid::new(from).unwrap(), &me, body, MessageType::Chat)
+    }
+
+    /// The chat replies written so far, as (to, body), waiting `settle` for
+    /// spawned commands to answer.
+    async fn replies(
+        rx: &mut mpsc::Receiver<Outgoing>,
+        settle: std::time::Duration,
+    ) -> Vec<(String, String)> {
+        let mut out = Vec::new();
+        while let Ok(Some(o)) = tokio::time::timeout(settle, rx.recv()).await {
+            if let Outgoing::Stanza { stanza, .. } = o {
+                if let tokio_xmpp::Stanza::Message(m) = *stanza {
+                    let body = m
+                        .get_best_body(vec![])
+                        .map(|(_, b)| b.clone())
+                        .unwrap_or_default();
+                    out.push((m.to.unwrap().to_string(), body));
+                }
+            }
+        }
+        out
+    }
+
+    #[tokio::test]
+    async fn five_hundred_malformed_commands_get_a_handful_of_replies() {
+        let (ctx, mut rx) = front();
+        let bodies = [
+            "hello",
+            "check",
+            "check not_a_domain",
+            "status a..b",
+            "list everything",
+        ];
+        for i in 0..500 {
+            on_message(&ctx, message("mallory@x/bot", bodies[i % bodies.len()]));
+        }
+        let got = replies(&mut rx, std::time::Duration::from_millis(300)).await;
+        // Replies do arrive: the first errors, as a user would read them.
+        assert!(got[0].1.starts_with("Unknown command"), "{got:?}");
+        assert!(got[1].1.starts_with("Usage: check DOMAIN"), "{got:?}");
+        assert_eq!(got.len(), HINTS_PER_MINUTE, "{got:?}");
+        // Another user is answered as usual.
+        on_message(&ctx, message("alice@x/phone", "help"));
+        let got = replies(&mut rx, std::time::Duration::from_millis(300)).await;
+        assert_eq!(got.len(), 1);
+        assert!(got[0].1.contains("check DOMAIN"), "{got:?}");
+    }
+
+    #[tokio::test]
+    async fn checks_over_the_queue_bound_are_refused_and_others_answered() {
+        let (ctx, mut rx) = front();
+        // alice's checks fill her places (as slow checks waiting would).
+        let held: Vec<_> = (0..crate::admission::CHECKS_QUEUED_PER_JID)
+            .map(|_| ctx.engine.queue_check("alice@x").unwrap())
+            .collect();
+        on_message(&ctx, message("alice@x/phone", "check example.org"));
+        on_message(&ctx, message("alice@x/phone", "status example.org"));
+        on_message(&ctx, message("bob@x/desk", "help"));
+        on_message(&ctx, message("bob@x/desk", "list"));
+        let got = replies(&mut rx, std::time::Duration::from_millis(300)).await;
+        let to = |who: &str| -> Vec<&String> {
+            got.iter()
+                .filter(|(t, _)| t.starts_with(who))
+                .map(|(_, b)| b)
+                .collect()
+        };
+        let alice = to("alice@x");
+        assert_eq!(alice.len(), 2, "{got:?}");
+        assert!(
+            alice
+                .iter()
+                .any(|b| *b == &crate::admission::QueueFull::Mine.user_text()),
+            "{got:?}"
+        );
+        assert!(
+            alice.iter().any(|b| b.contains("No stored result")),
+            "{got:?}"
+        );
+        let bob = to("bob@x");
+        assert_eq!(bob.len(), 2, "{got:?}");
+        // The queue is bounded in all as well: bob is told so.
+        let others: Vec<_> = (0..crate::admission::CHECKS_QUEUED - held.len())
+            .map(|i| ctx.engine.queue_check(&format!("u{i}@x")).unwrap())
+            .collect();
+        on_message(&ctx, message("bob@x/desk", "check example.org"));
+        let got = replies(&mut rx, std::time::Duration::from_millis(300)).await;
+        assert_eq!(
+            got,
+            vec![(
+                "bob@x/desk".to_string(),
+                crate::admission::QueueFull::Everyone.user_text()
+            )]
+        );
+        drop((held, others));
+    }
+}
