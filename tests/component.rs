@@ -146,7 +146,8 @@ fn component_flow(server: &str, base: u16) {
     }
     let over = bob.cmd(json!({"cmd": "pubsub_subscribe", "to": COMPONENT, "node": "n50.example"}));
     assert_eq!(over["ok"], false, "{server}: a 51st subscription: {over}");
-    assert_eq!(over["error"], "not-allowed", "{over}");
+    assert_eq!(over["error"], "policy-violation", "{over}");
+    assert_eq!(over["pubsub_error"], "too-many-subscriptions", "{over}");
     let chat = bob.ask(COMPONENT, "subscribe n51.example", T);
     assert!(chat.contains("already follow 50"), "{server}: {chat}");
     let first = alice.cmd(json!({"cmd": "disco_items_page", "to": COMPONENT, "max": 20}));
