@@ -1,5 +1,5 @@
 //! No user can block the others, through real clients (slixmpp) on real
-//! Prosody and ejabberd: five accounts queue many checks of a domain whose
+//! Prosody and ejabberd: five accounts queue 20 checks each of a domain whose
 //! server is a tarpit (accepts, never speaks) while a sixth gets `help`,
 //! `status` and `list` answered at once, and the five are told their bound;
 //! 500 malformed commands from one account get a handful of replies; one
@@ -141,7 +141,7 @@ fn timed(client: &mut Client, text: &str) -> (String, Duration) {
     (reply, started.elapsed())
 }
 
-/// (a) Five accounts queue ten checks each of the tarpit's domain; a sixth
+/// (a) Five accounts queue twenty checks each of the tarpit's domain; a sixth
 /// is answered promptly meanwhile; each of the five is told the bound, and
 /// exactly its bound's worth of checks runs to a reply.
 fn starvation(server: &str, base: u16, accepted: &std::sync::atomic::AtomicUsize) {
@@ -150,7 +150,9 @@ fn starvation(server: &str, base: u16, accepted: &std::sync::atomic::AtomicUsize
         .map(|u| Client::connect(&format!("{u}@localhost"), &format!("{u}-pw"), base + 22))
         .collect();
     let mut alice = Client::connect("alice@localhost", "alice-pw", base + 22);
-    let bodies: Vec<String> = (0..10).map(|_| "check down.test".to_string()).collect();
+    // 20 each, all within the 20 commands a minute: 100 commands in all,
+    // more than the 64 command slots (which each waiting check used to hold).
+    let bodies: Vec<String> = (0..20).map(|_| "check down.test".to_string()).collect();
     for c in &mut heavy {
         let r = c.cmd(json!({"cmd": "send_many", "to": COMPONENT, "bodies": bodies}));
         assert_eq!(r["ok"], true, "{r}");
