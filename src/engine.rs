@@ -644,6 +644,11 @@ impl Engine {
         l.allow_check(jid, Instant::now())
     }
 
+    /// Chat checks waiting or running now.
+    pub fn checks_queued(&self) -> usize {
+        self.checks_queued.len()
+    }
+
     /// A place in the chat checks' queue for `jid` (see [`crate::admission`]),
     /// held until the check's reply is written.
     pub fn queue_check(

@@ -96,16 +96,19 @@ fn send_reply(ctx: &Ctx, to: &Jid, text: &str) {
 }
 
 #[cfg(test)]
-mod tests {
+pub(in crate::xmpp) mod tests {
     use super::*;
     use crate::engine::{Engine, COMMANDS_IN_FLIGHT, HINTS_PER_MINUTE, IQS_IN_FLIGHT};
     use crate::xmpp::{Link, Outgoing, PresenceBook};
     use std::sync::Mutex;
     use tokio::sync::{mpsc, Semaphore};
 
-    fn front() -> (Arc<Ctx>, mpsc::Receiver<Outgoing>) {
+    /// A front whose link is a channel the test reads.
+    pub(in crate::xmpp) fn front() -> (Arc<Ctx>, mpsc::Receiver<Outgoing>) {
         let mut config = crate::config::Config::default();
         config.dns.nameservers = vec!["127.0.0.1:9".into()];
+        // Nothing leaves the machine: no Tor, and a resolver that is not there.
+        config.probe.transport = crate::config::Transport::Direct;
         let store = crate::store::Store::temporary().unwrap();
         let engine = Engine::new(config, store, crate::clock::system()).unwrap();
         let link = Arc::new(Link::default());
@@ -172,6 +175,36 @@ mod tests {
         let got = replies(&mut rx, std::time::Duration::from_millis(300)).await;
         assert_eq!(got.len(), 1);
         assert!(got[0].1.contains("check DOMAIN"), "{got:?}");
+    }
+
+    #[tokio::test]
+    async fn a_queued_check_holds_a_queue_place_and_no_command_permit() {
+        let (ctx, mut rx) = front();
+        // On this single-threaded runtime the spawned checks have not run
+        // yet: what they hold while they wait is what is held now.
+        for _ in 0..3 {
+            on_message(&ctx, message("alice@x/phone", "check example.org"));
+        }
+        assert_eq!(ctx.engine.checks_queued(), 3);
+        assert_eq!(ctx.in_flight.available_permits(), COMMANDS_IN_FLIGHT);
+        // Once running (asking a resolver that is not there), still none.
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        assert_eq!(ctx.engine.checks_queued(), 3);
+        assert_eq!(ctx.in_flight.available_permits(), COMMANDS_IN_FLIGHT);
+        // Meanwhile another command is answered.
+        on_message(&ctx, message("bob@x/desk", "help"));
+        let got = replies(&mut rx, std::time::Duration::from_millis(300)).await;
+        let bob: Vec<_> = got
+            .iter()
+            .filter(|(to, _)| to.starts_with("bob@"))
+            .collect();
+        assert_eq!(bob.len(), 1, "{got:?}");
+        assert!(bob[0].1.contains("check DOMAIN"), "{got:?}");
+        // A fourth check of alice's is refused with the bound.
+        on_message(&ctx, message("alice@x/phone", "check example.org"));
+        let got = replies(&mut rx, std::time::Duration::from_millis(300)).await;
+        let mine = crate::admission::QueueFull::Mine.user_text();
+        assert_eq!(got, vec![("alice@x/phone".to_string(), mine)]);
     }
 
     #[tokio::test]

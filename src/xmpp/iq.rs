@@ -386,6 +386,66 @@ mod tests {
         Element::from_str(&format!("<set xmlns='{}'>{inner}</set>", stanzas::NS_RSM)).unwrap()
     }
 
+    /// The next IQ written to the link.
+    async fn next_iq(rx: &mut tokio::sync::mpsc::Receiver<crate::xmpp::Outgoing>) -> Iq {
+        let wait = std::time::Duration::from_secs(5);
+        match tokio::time::timeout(wait, rx.recv()).await {
+            Ok(Some(crate::xmpp::Outgoing::Stanza { stanza, .. })) => match *stanza {
+                tokio_xmpp::Stanza::Iq(iq) => iq,
+                other => panic!("not an IQ: {other:?}"),
+            },
+            _ => panic!("no IQ written"),
+        }
+    }
+
+    fn disco_items_get(id: &str) -> Iq {
+        Iq::Get {
+            from: Some(Jid::new("alice@x/phone").unwrap()),
+            to: Some(Jid::new("certwatch.localhost").unwrap()),
+            id: id.into(),
+            payload: Element::builder("query", NS_DISCO_ITEMS).build(),
+        }
+    }
+
+    #[tokio::test]
+    async fn iqs_past_the_global_bound_are_told_to_wait_not_queued() {
+        let (ctx, mut rx) = crate::xmpp::chat::tests::front();
+        ctx.engine.store().monitor("a.example").unwrap();
+        // Every IQ slot is taken (as many slow requests in flight would).
+        let all = ctx
+            .iq_in_flight
+            .clone()
+            .try_acquire_many_owned(crate::engine::IQS_IN_FLIGHT as u32)
+            .unwrap();
+        on_iq(&ctx, disco_items_get("over"));
+        let Iq::Error { id, error, .. } = next_iq(&mut rx).await else {
+            panic!("an error expected")
+        };
+        assert_eq!(id, "over");
+        assert_eq!(
+            error.defined_condition,
+            DefinedCondition::ResourceConstraint
+        );
+        assert_eq!(
+            error.type_,
+            tokio_xmpp::parsers::stanza_error::ErrorType::Wait
+        );
+        drop(all);
+        // With a slot free it is answered, from a task of its own (the scan
+        // of the nodes on a blocking thread): on_iq itself returns at once.
+        on_iq(&ctx, disco_items_get("ok"));
+        let Iq::Result { id, payload, .. } = next_iq(&mut rx).await else {
+            panic!("a result expected")
+        };
+        assert_eq!(id, "ok");
+        let items = payload.unwrap();
+        assert_eq!(items.children().count(), 1, "{items:?}");
+        assert_eq!(
+            ctx.iq_in_flight.available_permits(),
+            crate::engine::IQS_IN_FLIGHT
+        );
+    }
+
     #[test]
     fn xep0060_too_many_subscriptions_round_trips() {
         let me = Jid::new("certwatch.localhost").unwrap();

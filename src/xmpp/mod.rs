@@ -666,6 +666,55 @@ mod tests {
         assert!(book.take().is_empty());
     }
 
+    /// Log lines written while `f` runs.
+    fn logs_of(f: impl FnOnce()) -> String {
+        #[derive(Clone, Default)]
+        struct Buf(Arc<Mutex<Vec<u8>>>);
+        impl std::io::Write for Buf {
+            fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+                self.0.lock().unwrap().extend_from_slice(b);
+                Ok(b.len())
+            }
+            fn flush(&mut self) -> std::io::Result<()> {
+                Ok(())
+            }
+        }
+        let buf = Buf::default();
+        let out = buf.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_writer(move || out.clone())
+            .with_ansi(false)
+            .finish();
+        tracing::subscriber::with_default(subscriber, f);
+        let text = String::from_utf8(buf.0.lock().unwrap().clone()).unwrap();
+        text
+    }
+
+    #[test]
+    fn a_reply_the_link_cannot_take_is_logged_with_its_jid() {
+        let me = Jid::new("certwatch.localhost").unwrap();
+        let reply = |to: &str| stanzas::chat(&me, &Jid::new(to).unwrap(), "hi", MessageType::Chat);
+        let link = Link::default();
+        let logs = logs_of(|| link.send(reply("nolink@x/r")));
+        assert!(
+            logs.contains("WARN") && logs.contains("nolink@x/r"),
+            "{logs}"
+        );
+        let (tx, _rx) = mpsc::channel(1);
+        link.set(Some(tx));
+        let logs = logs_of(|| {
+            link.send(reply("first@x/r"));
+            link.send(reply("second@x/r"));
+        });
+        assert!(!logs.contains("first@x/r"), "the first was queued: {logs}");
+        assert!(
+            logs.contains("WARN")
+                && logs.contains("second@x/r")
+                && logs.contains("the outgoing queue is full"),
+            "{logs}"
+        );
+    }
+
     #[test]
     fn parent_of_component_is_the_server_domain() {
         assert_eq!(
