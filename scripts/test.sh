@@ -33,6 +33,7 @@ if ! python3 -c 'import slixmpp' 2>/dev/null; then
     || python3 -m pip install -q --break-system-packages slixmpp==1.17.0
 fi
 
+python3 scripts/test_check_layers.py
 python3 scripts/check-layers.py
 cargo fmt --check
 cargo clippy --all-targets -- -D warnings

@@ -168,12 +168,11 @@ async fn subscribe(engine: &Engine, domain: &Domain, jid: &str) -> Result<String
     // Not monitored until now (perhaps never, perhaps since everyone left
     // it): checked at once, whatever turn an old schedule gave it.
     let new_domain = engine.store().domain_state(domain.as_str())?.is_none();
-    let fresh = match engine.subscribe_chat(jid, domain.as_str())? {
+    // Answered once it is on disk.
+    let fresh = match engine.subscribe_chat(jid, domain.as_str()).await? {
         Ok(fresh) => fresh,
         Err(refusal) => return Ok(refusal),
     };
-    let store = engine.store();
-    store.flush().await?;
     if new_domain {
         engine.check_soon(domain.as_str());
     } else {
@@ -196,8 +195,8 @@ async fn subscribe(engine: &Engine, domain: &Domain, jid: &str) -> Result<String
 
 async fn unsubscribe(engine: &Engine, domain: &Domain, jid: &str) -> Result<String, Error> {
     let store = engine.store();
-    let existed = store.unsubscribe(domain.as_str(), jid)?;
-    store.flush().await?;
+    // Answered once it is on disk.
+    let existed = store.unsubscribe(domain.as_str(), jid).await?;
     Ok(if existed {
         format!("Unsubscribed from {domain}.")
     } else {

@@ -100,7 +100,7 @@ pub struct Engine {
     checks_queued: crate::admission::CheckQueue,
     limiter: Mutex<Limiter>,
     /// One subscription (limits checked, then written) at a time.
-    subscribing: Mutex<()>,
+    subscribing: tokio::sync::Mutex<()>,
     spacing: std::sync::Arc<Spacing>,
     /// Shared by every checker the engine builds, so a rebuilt one gets no fresh burst.
     circuits: std::sync::Arc<crate::probe::CircuitBudget>,
@@ -163,7 +163,7 @@ impl Engine {
             chat_checks: Semaphore::new(CHAT_CHECKS),
             checks_queued: Default::default(),
             limiter: Mutex::new(Limiter::default()),
-            subscribing: Mutex::new(()),
+            subscribing: tokio::sync::Mutex::new(()),
             spacing: std::sync::Arc::new(Spacing::new(PROBE_GAP, Duration::from_secs(600))),
             circuits,
             clock,
@@ -266,7 +266,7 @@ impl Engine {
         // report is the reply, never the domain's last result (as in the monitor).
         let ours = report.verdict == crate::report::Verdict::Unreachable && health.ours();
         if !ours {
-            let kept = self.keep_result(&report.bounded_for_store());
+            let kept = self.keep_result(&report.bounded_for_store()).await;
             if let Err(Error::Store(e)) = &kept {
                 self.note_store(Err(e));
             }
@@ -278,9 +278,9 @@ impl Engine {
     /// Keeps a chat check's report for `status`: as a monitored domain's
     /// last report (its alert state is the monitor's alone and stays as
     /// it is), else among the [`RECENT_RESULTS`] recent ones.
-    pub fn keep_result(&self, report: &Report) -> Result<(), Error> {
+    pub async fn keep_result(&self, report: &Report) -> Result<(), Error> {
         if self.store.domain_state(&report.domain)?.is_some() {
-            self.store.put_last_report(&report.domain, report)?;
+            self.store.put_last_report(&report.domain, report).await?;
             return Ok(());
         }
         let mut recent = self.recent.lock().expect("recent lock");
@@ -402,7 +402,9 @@ impl Engine {
             self.tell_operators(notice, &now);
         }
         if *watch != before {
-            if let Err(e) = self.store.put_meta(SELF_WATCH_KEY, &*watch) {
+            // Queued under the lock, so the stored order is the order of
+            // the updates.
+            if let Err(e) = self.store.put_meta_now(SELF_WATCH_KEY, &*watch) {
                 tracing::warn!(error = %e, "cannot store the self-watch");
             }
         }
@@ -438,18 +440,47 @@ impl Engine {
         let queued = if cause == Cause::Store {
             Err("the store is what fails".to_owned())
         } else {
-            self.store.enqueue(&deliveries).map_err(|e| e.to_string())
+            self.store
+                .enqueue_now(&deliveries)
+                .map_err(|e| e.to_string())
         };
         if let Err(why) = queued {
             tracing::warn!(error = %why, "operator message kept in memory");
-            let mut urgent = self.urgent.lock().expect("urgent lock");
-            for d in deliveries {
-                if urgent.len() >= URGENT_QUEUE {
-                    urgent.pop_front();
-                }
-                urgent.push_back(d);
-            }
+            self.push_urgent(deliveries);
         }
+        self.wake_outbox();
+    }
+
+    fn push_urgent(&self, deliveries: Vec<Delivery>) {
+        let mut urgent = self.urgent.lock().unwrap_or_else(|e| e.into_inner());
+        for d in deliveries {
+            if urgent.len() >= URGENT_QUEUE {
+                urgent.pop_front();
+            }
+            urgent.push_back(d);
+        }
+    }
+
+    /// Queues `text` for every operator in memory only, past the store (for
+    /// the watchdog, when the store may be what is stuck); sent by the front
+    /// if the runtime still runs.
+    pub fn tell_operators_urgently(&self, text: &str) {
+        let now = self.clock.now_rfc3339();
+        let deliveries = self
+            .config
+            .xmpp
+            .admins
+            .iter()
+            .map(|admin| Delivery {
+                alert_id: format!("operator-watchdog-{now}"),
+                sink: Sink::Chat(admin.clone()),
+                title: text.to_owned(),
+                content: text.to_owned(),
+                updated: now.clone(),
+                attempts: 0,
+            })
+            .collect();
+        self.push_urgent(deliveries);
         self.wake_outbox();
     }
 
@@ -572,42 +603,51 @@ impl Engine {
     /// Subscribes `jid` (bare) to `domain` by chat if its limits allow:
     /// Ok(Ok(fresh)), or Ok(Err(refusal)). The limits and the write are one
     /// step, so parallel requests cannot pass a limit together.
-    pub fn subscribe_chat(
+    pub async fn subscribe_chat(
         &self,
         jid: &str,
         domain: &str,
     ) -> Result<Result<bool, String>, StoreError> {
-        let _one = self.subscribing.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(refusal) = self.may_subscribe(jid, domain)? {
-            return Ok(Err(refusal));
-        }
-        Ok(Ok(self.store.subscribe(domain, jid)?))
+        let (fresh, durable) = {
+            let _one = self.subscribing.lock().await;
+            if let Some(refusal) = self.may_subscribe(jid, domain)? {
+                return Ok(Err(refusal));
+            }
+            self.store.subscribe_staged(domain, jid).await?
+        };
+        // Flushed outside the lock: subscribes at once share flushes.
+        durable.flushed().await?;
+        Ok(Ok(fresh))
     }
 
     /// Subscribes `jid` (full or bare; its bare JID's limits apply) to the
     /// PubSub node of `domain`, like [`Engine::subscribe_chat`].
-    pub fn subscribe_pubsub(
+    pub async fn subscribe_pubsub(
         &self,
         jid: &str,
         domain: &str,
     ) -> Result<Result<bool, String>, StoreError> {
-        let _one = self.subscribing.lock().unwrap_or_else(|e| e.into_inner());
-        let bare = jid.split('/').next().unwrap_or(jid);
-        // Each subscription costs one event per alert: every (node, JID)
-        // pair counts, each full JID of the account on its own.
-        let mine = self
-            .store
-            .pubsub_subscriptions_of(bare, PUBSUB_SUBSCRIPTIONS_PER_ACCOUNT + 1)?;
-        let again = mine.iter().any(|(n, j)| n == domain && j == jid);
-        if !again && mine.len() >= PUBSUB_SUBSCRIPTIONS_PER_ACCOUNT {
-            return Ok(Err(format!(
-                "your account already has {PUBSUB_SUBSCRIPTIONS_PER_ACCOUNT} PubSub subscriptions (each node and each full JID counts), the most one account may; unsubscribe one first"
-            )));
-        }
-        if let Some(refusal) = self.may_subscribe(bare, domain)? {
-            return Ok(Err(refusal));
-        }
-        Ok(Ok(self.store.pubsub_subscribe(domain, jid)?))
+        let (fresh, durable) = {
+            let _one = self.subscribing.lock().await;
+            let bare = jid.split('/').next().unwrap_or(jid);
+            // Each subscription costs one event per alert: every (node, JID)
+            // pair counts, each full JID of the account on its own.
+            let mine = self
+                .store
+                .pubsub_subscriptions_of(bare, PUBSUB_SUBSCRIPTIONS_PER_ACCOUNT + 1)?;
+            let again = mine.iter().any(|(n, j)| n == domain && j == jid);
+            if !again && mine.len() >= PUBSUB_SUBSCRIPTIONS_PER_ACCOUNT {
+                return Ok(Err(format!(
+                    "your account already has {PUBSUB_SUBSCRIPTIONS_PER_ACCOUNT} PubSub subscriptions (each node and each full JID counts), the most one account may; unsubscribe one first"
+                )));
+            }
+            if let Some(refusal) = self.may_subscribe(bare, domain)? {
+                return Ok(Err(refusal));
+            }
+            self.store.pubsub_subscribe_staged(domain, jid).await?
+        };
+        durable.flushed().await?;
+        Ok(Ok(fresh))
     }
 
     /// Counts an IQ request from `jid` (bare); false when over
@@ -840,6 +880,12 @@ impl Windows {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The outbox once every write queued so far has been applied.
+    async fn queued(engine: &Engine) -> Vec<(u64, Delivery)> {
+        engine.store().flush().await.unwrap();
+        engine.store().pending().unwrap()
+    }
     use crate::probe::transport::TransportSetupError;
 
     fn engine_with_admins(admins: &[&str]) -> Engine {
@@ -883,29 +929,29 @@ mod tests {
             engine.note_health(&failing, None).await;
         }
         assert!(
-            engine.store().pending().unwrap().is_empty(),
+            queued(&engine).await.is_empty(),
             "not after {} failures",
             ADMIN_AFTER - 1
         );
         engine.note_health(&failing, None).await;
-        let pending = engine.store().pending().unwrap();
+        let pending = queued(&engine).await;
         assert_eq!(pending.len(), 2, "one message per operator");
         assert!(pending[0].1.content.contains("failing"));
         for _ in 0..5 {
             engine.note_health(&failing, None).await;
         }
-        assert_eq!(engine.store().pending().unwrap().len(), 2, "no repeats");
+        assert_eq!(queued(&engine).await.len(), 2, "no repeats");
         // A check that went through the transport again.
         let fine = Health {
             probes: 4,
             ..Health::default()
         };
         engine.note_health(&fine, None).await;
-        let pending = engine.store().pending().unwrap();
+        let pending = queued(&engine).await;
         assert_eq!(pending.len(), 4);
         assert!(pending[3].1.content.contains("work again"));
         engine.note_health(&fine, None).await;
-        assert_eq!(engine.store().pending().unwrap().len(), 4);
+        assert_eq!(queued(&engine).await.len(), 4);
     }
 
     #[tokio::test]
@@ -919,7 +965,7 @@ mod tests {
         for _ in 0..10 {
             engine.note_health(&remote, None).await;
         }
-        assert!(engine.store().pending().unwrap().is_empty());
+        assert!(queued(&engine).await.is_empty());
         // One probe of four ran into our broken Tor, the others got through
         // (or were refused by servers): the check could not be completed.
         let partial = Health {
@@ -931,7 +977,7 @@ mod tests {
         for _ in 0..ADMIN_AFTER {
             engine.note_health(&partial, None).await;
         }
-        let pending = engine.store().pending().unwrap();
+        let pending = queued(&engine).await;
         assert_eq!(pending.len(), 1, "one operator alert");
         assert!(
             pending[0].1.content.contains("circuit collapsed"),
@@ -939,7 +985,7 @@ mod tests {
             pending[0].1.content
         );
         engine.note_health(&remote, None).await;
-        let pending = engine.store().pending().unwrap();
+        let pending = queued(&engine).await;
         assert_eq!(pending.len(), 2);
         assert!(pending[1].1.content.contains("work again"));
         // Tor could not even start: that counts.
@@ -953,7 +999,7 @@ mod tests {
                 )
                 .await;
         }
-        let pending = engine.store().pending().unwrap();
+        let pending = queued(&engine).await;
         assert_eq!(pending.len(), 3);
         assert!(pending[2].1.content.contains("cannot bootstrap Tor"));
     }
@@ -968,6 +1014,8 @@ mod tests {
     }
 
     fn contents(engine: &Engine) -> Vec<String> {
+        // The owner is a thread of its own: waiting here blocks only the test.
+        futures::executor::block_on(engine.store().flush()).unwrap();
         let pending = engine.store().pending().unwrap();
         pending.into_iter().map(|(_, d)| d.content).collect()
     }
@@ -1073,6 +1121,7 @@ mod tests {
         assert_eq!(engine.self_watch().transport.failures, N as u32);
         assert_eq!(contents(&engine).len(), 2, "one alert per operator");
         // And it was stored as it is in memory.
+        futures::executor::block_on(engine.store().flush()).unwrap();
         let stored: SelfWatch = engine.store().meta(SELF_WATCH_KEY).unwrap().unwrap();
         assert_eq!(stored, engine.self_watch());
     }
@@ -1193,13 +1242,14 @@ mod tests {
         }
     }
 
-    #[test]
-    fn chat_results_are_the_last_result_but_never_the_alert_state() {
+    #[tokio::test]
+    async fn chat_results_are_the_last_result_but_never_the_alert_state() {
         use crate::report::Verdict;
         let engine = engine_with_admins(&[]);
         // Unmonitored: kept among the recent results, bounded.
         engine
             .keep_result(&report("a.org", "2026-01-01T00:00:00Z", Verdict::Ok))
+            .await
             .unwrap();
         assert_eq!(
             engine.last_report("a.org").unwrap().unwrap().verdict,
@@ -1212,6 +1262,7 @@ mod tests {
                     "2026-01-01T00:00:00Z",
                     Verdict::Ok,
                 ))
+                .await
                 .unwrap();
         }
         assert!(engine.last_report("a.org").unwrap().is_none(), "bounded");
@@ -1219,15 +1270,19 @@ mod tests {
         // Monitored, alert state mismatch: a chat check that saw ok is the
         // last result, and the alert state stays mismatch.
         let store = engine.store();
-        store.monitor("m.org").unwrap();
+        store.monitor("m.org").await.unwrap();
         let mut state = crate::model::DomainState {
             state: Some(Verdict::Mismatch),
             ..Default::default()
         };
         state.last_report = Some(report("m.org", "2026-01-01T00:00:00Z", Verdict::Mismatch));
-        store.commit_check("m.org", &state, None, &[]).unwrap();
+        store
+            .commit_check("m.org", &state, None, &[])
+            .await
+            .unwrap();
         engine
             .keep_result(&report("m.org", "2026-01-01T00:05:00Z", Verdict::Ok))
+            .await
             .unwrap();
         let stored = store.domain_state("m.org").unwrap().unwrap();
         assert_eq!(stored.state, Some(Verdict::Mismatch));
@@ -1238,27 +1293,35 @@ mod tests {
         );
     }
 
-    #[test]
-    fn pubsub_subscriptions_count_each_full_jid_up_to_the_accounts_bound() {
+    #[tokio::test]
+    async fn pubsub_subscriptions_count_each_full_jid_up_to_the_accounts_bound() {
         let engine = engine_with_admins(&[]);
         for i in 0..PUBSUB_SUBSCRIPTIONS_PER_ACCOUNT {
-            let r = engine.subscribe_pubsub(&format!("many@x/r{i}"), "one.example");
+            let jid = format!("many@x/r{i}");
+            let r = engine.subscribe_pubsub(&jid, "one.example").await;
             assert_eq!(r.unwrap(), Ok(true), "{i}");
         }
         // One node, one domain: the domain limit would let it pass.
         let over = engine
             .subscribe_pubsub("many@x/r-extra", "one.example")
+            .await
             .unwrap();
         let why = over.unwrap_err();
         assert!(why.contains("50 PubSub subscriptions"), "{why}");
         // Subscribing again what one has is no new subscription.
         assert_eq!(
-            engine.subscribe_pubsub("many@x/r0", "one.example").unwrap(),
+            engine
+                .subscribe_pubsub("many@x/r0", "one.example")
+                .await
+                .unwrap(),
             Ok(false)
         );
         // Other accounts are not affected.
         assert_eq!(
-            engine.subscribe_pubsub("other@x/r", "one.example").unwrap(),
+            engine
+                .subscribe_pubsub("other@x/r", "one.example")
+                .await
+                .unwrap(),
             Ok(true)
         );
         let stored = engine.store().pubsub_subscribers("one.example").unwrap();
@@ -1277,8 +1340,8 @@ mod tests {
         }))
         .unwrap();
         r.endpoints.push(ep);
-        engine.store().monitor("d.example").unwrap();
-        engine.keep_result(&r).unwrap();
+        engine.store().monitor("d.example").await.unwrap();
+        engine.keep_result(&r).await.unwrap();
         assert_eq!(
             engine.domain_served_by("xmpp.d.example").await.unwrap(),
             Some("d.example".into())

@@ -7,7 +7,8 @@
 //! draws it):
 //!
 //! - [`cli`]: the command line, exit codes
-//! - [`serve`]: process start-up of `serve` (store, engine, monitor, front)
+//! - [`serve`]: process start-up of `serve` (store, engine, monitor, front);
+//!   [`watchdog`]: ends a `serve` that stopped making progress
 //! - [`xmpp`]: the XEP-0114 front (stanzas in and out, PubSub, delivery)
 //! - [`commands`]: chat commands; [`monitor`]: the schedule that drives checks
 //! - [`engine`]: the running service's core (checker, limits, self-watch)
@@ -53,4 +54,5 @@ pub mod serve;
 pub mod setup;
 pub mod store;
 pub mod vocab;
+pub mod watchdog;
 pub mod xmpp;

@@ -654,7 +654,7 @@ mod tests {
             .err()
             .expect("must fail")
             .to_string();
-        assert!(err.contains("larger than"), "{err}");
+        assert!(err.contains("not a regular file"), "{err}");
     }
 
     #[test]

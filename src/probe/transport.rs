@@ -24,7 +24,7 @@ use tor_netdir::{FamilyRules, SubnetConfig};
 use tor_proto::client::stream::ClientStreamCtrl;
 use tor_rtcompat::PreferredRuntime;
 
-pub use super::fault::{arti_fault, Fault, TorState};
+pub use super::fault::{arti_attempt, arti_fault, Attempt, Fault, TorState};
 use crate::config::Transport;
 use crate::error::{ErrorKind as Kind, HasKind as Whose};
 
@@ -580,35 +580,36 @@ impl Tor {
                     tracing::debug!(%addr, exit = ?exit, "stream came out at an exit to avoid; trying another circuit");
                     tries.avoided += 1;
                 }
-                Err(e) => match classify_arti(&e) {
-                    Attempt::ExitRefused => {
-                        tracing::debug!(%addr, error = %e, "an exit refused by its policy; trying another");
-                        tries.refused += 1;
-                    }
-                    Attempt::NoExit(detail) => {
+                Err(e) => {
+                    // Whose fault, from arti's error kind and its own state.
+                    let state = self.state();
+                    match arti_attempt(e.kind(), &state) {
+                        Attempt::OtherExit => {
+                            tracing::debug!(%addr, error = %e, "an exit refused by its policy; trying another");
+                            tries.refused += 1;
+                        }
                         // No path at all: the exits' policies, when the
                         // directory shows none allows the port; else ours.
-                        return Err(match self.exit_count(addr) {
-                            Some(c) if c.allowing == 0 => ConnectFailure::ExitRefused(format!(
-                                "no Tor exit would carry a connection to {addr}: refused by the exit policy of all {} exits in the directory",
-                                c.exits
-                            )),
-                            _ => ConnectFailure::Transport(format!(
-                                "our Tor client failed: {detail} ({})",
-                                self.state().describe()
-                            )),
-                        });
-                    }
-                    // Whose fault, from arti's error kind and its own state.
-                    Attempt::Failed(_) => {
-                        let state = self.state();
-                        let fault = arti_fault(e.kind(), &state);
-                        if fault != Fault::Ours {
-                            self.carried.mark();
+                        Attempt::NoExit => {
+                            return Err(match self.exit_count(addr) {
+                                Some(c) if c.allowing == 0 => ConnectFailure::ExitRefused(format!(
+                                    "no Tor exit would carry a connection to {addr}: refused by the exit policy of all {} exits in the directory",
+                                    c.exits
+                                )),
+                                _ => ConnectFailure::Transport(format!(
+                                    "our Tor client failed: tor: {e} ({})",
+                                    state.describe()
+                                )),
+                            });
                         }
-                        return Err(arti_failure(&e, fault, &state));
+                        Attempt::Done(fault) => {
+                            if fault != Fault::Ours {
+                                self.carried.mark();
+                            }
+                            return Err(arti_failure(&e, fault, &state));
+                        }
                     }
-                },
+                }
             }
         }
         Err(tries.failure(addr, self.exit_count(addr)))
@@ -683,39 +684,6 @@ fn io_message(e: &std::io::Error) -> String {
         std::io::ErrorKind::ConnectionRefused => "connection refused".into(),
         std::io::ErrorKind::ConnectionReset => "connection reset".into(),
         _ => e.to_string(),
-    }
-}
-
-/// What one failed Tor stream attempt means.
-#[derive(Debug, PartialEq, Eq)]
-enum Attempt {
-    /// The exit refused by its exit policy: try another exit.
-    ExitRefused,
-    /// arti found no path or no exit for the stream (maybe no exit allows it).
-    NoExit(String),
-    /// A failure to report as it is.
-    Failed(ConnectFailure),
-}
-
-fn classify_arti(e: &arti_client::Error) -> Attempt {
-    classify_kind(e.kind(), &e.to_string())
-}
-
-/// Sorts an arti error kind: the server's doing (seen by the exit), an
-/// exit's refusal, no exit, or our Tor failing.
-fn classify_kind(kind: ErrorKind, detail: &str) -> Attempt {
-    use ErrorKind::*;
-    match kind {
-        ExitPolicyRejected => Attempt::ExitRefused,
-        NoExit | NoPath => Attempt::NoExit(format!("tor: {detail}")),
-        RemoteConnectionRefused => Attempt::Failed(ConnectFailure::Remote(
-            "connection refused (seen by the Tor exit)".into(),
-        )),
-        RemoteNetworkFailed | RemoteHostNotFound | RemoteNetworkTimeout | ExitTimeout
-        | RemoteStreamClosed | RemoteStreamReset | RemoteStreamError => Attempt::Failed(
-            ConnectFailure::Remote(format!("{detail} (seen by the Tor exit)")),
-        ),
-        _ => Attempt::Failed(ConnectFailure::Transport(format!("tor: {detail}"))),
     }
 }
 
@@ -1028,45 +996,6 @@ mod tests {
         ExitRelay {
             rsa: rsa.to_string().repeat(40),
             ed25519: ed.map(str::to_owned),
-        }
-    }
-
-    #[test]
-    fn arti_error_kinds_say_whose_fault_and_whether_to_try_another_exit() {
-        use ErrorKind as K;
-        // An exit's policy refusal is tried again elsewhere, never the server's fault.
-        assert_eq!(
-            classify_kind(K::ExitPolicyRejected, "x"),
-            Attempt::ExitRefused
-        );
-        for kind in [K::NoExit, K::NoPath] {
-            assert!(
-                matches!(classify_kind(kind, "x"), Attempt::NoExit(_)),
-                "{kind:?}"
-            );
-        }
-        let remote = [
-            K::RemoteConnectionRefused,
-            K::RemoteNetworkFailed,
-            K::RemoteNetworkTimeout,
-            K::ExitTimeout,
-            K::RemoteStreamReset,
-        ];
-        for kind in remote {
-            match classify_kind(kind, "x") {
-                Attempt::Failed(f) => assert!(f.is_remote(), "{kind:?}: {f}"),
-                other => panic!("{kind:?}: {other:?}"),
-            }
-        }
-        for kind in [
-            K::TorNetworkTimeout,
-            K::CircuitCollapse,
-            K::BootstrapRequired,
-        ] {
-            match classify_kind(kind, "x") {
-                Attempt::Failed(f) => assert!(f.is_ours(), "{kind:?}: {f}"),
-                other => panic!("{kind:?}: {other:?}"),
-            }
         }
     }
 

@@ -52,7 +52,9 @@ pub fn on_message(ctx: &Arc<Ctx>, m: Message) {
         let _permit = permit;
         tracing::debug!(?cmd, "command");
         let reply = cmd.run(&ctx.engine, &bare).await;
-        send_reply(&ctx, &from, &reply);
+        ctx.link
+            .send_waiting(stanzas::chat(&ctx.me, &from, &reply, MessageType::Chat))
+            .await;
     });
 }
 
@@ -76,7 +78,9 @@ fn queue_check(ctx: &Arc<Ctx>, from: Jid, bare: String, cmd: Command) {
         let _ticket = ticket;
         tracing::debug!(?cmd, "check");
         let reply = cmd.run(&ctx.engine, &bare).await;
-        send_reply(&ctx, &from, &reply);
+        ctx.link
+            .send_waiting(stanzas::chat(&ctx.me, &from, &reply, MessageType::Chat))
+            .await;
     });
 }
 

@@ -65,20 +65,15 @@ pub fn on_iq(ctx: &Arc<Ctx>, iq: Iq) {
         ));
         return;
     };
-    // Answered off the stanza reader: store reads (and scans) never hold up
-    // the reading of the next stanza.
+    // Off the stanza reader: a store scan or a write waiting for its flush
+    // never holds up the next stanza. A change the user is told about is
+    // durable before the answer (the store answers writes after their flush).
     let ctx = ctx.clone();
     tokio::spawn(async move {
         let _permit = permit;
-        let mut result = answer(&ctx, &from, &payload, set).await;
-        // A change the user is told about is durable first.
-        if set && result.is_ok() {
-            if let Err(e) = ctx.engine.store().flush().await {
-                result = Err(store_error(e));
-            }
-        }
+        let result = answer(&ctx, &from, &payload, set).await;
         let reply = reply(&ctx, &from, &id, result);
-        ctx.link.send(reply);
+        ctx.link.send_waiting(reply).await;
     });
 }
 
@@ -130,10 +125,7 @@ async fn answer(ctx: &Arc<Ctx>, from: &Jid, payload: &Element, set: bool) -> Ans
             .await
         }
         (false, "ping", NS_PING) => Ok(None),
-        (_, "pubsub", NS_PUBSUB) => {
-            let (from, payload) = (from.clone(), payload.clone());
-            off_runtime(ctx, move |ctx| pubsub(ctx, &from, &payload, set)).await
-        }
+        (_, "pubsub", NS_PUBSUB) => pubsub(ctx, from, payload, set).await,
         _ => Err((
             DefinedCondition::ServiceUnavailable,
             "not supported by CertWatch".into(),
@@ -258,7 +250,7 @@ fn page_of<'a>(
     ))
 }
 
-fn pubsub(ctx: &Ctx, from: &Jid, payload: &Element, set: bool) -> Answer {
+async fn pubsub(ctx: &Ctx, from: &Jid, payload: &Element, set: bool) -> Answer {
     let Some(op) = payload.children().next() else {
         return Err((DefinedCondition::BadRequest, "empty pubsub request".into()));
     };
@@ -288,6 +280,7 @@ fn pubsub(ctx: &Ctx, from: &Jid, payload: &Element, set: bool) -> Answer {
                 if let Err(refusal) = ctx
                     .engine
                     .subscribe_pubsub(&jid.to_string(), domain.as_str())
+                    .await
                     .map_err(store_error)?
                 {
                     // XEP-0060 §6.1.3.9 (too many subscriptions): policy-violation,
@@ -306,6 +299,7 @@ fn pubsub(ctx: &Ctx, from: &Jid, payload: &Element, set: bool) -> Answer {
             } else {
                 let existed = store
                     .pubsub_unsubscribe(domain.as_str(), &jid.to_string())
+                    .await
                     .map_err(store_error)?;
                 if !existed {
                     return Err((
@@ -410,7 +404,7 @@ mod tests {
     #[tokio::test]
     async fn iqs_past_the_global_bound_are_told_to_wait_not_queued() {
         let (ctx, mut rx) = crate::xmpp::chat::tests::front();
-        ctx.engine.store().monitor("a.example").unwrap();
+        ctx.engine.store().monitor("a.example").await.unwrap();
         // Every IQ slot is taken (as many slow requests in flight would).
         let all = ctx
             .iq_in_flight

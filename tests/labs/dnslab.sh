@@ -16,7 +16,7 @@
 #
 # Environment (defaults): C2S_PORT=15222 C2S_TLS_PORT=15223 S2S_PORT=15269
 #   S2S_TLS_PORT=15270 DOWN_PORT=15999 NOSTARTTLS_PORT=15998 SIXMITM_PORT=15996
-#   EXITREFUSED_PORT=15995
+#   EXITREFUSED_PORT=15995 TARPIT_PORT=15994
 #   DNSLAB_ADDR_BASE=127.53.0  DNSLAB_TIMEOUT=10 (seconds per readiness wait)
 #   GOOD_SPKI, OTHER_SPKI: 64 hex chars each, required (SHA-256 of an SPKI;
 #   GOOD is the key the test XMPP server presents).
@@ -97,6 +97,11 @@
 #                      _<C2S>._tcp.xmpp.longcname.test. CNAME c1, c1 CNAME c2, ..
 #                      c8 CNAME tlsa.good.test.: 9 signed CNAME links
 #   toolongcname.test  the same with 40 links (t1 .. t39, then tlsa.good.test.)
+#   many.test          secure, 4 SRV per service to m1..m12.many.test. (each A
+#                      127.0.0.1 and AAAA ::1): 96 endpoints; the odd targets on
+#                      TARPIT_PORT (the test holds connections open silently
+#                      there), the even ones on the service's port; TLSA GOOD
+#                      at every target:port
 #   aliasfb.test       secure, no SRV; chat.aliasfb.test. CNAME host.aliasfb.test.,
 #                      host A; TLSA GOOD at _5222._tcp.host.aliasfb.test. (the
 #                      expanded name, RFC 7671 section 7), TLSA OTHER at
@@ -266,6 +271,7 @@ DOWN=${DOWN_PORT:-15999}
 NOSTARTTLS=${NOSTARTTLS_PORT:-15998}
 SIXMITM=${SIXMITM_PORT:-15996}
 EXITREFUSED=${EXITREFUSED_PORT:-15995}
+TARPIT=${TARPIT_PORT:-15994}
 # The port clients fall back to without SRV records (RFC 6120): fixed.
 FALLBACK=5222
 for v in C2S C2S_TLS S2S S2S_TLS DOWN NOSTARTTLS SIXMITM EXITREFUSED; do
@@ -351,7 +357,7 @@ wait_bg() { # wait_bg [SKIP-PREFIX]: wait for all jobs but those named SKIP-PREF
 
 # ---------------------------------------------------------------- zones
 SIGNED="good wrong rollover notlsa nsec nosrv nostarttls down dot expired badsig badds cname cnameinsecure shared"
-SIGNED="$SIGNED twozsk twoalg bogusdirect longcname toolongcname aliasfb flip sixmitm"
+SIGNED="$SIGNED twozsk twoalg bogusdirect longcname toolongcname aliasfb flip sixmitm many"
 # BENCH_DOMAINS=N adds bench.test with N domains dI.bench.test, each with an
 # _xmpp-client SRV (the benchmark's workload): to xmpp.good.test when
 # BENCH_HOSTS=0, else to host hJ.bench.test, J = I mod BENCH_HOSTS, which has
@@ -533,6 +539,25 @@ leaf() { # leaf NAME: the unsigned zone text of NAME.test.
       echo "host.$z IN A 127.0.0.1"
       echo "_$FALLBACK._tcp.host.$z IN TLSA 3 1 1 $GOOD"
       echo "_$FALLBACK._tcp.chat.$z IN TLSA 3 1 1 $OTHER"
+      ;;
+    many)
+      # 4 services x 12 targets x (A + AAAA) = 96 endpoints; the odd
+      # targets point at TARPIT_PORT, where the test holds connections open
+      # without a word.
+      local i port svc ports=("$C2S" "$C2S_TLS" "$S2S" "$S2S_TLS") k=0
+      for svc in _xmpp-client _xmpps-client _xmpp-server _xmpps-server; do
+        for ((i = 1; i <= 12; i++)); do
+          port=${ports[$k]}
+          ((i % 2)) && port=$TARPIT
+          echo "$svc._tcp.$z IN SRV 0 5 $port m$i.$z"
+          echo "_$port._tcp.m$i.$z IN TLSA 3 1 1 $GOOD"
+        done
+        k=$((k + 1))
+      done
+      for ((i = 1; i <= 12; i++)); do
+        echo "m$i.$z IN A 127.0.0.1"
+        echo "m$i.$z IN AAAA ::1"
+      done
       ;;
     *) die "unknown zone $1" ;;
   esac
