@@ -29,9 +29,14 @@ pub const COMMANDS_PER_MINUTE: usize = 20;
 pub const IQS_PER_MINUTE: usize = 60;
 /// Hint replies (unknown command, too many commands) one JID gets per minute.
 pub const HINTS_PER_MINUTE: usize = 3;
-/// Chat commands being answered at once, over all JIDs; more wait their turn
-/// in the server's queue (dropped here past the bound).
+/// Chat commands other than `check` being answered at once, over all JIDs;
+/// past it the sender is told to send it again (a `check` waits in the
+/// bounded queue of [`crate::admission`] instead, holding none of these).
 pub const COMMANDS_IN_FLIGHT: usize = 64;
+/// IQ requests being answered at once, over all JIDs; past it a request is
+/// answered `<resource-constraint/>` (type `wait`), never queued.
+pub const IQS_IN_FLIGHT: usize = 64;
+pub use crate::model::PUBSUB_SUBSCRIPTIONS_PER_ACCOUNT;
 /// Fresh checks one JID may ask for per hour.
 pub const CHECKS_PER_HOUR: usize = 30;
 /// Domains one JID may subscribe to.
@@ -91,6 +96,8 @@ pub struct Engine {
     monitor_wake: Notify,
     outbox_wake: Notify,
     chat_checks: Semaphore,
+    /// Chat checks waiting for a slot or running, bounded per JID and in all.
+    checks_queued: crate::admission::CheckQueue,
     limiter: Mutex<Limiter>,
     /// One subscription (limits checked, then written) at a time.
     subscribing: tokio::sync::Mutex<()>,
@@ -165,6 +172,7 @@ impl Engine {
             monitor_wake: Notify::new(),
             outbox_wake: Notify::new(),
             chat_checks: Semaphore::new(CHAT_CHECKS),
+            checks_queued: Default::default(),
             limiter: Mutex::new(Limiter::default()),
             subscribing: tokio::sync::Mutex::new(()),
             spacing: std::sync::Arc::new(Spacing::new(PROBE_GAP, Duration::from_secs(600))),
@@ -332,20 +340,30 @@ impl Engine {
     }
 
     /// A domain whose last report has an endpoint on `host` (its SRV records
-    /// point there): what a user who typed the host likely meant.
-    pub fn domain_served_by(&self, host: &str) -> Result<Option<String>, StoreError> {
-        for d in self.store.monitored()?.into_iter().take(MAX_DOMAINS) {
-            if d == host {
-                continue;
-            }
-            let served = self
-                .last_report(&d)?
-                .is_some_and(|r| r.endpoints.iter().any(|e| e.host == host));
-            if served {
-                return Ok(Some(d));
-            }
-        }
-        Ok(None)
+    /// point there): what a user who typed the host likely meant. The scan
+    /// of the monitored domains runs on a blocking thread, never on the
+    /// runtime's workers (which read the stanzas).
+    pub async fn domain_served_by(&self, host: &str) -> Result<Option<String>, StoreError> {
+        // The recent chat results, as (domain, when, hosts): what the scan
+        // needs of them, without cloning whole reports.
+        let recent: Vec<(String, String, Vec<String>)> = self
+            .recent
+            .lock()
+            .expect("recent lock")
+            .iter()
+            .map(|r| {
+                let hosts = r.endpoints.iter().map(|e| e.host.clone()).collect();
+                (r.domain.clone(), r.checked_at.clone(), hosts)
+            })
+            .collect();
+        let store = self.store.clone();
+        let host = host.to_owned();
+        tokio::task::spawn_blocking(move || served_by(&store, &recent, &host))
+            .await
+            .unwrap_or_else(|e| {
+                tracing::warn!(error = %e, "the scan for a served host failed");
+                Ok(None)
+            })
     }
 
     /// Asks the monitor to check `domain` at once (it just started being
@@ -653,6 +671,17 @@ impl Engine {
         let (fresh, durable) = {
             let _one = self.subscribing.lock().await;
             let bare = jid.split('/').next().unwrap_or(jid);
+            // Each subscription costs one event per alert: every (node, JID)
+            // pair counts, each full JID of the account on its own.
+            let mine = self
+                .store
+                .pubsub_subscriptions_of(bare, PUBSUB_SUBSCRIPTIONS_PER_ACCOUNT + 1)?;
+            let again = mine.iter().any(|(n, j)| n == domain && j == jid);
+            if !again && mine.len() >= PUBSUB_SUBSCRIPTIONS_PER_ACCOUNT {
+                return Ok(Err(format!(
+                    "your account already has {PUBSUB_SUBSCRIPTIONS_PER_ACCOUNT} PubSub subscriptions (each node and each full JID counts), the most one account may; unsubscribe one first"
+                )));
+            }
             if let Some(refusal) = self.may_subscribe(bare, domain)? {
                 return Ok(Err(refusal));
             }
@@ -689,6 +718,27 @@ impl Engine {
         l.allow(jid, is_check, Instant::now())
     }
 
+    /// Counts a fresh check asked for by `jid` ([`CHECKS_PER_HOUR`]);
+    /// Some(reason) when over it. The command itself is counted apart.
+    pub fn allow_check(&self, jid: &str) -> Option<String> {
+        let mut l = self.limiter.lock().expect("limiter lock");
+        l.allow_check(jid, Instant::now())
+    }
+
+    /// Chat checks waiting or running now.
+    pub fn checks_queued(&self) -> usize {
+        self.checks_queued.len()
+    }
+
+    /// A place in the chat checks' queue for `jid` (see [`crate::admission`]),
+    /// held until the check's reply is written.
+    pub fn queue_check(
+        &self,
+        jid: &str,
+    ) -> Result<crate::admission::Ticket, crate::admission::QueueFull> {
+        self.checks_queued.enter(jid)
+    }
+
     /// Makes the monitor look for new domains now.
     pub fn wake_monitor(&self) {
         self.monitor_wake.notify_one();
@@ -708,6 +758,35 @@ impl Engine {
     pub async fn outbox_woken(&self) {
         self.outbox_wake.notified().await
     }
+}
+
+/// The first monitored domain (other than `host`) whose last result, the
+/// newer of the stored one and a recent chat check's, has an endpoint on
+/// `host`. Scans the store: call it on a blocking thread.
+fn served_by(
+    store: &Store,
+    recent: &[(String, String, Vec<String>)],
+    host: &str,
+) -> Result<Option<String>, StoreError> {
+    for d in store.monitored()?.into_iter().take(MAX_DOMAINS) {
+        if d == host {
+            continue;
+        }
+        let stored = store.domain_state(&d)?.and_then(|s| s.last_report);
+        let newer_recent = recent
+            .iter()
+            .rev()
+            .find(|(rd, _, _)| *rd == d)
+            .filter(|(_, at, _)| stored.as_ref().is_none_or(|r| *at > r.checked_at));
+        let served = match newer_recent {
+            Some((_, _, hosts)) => hosts.iter().any(|h| h == host),
+            None => stored.is_some_and(|r| r.endpoints.iter().any(|e| e.host == host)),
+        };
+        if served {
+            return Ok(Some(d));
+        }
+    }
+    Ok(None)
 }
 
 /// What one check (or its failure to start) showed about each of our parts.
@@ -777,10 +856,16 @@ impl Limiter {
         {
             return Some("Too many commands; wait a minute.".into());
         }
-        if is_check
-            && !self
-                .checks
-                .admit(jid, now, Duration::from_secs(3600), CHECKS_PER_HOUR)
+        if is_check {
+            return self.allow_check(jid, now);
+        }
+        None
+    }
+
+    fn allow_check(&mut self, jid: &str, now: Instant) -> Option<String> {
+        if !self
+            .checks
+            .admit(jid, now, Duration::from_secs(3600), CHECKS_PER_HOUR)
         {
             return Some(format!(
                 "You asked for {CHECKS_PER_HOUR} checks this hour, the most allowed; \"status DOMAIN\" shows stored results."
@@ -1256,6 +1341,65 @@ mod tests {
         assert_eq!(
             engine.last_report("m.org").unwrap().unwrap().checked_at,
             "2026-01-01T00:05:00Z"
+        );
+    }
+
+    #[tokio::test]
+    async fn pubsub_subscriptions_count_each_full_jid_up_to_the_accounts_bound() {
+        let engine = engine_with_admins(&[]);
+        for i in 0..PUBSUB_SUBSCRIPTIONS_PER_ACCOUNT {
+            let jid = format!("many@x/r{i}");
+            let r = engine.subscribe_pubsub(&jid, "one.example").await;
+            assert_eq!(r.unwrap(), Ok(true), "{i}");
+        }
+        // One node, one domain: the domain limit would let it pass.
+        let over = engine
+            .subscribe_pubsub("many@x/r-extra", "one.example")
+            .await
+            .unwrap();
+        let why = over.unwrap_err();
+        assert!(why.contains("50 PubSub subscriptions"), "{why}");
+        // Subscribing again what one has is no new subscription.
+        assert_eq!(
+            engine
+                .subscribe_pubsub("many@x/r0", "one.example")
+                .await
+                .unwrap(),
+            Ok(false)
+        );
+        // Other accounts are not affected.
+        assert_eq!(
+            engine
+                .subscribe_pubsub("other@x/r", "one.example")
+                .await
+                .unwrap(),
+            Ok(true)
+        );
+        let stored = engine.store().pubsub_subscribers("one.example").unwrap();
+        assert_eq!(stored.len(), PUBSUB_SUBSCRIPTIONS_PER_ACCOUNT + 1);
+    }
+
+    #[tokio::test]
+    async fn the_served_by_scan_runs_off_the_runtime_and_finds_the_domain() {
+        use crate::report::Verdict;
+        let engine = engine_with_admins(&[]);
+        let mut r = report("d.example", "2026-01-01T00:00:00Z", Verdict::Ok);
+        let ep: crate::report::EndpointReport = serde_json::from_value(serde_json::json!({
+            "service": "xmpp-client", "host": "xmpp.d.example", "port": 5222,
+            "address": "192.0.2.1", "tls": "starttls", "verdict": "match",
+            "tlsa": [], "tlsa_name": "_5222._tcp.xmpp.d.example"
+        }))
+        .unwrap();
+        r.endpoints.push(ep);
+        engine.store().monitor("d.example").await.unwrap();
+        engine.keep_result(&r).await.unwrap();
+        assert_eq!(
+            engine.domain_served_by("xmpp.d.example").await.unwrap(),
+            Some("d.example".into())
+        );
+        assert_eq!(
+            engine.domain_served_by("elsewhere.example").await.unwrap(),
+            None
         );
     }
 

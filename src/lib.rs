@@ -27,8 +27,10 @@
 //! - [`vocab`]: the shared words (service, role, TLS mode); [`error`]: whose
 //!   problem a failure is; [`clock`]: wall time, handed in; [`config`]: the
 //!   TOML file; [`domain`]: input validation; [`netpolicy`]: which
-//!   addresses may be probed
+//!   addresses may be probed; [`admission`]: the chat checks' queue, bounded
+//!   per JID and in all
 
+pub mod admission;
 pub mod advice;
 pub mod alert;
 pub mod check;

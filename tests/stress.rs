@@ -40,7 +40,7 @@ fn lab_env(base: u16) -> Vec<(&'static str, String)> {
         ("OTHER_SPKI", "cd".repeat(32)),
         ("BENCH_DOMAINS", DOMAINS.to_string()),
         ("BENCH_HOSTS", "4".into()),
-        ("DNSLAB_ADDR_BASE", format!("127.54.{}", base % 250)),
+        ("DNSLAB_ADDR_BASE", format!("127.64.{}", base / 1000)),
     ]
 }
 
@@ -194,7 +194,7 @@ fn ejabberd_never_silent_under_bursts() {
 #[test]
 fn a_stuck_store_ends_the_process_and_sigterm_still_works() {
     let dir = workdir("stress-stall");
-    let env: Vec<(&str, String)> = lab_env(24000)
+    let env: Vec<(&str, String)> = lab_env(26000)
         .into_iter()
         .filter(|(k, _)| !matches!(*k, "EXTRA_USERS" | "BENCH_DOMAINS"))
         .collect();
@@ -207,8 +207,8 @@ fn a_stuck_store_ends_the_process_and_sigterm_still_works() {
     for (case, watchdog) in [("watchdog", "5s"), ("sigterm", "1h")] {
         let _ = std::fs::remove_dir_all(dir.join("db"));
         let _ = std::fs::remove_file(dir.join("certwatch.log"));
-        let mut bot = start_stalled_bot(&dir, 24047, &sections(watchdog));
-        let mut alice = Client::connect("alice@localhost", "alice-pw", 24022);
+        let mut bot = start_stalled_bot(&dir, 26047, &sections(watchdog));
+        let mut alice = Client::connect("alice@localhost", "alice-pw", 26022);
         if case == "sigterm" {
             wait_component(&mut alice);
         }

@@ -33,7 +33,7 @@ pub(super) async fn run(engine: &Engine, input: &Input) -> Result<Answer, Error>
     // Someone typed a server's host name: a monitored domain whose SRV
     // records point there is the likelier meaning than the parent.
     let likely = if report.host_unknown().is_some() {
-        engine.domain_served_by(domain.as_str())?
+        engine.domain_served_by(domain.as_str()).await?
     } else {
         None
     };

@@ -6,6 +6,7 @@
 
 pub mod adhoc;
 pub mod adhoc_front;
+pub mod chat;
 pub mod forms;
 pub mod iq;
 pub mod refusal;
@@ -26,12 +27,11 @@ use tokio::sync::{mpsc, oneshot, watch};
 use tokio::time::Instant;
 use tokio_xmpp::connect::ServerConnector;
 use tokio_xmpp::parsers::jid::{BareJid, Jid};
-use tokio_xmpp::parsers::message::{Message, MessageType};
+use tokio_xmpp::parsers::message::MessageType;
 use tokio_xmpp::parsers::presence::{Presence, Type as PresenceType};
 use tokio_xmpp::xmlstream::{initiate_stream, PendingFeaturesRecv, StreamHeader, Timeouts};
 use tokio_xmpp::{Component, Stanza};
 
-use crate::commands::Command;
 use crate::config::{resolve_socket, Config, ConfigError};
 use crate::engine::Engine;
 use crate::model::{Delivery, Sink, MAX_DELIVERY_ATTEMPTS};
@@ -89,7 +89,9 @@ impl Link {
         self.tx.lock().expect("link lock").clone()
     }
 
-    /// Queues a stanza on the current link; dropped when there is none.
+    /// Queues a stanza on the current link without waiting; when there is
+    /// no link or its queue is full, the stanza is dropped and the drop
+    /// logged with its addressee (never silently).
     pub fn send(&self, stanza: impl Into<Stanza>) {
         let stanza = stanza.into();
         let to = stanza_to(&stanza);
@@ -211,8 +213,11 @@ pub struct Ctx {
     /// link drops within [`RESEND_WINDOW`] of their write (XEP-0114 has no
     /// acknowledgement, so "written" is not "received").
     recent: Mutex<VecDeque<(Instant, Delivery)>>,
-    /// Chat commands being answered ([`crate::engine::COMMANDS_IN_FLIGHT`]).
+    /// Chat commands being answered ([`crate::engine::COMMANDS_IN_FLIGHT`]);
+    /// checks wait in the engine's queue instead.
     in_flight: Arc<tokio::sync::Semaphore>,
+    /// IQ requests being answered ([`crate::engine::IQS_IN_FLIGHT`]).
+    iq_in_flight: Arc<tokio::sync::Semaphore>,
     /// Who has been sent our available presence, to be told when we go.
     pub presence: Mutex<PresenceBook>,
     /// XEP-0050 sessions waiting for their form.
@@ -310,6 +315,7 @@ pub async fn run(
         in_flight: Arc::new(tokio::sync::Semaphore::new(
             crate::engine::COMMANDS_IN_FLIGHT,
         )),
+        iq_in_flight: Arc::new(tokio::sync::Semaphore::new(crate::engine::IQS_IN_FLIGHT)),
         presence: Mutex::new(PresenceBook::default()),
         adhoc: adhoc_front::Sessions::default(),
     });
@@ -451,56 +457,10 @@ fn parent_domain(component: &str) -> Option<String> {
 
 fn dispatch(ctx: &Arc<Ctx>, stanza: Stanza) {
     match stanza {
-        Stanza::Message(m) => on_message(ctx, m),
+        Stanza::Message(m) => chat::on_message(ctx, m),
         Stanza::Presence(p) => on_presence(ctx, p),
         Stanza::Iq(iq) => iq::on_iq(ctx, iq),
     }
-}
-
-fn on_message(ctx: &Arc<Ctx>, m: Message) {
-    if !matches!(m.type_, MessageType::Chat | MessageType::Normal) {
-        return;
-    }
-    let (Some(from), Some(body)) = (
-        m.from.clone(),
-        m.get_best_body(vec![]).map(|(_, b)| b.clone()),
-    ) else {
-        return;
-    };
-    // A bound on commands being answered at once, over all JIDs.
-    let Ok(permit) = ctx.in_flight.clone().try_acquire_owned() else {
-        tracing::warn!(from = %from, "too many commands in flight; one dropped");
-        return;
-    };
-    let ctx = ctx.clone();
-    tokio::spawn(async move {
-        let _permit = permit;
-        let bare = from.to_bare().to_string();
-        let reply = match Command::parse(&body) {
-            // Hints (and refusals below) are rate-limited themselves, then
-            // silent: another bot answering each of our replies cannot turn
-            // one message into a storm.
-            Err(e @ crate::commands::CommandError::Unknown(_)) => {
-                ctx.engine.allow_hint(&bare).then(|| e.to_string())
-            }
-            Err(e) => Some(e.to_string()),
-            Ok(cmd) => match ctx
-                .engine
-                .allow_command(&bare, matches!(cmd, Command::Check(_)))
-            {
-                Some(refusal) => ctx.engine.allow_hint(&bare).then_some(refusal),
-                None => {
-                    tracing::debug!(?cmd, "command");
-                    Some(cmd.run(&ctx.engine, &bare).await)
-                }
-            },
-        };
-        if let Some(reply) = reply {
-            ctx.link
-                .send_waiting(stanzas::chat(&ctx.me, &from, &reply, MessageType::Chat))
-                .await;
-        }
-    });
 }
 
 fn on_presence(ctx: &Arc<Ctx>, p: Presence) {
@@ -724,6 +684,52 @@ mod tests {
         assert_eq!(all.len(), PRESENCE_BOOK_MAX);
         assert_eq!(all[0], "u5@x");
         assert!(book.take().is_empty());
+    }
+
+    /// Log lines written while `f` runs.
+    fn logs_of(f: impl FnOnce()) -> String {
+        #[derive(Clone, Default)]
+        struct Buf(Arc<Mutex<Vec<u8>>>);
+        impl std::io::Write for Buf {
+            fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+                self.0.lock().unwrap().extend_from_slice(b);
+                Ok(b.len())
+            }
+            fn flush(&mut self) -> std::io::Result<()> {
+                Ok(())
+            }
+        }
+        let buf = Buf::default();
+        let out = buf.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_writer(move || out.clone())
+            .with_ansi(false)
+            .finish();
+        tracing::subscriber::with_default(subscriber, f);
+        let text = String::from_utf8(buf.0.lock().unwrap().clone()).unwrap();
+        text
+    }
+
+    #[test]
+    fn a_reply_the_link_cannot_take_is_logged_with_its_jid() {
+        let me = Jid::new("certwatch.localhost").unwrap();
+        let reply = |to: &str| stanzas::chat(&me, &Jid::new(to).unwrap(), "hi", MessageType::Chat);
+        let link = Link::default();
+        let logs = logs_of(|| link.send(reply("nolink@x/r")));
+        assert!(logs.contains("nolink@x/r"), "{logs}");
+        let (tx, _rx) = mpsc::channel(1);
+        link.set(Some(tx));
+        let logs = logs_of(|| {
+            link.send(reply("first@x/r"));
+            link.send(reply("second@x/r"));
+        });
+        assert!(!logs.contains("first@x/r"), "the first was queued: {logs}");
+        assert!(
+            logs.contains("WARN")
+                && logs.contains("second@x/r")
+                && logs.contains("the outgoing queue is full"),
+            "{logs}"
+        );
     }
 
     #[test]

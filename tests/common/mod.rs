@@ -164,16 +164,27 @@ pub struct Client {
 impl Client {
     /// Logs in as `jid` on the server at 127.0.0.1:`port`.
     pub fn connect(jid: &str, password: &str, port: u16) -> Client {
-        Client::connect_script("xmppclient.py", jid, password, port)
+        let args = ["--jid", jid, "--password", password, "--host", "127.0.0.1"];
+        let port = port.to_string();
+        Client::spawn("xmppclient.py", &[&args[..], &["--port", &port]].concat())
+            .unwrap_or_else(|| panic!("{jid} did not log in"))
     }
 
     /// [`Client::connect`] with another driver script of tests/labs
     /// (adhocclient.py adds XEP-0050).
     pub fn connect_script(script: &str, jid: &str, password: &str, port: u16) -> Client {
+        let args = ["--jid", jid, "--password", password, "--host", "127.0.0.1"];
+        let port = port.to_string();
+        Client::spawn(script, &[&args[..], &["--port", &port]].concat())
+            .unwrap_or_else(|| panic!("{jid} did not log in"))
+    }
+
+    /// Starts another JSON-lines driver of tests/labs (e.g. resources.py);
+    /// None unless it says it is ready within 60 s.
+    pub fn spawn(script: &str, args: &[&str]) -> Option<Client> {
         let mut child = Command::new("python3")
             .arg(root().join("tests/labs").join(script))
-            .args(["--jid", jid, "--password", password, "--host", "127.0.0.1"])
-            .args(["--port", &port.to_string()])
+            .args(args)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
@@ -199,9 +210,8 @@ impl Client {
             backlog: Vec::new(),
             next_id: 1,
         };
-        c.wait_event(Duration::from_secs(30), |v| v["event"] == "ready")
-            .unwrap_or_else(|| panic!("{jid} did not log in"));
-        c
+        c.wait_event(Duration::from_secs(60), |v| v["event"] == "ready")?;
+        Some(c)
     }
 
     /// Waits for an event matching `pred`, from the backlog first.
