@@ -660,7 +660,13 @@ fn delivery_stanza(me: &Jid, d: &Delivery) -> Option<Stanza> {
             let to = Jid::new(jid).ok()?;
             let entry = stanzas::atom_entry(&d.alert_id, &d.title, &d.content, &d.updated);
             let item = stanzas::item(stanzas::NS_PUBSUB_EVENT, &d.alert_id, entry);
-            Some(stanzas::event_message(me, &to, stanzas::event(node, item)).into())
+            // The summary as text too: a client that shows no PubSub
+            // events (profanity, many bots) still shows the alert.
+            let body = format!(
+                "{} (CertWatch PubSub node {node}; send \"status {node}\" to {me} for the details)",
+                d.title
+            );
+            Some(stanzas::event_message(me, &to, stanzas::event(node, item), &body).into())
         }
     }
 }
