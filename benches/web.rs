@@ -91,18 +91,30 @@ fn main() {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(&dir.path().join("db")).unwrap();
         let t = Instant::now();
-        for i in 0..n {
-            let d = format!("d{i}.bench.test");
-            store.subscribe(&d, &format!("u{}@localhost", i % 5000)).unwrap();
-            store.put_last_report(&d, &report(&d)).unwrap();
-            let item = Item {
-                id: format!("20261204T100000Z-ok-{i:08x}"),
-                title: format!("{d}: OK"),
-                content: "All endpoints match.".into(),
-                updated: "2026-12-04T10:00:00Z".into(),
-            };
-            store.put_item(&d, &item).unwrap();
-        }
+        // 256 writes in flight: the store's owner commits them in groups.
+        use futures::StreamExt as _;
+        futures::stream::iter(0..n)
+            .map(|i| {
+                let store = store.clone();
+                async move {
+                    let d = format!("d{i}.bench.test");
+                    store
+                        .subscribe(&d, &format!("u{}@localhost", i % 5000))
+                        .await
+                        .unwrap();
+                    store.put_last_report(&d, &report(&d)).await.unwrap();
+                    let item = Item {
+                        id: format!("20261204T100000Z-ok-{i:08x}"),
+                        title: format!("{d}: OK"),
+                        content: "All endpoints match.".into(),
+                        updated: "2026-12-04T10:00:00Z".into(),
+                    };
+                    store.put_item(&d, &item).await.unwrap();
+                }
+            })
+            .buffer_unordered(256)
+            .collect::<Vec<()>>()
+            .await;
         store.flush().await.unwrap();
         println!(
             "{n} domains stored (subscription, report, alert) in {:.1} s, {} MiB on disk",

@@ -8,7 +8,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-packages=(prosody lua-sec ejabberd nsd unbound bind9-utils bind9-dnsutils tor iproute2 util-linux openssl procps python3-pip python3-dnspython chromium chromium-driver fonts-dejavu-core)
+packages=(prosody lua-sec ejabberd nsd unbound bind9-utils bind9-dnsutils tor iproute2 util-linux openssl procps python3-pip python3-dnspython profanity tmux chromium chromium-driver fonts-dejavu-core)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || missing+=("$p")
@@ -40,6 +40,7 @@ if ! python3 -c 'import selenium, feedparser, prometheus_client' 2>/dev/null; th
     || python3 -m pip install -q --break-system-packages selenium==4.27.1 feedparser==6.0.11 prometheus_client==0.21.1
 fi
 
+python3 scripts/test_check_layers.py
 python3 scripts/check-layers.py
 cargo fmt --check
 cargo clippy --all-targets -- -D warnings

@@ -42,7 +42,9 @@ Exit status:
   3   could not check: no endpoint reachable, or our resolver or Tor unavailable
   64  usage error (bad arguments or domain)
   65  tlsa: the file holds no usable certificate or key
-  66  an input file cannot be read
+  66  an input file cannot be read (or is not a regular file)
+  70  serve: stopped by its watchdog (store or runtime stuck for store.watchdog,
+      or still running 5 s after SIGTERM)
   71  the runtime cannot start
   74  serve: the store cannot be opened, or another certwatch is using it
   78  configuration error
@@ -192,6 +194,7 @@ pub fn main() -> i32 {
                 eprintln!("certwatch: {e}");
                 match e.kind() {
                     ErrorKind::Store => EXIT_IOERR,
+                    ErrorKind::Bug => crate::watchdog::EXIT_STALLED,
                     _ => EXIT_CONFIG,
                 }
             }

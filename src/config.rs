@@ -183,12 +183,20 @@ impl Default for MonitorConfig {
 pub struct StoreConfig {
     /// The sled database directory.
     pub path: String,
+    /// How long writes may wait with the store making no progress (or the
+    /// runtime not ticking) before `serve` gives up and exits 70.
+    #[serde(with = "humantime_serde")]
+    pub watchdog: Duration,
+    /// The most of the database sled keeps in memory, in MiB.
+    pub cache_mib: u64,
 }
 
 impl Default for StoreConfig {
     fn default() -> Self {
         StoreConfig {
             path: "certwatch.db".into(),
+            watchdog: Duration::from_secs(60),
+            cache_mib: 64,
         }
     }
 }
@@ -413,8 +421,15 @@ impl Config {
             ("probe.timeout", self.probe.timeout, TIMEOUT_RANGE),
             ("monitor.interval", self.monitor.interval, INTERVAL_RANGE),
             ("monitor.jitter", self.monitor.jitter, JITTER_RANGE),
+            ("store.watchdog", self.store.watchdog, WATCHDOG_RANGE),
         ] {
             check_duration(key, value, min, max)?;
+        }
+        if !(1..=MAX_CACHE_MIB).contains(&self.store.cache_mib) {
+            return Err(ConfigError::Invalid(format!(
+                "store.cache_mib must be between 1 and {MAX_CACHE_MIB}, not {}",
+                self.store.cache_mib
+            )));
         }
         if self.store.path.trim().is_empty() {
             return Err(ConfigError::Invalid(
@@ -480,6 +495,11 @@ pub const TIMEOUT_RANGE: (Duration, Duration) = (Duration::from_secs(1), Duratio
 /// `monitor.interval` bounds: 1 s (labs) to 30 days.
 pub const INTERVAL_RANGE: (Duration, Duration) =
     (Duration::from_secs(1), Duration::from_secs(30 * 86_400));
+/// The largest `store.cache_mib` (64 GiB).
+pub const MAX_CACHE_MIB: u64 = 64 << 10;
+/// `store.watchdog` bounds: 5 s (tests) to 1 h.
+pub const WATCHDOG_RANGE: (Duration, Duration) =
+    (Duration::from_secs(5), Duration::from_secs(3600));
 /// `monitor.jitter` bounds: none to 30 days.
 pub const JITTER_RANGE: (Duration, Duration) = (Duration::ZERO, Duration::from_secs(30 * 86_400));
 
@@ -505,11 +525,35 @@ pub const INPUT_LIMIT: u64 = 1 << 20;
 /// The most a `secret_file` may hold.
 pub const SECRET_LIMIT: u64 = 64 << 10;
 
-/// Reads a UTF-8 file of at most `limit` bytes, reading no more than
-/// `limit + 1` whatever the file claims to be (`/dev/zero`, a pipe, a
-/// file that grows): a bigger one is an error, not a hang.
+/// Reads a UTF-8 regular file of at most `limit` bytes. The open never
+/// blocks (a FIFO would wait for a writer forever) and anything but a
+/// regular file (a FIFO, a device, a directory, a socket) is refused; no
+/// more than `limit + 1` bytes are read (a file that grows): a bigger one
+/// is an error, not a hang.
 pub fn read_bounded(path: &Path, limit: u64) -> std::io::Result<String> {
-    let file = std::fs::File::open(path)?;
+    use std::os::unix::fs::{FileTypeExt as _, OpenOptionsExt as _};
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY)
+        .open(path)?;
+    let kind = file.metadata()?.file_type();
+    if !kind.is_file() {
+        let what = if kind.is_fifo() {
+            "a FIFO (named pipe)"
+        } else if kind.is_dir() {
+            "a directory"
+        } else if kind.is_char_device() || kind.is_block_device() {
+            "a device"
+        } else if kind.is_socket() {
+            "a socket"
+        } else {
+            "not a regular file"
+        };
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            format!("{what}, not a regular file"),
+        ));
+    }
     let mut bytes = Vec::new();
     file.take(limit + 1).read_to_end(&mut bytes)?;
     if bytes.len() as u64 > limit {
@@ -681,16 +725,23 @@ mod tests {
 
     #[test]
     fn secret_is_neither_empty_nor_the_placeholder() {
-        let c = Config::parse("[xmpp]\nsecret_file = \"/dev/null\"\n").unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let empty = dir.path().join("empty");
+        std::fs::write(&empty, "").unwrap();
+        let c = Config::parse(&format!("[xmpp]\nsecret_file = {empty:?}\n")).unwrap();
         let err = c.secret().unwrap_err().to_string();
-        assert!(err.contains("/dev/null") && err.contains("empty"), "{err}");
+        assert!(err.contains("empty"), "{err}");
         let c = Config::parse("[xmpp]\nsecret = \"change-me\"\n").unwrap();
         let err = c.secret().unwrap_err().to_string();
         assert!(err.contains("change-me"), "{err}");
-        let c = Config::parse("[xmpp]\nsecret_file = \"/dev/zero\"\n").unwrap();
+        let big = dir.path().join("big");
+        std::fs::write(&big, "x".repeat(65 << 10)).unwrap();
+        let c = Config::parse(&format!("[xmpp]\nsecret_file = {big:?}\n")).unwrap();
         let err = c.secret().unwrap_err().to_string();
         assert!(err.contains("larger than 64 KiB"), "{err}");
-        let dir = tempfile::tempdir().unwrap();
+        let c = Config::parse("[xmpp]\nsecret_file = \"/dev/zero\"\n").unwrap();
+        let err = c.secret().unwrap_err().to_string();
+        assert!(err.contains("not a regular file"), "{err}");
         let path = dir.path().join("secret");
         std::fs::write(&path, "s3cret\n").unwrap();
         let c = Config::parse(&format!("[xmpp]\nsecret_file = {:?}\n", path)).unwrap();
@@ -699,14 +750,34 @@ mod tests {
 
     #[test]
     fn inputs_are_read_within_their_bound() {
-        let err = read_bounded(Path::new("/dev/zero"), INPUT_LIMIT).unwrap_err();
-        assert!(err.to_string().contains("larger than 1 MiB"), "{err}");
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("f");
         std::fs::write(&path, "x".repeat(100)).unwrap();
         assert_eq!(read_bounded(&path, 100).unwrap().len(), 100);
-        assert!(read_bounded(&path, 99).is_err());
-        assert_eq!(read_bounded(Path::new("/dev/null"), 10).unwrap(), "");
+        let err = read_bounded(&path, 99).unwrap_err();
+        assert!(err.to_string().contains("larger than 99 bytes"), "{err}");
+    }
+
+    #[test]
+    fn only_regular_files_are_read_and_a_fifo_does_not_block() {
+        let dir = tempfile::tempdir().unwrap();
+        let fifo = dir.path().join("fifo");
+        let made = std::process::Command::new("mkfifo")
+            .arg(&fifo)
+            .status()
+            .unwrap();
+        assert!(made.success());
+        // With no writer, a blocking open would never return.
+        let err = read_bounded(&fifo, INPUT_LIMIT).unwrap_err();
+        assert!(err.to_string().contains("a FIFO (named pipe)"), "{err}");
+        for (path, what) in [
+            ("/dev/zero", "a device"),
+            ("/dev/null", "a device"),
+            ("/", "a directory"),
+        ] {
+            let err = read_bounded(Path::new(path), INPUT_LIMIT).unwrap_err();
+            assert!(err.to_string().contains(what), "{path}: {err}");
+        }
     }
 
     /// Every key of every section, as `section.key`, from the real defaults.

@@ -9,6 +9,11 @@
 /// The environment variable naming the crash point.
 pub const VAR: &str = "CERTWATCH_CRASH_AT";
 
+/// The environment variable naming a stall point (debug builds): the
+/// named part stops for good there, as if wedged (`store`: the store's
+/// thread before a flush), so the watchdog can be seen to act.
+pub const STALL_VAR: &str = "CERTWATCH_STALL_AT";
+
 /// An alert is committed and flushed, and nothing has been sent yet.
 pub const AFTER_COMMIT: &str = "after-commit";
 /// A delivery was written to the stream and is not yet marked sent.

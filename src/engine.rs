@@ -29,9 +29,14 @@ pub const COMMANDS_PER_MINUTE: usize = 20;
 pub const IQS_PER_MINUTE: usize = 60;
 /// Hint replies (unknown command, too many commands) one JID gets per minute.
 pub const HINTS_PER_MINUTE: usize = 3;
-/// Chat commands being answered at once, over all JIDs; more wait their turn
-/// in the server's queue (dropped here past the bound).
+/// Chat commands other than `check` being answered at once, over all JIDs;
+/// past it the sender is told to send it again (a `check` waits in the
+/// bounded queue of [`crate::admission`] instead, holding none of these).
 pub const COMMANDS_IN_FLIGHT: usize = 64;
+/// IQ requests being answered at once, over all JIDs; past it a request is
+/// answered `<resource-constraint/>` (type `wait`), never queued.
+pub const IQS_IN_FLIGHT: usize = 64;
+pub use crate::model::PUBSUB_SUBSCRIPTIONS_PER_ACCOUNT;
 /// Fresh checks one JID may ask for per hour.
 pub const CHECKS_PER_HOUR: usize = 30;
 /// Domains one JID may subscribe to.
@@ -91,9 +96,11 @@ pub struct Engine {
     monitor_wake: Notify,
     outbox_wake: Notify,
     chat_checks: Semaphore,
+    /// Chat checks waiting for a slot or running, bounded per JID and in all.
+    checks_queued: crate::admission::CheckQueue,
     limiter: Mutex<Limiter>,
     /// One subscription (limits checked, then written) at a time.
-    subscribing: Mutex<()>,
+    subscribing: tokio::sync::Mutex<()>,
     spacing: std::sync::Arc<Spacing>,
     /// Shared by every checker the engine builds, so a rebuilt one gets no fresh burst.
     circuits: std::sync::Arc<crate::probe::CircuitBudget>,
@@ -111,6 +118,17 @@ pub struct Engine {
     urgent: Mutex<VecDeque<Delivery>>,
     /// Counters every finished check bumps (served by the web front).
     metrics: std::sync::Arc<crate::metrics::Metrics>,
+}
+
+/// Whether the transport has started (for the operators).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum TransportNow {
+    /// Not yet: it starts at the first check.
+    NotStarted,
+    /// Starting now (over Tor: bootstrapping).
+    Starting,
+    /// Started; over Tor, what arti says of itself.
+    Running(Option<crate::probe::transport::TorState>),
 }
 
 /// Operator messages kept in memory when the store cannot take them.
@@ -156,8 +174,9 @@ impl Engine {
             monitor_wake: Notify::new(),
             outbox_wake: Notify::new(),
             chat_checks: Semaphore::new(CHAT_CHECKS),
+            checks_queued: Default::default(),
             limiter: Mutex::new(Limiter::default()),
-            subscribing: Mutex::new(()),
+            subscribing: tokio::sync::Mutex::new(()),
             spacing: std::sync::Arc::new(Spacing::new(PROBE_GAP, Duration::from_secs(600))),
             circuits,
             clock,
@@ -261,18 +280,35 @@ impl Engine {
 
     /// A check asked for by chat: bounded in number, stored if the domain is monitored.
     pub async fn check_now(&self, domain: &Domain) -> Result<Report, Error> {
+        self.check_now_services(domain, ServiceSet::All).await
+    }
+
+    /// [`Engine::check_now`] of some services only; a check of fewer than
+    /// all is the reply only, never the domain's last result.
+    pub async fn check_now_services(
+        &self,
+        domain: &Domain,
+        services: ServiceSet,
+    ) -> Result<Report, Error> {
         let _permit = self
             .chat_checks
             .acquire()
             .await
             .map_err(|_| Error::ShuttingDown)?;
-        let (report, health) = self.run_check(domain).await?;
+        // Asked by a person, perhaps right after a fix: the domain's own
+        // records afresh, not from the monitor's cache.
+        let checker = self.checker().await?.uncached().map_err(|e| {
+            Error::Setup(SetupError::Config(crate::config::ConfigError::Invalid(
+                e.to_string(),
+            )))
+        })?;
+        let (report, health) = checker.check(domain, services).await;
         self.note_health(&health, None).await;
         // Our own Tor or DNS failing says nothing about the domain: such a
         // report is the reply, never the domain's last result (as in the monitor).
         let ours = report.verdict == crate::report::Verdict::Unreachable && health.ours();
-        if !ours {
-            let kept = self.keep_result(&report.bounded_for_store());
+        if !ours && services == ServiceSet::All {
+            let kept = self.keep_result(&report.bounded_for_store()).await;
             if let Err(Error::Store(e)) = &kept {
                 self.note_store(Err(e));
             }
@@ -284,9 +320,9 @@ impl Engine {
     /// Keeps a chat check's report for `status`: as a monitored domain's
     /// last report (its alert state is the monitor's alone and stays as
     /// it is), else among the [`RECENT_RESULTS`] recent ones.
-    pub fn keep_result(&self, report: &Report) -> Result<(), Error> {
+    pub async fn keep_result(&self, report: &Report) -> Result<(), Error> {
         if self.store.domain_state(&report.domain)?.is_some() {
-            self.store.put_last_report(&report.domain, report)?;
+            self.store.put_last_report(&report.domain, report).await?;
             return Ok(());
         }
         let mut recent = self.recent.lock().expect("recent lock");
@@ -318,20 +354,30 @@ impl Engine {
     }
 
     /// A domain whose last report has an endpoint on `host` (its SRV records
-    /// point there): what a user who typed the host likely meant.
-    pub fn domain_served_by(&self, host: &str) -> Result<Option<String>, StoreError> {
-        for d in self.store.monitored()?.into_iter().take(MAX_DOMAINS) {
-            if d == host {
-                continue;
-            }
-            let served = self
-                .last_report(&d)?
-                .is_some_and(|r| r.endpoints.iter().any(|e| e.host == host));
-            if served {
-                return Ok(Some(d));
-            }
-        }
-        Ok(None)
+    /// point there): what a user who typed the host likely meant. The scan
+    /// of the monitored domains runs on a blocking thread, never on the
+    /// runtime's workers (which read the stanzas).
+    pub async fn domain_served_by(&self, host: &str) -> Result<Option<String>, StoreError> {
+        // The recent chat results, as (domain, when, hosts): what the scan
+        // needs of them, without cloning whole reports.
+        let recent: Vec<(String, String, Vec<String>)> = self
+            .recent
+            .lock()
+            .expect("recent lock")
+            .iter()
+            .map(|r| {
+                let hosts = r.endpoints.iter().map(|e| e.host.clone()).collect();
+                (r.domain.clone(), r.checked_at.clone(), hosts)
+            })
+            .collect();
+        let store = self.store.clone();
+        let host = host.to_owned();
+        tokio::task::spawn_blocking(move || served_by(&store, &recent, &host))
+            .await
+            .unwrap_or_else(|e| {
+                tracing::warn!(error = %e, "the scan for a served host failed");
+                Ok(None)
+            })
     }
 
     /// Asks the monitor to check `domain` at once (it just started being
@@ -366,6 +412,19 @@ impl Engine {
         self.note_causes(&[(Cause::Store, outcome)]);
     }
 
+    /// Whether the transport has started, and what our Tor client says of
+    /// itself (for the operators' `health`).
+    pub fn transport_now(&self) -> TransportNow {
+        // The lock is held while the transport starts (Tor bootstraps).
+        let Ok(slot) = self.checker.try_lock() else {
+            return TransportNow::Starting;
+        };
+        match slot.as_ref() {
+            None => TransportNow::NotStarted,
+            Some((checker, _)) => TransportNow::Running(checker.tor_state()),
+        }
+    }
+
     /// The causes failing now (for the operators and the tests).
     pub fn self_watch(&self) -> SelfWatch {
         self.self_watch.lock().expect("self-watch lock").clone()
@@ -398,7 +457,9 @@ impl Engine {
             self.tell_operators(notice, &now);
         }
         if *watch != before {
-            if let Err(e) = self.store.put_meta(SELF_WATCH_KEY, &*watch) {
+            // Queued under the lock, so the stored order is the order of
+            // the updates.
+            if let Err(e) = self.store.put_meta_now(SELF_WATCH_KEY, &*watch) {
                 tracing::warn!(error = %e, "cannot store the self-watch");
             }
         }
@@ -434,18 +495,47 @@ impl Engine {
         let queued = if cause == Cause::Store {
             Err("the store is what fails".to_owned())
         } else {
-            self.store.enqueue(&deliveries).map_err(|e| e.to_string())
+            self.store
+                .enqueue_now(&deliveries)
+                .map_err(|e| e.to_string())
         };
         if let Err(why) = queued {
             tracing::warn!(error = %why, "operator message kept in memory");
-            let mut urgent = self.urgent.lock().expect("urgent lock");
-            for d in deliveries {
-                if urgent.len() >= URGENT_QUEUE {
-                    urgent.pop_front();
-                }
-                urgent.push_back(d);
-            }
+            self.push_urgent(deliveries);
         }
+        self.wake_outbox();
+    }
+
+    fn push_urgent(&self, deliveries: Vec<Delivery>) {
+        let mut urgent = self.urgent.lock().unwrap_or_else(|e| e.into_inner());
+        for d in deliveries {
+            if urgent.len() >= URGENT_QUEUE {
+                urgent.pop_front();
+            }
+            urgent.push_back(d);
+        }
+    }
+
+    /// Queues `text` for every operator in memory only, past the store (for
+    /// the watchdog, when the store may be what is stuck); sent by the front
+    /// if the runtime still runs.
+    pub fn tell_operators_urgently(&self, text: &str) {
+        let now = self.clock.now_rfc3339();
+        let deliveries = self
+            .config
+            .xmpp
+            .admins
+            .iter()
+            .map(|admin| Delivery {
+                alert_id: format!("operator-watchdog-{now}"),
+                sink: Sink::Chat(admin.clone()),
+                title: text.to_owned(),
+                content: text.to_owned(),
+                updated: now.clone(),
+                attempts: 0,
+            })
+            .collect();
+        self.push_urgent(deliveries);
         self.wake_outbox();
     }
 
@@ -568,31 +658,51 @@ impl Engine {
     /// Subscribes `jid` (bare) to `domain` by chat if its limits allow:
     /// Ok(Ok(fresh)), or Ok(Err(refusal)). The limits and the write are one
     /// step, so parallel requests cannot pass a limit together.
-    pub fn subscribe_chat(
+    pub async fn subscribe_chat(
         &self,
         jid: &str,
         domain: &str,
     ) -> Result<Result<bool, String>, StoreError> {
-        let _one = self.subscribing.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(refusal) = self.may_subscribe(jid, domain)? {
-            return Ok(Err(refusal));
-        }
-        Ok(Ok(self.store.subscribe(domain, jid)?))
+        let (fresh, durable) = {
+            let _one = self.subscribing.lock().await;
+            if let Some(refusal) = self.may_subscribe(jid, domain)? {
+                return Ok(Err(refusal));
+            }
+            self.store.subscribe_staged(domain, jid).await?
+        };
+        // Flushed outside the lock: subscribes at once share flushes.
+        durable.flushed().await?;
+        Ok(Ok(fresh))
     }
 
     /// Subscribes `jid` (full or bare; its bare JID's limits apply) to the
     /// PubSub node of `domain`, like [`Engine::subscribe_chat`].
-    pub fn subscribe_pubsub(
+    pub async fn subscribe_pubsub(
         &self,
         jid: &str,
         domain: &str,
     ) -> Result<Result<bool, String>, StoreError> {
-        let _one = self.subscribing.lock().unwrap_or_else(|e| e.into_inner());
-        let bare = jid.split('/').next().unwrap_or(jid);
-        if let Some(refusal) = self.may_subscribe(bare, domain)? {
-            return Ok(Err(refusal));
-        }
-        Ok(Ok(self.store.pubsub_subscribe(domain, jid)?))
+        let (fresh, durable) = {
+            let _one = self.subscribing.lock().await;
+            let bare = jid.split('/').next().unwrap_or(jid);
+            // Each subscription costs one event per alert: every (node, JID)
+            // pair counts, each full JID of the account on its own.
+            let mine = self
+                .store
+                .pubsub_subscriptions_of(bare, PUBSUB_SUBSCRIPTIONS_PER_ACCOUNT + 1)?;
+            let again = mine.iter().any(|(n, j)| n == domain && j == jid);
+            if !again && mine.len() >= PUBSUB_SUBSCRIPTIONS_PER_ACCOUNT {
+                return Ok(Err(format!(
+                    "your account already has {PUBSUB_SUBSCRIPTIONS_PER_ACCOUNT} PubSub subscriptions (each node and each full JID counts), the most one account may; unsubscribe one first"
+                )));
+            }
+            if let Some(refusal) = self.may_subscribe(bare, domain)? {
+                return Ok(Err(refusal));
+            }
+            self.store.pubsub_subscribe_staged(domain, jid).await?
+        };
+        durable.flushed().await?;
+        Ok(Ok(fresh))
     }
 
     /// Counts an IQ request from `jid` (bare); false when over
@@ -622,6 +732,27 @@ impl Engine {
         l.allow(jid, is_check, Instant::now())
     }
 
+    /// Counts a fresh check asked for by `jid` ([`CHECKS_PER_HOUR`]);
+    /// Some(reason) when over it. The command itself is counted apart.
+    pub fn allow_check(&self, jid: &str) -> Option<String> {
+        let mut l = self.limiter.lock().expect("limiter lock");
+        l.allow_check(jid, Instant::now())
+    }
+
+    /// Chat checks waiting or running now.
+    pub fn checks_queued(&self) -> usize {
+        self.checks_queued.len()
+    }
+
+    /// A place in the chat checks' queue for `jid` (see [`crate::admission`]),
+    /// held until the check's reply is written.
+    pub fn queue_check(
+        &self,
+        jid: &str,
+    ) -> Result<crate::admission::Ticket, crate::admission::QueueFull> {
+        self.checks_queued.enter(jid)
+    }
+
     /// Makes the monitor look for new domains now.
     pub fn wake_monitor(&self) {
         self.monitor_wake.notify_one();
@@ -641,6 +772,35 @@ impl Engine {
     pub async fn outbox_woken(&self) {
         self.outbox_wake.notified().await
     }
+}
+
+/// The first monitored domain (other than `host`) whose last result, the
+/// newer of the stored one and a recent chat check's, has an endpoint on
+/// `host`. Scans the store: call it on a blocking thread.
+fn served_by(
+    store: &Store,
+    recent: &[(String, String, Vec<String>)],
+    host: &str,
+) -> Result<Option<String>, StoreError> {
+    for d in store.monitored()?.into_iter().take(MAX_DOMAINS) {
+        if d == host {
+            continue;
+        }
+        let stored = store.domain_state(&d)?.and_then(|s| s.last_report);
+        let newer_recent = recent
+            .iter()
+            .rev()
+            .find(|(rd, _, _)| *rd == d)
+            .filter(|(_, at, _)| stored.as_ref().is_none_or(|r| *at > r.checked_at));
+        let served = match newer_recent {
+            Some((_, _, hosts)) => hosts.iter().any(|h| h == host),
+            None => stored.is_some_and(|r| r.endpoints.iter().any(|e| e.host == host)),
+        };
+        if served {
+            return Ok(Some(d));
+        }
+    }
+    Ok(None)
 }
 
 /// What one check (or its failure to start) showed about each of our parts.
@@ -710,10 +870,16 @@ impl Limiter {
         {
             return Some("Too many commands; wait a minute.".into());
         }
-        if is_check
-            && !self
-                .checks
-                .admit(jid, now, Duration::from_secs(3600), CHECKS_PER_HOUR)
+        if is_check {
+            return self.allow_check(jid, now);
+        }
+        None
+    }
+
+    fn allow_check(&mut self, jid: &str, now: Instant) -> Option<String> {
+        if !self
+            .checks
+            .admit(jid, now, Duration::from_secs(3600), CHECKS_PER_HOUR)
         {
             return Some(format!(
                 "You asked for {CHECKS_PER_HOUR} checks this hour, the most allowed; \"status DOMAIN\" shows stored results."
@@ -769,6 +935,12 @@ impl Windows {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The outbox once every write queued so far has been applied.
+    async fn queued(engine: &Engine) -> Vec<(u64, Delivery)> {
+        engine.store().flush().await.unwrap();
+        engine.store().pending().unwrap()
+    }
     use crate::probe::transport::TransportSetupError;
 
     fn engine_with_admins(admins: &[&str]) -> Engine {
@@ -812,29 +984,29 @@ mod tests {
             engine.note_health(&failing, None).await;
         }
         assert!(
-            engine.store().pending().unwrap().is_empty(),
+            queued(&engine).await.is_empty(),
             "not after {} failures",
             ADMIN_AFTER - 1
         );
         engine.note_health(&failing, None).await;
-        let pending = engine.store().pending().unwrap();
+        let pending = queued(&engine).await;
         assert_eq!(pending.len(), 2, "one message per operator");
         assert!(pending[0].1.content.contains("failing"));
         for _ in 0..5 {
             engine.note_health(&failing, None).await;
         }
-        assert_eq!(engine.store().pending().unwrap().len(), 2, "no repeats");
+        assert_eq!(queued(&engine).await.len(), 2, "no repeats");
         // A check that went through the transport again.
         let fine = Health {
             probes: 4,
             ..Health::default()
         };
         engine.note_health(&fine, None).await;
-        let pending = engine.store().pending().unwrap();
+        let pending = queued(&engine).await;
         assert_eq!(pending.len(), 4);
         assert!(pending[3].1.content.contains("work again"));
         engine.note_health(&fine, None).await;
-        assert_eq!(engine.store().pending().unwrap().len(), 4);
+        assert_eq!(queued(&engine).await.len(), 4);
     }
 
     #[tokio::test]
@@ -848,7 +1020,7 @@ mod tests {
         for _ in 0..10 {
             engine.note_health(&remote, None).await;
         }
-        assert!(engine.store().pending().unwrap().is_empty());
+        assert!(queued(&engine).await.is_empty());
         // One probe of four ran into our broken Tor, the others got through
         // (or were refused by servers): the check could not be completed.
         let partial = Health {
@@ -860,7 +1032,7 @@ mod tests {
         for _ in 0..ADMIN_AFTER {
             engine.note_health(&partial, None).await;
         }
-        let pending = engine.store().pending().unwrap();
+        let pending = queued(&engine).await;
         assert_eq!(pending.len(), 1, "one operator alert");
         assert!(
             pending[0].1.content.contains("circuit collapsed"),
@@ -868,7 +1040,7 @@ mod tests {
             pending[0].1.content
         );
         engine.note_health(&remote, None).await;
-        let pending = engine.store().pending().unwrap();
+        let pending = queued(&engine).await;
         assert_eq!(pending.len(), 2);
         assert!(pending[1].1.content.contains("work again"));
         // Tor could not even start: that counts.
@@ -882,7 +1054,7 @@ mod tests {
                 )
                 .await;
         }
-        let pending = engine.store().pending().unwrap();
+        let pending = queued(&engine).await;
         assert_eq!(pending.len(), 3);
         assert!(pending[2].1.content.contains("cannot bootstrap Tor"));
     }
@@ -897,6 +1069,8 @@ mod tests {
     }
 
     fn contents(engine: &Engine) -> Vec<String> {
+        // The owner is a thread of its own: waiting here blocks only the test.
+        futures::executor::block_on(engine.store().flush()).unwrap();
         let pending = engine.store().pending().unwrap();
         pending.into_iter().map(|(_, d)| d.content).collect()
     }
@@ -1002,6 +1176,7 @@ mod tests {
         assert_eq!(engine.self_watch().transport.failures, N as u32);
         assert_eq!(contents(&engine).len(), 2, "one alert per operator");
         // And it was stored as it is in memory.
+        futures::executor::block_on(engine.store().flush()).unwrap();
         let stored: SelfWatch = engine.store().meta(SELF_WATCH_KEY).unwrap().unwrap();
         assert_eq!(stored, engine.self_watch());
     }
@@ -1070,12 +1245,22 @@ mod tests {
             config.xmpp.admins = vec!["op@localhost".into()];
             config.dns.nameservers = vec!["127.0.0.1:9".into()];
             config.store.path = path.clone();
-            Engine::new(
-                config,
-                Store::open(std::path::Path::new(&path)).unwrap(),
-                crate::clock::system(),
-            )
-            .unwrap()
+            // sled's own threads may hold the last run's file lock for a
+            // moment after its last handle is gone (a restart is a new
+            // process, which never meets this).
+            let mut tries = 0;
+            let store = loop {
+                match Store::open(std::path::Path::new(&path)) {
+                    Ok(store) => break store,
+                    Err(e) if tries < 50 => {
+                        tries += 1;
+                        eprintln!("store still locked ({e}); trying again");
+                        std::thread::sleep(std::time::Duration::from_millis(100));
+                    }
+                    Err(e) => panic!("{e}"),
+                }
+            };
+            Engine::new(config, store, crate::clock::system()).unwrap()
         };
         {
             let engine = make();
@@ -1122,13 +1307,14 @@ mod tests {
         }
     }
 
-    #[test]
-    fn chat_results_are_the_last_result_but_never_the_alert_state() {
+    #[tokio::test]
+    async fn chat_results_are_the_last_result_but_never_the_alert_state() {
         use crate::report::Verdict;
         let engine = engine_with_admins(&[]);
         // Unmonitored: kept among the recent results, bounded.
         engine
             .keep_result(&report("a.org", "2026-01-01T00:00:00Z", Verdict::Ok))
+            .await
             .unwrap();
         assert_eq!(
             engine.last_report("a.org").unwrap().unwrap().verdict,
@@ -1141,6 +1327,7 @@ mod tests {
                     "2026-01-01T00:00:00Z",
                     Verdict::Ok,
                 ))
+                .await
                 .unwrap();
         }
         assert!(engine.last_report("a.org").unwrap().is_none(), "bounded");
@@ -1148,15 +1335,19 @@ mod tests {
         // Monitored, alert state mismatch: a chat check that saw ok is the
         // last result, and the alert state stays mismatch.
         let store = engine.store();
-        store.monitor("m.org").unwrap();
+        store.monitor("m.org").await.unwrap();
         let mut state = crate::model::DomainState {
             state: Some(Verdict::Mismatch),
             ..Default::default()
         };
         state.last_report = Some(report("m.org", "2026-01-01T00:00:00Z", Verdict::Mismatch));
-        store.commit_check("m.org", &state, None, &[]).unwrap();
+        store
+            .commit_check("m.org", &state, None, &[])
+            .await
+            .unwrap();
         engine
             .keep_result(&report("m.org", "2026-01-01T00:05:00Z", Verdict::Ok))
+            .await
             .unwrap();
         let stored = store.domain_state("m.org").unwrap().unwrap();
         assert_eq!(stored.state, Some(Verdict::Mismatch));
@@ -1164,6 +1355,65 @@ mod tests {
         assert_eq!(
             engine.last_report("m.org").unwrap().unwrap().checked_at,
             "2026-01-01T00:05:00Z"
+        );
+    }
+
+    #[tokio::test]
+    async fn pubsub_subscriptions_count_each_full_jid_up_to_the_accounts_bound() {
+        let engine = engine_with_admins(&[]);
+        for i in 0..PUBSUB_SUBSCRIPTIONS_PER_ACCOUNT {
+            let jid = format!("many@x/r{i}");
+            let r = engine.subscribe_pubsub(&jid, "one.example").await;
+            assert_eq!(r.unwrap(), Ok(true), "{i}");
+        }
+        // One node, one domain: the domain limit would let it pass.
+        let over = engine
+            .subscribe_pubsub("many@x/r-extra", "one.example")
+            .await
+            .unwrap();
+        let why = over.unwrap_err();
+        assert!(why.contains("50 PubSub subscriptions"), "{why}");
+        // Subscribing again what one has is no new subscription.
+        assert_eq!(
+            engine
+                .subscribe_pubsub("many@x/r0", "one.example")
+                .await
+                .unwrap(),
+            Ok(false)
+        );
+        // Other accounts are not affected.
+        assert_eq!(
+            engine
+                .subscribe_pubsub("other@x/r", "one.example")
+                .await
+                .unwrap(),
+            Ok(true)
+        );
+        let stored = engine.store().pubsub_subscribers("one.example").unwrap();
+        assert_eq!(stored.len(), PUBSUB_SUBSCRIPTIONS_PER_ACCOUNT + 1);
+    }
+
+    #[tokio::test]
+    async fn the_served_by_scan_runs_off_the_runtime_and_finds_the_domain() {
+        use crate::report::Verdict;
+        let engine = engine_with_admins(&[]);
+        let mut r = report("d.example", "2026-01-01T00:00:00Z", Verdict::Ok);
+        let ep: crate::report::EndpointReport = serde_json::from_value(serde_json::json!({
+            "service": "xmpp-client", "host": "xmpp.d.example", "port": 5222,
+            "address": "192.0.2.1", "tls": "starttls", "verdict": "match",
+            "tlsa": [], "tlsa_name": "_5222._tcp.xmpp.d.example"
+        }))
+        .unwrap();
+        r.endpoints.push(ep);
+        engine.store().monitor("d.example").await.unwrap();
+        engine.keep_result(&r).await.unwrap();
+        assert_eq!(
+            engine.domain_served_by("xmpp.d.example").await.unwrap(),
+            Some("d.example".into())
+        );
+        assert_eq!(
+            engine.domain_served_by("elsewhere.example").await.unwrap(),
+            None
         );
     }
 

@@ -7,10 +7,13 @@
 //! draws it):
 //!
 //! - [`cli`]: the command line, exit codes
-//! - [`serve`]: process start-up of `serve` (store, engine, monitor, front)
-//! - [`xmpp`]: the XEP-0114 front (stanzas in and out, PubSub, delivery);
-//!   [`web`]: the HTTP front (pages, JSON, Atom, badge, metrics, health)
-//! - [`commands`]: chat commands; [`monitor`]: the schedule that drives checks
+//! - [`serve`]: process start-up of `serve` (store, engine, monitor, front);
+//!   [`watchdog`]: ends a `serve` that stopped making progress
+//! - [`xmpp`]: the XEP-0114 front (stanzas in and out, PubSub, XEP-0050
+//!   ad-hoc commands, delivery); [`web`]: the HTTP front (pages, JSON,
+//!   Atom, badge, metrics, health)
+//! - [`commands`]: the commands, each defined once for chat, ad-hoc and web;
+//!   [`monitor`]: the schedule that drives checks
 //! - [`engine`]: the running service's core (checker, limits, self-watch)
 //! - [`setup`]: resolver, transport and prober built from the config
 //! - [`check`]: one check of a domain; [`store`]: sled
@@ -26,8 +29,10 @@
 //! - [`vocab`]: the shared words (service, role, TLS mode); [`error`]: whose
 //!   problem a failure is; [`clock`]: wall time, handed in; [`config`]: the
 //!   TOML file; [`domain`]: input validation; [`netpolicy`]: which
-//!   addresses may be probed
+//!   addresses may be probed; [`admission`]: the chat checks' queue, bounded
+//!   per JID and in all
 
+pub mod admission;
 pub mod advice;
 pub mod alert;
 pub mod check;
@@ -54,5 +59,6 @@ pub mod serve;
 pub mod setup;
 pub mod store;
 pub mod vocab;
+pub mod watchdog;
 pub mod web;
 pub mod xmpp;

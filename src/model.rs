@@ -80,6 +80,11 @@ pub struct Delivery {
 /// item the server will not take never blocks the alerts queued behind it.
 pub const MAX_DELIVERY_ATTEMPTS: u32 = 5;
 
+/// PubSub subscriptions one account (bare JID) may hold: each node and each
+/// full JID counts, so one account's alerts cost at most this many events
+/// per alert. A subscribe past it is refused (`policy-violation`).
+pub const PUBSUB_SUBSCRIPTIONS_PER_ACCOUNT: usize = 50;
+
 /// A published PubSub item.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Item {
@@ -127,12 +132,27 @@ impl Alert {
     }
 
     /// One delivery per chat subscriber (the short form) and per PubSub
-    /// subscriber (the details).
+    /// subscriber (the details): at most once per JID, and at most
+    /// [`PUBSUB_SUBSCRIPTIONS_PER_ACCOUNT`] PubSub JIDs per account (bare
+    /// JID), whatever the store holds.
     pub fn deliveries(&self, chat: &[String], pubsub: &[String]) -> Vec<Delivery> {
+        let mut seen = std::collections::HashSet::new();
+        let mut per_account: std::collections::HashMap<&str, usize> = Default::default();
+        let pubsub = pubsub.iter().filter(|j| {
+            let account = j.split('/').next().unwrap_or(j);
+            let n = per_account.entry(account).or_default();
+            if !seen.insert(j.as_str()) || *n >= PUBSUB_SUBSCRIPTIONS_PER_ACCOUNT {
+                return false;
+            }
+            *n += 1;
+            true
+        });
+        let mut chat_seen = std::collections::HashSet::new();
         let sinks = chat
             .iter()
+            .filter(|j| chat_seen.insert(j.as_str()))
             .map(|j| Sink::Chat(j.clone()))
-            .chain(pubsub.iter().map(|j| Sink::Event {
+            .chain(pubsub.map(|j| Sink::Event {
                 node: self.domain.clone(),
                 jid: j.clone(),
             }));
@@ -149,5 +169,49 @@ impl Alert {
                 attempts: 0,
             })
             .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_alert_goes_once_per_jid_and_never_past_an_accounts_bound() {
+        let a = Alert {
+            id: "a1".into(),
+            domain: "example.org".into(),
+            from: Some(Verdict::Ok),
+            to: Verdict::Mismatch,
+            title: "t".into(),
+            content: "c".into(),
+            chat: "short".into(),
+            updated: "2026-11-22T12:00:00Z".into(),
+        };
+        // One account with more full JIDs than its bound (a store written
+        // before the bound, say), one JID twice, and another account.
+        let mut pubsub: Vec<String> = (0..PUBSUB_SUBSCRIPTIONS_PER_ACCOUNT + 5)
+            .map(|i| format!("many@x/r{i}"))
+            .collect();
+        pubsub.push("many@x/r0".into());
+        pubsub.push("other@x".into());
+        let chat = vec!["c@x".to_string(), "c@x".to_string()];
+        let d = a.deliveries(&chat, &pubsub);
+        let events: Vec<&String> = d
+            .iter()
+            .filter_map(|d| match &d.sink {
+                Sink::Event { jid, .. } => Some(jid),
+                Sink::Chat(_) => None,
+            })
+            .collect();
+        let many = events.iter().filter(|j| j.starts_with("many@x/")).count();
+        assert_eq!(many, PUBSUB_SUBSCRIPTIONS_PER_ACCOUNT);
+        let unique: std::collections::HashSet<_> = events.iter().collect();
+        assert_eq!(unique.len(), events.len(), "no JID twice");
+        assert!(events.iter().any(|j| *j == "other@x"), "others unaffected");
+        assert_eq!(
+            d.iter().filter(|d| matches!(d.sink, Sink::Chat(_))).count(),
+            1
+        );
     }
 }

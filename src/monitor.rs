@@ -312,6 +312,32 @@ impl Host for Engine {
     }
 }
 
+/// How often the subscribers of an alert are read before the check is
+/// given up as not recorded.
+const RECIPIENT_READS: u32 = 3;
+
+/// A domain's chat and PubSub subscribers, read again on failure.
+async fn read_recipients(
+    store: &crate::store::Store,
+    domain: &str,
+) -> Result<(Vec<String>, Vec<String>), StoreError> {
+    let mut tries = 0;
+    loop {
+        tries += 1;
+        let read = store
+            .subscribers(domain)
+            .and_then(|chat| Ok((chat, store.pubsub_subscribers(domain)?)));
+        match read {
+            Ok(r) => return Ok(r),
+            Err(e) if tries >= RECIPIENT_READS => return Err(e),
+            Err(e) => {
+                tracing::warn!(domain, error = %e, tries, "cannot read the subscribers; trying again");
+                tokio::time::sleep(Duration::from_millis(100 * u64::from(tries))).await;
+            }
+        }
+    }
+}
+
 /// Runs the monitor until the task is dropped.
 pub async fn run(engine: Arc<Engine>) {
     supervise(engine, None).await
@@ -531,40 +557,47 @@ pub async fn check_domain_gated(
                     title: a.title.clone(),
                     items: report.evidence.clone(),
                 };
-                if let Err(e) = store.put_evidence(domain, &record) {
+                if let Err(e) = store.put_evidence(domain, &record).await {
                     tracing::warn!(domain, error = %e, "cannot keep the evidence");
                 }
             }
-            let chat = store.subscribers(domain).unwrap_or_default();
-            let pubsub = store.pubsub_subscribers(domain).unwrap_or_default();
+            // An alert is never committed without its recipients: a read
+            // that fails is tried again, then the check is not recorded (the
+            // state stays as it was, so the next check raises the alert).
+            let recipients = match read_recipients(store, domain).await {
+                Ok(r) => r,
+                Err(e) => {
+                    tracing::warn!(domain, error = %e, "cannot read the subscribers; the alert waits for the next check");
+                    engine.note_store(Err(&e));
+                    return Next::Soon;
+                }
+            };
             tracing::info!(domain, from = ?a.from, to = %a.to, "state changed");
-            store.commit_check(
-                domain,
-                &next,
-                Some(&a.item()),
-                &a.deliveries(&chat, &pubsub),
-            )
+            store
+                .commit_check(
+                    domain,
+                    &next,
+                    Some(&a.item()),
+                    &a.deliveries(&recipients.0, &recipients.1),
+                )
+                .await
         }
-        None => store.commit_check(domain, &next, None, &[]),
+        None => store.commit_check(domain, &next, None, &[]).await,
     };
     engine.note_store(result.as_ref().map(|_| ()));
     match result {
-        // An alert is durable before anyone is told (notify-then-mark); any
-        // other check rides on sled's periodic flush, so a crash loses at
-        // most that check's record (redone at the next check), never an
-        // alert.
+        // Every commit is flushed before it is answered (the store's group
+        // commit), so an alert is durable before anyone is told
+        // (notify-then-mark).
         Ok(written) => {
+            tracing::debug!(domain, verdict = %report.verdict, written, "check recorded");
             if written {
-                // For the schedule after a restart; lost in a crash, the
-                // domain is only checked again sooner.
-                if let Err(e) = store.note_checked(domain, engine.clock().now()) {
+                // For the schedule after a restart.
+                if let Err(e) = store.note_checked(domain, engine.clock().now()).await {
                     tracing::warn!(domain, error = %e, "cannot store the check time");
                 }
             }
             if alert.is_some() {
-                if let Err(e) = store.flush().await {
-                    tracing::warn!(error = %e, "cannot flush the store");
-                }
                 crate::crashpoint::reached(crate::crashpoint::AFTER_COMMIT);
                 engine.wake_outbox();
             }
@@ -1042,6 +1075,7 @@ mod tests {
         for _ in 0..crate::engine::ADMIN_AFTER {
             engine.clone().panicked("a.org".into(), "boom".into()).await;
         }
+        engine.store().flush().await.unwrap();
         let pending = engine.store().pending().unwrap();
         assert_eq!(pending.len(), 1, "the operator is told, no subscriber");
         assert!(pending[0].1.content.contains("a check panicked: boom"));
@@ -1051,10 +1085,10 @@ mod tests {
     async fn the_engine_reads_the_age_from_the_checked_tree() {
         let engine = engine();
         let store = engine.store();
-        store.subscribe("a.org", "alice@localhost").unwrap();
+        store.subscribe("a.org", "alice@localhost").await.unwrap();
         assert_eq!(engine.age("a.org"), None, "never checked");
         let ten_min_ago = engine.clock().now() - Duration::from_secs(600);
-        store.note_checked("a.org", ten_min_ago).unwrap();
+        store.note_checked("a.org", ten_min_ago).await.unwrap();
         let age = engine.age("a.org").unwrap();
         assert!(age >= Duration::from_secs(600) && age < Duration::from_secs(660));
     }

@@ -39,6 +39,9 @@ pub enum ServeError {
         /// Why.
         source: std::io::Error,
     },
+    /// The watchdog's threads could not start.
+    #[error("cannot start the watchdog: {0}")]
+    Watchdog(String),
     /// The store could not be opened.
     #[error("cannot open store {path}: {source}")]
     Store {
@@ -56,6 +59,7 @@ impl HasKind for ServeError {
             ServeError::Setup(e) => e.kind(),
             ServeError::Store { .. } | ServeError::StoreInUse { .. } => ErrorKind::Store,
             ServeError::Listen { .. } => ErrorKind::Config,
+            ServeError::Watchdog(_) => ErrorKind::Bug,
         }
     }
 }
@@ -81,20 +85,23 @@ pub async fn serve(config: Config) -> Result<(), ServeError> {
         None => None,
     };
     let path = config.store.path.clone();
-    let store = Store::open(Path::new(&path)).map_err(|source| match &source {
-        // sled words a held lock as "could not acquire lock on …: WouldBlock".
-        StoreError::Sled(sled::Error::Io(e))
-            if e.kind() == std::io::ErrorKind::WouldBlock
-                || e.to_string().contains("could not acquire lock") =>
-        {
-            ServeError::StoreInUse { path: path.clone() }
-        }
-        _ => ServeError::Store {
-            path: path.clone(),
-            source,
-        },
-    })?;
+    let cache = config.store.cache_mib << 20;
+    let store =
+        Store::open_with_cache(Path::new(&path), cache).map_err(|source| match &source {
+            // sled words a held lock as "could not acquire lock on …: WouldBlock".
+            StoreError::Sled(sled::Error::Io(e))
+                if e.kind() == std::io::ErrorKind::WouldBlock
+                    || e.to_string().contains("could not acquire lock") =>
+            {
+                ServeError::StoreInUse { path: path.clone() }
+            }
+            _ => ServeError::Store {
+                path: path.clone(),
+                source,
+            },
+        })?;
     let engine = Arc::new(Engine::new(config, store, clock::system())?);
+    crate::watchdog::start(engine.clone()).map_err(|e| ServeError::Watchdog(e.to_string()))?;
     let lag_metrics = engine.metrics().clone();
     let monitor = tokio::spawn(crate::monitor::run_observed(
         engine.clone(),

@@ -77,11 +77,27 @@ fn cli_usage_errors_and_exit_codes() {
         "5222",
     ]);
     assert_eq!(o.status.code(), Some(66), "{}", stderr(&o));
-    assert!(stderr(&o).contains("larger than 1 MiB"), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("a device, not a regular file"),
+        "{}",
+        stderr(&o)
+    );
     assert!(
         started.elapsed() < Duration::from_secs(30),
         "tlsa /dev/zero hung"
     );
+    let big = write(&dir, "big.pem", &"x".repeat((1 << 20) + 1));
+    let o = run(&[
+        "tlsa",
+        "--cert",
+        &big,
+        "--host",
+        "x.example.org",
+        "--port",
+        "5222",
+    ]);
+    assert_eq!(o.status.code(), Some(66), "{}", stderr(&o));
+    assert!(stderr(&o).contains("larger than 1 MiB"), "{}", stderr(&o));
     let o = run(&[
         "tlsa",
         "--key",
@@ -142,8 +158,9 @@ fn cli_usage_errors_and_exit_codes() {
 fn serve_refuses_unusable_secrets_and_stores() {
     let dir = workdir("admin-serve");
     let store = dir.join("db").display().to_string();
+    let empty_secret = format!("secret_file = {:?}", write(&dir, "empty", ""));
     let cases = [
-        ("secret_file = \"/dev/null\"", store.as_str(), "empty"),
+        (empty_secret.as_str(), store.as_str(), "empty"),
         ("secret = \"change-me\"", store.as_str(), "change-me"),
         ("secret = \"s3cret\"", "", "store.path"),
     ];
@@ -159,6 +176,83 @@ fn serve_refuses_unusable_secrets_and_stores() {
         assert!(stderr(&o).contains(says), "{xmpp}: {}", stderr(&o));
     }
     assert!(!Path::new("").join("conf").exists());
+}
+
+/// Runs certwatch, killing it if it has not ended within `limit` (a FIFO
+/// opened for reading with no writer would block for ever).
+fn run_within(args: &[&str], limit: Duration) -> (Output, Duration) {
+    let started = Instant::now();
+    let mut child = certwatch()
+        .args(args)
+        .env_remove("RUST_LOG")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run certwatch");
+    while child.try_wait().unwrap().is_none() {
+        if started.elapsed() > limit {
+            child.kill().unwrap();
+            panic!("certwatch {args:?} still running after {limit:?}: it blocked on a FIFO");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    (child.wait_with_output().unwrap(), started.elapsed())
+}
+
+#[test]
+fn files_that_are_fifos_are_refused_at_once() {
+    let dir = workdir("admin-fifo");
+    let fifo = dir.join("fifo");
+    let _ = std::fs::remove_file(&fifo);
+    assert!(Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .unwrap()
+        .success());
+    let fifo = fifo.display().to_string();
+    let store = dir.join("db").display().to_string();
+    let with_secret_file = serve_config(&dir, &format!("secret_file = {fifo:?}"), &store);
+    let cases: Vec<(Vec<&str>, i32)> = vec![
+        (vec!["--config", &fifo, "check", "example.org"], 78),
+        (vec!["--config", &with_secret_file, "serve"], 78),
+        (vec!["--trust-anchor", &fifo, "check", "example.org"], 78),
+        (vec!["--arti-config", &fifo, "check", "example.org"], 78),
+        (
+            vec![
+                "tlsa",
+                "--cert",
+                &fifo,
+                "--host",
+                "x.example.org",
+                "--port",
+                "5222",
+            ],
+            66,
+        ),
+        (
+            vec![
+                "tlsa",
+                "--key",
+                &fifo,
+                "--host",
+                "x.example.org",
+                "--port",
+                "5222",
+            ],
+            66,
+        ),
+    ];
+    for (args, code) in cases {
+        let (o, took) = run_within(&args, Duration::from_secs(20));
+        println!("{args:?}: exit {:?} in {took:?}", o.status.code());
+        assert_eq!(o.status.code(), Some(code), "{args:?}: {}", stderr(&o));
+        assert!(
+            stderr(&o).contains("a FIFO (named pipe), not a regular file"),
+            "{args:?}: {}",
+            stderr(&o)
+        );
+    }
 }
 
 #[test]

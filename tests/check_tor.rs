@@ -20,6 +20,94 @@ const SIXMITM: u16 = 15996;
 /// The port of sixmitm.test's xmpp-server endpoint, which every exit refuses.
 const EXITREFUSED: u16 = 15995;
 
+/// The port where half of many.test's targets hold connections open silently.
+const TARPIT: u16 = 15994;
+
+/// Accepts connections on `listen` and never says a word (nor closes them).
+fn tarpit(listen: SocketAddr) {
+    let listener = TcpListener::bind(listen).expect("bind the tarpit");
+    std::thread::spawn(move || {
+        let mut held = Vec::new();
+        for conn in listener.incoming().flatten() {
+            held.push(conn);
+        }
+    });
+}
+
+/// many.test publishes 96 endpoints, half of them silent tarpits: a check
+/// probes the first 32 and lists the rest as not probed; with every one
+/// allowed, it still ends at its deadline (4 x probe.timeout), the ones it
+/// could not reach in time listed as such, and no tarpit passes for a match.
+fn many_targets_end_within_the_deadline(dir: &std::path::Path, over_tor: &[String]) {
+    tarpit(SocketAddr::from(([127, 0, 0, 1], TARPIT)));
+    tarpit(SocketAddr::from((std::net::Ipv6Addr::LOCALHOST, TARPIT)));
+    for (max, timeout) in [(32, 6), (96, 6)] {
+        let config = dir.join(format!("many-{max}.toml"));
+        std::fs::write(
+            &config,
+            format!("[probe]\ntimeout = \"{timeout}s\"\nmax_endpoints = {max}\n"),
+        )
+        .unwrap();
+        let mut global = vec!["--config".to_string(), config.display().to_string()];
+        global.extend(over_tor.iter().cloned());
+        let started = std::time::Instant::now();
+        let (got, json) = check_json(&global, "many.test", &[]);
+        let took = started.elapsed();
+        let deadline = Duration::from_secs(4 * timeout);
+        let endpoints = json["endpoints"].as_array().cloned().unwrap_or_default();
+        let error_of = |e: &Value| e["error"].as_str().unwrap_or_default().to_owned();
+        let capped = endpoints
+            .iter()
+            .filter(|e| error_of(e).starts_with("not probed: the domain publishes 96 endpoints"))
+            .count();
+        let late = endpoints
+            .iter()
+            .filter(|e| error_of(e).starts_with("not probed: the check's deadline of"))
+            .count();
+        let matched = endpoints.iter().filter(|e| e["verdict"] == "match").count();
+        println!(
+            "many.test, max_endpoints {max}, timeout {timeout}s: exit {got} in {took:.1?}, {} endpoints, {matched} match, {capped} over the cap, {late} past the deadline",
+            endpoints.len()
+        );
+        let mut seen = std::collections::BTreeMap::new();
+        for e in &endpoints {
+            let what = format!(
+                "{} {} {}",
+                if e["port"] == TARPIT {
+                    "tarpit"
+                } else {
+                    "server"
+                },
+                e["verdict"].as_str().unwrap_or("?"),
+                error_of(e).chars().take(60).collect::<String>()
+            );
+            *seen.entry(what).or_insert(0) += 1;
+        }
+        println!("many.test, max_endpoints {max}: {seen:#?}");
+        assert_eq!(endpoints.len(), 96, "every endpoint is listed: {json:#}");
+        assert_ne!(json["verdict"], "mismatch", "{json:#}");
+        // Every tarpit endpoint is unreachable or not probed, never a match.
+        for e in &endpoints {
+            if e["port"] == TARPIT {
+                assert_ne!(e["verdict"], "match", "{e}");
+            }
+        }
+        assert!(matched > 0, "the good half was probed: {json:#}");
+        if max == 32 {
+            assert_eq!(capped, 64, "{json:#}");
+        } else {
+            assert_eq!(capped, 0, "{json:#}");
+            assert!(late > 0, "the deadline cut some probes short: {json:#}");
+            // Bounded: the deadline, plus starting Tor and DNS; a hang
+            // would take 48 tarpits x 6 s.
+            assert!(
+                took < deadline + Duration::from_secs(60),
+                "took {took:?} for a deadline of {deadline:?}"
+            );
+        }
+    }
+}
+
 /// Relays every connection to `listen` on to `to` (e.g. [::1] to 127.0.0.1),
 /// so one real server answers on both address families.
 fn forward(listen: SocketAddr, to: SocketAddr) {
@@ -158,7 +246,8 @@ fn checks_over_our_own_tor_network() {
         // One exit refuses good.test's c2s port on ::1: a probe that meets
         // it must be tried again through another exit.
         ("TORNET_R1_REJECT6_PORT", C2S.to_string()),
-        ("EXTRA_HOSTS", format!("{HOSTS} sixmitm.test")),
+        ("EXTRA_HOSTS", format!("{HOSTS} sixmitm.test many.test")),
+        ("TARPIT_PORT", TARPIT.to_string()),
         ("TORNET_PORT_BASE", "17000".into()),
         (
             "TORNET_KEYCACHE",
@@ -355,6 +444,8 @@ fn checks_over_our_own_tor_network() {
         }
     }
     assert!(failures.is_empty(), "{}", failures.join("\n\n"));
+
+    many_targets_end_within_the_deadline(&dir, &over_tor);
 
     // Our own Tor broken: the whole network stopped (arti keeps its cached
     // directory, so it starts, but builds no circuit; the SOCKS5 proxy is

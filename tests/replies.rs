@@ -359,6 +359,15 @@ fn replies_flow(server: &str, base: u16, dir: &Path, labs: &Labs) {
     let none = alice.cmd(json!({"cmd": "pubsub_subscriptions", "to": COMPONENT}));
     assert_eq!(none["ok"], true, "{server}: {none}");
     assert_eq!(none["subscriptions"].as_array().unwrap().len(), 0, "{none}");
+    // A fix shows at once: a chat check asks the domain's own records
+    // afresh, past our cache (edit.test's TTL is 300 s; the monitor's
+    // resolver would hand the old TLSA back for five minutes).
+    let before = poll(&mut alice, "check edit.test");
+    assert!(before.starts_with("edit.test: ALARM"), "{server}: {before}");
+    labs.dns.run("edit");
+    let after = poll(&mut alice, "check edit.test");
+    assert!(after.starts_with("edit.test: OK"), "{server}: {after}");
+    labs.dns.run("unedit");
     drop((alice, bob));
     drop(host);
 }

@@ -61,8 +61,9 @@ fn http_get(path: &str) -> Option<(u16, String, String)> {
 fn seed_hostile(db: &Path) {
     use certwatch::report::{EndpointReport, EndpointVerdict, Report, Verdict};
     use certwatch::store::{StateStore as _, Store};
+    let rt = tokio::runtime::Runtime::new().unwrap();
     let store = Store::open(db).unwrap();
-    store.monitor("evil.test").unwrap();
+    rt.block_on(store.monitor("evil.test")).unwrap();
     let report = Report {
         domain: "evil.test".into(),
         checked_at: "2026-12-04T10:00:00Z".into(),
@@ -95,18 +96,17 @@ fn seed_hostile(db: &Path) {
         nxdomain: false,
         resolvers: vec![],
     };
-    store.put_last_report("evil.test", &report).unwrap();
+    rt.block_on(store.put_last_report("evil.test", &report))
+        .unwrap();
     let item = certwatch::model::Item {
         id: "20261204T100000Z-mismatch-0badc0de".into(),
         title: format!("evil.test: {IMG}"),
         content: SCRIPT.into(),
         updated: "2026-12-04T10:00:00Z".into(),
     };
-    store.put_item("evil.test", &item).unwrap();
-    store
-        .note_checked("evil.test", std::time::SystemTime::now())
+    rt.block_on(store.put_item("evil.test", &item)).unwrap();
+    rt.block_on(store.note_checked("evil.test", std::time::SystemTime::now()))
         .unwrap();
-    let rt = tokio::runtime::Runtime::new().unwrap();
     rt.block_on(store.flush()).unwrap();
 }
 

@@ -71,6 +71,28 @@ pub fn arti_fault(kind: ErrorKind, tor: &TorState) -> Fault {
     }
 }
 
+/// What to do after one failed arti stream attempt: the one place arti's
+/// error kinds are read ([`arti_fault`] says whose fault the rest are).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Attempt {
+    /// The exit refused by its exit policy: try another exit.
+    OtherExit,
+    /// arti found no path or no exit for the stream (maybe no exit allows
+    /// the port: the directory tells).
+    NoExit,
+    /// Final: the failure is this party's.
+    Done(Fault),
+}
+
+/// Sorts an arti error kind, given arti's own state.
+pub fn arti_attempt(kind: ErrorKind, tor: &TorState) -> Attempt {
+    match kind {
+        ErrorKind::ExitPolicyRejected => Attempt::OtherExit,
+        ErrorKind::NoExit | ErrorKind::NoPath => Attempt::NoExit,
+        kind => Attempt::Done(arti_fault(kind, tor)),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -100,6 +122,8 @@ mod tests {
             (K::RemoteStreamReset, Fault::Server, Fault::Server),
             (K::RemoteStreamError, Fault::Server, Fault::Server),
             (K::RemoteHostNotFound, Fault::Server, Fault::Server),
+            (K::RemoteHostResolutionFailed, Fault::Server, Fault::Server),
+            (K::RemoteProtocolViolation, Fault::Server, Fault::Server),
             // A circuit was built and arti's stream timeout ran out: the
             // server's only while arti is healthy.
             (K::RemoteNetworkTimeout, Fault::Server, Fault::Ours),
@@ -126,6 +150,17 @@ mod tests {
             (K::Other, Fault::Ours, Fault::Ours),
         ];
         for &(kind, when_healthy, when_stuck) in table {
+            // The attempt follows the same table: retried, no exit, or final.
+            match kind {
+                K::ExitPolicyRejected => {
+                    assert_eq!(arti_attempt(kind, &healthy), Attempt::OtherExit)
+                }
+                K::NoExit | K::NoPath => assert_eq!(arti_attempt(kind, &stuck), Attempt::NoExit),
+                _ => {
+                    assert_eq!(arti_attempt(kind, &healthy), Attempt::Done(when_healthy));
+                    assert_eq!(arti_attempt(kind, &stuck), Attempt::Done(when_stuck));
+                }
+            }
             assert_eq!(arti_fault(kind, &healthy), when_healthy, "{kind:?} healthy");
             assert_eq!(arti_fault(kind, &stuck), when_stuck, "{kind:?} stuck");
             assert_eq!(

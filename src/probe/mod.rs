@@ -6,11 +6,15 @@
 //! `fault` whose a connection Tor could not make).
 //! Nothing here judges a key.
 
+pub mod arti;
 pub mod budget;
+pub mod exits;
 pub mod failure;
 pub mod fault;
 mod lexer;
+mod socks5;
 pub mod starttls;
+pub mod stream;
 pub mod tls;
 pub mod transport;
 mod xml;

@@ -49,7 +49,7 @@ pub async fn healthz(State(web): State<Arc<Web>>) -> Response {
     let verdict = match cached {
         Some((at, v)) if at.elapsed() < HEALTH_FOR => v,
         _ => {
-            let v = health(&web.engine);
+            let v = health(&web.engine).await;
             *web.health.lock().expect("health lock") = Some((Instant::now(), v.clone()));
             v
         }
@@ -60,11 +60,12 @@ pub async fn healthz(State(web): State<Arc<Web>>) -> Response {
     }
 }
 
-fn health(engine: &Engine) -> Result<(), String> {
+async fn health(engine: &Engine) -> Result<(), String> {
     let now = engine.clock().now_rfc3339();
     engine
         .store()
         .put_meta("web_health", &now)
+        .await
         .map_err(|e| format!("the store does not take writes: {e}"))?;
     let watch = engine.self_watch();
     if let Some((cause, s)) = watch.failing().find(|(_, s)| s.alerted) {

@@ -131,9 +131,10 @@ fn assert_no_markup_from_data(body: &str) {
 async fn hostile_hostnames_tlsa_and_errors_are_escaped_on_the_domain_page() {
     let engine = engine();
     let store = engine.store();
-    store.monitor("evil.example").unwrap();
+    store.monitor("evil.example").await.unwrap();
     store
         .put_last_report("evil.example", &hostile_report("evil.example"))
+        .await
         .unwrap();
     let item = Item {
         id: "20261204T100000Z-mismatch-00000001".into(),
@@ -141,7 +142,7 @@ async fn hostile_hostnames_tlsa_and_errors_are_escaped_on_the_domain_page() {
         content: IMG.into(),
         updated: "2026-12-04T10:00:00Z".into(),
     };
-    store.put_item("evil.example", &item).unwrap();
+    store.put_item("evil.example", &item).await.unwrap();
     let app = app(engine, Some("certwatch.example.org"), true);
     let (status, headers, body) = get(&app, "/domain/evil.example").await;
     assert_eq!(status, StatusCode::OK);
@@ -205,7 +206,11 @@ async fn hostile_hostnames_tlsa_and_errors_are_escaped_on_the_domain_page() {
 #[tokio::test]
 async fn the_front_page_lists_no_domains_and_bad_input_gets_the_chat_error() {
     let engine = engine();
-    engine.store().monitor("secret-customer.example").unwrap();
+    engine
+        .store()
+        .monitor("secret-customer.example")
+        .await
+        .unwrap();
     let app = app(engine, None, true);
     let (status, _, body) = get(&app, "/").await;
     assert_eq!(status, StatusCode::OK);

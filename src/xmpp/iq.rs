@@ -51,43 +51,95 @@ pub fn on_iq(ctx: &Arc<Ctx>, iq: Iq) {
         ));
         return;
     }
-    if !set {
-        let reply = reply(ctx, &from, &id, answer(ctx, &from, &payload, set));
-        ctx.link.send(reply);
+    // A bound on requests being answered at once, over all JIDs: past it
+    // the requester is told to wait (RFC 6120 §8.3.3.18, type `wait`)
+    // rather than queued without end.
+    let Ok(permit) = ctx.iq_in_flight.clone().try_acquire_owned() else {
+        tracing::warn!(from = %from, "too many IQ requests in flight; one refused");
+        ctx.link.send(stanzas::iq_error(
+            &ctx.me,
+            &from,
+            &id,
+            DefinedCondition::ResourceConstraint,
+            "too many requests at once; try again in a moment",
+        ));
         return;
+    };
+    if set && payload.is("command", super::adhoc::NS_COMMANDS) {
+        return super::adhoc_front::on_command(ctx, from, id, &payload);
     }
-    // A change the user is told about is durable first.
+    // Off the stanza reader: a store scan or a write waiting for its flush
+    // never holds up the next stanza. A change the user is told about is
+    // durable before the answer (the store answers writes after their flush).
     let ctx = ctx.clone();
     tokio::spawn(async move {
-        let mut result = answer(&ctx, &from, &payload, set);
-        if result.is_ok() {
-            if let Err(e) = ctx.engine.store().flush().await {
-                result = Err(store_error(e));
-            }
-        }
+        let _permit = permit;
+        let result = answer(&ctx, &from, &payload, set).await;
         let reply = reply(&ctx, &from, &id, result);
-        ctx.link.send(reply);
+        ctx.link.send_waiting(reply).await;
     });
+}
+
+/// Runs `f` (store reads that may scan a tree) on a blocking thread.
+async fn off_runtime<T: Send + 'static>(
+    ctx: &Arc<Ctx>,
+    f: impl FnOnce(&Ctx) -> Result<T, Refusal> + Send + 'static,
+) -> Result<T, Refusal> {
+    let ctx = ctx.clone();
+    tokio::task::spawn_blocking(move || f(&ctx))
+        .await
+        .unwrap_or_else(|e| Err(store_error(e)))
 }
 
 fn reply(ctx: &Ctx, from: &Jid, id: &str, answer: Answer) -> Iq {
     match answer {
         Ok(payload) => stanzas::iq_result(&ctx.me, from, id, payload),
-        Err((condition, text)) => stanzas::iq_error(&ctx.me, from, id, condition, &text),
+        Err((condition, text)) => error_reply(&ctx.me, from, id, condition, &text),
     }
 }
 
-fn answer(ctx: &Ctx, from: &Jid, payload: &Element, set: bool) -> Answer {
+/// The XEP-0060 error namespace.
+const NS_PUBSUB_ERRORS: &str = "http://jabber.org/protocol/pubsub#errors";
+
+/// An error answer; a `policy-violation` (only sent for a subscription
+/// limit) carries XEP-0060's `<too-many-subscriptions/>` (§6.1.3.9).
+fn error_reply(me: &Jid, to: &Jid, id: &str, condition: DefinedCondition, text: &str) -> Iq {
+    let too_many = matches!(condition, DefinedCondition::PolicyViolation);
+    let mut iq = stanzas::iq_error(me, to, id, condition, text);
+    if let (true, Iq::Error { error, .. }) = (too_many, &mut iq) {
+        error.other = Some(Element::builder("too-many-subscriptions", NS_PUBSUB_ERRORS).build());
+    }
+    iq
+}
+
+async fn answer(ctx: &Arc<Ctx>, from: &Jid, payload: &Element, set: bool) -> Answer {
     let ns = payload.ns();
     match (set, payload.name(), ns.as_str()) {
-        (false, "query", NS_DISCO_INFO) => disco_info(ctx, payload.attr("node")),
-        (false, "query", NS_DISCO_ITEMS) => disco_items(
-            ctx,
-            payload.attr("node"),
-            payload.get_child("set", stanzas::NS_RSM),
-        ),
+        (false, "query", NS_DISCO_INFO) => match payload.attr("node") {
+            Some(node) => match super::adhoc_front::disco_info(ctx, from, node) {
+                Some(info) => info.map(Some).map_err(|(c, _, text)| (c, text)),
+                None => disco_info(ctx, Some(node)),
+            },
+            None => disco_info(ctx, None),
+        },
+        (false, "query", NS_DISCO_ITEMS)
+            if payload.attr("node") == Some(super::adhoc::NS_COMMANDS) =>
+        {
+            Ok(Some(super::adhoc_front::disco_items(ctx, from)))
+        }
+        (false, "query", NS_DISCO_ITEMS) => {
+            let payload = payload.clone();
+            off_runtime(ctx, move |ctx| {
+                disco_items(
+                    ctx,
+                    payload.attr("node"),
+                    payload.get_child("set", stanzas::NS_RSM),
+                )
+            })
+            .await
+        }
         (false, "ping", NS_PING) => Ok(None),
-        (_, "pubsub", NS_PUBSUB) => pubsub(ctx, from, payload, set),
+        (_, "pubsub", NS_PUBSUB) => pubsub(ctx, from, payload, set).await,
         _ => Err((
             DefinedCondition::ServiceUnavailable,
             "not supported by CertWatch".into(),
@@ -212,7 +264,7 @@ fn page_of<'a>(
     ))
 }
 
-fn pubsub(ctx: &Ctx, from: &Jid, payload: &Element, set: bool) -> Answer {
+async fn pubsub(ctx: &Ctx, from: &Jid, payload: &Element, set: bool) -> Answer {
     let Some(op) = payload.children().next() else {
         return Err((DefinedCondition::BadRequest, "empty pubsub request".into()));
     };
@@ -242,11 +294,12 @@ fn pubsub(ctx: &Ctx, from: &Jid, payload: &Element, set: bool) -> Answer {
                 if let Err(refusal) = ctx
                     .engine
                     .subscribe_pubsub(&jid.to_string(), domain.as_str())
+                    .await
                     .map_err(store_error)?
                 {
-                    // not-allowed, not policy-violation: RFC 3920 clients (slixmpp
-                    // among them) know no policy-violation and choke on it.
-                    return Err((DefinedCondition::NotAllowed, refusal));
+                    // XEP-0060 §6.1.3.9 (too many subscriptions): policy-violation,
+                    // with the pubsub#errors condition for clients that read it.
+                    return Err((DefinedCondition::PolicyViolation, refusal));
                 }
                 if new_domain {
                     ctx.engine.check_soon(domain.as_str());
@@ -260,6 +313,7 @@ fn pubsub(ctx: &Ctx, from: &Jid, payload: &Element, set: bool) -> Answer {
             } else {
                 let existed = store
                     .pubsub_unsubscribe(domain.as_str(), &jid.to_string())
+                    .await
                     .map_err(store_error)?;
                 if !existed {
                     return Err((
@@ -338,6 +392,96 @@ mod tests {
 
     fn rsm(inner: &str) -> Element {
         Element::from_str(&format!("<set xmlns='{}'>{inner}</set>", stanzas::NS_RSM)).unwrap()
+    }
+
+    /// The next IQ written to the link.
+    async fn next_iq(rx: &mut tokio::sync::mpsc::Receiver<crate::xmpp::Outgoing>) -> Iq {
+        let wait = std::time::Duration::from_secs(5);
+        match tokio::time::timeout(wait, rx.recv()).await {
+            Ok(Some(crate::xmpp::Outgoing::Stanza { stanza, .. })) => match *stanza {
+                tokio_xmpp::Stanza::Iq(iq) => iq,
+                other => panic!("not an IQ: {other:?}"),
+            },
+            _ => panic!("no IQ written"),
+        }
+    }
+
+    fn disco_items_get(id: &str) -> Iq {
+        Iq::Get {
+            from: Some(Jid::new("alice@x/phone").unwrap()),
+            to: Some(Jid::new("certwatch.localhost").unwrap()),
+            id: id.into(),
+            payload: Element::builder("query", NS_DISCO_ITEMS).build(),
+        }
+    }
+
+    #[tokio::test]
+    async fn iqs_past_the_global_bound_are_told_to_wait_not_queued() {
+        let (ctx, mut rx) = crate::xmpp::chat::tests::front();
+        ctx.engine.store().monitor("a.example").await.unwrap();
+        // Every IQ slot is taken (as many slow requests in flight would).
+        let all = ctx
+            .iq_in_flight
+            .clone()
+            .try_acquire_many_owned(crate::engine::IQS_IN_FLIGHT as u32)
+            .unwrap();
+        on_iq(&ctx, disco_items_get("over"));
+        let Iq::Error { id, error, .. } = next_iq(&mut rx).await else {
+            panic!("an error expected")
+        };
+        assert_eq!(id, "over");
+        assert_eq!(
+            error.defined_condition,
+            DefinedCondition::ResourceConstraint
+        );
+        assert_eq!(
+            error.type_,
+            tokio_xmpp::parsers::stanza_error::ErrorType::Wait
+        );
+        drop(all);
+        // With a slot free it is answered, from a task of its own (the scan
+        // of the nodes on a blocking thread): on_iq itself returns at once.
+        on_iq(&ctx, disco_items_get("ok"));
+        let Iq::Result { id, payload, .. } = next_iq(&mut rx).await else {
+            panic!("a result expected")
+        };
+        assert_eq!(id, "ok");
+        let items = payload.unwrap();
+        assert_eq!(items.children().count(), 1, "{items:?}");
+        assert_eq!(
+            ctx.iq_in_flight.available_permits(),
+            crate::engine::IQS_IN_FLIGHT
+        );
+    }
+
+    #[test]
+    fn xep0060_too_many_subscriptions_round_trips() {
+        let me = Jid::new("certwatch.localhost").unwrap();
+        let to = Jid::new("bob@localhost/r1").unwrap();
+        let iq = error_reply(
+            &me,
+            &to,
+            "s1",
+            DefinedCondition::PolicyViolation,
+            "your account already has 50 PubSub subscriptions",
+        );
+        let xml = Element::from(iq);
+        let error = xml.get_child("error", "jabber:component:accept").unwrap();
+        assert_eq!(error.attr("type"), Some("wait"));
+        assert!(error.has_child("policy-violation", "urn:ietf:params:xml:ns:xmpp-stanzas"));
+        assert!(error.has_child("too-many-subscriptions", NS_PUBSUB_ERRORS));
+        let back = Iq::try_from(xml).unwrap();
+        let Iq::Error { error, .. } = back else {
+            panic!("an error")
+        };
+        assert_eq!(error.defined_condition, DefinedCondition::PolicyViolation);
+        assert_eq!(error.other.unwrap().name(), "too-many-subscriptions");
+        // Other conditions carry nothing more.
+        let plain = error_reply(&me, &to, "s2", DefinedCondition::BadRequest, "no");
+        let Iq::Error { error, .. } = plain else {
+            panic!("an error")
+        };
+        assert!(error.other.is_none());
     }
 
     #[test]

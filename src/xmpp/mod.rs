@@ -4,6 +4,10 @@
 //! The link reconnects with backoff, pings the server to stay alive, and
 //! always sets `from`. Alerts leave the outbox only when the stream took them.
 
+pub mod adhoc;
+pub mod adhoc_front;
+pub mod chat;
+pub mod forms;
 pub mod iq;
 pub mod refusal;
 pub mod stanzas;
@@ -23,12 +27,11 @@ use tokio::sync::{mpsc, oneshot, watch};
 use tokio::time::Instant;
 use tokio_xmpp::connect::ServerConnector;
 use tokio_xmpp::parsers::jid::{BareJid, Jid};
-use tokio_xmpp::parsers::message::{Message, MessageType};
+use tokio_xmpp::parsers::message::MessageType;
 use tokio_xmpp::parsers::presence::{Presence, Type as PresenceType};
 use tokio_xmpp::xmlstream::{initiate_stream, PendingFeaturesRecv, StreamHeader, Timeouts};
 use tokio_xmpp::{Component, Stanza};
 
-use crate::commands::Command;
 use crate::config::{resolve_socket, Config, ConfigError};
 use crate::engine::Engine;
 use crate::model::{Delivery, Sink, MAX_DELIVERY_ATTEMPTS};
@@ -52,6 +55,23 @@ enum Outgoing {
     Close(oneshot::Sender<()>),
 }
 
+/// Stanzas waiting to be written to the server: room for a burst of
+/// refusals (a few hundred IQs at once from one JID) and the answers of the
+/// requests admitted with them.
+pub const OUTGOING_QUEUE: usize = 1024;
+/// How long a reply may wait for room in the outgoing queue.
+pub const SEND_WAIT: Duration = Duration::from_secs(10);
+
+/// Who a stanza is addressed to, for the log.
+fn stanza_to(stanza: &Stanza) -> String {
+    let to = match stanza {
+        Stanza::Iq(iq) => iq.to().cloned(),
+        Stanza::Message(m) => m.to.clone(),
+        Stanza::Presence(p) => p.to.clone(),
+    };
+    to.map_or_else(|| "?".to_owned(), |j| j.to_string())
+}
+
 /// The current link to the server, if any.
 #[derive(Default)]
 pub struct Link {
@@ -69,13 +89,48 @@ impl Link {
         self.tx.lock().expect("link lock").clone()
     }
 
-    /// Queues a stanza on the current link; dropped when there is none.
+    /// Queues a stanza on the current link without waiting; when there is
+    /// no link or its queue is full, the stanza is dropped and the drop
+    /// logged with its addressee (never silently).
     pub fn send(&self, stanza: impl Into<Stanza>) {
-        if let Some(tx) = self.sender() {
-            let _ = tx.try_send(Outgoing::Stanza {
-                stanza: Box::new(stanza.into()),
+        let stanza = stanza.into();
+        let to = stanza_to(&stanza);
+        match self.sender() {
+            Some(tx) => {
+                if let Err(e) = tx.try_send(Outgoing::Stanza {
+                    stanza: Box::new(stanza),
+                    ack: None,
+                }) {
+                    let why = match e {
+                        mpsc::error::TrySendError::Full(_) => "the outgoing queue is full",
+                        mpsc::error::TrySendError::Closed(_) => "the link just closed",
+                    };
+                    tracing::warn!(%to, "reply not sent: {why}");
+                }
+            }
+            None => tracing::info!(%to, "reply not sent: no link to the server"),
+        }
+    }
+
+    /// Queues a stanza on the current link, waiting up to [`SEND_WAIT`] for
+    /// room in the outgoing queue (for tasks that may wait: a burst of
+    /// requests then slows its own answers instead of losing them).
+    pub async fn send_waiting(&self, stanza: impl Into<Stanza>) {
+        let stanza = stanza.into();
+        let to = stanza_to(&stanza);
+        let Some(tx) = self.sender() else {
+            tracing::info!(%to, "reply not sent: no link to the server");
+            return;
+        };
+        let queued = tx.send_timeout(
+            Outgoing::Stanza {
+                stanza: Box::new(stanza),
                 ack: None,
-            });
+            },
+            SEND_WAIT,
+        );
+        if queued.await.is_err() {
+            tracing::warn!(%to, "reply not sent: the outgoing queue stayed full for {SEND_WAIT:?}, or the link closed");
         }
     }
 
@@ -96,18 +151,6 @@ impl Link {
             return false;
         }
         done.await.unwrap_or(false)
-    }
-
-    /// Queues a stanza on the current link, waiting for room in the queue.
-    async fn send_waiting(&self, stanza: impl Into<Stanza>) {
-        if let Some(tx) = self.sender() {
-            let _ = tx
-                .send(Outgoing::Stanza {
-                    stanza: Box::new(stanza.into()),
-                    ack: None,
-                })
-                .await;
-        }
     }
 
     /// Ends the stream politely (`</stream:stream>`), if there is one.
@@ -170,10 +213,15 @@ pub struct Ctx {
     /// link drops within [`RESEND_WINDOW`] of their write (XEP-0114 has no
     /// acknowledgement, so "written" is not "received").
     recent: Mutex<VecDeque<(Instant, Delivery)>>,
-    /// Chat commands being answered ([`crate::engine::COMMANDS_IN_FLIGHT`]).
+    /// Chat commands being answered ([`crate::engine::COMMANDS_IN_FLIGHT`]);
+    /// checks wait in the engine's queue instead.
     in_flight: Arc<tokio::sync::Semaphore>,
+    /// IQ requests being answered ([`crate::engine::IQS_IN_FLIGHT`]).
+    iq_in_flight: Arc<tokio::sync::Semaphore>,
     /// Who has been sent our available presence, to be told when we go.
     pub presence: Mutex<PresenceBook>,
+    /// XEP-0050 sessions waiting for their form.
+    adhoc: adhoc_front::Sessions,
 }
 
 /// The most JIDs the presence book remembers (the oldest are forgotten first).
@@ -267,7 +315,9 @@ pub async fn run(
         in_flight: Arc::new(tokio::sync::Semaphore::new(
             crate::engine::COMMANDS_IN_FLIGHT,
         )),
+        iq_in_flight: Arc::new(tokio::sync::Semaphore::new(crate::engine::IQS_IN_FLIGHT)),
         presence: Mutex::new(PresenceBook::default()),
+        adhoc: adhoc_front::Sessions::default(),
     });
     let deliverer = tokio::spawn(deliver(ctx.clone()));
     tracing::info!(component = %me, %server, "starting");
@@ -308,7 +358,7 @@ async fn connection_loop(ctx: Arc<Ctx>, server: SocketAddr, secret: String) {
             Err(e) => tracing::warn!(%server, error = %e, "link to the server failed"),
         }
         ctx.link.set(None);
-        requeue_recent(&ctx);
+        requeue_recent(&ctx).await;
         if started.elapsed() > BACKOFF_MAX {
             backoff = BACKOFF_MIN;
         }
@@ -343,7 +393,7 @@ async fn run_link(ctx: &Arc<Ctx>, server: SocketAddr, secret: &str) -> Result<()
     recording.stop();
     tracing::info!(component = %ctx.me, "connected to the server");
     let (mut sink, mut stream) = component.split();
-    let (tx, mut rx) = mpsc::channel::<Outgoing>(256);
+    let (tx, mut rx) = mpsc::channel::<Outgoing>(OUTGOING_QUEUE);
     ctx.link.set(Some(tx));
     let last_seen = Arc::new(Mutex::new(Instant::now()));
     let writer = async {
@@ -407,55 +457,10 @@ fn parent_domain(component: &str) -> Option<String> {
 
 fn dispatch(ctx: &Arc<Ctx>, stanza: Stanza) {
     match stanza {
-        Stanza::Message(m) => on_message(ctx, m),
+        Stanza::Message(m) => chat::on_message(ctx, m),
         Stanza::Presence(p) => on_presence(ctx, p),
         Stanza::Iq(iq) => iq::on_iq(ctx, iq),
     }
-}
-
-fn on_message(ctx: &Arc<Ctx>, m: Message) {
-    if !matches!(m.type_, MessageType::Chat | MessageType::Normal) {
-        return;
-    }
-    let (Some(from), Some(body)) = (
-        m.from.clone(),
-        m.get_best_body(vec![]).map(|(_, b)| b.clone()),
-    ) else {
-        return;
-    };
-    // A bound on commands being answered at once, over all JIDs.
-    let Ok(permit) = ctx.in_flight.clone().try_acquire_owned() else {
-        tracing::warn!(from = %from, "too many commands in flight; one dropped");
-        return;
-    };
-    let ctx = ctx.clone();
-    tokio::spawn(async move {
-        let _permit = permit;
-        let bare = from.to_bare().to_string();
-        let reply = match Command::parse(&body) {
-            // Hints (and refusals below) are rate-limited themselves, then
-            // silent: another bot answering each of our replies cannot turn
-            // one message into a storm.
-            Err(e @ crate::commands::CommandError::Unknown) => {
-                ctx.engine.allow_hint(&bare).then(|| e.to_string())
-            }
-            Err(e) => Some(e.to_string()),
-            Ok(cmd) => match ctx
-                .engine
-                .allow_command(&bare, matches!(cmd, Command::Check(_)))
-            {
-                Some(refusal) => ctx.engine.allow_hint(&bare).then_some(refusal),
-                None => {
-                    tracing::debug!(?cmd, "command");
-                    Some(cmd.run(&ctx.engine, &bare).await)
-                }
-            },
-        };
-        if let Some(reply) = reply {
-            ctx.link
-                .send(stanzas::chat(&ctx.me, &from, &reply, MessageType::Chat));
-        }
-    });
 }
 
 fn on_presence(ctx: &Arc<Ctx>, p: Presence) {
@@ -582,7 +587,7 @@ fn remember_sent(ctx: &Ctx, delivery: Delivery) {
 /// not have reached the server, so it is queued again, with the same alert
 /// id (the chat message id, and the PubSub item id, which replaces rather
 /// than duplicates).
-fn requeue_recent(ctx: &Ctx) {
+async fn requeue_recent(ctx: &Ctx) {
     let now = Instant::now();
     let again: Vec<Delivery> = ctx
         .recent
@@ -599,7 +604,7 @@ fn requeue_recent(ctx: &Ctx) {
         count = again.len(),
         "the link dropped: alerts written in the last seconds are sent again"
     );
-    if let Err(e) = ctx.engine.store().enqueue(&again) {
+    if let Err(e) = ctx.engine.store().enqueue(&again).await {
         tracing::warn!(error = %e, "cannot queue alerts again");
     }
 }
@@ -637,7 +642,7 @@ async fn give_up(ctx: &Ctx, id: u64, delivery: &Delivery) -> Result<(), StoreErr
             attempts: 0,
         })
         .collect();
-    store.enqueue(&notices)
+    store.enqueue(&notices).await
 }
 
 /// Alert ids of operator notices start with this.
@@ -656,7 +661,13 @@ fn delivery_stanza(me: &Jid, d: &Delivery) -> Option<Stanza> {
             let to = Jid::new(jid).ok()?;
             let entry = stanzas::atom_entry(&d.alert_id, &d.title, &d.content, &d.updated);
             let item = stanzas::item(stanzas::NS_PUBSUB_EVENT, &d.alert_id, entry);
-            Some(stanzas::event_message(me, &to, stanzas::event(node, item)).into())
+            // The summary as text too: a client that shows no PubSub
+            // events (profanity, many bots) still shows the alert.
+            let body = format!(
+                "{} (CertWatch PubSub node {node}; send \"status {node}\" to {me} for the details)",
+                d.title
+            );
+            Some(stanzas::event_message(me, &to, stanzas::event(node, item), &body).into())
         }
     }
 }
@@ -680,6 +691,52 @@ mod tests {
         assert_eq!(all.len(), PRESENCE_BOOK_MAX);
         assert_eq!(all[0], "u5@x");
         assert!(book.take().is_empty());
+    }
+
+    /// Log lines written while `f` runs.
+    fn logs_of(f: impl FnOnce()) -> String {
+        #[derive(Clone, Default)]
+        struct Buf(Arc<Mutex<Vec<u8>>>);
+        impl std::io::Write for Buf {
+            fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+                self.0.lock().unwrap().extend_from_slice(b);
+                Ok(b.len())
+            }
+            fn flush(&mut self) -> std::io::Result<()> {
+                Ok(())
+            }
+        }
+        let buf = Buf::default();
+        let out = buf.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_writer(move || out.clone())
+            .with_ansi(false)
+            .finish();
+        tracing::subscriber::with_default(subscriber, f);
+        let text = String::from_utf8(buf.0.lock().unwrap().clone()).unwrap();
+        text
+    }
+
+    #[test]
+    fn a_reply_the_link_cannot_take_is_logged_with_its_jid() {
+        let me = Jid::new("certwatch.localhost").unwrap();
+        let reply = |to: &str| stanzas::chat(&me, &Jid::new(to).unwrap(), "hi", MessageType::Chat);
+        let link = Link::default();
+        let logs = logs_of(|| link.send(reply("nolink@x/r")));
+        assert!(logs.contains("nolink@x/r"), "{logs}");
+        let (tx, _rx) = mpsc::channel(1);
+        link.set(Some(tx));
+        let logs = logs_of(|| {
+            link.send(reply("first@x/r"));
+            link.send(reply("second@x/r"));
+        });
+        assert!(!logs.contains("first@x/r"), "the first was queued: {logs}");
+        assert!(
+            logs.contains("WARN")
+                && logs.contains("second@x/r")
+                && logs.contains("the outgoing queue is full"),
+            "{logs}"
+        );
     }
 
     #[test]

@@ -282,6 +282,10 @@ pub fn disco_info(node: Option<&str>, commands: &[&str]) -> Element {
         Some(_) => q = q.append(identity("pubsub", "leaf", "CertWatch alerts")),
     }
     let mut features = vec![NS_DISCO_INFO, NS_DISCO_ITEMS, NS_PING];
+    if node.is_none() {
+        // XEP-0050 on the component itself (the XEP-0115 ver follows).
+        features.push(super::adhoc::NS_COMMANDS);
+    }
     features.extend_from_slice(PUBSUB_FEATURES);
     for f in features {
         q = q.append(attr(Element::builder("feature", NS_DISCO_INFO), "var", f).build());
@@ -490,13 +494,21 @@ pub fn event(node: &str, item: Element) -> Element {
         .build()
 }
 
-/// A headline message carrying a PubSub event.
-pub fn event_message(from: &Jid, to: &Jid, payload: Element) -> Message {
+/// A headline message carrying a PubSub event, with `body` as plain text
+/// beside it (XEP-0060 §12.3) for clients that show no PubSub events.
+pub fn event_message(from: &Jid, to: &Jid, payload: Element, body: &str) -> Message {
     let mut m = Message::new_with_type(MessageType::Headline, Some(to.clone()));
     m.from = Some(from.clone());
+    m.bodies.insert(
+        tokio_xmpp::parsers::message::Lang(String::new()),
+        clip_text(body, SUMMARY_BUDGET).into_owned(),
+    );
     m.payloads.push(payload);
     m
 }
+
+/// The most bytes of an event's plain-text body: one line.
+const SUMMARY_BUDGET: usize = 1024;
 
 /// A XEP-0199 ping request to the server.
 pub fn ping(from: &Jid, to: &Jid, id: &str) -> Iq {
@@ -601,6 +613,15 @@ mod tests {
             .collect();
         assert!(features.iter().any(|f| f == NS_PUBSUB));
         assert!(features.iter().any(|f| f == NS_PING));
+        // XEP-0050 is advertised on the component, so its XEP-0115 ver covers it.
+        let commands = super::super::adhoc::NS_COMMANDS;
+        assert!(features.iter().any(|f| f == commands));
+        assert!(caps_input(&e).contains(&format!("{commands}<")));
+        let leaf = disco_info(Some("example.org"), &[]);
+        assert!(
+            !String::from(&leaf).contains(commands),
+            "a node has no commands"
+        );
         let form = e.get_child("x", NS_DATA).unwrap();
         assert!(String::from(form).contains("check DOMAIN"));
     }
@@ -665,12 +686,33 @@ mod tests {
             &me,
             &to,
             event("example.org", item(NS_PUBSUB_EVENT, "id-1", entry)),
+            &huge,
         )));
         assert!(event.len() < max_stanza(), "{}", event.len());
         assert!(
             entry_len("id-1", &huge, &huge, "2026-12-03T00:00:00Z") >= event.len() - 600,
             "entry_len is an upper bound of the entry's size"
         );
+    }
+
+    #[test]
+    fn an_event_carries_its_summary_as_plain_text_beside_the_item() {
+        let m = event_message(
+            &jid("certwatch.localhost"),
+            &jid("bob@localhost"),
+            event(
+                "example.org",
+                item(NS_PUBSUB_EVENT, "x", atom_entry("x", "t", "c", "u")),
+            ),
+            "example.org: ALARM, a key no record matches",
+        );
+        let text = String::from(&Element::from(m.clone()));
+        let back = Message::try_from(Element::from_str(&text).unwrap()).unwrap();
+        assert_eq!(
+            back.get_best_body(vec![]).map(|(_, b)| b.as_str()),
+            Some("example.org: ALARM, a key no record matches")
+        );
+        assert!(text.contains(NS_PUBSUB_EVENT), "{text}");
     }
 
     #[test]
@@ -716,6 +758,7 @@ mod tests {
                     "example.org",
                     item(NS_PUBSUB_EVENT, "x", atom_entry("x", "t", "c", "u")),
                 ),
+                "example.org: ALARM",
             )
             .into(),
             ping(&from, &jid("localhost"), "p1").into(),

@@ -164,10 +164,27 @@ pub struct Client {
 impl Client {
     /// Logs in as `jid` on the server at 127.0.0.1:`port`.
     pub fn connect(jid: &str, password: &str, port: u16) -> Client {
+        let args = ["--jid", jid, "--password", password, "--host", "127.0.0.1"];
+        let port = port.to_string();
+        Client::spawn("xmppclient.py", &[&args[..], &["--port", &port]].concat())
+            .unwrap_or_else(|| panic!("{jid} did not log in"))
+    }
+
+    /// [`Client::connect`] with another driver script of tests/labs
+    /// (adhocclient.py adds XEP-0050).
+    pub fn connect_script(script: &str, jid: &str, password: &str, port: u16) -> Client {
+        let args = ["--jid", jid, "--password", password, "--host", "127.0.0.1"];
+        let port = port.to_string();
+        Client::spawn(script, &[&args[..], &["--port", &port]].concat())
+            .unwrap_or_else(|| panic!("{jid} did not log in"))
+    }
+
+    /// Starts another JSON-lines driver of tests/labs (e.g. resources.py);
+    /// None unless it says it is ready within 60 s.
+    pub fn spawn(script: &str, args: &[&str]) -> Option<Client> {
         let mut child = Command::new("python3")
-            .arg(root().join("tests/labs/xmppclient.py"))
-            .args(["--jid", jid, "--password", password, "--host", "127.0.0.1"])
-            .args(["--port", &port.to_string()])
+            .arg(root().join("tests/labs").join(script))
+            .args(args)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
@@ -193,9 +210,8 @@ impl Client {
             backlog: Vec::new(),
             next_id: 1,
         };
-        c.wait_event(Duration::from_secs(30), |v| v["event"] == "ready")
-            .unwrap_or_else(|| panic!("{jid} did not log in"));
-        c
+        c.wait_event(Duration::from_secs(60), |v| v["event"] == "ready")?;
+        Some(c)
     }
 
     /// Waits for an event matching `pred`, from the backlog first.
@@ -219,13 +235,18 @@ impl Client {
     }
 
     /// Sends a command and waits for its reply.
-    pub fn cmd(&mut self, mut command: Value) -> Value {
+    pub fn cmd(&mut self, command: Value) -> Value {
+        self.cmd_within(command, Duration::from_secs(30))
+    }
+
+    /// Sends a command and waits at most `timeout` for its reply.
+    pub fn cmd_within(&mut self, mut command: Value, timeout: Duration) -> Value {
         let id = self.next_id;
         self.next_id += 1;
         command["id"] = json!(id);
         writeln!(self.stdin, "{command}").unwrap();
         self.stdin.flush().unwrap();
-        self.wait_event(Duration::from_secs(30), |v| v["id"] == json!(id))
+        self.wait_event(timeout, |v| v["id"] == json!(id))
             .unwrap_or_else(|| panic!("no reply to {command}"))
     }
 
@@ -322,7 +343,7 @@ pub const NOSTARTTLS: u16 = 15998;
 pub const DOWN: u16 = 15999;
 
 /// Lab domains Prosody must serve (the probe's stream `to` and SNI).
-pub const HOSTS: &str = "good.test wrong.test rollover.test notlsa.test nsec.test nosrv.test dot.test unsigned.test expired.test badsig.test badds.test dsunsigned.test cname.test cnameinsecure.test shared.test nostarttls.test down.test d7.bench.test twozsk.test twoalg.test bogusdirect.test longcname.test toolongcname.test flip.test chat.aliasfb.test";
+pub const HOSTS: &str = "good.test wrong.test rollover.test notlsa.test nsec.test nosrv.test dot.test unsigned.test expired.test badsig.test badds.test dsunsigned.test cname.test cnameinsecure.test shared.test nostarttls.test down.test d7.bench.test twozsk.test twoalg.test edit.test bogusdirect.test longcname.test toolongcname.test flip.test chat.aliasfb.test";
 
 /// A server that speaks XMPP but offers no STARTTLS (a downgrade in the path).
 pub fn no_starttls_server(port: u16) {

@@ -10,13 +10,15 @@
 #   dnslab.sh stop DIR    stop the daemons started in DIR (by pid file only).
 #   dnslab.sh break DIR   serve flip.test with the RRSIG over the TLSA at
 #                         _<C2S>._tcp.xmpp.flip.test. corrupted (bogus);
-#   dnslab.sh fix DIR     serve the good flip.test again. Both make the
+#   dnslab.sh edit DIR    serve edit.test with TLSA GOOD in place of OTHER (an
+#                         admin's fix; TTL 300 s); unedit DIR: back to OTHER.
+#   dnslab.sh fix DIR     serve the good flip.test again. All four make the
 #                         running NSD reload (SIGHUP) and return once it
 #                         serves the new signature; they fail otherwise.
 #
 # Environment (defaults): C2S_PORT=15222 C2S_TLS_PORT=15223 S2S_PORT=15269
 #   S2S_TLS_PORT=15270 DOWN_PORT=15999 NOSTARTTLS_PORT=15998 SIXMITM_PORT=15996
-#   EXITREFUSED_PORT=15995
+#   EXITREFUSED_PORT=15995 TARPIT_PORT=15994
 #   DNSLAB_ADDR_BASE=127.53.0  DNSLAB_TIMEOUT=10 (seconds per readiness wait)
 #   GOOD_SPKI, OTHER_SPKI: 64 hex chars each, required (SHA-256 of an SPKI;
 #   GOOD is the key the test XMPP server presents).
@@ -99,6 +101,13 @@
 #                      _<C2S>._tcp.xmpp.longcname.test. CNAME c1, c1 CNAME c2, ..
 #                      c8 CNAME tlsa.good.test.: 9 signed CNAME links
 #   toolongcname.test  the same with 40 links (t1 .. t39, then tlsa.good.test.)
+#   edit.test          secure, like good but TLSA OTHER (TTL 300 s); `edit`
+#                      serves it with TLSA GOOD, `unedit` with OTHER again
+#   many.test          secure, 4 SRV per service to m1..m12.many.test. (each A
+#                      127.0.0.1 and AAAA ::1): 96 endpoints; the odd targets on
+#                      TARPIT_PORT (the test holds connections open silently
+#                      there), the even ones on the service's port; TLSA GOOD
+#                      at every target:port
 #   aliasfb.test       secure, no SRV; chat.aliasfb.test. CNAME host.aliasfb.test.,
 #                      host A; TLSA GOOD at _5222._tcp.host.aliasfb.test. (the
 #                      expanded name, RFC 7671 section 7), TLSA OTHER at
@@ -117,7 +126,7 @@ set -euo pipefail
 
 die() { echo "dnslab.sh: $*" >&2; exit 1; }
 
-usage() { die "usage: dnslab.sh start|stop|break|fix DIR"; }
+usage() { die "usage: dnslab.sh start|stop|break|fix|edit|unedit DIR"; }
 
 # One DNS query that gives up quickly (loopback only: always an explicit @server).
 q() { dig +time=1 +tries=1 "$@"; }
@@ -221,16 +230,19 @@ sigs() {
     }' | sort
 }
 
-# flip VARIANT (good|bad): serve DIR/zones/flip.test.signed.VARIANT, make NSD
-# reload, and wait until it answers with that file's signature over the TLSA.
+# flip ZONE VARIANT: serve DIR/zones/ZONE.test.signed.VARIANT (flip: good or
+# bad; edit: old or new), make NSD reload, and wait until it answers with
+# that file's signature over the TLSA.
 flip() {
-  local src=$DIR/zones/flip.test.signed.$1 served=$DIR/zones/flip.test.signed
+  local zone=$1
+  shift
+  local src=$DIR/zones/$zone.test.signed.$1 served=$DIR/zones/$zone.test.signed
   local owner auth pid want got="" deadline
   [ -e "$DIR/$MARK" ] || die "$DIR is not a lab directory"
   [[ "$TIMEOUT" =~ ^[0-9]+$ ]] || die "DNSLAB_TIMEOUT must be whole seconds"
-  [ -f "$src" ] && [ -f "$DIR/zones/flip.test.owner" ] \
+  [ -f "$src" ] && [ -f "$DIR/zones/$zone.test.owner" ] \
     || die "no $src (not started, or by an older dnslab.sh?)"
-  owner=$(cat "$DIR/zones/flip.test.owner")
+  owner=$(cat "$DIR/zones/$zone.test.owner")
   # The address the lab was started with (not this environment's base).
   auth=$(sed -n 's/^AUTH_NS=\(127\.[0-9.]*\):53$/\1/p' "$DIR/env" 2>/dev/null) || true
   [ -n "$auth" ] || die "no AUTH_NS in $DIR/env (lab not started?)"
@@ -245,9 +257,9 @@ flip() {
   while :; do
     got=$(q @"$auth" +norec +dnssec +noall +answer "$owner" TLSA 2>/dev/null | sigs "$owner" TLSA) || true
     [ "$got" = "$want" ] && return 0
-    alive "$pid" || die "NSD (pid $pid) exited while reloading flip.test; see $DIR/log/nsd.log"
+    alive "$pid" || die "NSD (pid $pid) exited while reloading $zone.test; see $DIR/log/nsd.log"
     if [ "$SECONDS" -ge "$deadline" ]; then
-      echo "dnslab.sh: NSD on $auth still does not serve the $1 flip.test after ${TIMEOUT}s" >&2
+      echo "dnslab.sh: NSD on $auth still does not serve the $1 $zone.test after ${TIMEOUT}s" >&2
       echo "  want RRSIG over $owner TLSA: $want" >&2
       echo "  got: ${got:-(none)}" >&2
       tail -n 5 "$DIR/log/nsd.log" 2>/dev/null | sed 's/^/  /' >&2
@@ -258,8 +270,10 @@ flip() {
 }
 
 case $verb in
-  break) flip bad; exit 0 ;;
-  fix) flip good; exit 0 ;;
+  break) flip flip bad; exit 0 ;;
+  fix) flip flip good; exit 0 ;;
+  edit) flip edit new; exit 0 ;;
+  unedit) flip edit old; exit 0 ;;
   start) ;;
   *) usage ;;
 esac
@@ -273,6 +287,7 @@ DOWN=${DOWN_PORT:-15999}
 NOSTARTTLS=${NOSTARTTLS_PORT:-15998}
 SIXMITM=${SIXMITM_PORT:-15996}
 EXITREFUSED=${EXITREFUSED_PORT:-15995}
+TARPIT=${TARPIT_PORT:-15994}
 # The port clients fall back to without SRV records (RFC 6120): fixed.
 FALLBACK=5222
 for v in C2S C2S_TLS S2S S2S_TLS DOWN NOSTARTTLS SIXMITM EXITREFUSED; do
@@ -358,7 +373,7 @@ wait_bg() { # wait_bg [SKIP-PREFIX]: wait for all jobs but those named SKIP-PREF
 
 # ---------------------------------------------------------------- zones
 SIGNED="good wrong rollover notlsa nsec nosrv nostarttls down dot expired badsig badds cname cnameinsecure shared"
-SIGNED="$SIGNED twozsk twoalg bogusdirect longcname toolongcname aliasfb flip sixmitm"
+SIGNED="$SIGNED twozsk twoalg bogusdirect longcname toolongcname aliasfb flip sixmitm many edit"
 # BENCH_DOMAINS=N adds bench.test with N domains dI.bench.test, each with an
 # _xmpp-client SRV (the benchmark's workload): to xmpp.good.test when
 # BENCH_HOSTS=0, else to host hJ.bench.test, J = I mod BENCH_HOSTS, which has
@@ -522,6 +537,7 @@ leaf() { # leaf NAME: the unsigned zone text of NAME.test.
       fi
       ;;
     twozsk | twoalg | flip) like_good "$z" "3 1 1 $GOOD" ;;
+    edit) like_good "$z" "3 1 1 $OTHER" ;;
     bogusdirect)
       echo "_xmpp-client._tcp.$z IN SRV 0 5 $C2S xmpp.$z"
       echo "_xmpps-client._tcp.$z IN SRV 0 5 $C2S_TLS xmpp.$z"
@@ -554,6 +570,25 @@ leaf() { # leaf NAME: the unsigned zone text of NAME.test.
       echo "xmpp.$z IN A 127.0.0.1"
       echo "_$HOSTILE._tcp.xmpp.$z IN TLSA 2 1 1 ${HOSTILE_TA,,}"
       ;;
+    many)
+      # 4 services x 12 targets x (A + AAAA) = 96 endpoints; the odd
+      # targets point at TARPIT_PORT, where the test holds connections open
+      # without a word.
+      local i port svc ports=("$C2S" "$C2S_TLS" "$S2S" "$S2S_TLS") k=0
+      for svc in _xmpp-client _xmpps-client _xmpp-server _xmpps-server; do
+        for ((i = 1; i <= 12; i++)); do
+          port=${ports[$k]}
+          ((i % 2)) && port=$TARPIT
+          echo "$svc._tcp.$z IN SRV 0 5 $port m$i.$z"
+          echo "_$port._tcp.m$i.$z IN TLSA 3 1 1 $GOOD"
+        done
+        k=$((k + 1))
+      done
+      for ((i = 1; i <= 12; i++)); do
+        echo "m$i.$z IN A 127.0.0.1"
+        echo "m$i.$z IN AAAA ::1"
+      done
+      ;;
     *) die "unknown zone $1" ;;
   esac
 }
@@ -561,6 +596,8 @@ leaf() { # leaf NAME: the unsigned zone text of NAME.test.
 for z in $LEAVES; do
   leaf "$z" >"$DIR/zones/$z.test.zone"
 done
+# edit.test after the admin's fix: TLSA GOOD where it was OTHER.
+leaf edit | sed "s/TLSA 3 1 1 $OTHER/TLSA 3 1 1 $GOOD/" >"$DIR/zones/edit.test.new.zone"
 # The root's RSA keys take longest: the leaves are signed meanwhile.
 wait_bg key-root-
 
@@ -582,6 +619,7 @@ for z in $SIGNED; do
     *) spawn "sign-$z" sign "$z.test" "$z.test." "${NSEC3[@]}" ;;
   esac
 done
+spawn sign-edit-new sign "edit.test.new" "edit.test." "${NSEC3[@]}"
 spawn ds-badds-stray ds_to "$DIR/ds/badds-stray.ds" "$(ksk "$DIR/spare" badds.test)"
 spawn ds-dsunsigned ds_to "$DIR/ds/dsunsigned.ds" "$(ksk "$DIR/spare" dsunsigned.test)"
 spawn ds-test ds_to "$DIR/ds/test.ds" "$(ksk "$DIR/keys" test)"
@@ -646,6 +684,10 @@ corrupt_sig "$Z/bogusdirect.test.signed" "$Z/bogusdirect.test.signed" _xmpps-cli
 echo "_$C2S._tcp.xmpp.flip.test." >"$Z/flip.test.owner"
 cp "$Z/flip.test.signed" "$Z/flip.test.signed.good"
 corrupt_sig "$Z/flip.test.signed" "$Z/flip.test.signed.bad" "$(cat "$Z/flip.test.owner")" TLSA
+# edit.test: NSD serves edit.test.signed, a copy of .old or .new (see flip()).
+echo "_$C2S._tcp.xmpp.edit.test." >"$Z/edit.test.owner"
+cp "$Z/edit.test.signed" "$Z/edit.test.signed.old"
+cp "$Z/edit.test.new.signed" "$Z/edit.test.signed.new"
 
 # ---------------------------------------------------------------- anchors
 root_ksk=$(ksk "$DIR/keys" .)

@@ -42,6 +42,31 @@ def out(obj):
         sys.exit(0)
 
 
+NS_STANZAS = "urn:ietf:params:xml:ns:xmpp-stanzas"
+
+# slixmpp 1.17 knows only RFC 3920's stanza error conditions: an IQ error
+# with RFC 6120's policy-violation (XEP-0060 §6.1.3.9, too many
+# subscriptions) makes its error handler raise, and the request then times
+# out. This client reads RFC 6120 errors, as the docs promise they are sent.
+slixmpp.stanza.Error.conditions = slixmpp.stanza.Error.conditions | {"policy-violation"}
+
+
+def iq_error(iq):
+    """An IQ error as a reply: its defined condition read from the XML (slixmpp
+    reports conditions unknown to RFC 3920, like policy-violation, as ''),
+    its type, and any XEP-0060 condition."""
+    err = iq.xml.find("{jabber:client}error")
+    cond = ""
+    if err is not None:
+        for child in err:
+            name = child.tag.split("}", 1)[-1]
+            if child.tag.startswith("{%s}" % NS_STANZAS) and name != "text":
+                cond = name
+                break
+    return {"ok": False, "error": cond, "error_type": iq["error"]["type"],
+            "pubsub_error": iq["error"]["pubsub"]["condition"]}
+
+
 class Driver(slixmpp.ClientXMPP):
     def __init__(self, jid, password):
         super().__init__(jid, password)
@@ -135,7 +160,7 @@ class Driver(slixmpp.ClientXMPP):
             try:
                 reply.update(await self.run(cmd))
             except IqError as e:
-                reply.update({"ok": False, "error": e.iq["error"]["condition"]})
+                reply.update(iq_error(e.iq))
             except IqTimeout:
                 reply.update({"ok": False, "error": "timeout"})
             except Exception as e:  # report, never crash
@@ -151,6 +176,11 @@ class Driver(slixmpp.ClientXMPP):
         if c == "send":
             self.send_message(mto=to, mbody=cmd["body"], mtype=cmd.get("type", "chat"))
             return {"ok": True}
+        if c == "send_many":
+            # Many messages at once, as a flooding client would send them.
+            for body in cmd["bodies"]:
+                self.send_message(mto=to, mbody=body, mtype=cmd.get("type", "chat"))
+            return {"ok": True, "sent": len(cmd["bodies"])}
         if c == "disco_info":
             r = await self.plugin["xep_0030"].get_info(jid=to, node=cmd.get("node"), timeout=TIMEOUT)
             info = r["disco_info"]

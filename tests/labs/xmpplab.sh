@@ -8,6 +8,7 @@
 #
 # Environment (defaults):
 #   XMPP_DOMAIN=localhost        users' host; alice/alice-pw and bob/bob-pw are registered
+#   EXTRA_USERS="u1 u2"         more accounts to register, each with the password NAME-pw
 #   EXTRA_HOSTS=""               more hosts served with the same certificate (probe targets)
 #   COMPONENT_JID=certwatch.localhost COMPONENT_SECRET=s3cret
 #   C2S_PORT=15222 C2S_TLS_PORT=15223 S2S_PORT=15269 S2S_TLS_PORT=15270 COMPONENT_PORT=15347
@@ -101,7 +102,7 @@ prosody_start() {
   prosody_config >"$DIR/prosody.cfg.lua"
   prosodyctl --config "$DIR/prosody.cfg.lua" check config >"$DIR/check.log" 2>&1 \
     || { cat "$DIR/check.log" >&2; die "prosody configuration rejected"; }
-  for u in alice bob admin; do
+  for u in alice bob admin ${EXTRA_USERS:-}; do
     prosodyctl --config "$DIR/prosody.cfg.lua" register "$u" "$DOMAIN" "$u-pw" >/dev/null 2>&1
   done
   prosody --config "$DIR/prosody.cfg.lua" -F >"$DIR/prosody.out" 2>&1 &
@@ -197,10 +198,14 @@ EOF
     || { cat "$DIR/start.log" >&2; die "ejabberdctl start failed"; }
   wait_ports 40 "$C2S" "$COMP" \
     || { tail -30 "$DIR/log/ejabberd.log" "$DIR/start.log" >&2 || true; die "ejabberd did not open its ports"; }
-  local u
-  for u in alice bob admin; do
-    HOME=$DIR ejabberdctl register "$u" "$DOMAIN" "$u-pw" >/dev/null 2>&1 || true
+  local u n=0
+  for u in alice bob admin ${EXTRA_USERS:-}; do
+    # Eight at a time: each ejabberdctl call starts an Erlang node (~1 s).
+    HOME=$DIR ejabberdctl register "$u" "$DOMAIN" "$u-pw" >/dev/null 2>&1 &
+    n=$((n + 1))
+    if (( n % 8 == 0 )); then wait; fi
   done
+  wait
 }
 
 ejabberd_stop() {
