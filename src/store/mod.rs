@@ -224,6 +224,28 @@ pub trait StateStore {
     fn items(&self, node: &str, max: usize) -> Result<Vec<Item>, StoreError>;
 }
 
+/// How long an open waits for the database's file lock: sled's own I/O
+/// threads can hold it for a moment after the last handle of the same
+/// process is gone. Another process holding it is refused after this.
+const LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// Runs `open` until it gets the database's lock, or [`LOCK_WAIT`] passes.
+fn open_locked(open: impl Fn() -> sled::Result<sled::Db>) -> sled::Result<sled::Db> {
+    let started = std::time::Instant::now();
+    loop {
+        match open() {
+            Err(sled::Error::Io(e))
+                if started.elapsed() < LOCK_WAIT
+                    && (e.kind() == std::io::ErrorKind::WouldBlock
+                        || e.to_string().contains("could not acquire lock")) =>
+            {
+                std::thread::sleep(std::time::Duration::from_millis(50));
+            }
+            other => return other,
+        }
+    }
+}
+
 /// A handle on the sled database: cheap to clone, shared by every part.
 #[derive(Clone)]
 pub struct Store {
@@ -235,19 +257,19 @@ impl Store {
     /// Opens (or creates) the database directory, with sled's default
     /// page cache (1 GiB at most).
     pub fn open(path: &Path) -> Result<Store, StoreError> {
-        Store::from_db(sled::open(path)?)
+        Store::from_db(open_locked(|| sled::open(path))?)
     }
 
     /// Opens (or creates) the database directory, keeping at most
     /// `cache_bytes` of it in memory (sled's page cache; the rest is read
     /// from disk when needed).
     pub fn open_with_cache(path: &Path, cache_bytes: u64) -> Result<Store, StoreError> {
-        Store::from_db(
+        Store::from_db(open_locked(|| {
             sled::Config::new()
                 .path(path)
                 .cache_capacity(cache_bytes)
-                .open()?,
-        )
+                .open()
+        })?)
     }
 
     /// A throwaway database, for tests and benchmarks.
