@@ -302,7 +302,9 @@ impl Engine {
                 e.to_string(),
             )))
         })?;
+        let started = Instant::now();
         let (report, health) = checker.check(domain, services).await;
+        self.metrics.check_done(&report, started.elapsed());
         self.note_health(&health, None).await;
         // Our own Tor or DNS failing says nothing about the domain: such a
         // report is the reply, never the domain's last result (as in the monitor).
