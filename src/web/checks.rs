@@ -1,6 +1,7 @@
 //! Checks asked for on the web: started in the background so the browser
 //! is redirected at once to a page that shows progress, through the same
-//! engine path (and global bound) as chat `check`.
+//! engine path as chat `check`, holding a place in the same queue
+//! ([`crate::admission`]: a few per client, the same bound in all).
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -51,8 +52,13 @@ impl Checks {
     }
 
     /// Starts a check of `domain` unless one is running (then it is the
-    /// one the page follows).
-    pub fn start(self: &Arc<Self>, engine: Arc<Engine>, domain: Domain) -> Result<(), Refused> {
+    /// one the page follows), holding `ticket` until it ends.
+    pub fn start(
+        self: &Arc<Self>,
+        engine: Arc<Engine>,
+        domain: Domain,
+        ticket: crate::admission::Ticket,
+    ) -> Result<(), Refused> {
         let key = domain.as_str().to_owned();
         {
             let mut map = self.map.lock().expect("checks lock");
@@ -75,7 +81,10 @@ impl Checks {
         tokio::spawn(async move {
             // The check runs in a task of its own, so even a panic in it
             // ends the page's "checking…" with a message.
-            let check = tokio::spawn(async move { engine.check_now(&domain).await });
+            let check = tokio::spawn(async move {
+                let _ticket = ticket;
+                engine.check_now(&domain).await
+            });
             let failure = match check.await {
                 Ok(Ok(_)) => None,
                 Ok(Err(e)) => {

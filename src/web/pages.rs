@@ -13,6 +13,7 @@ use serde::Deserialize;
 use super::checks::{Progress, Refused};
 use super::view::{alert_rows, name, AlertRow, ReportView};
 use super::{Peer, Web};
+use crate::admission::{QueueFull, CHECKS_QUEUED_PER_JID};
 use crate::commands::CommandError;
 use crate::domain::Domain;
 use crate::engine::{CHECKS_PER_HOUR, COMMANDS_PER_MINUTE};
@@ -132,8 +133,9 @@ pub async fn check(
     headers: HeaderMap,
     Form(form): Form<CheckForm>,
 ) -> Response {
-    let domain = match Domain::parse(&form.domain) {
-        Ok(d) => d,
+    // As in chat: a URL or an XMPP address has its domain taken out.
+    let domain = match crate::commands::given::target(&form.domain) {
+        Ok(t) => t.domain,
         Err(e) => {
             let error = CommandError::BadDomain(e.to_string()).to_string();
             let value: String = form.domain.chars().take(300).collect();
@@ -159,8 +161,21 @@ pub async fn check(
             .insert(header::RETRY_AFTER, header::HeaderValue::from_static("60"));
         return r;
     }
+    // A place in the chat checks' queue, under the client's address.
+    let ticket = match web.engine.queue_check(&key) {
+        Ok(t) => t,
+        Err(QueueFull::Mine) => {
+            let text = format!(
+                "Your address ({client}) already has {CHECKS_QUEUED_PER_JID} checks waiting or running, the most one client may; this one was not started. Wait for their results, then ask again."
+            );
+            return message(StatusCode::TOO_MANY_REQUESTS, "Too many checks", &text);
+        }
+        Err(full @ QueueFull::Everyone) => {
+            return message(StatusCode::SERVICE_UNAVAILABLE, "Busy", &full.user_text())
+        }
+    };
     let url = format!("/domain/{}", domain.as_str());
-    match web.checks.start(web.engine.clone(), domain) {
+    match web.checks.start(web.engine.clone(), domain, ticket) {
         Ok(()) => Redirect::to(&url).into_response(),
         Err(Refused::Busy) => message(
             StatusCode::SERVICE_UNAVAILABLE,

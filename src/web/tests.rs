@@ -226,6 +226,11 @@ async fn the_front_page_lists_no_domains_and_bad_input_gets_the_chat_error() {
     assert!(body.contains("Not a valid domain: "), "{body}");
     assert!(body.contains("name=\"domain\""), "the form again");
 
+    // As in chat, a URL or an XMPP address gives its domain.
+    let (status, headers, _) = send(&app, post_check("https://Example.ORG/x", "127.0.0.1:1")).await;
+    assert_eq!(status, StatusCode::SEE_OTHER);
+    assert_eq!(headers[header::LOCATION], "/domain/example.org");
+
     let (status, _, body) = get(&app, &format!("/domain/{}", urlencode(IMG))).await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
     assert_no_markup_from_data(&body);
