@@ -60,14 +60,25 @@ pub fn zone_line(owner: &str, record: &str) -> String {
 
 /// The advice sentences.
 pub fn advise(input: &AdviceInput) -> Vec<String> {
-    let mut out = Vec::new();
     if input.nxdomain {
         // Nothing to publish or fix: the name is not there at all.
-        return out;
+        return Vec::new();
     }
     let eps = input.endpoints;
-    let has = |v: EndpointVerdict| eps.iter().any(|e| e.verdict == v);
+    let mut out = alarm_advice(eps);
+    out.extend(input.zones.iter().map(zone_advice));
+    out.extend(publishing_advice(eps));
+    out.extend(usage_advice(eps));
+    out.extend(fallback_advice(input));
+    out.extend(unreachable_advice(input));
+    out
+}
 
+/// Which alarms (mismatch, STARTTLS missing, bogus DNSSEC) need a sentence
+/// on what they may mean and what to check.
+fn alarm_advice(eps: &[EndpointReport]) -> Vec<String> {
+    let mut out = Vec::new();
+    let has = |v: EndpointVerdict| eps.iter().any(|e| e.verdict == v);
     if has(EndpointVerdict::Mismatch) {
         out.push("An endpoint presented a key that matches none of its TLSA records. If you did not just change the key, treat this as an interception: compare it with the key on the server itself. If you did change it, publish the new key's record next to the old one and wait for the TTL before switching.".into());
     }
@@ -77,22 +88,36 @@ pub fn advise(input: &AdviceInput) -> Vec<String> {
     if has(EndpointVerdict::Bogus) {
         out.push("DNSSEC validation failed: expired signatures, a DS that matches no DNSKEY, or a broken signer. Re-sign the zone and check the DS at the registrar (e.g. `delv` or DNSViz); until then validating clients cannot reach this domain safely.".into());
     }
-    for z in input.zones {
-        out.push(zone_advice(z));
+    out
+}
+
+/// Whether endpoints lack (secure) TLSA records, and so need the advice on
+/// publishing them: where the key came from, adding without replacing,
+/// keeping the key across renewals.
+fn publishing_advice(eps: &[EndpointReport]) -> Vec<String> {
+    let mut out = Vec::new();
+    let has = |v: EndpointVerdict| eps.iter().any(|e| e.verdict == v);
+    if !(has(EndpointVerdict::NoTlsa) || has(EndpointVerdict::Insecure)) {
+        return out;
     }
-    if has(EndpointVerdict::NoTlsa) || has(EndpointVerdict::Insecure) {
-        if eps.iter().any(|e| {
-            e.spki_sha256.is_some()
-                && matches!(
-                    e.verdict,
-                    EndpointVerdict::NoTlsa | EndpointVerdict::Insecure
-                )
-        }) {
-            out.push("The TLSA records to add were computed from the key seen over the network; compute them from your own certificate on the server to be sure: `openssl x509 -in CERT.pem -noout -pubkey | openssl pkey -pubin -outform DER | sha256sum` prints the hash for `3 1 1` (or `certwatch tlsa --cert CERT.pem --host HOST --port PORT` prints the whole line).".into());
-        }
-        out.push("TLSA records are additive: when one host serves several domains, add each line once next to any existing records; never replace records other domains rely on.".into());
-        out.push("Keep the key across renewals (certbot `--reuse-key`) so the 3 1 1 record stays valid, and before a planned key change publish a second 3 1 1 record for the next key (current + next), then remove the old one after the switch.".into());
+    if eps.iter().any(|e| {
+        e.spki_sha256.is_some()
+            && matches!(
+                e.verdict,
+                EndpointVerdict::NoTlsa | EndpointVerdict::Insecure
+            )
+    }) {
+        out.push("The TLSA records to add were computed from the key seen over the network; compute them from your own certificate on the server to be sure: `openssl x509 -in CERT.pem -noout -pubkey | openssl pkey -pubin -outform DER | sha256sum` prints the hash for `3 1 1` (or `certwatch tlsa --cert CERT.pem --host HOST --port PORT` prints the whole line).".into());
     }
+    out.push("TLSA records are additive: when one host serves several domains, add each line once next to any existing records; never replace records other domains rely on.".into());
+    out.push("Keep the key across renewals (certbot `--reuse-key`) so the 3 1 1 record stays valid, and before a planned key change publish a second 3 1 1 record for the next key (current + next), then remove the old one after the switch.".into());
+    out
+}
+
+/// Which published record kinds (usage and selector) are weaker than
+/// `3 1 1`: one sentence per kind, however many records have it.
+fn usage_advice(eps: &[EndpointReport]) -> Vec<String> {
+    let mut out = Vec::new();
     let mut usage_warned = BTreeSet::new();
     for e in eps {
         for t in &e.tlsa {
@@ -109,51 +134,66 @@ pub fn advise(input: &AdviceInput) -> Vec<String> {
             }
         }
     }
+    out
+}
+
+/// Which services fell back to the domain itself for want of SRV records.
+fn fallback_advice(input: &AdviceInput) -> Vec<String> {
+    let eps = input.endpoints;
+    // A server that refused the domain (host-unknown) says it is no XMPP
+    // domain at all: advice on its SRV records would mislead.
+    let wrong_host = host_unknown(eps).is_some();
     // Only services that fell back to an endpoint: a service with neither
     // SRV nor address is simply not offered.
-    let wrong_host = host_unknown(eps).is_some();
     let fell_back = input.fallbacks.iter().filter(|s| {
         !wrong_host
             && eps
                 .iter()
                 .any(|e| e.service == s.as_str() && e.host == input.domain)
     });
-    for s in fell_back {
-        out.push(format!(
+    fell_back
+        .map(|s| format!(
             "{} has no _{}._tcp SRV record, so clients fall back to {}:{}; publish SRV records (RFC 6120 §3.2, XEP-0368) so DANE follows the SRV target (RFC 7673).",
             input.domain,
             s.as_str(),
             input.domain,
             s.fallback_port().unwrap_or(0)
-        ));
-    }
-    if !eps.is_empty()
-        && eps
+        ))
+        .collect()
+}
+
+/// Why nothing could be reached, when no endpoint was: the domain may be a
+/// host name (the server said `host-unknown`), or the server is down; a DNS
+/// failure already says why on its own.
+fn unreachable_advice(input: &AdviceInput) -> Option<String> {
+    let eps = input.endpoints;
+    if eps.is_empty()
+        || !eps
             .iter()
             .all(|e| e.verdict == EndpointVerdict::Unreachable)
     {
-        match host_unknown(eps) {
-            Some((e, said)) => {
-                let guess = input
-                    .domain
-                    .split_once('.')
-                    .map(|(_, p)| p)
-                    .filter(|p| p.contains('.'))
-                    .map(|p| format!(" (perhaps {p})"))
-                    .unwrap_or_default();
-                out.push(format!(
-                    "The server at {}:{} answered {said}: it does not serve {} as an XMPP domain. That name may be a server's host name: check the domain of the XMPP addresses instead, the part after the @{guess}.",
-                    e.host, e.port, input.domain
-                ));
-            }
-            None if input.dns_failed => {}
-            None => out.push(format!(
-                "No endpoint could be reached; check that the server is up and reachable from the Internet{}.",
-                if input.transport == "tor" { " (including over Tor exits)" } else { "" }
-            )),
-        }
+        return None;
     }
-    out
+    match host_unknown(eps) {
+        Some((e, said)) => {
+            let guess = input
+                .domain
+                .split_once('.')
+                .map(|(_, p)| p)
+                .filter(|p| p.contains('.'))
+                .map(|p| format!(" (perhaps {p})"))
+                .unwrap_or_default();
+            Some(format!(
+                "The server at {}:{} answered {said}: it does not serve {} as an XMPP domain. That name may be a server's host name: check the domain of the XMPP addresses instead, the part after the @{guess}.",
+                e.host, e.port, input.domain
+            ))
+        }
+        None if input.dns_failed => None,
+        None => Some(format!(
+            "No endpoint could be reached; check that the server is up and reachable from the Internet{}.",
+            if input.transport == "tor" { " (including over Tor exits)" } else { "" }
+        )),
+    }
 }
 
 /// The first endpoint whose server refused the domain with `host-unknown`, and what it said.

@@ -86,6 +86,33 @@ pub fn transition_with(
     report: &Report,
     policy: &AlertPolicy,
 ) -> (DomainState, Option<Alert>) {
+    let mut next = count_check(prev, report);
+    let Some(candidate) = candidate_state(prev, &mut next, report.verdict) else {
+        // A new domain's first failed checks: nothing to say yet.
+        return (next, None);
+    };
+    let effective = hold_alarm(prev.state, candidate, next.ok_streak, policy);
+    let new_sight = remember_alarm_sights(prev, &mut next, effective, report);
+    let changed = prev.state != Some(effective);
+    if !changed && new_sight.is_empty() {
+        let alert = steady_alert(prev, &mut next, effective, report);
+        return (next, alert);
+    }
+    if changed {
+        next.state = Some(effective);
+        next.since = Some(report.checked_at.clone());
+    }
+    // The first state is news only when it is an alarm.
+    if prev.state.is_none() && !effective.is_alarm() {
+        return (next, None);
+    }
+    let alert = news_alert(prev, &mut next, effective, report, &new_sight);
+    (next, alert)
+}
+
+/// The stored state after counting one more check: its report, its place in
+/// the bounded history, and the run of OK checks it extends or breaks.
+fn count_check(prev: &DomainState, report: &Report) -> DomainState {
     let mut next = prev.clone();
     next.last_report = Some(report.bounded_for_store());
     next.history
@@ -95,40 +122,68 @@ pub fn transition_with(
         next.history.drain(..excess);
     }
     next.checks = next.checks.saturating_add(1);
-    let observed = report.verdict;
-    next.ok_streak = if observed == Verdict::Ok {
+    next.ok_streak = if report.verdict == Verdict::Ok {
         next.ok_streak.saturating_add(1)
     } else {
         0
     };
-    let candidate = if observed == Verdict::Unreachable {
-        next.unreachable_streak = next.unreachable_streak.saturating_add(1);
-        if next.unreachable_streak < UNREACHABLE_AFTER {
-            // One failed round is not news: the server may just be restarting.
-            match prev.state {
-                Some(s) => s,
-                None => return (next, None),
-            }
-        } else {
-            Verdict::Unreachable
-        }
-    } else {
+    next
+}
+
+/// Which state the observed verdict points to once unreachable checks are
+/// counted: `None` while a domain with no state yet has failed fewer than
+/// [`UNREACHABLE_AFTER`] checks (nothing to say yet).
+fn candidate_state(
+    prev: &DomainState,
+    next: &mut DomainState,
+    observed: Verdict,
+) -> Option<Verdict> {
+    if observed != Verdict::Unreachable {
         next.unreachable_streak = 0;
-        observed
-    };
-    let effective = match prev.state {
+        return Some(observed);
+    }
+    next.unreachable_streak = next.unreachable_streak.saturating_add(1);
+    if next.unreachable_streak < UNREACHABLE_AFTER {
+        // One failed round is not news: the server may just be restarting.
+        prev.state
+    } else {
+        Some(Verdict::Unreachable)
+    }
+}
+
+/// Whether an alarm still holds: an OK candidate ends it only after
+/// `recovery_checks` OK checks in a row.
+fn hold_alarm(
+    prev: Option<Verdict>,
+    candidate: Verdict,
+    ok_streak: u32,
+    policy: &AlertPolicy,
+) -> Verdict {
+    match prev {
         // An interceptor that steps aside for one check does not end the alarm.
         Some(s) if s.is_alarm() && candidate == Verdict::Ok => {
-            if next.ok_streak < policy.recovery_checks.max(1) {
+            if ok_streak < policy.recovery_checks.max(1) {
                 s
             } else {
                 Verdict::Ok
             }
         }
         _ => candidate,
-    };
+    }
+}
+
+/// Which alarm lines (endpoint and key) this report shows that the ongoing
+/// alarm had not shown before; stores them (bounded by [`MAX_SEEN`]), and
+/// forgets them all when the state is no alarm or a different one.
+fn remember_alarm_sights(
+    prev: &DomainState,
+    next: &mut DomainState,
+    effective: Verdict,
+    report: &Report,
+) -> Vec<String> {
     let seen = alarm_lines(report);
-    let new_sight: Vec<String> = if effective.is_alarm() && prev.state == Some(effective) {
+    let same_alarm = effective.is_alarm() && prev.state == Some(effective);
+    let new_sight: Vec<String> = if same_alarm {
         seen.iter()
             .filter(|l| !prev.alarm_seen.contains(l))
             .cloned()
@@ -151,39 +206,52 @@ pub fn transition_with(
     } else {
         Vec::new()
     };
-    let changed = prev.state != Some(effective);
-    if !changed && new_sight.is_empty() {
-        if next.intermittent {
-            next.steady = next.steady.saturating_add(1);
-            if next.steady >= STEADY_CHECKS {
-                next.intermittent = false;
-                next.changes.clear();
-                let mut alert = render(prev.state, effective, report);
-                alert.title = format!(
-                    "{}: steady again, {} for {STEADY_CHECKS} checks in a row (was intermittent)",
-                    report.domain, effective
-                );
-                retitle(&mut alert);
-                return (next, Some(alert));
-            }
-        }
-        return (next, None);
+    new_sight
+}
+
+/// Whether a check that changed nothing ends an intermittent spell: after
+/// [`STEADY_CHECKS`] such checks, one "steady again" alert.
+fn steady_alert(
+    prev: &DomainState,
+    next: &mut DomainState,
+    effective: Verdict,
+    report: &Report,
+) -> Option<Alert> {
+    if !next.intermittent {
+        return None;
     }
-    if changed {
-        next.state = Some(effective);
-        next.since = Some(report.checked_at.clone());
+    next.steady = next.steady.saturating_add(1);
+    if next.steady < STEADY_CHECKS {
+        return None;
     }
-    // The first state is news only when it is an alarm.
-    if prev.state.is_none() && !effective.is_alarm() {
-        return (next, None);
-    }
+    next.intermittent = false;
+    next.changes.clear();
+    let mut alert = render(prev.state, effective, report);
+    alert.title = format!(
+        "{}: steady again, {} for {STEADY_CHECKS} checks in a row (was intermittent)",
+        report.domain, effective
+    );
+    retitle(&mut alert);
+    Some(alert)
+}
+
+/// Which alert a change (or a new sight in an ongoing alarm) gets: none
+/// while intermittent, one "intermittent" alert when changes come too often
+/// ([`FLAP_CHANGES`] within [`FLAP_WINDOW`] checks), else the change itself.
+fn news_alert(
+    prev: &DomainState,
+    next: &mut DomainState,
+    effective: Verdict,
+    report: &Report,
+    new_sight: &[String],
+) -> Option<Alert> {
     let now = next.checks;
     next.changes.retain(|c| now - c < FLAP_WINDOW);
     next.changes.push(now);
     next.steady = 0;
     if next.intermittent {
         // Flapping: already said; the next alert is when it holds steady.
-        return (next, None);
+        return None;
     }
     if next.changes.len() >= FLAP_CHANGES {
         next.intermittent = true;
@@ -195,10 +263,11 @@ pub fn transition_with(
             effective
         );
         retitle(&mut alert);
-        return (next, Some(alert));
+        return Some(alert);
     }
     let mut alert = render(prev.state, effective, report);
-    if !changed {
+    // The same state: news only for what it shows that is new.
+    if prev.state == Some(effective) {
         alert.title = format!(
             "{}: ALARM, something new: {}",
             report.domain,
@@ -206,7 +275,7 @@ pub fn transition_with(
         );
         retitle(&mut alert);
     }
-    (next, Some(alert))
+    Some(alert)
 }
 
 /// What an alarm shows: one "endpoint=key" line per endpoint in alarm.

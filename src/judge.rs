@@ -26,7 +26,32 @@ pub enum Probed {
 
 /// The verdict for one endpoint.
 pub fn judge(endpoint: &Endpoint, probed: &Probed, now: SystemTime) -> EndpointReport {
-    let mut report = EndpointReport {
+    let mut report = frame(endpoint);
+    record_handshake(&mut report, probed);
+    if let Probed::Refused(why) = probed {
+        report.error.get_or_insert_with(|| why.clone());
+    }
+    let failure = match probed {
+        Probed::Failed(e) => Some(e.to_string()),
+        Probed::NotProbed(why) => Some(why.clone()),
+        _ => None,
+    };
+    report.verdict = verdict_from_dns(&mut report, endpoint, probed, now);
+    if let Some(e) = failure {
+        report.error.get_or_insert_with(|| e.clone());
+        if report.verdict == EndpointVerdict::NoTlsa || report.verdict == EndpointVerdict::Insecure
+        {
+            // Still a finding about DNS; the failed probe only means no key to suggest.
+            report.notes.push(format!("probe failed: {e}"));
+        }
+    }
+    report
+}
+
+/// The report's frame: what DNS said about the endpoint, before any verdict
+/// (which starts as `Unreachable`, the answer when nothing else decides).
+fn frame(endpoint: &Endpoint) -> EndpointReport {
+    EndpointReport {
         service: endpoint.service.as_str().into(),
         host: endpoint.host.clone(),
         port: endpoint.port,
@@ -47,29 +72,37 @@ pub fn judge(endpoint: &Endpoint, probed: &Probed, now: SystemTime) -> EndpointR
         notes: Vec::new(),
         vantage: Vec::new(),
         confirmed: None,
+    }
+}
+
+/// Which handshake facts (version, cipher, leaf digests) the report shows;
+/// a leaf whose key cannot be read is a note, not an abort.
+fn record_handshake(report: &mut EndpointReport, probed: &Probed) {
+    let Probed::Observed(obs) = probed else {
+        return;
     };
-    if let Probed::Observed(obs) = probed {
-        report.tls_version = Some(obs.version.clone());
-        report.cipher = Some(obs.cipher.clone());
-        if let Some(leaf) = obs.chain.first() {
-            report.cert_sha256 = Some(hex::encode(dane::cert_sha256(leaf)));
-            match dane::spki_sha256(leaf) {
-                Ok(d) => report.spki_sha256 = Some(hex::encode(d)),
-                Err(e) => report
-                    .notes
-                    .push(format!("the presented certificate is malformed: {e}")),
-            }
+    report.tls_version = Some(obs.version.clone());
+    report.cipher = Some(obs.cipher.clone());
+    if let Some(leaf) = obs.chain.first() {
+        report.cert_sha256 = Some(hex::encode(dane::cert_sha256(leaf)));
+        match dane::spki_sha256(leaf) {
+            Ok(d) => report.spki_sha256 = Some(hex::encode(d)),
+            Err(e) => report
+                .notes
+                .push(format!("the presented certificate is malformed: {e}")),
         }
     }
-    if let Probed::Refused(why) = probed {
-        report.error.get_or_insert_with(|| why.clone());
-    }
-    let failure = match probed {
-        Probed::Failed(e) => Some(e.to_string()),
-        Probed::NotProbed(why) => Some(why.clone()),
-        _ => None,
-    };
-    report.verdict = match &endpoint.tlsa {
+}
+
+/// Which verdict the endpoint's TLSA state gives, asking the probe only
+/// when records are published or the endpoint is a fallback.
+fn verdict_from_dns(
+    report: &mut EndpointReport,
+    endpoint: &Endpoint,
+    probed: &Probed,
+    now: SystemTime,
+) -> EndpointVerdict {
+    match &endpoint.tlsa {
         TlsaState::Bogus { reason } => {
             report.notes.push(reason.clone());
             EndpointVerdict::Bogus
@@ -101,76 +134,85 @@ pub fn judge(endpoint: &Endpoint, probed: &Probed, now: SystemTime) -> EndpointR
         TlsaState::Absent => EndpointVerdict::NoTlsa,
         TlsaState::Present { records } => {
             report.tlsa = records.iter().map(|r| r.to_string()).collect();
-            match probed {
-                Probed::Observed(obs) => {
-                    let ctx = MatchContext {
-                        chain: &obs.chain,
-                        reference_names: &endpoint.reference_names,
-                        now,
-                        pkix_roots: None,
-                    };
-                    match dane::match_chain(records, &ctx) {
-                        MatchOutcome::Matched { record } => {
-                            report.matched = Some(record.to_string());
-                            EndpointVerdict::Match
-                        }
-                        MatchOutcome::NoMatch { notes } => {
-                            report.notes.extend(notes);
-                            EndpointVerdict::Mismatch
-                        }
-                        MatchOutcome::NoUsableRecords { notes } => {
-                            report.notes.extend(notes);
-                            report
-                                .notes
-                                .push("no TLSA record is usable (RFC 7671 §4.1)".into());
-                            EndpointVerdict::NoTlsa
-                        }
-                        MatchOutcome::SearchExhausted { notes } => {
-                            // An alarm, not silence: see MatchOutcome::SearchExhausted.
-                            report.notes.extend(notes);
-                            EndpointVerdict::Mismatch
-                        }
-                        MatchOutcome::MalformedChain { error } => {
-                            report.notes.push(format!(
-                                "the server presented a certificate that cannot be parsed: {error}"
-                            ));
-                            EndpointVerdict::Mismatch
-                        }
-                    }
-                }
-                // Not offered, or offered and then refused with <failure/>: either
-                // way this server will not do the TLS its records require.
-                Probed::Failed(e) if e.is_starttls_missing() => {
-                    report.error = Some(e.to_string());
-                    EndpointVerdict::StarttlsMissing
-                }
-                // The server (or whoever answers for it) sent a chain too large
-                // for the handshake. It cannot be checked against the records, and
-                // an interceptor could send one on purpose: calling that
-                // unreachable would let it keep the monitor quiet (and count as
-                // our failure). So it is an alarm, with the reason in `error`.
-                Probed::Failed(e) if e.is_chain_too_large() => {
-                    report.error = Some(e.to_string());
-                    EndpointVerdict::Mismatch
-                }
-                // Our Tor or proxy failed: nothing is known about the
-                // server, so it is not called unreachable.
-                Probed::Failed(_) if ours(probed) => EndpointVerdict::NotChecked,
-                Probed::Failed(_) | Probed::Skipped | Probed::Refused(_) | Probed::NotProbed(_) => {
-                    EndpointVerdict::Unreachable
-                }
-            }
-        }
-    };
-    if let Some(e) = failure {
-        report.error.get_or_insert_with(|| e.clone());
-        if report.verdict == EndpointVerdict::NoTlsa || report.verdict == EndpointVerdict::Insecure
-        {
-            // Still a finding about DNS; the failed probe only means no key to suggest.
-            report.notes.push(format!("probe failed: {e}"));
+            verdict_against_records(report, endpoint, records, probed, now)
         }
     }
-    report
+}
+
+/// Which verdict a probe gives when secure TLSA records are published: the
+/// matcher's if a chain was seen, otherwise whose failure kept us from one.
+fn verdict_against_records(
+    report: &mut EndpointReport,
+    endpoint: &Endpoint,
+    records: &[dane::Tlsa],
+    probed: &Probed,
+    now: SystemTime,
+) -> EndpointVerdict {
+    match probed {
+        Probed::Observed(obs) => {
+            let ctx = MatchContext {
+                chain: &obs.chain,
+                reference_names: &endpoint.reference_names,
+                now,
+                pkix_roots: None,
+            };
+            verdict_from_match(report, dane::match_chain(records, &ctx))
+        }
+        // Not offered, or offered and then refused with <failure/>: either
+        // way this server will not do the TLS its records require.
+        Probed::Failed(e) if e.is_starttls_missing() => {
+            report.error = Some(e.to_string());
+            EndpointVerdict::StarttlsMissing
+        }
+        // The server (or whoever answers for it) sent a chain too large
+        // for the handshake. It cannot be checked against the records, and
+        // an interceptor could send one on purpose: calling that
+        // unreachable would let it keep the monitor quiet (and count as
+        // our failure). So it is an alarm, with the reason in `error`.
+        Probed::Failed(e) if e.is_chain_too_large() => {
+            report.error = Some(e.to_string());
+            EndpointVerdict::Mismatch
+        }
+        // Our Tor or proxy failed: nothing is known about the
+        // server, so it is not called unreachable.
+        Probed::Failed(_) if ours(probed) => EndpointVerdict::NotChecked,
+        Probed::Failed(_) | Probed::Skipped | Probed::Refused(_) | Probed::NotProbed(_) => {
+            EndpointVerdict::Unreachable
+        }
+    }
+}
+
+/// Which verdict the matcher's outcome gives; every outcome but a match is
+/// an alarm or a DNS finding, never silence.
+fn verdict_from_match(report: &mut EndpointReport, outcome: MatchOutcome) -> EndpointVerdict {
+    match outcome {
+        MatchOutcome::Matched { record } => {
+            report.matched = Some(record.to_string());
+            EndpointVerdict::Match
+        }
+        MatchOutcome::NoMatch { notes } => {
+            report.notes.extend(notes);
+            EndpointVerdict::Mismatch
+        }
+        MatchOutcome::NoUsableRecords { notes } => {
+            report.notes.extend(notes);
+            report
+                .notes
+                .push("no TLSA record is usable (RFC 7671 §4.1)".into());
+            EndpointVerdict::NoTlsa
+        }
+        MatchOutcome::SearchExhausted { notes } => {
+            // An alarm, not silence: see MatchOutcome::SearchExhausted.
+            report.notes.extend(notes);
+            EndpointVerdict::Mismatch
+        }
+        MatchOutcome::MalformedChain { error } => {
+            report.notes.push(format!(
+                "the server presented a certificate that cannot be parsed: {error}"
+            ));
+            EndpointVerdict::Mismatch
+        }
+    }
 }
 
 /// Whether the probe failed on our side (our Tor client or proxy), not the server's.

@@ -418,54 +418,16 @@ impl Report {
             self.checked_at, self.transport
         ));
         for e in &self.endpoints {
-            let addr = e
-                .address
-                .map(|a| a.to_string())
-                .unwrap_or_else(|| "-".into());
-            out.push_str(&format!(
-                "\n{} {}:{} [{}] ({}): {}\n",
-                e.service,
-                e.host,
-                e.port,
-                addr,
-                e.tls,
-                verdict_text(e.verdict)
-            ));
-            for t in &e.tlsa {
-                out.push_str(&format!("  TLSA      {t}\n"));
-            }
-            if let Some(spki) = &e.spki_sha256 {
-                out.push_str(&format!("  key seen  SPKI sha256 {spki}\n"));
-            }
-            if let Some(m) = &e.matched {
-                out.push_str(&format!("  matched   {m}\n"));
-            }
-            for v in &e.vantage {
-                let through = match &v.exit {
-                    Some(exit) => format!("{} exit {exit}", v.transport),
-                    None => v.transport.clone(),
-                };
-                out.push_str(&format!(
-                    "  seen via  {through}: SPKI sha256 {}\n",
-                    v.spki_sha256
-                ));
-            }
-            match (e.verdict, e.confirmed) {
-                (EndpointVerdict::Mismatch, Some(true)) => {
-                    out.push_str("  confirmed by a second probe\n")
-                }
-                (EndpointVerdict::Mismatch, Some(false)) => {
-                    out.push_str("  NOT CONFIRMED: the second probe could not be made\n")
-                }
-                _ => {}
-            }
-            if let Some(err) = &e.error {
-                out.push_str(&format!("  error     {err}\n"));
-            }
-            for n in &e.notes {
-                out.push_str(&format!("  note      {n}\n"));
-            }
+            e.push_text(&mut out);
         }
+        self.push_problems_text(&mut out);
+        self.push_advice_text(&mut out);
+        out
+    }
+
+    /// Which problems of the check as a whole (bogus DNSSEC answers, errors
+    /// outside any endpoint) get a section of the text report.
+    fn push_problems_text(&self, out: &mut String) {
         if !self.bogus_rrsets.is_empty() {
             out.push_str("\nDNSSEC validation failed:\n");
             for b in &self.bogus_rrsets {
@@ -478,6 +440,11 @@ impl Report {
                 out.push_str(&format!("  - {e}\n"));
             }
         }
+    }
+
+    /// In which order the text report tells what to do: signing the zone
+    /// first, then the records to add, then the rest of the advice.
+    fn push_advice_text(&self, out: &mut String) {
         // Signing comes first: TLSA records are useless in an unsigned zone.
         let (signing, rest): (Vec<&String>, Vec<&String>) = self.advice.iter().partition(|a| {
             a.starts_with("First sign the zone")
@@ -508,7 +475,6 @@ impl Report {
                 out.push_str(&format!("  - {a}\n"));
             }
         }
-        out
     }
 }
 
@@ -516,6 +482,59 @@ impl EndpointReport {
     /// The verdict as words for people.
     pub fn verdict_word(&self) -> &'static str {
         verdict_text(self.verdict)
+    }
+
+    /// Which lines of the text report describe this endpoint: its heading
+    /// and verdict, the records, the key seen (and from where), whether a
+    /// mismatch was confirmed, then its error and notes.
+    fn push_text(&self, out: &mut String) {
+        let addr = self
+            .address
+            .map(|a| a.to_string())
+            .unwrap_or_else(|| "-".into());
+        out.push_str(&format!(
+            "\n{} {}:{} [{}] ({}): {}\n",
+            self.service,
+            self.host,
+            self.port,
+            addr,
+            self.tls,
+            verdict_text(self.verdict)
+        ));
+        for t in &self.tlsa {
+            out.push_str(&format!("  TLSA      {t}\n"));
+        }
+        if let Some(spki) = &self.spki_sha256 {
+            out.push_str(&format!("  key seen  SPKI sha256 {spki}\n"));
+        }
+        if let Some(m) = &self.matched {
+            out.push_str(&format!("  matched   {m}\n"));
+        }
+        for v in &self.vantage {
+            let through = match &v.exit {
+                Some(exit) => format!("{} exit {exit}", v.transport),
+                None => v.transport.clone(),
+            };
+            out.push_str(&format!(
+                "  seen via  {through}: SPKI sha256 {}\n",
+                v.spki_sha256
+            ));
+        }
+        match (self.verdict, self.confirmed) {
+            (EndpointVerdict::Mismatch, Some(true)) => {
+                out.push_str("  confirmed by a second probe\n")
+            }
+            (EndpointVerdict::Mismatch, Some(false)) => {
+                out.push_str("  NOT CONFIRMED: the second probe could not be made\n")
+            }
+            _ => {}
+        }
+        if let Some(err) = &self.error {
+            out.push_str(&format!("  error     {err}\n"));
+        }
+        for n in &self.notes {
+            out.push_str(&format!("  note      {n}\n"));
+        }
     }
 }
 

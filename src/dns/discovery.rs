@@ -202,6 +202,8 @@ impl Walk<'_> {
             .await;
     }
 
+    /// The endpoints of one SRV target (or of the domain itself on
+    /// fallback): one per address, each with the TLSA state that covers it.
     async fn target(
         &mut self,
         service: Service,
@@ -211,14 +213,7 @@ impl Walk<'_> {
         reference_names: Vec<String>,
         fallback: bool,
     ) {
-        let addresses = match self.addresses.get(host) {
-            Some(cached) => cached.clone(),
-            None => {
-                let fresh = self.resolver.addresses(host).await;
-                self.addresses.insert(host.to_owned(), fresh.clone());
-                fresh
-            }
-        };
+        let addresses = self.addresses_of(host).await;
         let tlsa_name = tlsa_name(port, host);
         let template = Endpoint {
             service,
@@ -233,16 +228,7 @@ impl Walk<'_> {
         };
         let addresses = match addresses {
             Ok(a) => a,
-            Err(failure) => {
-                let error = failure.to_string();
-                self.out.failures.push(failure.clone());
-                self.out.endpoints.push(Endpoint {
-                    tlsa: TlsaState::Failed(failure),
-                    error: Some(error),
-                    ..template
-                });
-                return;
-            }
+            Err(failure) => return self.push_lookup_failure(template, failure),
         };
         let addr_link = Link {
             name: host.to_owned(),
@@ -250,28 +236,10 @@ impl Walk<'_> {
             what: format!("the address records of {host}"),
             why: addresses.bogus_reason.clone(),
         };
-        if addresses.records.is_empty()
-            && template.fallback
-            && addresses.security != Security::Bogus
-        {
-            // No SRV and no address: the service is simply not offered, and
-            // there is no TLSA record to ask for.
-            self.out.nxdomain |= addresses.nxdomain && host == self.domain.as_str();
-            self.out.notes.push(format!(
-                "{host} publishes no _{}._tcp SRV record and no address: {} not offered",
-                service.as_str(),
-                service.as_str()
-            ));
+        if self.fallback_not_offered(&template, &addresses) {
             return;
         }
-        // RFC 7671 §7: without SRV, a host whose addresses come through a
-        // secure CNAME chain has its expanded name as first TLSA base.
-        let expanded = match addresses.cnames.last() {
-            Some(last) if template.fallback && addresses.security == Security::Secure => {
-                Some(last.clone())
-            }
-            _ => None,
-        };
+        let expanded = expanded_name(&addresses, template.fallback);
         let (tlsa_name, tlsa) = self
             .tlsa_for(port, host, expanded.as_deref(), &srv, &addr_link)
             .await;
@@ -282,6 +250,60 @@ impl Walk<'_> {
             reference_names,
             ..template
         };
+        self.push_endpoints(template, tlsa, &addresses);
+    }
+
+    /// The addresses of a host, looked up once per check: several SRV
+    /// records (and services) may share one target.
+    async fn addresses_of(&mut self, host: &str) -> Result<Answer<IpAddr>, DnsFailure> {
+        match self.addresses.get(host) {
+            Some(cached) => cached.clone(),
+            None => {
+                let fresh = self.resolver.addresses(host).await;
+                self.addresses.insert(host.to_owned(), fresh.clone());
+                fresh
+            }
+        }
+    }
+
+    /// The one endpoint of a host whose address lookup failed: it carries
+    /// the failure (nothing is known about its TLSA records either).
+    fn push_lookup_failure(&mut self, template: Endpoint, failure: DnsFailure) {
+        let error = failure.to_string();
+        self.out.failures.push(failure.clone());
+        self.out.endpoints.push(Endpoint {
+            tlsa: TlsaState::Failed(failure),
+            error: Some(error),
+            ..template
+        });
+    }
+
+    /// Whether a fallback host without addresses means the service is not
+    /// offered (noted, no endpoint); a bogus answer is no such proof.
+    fn fallback_not_offered(&mut self, template: &Endpoint, addresses: &Answer<IpAddr>) -> bool {
+        if !(addresses.records.is_empty()
+            && template.fallback
+            && addresses.security != Security::Bogus)
+        {
+            return false;
+        }
+        let host = &template.host;
+        let service = template.service;
+        // No SRV and no address: the service is simply not offered, and
+        // there is no TLSA record to ask for.
+        self.out.nxdomain |= addresses.nxdomain && host == self.domain.as_str();
+        self.out.notes.push(format!(
+            "{host} publishes no _{}._tcp SRV record and no address: {} not offered",
+            service.as_str(),
+            service.as_str()
+        ));
+        true
+    }
+
+    /// The endpoints for a target's addresses (at most [`MAX_ADDRESSES`],
+    /// the rest noted), or one endpoint saying why it has none.
+    fn push_endpoints(&mut self, template: Endpoint, tlsa: TlsaState, addresses: &Answer<IpAddr>) {
+        let host = &template.host;
         if addresses.records.is_empty() {
             let error = if addresses.nxdomain {
                 format!("{host} does not exist")
@@ -414,6 +436,15 @@ fn failed(what: &str, why: Option<&str>) -> String {
     match why {
         Some(why) => format!("{what} failed DNSSEC validation: {why}"),
         None => format!("{what} failed DNSSEC validation"),
+    }
+}
+
+/// Which name is a fallback host's first TLSA base: RFC 7671 §7, a host
+/// whose addresses come through a secure CNAME chain has its expanded name.
+fn expanded_name(addresses: &Answer<IpAddr>, fallback: bool) -> Option<String> {
+    match addresses.cnames.last() {
+        Some(last) if fallback && addresses.security == Security::Secure => Some(last.clone()),
+        _ => None,
     }
 }
 

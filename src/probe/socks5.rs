@@ -19,23 +19,37 @@ pub(super) async fn socks5_connect(
     carried: &Carried,
     vouch_window: Duration,
 ) -> Result<TcpStream, ConnectFailure> {
-    let transport = |what: &str, e: std::io::Error| {
-        ConnectFailure::Transport(format!(
-            "our socks5 proxy {proxy} failed: {what}: {}",
-            io_message(&e)
-        ))
-    };
     let mut s = TcpStream::connect(proxy)
         .await
-        .map_err(|e| transport("connect", e))?;
+        .map_err(|e| proxy_io(proxy, "connect", e))?;
     let _ = s.set_nodelay(true);
+    authenticate(&mut s, proxy).await?;
+    s.write_all(&connect_request(target))
+        .await
+        .map_err(|e| proxy_io(proxy, "write", e))?;
+    read_connect_reply(&mut s, proxy, carried, vouch_window).await?;
+    Ok(s)
+}
+
+/// An I/O failure talking to the proxy: always ours, never the server's.
+fn proxy_io(proxy: SocketAddr, what: &str, e: std::io::Error) -> ConnectFailure {
+    ConnectFailure::Transport(format!(
+        "our socks5 proxy {proxy} failed: {what}: {}",
+        io_message(&e)
+    ))
+}
+
+/// Whether the proxy takes username authentication (RFC 1929) and our
+/// fresh, random credentials: the only method offered, since tor isolates
+/// circuits by them.
+async fn authenticate(s: &mut TcpStream, proxy: SocketAddr) -> Result<(), ConnectFailure> {
     s.write_all(&[5, 1, 2])
         .await
-        .map_err(|e| transport("write", e))?;
+        .map_err(|e| proxy_io(proxy, "write", e))?;
     let mut reply = [0u8; 2];
     s.read_exact(&mut reply)
         .await
-        .map_err(|e| transport("read", e))?;
+        .map_err(|e| proxy_io(proxy, "read", e))?;
     if reply != [5, 2] {
         return Err(ConnectFailure::Transport(format!(
             "socks5 proxy {proxy} does not accept username authentication (reply {reply:?})"
@@ -48,15 +62,21 @@ pub(super) async fn socks5_connect(
     auth.push(b'x');
     s.write_all(&auth)
         .await
-        .map_err(|e| transport("write", e))?;
+        .map_err(|e| proxy_io(proxy, "write", e))?;
     s.read_exact(&mut reply)
         .await
-        .map_err(|e| transport("read", e))?;
+        .map_err(|e| proxy_io(proxy, "read", e))?;
     if reply[1] != 0 {
         return Err(ConnectFailure::Transport(format!(
             "socks5 proxy {proxy} refused the credentials"
         )));
     }
+    Ok(())
+}
+
+/// The CONNECT request for an IP address and port (RFC 1928 §4): always an
+/// address, never a name, so the proxy connects where our validated DNS said.
+fn connect_request(target: SocketAddr) -> Vec<u8> {
     let mut req = vec![5, 1, 0];
     match target {
         SocketAddr::V4(a) => {
@@ -69,11 +89,22 @@ pub(super) async fn socks5_connect(
         }
     }
     req.extend_from_slice(&target.port().to_be_bytes());
-    s.write_all(&req).await.map_err(|e| transport("write", e))?;
+    req
+}
+
+/// Whether the proxy connected, and if not whose failure it was (see
+/// [`socks_reply`]); a success or a report about the server counts as the
+/// proxy carrying a connection. Consumes the reply up to the stream's data.
+async fn read_connect_reply(
+    s: &mut TcpStream,
+    proxy: SocketAddr,
+    carried: &Carried,
+    vouch_window: Duration,
+) -> Result<(), ConnectFailure> {
     let mut head = [0u8; 4];
     s.read_exact(&mut head)
         .await
-        .map_err(|e| transport("read", e))?;
+        .map_err(|e| proxy_io(proxy, "read", e))?;
     if head[0] != 5 {
         return Err(ConnectFailure::Transport(format!(
             "socks5 proxy {proxy} is not speaking SOCKS5"
@@ -90,15 +121,24 @@ pub(super) async fn socks5_connect(
             return Err(failure);
         }
     }
-    // The bound address is of no interest, but it must be consumed.
-    let rest = match head[3] {
+    skip_bound_address(s, proxy, head[3]).await
+}
+
+/// Reads past the reply's bound address (of type `atyp`): of no interest,
+/// but it must be consumed before the stream carries the server's bytes.
+async fn skip_bound_address(
+    s: &mut TcpStream,
+    proxy: SocketAddr,
+    atyp: u8,
+) -> Result<(), ConnectFailure> {
+    let rest = match atyp {
         1 => 4 + 2,
         4 => 16 + 2,
         3 => {
             let mut len = [0u8; 1];
             s.read_exact(&mut len)
                 .await
-                .map_err(|e| transport("read", e))?;
+                .map_err(|e| proxy_io(proxy, "read", e))?;
             usize::from(len[0]) + 2
         }
         other => {
@@ -110,8 +150,8 @@ pub(super) async fn socks5_connect(
     let mut skip = vec![0u8; rest];
     s.read_exact(&mut skip)
         .await
-        .map_err(|e| transport("read", e))?;
-    Ok(s)
+        .map_err(|e| proxy_io(proxy, "read", e))?;
+    Ok(())
 }
 
 /// RFC 1928 §6 reply codes; tor maps stream end reasons onto them. The
