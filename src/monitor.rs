@@ -321,13 +321,24 @@ async fn read_recipients(
     store: &crate::store::Store,
     domain: &str,
 ) -> Result<(Vec<String>, Vec<String>), StoreError> {
+    read_again(domain, || {
+        store
+            .subscribers(domain)
+            .and_then(|chat| Ok((chat, store.pubsub_subscribers(domain)?)))
+    })
+    .await
+}
+
+/// Runs `read` up to [`RECIPIENT_READS`] times, a little longer apart each
+/// time, until it succeeds; the last failure when it never does.
+async fn read_again<T>(
+    domain: &str,
+    mut read: impl FnMut() -> Result<T, StoreError>,
+) -> Result<T, StoreError> {
     let mut tries = 0;
     loop {
         tries += 1;
-        let read = store
-            .subscribers(domain)
-            .and_then(|chat| Ok((chat, store.pubsub_subscribers(domain)?)));
-        match read {
+        match read() {
             Ok(r) => return Ok(r),
             Err(e) if tries >= RECIPIENT_READS => return Err(e),
             Err(e) => {
@@ -1067,6 +1078,34 @@ mod tests {
         config.dns.nameservers = vec!["127.0.0.1:9".into()];
         let store = crate::store::Store::temporary().unwrap();
         Arc::new(Engine::new(config, store, crate::clock::system()).unwrap())
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_failing_read_of_the_recipients_is_tried_again_then_given_up() {
+        let broken = || StoreError::Corrupt {
+            key: "subs".into(),
+            detail: "unreadable".into(),
+        };
+        let mut calls = 0;
+        let got = read_again("a.org", || {
+            calls += 1;
+            if calls < RECIPIENT_READS {
+                Err(broken())
+            } else {
+                Ok(vec!["alice@x".to_string()])
+            }
+        })
+        .await;
+        assert_eq!(got.unwrap(), vec!["alice@x"], "the last try read them");
+        assert_eq!(calls, RECIPIENT_READS);
+        let mut calls = 0;
+        let got: Result<(), _> = read_again("a.org", || {
+            calls += 1;
+            Err(broken())
+        })
+        .await;
+        assert!(got.is_err(), "never an empty list in place of the readers");
+        assert_eq!(calls, RECIPIENT_READS, "bounded");
     }
 
     #[tokio::test]
