@@ -257,7 +257,8 @@ impl Engine {
         let checker = self.checker().await?;
         let started = Instant::now();
         let done = checker.check(domain, ServiceSet::All).await;
-        self.metrics.check_done(&done.0, started.elapsed());
+        self.metrics
+            .check_done(&done.0, started.elapsed(), &done.1.probe_durations);
         Ok(done)
     }
 
@@ -274,7 +275,8 @@ impl Engine {
         checker.probe_delay = self.config.monitor.jitter.min(MAX_PROBE_DELAY);
         let started = Instant::now();
         let done = checker.check_gated(domain, ServiceSet::All, gate).await;
-        self.metrics.check_done(&done.0, started.elapsed());
+        self.metrics
+            .check_done(&done.0, started.elapsed(), &done.1.probe_durations);
         Ok(done)
     }
 
@@ -304,7 +306,8 @@ impl Engine {
         })?;
         let started = Instant::now();
         let (report, health) = checker.check(domain, services).await;
-        self.metrics.check_done(&report, started.elapsed());
+        self.metrics
+            .check_done(&report, started.elapsed(), &health.probe_durations);
         self.note_health(&health, None).await;
         // Our own Tor or DNS failing says nothing about the domain: such a
         // report is the reply, never the domain's last result (as in the monitor).
@@ -981,6 +984,7 @@ mod tests {
             transport_failures: 4,
             probes: 4,
             transport_error: Some("our Tor client failed: tor operation timed out".into()),
+            probe_durations: Vec::new(),
         };
         for _ in 0..(ADMIN_AFTER - 1) {
             engine.note_health(&failing, None).await;
@@ -1030,6 +1034,7 @@ mod tests {
             transport_failures: 1,
             probes: 4,
             transport_error: Some("our Tor client failed: circuit collapsed".into()),
+            probe_durations: Vec::new(),
         };
         for _ in 0..ADMIN_AFTER {
             engine.note_health(&partial, None).await;
@@ -1067,6 +1072,7 @@ mod tests {
             transport_failures: 2,
             probes: 2,
             transport_error: Some("our Tor client failed: no circuit".into()),
+            probe_durations: Vec::new(),
         }
     }
 

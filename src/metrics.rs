@@ -32,6 +32,7 @@ pub struct Metrics {
     pub subscriptions: Family<Labels, Gauge>,
     checks: Family<Labels, Counter>,
     check_duration: Histogram,
+    probe_duration: Histogram,
     probes: Family<Labels, Counter>,
     /// Alerts written to the XMPP stream.
     pub alerts_sent: Counter,
@@ -63,6 +64,10 @@ impl Metrics {
             // 0.25 s to about 17 min: a check waits for probes of up to a minute each.
             check_duration: Histogram::new([
                 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 1000.0,
+            ]),
+            // 10 ms to 2 min: a probe is a connection, STARTTLS and a handshake.
+            probe_duration: Histogram::new([
+                0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0,
             ]),
             probes: Family::default(),
             alerts_sent: Counter::default(),
@@ -111,6 +116,12 @@ impl Metrics {
             "Time one check took, lookups and probes included",
             Unit::Seconds,
             self.check_duration.clone(),
+        );
+        r.register_with_unit(
+            "probe_duration",
+            "Time one probe took: connection, STARTTLS or direct TLS, handshake",
+            Unit::Seconds,
+            self.probe_duration.clone(),
         );
         r.register(
             "probes",
@@ -161,7 +172,10 @@ impl Metrics {
     }
 
     /// Counts a finished check: its verdict, its duration, each endpoint.
-    pub fn check_done(&self, report: &Report, took: Duration) {
+    pub fn check_done(&self, report: &Report, took: Duration, probes: &[Duration]) {
+        for p in probes {
+            self.probe_duration.observe(p.as_secs_f64());
+        }
         self.checks
             .get_or_create(&vec![("verdict", report.verdict.as_str().into())])
             .inc();
@@ -239,13 +253,19 @@ mod tests {
             nxdomain: false,
             resolvers: vec![],
         };
-        m.check_done(&report, Duration::from_millis(1500));
+        m.check_done(
+            &report,
+            Duration::from_millis(1500),
+            &[Duration::from_millis(250)],
+        );
         m.set_self_watch("dns", true, 4);
         let text = m.encode();
         for want in [
             "certwatch_checks_total{verdict=\"mismatch\"} 1",
             "certwatch_checks_total{verdict=\"ok\"} 0",
             "certwatch_check_duration_seconds_count 1",
+            "certwatch_probe_duration_seconds_count 1",
+            "certwatch_probe_duration_seconds_bucket{le=\"0.25\"} 1",
             "certwatch_domains_monitored 0",
             "certwatch_subscriptions{kind=\"pubsub\"} 0",
             "certwatch_self_watch_failing{cause=\"dns\"} 1",

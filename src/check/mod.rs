@@ -49,6 +49,8 @@ pub struct Health {
     pub probes: usize,
     /// What our transport said when it failed (the first such probe), if it did.
     pub transport_error: Option<String>,
+    /// How long each probe made took (the first probe of each endpoint).
+    pub probe_durations: Vec<Duration>,
 }
 
 impl Health {
@@ -166,7 +168,9 @@ impl Checker {
             left_out,
             deadline,
             probeable,
+            durations,
         } = self.probe_all(domain, endpoints.clone()).await;
+        health.probe_durations = durations;
         let tor = self.prober.tor_state();
         let probed = ours_when_tor_is_stuck(probed, tor.as_ref());
         tally(&probed, &mut health);

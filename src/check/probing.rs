@@ -11,18 +11,21 @@ impl Checker {
         let (chosen, left_out) = choose(&endpoints, self.prober.max_endpoints());
         // From here each probe holds the permit for itself while it works.
         self.prober.release().await;
-        let probes: Vec<(usize, (Probed, Option<ExitRelay>))> = stream::iter(chosen)
+        let probes: Vec<ProbeOutcome> = stream::iter(chosen)
             .map(|i| {
                 let endpoints = endpoints.clone();
                 async move {
                     if !self.prober.hold().await {
                         let p = Probed::NotProbed("not probed: shutting down".into());
-                        return (i, (p, None));
+                        return (i, (p, None), None);
                     }
+                    let started = tokio::time::Instant::now();
                     // Boxed: keeps the check's future shallow for the compiler.
                     let p = Box::pin(self.probe_endpoint(domain, &endpoints[i], deadline)).await;
                     self.prober.release().await;
-                    (i, p)
+                    // Only a probe that was made has a duration worth counting.
+                    let made = matches!(p.0, Probed::Observed(_) | Probed::Failed(_));
+                    (i, p, made.then(|| started.elapsed()))
                 }
             })
             .buffer_unordered(PROBE_CONCURRENCY)
@@ -31,9 +34,11 @@ impl Checker {
         self.prober.hold().await;
         let mut probed = vec![Probed::Skipped; endpoints.len()];
         let mut exits = vec![None; endpoints.len()];
-        for (i, (p, exit)) in probes {
+        let mut durations = Vec::new();
+        for (i, (p, exit), took) in probes {
             probed[i] = p;
             exits[i] = exit;
+            durations.extend(took);
         }
         let probeable = endpoints.iter().filter(|e| probeable(e)).count();
         for &i in &left_out {
@@ -48,6 +53,7 @@ impl Checker {
             left_out,
             deadline,
             probeable,
+            durations,
         }
     }
 
@@ -68,6 +74,10 @@ impl Checker {
     }
 }
 
+/// One endpoint's probe: its index, what it saw and through which exit,
+/// and how long it took when it was made.
+type ProbeOutcome = (usize, (Probed, Option<ExitRelay>), Option<Duration>);
+
 /// What the probing phase of a check gave.
 pub(super) struct Probes {
     /// Per endpoint, in discovery order.
@@ -80,6 +90,8 @@ pub(super) struct Probes {
     pub(super) deadline: tokio::time::Instant,
     /// How many endpoints could be probed.
     pub(super) probeable: usize,
+    /// How long each probe made took.
+    pub(super) durations: Vec<Duration>,
 }
 
 /// Counts the probes made and those the transport failed; endpoints not
