@@ -610,6 +610,27 @@ fn presence_and_refusals(server: &str, base: u16) {
         log.contains("sending unavailable presence jids=1"),
         "{server}: {log}"
     );
+
+    // A restart on the same store: Alice, who never asked again, sees the
+    // bot come back (available), and go again on the next SIGTERM.
+    let mut again = bot(&dir, "good.log", &xmpp);
+    let back = alice.wait_event(Duration::from_secs(40), from_bot("available"));
+    assert!(
+        back.is_some(),
+        "{server}: no available presence after a restart"
+    );
+    let pid = again.0.id().to_string();
+    assert!(Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap()
+        .success());
+    let gone = alice.wait_event(Duration::from_secs(20), from_bot("unavailable"));
+    let _ = again.0.wait();
+    assert!(
+        gone.is_some(),
+        "{server}: no unavailable presence on SIGTERM after a restart"
+    );
 }
 
 #[test]

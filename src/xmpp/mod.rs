@@ -224,11 +224,15 @@ pub struct Ctx {
     adhoc: adhoc_front::Sessions,
 }
 
+/// Where the presence book is kept in the store's meta tree.
+pub const PRESENCE_KEY: &str = "presence";
+
 /// The most JIDs the presence book remembers (the oldest are forgotten first).
 pub const PRESENCE_BOOK_MAX: usize = 10_000;
 
-/// The bare JIDs that subscribed to, or probed, our presence since start,
-/// oldest first: they get unavailable presence on shutdown.
+/// The bare JIDs that subscribed to, or probed, our presence, oldest first:
+/// kept in the store (meta [`PRESENCE_KEY`]), they get our available
+/// presence whenever the link comes up and unavailable presence on shutdown.
 #[derive(Default)]
 pub struct PresenceBook {
     order: VecDeque<String>,
@@ -255,6 +259,20 @@ impl PresenceBook {
         if self.known.remove(jid) {
             self.order.retain(|j| j != jid);
         }
+    }
+
+    /// Every JID, oldest first.
+    pub fn jids(&self) -> Vec<String> {
+        self.order.iter().cloned().collect()
+    }
+
+    /// A book holding `jids` (the newest [`PRESENCE_BOOK_MAX`]).
+    pub fn from_jids(jids: Vec<String>) -> PresenceBook {
+        let mut book = PresenceBook::default();
+        for j in jids {
+            book.add(&j);
+        }
+        book
     }
 
     /// Every JID, oldest first, leaving the book empty.
@@ -307,6 +325,14 @@ pub async fn run(
     let Settings { me, server, secret } = settings;
     stanzas::set_max_stanza(engine.config().xmpp.max_stanza_bytes);
     let link = Arc::new(Link::default());
+    let followers = engine
+        .store()
+        .meta::<Vec<String>>(PRESENCE_KEY)
+        .unwrap_or_else(|e| {
+            tracing::warn!(error = %e, "cannot read who follows our presence; starting afresh");
+            None
+        })
+        .unwrap_or_default();
     let ctx = Arc::new(Ctx {
         engine,
         link: link.clone(),
@@ -316,7 +342,7 @@ pub async fn run(
             crate::engine::COMMANDS_IN_FLIGHT,
         )),
         iq_in_flight: Arc::new(tokio::sync::Semaphore::new(crate::engine::IQS_IN_FLIGHT)),
-        presence: Mutex::new(PresenceBook::default()),
+        presence: Mutex::new(PresenceBook::from_jids(followers)),
         adhoc: adhoc_front::Sessions::default(),
     });
     let deliverer = tokio::spawn(deliver(ctx.clone()));
@@ -395,6 +421,7 @@ async fn run_link(ctx: &Arc<Ctx>, server: SocketAddr, secret: &str) -> Result<()
     let (mut sink, mut stream) = component.split();
     let (tx, mut rx) = mpsc::channel::<Outgoing>(OUTGOING_QUEUE);
     ctx.link.set(Some(tx));
+    announce(ctx);
     let last_seen = Arc::new(Mutex::new(Instant::now()));
     let writer = async {
         while let Some(out) = rx.recv().await {
@@ -463,16 +490,48 @@ fn dispatch(ctx: &Arc<Ctx>, stanza: Stanza) {
     }
 }
 
+/// Our available presence to everyone who follows it (after a restart or
+/// a reconnect, so rosters do not show us offline), sent as room allows.
+fn announce(ctx: &Arc<Ctx>) {
+    let jids = ctx.presence.lock().expect("presence lock").jids();
+    if jids.is_empty() {
+        return;
+    }
+    tracing::info!(jids = jids.len(), "sending available presence");
+    let ctx = ctx.clone();
+    tokio::spawn(async move {
+        for jid in jids {
+            if let Ok(to) = Jid::new(&jid) {
+                let hello = stanzas::available(&ctx.me, &to, crate::commands::HELP_LINES);
+                ctx.link.send_waiting(hello).await;
+            }
+        }
+    });
+}
+
+/// Stores who follows our presence (queued, in order, without waiting).
+fn keep_presence(ctx: &Ctx) {
+    let jids = ctx.presence.lock().expect("presence lock").jids();
+    if let Err(e) = ctx.engine.store().put_meta_now(PRESENCE_KEY, &jids) {
+        tracing::warn!(error = %e, "cannot store who follows our presence");
+    }
+}
+
 fn on_presence(ctx: &Arc<Ctx>, p: Presence) {
     let Some(from) = p.from.clone() else { return };
     let bare = Jid::from(from.to_bare());
     let commands = crate::commands::HELP_LINES;
     match p.type_ {
         PresenceType::Subscribe => {
-            ctx.presence
-                .lock()
-                .expect("presence lock")
-                .add(&bare.to_string());
+            let fresh = {
+                let mut book = ctx.presence.lock().expect("presence lock");
+                let before = book.known.len();
+                book.add(&bare.to_string());
+                book.known.len() != before
+            };
+            if fresh {
+                keep_presence(ctx);
+            }
             ctx.link
                 .send(stanzas::presence(&ctx.me, &bare, PresenceType::Subscribed));
             ctx.link.send(stanzas::available(&ctx.me, &bare, commands));
@@ -485,10 +544,19 @@ fn on_presence(ctx: &Arc<Ctx>, p: Presence) {
             ctx.link.send(stanzas::available(&ctx.me, &from, commands));
         }
         PresenceType::Unsubscribe => {
+            let gone = ctx
+                .presence
+                .lock()
+                .expect("presence lock")
+                .known
+                .contains(&bare.to_string());
             ctx.presence
                 .lock()
                 .expect("presence lock")
                 .remove(&bare.to_string());
+            if gone {
+                keep_presence(ctx);
+            }
             ctx.link.send(stanzas::presence(
                 &ctx.me,
                 &bare,
