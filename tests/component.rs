@@ -161,16 +161,29 @@ fn component_flow(server: &str, base: u16) {
     assert_eq!(over["pubsub_error"], "too-many-subscriptions", "{over}");
     let chat = bob.ask(COMPONENT, "subscribe n51.example", T);
     assert!(chat.contains("already follow 50"), "{server}: {chat}");
-    let first = alice.cmd(json!({"cmd": "disco_items_page", "to": COMPONENT, "max": 20}));
+    // disco#items lists only what the requester follows: Alice sees her
+    // example.org, not Bob's nodes; an operator sees every monitored one.
+    let hers = alice.cmd(json!({"cmd": "disco_items_page", "to": COMPONENT, "max": 20}));
+    assert_eq!(hers["count"], "1", "{server}: only her own node: {hers}");
+    assert_eq!(hers["nodes"][0], "example.org", "{server}: {hers}");
+    let mut admin = Client::connect("admin@localhost", "admin-pw", c2s);
+    let all = admin.cmd(json!({"cmd": "disco_items_page", "to": COMPONENT, "max": 20}));
+    assert_eq!(
+        all["count"], "51",
+        "{server}: an operator sees 50 nodes and example.org: {all}"
+    );
+    drop(admin);
+    let first = bob.cmd(json!({"cmd": "disco_items_page", "to": COMPONENT, "max": 20}));
     assert_eq!(first["ok"], true, "{first}");
     assert_eq!(first["nodes"].as_array().unwrap().len(), 20, "{first}");
-    assert_eq!(
-        first["count"], "51",
-        "{server}: 50 nodes and example.org: {first}"
+    assert_eq!(first["count"], "50", "{server}: Bob's 50 nodes: {first}");
+    assert!(
+        !first.to_string().contains("\"example.org\""),
+        "{server}: Alice's node is not Bob's business: {first}"
     );
     let last = first["last"].as_str().unwrap().to_owned();
     let next =
-        alice.cmd(json!({"cmd": "disco_items_page", "to": COMPONENT, "max": 20, "after": last}));
+        bob.cmd(json!({"cmd": "disco_items_page", "to": COMPONENT, "max": 20, "after": last}));
     let nodes: Vec<&str> = next["nodes"]
         .as_array()
         .unwrap()

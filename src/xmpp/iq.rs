@@ -129,9 +129,11 @@ async fn answer(ctx: &Arc<Ctx>, from: &Jid, payload: &Element, set: bool) -> Ans
         }
         (false, "query", NS_DISCO_ITEMS) => {
             let payload = payload.clone();
+            let from = from.clone();
             off_runtime(ctx, move |ctx| {
                 disco_items(
                     ctx,
+                    &from,
                     payload.attr("node"),
                     payload.get_child("set", stanzas::NS_RSM),
                 )
@@ -191,12 +193,31 @@ fn disco_info(ctx: &Ctx, node: Option<&str>) -> Answer {
     Ok(Some(stanzas::disco_info(node, crate::commands::HELP_LINES)))
 }
 
-fn disco_items(ctx: &Ctx, node: Option<&str>, rsm: Option<&Element>) -> Answer {
+/// The nodes a requester may list: an operator's, every monitored domain;
+/// anyone else's, only the domains their account follows (by chat or
+/// PubSub), so nobody learns who else is watched.
+fn disco_items(ctx: &Ctx, from: &Jid, node: Option<&str>, rsm: Option<&Element>) -> Answer {
     if node.is_some() {
         // Leaf nodes have no sub-nodes.
         return Ok(Some(stanzas::disco_items(&ctx.me, &[])));
     }
-    let nodes = ctx.engine.store().monitored().map_err(store_error)?;
+    let bare = from.to_bare().to_string();
+    let store = ctx.engine.store();
+    let nodes = if ctx.engine.config().xmpp.admins.contains(&bare) {
+        store.monitored().map_err(store_error)?
+    } else {
+        let mut mine = store.subscriptions_of(&bare).map_err(store_error)?;
+        mine.extend(
+            store
+                .pubsub_subscriptions_of(&bare, MAX_RETURNED_SUBSCRIPTIONS)
+                .map_err(store_error)?
+                .into_iter()
+                .map(|(node, _)| node),
+        );
+        mine.sort();
+        mine.dedup();
+        mine
+    };
     let (slice, page) = page_of(&nodes, rsm)?;
     Ok(Some(stanzas::disco_items_page(
         &ctx.me,
