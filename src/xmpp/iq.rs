@@ -439,7 +439,17 @@ mod tests {
     #[tokio::test]
     async fn iqs_past_the_global_bound_are_told_to_wait_not_queued() {
         let (ctx, mut rx) = crate::xmpp::chat::tests::front();
-        ctx.engine.store().monitor("a.example").await.unwrap();
+        // Alice follows a.example: her disco#items lists it.
+        ctx.engine
+            .store()
+            .subscribe("a.example", "alice@x")
+            .await
+            .unwrap();
+        ctx.engine
+            .store()
+            .subscribe("b.example", "bob@x")
+            .await
+            .unwrap();
         // Every IQ slot is taken (as many slow requests in flight would).
         let all = ctx
             .iq_in_flight
@@ -468,7 +478,11 @@ mod tests {
         };
         assert_eq!(id, "ok");
         let items = payload.unwrap();
-        assert_eq!(items.children().count(), 1, "{items:?}");
+        assert_eq!(items.children().count(), 1, "only her own node: {items:?}");
+        assert_eq!(
+            items.children().next().and_then(|i| i.attr("node")),
+            Some("a.example")
+        );
         assert_eq!(
             ctx.iq_in_flight.available_permits(),
             crate::engine::IQS_IN_FLIGHT
