@@ -20,7 +20,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::engine::Engine;
-use crate::store::Progress;
+use crate::store::{IdleWatch, Progress};
 
 /// Exit status when the watchdog ends the process (sysexits EX_SOFTWARE).
 pub const EXIT_STALLED: i32 = 70;
@@ -101,7 +101,12 @@ impl Heartbeat {
 
 /// What is stuck, if anything, given the store's progress and the
 /// runtime's heartbeat age.
-pub fn stall(progress: &Progress, heartbeat_age: Duration, limit: Duration) -> Option<Stall> {
+pub fn stall(
+    progress: &Progress,
+    idle: &mut IdleWatch,
+    heartbeat_age: Duration,
+    limit: Duration,
+) -> Option<Stall> {
     let snap = progress.snapshot();
     if snap.stalled(limit) {
         return Some(Stall::Store {
@@ -109,6 +114,15 @@ pub fn stall(progress: &Progress, heartbeat_age: Duration, limit: Duration) -> O
             for_secs: snap.phase_for.as_secs(),
             waiting: snap.waiting,
         });
+    }
+    if let Some(waited) = idle.look(&snap, std::time::Instant::now()) {
+        if waited >= limit {
+            return Some(Stall::Store {
+                doing: snap.phase.words(),
+                for_secs: waited.as_secs(),
+                waiting: snap.waiting,
+            });
+        }
     }
     (heartbeat_age >= limit).then_some(Stall::Runtime {
         for_secs: heartbeat_age.as_secs(),
@@ -155,6 +169,7 @@ fn watch(
     term_at: &AtomicU64,
     limit: Duration,
 ) {
+    let mut idle = IdleWatch::default();
     loop {
         std::thread::sleep(LOOK_EVERY);
         let term = term_at.load(Ordering::SeqCst);
@@ -162,15 +177,20 @@ fn watch(
             && heartbeat.now_ms().saturating_sub(term - 1)
                 >= u64::try_from(SHUTDOWN_GRACE.as_millis()).unwrap_or(u64::MAX)
         {
-            let why = stall(progress, heartbeat.age(), Duration::ZERO)
-                .map_or_else(|| "nothing found stuck".to_owned(), |s| s.to_string());
+            let why = stall(
+                progress,
+                &mut IdleWatch::default(),
+                heartbeat.age(),
+                Duration::ZERO,
+            )
+            .map_or_else(|| "nothing found stuck".to_owned(), |s| s.to_string());
             tracing::error!(
                 "still running {} s after SIGTERM/SIGINT ({why}); exiting without a clean shutdown",
                 SHUTDOWN_GRACE.as_secs()
             );
             std::process::exit(EXIT_STALLED);
         }
-        if let Some(stall) = stall(progress, heartbeat.age(), limit) {
+        if let Some(stall) = stall(progress, &mut idle, heartbeat.age(), limit) {
             tracing::error!(
                 "watchdog: {stall}; exiting {EXIT_STALLED} so the supervisor restarts CertWatch"
             );
@@ -192,9 +212,13 @@ mod tests {
         let store = crate::store::Store::temporary().unwrap();
         let progress = store.progress();
         let limit = Duration::from_secs(30);
-        assert_eq!(stall(&progress, Duration::from_secs(1), limit), None);
+        let mut idle = IdleWatch::default();
         assert_eq!(
-            stall(&progress, Duration::from_secs(31), limit),
+            stall(&progress, &mut idle, Duration::from_secs(1), limit),
+            None
+        );
+        assert_eq!(
+            stall(&progress, &mut idle, Duration::from_secs(31), limit),
             Some(Stall::Runtime { for_secs: 31 })
         );
         assert!(Stall::Runtime { for_secs: 31 }

@@ -40,7 +40,7 @@ use serde::{Deserialize, Serialize};
 use sled::transaction::TransactionError;
 
 use owner::Owner;
-pub use owner::{Durable, Phase, Progress, Snapshot};
+pub use owner::{Durable, IdleWatch, Phase, Progress, Snapshot};
 use trees::Trees;
 
 use crate::error::{ErrorKind, HasKind};

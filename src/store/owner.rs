@@ -99,13 +99,42 @@ pub struct Snapshot {
 }
 
 impl Snapshot {
-    /// Whether writes are waiting and the owner has not moved for `limit`.
+    /// Whether the owner has held one batch for `limit` (applying it,
+    /// flushing it, or held at the stall point). An idle owner with writes
+    /// waiting is judged over time by [`IdleWatch`], since the age of its
+    /// idle phase says nothing about how long those writes have waited.
     pub fn stalled(&self, limit: Duration) -> bool {
         self.phase_for >= limit
-            && match self.phase {
-                Phase::Idle => self.waiting > 0,
-                Phase::Applying | Phase::Flushing | Phase::Stalled => true,
+            && matches!(
+                self.phase,
+                Phase::Applying | Phase::Flushing | Phase::Stalled
+            )
+    }
+}
+
+/// Follows an idle owner with writes waiting across the watchdog's looks:
+/// stalled only when writes have waited the whole `limit` with no batch done
+/// meanwhile (a write sent just now to a long idle owner is not a stall).
+#[derive(Debug, Default)]
+pub struct IdleWatch {
+    since: Option<(u64, std::time::Instant)>,
+}
+
+impl IdleWatch {
+    /// Looks at `snap` taken at `now`; how long writes have waited with no
+    /// progress, if they have.
+    pub fn look(&mut self, snap: &Snapshot, now: std::time::Instant) -> Option<Duration> {
+        if snap.phase != Phase::Idle || snap.waiting == 0 {
+            self.since = None;
+            return None;
+        }
+        match self.since {
+            Some((batches, at)) if batches == snap.batches => Some(now.duration_since(at)),
+            _ => {
+                self.since = Some((snap.batches, now));
+                Some(Duration::ZERO)
             }
+        }
     }
 }
 
@@ -203,11 +232,11 @@ impl Owner {
         F: FnOnce(&Trees) -> Result<T, StoreError> + Send + 'static,
     {
         let (tx, rx) = oneshot::channel();
-        self.inner.progress.waiting.fetch_add(1, Ordering::SeqCst);
+        let waiting = Waiting::new(&self.inner.progress.waiting);
         if self.inner.jobs.send(job(write, tx)).await.is_err() {
-            self.inner.progress.waiting.fetch_sub(1, Ordering::SeqCst);
             return Err(StoreError::Owner("the store's thread has ended".into()));
         }
+        waiting.queued();
         rx.await
             .map_err(|_| StoreError::Owner("a write panicked in the store's thread".into()))?
     }
@@ -234,11 +263,11 @@ impl Owner {
                 Err(StoreError::Owner("not applied".into()))
             }
         };
-        self.inner.progress.waiting.fetch_add(1, Ordering::SeqCst);
+        let waiting = Waiting::new(&self.inner.progress.waiting);
         if self.inner.jobs.send(job(staged, durable_tx)).await.is_err() {
-            self.inner.progress.waiting.fetch_sub(1, Ordering::SeqCst);
             return Err(StoreError::Owner("the store's thread has ended".into()));
         }
+        waiting.queued();
         let value = applied
             .await
             .map_err(|_| StoreError::Owner("a write panicked in the store's thread".into()))??;
@@ -275,6 +304,37 @@ impl Owner {
                     }
                 }))
             }
+        }
+    }
+}
+
+/// Counts a write as waiting from before its send until the owner takes it;
+/// a send that never completes (its future dropped, the queue closed)
+/// uncounts it, so the watchdog never waits for a write that is not there.
+struct Waiting<'a> {
+    count: &'a AtomicUsize,
+    queued: bool,
+}
+
+impl<'a> Waiting<'a> {
+    fn new(count: &'a AtomicUsize) -> Waiting<'a> {
+        count.fetch_add(1, Ordering::SeqCst);
+        Waiting {
+            count,
+            queued: false,
+        }
+    }
+
+    /// The write is in the queue: the owner uncounts it when it takes it.
+    fn queued(mut self) {
+        self.queued = true;
+    }
+}
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        if !self.queued {
+            self.count.fetch_sub(1, Ordering::SeqCst);
         }
     }
 }

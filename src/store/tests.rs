@@ -436,27 +436,78 @@ async fn writes_queued_without_waiting_are_applied_in_order() {
 
 #[test]
 fn a_stall_is_seen_only_with_work_waiting_or_a_batch_in_hand() {
-    let snap = |waiting, phase, secs| Snapshot {
+    let snap = |waiting, phase, secs, batches| Snapshot {
         waiting,
         phase,
         phase_for: std::time::Duration::from_secs(secs),
-        batches: 0,
+        batches,
         jobs: 0,
         failed_flushes: 0,
     };
     let limit = std::time::Duration::from_secs(30);
     assert!(
-        !snap(0, Phase::Idle, 3600).stalled(limit),
-        "idle, nothing waiting"
-    );
-    assert!(
-        snap(1, Phase::Idle, 31).stalled(limit),
-        "work waiting, not taken"
-    );
-    assert!(!snap(1, Phase::Idle, 29).stalled(limit));
-    assert!(
-        snap(0, Phase::Flushing, 30).stalled(limit),
+        snap(0, Phase::Flushing, 30, 0).stalled(limit),
         "a flush that never ends"
     );
-    assert!(!snap(0, Phase::Applying, 1).stalled(limit));
+    assert!(!snap(0, Phase::Applying, 1, 0).stalled(limit));
+    // An owner idle for an hour that is sent a write now is not stalled:
+    // the wait is measured from when writes were first seen waiting.
+    assert!(!snap(1, Phase::Idle, 3600, 5).stalled(limit));
+    let t0 = std::time::Instant::now();
+    let secs = std::time::Duration::from_secs;
+    let mut idle = IdleWatch::default();
+    assert_eq!(idle.look(&snap(1, Phase::Idle, 3600, 5), t0), Some(secs(0)));
+    assert_eq!(
+        idle.look(&snap(1, Phase::Idle, 3601, 5), t0 + secs(31)),
+        Some(secs(31)),
+        "waiting 31 s with no batch done"
+    );
+    // A batch done meanwhile starts the count again; nothing waiting ends it.
+    assert_eq!(
+        idle.look(&snap(2, Phase::Idle, 1, 6), t0 + secs(40)),
+        Some(secs(0))
+    );
+    assert_eq!(idle.look(&snap(0, Phase::Idle, 2, 6), t0 + secs(80)), None);
+    assert_eq!(
+        idle.look(&snap(1, Phase::Idle, 3, 6), t0 + secs(81)),
+        Some(secs(0))
+    );
+}
+
+/// A write whose caller gives up before the queue took it (a timeout, a
+/// dropped request) is not left counted as waiting: the watchdog would take
+/// it for a stall at the next quiet spell.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_write_given_up_before_it_was_queued_is_not_counted_as_waiting() {
+    let s = Store::temporary().unwrap();
+    let (release, held) = std::sync::mpsc::channel::<()>();
+    let held = std::sync::Mutex::new(held);
+    // The owner busy inside one write, so the queue fills up behind it.
+    s.owner
+        .submit("a write that waits", move |_| {
+            let _ = held.lock().unwrap().recv();
+            Ok(())
+        })
+        .unwrap();
+    while s.progress().snapshot().phase != Phase::Applying {
+        tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+    }
+    for n in 0..owner::QUEUE {
+        s.put_meta_now("n", &n).unwrap();
+    }
+    let given_up =
+        tokio::time::timeout(std::time::Duration::from_millis(50), s.put_meta("late", &1)).await;
+    assert!(
+        given_up.is_err(),
+        "the queue was full: the send was pending"
+    );
+    assert_eq!(
+        s.progress().snapshot().waiting,
+        owner::QUEUE,
+        "only the queued ones"
+    );
+    release.send(()).unwrap();
+    s.flush().await.unwrap();
+    assert_eq!(s.progress().snapshot().waiting, 0);
+    assert_eq!(s.meta::<u32>("late").unwrap(), None, "it was never written");
 }

@@ -311,10 +311,37 @@ fn run(
     sessionid: Option<String>,
 ) {
     let sid = sessionid.unwrap_or_else(|| format!("{:016x}", rand::random::<u64>()));
-    if let Some(refusal) = ctx
-        .engine
-        .allow_command(&caller.jid, spec.kind == Kind::Check)
-    {
+    // A check waits in the checks' queue like a chat one (bounded per JID
+    // and in all) and holds no command slot meanwhile; its place in the
+    // queue is its bound. Counted against the hour only once queued.
+    if spec.kind == Kind::Check {
+        if let Some(refusal) = ctx.engine.allow_command(&caller.jid, false) {
+            ctx.link
+                .send(reply(ctx, &from, &id, Ok(failed(spec, &sid, refusal))));
+            return;
+        }
+        let ticket = match ctx.engine.queue_check(&caller.jid) {
+            Ok(ticket) => ticket,
+            Err(full) => {
+                let text = full.user_text();
+                ctx.link
+                    .send(reply(ctx, &from, &id, Ok(failed(spec, &sid, text))));
+                return;
+            }
+        };
+        if let Some(refusal) = ctx.engine.allow_check(&caller.jid) {
+            ctx.link
+                .send(reply(ctx, &from, &id, Ok(failed(spec, &sid, refusal))));
+            return;
+        }
+        let ctx = ctx.clone();
+        tokio::spawn(async move {
+            let _ticket = ticket;
+            finish(&ctx, from, id, spec, &caller, input, sid).await;
+        });
+        return;
+    }
+    if let Some(refusal) = ctx.engine.allow_command(&caller.jid, false) {
         ctx.link
             .send(reply(ctx, &from, &id, Ok(failed(spec, &sid, refusal))));
         return;
@@ -332,24 +359,37 @@ fn run(
     let ctx = ctx.clone();
     tokio::spawn(async move {
         let _permit = permit;
-        tracing::debug!(node = spec.name, "ad-hoc command");
-        let answer = commands::execute(&ctx.engine, &caller, spec.kind, input).await;
-        let r = match answer.outcome {
-            Outcome::Done => {
-                let mut r = Command::response(spec.name, &sid, Status::Completed);
-                if answer.table.is_some() {
-                    r.notes.push(Note {
-                        type_: NoteType::Info,
-                        text: answer.summary().to_owned(),
-                    });
-                }
-                r.payloads.push(forms::result(spec, &answer));
-                r
-            }
-            Outcome::Refused | Outcome::Failed => failed(spec, &sid, answer.text),
-        };
-        ctx.link.send(reply(&ctx, &from, &id, Ok(r)));
+        finish(&ctx, from, id, spec, &caller, input, sid).await;
     });
+}
+
+/// Runs the command and sends its result (a result form, or an error note).
+async fn finish(
+    ctx: &Arc<Ctx>,
+    from: Jid,
+    id: String,
+    spec: &'static Spec,
+    caller: &Caller,
+    input: commands::Input,
+    sid: String,
+) {
+    tracing::debug!(node = spec.name, "ad-hoc command");
+    let answer = commands::execute(&ctx.engine, caller, spec.kind, input).await;
+    let r = match answer.outcome {
+        Outcome::Done => {
+            let mut r = Command::response(spec.name, &sid, Status::Completed);
+            if answer.table.is_some() {
+                r.notes.push(Note {
+                    type_: NoteType::Info,
+                    text: answer.summary().to_owned(),
+                });
+            }
+            r.payloads.push(forms::result(spec, &answer));
+            r
+        }
+        Outcome::Refused | Outcome::Failed => failed(spec, &sid, answer.text),
+    };
+    ctx.link.send(reply(ctx, &from, &id, Ok(r)));
 }
 
 /// A completed command that did not do what was asked: an error note.
