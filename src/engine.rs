@@ -95,6 +95,9 @@ pub struct Engine {
     resolver_renewals: std::sync::atomic::AtomicU64,
     monitor_wake: Notify,
     outbox_wake: Notify,
+    /// Wakes the sender of the in-memory operator messages, which never
+    /// waits on the store (the deliverer may be stuck in it).
+    urgent_wake: Notify,
     chat_checks: Semaphore,
     /// Chat checks waiting for a slot or running, bounded per JID and in all.
     checks_queued: crate::admission::CheckQueue,
@@ -173,6 +176,7 @@ impl Engine {
             resolver_renewals: Default::default(),
             monitor_wake: Notify::new(),
             outbox_wake: Notify::new(),
+            urgent_wake: Notify::new(),
             chat_checks: Semaphore::new(CHAT_CHECKS),
             checks_queued: Default::default(),
             limiter: Mutex::new(Limiter::default()),
@@ -771,9 +775,16 @@ impl Engine {
     /// Makes the deliverer look at the outbox now.
     pub fn wake_outbox(&self) {
         self.outbox_wake.notify_one();
+        self.urgent_wake.notify_one();
     }
 
     /// Waits for an outbox wake-up.
+    /// Waits until operator messages may be waiting in memory.
+    pub async fn urgent_woken(&self) {
+        self.urgent_wake.notified().await
+    }
+
+    /// Waits until deliveries may be waiting.
     pub async fn outbox_woken(&self) {
         self.outbox_wake.notified().await
     }

@@ -257,7 +257,9 @@ impl Store {
     /// Opens (or creates) the database directory, with sled's default
     /// page cache (1 GiB at most).
     pub fn open(path: &Path) -> Result<Store, StoreError> {
-        Store::from_db(open_locked(|| sled::open(path))?)
+        Store::from_db(open_locked(|| {
+            sled::Config::new().path(path).flush_every_ms(None).open()
+        })?)
     }
 
     /// Opens (or creates) the database directory, keeping at most
@@ -268,6 +270,9 @@ impl Store {
             sled::Config::new()
                 .path(path)
                 .cache_capacity(cache_bytes)
+                // The owner flushes every batch; sled's own periodic flusher
+                // would be a second flush running beside it.
+                .flush_every_ms(None)
                 .open()
         })?)
     }

@@ -126,6 +126,7 @@ pub(in crate::xmpp) mod tests {
             in_flight: Arc::new(Semaphore::new(COMMANDS_IN_FLIGHT)),
             iq_in_flight: Arc::new(Semaphore::new(IQS_IN_FLIGHT)),
             presence: Mutex::new(PresenceBook::default()),
+            presence_dirty: Default::default(),
             adhoc: crate::xmpp::adhoc_front::Sessions::default(),
         });
         (ctx, rx)

@@ -220,6 +220,8 @@ pub struct Ctx {
     iq_in_flight: Arc<tokio::sync::Semaphore>,
     /// Who has been sent our available presence, to be told when we go.
     pub presence: Mutex<PresenceBook>,
+    /// The presence book changed since it was last stored.
+    presence_dirty: std::sync::atomic::AtomicBool,
     /// XEP-0050 sessions waiting for their form.
     adhoc: adhoc_front::Sessions,
 }
@@ -343,9 +345,11 @@ pub async fn run(
         )),
         iq_in_flight: Arc::new(tokio::sync::Semaphore::new(crate::engine::IQS_IN_FLIGHT)),
         presence: Mutex::new(PresenceBook::from_jids(followers)),
+        presence_dirty: std::sync::atomic::AtomicBool::new(false),
         adhoc: adhoc_front::Sessions::default(),
     });
     let deliverer = tokio::spawn(deliver(ctx.clone()));
+    let keeper = tokio::spawn(keep_presence(ctx.clone()));
     tracing::info!(component = %me, %server, "starting");
     let connection = connection_loop(ctx.clone(), server, secret);
     tokio::pin!(connection);
@@ -354,6 +358,9 @@ pub async fn run(
         _ = shutdown => tracing::info!("shutting down"),
     }
     deliverer.abort();
+    keeper.abort();
+    // Kept for the next start; a stuck store does not hold up the goodbye.
+    let _ = tokio::time::timeout(Duration::from_secs(2), store_presence(&ctx)).await;
     let leaving = ctx.presence.lock().expect("presence lock").take();
     tracing::info!(jids = leaving.len(), "sending unavailable presence");
     let goodbye = async {
@@ -509,17 +516,52 @@ fn announce(ctx: &Arc<Ctx>) {
     });
 }
 
-/// Stores who follows our presence (queued, in order, without waiting).
-fn keep_presence(ctx: &Ctx) {
+/// How often a changed presence book is stored: a flood of presence
+/// subscriptions costs one write per period, not one per stanza.
+const PRESENCE_KEEP_EVERY: Duration = Duration::from_secs(5);
+
+/// Marks the presence book as changed; [`keep_presence`] stores it.
+fn presence_changed(ctx: &Ctx) {
+    ctx.presence_dirty
+        .store(true, std::sync::atomic::Ordering::SeqCst);
+}
+
+/// Stores the presence book when it changed, every [`PRESENCE_KEEP_EVERY`].
+async fn keep_presence(ctx: Arc<Ctx>) {
+    loop {
+        tokio::time::sleep(PRESENCE_KEEP_EVERY).await;
+        store_presence(&ctx).await;
+    }
+}
+
+/// Stores the presence book if it changed since it was last stored.
+async fn store_presence(ctx: &Ctx) {
+    if !ctx
+        .presence_dirty
+        .swap(false, std::sync::atomic::Ordering::SeqCst)
+    {
+        return;
+    }
     let jids = ctx.presence.lock().expect("presence lock").jids();
-    if let Err(e) = ctx.engine.store().put_meta_now(PRESENCE_KEY, &jids) {
+    if let Err(e) = ctx.engine.store().put_meta(PRESENCE_KEY, &jids).await {
         tracing::warn!(error = %e, "cannot store who follows our presence");
+        presence_changed(ctx);
     }
 }
 
 fn on_presence(ctx: &Arc<Ctx>, p: Presence) {
     let Some(from) = p.from.clone() else { return };
     let bare = Jid::from(from.to_bare());
+    // Presence requests count with the sender's IQs: a flood from one JID
+    // is ignored past its limit.
+    let asks = matches!(
+        p.type_,
+        PresenceType::Subscribe | PresenceType::Unsubscribe | PresenceType::Probe
+    );
+    if asks && !ctx.engine.allow_iq(&bare.to_string()) {
+        tracing::debug!(from = %from, "presence request over the sender's limit; ignored");
+        return;
+    }
     let commands = crate::commands::HELP_LINES;
     match p.type_ {
         PresenceType::Subscribe => {
@@ -530,7 +572,7 @@ fn on_presence(ctx: &Arc<Ctx>, p: Presence) {
                 book.known.len() != before
             };
             if fresh {
-                keep_presence(ctx);
+                presence_changed(ctx);
             }
             ctx.link
                 .send(stanzas::presence(&ctx.me, &bare, PresenceType::Subscribed));
@@ -555,7 +597,7 @@ fn on_presence(ctx: &Arc<Ctx>, p: Presence) {
                 .expect("presence lock")
                 .remove(&bare.to_string());
             if gone {
-                keep_presence(ctx);
+                presence_changed(ctx);
             }
             ctx.link.send(stanzas::presence(
                 &ctx.me,
@@ -569,16 +611,44 @@ fn on_presence(ctx: &Arc<Ctx>, p: Presence) {
 
 /// Sends queued alerts whenever the link is up; marks each sent once written.
 async fn deliver(ctx: Arc<Ctx>) {
+    // The in-memory operator messages go out on their own task: the store
+    // may be what is stuck, with this loop waiting inside it.
+    let urgent = tokio::spawn(deliver_urgent(ctx.clone()));
+    let _urgent = AbortOnDrop(urgent);
     let mut up = ctx.link.up.subscribe();
     loop {
         if ctx.link.sender().is_some() {
-            send_urgent(&ctx).await;
             if let Err(e) = flush_outbox(&ctx).await {
                 tracing::warn!(error = %e, "cannot deliver alerts");
             }
         }
         tokio::select! {
             _ = ctx.engine.outbox_woken() => {}
+            _ = up.changed() => {}
+            _ = tokio::time::sleep(Duration::from_secs(30)) => {}
+        }
+    }
+}
+
+/// Aborts a task when dropped (the deliverer's helper goes with it).
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// Sends the in-memory operator messages whenever some are queued or the
+/// link comes up; never touches the store.
+async fn deliver_urgent(ctx: Arc<Ctx>) {
+    let mut up = ctx.link.up.subscribe();
+    loop {
+        if ctx.link.sender().is_some() {
+            send_urgent(&ctx).await;
+        }
+        tokio::select! {
+            _ = ctx.engine.urgent_woken() => {}
             _ = up.changed() => {}
             _ = tokio::time::sleep(Duration::from_secs(30)) => {}
         }
