@@ -133,6 +133,19 @@ pub async fn check(
     headers: HeaderMap,
     Form(form): Form<CheckForm>,
 ) -> Response {
+    // Another site's page must not make its visitors' browsers start checks
+    // (each charged to the visitor's address): browsers say where a request
+    // comes from (Fetch Metadata); scripts and curl send no such header.
+    if headers
+        .get("sec-fetch-site")
+        .is_some_and(|v| v.as_bytes() == b"cross-site")
+    {
+        return message(
+            StatusCode::FORBIDDEN,
+            "Not from another site",
+            "A check can be started from CertWatch's own page only; open it and enter the domain there.",
+        );
+    }
     // As in chat: a URL or an XMPP address has its domain taken out.
     let domain = match crate::commands::given::target(&form.domain) {
         Ok(t) => t.domain,

@@ -256,6 +256,23 @@ async fn a_never_checked_domain_offers_a_check_and_web_alone_says_how_to_subscri
 }
 
 #[tokio::test]
+async fn a_check_started_from_another_site_is_refused() {
+    let app = app(engine(), None, true);
+    let mut req = post_check("a.example", "127.0.0.1:3");
+    req.headers_mut()
+        .insert("sec-fetch-site", "cross-site".parse().unwrap());
+    let (status, _, body) = send(&app, req).await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "{body}");
+    assert!(body.contains("own page only"), "{body}");
+    let mut req = post_check("a.example", "127.0.0.1:3");
+    req.headers_mut()
+        .insert("sec-fetch-site", "same-origin".parse().unwrap());
+    let (status, headers, _) = send(&app, req).await;
+    assert_eq!(status, StatusCode::SEE_OTHER);
+    assert_eq!(headers[header::LOCATION], "/domain/a.example");
+}
+
+#[tokio::test]
 async fn one_address_over_its_limit_gets_429_while_another_is_served() {
     let app = app(engine(), None, true);
     let mut last = StatusCode::OK;
