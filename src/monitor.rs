@@ -562,16 +562,6 @@ pub async fn check_domain_gated(
     let (next, alert) = transition_with(&prev, &report, &policy);
     let result = match &alert {
         Some(a) => {
-            if !report.evidence.is_empty() {
-                let record = crate::store::EvidenceRecord {
-                    alert_id: a.id.clone(),
-                    title: a.title.clone(),
-                    items: report.evidence.clone(),
-                };
-                if let Err(e) = store.put_evidence(domain, &record).await {
-                    tracing::warn!(domain, error = %e, "cannot keep the evidence");
-                }
-            }
             // An alert is never committed without its recipients: a read
             // that fails is tried again, then the check is not recorded (the
             // state stays as it was, so the next check raises the alert).
@@ -607,6 +597,22 @@ pub async fn check_domain_gated(
                 if let Err(e) = store.note_checked(domain, engine.clock().now()).await {
                     tracing::warn!(domain, error = %e, "cannot store the check time");
                 }
+            }
+            // The evidence of an alert that was committed, once: not of a
+            // check given up (it comes again with the re-check) nor of a
+            // domain nobody follows any more.
+            match &alert {
+                Some(a) if written && !report.evidence.is_empty() => {
+                    let record = crate::store::EvidenceRecord {
+                        alert_id: a.id.clone(),
+                        title: a.title.clone(),
+                        items: report.evidence.clone(),
+                    };
+                    if let Err(e) = store.put_evidence(domain, &record).await {
+                        tracing::warn!(domain, error = %e, "cannot keep the evidence");
+                    }
+                }
+                _ => {}
             }
             if alert.is_some() {
                 crate::crashpoint::reached(crate::crashpoint::AFTER_COMMIT);
