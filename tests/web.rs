@@ -422,7 +422,13 @@ fn web_front_in_a_real_browser() {
     assert_eq!(feed["status"], 200, "{feed}");
     assert_eq!(feed["version"], "atom10", "{feed}");
     assert_eq!(feed["bozo"], false, "{feed}");
-    assert_eq!(feed["ids"], json!(items), "{feed}");
+    // Each entry's id is its PubSub item's XMPP URI (an IRI, RFC 4287),
+    // ending in the same item id.
+    let uris: Vec<String> = items
+        .iter()
+        .map(|id| format!("xmpp:{COMPONENT}?;node=wrong.test;item={id}"))
+        .collect();
+    assert_eq!(feed["ids"], json!(uris), "{feed}");
     let hostile_feed = py(&["atom", BASE, "evil.test"]);
     assert_eq!(hostile_feed["bozo"], false, "{hostile_feed}");
     assert_eq!(

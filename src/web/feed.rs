@@ -22,6 +22,14 @@ struct Feed<'a> {
     name: String,
     updated: &'a str,
     items: &'a [Item],
+    /// The start of each entry's id: the PubSub item's XMPP URI.
+    item_uri: String,
+}
+
+/// An alert's Atom id: the XMPP URI of its PubSub item (RFC 5122, XEP-0060
+/// §12.22), an IRI as RFC 4287 asks, ending in the item's own id.
+pub fn entry_id(component: &str, node: &str, item: &str) -> String {
+    format!("xmpp:{component}?;node={node};item={item}")
 }
 
 #[derive(Template)]
@@ -92,6 +100,7 @@ pub fn atom(web: &Web, segment: &str) -> Response {
         name: crate::report::display_name(d),
         updated,
         items: &items,
+        item_uri: entry_id(web.engine.component(), d, ""),
     };
     match feed.render() {
         Ok(body) => typed(StatusCode::OK, "application/atom+xml; charset=utf-8", body),
