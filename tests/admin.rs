@@ -45,6 +45,20 @@ fn serve_config(dir: &Path, xmpp: &str, store: &str) -> String {
 #[test]
 fn cli_usage_errors_and_exit_codes() {
     let dir = workdir("admin-cli");
+    // The key file given as --cert: the error says to use --key.
+    let cert = common::TestCert::generate(&dir, "mixup", &["x.example.org"]);
+    let key = cert.key.display().to_string();
+    let o = run(&[
+        "tlsa",
+        "--cert",
+        &key,
+        "--host",
+        "x.example.org",
+        "--port",
+        "5222",
+    ]);
+    assert_eq!(o.status.code(), Some(65), "{}", stderr(&o));
+    assert!(stderr(&o).contains("use --key"), "{}", stderr(&o));
     let o = run(&[
         "tlsa",
         "--key",

@@ -38,6 +38,9 @@ pub enum KeyFileError {
     /// No section holds a certificate.
     #[error("no CERTIFICATE section found")]
     NoCertificate,
+    /// No certificate, but a key: the wrong option was used.
+    #[error("no CERTIFICATE section found, but a {0} key: for a key file, use --key")]
+    KeyNotCertificate(&'static str),
     /// The first certificate cannot be parsed.
     #[error("the first certificate: {0}")]
     Cert(#[from] CertError),
@@ -91,6 +94,20 @@ pub fn spki_from_cert_pem(pem: &str) -> Result<(Vec<u8>, Vec<u8>), KeyFileError>
             let spki = parse_cert(&der)?.public_key().raw.to_vec();
             return Ok((spki, der));
         }
+    }
+    // The admin pointed --cert at the key (privkey.pem): say which option.
+    for section in <(SectionKind, Vec<u8>)>::pem_slice_iter(pem.as_bytes()).flatten() {
+        let label = match section.0 {
+            SectionKind::PrivateKey | SectionKind::RsaPrivateKey | SectionKind::EcPrivateKey => {
+                "private"
+            }
+            SectionKind::PublicKey => "public",
+            _ => continue,
+        };
+        return Err(KeyFileError::KeyNotCertificate(label));
+    }
+    if pem.contains("ENCRYPTED PRIVATE KEY") || pem.contains("Proc-Type: 4,ENCRYPTED") {
+        return Err(KeyFileError::KeyNotCertificate("private"));
     }
     Err(KeyFileError::NoCertificate)
 }

@@ -539,8 +539,20 @@ fn key_file_errors() {
         matches!(bad_base64, Err(KeyFileError::Pem(_))),
         "{bad_base64:?}"
     );
+    // A key given where a certificate was asked: the error names --key.
     let no_cert = spki_from_cert_pem(&key.serialize_pem());
-    assert!(matches!(no_cert, Err(KeyFileError::NoCertificate)));
+    assert!(
+        matches!(no_cert, Err(KeyFileError::KeyNotCertificate("private"))),
+        "{no_cert:?}"
+    );
+    assert!(no_cert.unwrap_err().to_string().contains("use --key"));
+    let public = spki_from_cert_pem(&key.public_key_pem());
+    assert!(matches!(
+        public,
+        Err(KeyFileError::KeyNotCertificate("public"))
+    ));
+    let nothing = spki_from_cert_pem("just text\n");
+    assert!(matches!(nothing, Err(KeyFileError::NoCertificate)));
     let junk_cert = spki_from_cert_pem(&pem("CERTIFICATE", "MAMCAQE="));
     assert!(matches!(
         junk_cert,
