@@ -484,20 +484,11 @@ impl Engine {
         } else {
             "recovered"
         };
-        let deliveries: Vec<Delivery> = self
-            .config
-            .xmpp
-            .admins
-            .iter()
-            .map(|admin| Delivery {
-                alert_id: format!("operator-{}-{kind}-{now}", cause.key()),
-                sink: Sink::Chat(admin.clone()),
-                title: text.clone(),
-                content: text.clone(),
-                updated: now.to_owned(),
-                attempts: 0,
-            })
-            .collect();
+        let deliveries = self.operator_deliveries(
+            &format!("operator-{}-{kind}-{now}", cause.key()),
+            &text,
+            now,
+        );
         if deliveries.is_empty() {
             return;
         }
@@ -515,6 +506,24 @@ impl Engine {
         self.wake_outbox();
     }
 
+    /// One chat message of `text` to every operator (`xmpp.admins`), all
+    /// under `alert_id`, dated `now`.
+    pub fn operator_deliveries(&self, alert_id: &str, text: &str, now: &str) -> Vec<Delivery> {
+        self.config
+            .xmpp
+            .admins
+            .iter()
+            .map(|admin| Delivery {
+                alert_id: alert_id.to_owned(),
+                sink: Sink::Chat(admin.clone()),
+                title: text.to_owned(),
+                content: text.to_owned(),
+                updated: now.to_owned(),
+                attempts: 0,
+            })
+            .collect()
+    }
+
     fn push_urgent(&self, deliveries: Vec<Delivery>) {
         let mut urgent = self.urgent.lock().unwrap_or_else(|e| e.into_inner());
         for d in deliveries {
@@ -530,20 +539,7 @@ impl Engine {
     /// if the runtime still runs.
     pub fn tell_operators_urgently(&self, text: &str) {
         let now = self.clock.now_rfc3339();
-        let deliveries = self
-            .config
-            .xmpp
-            .admins
-            .iter()
-            .map(|admin| Delivery {
-                alert_id: format!("operator-watchdog-{now}"),
-                sink: Sink::Chat(admin.clone()),
-                title: text.to_owned(),
-                content: text.to_owned(),
-                updated: now.clone(),
-                attempts: 0,
-            })
-            .collect();
+        let deliveries = self.operator_deliveries(&format!("operator-watchdog-{now}"), text, &now);
         self.push_urgent(deliveries);
         self.wake_outbox();
     }

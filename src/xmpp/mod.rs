@@ -242,10 +242,10 @@ pub struct PresenceBook {
 }
 
 impl PresenceBook {
-    /// Remembers a JID, forgetting the oldest when full.
-    pub fn add(&mut self, jid: &str) {
+    /// Remembers a JID, forgetting the oldest when full; whether it is new.
+    pub fn add(&mut self, jid: &str) -> bool {
         if self.known.contains(jid) {
-            return;
+            return false;
         }
         if self.order.len() >= PRESENCE_BOOK_MAX {
             if let Some(old) = self.order.pop_front() {
@@ -254,13 +254,16 @@ impl PresenceBook {
         }
         self.known.insert(jid.to_owned());
         self.order.push_back(jid.to_owned());
+        true
     }
 
-    /// Forgets a JID (it unsubscribed).
-    pub fn remove(&mut self, jid: &str) {
-        if self.known.remove(jid) {
+    /// Forgets a JID (it unsubscribed); whether it was known.
+    pub fn remove(&mut self, jid: &str) -> bool {
+        let known = self.known.remove(jid);
+        if known {
             self.order.retain(|j| j != jid);
         }
+        known
     }
 
     /// Every JID, oldest first.
@@ -565,12 +568,11 @@ fn on_presence(ctx: &Arc<Ctx>, p: Presence) {
     let commands = crate::commands::HELP_LINES;
     match p.type_ {
         PresenceType::Subscribe => {
-            let fresh = {
-                let mut book = ctx.presence.lock().expect("presence lock");
-                let before = book.known.len();
-                book.add(&bare.to_string());
-                book.known.len() != before
-            };
+            let fresh = ctx
+                .presence
+                .lock()
+                .expect("presence lock")
+                .add(&bare.to_string());
             if fresh {
                 presence_changed(ctx);
             }
@@ -588,11 +590,6 @@ fn on_presence(ctx: &Arc<Ctx>, p: Presence) {
         PresenceType::Unsubscribe => {
             let gone = ctx
                 .presence
-                .lock()
-                .expect("presence lock")
-                .known
-                .contains(&bare.to_string());
-            ctx.presence
                 .lock()
                 .expect("presence lock")
                 .remove(&bare.to_string());
@@ -765,21 +762,8 @@ async fn give_up(ctx: &Ctx, id: u64, delivery: &Delivery) -> Result<(), StoreErr
         delivery.alert_id, delivery.attempts, delivery.title
     );
     let now = ctx.engine.clock().now_rfc3339();
-    let notices: Vec<Delivery> = ctx
-        .engine
-        .config()
-        .xmpp
-        .admins
-        .iter()
-        .map(|admin| Delivery {
-            alert_id: format!("{OPERATOR_PREFIX}dead-{}", delivery.alert_id),
-            sink: Sink::Chat(admin.clone()),
-            title: text.clone(),
-            content: text.clone(),
-            updated: now.clone(),
-            attempts: 0,
-        })
-        .collect();
+    let id = format!("{OPERATOR_PREFIX}dead-{}", delivery.alert_id);
+    let notices = ctx.engine.operator_deliveries(&id, &text, &now);
     store.enqueue(&notices).await
 }
 
@@ -817,10 +801,11 @@ mod tests {
     #[test]
     fn presence_book_is_bounded_and_forgets_the_oldest() {
         let mut book = PresenceBook::default();
-        book.add("a@x");
-        book.add("a@x");
+        assert!(book.add("a@x"), "new");
+        assert!(!book.add("a@x"), "known");
         book.add("b@x");
-        book.remove("a@x");
+        assert!(book.remove("a@x"), "was known");
+        assert!(!book.remove("a@x"), "no longer");
         assert_eq!(book.take(), vec!["b@x".to_string()]);
         for i in 0..PRESENCE_BOOK_MAX + 5 {
             book.add(&format!("u{i}@x"));
