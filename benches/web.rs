@@ -76,6 +76,7 @@ fn report(domain: &str) -> Report {
         evidence: vec![],
         nxdomain: false,
         resolvers: vec![],
+        horizons: Default::default(),
     }
 }
 

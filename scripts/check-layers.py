@@ -17,7 +17,7 @@ import sys
 LAYERS = [
     # Plain values; `config` also resolves the host names it is given
     # (xmpp.server, probe.socks5) and reads its files, nothing else does I/O.
-    ["admission", "clock", "config", "domain", "crashpoint", "error", "netpolicy", "vocab"],
+    ["admission", "clock", "config", "domain", "crashpoint", "error", "horizon", "netpolicy", "vocab"],
     ["report"],                                       # the result of a check
     ["model", "render", "metrics"],                   # what the store stores; chat text; counters
     ["dane"],                                         # TLSA records, matching (pure)

@@ -399,6 +399,7 @@ mod tests {
             evidence: vec![],
             nxdomain: false,
             resolvers: vec![],
+            horizons: Default::default(),
         }
     }
 

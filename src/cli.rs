@@ -320,6 +320,7 @@ pub fn unavailable(
         evidence: vec![],
         nxdomain: false,
         resolvers: vec![],
+        horizons: Default::default(),
     }
 }
 

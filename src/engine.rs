@@ -1318,6 +1318,7 @@ mod tests {
             bogus_rrsets: vec![],
             nxdomain: false,
             resolvers: vec![],
+            horizons: Default::default(),
             evidence: vec![],
         }
     }

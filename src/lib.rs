@@ -25,7 +25,8 @@
 //! - [`model`]: what the store keeps (domain state, alerts, deliveries, items);
 //!   [`render`]: how a report reads in chat (replies, status, alert lines);
 //!   [`metrics`]: counters and gauges in memory
-//! - [`report`]: the result of a check (JSON, text, verdicts)
+//! - [`report`]: the result of a check (JSON, text, verdicts); [`horizon`]:
+//!   when the signatures and certificates it rests on run out
 //! - [`vocab`]: the shared words (service, role, TLS mode); [`error`]: whose
 //!   problem a failure is; [`clock`]: wall time, handed in; [`config`]: the
 //!   TOML file; [`domain`]: input validation; [`netpolicy`]: which
@@ -46,6 +47,7 @@ pub mod dns;
 pub mod domain;
 pub mod engine;
 pub mod error;
+pub mod horizon;
 pub mod judge;
 pub mod metrics;
 pub mod model;

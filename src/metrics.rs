@@ -252,6 +252,7 @@ mod tests {
             evidence: vec![],
             nxdomain: false,
             resolvers: vec![],
+            horizons: Default::default(),
         };
         m.check_done(
             &report,

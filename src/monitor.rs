@@ -726,6 +726,7 @@ mod tests {
             evidence: vec![],
             nxdomain: false,
             resolvers: vec![],
+            horizons: Default::default(),
         }
     }
 

@@ -4,6 +4,8 @@ use std::net::IpAddr;
 
 use serde::{Deserialize, Serialize};
 
+use crate::horizon::Horizons;
+
 /// The verdict for one endpoint.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -185,6 +187,10 @@ pub struct Report {
     /// (addition): the check could not see the domain's DNS at all.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub resolvers: Vec<String>,
+    /// When the signatures and certificates this check rests on run out
+    /// (addition; docs/json.md `horizons`).
+    #[serde(default, skip_serializing_if = "Horizons::is_empty")]
+    pub horizons: Horizons,
 }
 
 /// A domain as people read it: `bücher.example (xn--bcher-kva.example)` for
@@ -601,6 +607,7 @@ mod tests {
             evidence: vec![],
             nxdomain: false,
             resolvers: vec![],
+            horizons: Default::default(),
         };
         let n = STORED_ENDPOINTS * 4;
         r.endpoints = (0..n)
@@ -703,6 +710,7 @@ mod tests {
             evidence: vec![],
             nxdomain: false,
             resolvers: vec![],
+            horizons: Default::default(),
         };
         let s = report.summary();
         assert!(s.contains("our Tor client failed"), "{s}");
@@ -763,6 +771,7 @@ mod tests {
             evidence: vec![],
             nxdomain: false,
             resolvers: vec![],
+            horizons: Default::default(),
         };
         let v: serde_json::Value = serde_json::to_value(&report).unwrap();
         assert_eq!(v["verdict"], "no_tlsa");

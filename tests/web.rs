@@ -95,6 +95,7 @@ fn seed_hostile(db: &Path) {
         evidence: vec![],
         nxdomain: false,
         resolvers: vec![],
+        horizons: Default::default(),
     };
     rt.block_on(store.put_last_report("evil.test", &report))
         .unwrap();

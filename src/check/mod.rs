@@ -296,6 +296,7 @@ impl Checker {
             evidence: Vec::new(),
             nxdomain,
             resolvers,
+            horizons: Default::default(),
         }
     }
 

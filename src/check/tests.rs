@@ -495,6 +495,7 @@ async fn a_mismatch_whose_second_probe_fails_stands_not_confirmed() {
         evidence: vec![],
         nxdomain: false,
         resolvers: vec![],
+        horizons: Default::default(),
     };
     assert_eq!(report.verdict.exit_code(), 1);
     assert!(

@@ -120,6 +120,7 @@ async fn put_last_report_never_overwrites_a_committed_state() {
         evidence: vec![],
         nxdomain: false,
         resolvers: vec![],
+        horizons: Default::default(),
     };
     let writer = {
         let s = s.clone();

@@ -56,6 +56,7 @@ fn hostile_report(domain: &str) -> Report {
         evidence: vec![],
         nxdomain: false,
         resolvers: vec![],
+        horizons: Default::default(),
     }
 }
 

@@ -1,0 +1,475 @@
+//! Lifetime horizons: when what a verdict rests on runs out.
+//!
+//! Most DANE outages are not attacks: a zone's signatures expire because
+//! re-signing stopped, a certificate is renewed with a new key before its
+//! TLSA record is out. A check sees every piece, so the report carries, for
+//! each signed RRset a verdict rests on and for each endpoint, when it runs
+//! out ([`Horizons`]); the monitor turns the nearest of them into warnings
+//! before they break. Nothing here changes a verdict.
+//!
+//! Times are UNIX seconds in memory and RFC 3339 (UTC) in JSON.
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use serde::{Deserialize, Serialize};
+
+/// A signature validity window (inception to expiration, less the TTL)
+/// shorter than this is "one missed re-signing from breaking": signers
+/// re-sign well before expiry, commonly days ahead.
+pub const SHORT_WINDOW: Duration = Duration::from_secs(3 * 24 * 3600);
+
+/// The last warning before a horizon, whatever `[monitor] warn_before` says.
+pub const LAST_WARNING: Duration = Duration::from_secs(12 * 3600);
+
+/// What is wrong with a signature's timing, beyond its expiry.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SignatureProblem {
+    /// The signature's inception is in the future: the signer's clock runs
+    /// ahead (or ours behind); validators reject it until then.
+    InceptionInFuture,
+    /// The validity window is shorter than [`SHORT_WINDOW`].
+    ShortValidity,
+}
+
+/// The earliest-expiring signature of one RRset a verdict rests on
+/// (docs/json.md `horizons.rrsets[]`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RrsetHorizon {
+    /// The owner name, lowercase, without the trailing dot.
+    pub name: String,
+    /// The record type: SRV, CNAME, A, AAAA, TLSA, DNSKEY or DS.
+    #[serde(rename = "type")]
+    pub rtype: String,
+    /// The signer: the zone whose key made the signature.
+    pub zone: String,
+    /// The RRset's original TTL (as the signature gives it), in seconds.
+    pub ttl: u32,
+    /// The signature's inception.
+    #[serde(with = "rfc3339_secs")]
+    pub inception: u64,
+    /// The signature's expiration.
+    #[serde(with = "rfc3339_secs")]
+    pub expiration: u64,
+    /// When the RRset stops being safe: expiration minus TTL, since a
+    /// resolver may hand out the data (and this signature) until then
+    /// ([`usable_until`]).
+    #[serde(with = "rfc3339_secs")]
+    pub expires_at: u64,
+    /// A problem with the signature's timing, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub problem: Option<SignatureProblem>,
+}
+
+impl RrsetHorizon {
+    /// The horizon of an RRset from one signature's fields, judged at `now`.
+    pub fn new(
+        name: &str,
+        rtype: &str,
+        zone: &str,
+        ttl: u32,
+        (inception, expiration): (u64, u64),
+        now: u64,
+    ) -> RrsetHorizon {
+        RrsetHorizon {
+            name: name.trim_end_matches('.').to_ascii_lowercase(),
+            rtype: rtype.to_owned(),
+            zone: zone.trim_end_matches('.').to_ascii_lowercase(),
+            ttl,
+            inception,
+            expiration,
+            expires_at: usable_until(expiration, ttl),
+            problem: signature_problem(inception, expiration, ttl, now),
+        }
+    }
+}
+
+/// When a certificate an endpoint presented runs out
+/// (docs/json.md `horizons.endpoints[]`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EndpointHorizon {
+    /// "service host:port [address] tls", as in alerts.
+    pub endpoint: String,
+    /// The presented leaf certificate's notAfter.
+    #[serde(with = "rfc3339_secs")]
+    pub not_after: u64,
+    /// Under DANE-TA (usage 2): the earliest notAfter from the leaf up to
+    /// the matching trust anchor (RFC 7671 §5.2.2), which the verdict rests on.
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        with = "opt_rfc3339_secs"
+    )]
+    pub chain_not_after: Option<u64>,
+    /// Whether the DANE verdict depends on these dates (DANE-TA); under
+    /// DANE-EE (usage 3) it does not, but clients that check the
+    /// certificate against a CA still fail when it expires.
+    pub counts_for_dane: bool,
+}
+
+impl EndpointHorizon {
+    /// The date that matters for warnings: the chain's under DANE-TA, the leaf's otherwise.
+    pub fn expires_at(&self) -> u64 {
+        match self.chain_not_after {
+            Some(chain) if self.counts_for_dane => chain.min(self.not_after),
+            _ => self.not_after,
+        }
+    }
+}
+
+/// Every horizon a check saw (docs/json.md `horizons`).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Horizons {
+    /// Per signed RRset the verdict rests on: its earliest-expiring signature.
+    #[serde(default)]
+    pub rrsets: Vec<RrsetHorizon>,
+    /// Per endpoint that presented a certificate.
+    #[serde(default)]
+    pub endpoints: Vec<EndpointHorizon>,
+}
+
+/// What kind of thing runs out.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum HorizonKind {
+    /// DNSSEC signatures (of some RRset, or a zone's keys).
+    Signatures,
+    /// A certificate an endpoint presented.
+    Certificate,
+}
+
+/// One horizon, whatever it is: what runs out and when.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Horizon {
+    /// Signatures or a certificate.
+    pub kind: HorizonKind,
+    /// What: "the SRV of _xmpp-client._tcp.example.org (zone example.org)",
+    /// or the endpoint.
+    pub what: String,
+    /// The zone (signatures) or the host (certificate): what one warning
+    /// is about, and what the admin fixes.
+    pub subject: String,
+    /// When it runs out (UNIX seconds).
+    pub at: u64,
+}
+
+impl Horizons {
+    /// Whether there is nothing to tell.
+    pub fn is_empty(&self) -> bool {
+        self.rrsets.is_empty() && self.endpoints.is_empty()
+    }
+
+    /// Every horizon, nearest first (ties in a stable order).
+    pub fn all(&self) -> Vec<Horizon> {
+        let mut all: Vec<Horizon> = self
+            .rrsets
+            .iter()
+            .map(|r| Horizon {
+                kind: HorizonKind::Signatures,
+                what: format!("the {} of {} (zone {})", r.rtype, r.name, r.zone),
+                subject: r.zone.clone(),
+                at: r.expires_at,
+            })
+            .chain(self.endpoints.iter().map(|e| Horizon {
+                kind: HorizonKind::Certificate,
+                what: e.endpoint.clone(),
+                subject: e.endpoint.clone(),
+                at: e.expires_at(),
+            }))
+            .collect();
+        all.sort_by(|a, b| (a.at, a.kind, &a.what).cmp(&(b.at, b.kind, &b.what)));
+        all
+    }
+
+    /// The `n` nearest horizons, at most one per subject (its nearest).
+    pub fn nearest(&self, n: usize) -> Vec<Horizon> {
+        let mut seen = std::collections::HashSet::new();
+        self.all()
+            .into_iter()
+            .filter(|h| seen.insert((h.kind, h.subject.clone())))
+            .take(n)
+            .collect()
+    }
+
+    /// Signatures whose timing is wrong beyond expiry (future inception,
+    /// short window), one line each.
+    pub fn problems(&self) -> Vec<String> {
+        self.rrsets
+            .iter()
+            .filter_map(|r| {
+                let problem = r.problem?;
+                Some(match problem {
+                    SignatureProblem::InceptionInFuture => format!(
+                        "the signature of the {} of {} starts only at {} (the signer's clock runs ahead): validators reject it until then",
+                        r.rtype,
+                        r.name,
+                        utc_minutes(r.inception)
+                    ),
+                    SignatureProblem::ShortValidity => format!(
+                        "the signature of the {} of {} is valid for only {} (TTL {} s included): one missed re-signing breaks the zone",
+                        r.rtype,
+                        r.name,
+                        in_words(r.expiration.saturating_sub(r.inception)),
+                        r.ttl
+                    ),
+                })
+            })
+            .collect()
+    }
+}
+
+/// When signed data stops being safe: the signature's expiration minus the
+/// RRset's TTL, because a resolver that fetched the data just before
+/// expiration may hand it out for one TTL more, and validators downstream
+/// then reject it (as check_dnssec_expiration and DNSViz count it). A TTL
+/// longer than the remaining validity gives a time already past.
+pub fn usable_until(expiration: u64, ttl: u32) -> u64 {
+    expiration.saturating_sub(u64::from(ttl))
+}
+
+/// A problem with a signature's timing at `now`, if any: an inception in
+/// the future first (it fails now), then a window shorter than [`SHORT_WINDOW`].
+pub fn signature_problem(
+    inception: u64,
+    expiration: u64,
+    ttl: u32,
+    now: u64,
+) -> Option<SignatureProblem> {
+    if inception > now {
+        return Some(SignatureProblem::InceptionInFuture);
+    }
+    let window = usable_until(expiration, ttl).saturating_sub(inception);
+    (window < SHORT_WINDOW.as_secs()).then_some(SignatureProblem::ShortValidity)
+}
+
+/// The warning thresholds in force: those configured, and [`LAST_WARNING`],
+/// longest first, without repeats.
+pub fn thresholds(configured: &[Duration]) -> Vec<Duration> {
+    let mut all: Vec<Duration> = configured.iter().copied().chain([LAST_WARNING]).collect();
+    all.sort_by(|a, b| b.cmp(a));
+    all.dedup();
+    all
+}
+
+/// Which warning is due for a horizon at `at` seen at `now`: the index in
+/// `thresholds` (longest first) of the nearest threshold crossed, so that
+/// a domain first seen two days before expiry gets one warning, for the
+/// nearest, not one per threshold. `None` while no threshold is crossed.
+/// Exactly at a threshold counts as crossed; a horizon already past counts
+/// as the last.
+pub fn due(at: u64, now: u64, thresholds: &[Duration]) -> Option<usize> {
+    let remaining = at.saturating_sub(now);
+    thresholds.iter().rposition(|t| remaining <= t.as_secs())
+}
+
+/// A span in words, rounded down to its largest unit: "2 days", "5 hours",
+/// "40 minutes", "1 minute"; "less than a minute" below that.
+pub fn in_words(secs: u64) -> String {
+    let (n, unit) = match secs {
+        s if s >= 86_400 => (s / 86_400, "day"),
+        s if s >= 3_600 => (s / 3_600, "hour"),
+        s if s >= 60 => (s / 60, "minute"),
+        _ => return "less than a minute".to_owned(),
+    };
+    format!("{n} {unit}{}", if n == 1 { "" } else { "s" })
+}
+
+/// A time as an admin reads it in a warning: "2026-12-06 14:00 UTC".
+pub fn utc_minutes(unix: u64) -> String {
+    let t = UNIX_EPOCH + Duration::from_secs(unix);
+    let s = humantime::format_rfc3339_seconds(t).to_string();
+    // 2026-12-06T14:00:00Z
+    format!("{} {} UTC", &s[..10], &s[11..16])
+}
+
+/// Seconds since the UNIX epoch (0 before it).
+pub fn unix(t: SystemTime) -> u64 {
+    t.duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+/// `u64` UNIX seconds as an RFC 3339 string in JSON.
+mod rfc3339_secs {
+    use std::time::{Duration, UNIX_EPOCH};
+
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(secs: &u64, s: S) -> Result<S::Ok, S::Error> {
+        let t = UNIX_EPOCH + Duration::from_secs(*secs);
+        s.serialize_str(&humantime::format_rfc3339_seconds(t).to_string())
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
+        let text = String::deserialize(d)?;
+        let t = humantime::parse_rfc3339(&text).map_err(serde::de::Error::custom)?;
+        Ok(super::unix(t))
+    }
+}
+
+/// An optional [`rfc3339_secs`].
+mod opt_rfc3339_secs {
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(secs: &Option<u64>, s: S) -> Result<S::Ok, S::Error> {
+        match secs {
+            Some(secs) => super::rfc3339_secs::serialize(secs, s),
+            None => s.serialize_none(),
+        }
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
+        let text = Option::<String>::deserialize(d)?;
+        text.map(|text| {
+            humantime::parse_rfc3339(&text)
+                .map(super::unix)
+                .map_err(serde::de::Error::custom)
+        })
+        .transpose()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const DAY: u64 = 86_400;
+    const NOW: u64 = 1_800_000_000; // 2027-01-15T08:00:00Z
+
+    #[test]
+    fn rfc4034_expiry_less_ttl_is_when_data_stops_being_safe() {
+        assert_eq!(usable_until(NOW + DAY, 3600), NOW + DAY - 3600);
+        // TTL longer than what is left: already past (never an overflow).
+        assert_eq!(usable_until(100, 3600), 0);
+        assert!(usable_until(NOW + 600, 3600) < NOW);
+        // Zero TTL: the expiration itself.
+        assert_eq!(usable_until(NOW, 0), NOW);
+    }
+
+    #[test]
+    fn a_signature_not_yet_valid_is_a_problem_before_a_short_one() {
+        let future = signature_problem(NOW + 60, NOW + 30 * DAY, 3600, NOW);
+        assert_eq!(future, Some(SignatureProblem::InceptionInFuture));
+        // dnssec-signzone -e now+2d (inception an hour back): short.
+        let short = signature_problem(NOW - 3600, NOW + 2 * DAY, 3600, NOW);
+        assert_eq!(short, Some(SignatureProblem::ShortValidity));
+        // The usual 30 days: fine.
+        assert_eq!(
+            signature_problem(NOW - 3600, NOW + 30 * DAY, 3600, NOW),
+            None
+        );
+        // Exactly the short window (less the TTL) is not short.
+        let edge = signature_problem(NOW, NOW + SHORT_WINDOW.as_secs() + 3600, 3600, NOW);
+        assert_eq!(edge, None);
+        let under = signature_problem(NOW, NOW + SHORT_WINDOW.as_secs() + 3599, 3600, NOW);
+        assert_eq!(under, Some(SignatureProblem::ShortValidity));
+        // Inception exactly now is valid.
+        assert_ne!(
+            signature_problem(NOW, NOW + 30 * DAY, 0, NOW),
+            Some(SignatureProblem::InceptionInFuture)
+        );
+    }
+
+    #[test]
+    fn the_nearest_crossed_threshold_is_due_and_only_that_one() {
+        let t = thresholds(&[Duration::from_secs(3 * DAY), Duration::from_secs(14 * DAY)]);
+        assert_eq!(
+            t.iter().map(|d| d.as_secs() / 3600).collect::<Vec<_>>(),
+            [336, 72, 12]
+        );
+        // Far away: nothing.
+        assert_eq!(due(NOW + 15 * DAY, NOW, &t), None);
+        // Exactly at 14 days: crossed.
+        assert_eq!(due(NOW + 14 * DAY, NOW, &t), Some(0));
+        assert_eq!(due(NOW + 14 * DAY + 1, NOW, &t), None);
+        // First seen two days before: the 3-day warning, not the 14-day one too.
+        assert_eq!(due(NOW + 2 * DAY, NOW, &t), Some(1));
+        // Exactly 12 h, and past: the last.
+        assert_eq!(due(NOW + 12 * 3600, NOW, &t), Some(2));
+        assert_eq!(due(NOW - DAY, NOW, &t), Some(2));
+    }
+
+    #[test]
+    fn thresholds_always_end_with_the_last_warning_once() {
+        assert_eq!(thresholds(&[]), [LAST_WARNING]);
+        assert_eq!(thresholds(&[LAST_WARNING, LAST_WARNING]), [LAST_WARNING]);
+        let t = thresholds(&[Duration::from_secs(3600)]);
+        assert_eq!(t, [LAST_WARNING, Duration::from_secs(3600)]);
+    }
+
+    #[test]
+    fn spans_and_times_read_as_words() {
+        assert_eq!(in_words(2 * DAY + 5), "2 days");
+        assert_eq!(in_words(DAY), "1 day");
+        assert_eq!(in_words(5 * 3600 + 59), "5 hours");
+        assert_eq!(in_words(60), "1 minute");
+        assert_eq!(in_words(59), "less than a minute");
+        assert_eq!(utc_minutes(NOW), "2027-01-15 08:00 UTC");
+    }
+
+    fn rrset(name: &str, zone: &str, expiration: u64) -> RrsetHorizon {
+        RrsetHorizon::new(name, "TLSA", zone, 3600, (NOW - 3600, expiration), NOW)
+    }
+
+    #[test]
+    fn nearest_keeps_one_per_subject_nearest_first() {
+        let h = Horizons {
+            rrsets: vec![
+                rrset(
+                    "_5222._tcp.xmpp.example.org.",
+                    "Example.org.",
+                    NOW + 20 * DAY,
+                ),
+                rrset("_5269._tcp.xmpp.example.org", "example.org", NOW + 10 * DAY),
+                rrset("example.org", "org", NOW + 40 * DAY),
+            ],
+            endpoints: vec![EndpointHorizon {
+                endpoint: "xmpp-client xmpp.example.org:5222 [127.0.0.1] starttls".into(),
+                not_after: NOW + 15 * DAY,
+                chain_not_after: Some(NOW + 5 * DAY),
+                counts_for_dane: false,
+            }],
+        };
+        let n = h.nearest(3);
+        assert_eq!(n.len(), 3);
+        assert_eq!(n[0].subject, "example.org");
+        assert_eq!(n[0].at, NOW + 10 * DAY - 3600);
+        assert_eq!(n[1].kind, HorizonKind::Certificate);
+        // DANE-EE: the leaf's date, not the chain's.
+        assert_eq!(n[1].at, NOW + 15 * DAY);
+        assert_eq!(n[2].subject, "org");
+        assert_eq!(h.rrsets[0].name, "_5222._tcp.xmpp.example.org");
+    }
+
+    #[test]
+    fn under_dane_ta_the_chain_counts() {
+        let mut e = EndpointHorizon {
+            endpoint: "e".into(),
+            not_after: NOW + 15 * DAY,
+            chain_not_after: Some(NOW + 5 * DAY),
+            counts_for_dane: true,
+        };
+        assert_eq!(e.expires_at(), NOW + 5 * DAY);
+        e.chain_not_after = None;
+        assert_eq!(e.expires_at(), NOW + 15 * DAY);
+    }
+
+    #[test]
+    fn json_gives_rfc3339_and_reads_back() {
+        let h = Horizons {
+            rrsets: vec![rrset("a.example", "example", NOW + DAY)],
+            endpoints: vec![],
+        };
+        let v = serde_json::to_value(&h).unwrap();
+        assert_eq!(v["rrsets"][0]["expires_at"], "2027-01-16T07:00:00Z");
+        assert_eq!(v["rrsets"][0]["type"], "TLSA");
+        assert_eq!(v["rrsets"][0]["problem"], "short_validity");
+        let back: Horizons = serde_json::from_value(v).unwrap();
+        assert_eq!(back, h);
+        assert!(
+            h.problems()[0].contains("valid for only 1 day"),
+            "{:?}",
+            h.problems()
+        );
+    }
+}
