@@ -77,6 +77,7 @@ fn report(domain: &str) -> Report {
         nxdomain: false,
         resolvers: vec![],
         horizons: Default::default(),
+        rollover: vec![],
     }
 }
 

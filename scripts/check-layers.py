@@ -18,10 +18,12 @@ LAYERS = [
     # Plain values; `config` also resolves the host names it is given
     # (xmpp.server, probe.socks5) and reads its files, nothing else does I/O.
     ["admission", "clock", "config", "domain", "crashpoint", "error", "horizon", "netpolicy", "vocab"],
+    ["rollover"],                                     # TLSA records against keys over time (pure)
     ["report"],                                       # the result of a check
     ["model", "render", "metrics"],                   # what the store stores; chat text; counters
     ["dane"],                                         # TLSA records, matching (pure)
     ["advice", "alert", "selfwatch"],                 # what to publish, what to tell (pure)
+    ["warning"],                                      # expiry and rollover warnings (pure)
     ["dns", "probe"],                                 # observations (network)
     ["judge"],                                        # observations -> verdicts
     ["check", "store"],                               # one check; durable state

@@ -10,7 +10,7 @@ pub const MAX_CHAT_ALERT: usize = 600;
 
 /// `lines` then `last`, within `max` characters: whole lines are dropped
 /// from the end of `lines` (saying so) until it fits; `last` always stays.
-fn bounded(lines: &[String], last: &str, max: usize) -> String {
+pub(crate) fn bounded(lines: &[String], last: &str, max: usize) -> String {
     let fits = |body: &[String]| {
         body.iter().map(|l| l.chars().count() + 1).sum::<usize>() + last.chars().count() <= max
     };
@@ -363,6 +363,7 @@ pub fn render(from: Option<Verdict>, to: Verdict, report: &Report) -> Alert {
     );
     let chat = bounded(&lines, &last, MAX_CHAT_ALERT);
     Alert {
+        kind: crate::model::AlertKind::Change,
         id: format!(
             "{}-{}-{:08x}",
             report.checked_at.replace([':', '-'], ""),
@@ -400,6 +401,7 @@ mod tests {
             nxdomain: false,
             resolvers: vec![],
             horizons: Default::default(),
+            rollover: vec![],
         }
     }
 

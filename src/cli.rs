@@ -321,6 +321,7 @@ pub fn unavailable(
         nxdomain: false,
         resolvers: vec![],
         horizons: Default::default(),
+        rollover: vec![],
     }
 }
 

@@ -165,6 +165,10 @@ pub struct MonitorConfig {
     pub jitter: Duration,
     /// Consecutive good checks that end an alarm (1..=10).
     pub recovery_checks: u32,
+    /// How long before a signature or certificate runs out subscribers are
+    /// warned, once per threshold (a last warning at 12 h is always added).
+    #[serde(with = "duration_list")]
+    pub warn_before: Vec<Duration>,
 }
 
 impl Default for MonitorConfig {
@@ -173,7 +177,38 @@ impl Default for MonitorConfig {
             interval: Duration::from_secs(3600),
             jitter: Duration::from_secs(600),
             recovery_checks: 2,
+            warn_before: vec![
+                Duration::from_secs(14 * 86_400),
+                Duration::from_secs(3 * 86_400),
+            ],
         }
+    }
+}
+
+/// A list of humantime durations (`["14d", "3d"]`), each error naming the value.
+mod duration_list {
+    use std::time::Duration;
+
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(list: &[Duration], s: S) -> Result<S::Ok, S::Error> {
+        s.collect_seq(
+            list.iter()
+                .map(|d| humantime::format_duration(*d).to_string()),
+        )
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<Duration>, D::Error> {
+        Vec::<String>::deserialize(d)?
+            .iter()
+            .map(|text| {
+                humantime::parse_duration(text).map_err(|e| {
+                    serde::de::Error::custom(format!(
+                        "{text:?} is not a duration like \"14d\" or \"12h\": {e}"
+                    ))
+                })
+            })
+            .collect()
     }
 }
 
@@ -442,6 +477,16 @@ impl Config {
                 self.probe.max_endpoints
             )));
         }
+        if self.monitor.warn_before.len() > MAX_WARN_BEFORE {
+            return Err(ConfigError::Invalid(format!(
+                "monitor.warn_before has {} thresholds; at most {MAX_WARN_BEFORE}",
+                self.monitor.warn_before.len()
+            )));
+        }
+        for d in &self.monitor.warn_before {
+            let (min, max) = WARN_BEFORE_RANGE;
+            check_duration("monitor.warn_before", *d, min, max)?;
+        }
         if !(1..=10).contains(&self.monitor.recovery_checks) {
             return Err(ConfigError::Invalid(format!(
                 "monitor.recovery_checks must be between 1 and 10, not {}",
@@ -500,6 +545,11 @@ pub const MAX_CACHE_MIB: u64 = 64 << 10;
 /// `store.watchdog` bounds: 5 s (tests) to 1 h.
 pub const WATCHDOG_RANGE: (Duration, Duration) =
     (Duration::from_secs(5), Duration::from_secs(3600));
+/// `monitor.warn_before` bounds, for each threshold: 1 minute to 1 year.
+pub const WARN_BEFORE_RANGE: (Duration, Duration) =
+    (Duration::from_secs(60), Duration::from_secs(365 * 86_400));
+/// The most thresholds `monitor.warn_before` may list.
+pub const MAX_WARN_BEFORE: usize = 8;
 /// `monitor.jitter` bounds: none to 30 days.
 pub const JITTER_RANGE: (Duration, Duration) = (Duration::ZERO, Duration::from_secs(30 * 86_400));
 
@@ -713,6 +763,38 @@ mod tests {
                 .unwrap()
                 .validate()
                 .unwrap();
+        }
+    }
+
+    #[test]
+    fn warn_before_is_a_humantime_list_checked_naming_the_key() {
+        let c = Config::parse("[monitor]\nwarn_before = [\"30d\", \"7d\", \"1d\"]\n").unwrap();
+        let days: Vec<u64> = c
+            .monitor
+            .warn_before
+            .iter()
+            .map(|d| d.as_secs() / 86_400)
+            .collect();
+        assert_eq!(days, [30, 7, 1]);
+        c.validate().unwrap();
+        // Empty: only the last warning at 12 h.
+        let c = Config::parse("[monitor]\nwarn_before = []\n").unwrap();
+        c.validate().unwrap();
+        let err = Config::parse("[monitor]\nwarn_before = [\"14d\", \"soon\"]\n").unwrap_err();
+        assert!(
+            err.contains("warn_before") && err.contains("\"soon\""),
+            "{err}"
+        );
+        let err = Config::parse("[monitor]\nwarn_before = \"14d\"\n").unwrap_err();
+        assert!(err.contains("warn_before"), "{err}");
+        for bad in [
+            "[\"10s\"]",
+            "[\"2years\"]",
+            "[\"1d\",\"1d\",\"1d\",\"1d\",\"1d\",\"1d\",\"1d\",\"1d\",\"1d\"]",
+        ] {
+            let c = Config::parse(&format!("[monitor]\nwarn_before = {bad}\n")).unwrap();
+            let err = c.validate().unwrap_err().to_string();
+            assert!(err.contains("monitor.warn_before"), "{bad}: {err}");
         }
     }
 

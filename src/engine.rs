@@ -1319,6 +1319,7 @@ mod tests {
             nxdomain: false,
             resolvers: vec![],
             horizons: Default::default(),
+            rollover: vec![],
             evidence: vec![],
         }
     }
@@ -1357,10 +1358,7 @@ mod tests {
             ..Default::default()
         };
         state.last_report = Some(report("m.org", "2026-01-01T00:00:00Z", Verdict::Mismatch));
-        store
-            .commit_check("m.org", &state, None, &[])
-            .await
-            .unwrap();
+        store.commit_check("m.org", &state, &[], &[]).await.unwrap();
         engine
             .keep_result(&report("m.org", "2026-01-01T00:05:00Z", Verdict::Ok))
             .await

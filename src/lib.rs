@@ -20,13 +20,15 @@
 //! - [`judge`]: an endpoint's verdict from DNS and probe observations (pure)
 //! - [`dns`]: SRV, A/AAAA, TLSA with DNSSEC proofs; [`probe`]: transport
 //!   (Tor, SOCKS5, direct) → STARTTLS or direct TLS → the presented chain
+//! - [`warning`]: expiry and rollover warnings beside the alerts (pure)
 //! - [`advice`]: what to publish; [`alert`]: state changes worth telling (pure)
 //! - [`dane`]: TLSA records and matching a chain against them (pure)
 //! - [`model`]: what the store keeps (domain state, alerts, deliveries, items);
 //!   [`render`]: how a report reads in chat (replies, status, alert lines);
 //!   [`metrics`]: counters and gauges in memory
 //! - [`report`]: the result of a check (JSON, text, verdicts); [`horizon`]:
-//!   when the signatures and certificates it rests on run out
+//!   when the signatures and certificates it rests on run out; [`rollover`]:
+//!   TLSA records against the keys presented over time (key rollovers)
 //! - [`vocab`]: the shared words (service, role, TLS mode); [`error`]: whose
 //!   problem a failure is; [`clock`]: wall time, handed in; [`config`]: the
 //!   TOML file; [`domain`]: input validation; [`netpolicy`]: which
@@ -56,11 +58,13 @@ pub mod netpolicy;
 pub mod probe;
 pub mod render;
 pub mod report;
+pub mod rollover;
 pub mod selfwatch;
 pub mod serve;
 pub mod setup;
 pub mod store;
 pub mod vocab;
+pub mod warning;
 pub mod watchdog;
 pub mod web;
 pub mod xmpp;

@@ -253,6 +253,7 @@ mod tests {
             nxdomain: false,
             resolvers: vec![],
             horizons: Default::default(),
+            rollover: vec![],
         };
         m.check_done(
             &report,

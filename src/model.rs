@@ -4,7 +4,10 @@
 
 use serde::{Deserialize, Serialize};
 
+use std::collections::BTreeMap;
+
 use crate::report::{Report, Verdict};
+use crate::rollover::RolloverMemory;
 
 /// How many history entries are kept per domain.
 pub const HISTORY: usize = 20;
@@ -41,6 +44,53 @@ pub struct DomainState {
     /// While intermittent: consecutive checks with the same state.
     #[serde(default)]
     pub steady: u32,
+    /// Expiry warnings sent, per horizon ("signatures example.org",
+    /// "certificate <endpoint>"): the threshold last warned. Apart from the
+    /// state above: warnings never change it.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub warned: BTreeMap<String, WarnMark>,
+    /// What the rollover watch remembers: TLSA records and keys seen.
+    #[serde(default, skip_serializing_if = "RolloverMemory::is_empty")]
+    pub rollover: RolloverMemory,
+}
+
+/// The warning last sent for one horizon.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WarnMark {
+    /// The threshold crossed, in seconds before the horizon.
+    pub threshold: u64,
+    /// The horizon warned about (UNIX seconds).
+    pub at: u64,
+    /// When the warning was made (UNIX seconds).
+    pub since: u64,
+}
+
+/// Expiry warnings a domain's state remembers at most (the oldest go first).
+pub const MAX_WARN_MARKS: usize = 32;
+
+/// What an alert is about.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AlertKind {
+    /// The domain's state changed, or an alarm shows something new.
+    #[default]
+    Change,
+    /// Something the verdict rests on runs out soon (signatures, a
+    /// certificate), or a key rollover went too fast: never an alarm.
+    Warning,
+    /// A horizon warned about moved out again (re-signed, renewed).
+    Renewed,
+}
+
+impl AlertKind {
+    /// The word in item ids: `...-warning-...`, `...-renewed-...`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AlertKind::Change => "change",
+            AlertKind::Warning => "warning",
+            AlertKind::Renewed => "renewed",
+        }
+    }
 }
 
 /// Where one alert goes.
@@ -98,16 +148,18 @@ pub struct Item {
     pub updated: String,
 }
 
-/// A state change of one domain.
+/// A state change of one domain, or a warning about it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Alert {
+    /// A state change, a warning, or a renewed note.
+    pub kind: AlertKind,
     /// Unique id; also the PubSub item id.
     pub id: String,
     /// The domain.
     pub domain: String,
     /// The state before (None on the first check).
     pub from: Option<Verdict>,
-    /// The new state.
+    /// The new state (for a warning: the state, unchanged).
     pub to: Verdict,
     /// One-line summary.
     pub title: String,
@@ -179,6 +231,7 @@ mod tests {
     #[test]
     fn an_alert_goes_once_per_jid_and_never_past_an_accounts_bound() {
         let a = Alert {
+            kind: AlertKind::Change,
             id: "a1".into(),
             domain: "example.org".into(),
             from: Some(Verdict::Ok),

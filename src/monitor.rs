@@ -21,7 +21,9 @@ use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 
-use crate::alert::{transition_with, AlertPolicy};
+use crate::alert::AlertPolicy;
+use crate::model::AlertKind;
+use crate::warning::{after_check, Outcome};
 
 use crate::check::Health;
 use crate::domain::Domain;
@@ -559,31 +561,43 @@ pub async fn check_domain_gated(
     let policy = AlertPolicy {
         recovery_checks: engine.config().monitor.recovery_checks,
     };
-    let (next, alert) = transition_with(&prev, &report, &policy);
-    let result = match &alert {
-        Some(a) => {
-            // An alert is never committed without its recipients: a read
-            // that fails is tried again, then the check is not recorded (the
-            // state stays as it was, so the next check raises the alert).
-            let recipients = match read_recipients(store, domain).await {
-                Ok(r) => r,
-                Err(e) => {
-                    tracing::warn!(domain, error = %e, "cannot read the subscribers; the alert waits for the next check");
-                    engine.note_store(Err(&e));
-                    return Next::Soon;
+    let thresholds = crate::horizon::thresholds(&engine.config().monitor.warn_before);
+    let now = crate::horizon::unix(engine.clock().now());
+    // The state change and its alert first, then any warning: never one in
+    // place of the other.
+    let Outcome {
+        next,
+        alerts,
+        report,
+    } = after_check(&prev, report, &policy, &thresholds, now);
+    let result = if alerts.is_empty() {
+        store.commit_check(domain, &next, &[], &[]).await
+    } else {
+        // An alert is never committed without its recipients: a read
+        // that fails is tried again, then the check is not recorded (the
+        // state stays as it was, so the next check raises the alert).
+        let recipients = match read_recipients(store, domain).await {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::warn!(domain, error = %e, "cannot read the subscribers; the alert waits for the next check");
+                engine.note_store(Err(&e));
+                return Next::Soon;
+            }
+        };
+        for a in &alerts {
+            match a.kind {
+                AlertKind::Change => {
+                    tracing::info!(domain, from = ?a.from, to = %a.to, "state changed")
                 }
-            };
-            tracing::info!(domain, from = ?a.from, to = %a.to, "state changed");
-            store
-                .commit_check(
-                    domain,
-                    &next,
-                    Some(&a.item()),
-                    &a.deliveries(&recipients.0, &recipients.1),
-                )
-                .await
+                kind => tracing::info!(domain, kind = kind.as_str(), title = %a.title, "warning"),
+            }
         }
-        None => store.commit_check(domain, &next, None, &[]).await,
+        let items: Vec<_> = alerts.iter().map(|a| a.item()).collect();
+        let deliveries: Vec<_> = alerts
+            .iter()
+            .flat_map(|a| a.deliveries(&recipients.0, &recipients.1))
+            .collect();
+        store.commit_check(domain, &next, &items, &deliveries).await
     };
     engine.note_store(result.as_ref().map(|_| ()));
     match result {
@@ -601,7 +615,8 @@ pub async fn check_domain_gated(
             // The evidence of an alert that was committed, once: not of a
             // check given up (it comes again with the re-check) nor of a
             // domain nobody follows any more.
-            match &alert {
+            let change = alerts.iter().find(|a| a.kind == AlertKind::Change);
+            match change {
                 Some(a) if written && !report.evidence.is_empty() => {
                     let record = crate::store::EvidenceRecord {
                         alert_id: a.id.clone(),
@@ -614,7 +629,7 @@ pub async fn check_domain_gated(
                 }
                 _ => {}
             }
-            if alert.is_some() {
+            if !alerts.is_empty() {
                 crate::crashpoint::reached(crate::crashpoint::AFTER_COMMIT);
                 engine.wake_outbox();
             }
@@ -727,6 +742,7 @@ mod tests {
             nxdomain: false,
             resolvers: vec![],
             horizons: Default::default(),
+            rollover: vec![],
         }
     }
 

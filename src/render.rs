@@ -144,6 +144,12 @@ pub fn details(report: &Report) -> String {
         out.extend(report.records_to_add.iter().cloned());
     }
     out.extend(report.advice.iter().cloned());
+    out.extend(
+        report
+            .rollover
+            .iter()
+            .map(|n| format!("Key rollover: {}", n.text)),
+    );
     out.join("\n")
 }
 

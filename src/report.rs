@@ -5,6 +5,7 @@ use std::net::IpAddr;
 use serde::{Deserialize, Serialize};
 
 use crate::horizon::Horizons;
+use crate::rollover::{Observed, RolloverNote};
 
 /// The verdict for one endpoint.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -145,6 +146,26 @@ pub struct EndpointReport {
 }
 
 impl EndpointReport {
+    /// "service host:port [address] tls", as alerts and evidence name it.
+    pub fn label(&self) -> String {
+        format!(
+            "{} {}:{} [{}] {}",
+            self.service,
+            self.host,
+            self.port,
+            self.address.map(|a| a.to_string()).unwrap_or_default(),
+            self.tls
+        )
+    }
+
+    /// Whether this endpoint is in alarm (mismatch, STARTTLS missing, bogus).
+    pub fn is_alarm(&self) -> bool {
+        matches!(
+            self.verdict,
+            EndpointVerdict::Mismatch | EndpointVerdict::StarttlsMissing | EndpointVerdict::Bogus
+        )
+    }
+
     /// A mismatch whose confirming probe could not be made.
     pub fn is_unconfirmed_mismatch(&self) -> bool {
         self.verdict == EndpointVerdict::Mismatch && self.confirmed == Some(false)
@@ -191,6 +212,11 @@ pub struct Report {
     /// (addition; docs/json.md `horizons`).
     #[serde(default, skip_serializing_if = "Horizons::is_empty")]
     pub horizons: Horizons,
+    /// Key rollover notes: pre-published records, records no longer used,
+    /// a new key presented too early, a single record (addition;
+    /// docs/json.md `rollover`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub rollover: Vec<RolloverNote>,
 }
 
 /// A domain as people read it: `bücher.example (xn--bcher-kva.example)` for
@@ -303,14 +329,52 @@ impl Report {
 
     /// The endpoints that raised the alarm.
     pub fn alarming(&self) -> impl Iterator<Item = &EndpointReport> {
-        self.endpoints.iter().filter(|e| {
-            matches!(
-                e.verdict,
-                EndpointVerdict::Mismatch
-                    | EndpointVerdict::StarttlsMissing
-                    | EndpointVerdict::Bogus
-            )
-        })
+        self.endpoints.iter().filter(|e| e.is_alarm())
+    }
+
+    /// Each TLSA name as this check saw it, for the rollover watch: its
+    /// records, the keys that matched there, whether an endpoint there is
+    /// in alarm, and the RRset's TTL when the horizons give it.
+    pub fn rollover_observed(&self) -> Vec<Observed> {
+        let mut out: Vec<Observed> = Vec::new();
+        for e in &self.endpoints {
+            let name = e.tlsa_name.trim_end_matches('.').to_ascii_lowercase();
+            if name.is_empty() {
+                continue;
+            }
+            let i = match out.iter().position(|o| o.name == name) {
+                Some(i) => i,
+                None => {
+                    let ttl = self
+                        .horizons
+                        .rrsets
+                        .iter()
+                        .find(|r| r.rtype == "TLSA" && r.name == name)
+                        .map(|r| r.ttl);
+                    out.push(Observed {
+                        name,
+                        ttl,
+                        ..Observed::default()
+                    });
+                    out.len() - 1
+                }
+            };
+            let o = &mut out[i];
+            for r in &e.tlsa {
+                let r = r.to_ascii_lowercase();
+                if !o.records.contains(&r) {
+                    o.records.push(r);
+                }
+            }
+            o.alarm |= e.is_alarm();
+            if let (EndpointVerdict::Match, Some(k)) = (e.verdict, &e.spki_sha256) {
+                let k = k.to_ascii_lowercase();
+                if !o.presented.contains(&k) {
+                    o.presented.push(k);
+                }
+            }
+        }
+        out
     }
 
     /// Mismatching endpoints whose confirming probe could not be made.
@@ -428,6 +492,12 @@ impl Report {
         }
         self.push_problems_text(&mut out);
         self.push_advice_text(&mut out);
+        if !self.rollover.is_empty() {
+            out.push_str("\nKey rollover:\n");
+            for n in &self.rollover {
+                out.push_str(&format!("  - {}\n", n.text));
+            }
+        }
         out
     }
 
@@ -608,6 +678,7 @@ mod tests {
             nxdomain: false,
             resolvers: vec![],
             horizons: Default::default(),
+            rollover: vec![],
         };
         let n = STORED_ENDPOINTS * 4;
         r.endpoints = (0..n)
@@ -711,6 +782,7 @@ mod tests {
             nxdomain: false,
             resolvers: vec![],
             horizons: Default::default(),
+            rollover: vec![],
         };
         let s = report.summary();
         assert!(s.contains("our Tor client failed"), "{s}");
@@ -772,6 +844,7 @@ mod tests {
             nxdomain: false,
             resolvers: vec![],
             horizons: Default::default(),
+            rollover: vec![],
         };
         let v: serde_json::Value = serde_json::to_value(&report).unwrap();
         assert_eq!(v["verdict"], "no_tlsa");

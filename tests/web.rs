@@ -96,6 +96,7 @@ fn seed_hostile(db: &Path) {
         nxdomain: false,
         resolvers: vec![],
         horizons: Default::default(),
+        rollover: vec![],
     };
     rt.block_on(store.put_last_report("evil.test", &report))
         .unwrap();

@@ -142,6 +142,10 @@ impl Checker {
             .await;
         let mut report = self.report(domain, checked_at, &g, reports).await;
         report.evidence = evidence(&report, &g.probed, &g.exits, &self.clock.now_rfc3339());
+        // Without memory: what one check can say of the records (the
+        // monitor judges them again against what it saw before).
+        let now = crate::horizon::unix(self.clock.now());
+        report.rollover = crate::rollover::watch(None, &report.rollover_observed(), now).notes;
         tracing::info!(verdict = %report.verdict, endpoints = report.endpoints.len(), "checked");
         (report, std::mem::take(&mut g.health))
     }
@@ -297,6 +301,7 @@ impl Checker {
             nxdomain,
             resolvers,
             horizons: Default::default(),
+            rollover: vec![],
         }
     }
 

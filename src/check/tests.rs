@@ -496,6 +496,7 @@ async fn a_mismatch_whose_second_probe_fails_stands_not_confirmed() {
         nxdomain: false,
         resolvers: vec![],
         horizons: Default::default(),
+        rollover: vec![],
     };
     assert_eq!(report.verdict.exit_code(), 1);
     assert!(

@@ -153,13 +153,14 @@ pub trait StateStore {
     fn dead_letters(&self) -> Result<Vec<Delivery>, StoreError>;
     /// Makes every write so far durable.
     fn flush(&self) -> impl Future<Output = Result<(), StoreError>> + Send;
-    /// Writes a domain's new state, the PubSub item and the deliveries it
-    /// causes, atomically. Does nothing if the domain stopped being monitored.
+    /// Writes a domain's new state, the PubSub items (in the order given)
+    /// and the deliveries it causes, atomically. Does nothing if the domain
+    /// stopped being monitored.
     fn commit_check(
         &self,
         domain: &str,
         state: &DomainState,
-        item: Option<&Item>,
+        items: &[Item],
         deliveries: &[Delivery],
     ) -> impl Future<Output = Result<bool, StoreError>> + Send;
     /// Queues deliveries that belong to no domain state (operator alerts).
@@ -398,13 +399,13 @@ impl StateStore for Store {
         &self,
         domain: &str,
         state: &DomainState,
-        item: Option<&Item>,
+        items: &[Item],
         deliveries: &[Delivery],
     ) -> Result<bool, StoreError> {
         let (domain, state) = (domain.to_owned(), state.clone());
-        let (item, deliveries) = (item.cloned(), deliveries.to_vec());
+        let (items, deliveries) = (items.to_vec(), deliveries.to_vec());
         self.owner
-            .write(move |t| t.commit_check(&domain, &state, item.as_ref(), &deliveries))
+            .write(move |t| t.commit_check(&domain, &state, &items, &deliveries))
             .await
     }
     async fn enqueue(&self, deliveries: &[Delivery]) -> Result<(), StoreError> {

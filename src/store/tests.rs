@@ -121,6 +121,7 @@ async fn put_last_report_never_overwrites_a_committed_state() {
         nxdomain: false,
         resolvers: vec![],
         horizons: Default::default(),
+        rollover: vec![],
     };
     let writer = {
         let s = s.clone();
@@ -130,7 +131,7 @@ async fn put_last_report_never_overwrites_a_committed_state() {
                     unreachable_streak: n,
                     ..DomainState::default()
                 };
-                futures::executor::block_on(s.commit_check("example.org", &state, None, &[]))
+                futures::executor::block_on(s.commit_check("example.org", &state, &[], &[]))
                     .unwrap();
             }
         })
@@ -260,14 +261,24 @@ async fn commit_check_writes_state_and_outbox_together() {
     };
     // Not monitored: nothing is written.
     assert!(!s
-        .commit_check("example.org", &state, Some(&item), std::slice::from_ref(&d))
+        .commit_check(
+            "example.org",
+            &state,
+            std::slice::from_ref(&item),
+            std::slice::from_ref(&d)
+        )
         .await
         .unwrap());
     assert!(s.pending().unwrap().is_empty());
     assert!(s.items("example.org", 10).unwrap().is_empty());
     s.monitor("example.org").await.unwrap();
     assert!(s
-        .commit_check("example.org", &state, Some(&item), std::slice::from_ref(&d))
+        .commit_check(
+            "example.org",
+            &state,
+            std::slice::from_ref(&item),
+            std::slice::from_ref(&d)
+        )
         .await
         .unwrap());
     assert_eq!(s.items("example.org", 10).unwrap(), vec![item]);
@@ -372,7 +383,7 @@ async fn racing_writes_from_many_tasks_are_all_answered() {
                     ),
                     2 => drop(s.unsubscribe(&d, &jid).await.unwrap()),
                     _ => drop(
-                        s.commit_check(&d, &DomainState::default(), None, &[])
+                        s.commit_check(&d, &DomainState::default(), &[], &[])
                             .await
                             .unwrap(),
                     ),

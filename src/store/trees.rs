@@ -275,23 +275,27 @@ impl Trees {
         &self,
         domain: &str,
         state: &DomainState,
-        item: Option<&Item>,
+        items: &[Item],
         deliveries: &[Delivery],
     ) -> Result<bool, StoreError> {
         let ids: Vec<u64> = deliveries
             .iter()
             .map(|_| self.db.generate_id())
             .collect::<Result<_, _>>()?;
-        let item_key = key2_bytes(domain, &self.db.generate_id()?.to_be_bytes());
+        // Item keys in order: the node lists them in the order they went out.
+        let item_keys: Vec<Vec<u8>> = items
+            .iter()
+            .map(|_| Ok(key2_bytes(domain, &self.db.generate_id()?.to_be_bytes())))
+            .collect::<Result<_, StoreError>>()?;
         let value = encode(state);
         let written = (&self.domains, &self.outbox, &self.ps_items).transaction(
-            |(domains, outbox, items)| {
+            |(domains, outbox, ps_items)| {
                 if domains.get(domain)?.is_none() {
                     return Ok(false);
                 }
                 domains.insert(domain.as_bytes(), value.clone())?;
-                if let Some(item) = item {
-                    items.insert(item_key.clone(), encode(item))?;
+                for (key, item) in item_keys.iter().zip(items) {
+                    ps_items.insert(key.clone(), encode(item))?;
                 }
                 for (id, d) in ids.iter().zip(deliveries) {
                     outbox.insert(&id.to_be_bytes(), encode(d))?;
@@ -299,7 +303,7 @@ impl Trees {
                 Ok::<_, ConflictableTransactionError<StoreError>>(true)
             },
         )?;
-        if written && item.is_some() {
+        if written && !items.is_empty() {
             self.trim_items(domain)?;
         }
         Ok(written)

@@ -57,6 +57,7 @@ fn hostile_report(domain: &str) -> Report {
         nxdomain: false,
         resolvers: vec![],
         horizons: Default::default(),
+        rollover: vec![],
     }
 }
 
