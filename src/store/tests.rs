@@ -281,7 +281,7 @@ async fn commit_check_writes_state_and_outbox_together() {
         )
         .await
         .unwrap());
-    assert_eq!(s.items("example.org", 10).unwrap(), vec![item]);
+    assert_eq!(s.items("example.org", 10).unwrap(), vec![item.clone()]);
     let pending = s.pending().unwrap();
     assert_eq!(pending.len(), 1);
     assert_eq!(pending[0].1, d);
@@ -289,6 +289,42 @@ async fn commit_check_writes_state_and_outbox_together() {
         s.domain_state("example.org").unwrap().unwrap().state,
         Some(Verdict::Mismatch)
     );
+    // An alert and a warning in one check: both items, in order, and
+    // their deliveries queued alert first.
+    let warning = Item {
+        id: "w1".into(),
+        ..item.clone()
+    };
+    let alarm = Item {
+        id: "a2".into(),
+        ..item.clone()
+    };
+    let dw = Delivery {
+        alert_id: "w1".into(),
+        ..d.clone()
+    };
+    let da = Delivery {
+        alert_id: "a2".into(),
+        ..d.clone()
+    };
+    assert!(s
+        .commit_check(
+            "example.org",
+            &state,
+            &[alarm.clone(), warning.clone()],
+            &[da.clone(), dw.clone()]
+        )
+        .await
+        .unwrap());
+    // Newest first.
+    assert_eq!(s.items("example.org", 2).unwrap(), vec![warning, alarm]);
+    let ids: Vec<String> = s
+        .pending()
+        .unwrap()
+        .into_iter()
+        .map(|(_, d)| d.alert_id)
+        .collect();
+    assert_eq!(ids, ["a1", "a2", "w1"]);
 }
 
 #[tokio::test]
