@@ -309,7 +309,7 @@ resign() {
   fi
   [ -e "$DIR/$MARK" ] || die "$DIR is not a lab directory"
   [ -f "$DIR/zones/$zone.test.zone" ] || die "no $DIR/zones/$zone.test.zone (not started, or by an older dnslab.sh?)"
-  dnssec-signzone -S -K "$DIR/keys" -O full -N keep "${opts[@]}" -o "$zone.test." \
+  dnssec-signzone -S -K "$DIR/keys" -d "$DIR/dsset" -O full -N keep "${opts[@]}" -o "$zone.test." \
     -f "$DIR/zones/$zone.test.signed.resigned" "$DIR/zones/$zone.test.zone" \
     >"$DIR/log/resign.log" 2>&1 || { cat "$DIR/log/resign.log" >&2; die "could not re-sign $zone.test"; }
   flip "$zone" resigned
