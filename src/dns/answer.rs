@@ -14,10 +14,12 @@ use hickory_resolver::proto::dnssec::Proof;
 use hickory_resolver::proto::op::ResponseCode;
 use hickory_resolver::proto::rr::{Name, RData, Record, RecordType};
 
+use super::signatures::signatures_of;
 use super::{name_to_string, Answer, DnsFailure, Security};
 
 /// The records of `rtype` at `qname` (through its CNAME chain), with the
-/// weakest proof among the records used.
+/// weakest proof among the records used and, when that is secure, the
+/// signatures of the RRsets used.
 pub(super) fn positive<T>(
     qname: &Name,
     records: &[Record],
@@ -28,6 +30,7 @@ pub(super) fn positive<T>(
     let mut security = Security::Secure;
     let mut cnames = Vec::new();
     let mut used = 0usize;
+    let mut rrsets = Vec::new();
     if rtype != RecordType::CNAME {
         // Each step must start at the current owner; a loop or a chain of
         // other owners ends it. At most one step per record in the answer.
@@ -45,6 +48,7 @@ pub(super) fn positive<T>(
             }
             security = security.and(proof);
             used += 1;
+            rrsets.push((owner.clone(), RecordType::CNAME));
             cnames.push(target.clone());
             owner = target;
         }
@@ -76,12 +80,19 @@ pub(super) fn positive<T>(
     if used == 0 {
         security = Security::Indeterminate;
     }
+    rrsets.push((owner, rtype));
+    let signatures = if security == Security::Secure {
+        signatures_of(records, &rrsets)
+    } else {
+        Vec::new()
+    };
     Answer {
         records: out,
         security,
         cnames,
         nxdomain: false,
         bogus_reason: None,
+        signatures,
     }
 }
 

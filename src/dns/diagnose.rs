@@ -132,7 +132,7 @@ fn timing(sigs: &[&RRSIG], now: SystemTime, what: &str) -> Option<String> {
     if windows.iter().all(|(from, _)| *from > now) {
         let first = windows.iter().map(|(from, _)| *from).min()?;
         return Some(format!(
-            "the signatures over {what} are not valid before {} (check the signer's clock)",
+            "the signatures over {what} start only at {}: the signer's clock runs ahead (or ours behind), and validators without a skew allowance, CertWatch's among them, reject them until then",
             rfc3339(first)
         ));
     }
@@ -205,7 +205,7 @@ mod tests {
         let refs: Vec<&RRSIG> = early.iter().collect();
         assert!(timing(&refs, now, "x")
             .unwrap()
-            .contains("not valid before"));
+            .contains("start only at 2030-03-17T17:46:40Z"));
         // One signature still in its window: not a timing problem.
         let mixed = [
             sig(1_577_836_800, 1_580_515_200),

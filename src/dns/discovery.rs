@@ -7,7 +7,8 @@
 use std::collections::HashMap;
 use std::net::IpAddr;
 
-use super::{Answer, DnsFailure, Resolver, Security};
+use super::signatures::{self, MAX_KEY_ZONES};
+use super::{Answer, DnsFailure, Resolver, Security, Signature};
 use crate::dane::Tlsa;
 use crate::domain::Domain;
 use crate::vocab::Service;
@@ -94,6 +95,10 @@ pub struct Discovery {
     /// The domain's own address lookup said NXDOMAIN on fallback: with no
     /// SRV records either, the domain does not exist.
     pub nxdomain: bool,
+    /// The signatures over every secure RRset used (SRV, CNAME links,
+    /// A/AAAA, TLSA), then over the DNSKEY and DS RRsets of their zones and
+    /// of every zone above them up to the root; each RRset once.
+    pub signatures: Vec<Signature>,
 }
 
 /// Walks the DNS of one domain.
@@ -114,7 +119,21 @@ pub async fn discover(resolver: &Resolver, domain: &Domain, services: &[Service]
     for (&service, srv) in services.iter().zip(answers) {
         walk.service(service, srv).await;
     }
-    walk.out
+    let mut out = walk.out;
+    let mut zones: Vec<String> = Vec::new();
+    for sig in &out.signatures {
+        if !zones.contains(&sig.signer) {
+            zones.push(sig.signer.clone());
+        }
+    }
+    let (keys, left_out) = resolver.key_signatures(&zones).await;
+    signatures::merge(&mut out.signatures, keys);
+    if left_out > 0 {
+        out.notes.push(format!(
+            "the signatures of {left_out} zone(s) on the way to {domain}'s records were not looked at: a check looks at {MAX_KEY_ZONES} zones at most"
+        ));
+    }
+    out
 }
 
 struct Walk<'a> {
@@ -135,6 +154,7 @@ impl Walk<'_> {
                 return;
             }
         };
+        signatures::merge(&mut self.out.signatures, srv.signatures.clone());
         if srv.records.is_empty() {
             return self
                 .no_srv(service, srv.security, srv.bogus_reason.as_deref())
@@ -260,6 +280,9 @@ impl Walk<'_> {
             Some(cached) => cached.clone(),
             None => {
                 let fresh = self.resolver.addresses(host).await;
+                if let Ok(answer) = &fresh {
+                    signatures::merge(&mut self.out.signatures, answer.signatures.clone());
+                }
                 self.addresses.insert(host.to_owned(), fresh.clone());
                 fresh
             }
@@ -400,6 +423,7 @@ impl Walk<'_> {
     }
 
     fn tlsa_answer(&mut self, name: &str, answer: crate::dns::Answer<Tlsa>) -> TlsaState {
+        signatures::merge(&mut self.out.signatures, answer.signatures.clone());
         match (answer.security, answer.records.is_empty()) {
             (Security::Bogus, _) => TlsaState::Bogus {
                 reason: failed(

@@ -8,9 +8,11 @@ mod answer;
 mod cd;
 mod diagnose;
 pub mod discovery;
+pub mod signatures;
 
 use self::answer::{negative, positive};
 use self::cd::CdProvider;
+pub use self::signatures::Signature;
 
 use std::net::{IpAddr, SocketAddr};
 use std::path::Path;
@@ -82,6 +84,9 @@ pub struct Answer<T> {
     pub nxdomain: bool,
     /// Why validation failed, in the admin's words, when `security` is bogus.
     pub bogus_reason: Option<String>,
+    /// When `security` is secure: the signature timing of each RRset the
+    /// answer used (its CNAME links and its records), each once.
+    pub signatures: Vec<Signature>,
 }
 
 impl<T> Answer<T> {
@@ -92,6 +97,7 @@ impl<T> Answer<T> {
             cnames: Vec::new(),
             nxdomain,
             bogus_reason: None,
+            signatures: Vec::new(),
         }
     }
 }
@@ -366,12 +372,19 @@ impl Resolver {
                 cnames.push(c);
             }
         }
+        let security = v4.security.and(v6.security);
+        let mut signatures = Vec::new();
+        if security == Security::Secure {
+            signatures::merge(&mut signatures, v4.signatures);
+            signatures::merge(&mut signatures, v6.signatures);
+        }
         Ok(Answer {
             records,
-            security: v4.security.and(v6.security),
+            security,
             cnames,
             nxdomain: v4.nxdomain && v6.nxdomain,
             bogus_reason: v4.bogus_reason.or(v6.bogus_reason),
+            signatures,
         })
     }
 
@@ -479,6 +492,7 @@ impl Resolver {
         let mut security = Security::Secure;
         let mut owner = name.trim_end_matches('.').to_ascii_lowercase();
         let mut cnames = Vec::new();
+        let mut signatures = Vec::new();
         loop {
             let qname = parse_name(&owner)?;
             let step = match self.inner.lookup(qname.clone(), RecordType::CNAME).await {
@@ -488,7 +502,11 @@ impl Resolver {
                             RData::CNAME(c) => Some(name_to_string(&c.0)),
                             _ => None,
                         });
-                    link.records.into_iter().next().map(|t| (t, link.security))
+                    let sigs = link.signatures;
+                    link.records
+                        .into_iter()
+                        .next()
+                        .map(|t| (t, link.security, sigs))
                 }
                 Err(e) => {
                     // No CNAME here: the chain ends, whatever its proof says.
@@ -496,7 +514,7 @@ impl Resolver {
                     None
                 }
             };
-            let Some((target, link_security)) = step else {
+            let Some((target, link_security, link_signatures)) = step else {
                 break;
             };
             if cnames.len() >= MAX_CNAME_LINKS {
@@ -505,6 +523,7 @@ impl Resolver {
                 return Err(chain_too_long(name));
             }
             security = security.and(link_security);
+            signatures::merge(&mut signatures, link_signatures);
             cnames.push(target.clone());
             owner = target;
         }
@@ -522,12 +541,18 @@ impl Resolver {
         } else {
             Security::Bogus
         };
+        let security = security.and(last_security);
+        signatures::merge(&mut signatures, last.signatures);
+        if security != Security::Secure {
+            signatures.clear();
+        }
         Ok(Some(Answer {
             records: last.records,
-            security: security.and(last_security),
+            security,
             cnames,
             nxdomain: last.nxdomain,
             bogus_reason: None,
+            signatures,
         }))
     }
 }

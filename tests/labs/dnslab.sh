@@ -15,10 +15,19 @@
 #   dnslab.sh fix DIR     serve the good flip.test again. All four make the
 #                         running NSD reload (SIGHUP) and return once it
 #                         serves the new signature; they fail otherwise.
+#   dnslab.sh resign DIR ZONE END [START]
+#                         sign ZONE.test (shortsig, skew or soon) again with
+#                         its keys, signatures valid from START to END
+#                         (dnssec-signzone -s/-e syntax: now+SECONDS, +SECONDS,
+#                         YYYYMMDDHHMMSS; START defaults to an hour ago), and
+#                         serve it like the four above: e.g.
+#                         `resign DIR shortsig now+2592000` moves the horizon
+#                         of shortsig.test 30 days out (an admin re-signing).
 #
 # Environment (defaults): C2S_PORT=15222 C2S_TLS_PORT=15223 S2S_PORT=15269
 #   S2S_TLS_PORT=15270 DOWN_PORT=15999 NOSTARTTLS_PORT=15998 SIXMITM_PORT=15996
-#   EXITREFUSED_PORT=15995 TARPIT_PORT=15994
+#   EXITREFUSED_PORT=15995 TARPIT_PORT=15994 HORIZON_PORT=15993
+#   SOON_PORT=15992 SOON_TA_PORT=15991 SOON_TA (optional, 64 hex chars)
 #   DNSLAB_ADDR_BASE=127.53.0  DNSLAB_TIMEOUT=10 (seconds per readiness wait)
 #   GOOD_SPKI, OTHER_SPKI: 64 hex chars each, required (SHA-256 of an SPKI;
 #   GOOD is the key the test XMPP server presents).
@@ -117,6 +126,20 @@
 #                      A 127.0.0.1, TLSA 2 1 1 HOSTILE_TA there (DANE-TA: the
 #                      test's server presents a leaf whose names carry markup,
 #                      so the name check fails with them in the report)
+#   shortsig.test      secure, signed with short validity (dnssec-signzone -e
+#                      now+172800: 2 days), every TTL 30 s; _xmpps-client ->
+#                      HORIZON_PORT on xmpp.shortsig.test., A 127.0.0.1, TLSA
+#                      3 1 1 GOOD there (the test serves the GOOD key there);
+#                      no other SRV, no apex address. `resign` re-signs it
+#   skew.test          the same records (TTL 300 s), signed with inception an
+#                      hour in the future (-s +3600, the signer's clock runs
+#                      ahead): bogus until then for validators without skew
+#                      allowance (hickory; unbound allows some skew)
+#   soon.test          secure, _xmpps-client -> SOON_PORT on xmpp.soon.test.,
+#                      A 127.0.0.1, TLSA 3 1 1 GOOD there (the test serves the
+#                      GOOD key there in a certificate that expires in 2 days);
+#                      with SOON_TA also _xmpps-server -> SOON_TA_PORT there,
+#                      TLSA 2 1 1 SOON_TA (DANE-TA: a CA's SPKI SHA-256)
 #   flip.test          secure, like good (no AAAA) with every TTL 1 s (records,
 #                      DNSKEY, RRSIGs, NSEC3, SOA minimum; NSEC3PARAM has 0 as
 #                      in every bind-signed zone): `break` and
@@ -126,13 +149,17 @@ set -euo pipefail
 
 die() { echo "dnslab.sh: $*" >&2; exit 1; }
 
-usage() { die "usage: dnslab.sh start|stop|break|fix|edit|unedit DIR"; }
+usage() { die "usage: dnslab.sh start|stop|break|fix|edit|unedit DIR, or dnslab.sh resign DIR ZONE END [START]"; }
 
 # One DNS query that gives up quickly (loopback only: always an explicit @server).
 q() { dig +time=1 +tries=1 "$@"; }
 
-[ $# -eq 2 ] || usage
-verb=$1
+verb=${1:-}
+if [ "$verb" = resign ]; then
+  [ $# -eq 4 ] || [ $# -eq 5 ] || usage
+else
+  [ $# -eq 2 ] || usage
+fi
 [ -n "$2" ] || usage
 case "$2" in /*) DIR=$2 ;; *) DIR=$PWD/$2 ;; esac
 DIR=${DIR%/}
@@ -269,7 +296,27 @@ flip() {
   done
 }
 
+# resign ZONE END [START]: sign ZONE.test again into ZONE.test.signed.resigned
+# and serve that.
+resign() {
+  local zone=$1 end=$2 start=${3:-}
+  local opts=(-3 - -H 0 -P -e "$end")
+  case " shortsig skew soon " in *" $zone "*) ;; *) die "resign: ZONE must be shortsig, skew or soon, got '$zone'" ;; esac
+  [[ "$end" =~ ^(now\+|\+)?[0-9]+$ ]] || die "resign: END must be now+SECONDS, +SECONDS or YYYYMMDDHHMMSS, got '$end'"
+  if [ -n "$start" ]; then
+    [[ "$start" =~ ^\+?[0-9]+$ ]] || die "resign: START must be +SECONDS or YYYYMMDDHHMMSS, got '$start'"
+    opts+=(-s "$start")
+  fi
+  [ -e "$DIR/$MARK" ] || die "$DIR is not a lab directory"
+  [ -f "$DIR/zones/$zone.test.zone" ] || die "no $DIR/zones/$zone.test.zone (not started, or by an older dnslab.sh?)"
+  dnssec-signzone -S -K "$DIR/keys" -d "$DIR/dsset" -O full -N keep "${opts[@]}" -o "$zone.test." \
+    -f "$DIR/zones/$zone.test.signed.resigned" "$DIR/zones/$zone.test.zone" \
+    >"$DIR/log/resign.log" 2>&1 || { cat "$DIR/log/resign.log" >&2; die "could not re-sign $zone.test"; }
+  flip "$zone" resigned
+}
+
 case $verb in
+  resign) resign "$3" "$4" "${5:-}"; exit 0 ;;
   break) flip flip bad; exit 0 ;;
   fix) flip flip good; exit 0 ;;
   edit) flip edit new; exit 0 ;;
@@ -288,9 +335,13 @@ NOSTARTTLS=${NOSTARTTLS_PORT:-15998}
 SIXMITM=${SIXMITM_PORT:-15996}
 EXITREFUSED=${EXITREFUSED_PORT:-15995}
 TARPIT=${TARPIT_PORT:-15994}
+HORIZON=${HORIZON_PORT:-15993}
+SOON=${SOON_PORT:-15992}
+SOON_TA_P=${SOON_TA_PORT:-15991}
+SOON_TA=${SOON_TA:-}
 # The port clients fall back to without SRV records (RFC 6120): fixed.
 FALLBACK=5222
-for v in C2S C2S_TLS S2S S2S_TLS DOWN NOSTARTTLS SIXMITM EXITREFUSED; do
+for v in C2S C2S_TLS S2S S2S_TLS DOWN NOSTARTTLS SIXMITM EXITREFUSED HORIZON SOON SOON_TA_P; do
   if ! [[ "${!v}" =~ ^[1-9][0-9]{0,4}$ ]] || [ "${!v}" -gt 65535 ]; then
     die "${v}_PORT must be a port number, got '${!v}'"
   fi
@@ -301,6 +352,10 @@ OTHER=${OTHER_SPKI:-}
 [[ "$OTHER" =~ ^[0-9a-fA-F]{64}$ ]] || die "OTHER_SPKI must be 64 hex characters, got '$OTHER'"
 GOOD=${GOOD,,}
 OTHER=${OTHER,,}
+if [ -n "$SOON_TA" ]; then
+  [[ "$SOON_TA" =~ ^[0-9a-fA-F]{64}$ ]] || die "SOON_TA must be 64 hex characters, got '$SOON_TA'"
+  SOON_TA=${SOON_TA,,}
+fi
 [[ "$BASE" =~ ^127\.[0-9]{1,3}\.[0-9]{1,3}$ ]] \
   || die "DNSLAB_ADDR_BASE must be three octets inside 127.0.0.0/8, like 127.53.0; got '$BASE'"
 [[ "$TIMEOUT" =~ ^[0-9]+$ ]] || die "DNSLAB_TIMEOUT must be whole seconds"
@@ -374,6 +429,7 @@ wait_bg() { # wait_bg [SKIP-PREFIX]: wait for all jobs but those named SKIP-PREF
 # ---------------------------------------------------------------- zones
 SIGNED="good wrong rollover notlsa nsec nosrv nostarttls down dot expired badsig badds cname cnameinsecure shared"
 SIGNED="$SIGNED twozsk twoalg bogusdirect longcname toolongcname aliasfb flip sixmitm many edit"
+SIGNED="$SIGNED shortsig skew soon"
 # BENCH_DOMAINS=N adds bench.test with N domains dI.bench.test, each with an
 # _xmpp-client SRV (the benchmark's workload): to xmpp.good.test when
 # BENCH_HOSTS=0, else to host hJ.bench.test, J = I mod BENCH_HOSTS, which has
@@ -466,6 +522,9 @@ EOF
 leaf() { # leaf NAME: the unsigned zone text of NAME.test.
   local z=$1.test. ttl=300
   [ "$1" = flip ] && ttl=1
+  # The key cache keeps a DNSKEY answer 30 s at least: a re-signed
+  # shortsig.test shows everywhere within 30 s.
+  [ "$1" = shortsig ] && ttl=30
   soa_ns "$z" "ns.$z" "$ttl"
   echo "ns.$z IN A $AUTH_IP"
   case $1 in
@@ -565,6 +624,20 @@ leaf() { # leaf NAME: the unsigned zone text of NAME.test.
       echo "_$FALLBACK._tcp.host.$z IN TLSA 3 1 1 $GOOD"
       echo "_$FALLBACK._tcp.chat.$z IN TLSA 3 1 1 $OTHER"
       ;;
+    shortsig | skew)
+      echo "_xmpps-client._tcp.$z IN SRV 0 5 $HORIZON xmpp.$z"
+      echo "xmpp.$z IN A 127.0.0.1"
+      echo "_$HORIZON._tcp.xmpp.$z IN TLSA 3 1 1 $GOOD"
+      ;;
+    soon)
+      echo "_xmpps-client._tcp.$z IN SRV 0 5 $SOON xmpp.$z"
+      echo "xmpp.$z IN A 127.0.0.1"
+      echo "_$SOON._tcp.xmpp.$z IN TLSA 3 1 1 $GOOD"
+      if [ -n "$SOON_TA" ]; then
+        echo "_xmpps-server._tcp.$z IN SRV 0 5 $SOON_TA_P xmpp.$z"
+        echo "_$SOON_TA_P._tcp.xmpp.$z IN TLSA 2 1 1 $SOON_TA"
+      fi
+      ;;
     hostile)
       echo "_xmpps-client._tcp.$z IN SRV 0 5 $HOSTILE xmpp.$z"
       echo "xmpp.$z IN A 127.0.0.1"
@@ -616,6 +689,8 @@ for z in $SIGNED; do
   case $z in
     nsec) spawn "sign-$z" sign "$z.test" "$z.test." ;;
     expired) spawn "sign-$z" sign "$z.test" "$z.test." "${NSEC3[@]}" -P -s 20200101000000 -e 20200201000000 ;;
+    shortsig) spawn "sign-$z" sign "$z.test" "$z.test." "${NSEC3[@]}" -e now+172800 ;;
+    skew) spawn "sign-$z" sign "$z.test" "$z.test." "${NSEC3[@]}" -P -s +3600 ;;
     *) spawn "sign-$z" sign "$z.test" "$z.test." "${NSEC3[@]}" ;;
   esac
 done
@@ -688,6 +763,10 @@ corrupt_sig "$Z/flip.test.signed" "$Z/flip.test.signed.bad" "$(cat "$Z/flip.test
 echo "_$C2S._tcp.xmpp.edit.test." >"$Z/edit.test.owner"
 cp "$Z/edit.test.signed" "$Z/edit.test.signed.old"
 cp "$Z/edit.test.new.signed" "$Z/edit.test.signed.new"
+# shortsig, skew and soon: `resign` serves ZONE.test.signed.resigned (see flip()).
+echo "_$HORIZON._tcp.xmpp.shortsig.test." >"$Z/shortsig.test.owner"
+echo "_$HORIZON._tcp.xmpp.skew.test." >"$Z/skew.test.owner"
+echo "_$SOON._tcp.xmpp.soon.test." >"$Z/soon.test.owner"
 
 # ---------------------------------------------------------------- anchors
 root_ksk=$(ksk "$DIR/keys" .)
