@@ -23,6 +23,11 @@
 #                         serve it like the four above: e.g.
 #                         `resign DIR shortsig now+2592000` moves the horizon
 #                         of shortsig.test 30 days out (an admin re-signing).
+#   dnslab.sh roll DIR ZONE one|both|next
+#                         serve ZONE.test (roll or rush) with TLSA 3 1 1 GOOD
+#                         only (one), GOOD and OTHER (both: current + next),
+#                         or OTHER only (next: the old record removed), like
+#                         the four above.
 #
 # Environment (defaults): C2S_PORT=15222 C2S_TLS_PORT=15223 S2S_PORT=15269
 #   S2S_TLS_PORT=15270 DOWN_PORT=15999 NOSTARTTLS_PORT=15998 SIXMITM_PORT=15996
@@ -140,6 +145,11 @@
 #                      GOOD key there in a certificate that expires in 2 days);
 #                      with SOON_TA also _xmpps-server -> SOON_TA_PORT there,
 #                      TLSA 2 1 1 SOON_TA (DANE-TA: a CA's SPKI SHA-256)
+#   roll.test          secure, every TTL 30 s: _xmpp-client -> C2S on
+#                      xmpp.roll.test., A 127.0.0.1, TLSA 3 1 1 GOOD and
+#                      3 1 1 OTHER there (current + next); `roll` serves it
+#                      with GOOD only, both, or OTHER only
+#   rush.test          the same, served with GOOD only at start
 #   flip.test          secure, like good (no AAAA) with every TTL 1 s (records,
 #                      DNSKEY, RRSIGs, NSEC3, SOA minimum; NSEC3PARAM has 0 as
 #                      in every bind-signed zone): `break` and
@@ -149,7 +159,7 @@ set -euo pipefail
 
 die() { echo "dnslab.sh: $*" >&2; exit 1; }
 
-usage() { die "usage: dnslab.sh start|stop|break|fix|edit|unedit DIR, or dnslab.sh resign DIR ZONE END [START]"; }
+usage() { die "usage: dnslab.sh start|stop|break|fix|edit|unedit DIR, dnslab.sh resign DIR ZONE END [START], or dnslab.sh roll DIR ZONE one|both|next"; }
 
 # One DNS query that gives up quickly (loopback only: always an explicit @server).
 q() { dig +time=1 +tries=1 "$@"; }
@@ -157,6 +167,8 @@ q() { dig +time=1 +tries=1 "$@"; }
 verb=${1:-}
 if [ "$verb" = resign ]; then
   [ $# -eq 4 ] || [ $# -eq 5 ] || usage
+elif [ "$verb" = roll ]; then
+  [ $# -eq 4 ] || usage
 else
   [ $# -eq 2 ] || usage
 fi
@@ -317,6 +329,11 @@ resign() {
 
 case $verb in
   resign) resign "$3" "$4" "${5:-}"; exit 0 ;;
+  roll)
+    case "$3 $4" in roll\ one | roll\ both | roll\ next | rush\ one | rush\ both | rush\ next) ;; *) usage ;; esac
+    flip "$3" "$4"
+    exit 0
+    ;;
   break) flip flip bad; exit 0 ;;
   fix) flip flip good; exit 0 ;;
   edit) flip edit new; exit 0 ;;
@@ -429,7 +446,7 @@ wait_bg() { # wait_bg [SKIP-PREFIX]: wait for all jobs but those named SKIP-PREF
 # ---------------------------------------------------------------- zones
 SIGNED="good wrong rollover notlsa nsec nosrv nostarttls down dot expired badsig badds cname cnameinsecure shared"
 SIGNED="$SIGNED twozsk twoalg bogusdirect longcname toolongcname aliasfb flip sixmitm many edit"
-SIGNED="$SIGNED shortsig skew soon"
+SIGNED="$SIGNED shortsig skew soon roll rush"
 # BENCH_DOMAINS=N adds bench.test with N domains dI.bench.test, each with an
 # _xmpp-client SRV (the benchmark's workload): to xmpp.good.test when
 # BENCH_HOSTS=0, else to host hJ.bench.test, J = I mod BENCH_HOSTS, which has
@@ -525,6 +542,9 @@ leaf() { # leaf NAME: the unsigned zone text of NAME.test.
   # The key cache keeps a DNSKEY answer 30 s at least: a re-signed
   # shortsig.test shows everywhere within 30 s.
   [ "$1" = shortsig ] && ttl=30
+  # roll and rush: a TLSA change shows within 30 s, and a key switched
+  # within 30 s of it is "too early".
+  case $1 in roll | rush) ttl=30 ;; esac
   soa_ns "$z" "ns.$z" "$ttl"
   echo "ns.$z IN A $AUTH_IP"
   case $1 in
@@ -624,6 +644,12 @@ leaf() { # leaf NAME: the unsigned zone text of NAME.test.
       echo "_$FALLBACK._tcp.host.$z IN TLSA 3 1 1 $GOOD"
       echo "_$FALLBACK._tcp.chat.$z IN TLSA 3 1 1 $OTHER"
       ;;
+    roll | rush)
+      echo "_xmpp-client._tcp.$z IN SRV 0 5 $C2S xmpp.$z"
+      echo "xmpp.$z IN A 127.0.0.1"
+      echo "_$C2S._tcp.xmpp.$z IN TLSA 3 1 1 $GOOD"
+      echo "_$C2S._tcp.xmpp.$z IN TLSA 3 1 1 $OTHER"
+      ;;
     shortsig | skew)
       echo "_xmpps-client._tcp.$z IN SRV 0 5 $HORIZON xmpp.$z"
       echo "xmpp.$z IN A 127.0.0.1"
@@ -671,6 +697,11 @@ for z in $LEAVES; do
 done
 # edit.test after the admin's fix: TLSA GOOD where it was OTHER.
 leaf edit | sed "s/TLSA 3 1 1 $OTHER/TLSA 3 1 1 $GOOD/" >"$DIR/zones/edit.test.new.zone"
+# roll and rush with one record: GOOD only (one), OTHER only (next).
+for z in roll rush; do
+  leaf "$z" | grep -v "TLSA 3 1 1 $OTHER\$" >"$DIR/zones/$z.test.one.zone"
+  leaf "$z" | grep -v "TLSA 3 1 1 $GOOD\$" >"$DIR/zones/$z.test.next.zone"
+done
 # The root's RSA keys take longest: the leaves are signed meanwhile.
 wait_bg key-root-
 
@@ -695,6 +726,11 @@ for z in $SIGNED; do
   esac
 done
 spawn sign-edit-new sign "edit.test.new" "edit.test." "${NSEC3[@]}"
+for z in roll rush; do
+  for v in one next; do
+    spawn "sign-$z-$v" sign "$z.test.$v" "$z.test." "${NSEC3[@]}"
+  done
+done
 spawn ds-badds-stray ds_to "$DIR/ds/badds-stray.ds" "$(ksk "$DIR/spare" badds.test)"
 spawn ds-dsunsigned ds_to "$DIR/ds/dsunsigned.ds" "$(ksk "$DIR/spare" dsunsigned.test)"
 spawn ds-test ds_to "$DIR/ds/test.ds" "$(ksk "$DIR/keys" test)"
@@ -767,6 +803,14 @@ cp "$Z/edit.test.new.signed" "$Z/edit.test.signed.new"
 echo "_$HORIZON._tcp.xmpp.shortsig.test." >"$Z/shortsig.test.owner"
 echo "_$HORIZON._tcp.xmpp.skew.test." >"$Z/skew.test.owner"
 echo "_$SOON._tcp.xmpp.soon.test." >"$Z/soon.test.owner"
+# roll and rush: `roll` serves ZONE.test.signed.{one,both,next}; rush starts with one.
+for z in roll rush; do
+  echo "_$C2S._tcp.xmpp.$z.test." >"$Z/$z.test.owner"
+  cp "$Z/$z.test.signed" "$Z/$z.test.signed.both"
+  cp "$Z/$z.test.one.signed" "$Z/$z.test.signed.one"
+  cp "$Z/$z.test.next.signed" "$Z/$z.test.signed.next"
+done
+cp "$Z/rush.test.signed.one" "$Z/rush.test.signed"
 
 # ---------------------------------------------------------------- anchors
 root_ksk=$(ksk "$DIR/keys" .)
