@@ -8,6 +8,14 @@
 //! unreachable once, and recovered once. A mismatch whose confirming probe
 //! is always dropped is held back for a few quick re-checks, then alerted as
 //! "not confirmed".
+//!
+//! Warnings: a zone signed for 2 days gets one warning per threshold
+//! crossed (3 days, then 12 h after a re-signing for 10 hours), not one per
+//! check, and one "renewed" note once re-signed for 30 days, to a chat and a
+//! PubSub subscriber, on Prosody and ejabberd, and never an alarm. A key
+//! rollover (current + next record published, the server switches, the old
+//! record removed) gives the rollover notes and no alarm; a switch within
+//! the TTL of the next record's publication gives one warning.
 
 mod common;
 
@@ -50,6 +58,8 @@ fn target(dir: &Path, addr_base: &str, tb: u16) -> Target {
         ("S2S_PORT", (tb + 69).to_string()),
         ("S2S_TLS_PORT", (tb + 70).to_string()),
         ("NOSTARTTLS_PORT", (tb + 98).to_string()),
+        // shortsig.test's _xmpps-client: the target server's direct TLS port.
+        ("HORIZON_PORT", (tb + 23).to_string()),
         ("DOWN_PORT", (tb + 99).to_string()),
         ("COMPONENT_PORT", (tb + 47).to_string()),
         ("GOOD_SPKI", good.spki.clone()),
@@ -684,4 +694,221 @@ fn prosody_unconfirmed_mismatch_is_held_back_then_alerted_as_not_confirmed() {
     );
     let status = alice.ask(COMPONENT, "status nostarttls.test", T);
     assert!(status.contains("ALARM"), "{status}");
+}
+
+/// Counts alerts and events matching `needle` that arrive within `window`
+/// (chat for Alice, PubSub on `node` for Bob).
+fn both_count(
+    alice: &mut Client,
+    bob: &mut Client,
+    node: &str,
+    needle: &str,
+    window: Duration,
+) -> (usize, usize) {
+    let chat = count(alice, window, |v| is_alert(v, needle));
+    let events = count(bob, Duration::from_secs(1), |v| {
+        is_event_on(v, node, needle)
+    });
+    (chat, events)
+}
+
+/// Waits for one chat alert and one PubSub event matching `needle`.
+fn both_get(
+    server: &str,
+    alice: &mut Client,
+    bob: &mut Client,
+    node: &str,
+    needle: &str,
+) -> String {
+    let chat = alice
+        .wait_event(Duration::from_secs(90), |v| is_alert(v, needle))
+        .unwrap_or_else(|| panic!("{server}: no chat message with {needle:?}"));
+    bob.wait_event(Duration::from_secs(30), |v| is_event_on(v, node, needle))
+        .unwrap_or_else(|| panic!("{server}: no PubSub event with {needle:?}"));
+    chat["body"].as_str().unwrap().to_owned()
+}
+
+fn expiry_warnings(server: &str, base: u16, addr_base: &str, target_base: u16) {
+    let dir = workdir(&format!("warnings-{server}"));
+    let t = target(&dir, addr_base, target_base);
+    let _host = host(server, &dir, base);
+    let _bot = bot(&dir, &t, base + 47);
+    let mut alice = Client::connect("alice@localhost", "alice-pw", base + 22);
+    let mut bob = Client::connect("bob@localhost", "bob-pw", base + 22);
+    wait_component(&mut alice);
+    let d = "shortsig.test";
+    subscribe_both(server, &mut alice, &mut bob, d);
+    // Signed for 2 days: the 3-day warning (not the 14-day one too).
+    let body = both_get(
+        server,
+        &mut alice,
+        &mut bob,
+        d,
+        "signatures of shortsig.test expire in",
+    );
+    assert!(body.contains("re-sign the zone"), "{body}");
+    assert!(body.contains("not an alarm"), "{body}");
+    assert!(body.contains("1 day") || body.contains("2 days"), "{body}");
+    // Several more checks (interval 2 s): no repeat, and never an alarm.
+    assert_eq!(
+        both_count(
+            &mut alice,
+            &mut bob,
+            d,
+            "signatures of",
+            Duration::from_secs(10)
+        ),
+        (0, 0)
+    );
+    // Re-signed for 10 hours: the 12-hour warning, once.
+    t.dns.run_more("resign", &[d, "now+36000"]);
+    let body = both_get(server, &mut alice, &mut bob, d, "expire in 9 hours");
+    assert!(
+        body.starts_with("signatures of shortsig.test expire in 9 hours"),
+        "{body}"
+    );
+    assert_eq!(
+        both_count(
+            &mut alice,
+            &mut bob,
+            d,
+            "signatures of",
+            Duration::from_secs(10)
+        ),
+        (0, 0)
+    );
+    // Re-signed for 30 days: one renewed note.
+    t.dns.run_more("resign", &[d, "now+2592000"]);
+    let body = both_get(server, &mut alice, &mut bob, d, "renewed");
+    assert!(
+        body.starts_with("signatures of shortsig.test renewed: now expire in 29 days"),
+        "{body}"
+    );
+    assert_eq!(
+        both_count(
+            &mut alice,
+            &mut bob,
+            d,
+            "signatures of",
+            Duration::from_secs(10)
+        ),
+        (0, 0)
+    );
+    // Three items on the node, none an alarm; the state stayed ok.
+    let items = bob.cmd(json!({"cmd": "pubsub_items", "to": COMPONENT, "node": d}));
+    let ids: Vec<&str> = items["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids.len(), 3, "{server}: {ids:?}");
+    assert_eq!(
+        ids.iter().filter(|i| i.contains("-warning-")).count(),
+        2,
+        "{ids:?}"
+    );
+    assert_eq!(
+        ids.iter().filter(|i| i.contains("-renewed-")).count(),
+        1,
+        "{ids:?}"
+    );
+    assert!(!items.to_string().contains("ALARM"), "{items}");
+    let status = alice.ask(COMPONENT, &format!("status {d}"), T);
+    assert!(status.contains("shortsig.test: OK"), "{status}");
+}
+
+#[test]
+fn prosody_expiry_warnings_once_per_threshold_and_one_renewed_note() {
+    expiry_warnings("prosody", 19000, "127.62.0", 19200);
+}
+
+#[test]
+fn ejabberd_expiry_warnings_once_per_threshold_and_one_renewed_note() {
+    expiry_warnings("ejabberd", 19100, "127.63.0", 19300);
+}
+
+/// Polls `status DOMAIN` until it contains `needle`; returns it.
+fn status_with(alice: &mut Client, domain: &str, needle: &str) -> String {
+    eventually(
+        Duration::from_secs(90),
+        &format!("status {domain} to say {needle:?}"),
+        || {
+            let s = alice.poll(COMPONENT, &format!("status {domain}"), T);
+            s.contains(needle).then_some(s)
+        },
+    )
+}
+
+/// roll.test: current + next published from the start, the switch comes
+/// after the TTL (30 s), then the old record goes. rush.test: one record,
+/// the next published and the server switched within its TTL. The same
+/// server presents both, so they switch together.
+#[test]
+fn prosody_rollover_steps_give_their_notes_one_early_warning_and_no_alarm() {
+    let (base, target_base) = (19400, 19600);
+    let dir = workdir("warnings-rollover");
+    let t = target(&dir, "127.64.0", target_base);
+    let _host = host("prosody", &dir, base);
+    let _bot = bot(&dir, &t, base + 47);
+    let mut alice = Client::connect("alice@localhost", "alice-pw", base + 22);
+    let mut bob = Client::connect("bob@localhost", "bob-pw", base + 22);
+    wait_component(&mut alice);
+    subscribe_both("prosody", &mut alice, &mut bob, "roll.test");
+    subscribe_both("prosody", &mut alice, &mut bob, "rush.test");
+    let next = &t.other.spki[..12];
+    let current = &t.good.spki[..12];
+    let s = status_with(&mut alice, "roll.test", "pre-published next key: good");
+    assert!(s.contains(next), "{s}");
+    let s = status_with(&mut alice, "rush.test", "single 3 1 1 record");
+    assert!(s.contains("--reuse-key"), "{s}");
+    // Past roll.test's TTL since its records were first seen.
+    std::thread::sleep(Duration::from_secs(32));
+    // rush.test: the next record published, and (once the monitor has
+    // seen it) the server switched at once.
+    t.dns.run_more("roll", &["rush", "both"]);
+    status_with(&mut alice, "rush.test", "pre-published next key: good");
+    t.present(&t.other);
+    let body = both_get(
+        "prosody",
+        &mut alice,
+        &mut bob,
+        "rush.test",
+        "some resolvers still give the old RRset",
+    );
+    assert!(body.contains("TTL 30 s"), "{body}");
+    assert!(body.contains("rush.test"), "{body}");
+    // roll.test: the old record is no longer used, removable after its TTL.
+    let s = status_with(&mut alice, "roll.test", "no longer used");
+    assert!(
+        s.contains(current) && s.contains("remove it after its TTL"),
+        "{s}"
+    );
+    assert!(s.contains("safe after") || s.contains("safe now"), "{s}");
+    // The old record removed: the single record (the next key's) remains.
+    t.dns.run_more("roll", &["roll", "next"]);
+    let s = status_with(&mut alice, "roll.test", "single 3 1 1 record");
+    assert!(!s.contains("no longer used"), "{s}");
+    for d in ["roll.test", "rush.test"] {
+        let s = alice.ask(COMPONENT, &format!("status {d}"), T);
+        assert!(s.contains(&format!("{d}: OK")), "{s}");
+    }
+    // Exactly one warning in all (rush.test's), and no alarm at any time.
+    assert_eq!(
+        count(&mut alice, Duration::from_secs(6), |v| is_alert(
+            v,
+            "resolvers"
+        )),
+        0
+    );
+    let all: Vec<&Value> = alice.backlog.iter().chain(bob.backlog.iter()).collect();
+    assert!(
+        !all.iter().any(|v| v.to_string().contains("ALARM")),
+        "{all:?}"
+    );
+    for (node, want) in [("roll.test", 0), ("rush.test", 1)] {
+        let items = bob.cmd(json!({"cmd": "pubsub_items", "to": COMPONENT, "node": node}));
+        let n = items["items"].as_array().map_or(0, |a| a.len());
+        assert_eq!(n, want, "{node}: {items}");
+    }
 }

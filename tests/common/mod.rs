@@ -118,6 +118,28 @@ impl Lab {
         );
     }
 
+    /// Runs a verb that takes more arguments after the lab directory
+    /// (e.g. `dnslab.sh roll DIR rush both`).
+    pub fn run_more(&self, verb: &str, more: &[&str]) {
+        let out = Command::new("bash")
+            .arg(&self.script)
+            .arg(verb)
+            .args(&self.args)
+            .arg(&self.dir)
+            .args(more)
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
+            .output()
+            .expect("run lab script");
+        assert!(
+            out.status.success(),
+            "{} {verb} {more:?} failed ({}):\n{}\n{}",
+            self.script.display(),
+            out.status,
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
     /// Reads `KEY=VALUE` lines of a file the lab wrote.
     pub fn env_file(&self, name: &str) -> Vec<(String, String)> {
         std::fs::read_to_string(self.dir.join(name))
@@ -343,7 +365,7 @@ pub const NOSTARTTLS: u16 = 15998;
 pub const DOWN: u16 = 15999;
 
 /// Lab domains Prosody must serve (the probe's stream `to` and SNI).
-pub const HOSTS: &str = "good.test wrong.test rollover.test notlsa.test nsec.test nosrv.test dot.test unsigned.test expired.test badsig.test badds.test dsunsigned.test cname.test cnameinsecure.test shared.test nostarttls.test down.test d7.bench.test twozsk.test twoalg.test edit.test bogusdirect.test longcname.test toolongcname.test flip.test chat.aliasfb.test";
+pub const HOSTS: &str = "good.test wrong.test rollover.test notlsa.test nsec.test nosrv.test dot.test unsigned.test expired.test badsig.test badds.test dsunsigned.test cname.test cnameinsecure.test shared.test nostarttls.test down.test d7.bench.test twozsk.test twoalg.test edit.test bogusdirect.test longcname.test toolongcname.test flip.test chat.aliasfb.test shortsig.test roll.test rush.test";
 
 /// A server that speaks XMPP but offers no STARTTLS (a downgrade in the path).
 pub fn no_starttls_server(port: u16) {
