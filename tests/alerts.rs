@@ -696,36 +696,37 @@ fn prosody_unconfirmed_mismatch_is_held_back_then_alerted_as_not_confirmed() {
     assert!(status.contains("ALARM"), "{status}");
 }
 
-/// Counts alerts and events matching `needle` that arrive within `window`
-/// (chat for Alice, PubSub on `node` for Bob).
+/// A chat message from the component that starts with `start` (a warning
+/// or renewed note; replies to `status` start with the domain's verdict).
+fn is_note(v: &Value, start: &str) -> bool {
+    v["event"] == "message"
+        && v["from"].as_str().is_some_and(|f| f.starts_with(COMPONENT))
+        && v["body"].as_str().is_some_and(|b| b.starts_with(start))
+}
+
+/// Waits for one chat message that starts with `start` and one PubSub
+/// event on `node` whose entry contains it; returns the chat body.
+fn both_get(server: &str, alice: &mut Client, bob: &mut Client, node: &str, start: &str) -> String {
+    let chat = alice
+        .wait_event(Duration::from_secs(90), |v| is_note(v, start))
+        .unwrap_or_else(|| panic!("{server}: no chat message starting {start:?}"));
+    bob.wait_event(Duration::from_secs(30), |v| is_event_on(v, node, start))
+        .unwrap_or_else(|| panic!("{server}: no PubSub event with {start:?}"));
+    chat["body"].as_str().unwrap().to_owned()
+}
+
+/// How many chat notes starting with `start` (and PubSub events on `node`
+/// with it) arrive within `window`.
 fn both_count(
     alice: &mut Client,
     bob: &mut Client,
     node: &str,
-    needle: &str,
+    start: &str,
     window: Duration,
 ) -> (usize, usize) {
-    let chat = count(alice, window, |v| is_alert(v, needle));
-    let events = count(bob, Duration::from_secs(1), |v| {
-        is_event_on(v, node, needle)
-    });
+    let chat = count(alice, window, |v| is_note(v, start));
+    let events = count(bob, Duration::from_secs(1), |v| is_event_on(v, node, start));
     (chat, events)
-}
-
-/// Waits for one chat alert and one PubSub event matching `needle`.
-fn both_get(
-    server: &str,
-    alice: &mut Client,
-    bob: &mut Client,
-    node: &str,
-    needle: &str,
-) -> String {
-    let chat = alice
-        .wait_event(Duration::from_secs(90), |v| is_alert(v, needle))
-        .unwrap_or_else(|| panic!("{server}: no chat message with {needle:?}"));
-    bob.wait_event(Duration::from_secs(30), |v| is_event_on(v, node, needle))
-        .unwrap_or_else(|| panic!("{server}: no PubSub event with {needle:?}"));
-    chat["body"].as_str().unwrap().to_owned()
 }
 
 fn expiry_warnings(server: &str, base: u16, addr_base: &str, target_base: u16) {
@@ -737,8 +738,12 @@ fn expiry_warnings(server: &str, base: u16, addr_base: &str, target_base: u16) {
     let mut bob = Client::connect("bob@localhost", "bob-pw", base + 22);
     wait_component(&mut alice);
     let d = "shortsig.test";
+    // Signed for 30 days while the subscribers come (replies to their
+    // commands are read as "the next message"), then for 2 days: the 3-day
+    // warning (not the 14-day one too).
+    t.dns.run_more("resign", &["shortsig", "now+2592000"]);
     subscribe_both(server, &mut alice, &mut bob, d);
-    // Signed for 2 days: the 3-day warning (not the 14-day one too).
+    t.dns.run_more("resign", &["shortsig", "now+172800"]);
     let body = both_get(
         server,
         &mut alice,
@@ -761,8 +766,14 @@ fn expiry_warnings(server: &str, base: u16, addr_base: &str, target_base: u16) {
         (0, 0)
     );
     // Re-signed for 10 hours: the 12-hour warning, once.
-    t.dns.run_more("resign", &[d, "now+36000"]);
-    let body = both_get(server, &mut alice, &mut bob, d, "expire in 9 hours");
+    t.dns.run_more("resign", &["shortsig", "now+36000"]);
+    let body = both_get(
+        server,
+        &mut alice,
+        &mut bob,
+        d,
+        "signatures of shortsig.test expire in 9 hours",
+    );
     assert!(
         body.starts_with("signatures of shortsig.test expire in 9 hours"),
         "{body}"
@@ -778,8 +789,14 @@ fn expiry_warnings(server: &str, base: u16, addr_base: &str, target_base: u16) {
         (0, 0)
     );
     // Re-signed for 30 days: one renewed note.
-    t.dns.run_more("resign", &[d, "now+2592000"]);
-    let body = both_get(server, &mut alice, &mut bob, d, "renewed");
+    t.dns.run_more("resign", &["shortsig", "now+2592000"]);
+    let body = both_get(
+        server,
+        &mut alice,
+        &mut bob,
+        d,
+        "signatures of shortsig.test renewed",
+    );
     assert!(
         body.starts_with("signatures of shortsig.test renewed: now expire in 29 days"),
         "{body}"
@@ -876,8 +893,11 @@ fn prosody_rollover_steps_give_their_notes_one_early_warning_and_no_alarm() {
         "rush.test",
         "some resolvers still give the old RRset",
     );
-    assert!(body.contains("TTL 30 s"), "{body}");
-    assert!(body.contains("rush.test"), "{body}");
+    assert!(
+        body.contains("TTL 30 s") && body.contains("some resolvers still give the old RRset"),
+        "{body}"
+    );
+    assert!(body.contains("A warning, not an alarm"), "{body}");
     // roll.test: the old record is no longer used, removable after its TTL.
     let s = status_with(&mut alice, "roll.test", "no longer used");
     assert!(
