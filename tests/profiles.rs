@@ -344,3 +344,25 @@ fn c2s_probes_look_like_profanity() {
     show("probe, profile rustls", &rustls);
     assert_unlike(&real, &rustls);
 }
+
+#[test]
+fn a_profile_that_cannot_be_used_stops_check_naming_the_key() {
+    let dir = workdir("profiles-config");
+    for (body, key) in [
+        ("c2s_profile = \"prosody\"", "probe.c2s_profile"),
+        ("s2s_profile = \"profanity\"", "probe.s2s_profile"),
+        ("s2s_profile = \"openfire\"", "s2s_profile"),
+    ] {
+        let cfg = dir.join("certwatch.toml");
+        std::fs::write(&cfg, format!("[probe]\ntransport = \"direct\"\n{body}\n")).unwrap();
+        let out = common::certwatch()
+            .arg("--config")
+            .arg(&cfg)
+            .args(["check", "example.org"])
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(78), "{body}: {err}");
+        assert!(err.contains(key), "{body}: {err}");
+    }
+}
