@@ -366,3 +366,97 @@ fn a_profile_that_cannot_be_used_stops_check_naming_the_key() {
         assert!(err.contains(key), "{body}: {err}");
     }
 }
+
+/// Probes a real server under every profile of `role`, and returns the leaf's SPKI seen by each.
+fn spki_under_profiles(port: u16, domain: &str, role: Role, tls: TlsMode) -> Vec<String> {
+    let names = match role {
+        Role::Server => [ProfileName::Prosody, ProfileName::Rustls],
+        Role::Client => [ProfileName::Profanity, ProfileName::Rustls],
+    };
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    names
+        .iter()
+        .map(|&name| {
+            let profiles = match role {
+                Role::Server => Profiles::new(name, ProfileName::Rustls),
+                Role::Client => Profiles::new(ProfileName::Rustls, name),
+            }
+            .unwrap();
+            let prober = Prober::new(
+                Connector::Direct,
+                Duration::from_secs(20),
+                Some("probe.example".into()),
+            )
+            .with_profiles(profiles);
+            let target = Target {
+                addr: ([127, 0, 0, 1], port).into(),
+                domain: domain.into(),
+                role,
+                tls,
+            };
+            let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+            let seen = rt
+                .block_on(prober.probe_once(&target, deadline, &[]))
+                .unwrap_or_else(|e| panic!("{name:?} {role:?} {tls:?} on {port}: {e}"));
+            eprintln!(
+                "{name:?} {role:?} {tls:?} on {port}: {} {} alpn {:?}",
+                seen.observation.version, seen.observation.cipher, seen.observation.alpn
+            );
+            hex::encode(certwatch::dane::spki_sha256(&seen.observation.chain[0]).unwrap())
+        })
+        .collect()
+}
+
+#[test]
+fn every_profile_sees_the_key_of_real_prosody_and_ejabberd() {
+    assert_isolated();
+    let dir = workdir("profiles-servers");
+    let cert = TestCert::generate(&dir, "srv", &["localhost"]);
+    let env = |base: u16| -> Vec<(&'static str, String)> {
+        vec![
+            ("C2S_PORT", base.to_string()),
+            ("C2S_TLS_PORT", (base + 1).to_string()),
+            ("S2S_PORT", (base + 2).to_string()),
+            ("S2S_TLS_PORT", (base + 3).to_string()),
+            ("COMPONENT_PORT", (base + 4).to_string()),
+            ("TLS_CERT", cert.cert.display().to_string()),
+            ("TLS_KEY", cert.key.display().to_string()),
+        ]
+    };
+    let prosody = common::Lab::start(
+        "xmpplab.sh",
+        &["prosody"],
+        &dir.join("prosody"),
+        &env(17400),
+    );
+    for (port, role, tls) in [
+        (17400, Role::Client, TlsMode::StartTls),
+        (17401, Role::Client, TlsMode::Direct),
+        (17402, Role::Server, TlsMode::StartTls),
+        (17403, Role::Server, TlsMode::Direct),
+    ] {
+        for spki in spki_under_profiles(port, "localhost", role, tls) {
+            assert_eq!(spki, cert.spki, "Prosody {role:?} {tls:?}");
+        }
+    }
+    drop(prosody);
+    // ejabberd makes its own certificate (it refuses rcgen's far validity
+    // dates): every profile must see the same key.
+    let mut with_starttls: Vec<(&str, String)> = env(17500)
+        .into_iter()
+        .filter(|(k, _)| !k.starts_with("TLS_"))
+        .collect();
+    with_starttls.push(("EJABBERD_STARTTLS", "1".into()));
+    let ejabberd = common::Lab::start(
+        "xmpplab.sh",
+        &["ejabberd"],
+        &dir.join("ejabberd"),
+        &with_starttls,
+    );
+    let seen = spki_under_profiles(17500, "localhost", Role::Client, TlsMode::StartTls);
+    assert_eq!(
+        seen[0], seen[1],
+        "ejabberd c2s: the same key under every profile"
+    );
+    drop(ejabberd);
+}
