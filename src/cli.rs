@@ -270,6 +270,13 @@ async fn run_check(config: &Config, input: &str, json: bool, service: ServiceSet
             return EXIT_CONFIG;
         }
     };
+    let profiles = match setup::profiles(config) {
+        Ok(p) => p,
+        Err(e) => {
+            eprintln!("certwatch: {e}");
+            return EXIT_CONFIG;
+        }
+    };
     // A person at a terminal sees Tor's bootstrap; scripts and --json see nothing.
     let progress = (!json && std::io::stderr().is_terminal()).then(|| {
         Box::new(|line: &str| {
@@ -293,7 +300,7 @@ async fn run_check(config: &Config, input: &str, json: bool, service: ServiceSet
             return report.verdict.exit_code();
         }
     };
-    let mut checker = Checker::new(resolver, setup::prober(config, connector), clock);
+    let mut checker = Checker::new(resolver, setup::prober(config, connector, profiles), clock);
     checker.allow_private = config.probe.allow_private;
     let (report, _health) = checker.check(&domain, service).await;
     print_report(&report, json);

@@ -87,6 +87,40 @@ pub enum Transport {
     Direct,
 }
 
+/// Which software a probe speaks as (`probe.s2s_profile`, `probe.c2s_profile`):
+/// its TLS library and settings and its stream header.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ProfileName {
+    /// Prosody 0.12 on Debian 12 opening an s2s stream (LuaSec over OpenSSL 3.0).
+    Prosody,
+    /// Profanity 0.13 on Debian 12 (libstrophe 0.12 over OpenSSL 3.0), a c2s client.
+    Profanity,
+    /// CertWatch's own rustls handshake and header, kept for comparison.
+    Rustls,
+}
+
+impl ProfileName {
+    /// The name as written in the configuration.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ProfileName::Prosody => "prosody",
+            ProfileName::Profanity => "profanity",
+            ProfileName::Rustls => "rustls",
+        }
+    }
+
+    /// Whether the imitated software opens server-to-server streams
+    /// (`server`) or client-to-server ones (`!server`).
+    pub fn speaks(self, server: bool) -> bool {
+        match self {
+            ProfileName::Prosody => server,
+            ProfileName::Profanity => !server,
+            ProfileName::Rustls => true,
+        }
+    }
+}
+
 impl std::str::FromStr for Transport {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
@@ -135,6 +169,10 @@ pub struct ProbeConfig {
     pub circuits_per_second: f64,
     /// How many fresh circuits may be asked for at once after a quiet time.
     pub circuit_burst: u32,
+    /// What s2s probes speak as: "prosody" (default) or "rustls".
+    pub s2s_profile: ProfileName,
+    /// What c2s probes speak as: "profanity" (default) or "rustls".
+    pub c2s_profile: ProfileName,
 }
 
 impl Default for ProbeConfig {
@@ -149,6 +187,8 @@ impl Default for ProbeConfig {
             s2s_from: String::new(),
             circuits_per_second: CIRCUITS_PER_SECOND,
             circuit_burst: CIRCUIT_BURST,
+            s2s_profile: ProfileName::Prosody,
+            c2s_profile: ProfileName::Profanity,
         }
     }
 }

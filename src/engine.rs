@@ -121,6 +121,8 @@ pub struct Engine {
     urgent: Mutex<VecDeque<Delivery>>,
     /// Counters every finished check bumps (served by the web front).
     metrics: std::sync::Arc<crate::metrics::Metrics>,
+    /// The probe profiles, built (and checked) at start-up.
+    profiles: crate::probe::Profiles,
 }
 
 /// Whether the transport has started (for the operators).
@@ -156,6 +158,8 @@ impl Engine {
         // own resolver on first use so that no first-hour cache outlives a
         // renewal.
         setup::resolver(&config, &clock)?;
+        // So is a probe profile that cannot be used here.
+        let profiles = setup::profiles(&config)?;
         let base = PathBuf::from(format!("{}-arti", config.store.path));
         let circuits = std::sync::Arc::new(setup::circuit_budget(&config));
         let self_watch = match store.meta::<SelfWatch>(SELF_WATCH_KEY) {
@@ -189,6 +193,7 @@ impl Engine {
             self_watch: Mutex::new(self_watch),
             urgent: Mutex::new(VecDeque::new()),
             metrics: Default::default(),
+            profiles,
         })
     }
 
@@ -246,7 +251,7 @@ impl Engine {
             return Ok(checker.clone());
         }
         let connector = setup::connector(&self.config, Some(&self.tor_dirs)).await?;
-        let prober = setup::prober(&self.config, connector)
+        let prober = setup::prober(&self.config, connector, self.profiles.clone())
             .with_spacing(self.spacing.clone())
             .with_circuit_budget(self.circuits.clone());
         let resolver = setup::resolver(&self.config, &self.clock)?;

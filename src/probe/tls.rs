@@ -18,6 +18,7 @@ use tokio_rustls::client::TlsStream;
 use tokio_rustls::TlsConnector;
 
 use super::failure::ProbeFailure;
+use super::profile::Tls;
 
 /// Stage name reported for failures during the handshake.
 const STAGE: &str = "tls handshake";
@@ -148,7 +149,9 @@ pub(crate) async fn handshake_until<S: AsyncRead + AsyncWrite + Unpin>(
 }
 
 /// [`handshake_until`], then (with `restart`) a new stream inside TLS up to
-/// its features, then a polite close.
+/// its features, then a polite close: over rustls or, for an OpenSSL
+/// profile, over the system OpenSSL (`sni` None sends no SNI there; rustls
+/// always sends it).
 pub(crate) async fn handshake_and_restart<S: AsyncRead + AsyncWrite + Unpin>(
     stream: S,
     sni: &str,
@@ -156,16 +159,52 @@ pub(crate) async fn handshake_and_restart<S: AsyncRead + AsyncWrite + Unpin>(
     deadline: Instant,
     restart: Option<Restart<'_>>,
 ) -> Result<TlsObservation, ProbeFailure> {
-    let name = ServerName::try_from(sni.to_owned()).map_err(|_| ProbeFailure::Io {
-        detail: format!("not a usable TLS server name: {sni:?}"),
-    })?;
-    let connector = TlsConnector::from(recording_config(alpn));
-    let mut tls = match tokio::time::timeout_at(deadline, connector.connect(name, stream)).await {
-        Err(_) => return Err(ProbeFailure::Timeout { stage: STAGE }),
-        Ok(Err(e)) => return Err(handshake_failure(e)),
-        Ok(Ok(tls)) => tls,
-    };
-    let observation = observe(&tls)?;
+    handshake_as(&Tls::Rustls, stream, Some(sni), alpn, deadline, restart).await
+}
+
+/// [`handshake_and_restart`] with the TLS stack of a profile.
+pub(super) async fn handshake_as<S: AsyncRead + AsyncWrite + Unpin>(
+    stack: &Tls,
+    stream: S,
+    sni: Option<&str>,
+    alpn: Option<&[u8]>,
+    deadline: Instant,
+    restart: Option<Restart<'_>>,
+) -> Result<TlsObservation, ProbeFailure> {
+    match stack {
+        Tls::OpenSsl(ctx) => {
+            let tls = super::tls_openssl::connect(ctx, stream, sni, alpn, deadline).await?;
+            let observation = super::tls_openssl::observe(&tls)?;
+            finish(tls, observation, sni, deadline, restart).await
+        }
+        Tls::Rustls => {
+            let sni = sni.unwrap_or_default();
+            let name = ServerName::try_from(sni.to_owned()).map_err(|_| ProbeFailure::Io {
+                detail: format!("not a usable TLS server name: {sni:?}"),
+            })?;
+            let connector = TlsConnector::from(recording_config(alpn));
+            let tls = match tokio::time::timeout_at(deadline, connector.connect(name, stream)).await
+            {
+                Err(_) => return Err(ProbeFailure::Timeout { stage: STAGE }),
+                Ok(Err(e)) => return Err(handshake_failure(e)),
+                Ok(Ok(tls)) => tls,
+            };
+            let observation = observe(&tls)?;
+            finish(tls, observation, Some(sni), deadline, restart).await
+        }
+    }
+}
+
+/// The stream restart inside TLS (if asked for) and the polite close, the
+/// same over every TLS stack.
+async fn finish<T: AsyncRead + AsyncWrite + Unpin>(
+    mut tls: T,
+    observation: TlsObservation,
+    sni: Option<&str>,
+    deadline: Instant,
+    restart: Option<Restart<'_>>,
+) -> Result<TlsObservation, ProbeFailure> {
+    let sni = sni.unwrap_or_default();
     if let Some(r) = restart {
         let by = deadline.min(Instant::now() + RESTART_GRACE);
         match tokio::time::timeout_at(by, restart_stream(&mut tls, &r, by)).await {
