@@ -72,9 +72,9 @@ impl RrsetHorizon {
         now: u64,
     ) -> RrsetHorizon {
         RrsetHorizon {
-            name: name.trim_end_matches('.').to_ascii_lowercase(),
+            name: dns_name(name),
             rtype: rtype.to_owned(),
-            zone: zone.trim_end_matches('.').to_ascii_lowercase(),
+            zone: dns_name(zone),
             ttl,
             inception,
             expiration,
@@ -191,6 +191,84 @@ impl Horizons {
             .collect()
     }
 
+    /// The `n` [`nearest`](Horizons::nearest) horizons as lines for
+    /// people, counted from `now`: what runs out, when, what to do.
+    pub fn lines(&self, n: usize, now: u64) -> Vec<String> {
+        self.nearest(n)
+            .iter()
+            .map(|h| {
+                let when = if h.at > now {
+                    format!("in {} ({})", in_words(h.at - now), utc_minutes(h.at))
+                } else {
+                    format!("{} ago ({})", in_words(now - h.at), utc_minutes(h.at))
+                };
+                match h.kind {
+                    HorizonKind::Signatures if h.at > now => format!(
+                        "signatures of {} expire {when}, counting the TTL: re-sign the zone (is its signer running?)",
+                        zone_words(&h.subject)
+                    ),
+                    HorizonKind::Signatures => format!(
+                        "signatures of {} ran out {when}, counting the TTL: resolvers may refuse its data now; re-sign the zone",
+                        zone_words(&h.subject)
+                    ),
+                    HorizonKind::Certificate => self.certificate_line(h, &when, h.at > now),
+                }
+            })
+            .collect()
+    }
+
+    /// The line of a certificate horizon: under DANE-TA the check fails
+    /// then; otherwise only clients that check it against a CA do.
+    fn certificate_line(&self, h: &Horizon, when: &str, ahead: bool) -> String {
+        let e = self.endpoints.iter().find(|e| e.endpoint == h.what);
+        let verb = if ahead { "expires" } else { "expired" };
+        match e {
+            Some(e) if e.counts_for_dane => {
+                let what = match e.chain_not_after {
+                    Some(c) if c < e.not_after => "a certificate on the way to the DANE-TA trust anchor of",
+                    _ => "the certificate of",
+                };
+                format!(
+                    "{what} {} {verb} {when}: its DANE-TA record authenticates it only while it is valid, so the check fails then; renew it",
+                    h.what
+                )
+            }
+            _ => format!(
+                "the certificate of {} {verb} {when}: with a DANE-EE record (3 x x) this date does not affect the key check, but clients that check the certificate against a CA fail then; renew it, keeping the key or publishing the new key's TLSA record first",
+                h.what
+            ),
+        }
+    }
+
+    /// Signatures whose timing is wrong beyond expiry, one line per zone
+    /// and problem (a zone signed with a short window has it on every RRset).
+    pub fn zone_problems(&self) -> Vec<String> {
+        let mut seen: Vec<(&str, SignatureProblem)> = Vec::new();
+        let mut out = Vec::new();
+        for r in &self.rrsets {
+            let Some(problem) = r.problem else { continue };
+            if seen.contains(&(r.zone.as_str(), problem)) {
+                continue;
+            }
+            seen.push((r.zone.as_str(), problem));
+            let zone = zone_words(&r.zone);
+            out.push(match problem {
+                SignatureProblem::InceptionInFuture => format!(
+                    "signatures of {zone} start only at {} (the signer's clock runs ahead, or ours behind): validators reject them until then",
+                    utc_minutes(r.inception)
+                ),
+                SignatureProblem::ShortValidity => format!(
+                    "signatures of {zone} are valid for only {} (the {} of {}, TTL {} s included): one missed re-signing breaks the zone; sign for longer",
+                    in_words(r.expires_at.saturating_sub(r.inception)),
+                    r.rtype,
+                    r.name,
+                    r.ttl
+                ),
+            });
+        }
+        out
+    }
+
     /// Signatures whose timing is wrong beyond expiry (future inception,
     /// short window), one line each.
     pub fn problems(&self) -> Vec<String> {
@@ -215,6 +293,23 @@ impl Horizons {
                 })
             })
             .collect()
+    }
+}
+
+/// A DNS name as horizons keep it: lowercase, without the trailing dot;
+/// the root stays `.`.
+fn dns_name(name: &str) -> String {
+    match name.trim_end_matches('.') {
+        "" => ".".to_owned(),
+        n => n.to_ascii_lowercase(),
+    }
+}
+
+/// A zone in words: "example.org", or "the root zone".
+fn zone_words(zone: &str) -> String {
+    match zone {
+        "." | "" => "the root zone".to_owned(),
+        z => z.to_owned(),
     }
 }
 

@@ -19,6 +19,10 @@ pub const MAX_RECORDS_SHOWN: usize = 6;
 pub const MAX_ALERT_GROUPS: usize = 4;
 /// Endpoint lines in `status`; the rest are counted.
 pub const MAX_STATUS_GROUPS: usize = 16;
+/// Horizons (what runs out next) in a `check` reply.
+pub const CHECK_HORIZONS: usize = 2;
+/// Horizons in `status`.
+pub const STATUS_HORIZONS: usize = 3;
 
 /// What a chat reply needs besides the report.
 #[derive(Clone, Copy, Debug, Default)]
@@ -59,6 +63,7 @@ pub fn check_reply(report: &Report, ctx: &Context) -> String {
         Verdict::Ok => {
             out.extend(unreachable_line(report));
             out.extend(warnings(report));
+            out.extend(runs_out(report, CHECK_HORIZONS, None));
         }
         Verdict::Mismatch => {
             out.extend(alarm_lines(report, usize::MAX));
@@ -89,6 +94,7 @@ pub fn check_reply(report: &Report, ctx: &Context) -> String {
                 "Or compute them from your own certificate",
             ));
             out.extend(warnings(report));
+            out.extend(runs_out(report, CHECK_HORIZONS, None));
         }
         Verdict::Unreachable => {
             if !report.nxdomain {
@@ -110,8 +116,9 @@ pub fn check_reply(report: &Report, ctx: &Context) -> String {
     out.join("\n")
 }
 
-/// What `status DOMAIN` shows: [`details`], then the next step.
-pub fn status_reply(report: &Report, component: &str) -> String {
+/// What `status DOMAIN` shows: [`details`], the [`STATUS_HORIZONS`]
+/// nearest horizons counted from `now` (UNIX seconds), then the next step.
+pub fn status_reply(report: &Report, component: &str, now: u64) -> String {
     let next = next_step(
         report,
         &Context {
@@ -119,7 +126,23 @@ pub fn status_reply(report: &Report, component: &str) -> String {
             likely_domain: None,
         },
     );
-    format!("{}\n{next}", details(report))
+    let mut out = vec![details(report)];
+    out.extend(runs_out(report, STATUS_HORIZONS, Some(now)));
+    out.push(next);
+    out.join("\n")
+}
+
+/// "Runs out: ..." lines: each zone's signature problems, then the `n`
+/// nearest horizons counted from `now` (the check's time when None).
+fn runs_out(report: &Report, n: usize, now: Option<u64>) -> Vec<String> {
+    let Some(now) = now.or(report.checked_at_unix()) else {
+        return Vec::new();
+    };
+    report
+        .horizon_lines(n, now)
+        .into_iter()
+        .map(|l| format!("Runs out: {l}"))
+        .collect()
 }
 
 /// The full details of a report (`status`, and an alert's PubSub item):
