@@ -258,7 +258,7 @@ impl Horizons {
                     utc_minutes(r.inception)
                 ),
                 SignatureProblem::ShortValidity => format!(
-                    "signatures of {zone} are valid for only {} (the {} of {}, TTL {} s included): one missed re-signing breaks the zone; sign for longer",
+                    "signatures of {zone} are valid for only {} counting the TTL (the {} of {}: inception to expiration less {} s): one missed re-signing breaks the zone; sign for longer",
                     in_words(r.expires_at.saturating_sub(r.inception)),
                     r.rtype,
                     r.name,
@@ -565,6 +565,102 @@ mod tests {
             h.problems()[0].contains("valid for only 1 day"),
             "{:?}",
             h.problems()
+        );
+    }
+
+    #[test]
+    fn lines_say_what_runs_out_when_and_what_to_do() {
+        let h = Horizons {
+            rrsets: vec![
+                RrsetHorizon::new(
+                    "example.org.",
+                    "DNSKEY",
+                    "example.org.",
+                    3600,
+                    (NOW - DAY, NOW + 2 * DAY),
+                    NOW,
+                ),
+                RrsetHorizon::new(
+                    "a.example.org",
+                    "A",
+                    "example.org",
+                    3600,
+                    (NOW - DAY, NOW + 2 * DAY),
+                    NOW,
+                ),
+                RrsetHorizon::new(".", "DNSKEY", ".", 3600, (NOW - DAY, NOW + 20 * DAY), NOW),
+                // Past its safe end: expiration less a TTL longer than what is left.
+                RrsetHorizon::new("org", "DS", "org", 7200, (NOW - DAY, NOW + 3600), NOW),
+            ],
+            endpoints: vec![
+                EndpointHorizon {
+                    endpoint: "xmpps-client x.example.org:5223 [192.0.2.1] direct".into(),
+                    not_after: NOW + 3 * DAY,
+                    chain_not_after: None,
+                    counts_for_dane: false,
+                },
+                EndpointHorizon {
+                    endpoint: "xmpps-server x.example.org:5270 [192.0.2.1] direct".into(),
+                    not_after: NOW + 30 * DAY,
+                    chain_not_after: Some(NOW + 4 * DAY),
+                    counts_for_dane: true,
+                },
+            ],
+        };
+        let lines = h.lines(10, NOW);
+        assert_eq!(lines.len(), 5, "{lines:#?}");
+        assert_eq!(
+            lines[0],
+            "signatures of org ran out 1 hour ago (2027-01-15 07:00 UTC), counting the TTL: resolvers may refuse its data now; re-sign the zone"
+        );
+        assert!(
+            lines[1]
+                .starts_with("signatures of example.org expire in 1 day (2027-01-17 07:00 UTC)"),
+            "{lines:#?}"
+        );
+        assert!(
+            lines[2].starts_with("the certificate of xmpps-client x.example.org:5223 [192.0.2.1] direct expires in 3 days")
+                && lines[2].contains("DANE-EE")
+                && lines[2].contains("clients that check the certificate against a CA fail then"),
+            "{lines:#?}"
+        );
+        assert!(
+            lines[3].starts_with(
+                "a certificate on the way to the DANE-TA trust anchor of xmpps-server"
+            ) && lines[3].contains("in 4 days")
+                && lines[3].contains("the check fails then"),
+            "{lines:#?}"
+        );
+        assert!(
+            lines[4].starts_with("signatures of the root zone expire in 19 days"),
+            "{lines:#?}"
+        );
+        assert_eq!(h.lines(2, NOW).len(), 2);
+        // One line per zone and problem, however many RRsets share it.
+        let problems = h.zone_problems();
+        assert_eq!(problems.len(), 2, "{problems:#?}");
+        assert!(
+            problems[0].starts_with("signatures of example.org are valid for only 2 days"),
+            "{problems:#?}"
+        );
+        assert!(
+            problems[1].starts_with("signatures of org are valid for only"),
+            "{problems:#?}"
+        );
+        let ahead = Horizons {
+            rrsets: vec![RrsetHorizon::new(
+                "x.example",
+                "SRV",
+                "example",
+                300,
+                (NOW + 3600, NOW + 30 * DAY),
+                NOW,
+            )],
+            endpoints: vec![],
+        };
+        assert_eq!(
+            ahead.zone_problems(),
+            ["signatures of example start only at 2027-01-15 09:00 UTC (the signer's clock runs ahead, or ours behind): validators reject them until then"]
         );
     }
 }

@@ -655,4 +655,54 @@ mod tests {
         assert_eq!(lines.len(), MAX_ALERT_GROUPS + 1, "{lines:?}");
         assert_eq!(lines.last().unwrap(), "and 6 more endpoint(s)");
     }
+
+    #[test]
+    fn check_and_status_show_the_nearest_horizons_and_the_verdict_stays() {
+        use crate::horizon::{EndpointHorizon, Horizons, RrsetHorizon};
+        let mut r = lab_report("ok");
+        let at = r.checked_at_unix().unwrap();
+        let day = 86_400;
+        let sig = |zone: &str, days: u64| {
+            RrsetHorizon::new(zone, "DNSKEY", zone, 300, (at - day, at + days * day), at)
+        };
+        r.horizons = Horizons {
+            rrsets: vec![sig("good.test", 40), sig("test", 50), sig(".", 60)],
+            endpoints: vec![EndpointHorizon {
+                endpoint: "xmpps-client xmpp.good.test:15223 [127.0.0.1] direct".into(),
+                not_after: at + 2 * day,
+                chain_not_after: None,
+                counts_for_dane: false,
+            }],
+        };
+        let reply = check_reply(&r, &CTX);
+        let runs: Vec<&str> = reply
+            .lines()
+            .filter(|l| l.starts_with("Runs out: "))
+            .collect();
+        assert_eq!(runs.len(), CHECK_HORIZONS, "{reply}");
+        assert!(
+            runs[0].contains("certificate of xmpps-client xmpp.good.test:15223"),
+            "{reply}"
+        );
+        assert!(runs[0].contains("expires in 2 days"), "{reply}");
+        assert!(
+            runs[1].contains("signatures of good.test expire in 39 days"),
+            "{reply}"
+        );
+        assert!(reply.starts_with("good.test: OK"), "{reply}");
+        assert!(reply.lines().last().unwrap().starts_with("Next: "));
+        // status, read three days after the check: counted from then.
+        let status = status_reply(&r, "certwatch.localhost", at + 3 * day);
+        let runs: Vec<&str> = status
+            .lines()
+            .filter(|l| l.starts_with("Runs out: "))
+            .collect();
+        assert_eq!(runs.len(), STATUS_HORIZONS, "{status}");
+        assert!(runs[0].contains("expired 1 day ago"), "{status}");
+        assert!(
+            runs[2].contains("signatures of test expire in 46 days"),
+            "{status}"
+        );
+        assert!(status.lines().last().unwrap().starts_with("Next: "));
+    }
 }

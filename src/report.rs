@@ -672,7 +672,32 @@ mod tests {
             })
             .collect();
         r.errors = vec!["e".into(); 500];
+        // Horizons: the nearest kept, signature problems first.
+        let now = 1_800_000_000;
+        r.horizons.rrsets = (0..100u64)
+            .map(|i| {
+                let name = format!("_{i}._tcp.example.org");
+                let start = if i == 99 { now + 60 } else { now - 3600 };
+                let until = now + 40 * 86_400 - i * 3600;
+                crate::horizon::RrsetHorizon::new(
+                    &name,
+                    "TLSA",
+                    "example.org",
+                    300,
+                    (start, until),
+                    now,
+                )
+            })
+            .collect();
         let stored = r.bounded_for_store();
+        let kept = &stored.horizons.rrsets;
+        assert_eq!(kept.len(), STORED_HORIZONS);
+        assert_eq!(kept[0].name, "_99._tcp.example.org", "the problem first");
+        assert_eq!(kept[1].name, "_98._tcp.example.org", "then the nearest");
+        assert!(kept
+            .windows(2)
+            .skip(1)
+            .all(|w| w[0].expires_at <= w[1].expires_at));
         assert_eq!(stored.verdict, r.verdict);
         assert_eq!(stored.endpoints.len(), STORED_ENDPOINTS);
         assert_eq!(
