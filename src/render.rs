@@ -94,7 +94,6 @@ pub fn check_reply(report: &Report, ctx: &Context) -> String {
                 "Or compute them from your own certificate",
             ));
             out.extend(warnings(report));
-            out.extend(runs_out(report, CHECK_HORIZONS, None));
         }
         Verdict::Unreachable => {
             if !report.nxdomain {
