@@ -15,6 +15,22 @@ fn endpoints(json: &Value) -> &Vec<Value> {
     json["endpoints"].as_array().expect("endpoints array")
 }
 
+/// The global options that point a check at a lab resolver and its trust
+/// anchor, probing directly (the lab lives on loopback addresses).
+fn lab_flags(ns: &str, anchor: &str) -> Vec<String> {
+    [
+        "--nameserver",
+        ns,
+        "--trust-anchor",
+        anchor,
+        "--transport",
+        "direct",
+        "--allow-private",
+    ]
+    .map(String::from)
+    .to_vec()
+}
+
 fn verdicts_of(json: &Value, service: &str) -> Vec<String> {
     endpoints(json)
         .iter()
@@ -57,18 +73,7 @@ fn dnssec_lab_verdicts_advice_and_tlsa_command() {
             .1
             .clone()
     };
-    let global = |ns: &str| {
-        vec![
-            "--nameserver".to_string(),
-            ns.to_string(),
-            "--trust-anchor".into(),
-            get("TRUST_ANCHOR"),
-            "--transport".into(),
-            "direct".into(),
-            // The lab lives on loopback addresses.
-            "--allow-private".into(),
-        ]
-    };
+    let global = |ns: &str| lab_flags(ns, &get("TRUST_ANCHOR"));
     let auth = global(&get("AUTH_NS"));
 
     // One DNSKEY (and DS) fetch per zone per check, however many RRsets the
@@ -599,17 +604,7 @@ fn horizons_of_short_signatures_skewed_clocks_and_expiring_certificates() {
     let dns = Lab::start("dnslab.sh", &[], &dir.join("dns"), &env);
     let lab_env = dns.env_file("env");
     let get = |k: &str| lab_env.iter().find(|(key, _)| key == k).unwrap().1.clone();
-    let global = |ns: &str| {
-        vec![
-            "--nameserver".to_string(),
-            ns.to_string(),
-            "--trust-anchor".into(),
-            get("TRUST_ANCHOR"),
-            "--transport".into(),
-            "direct".into(),
-            "--allow-private".into(),
-        ]
-    };
+    let global = |ns: &str| lab_flags(ns, &get("TRUST_ANCHOR"));
     let auth = global(&get("AUTH_NS"));
     let text_of = |flags: &[String], domain: &str| {
         let out = certwatch()
