@@ -240,14 +240,7 @@ pub(super) fn evidence(
                 chain_pem.push_str(&block);
             }
             crate::report::Evidence {
-                endpoint: format!(
-                    "{} {}:{} [{}] {}",
-                    e.service,
-                    e.host,
-                    e.port,
-                    e.address.map(|a| a.to_string()).unwrap_or_default(),
-                    e.tls
-                ),
+                endpoint: e.label(),
                 seen_at: seen_at.to_owned(),
                 transport: report.transport.clone(),
                 exit: exit.as_ref().map(|x| x.rsa.clone()),

@@ -6,6 +6,7 @@
 //! each one off the runtime and confirms a mismatch through another exit.
 
 mod confirm;
+mod horizons;
 mod probing;
 mod select;
 
@@ -140,7 +141,9 @@ impl Checker {
         let reports = self
             .judge_all(domain, &g.endpoints, &g.probed, &g.exits, g.deadline)
             .await;
+        let horizons = self.horizons(&g, &reports).await;
         let mut report = self.report(domain, checked_at, &g, reports).await;
+        report.horizons = horizons;
         report.evidence = evidence(&report, &g.probed, &g.exits, &self.clock.now_rfc3339());
         tracing::info!(verdict = %report.verdict, endpoints = report.endpoints.len(), "checked");
         (report, std::mem::take(&mut g.health))
@@ -298,6 +301,25 @@ impl Checker {
             resolvers,
             horizons: Default::default(),
         }
+    }
+
+    /// When what the verdict rests on runs out, off the async threads (the
+    /// DANE-TA path search verifies signatures); nothing if that task fails.
+    async fn horizons(&self, g: &Gathered, reports: &[EndpointReport]) -> crate::horizon::Horizons {
+        let (signatures, endpoints, probed) = (
+            g.found.signatures.clone(),
+            g.endpoints.clone(),
+            g.probed.clone(),
+        );
+        let (reports, now) = (reports.to_vec(), self.clock.now());
+        tokio::task::spawn_blocking(move || {
+            horizons::horizons(&signatures, &endpoints, &probed, &reports, now)
+        })
+        .await
+        .unwrap_or_else(|e| {
+            tracing::error!(error = %e, "working out the horizons failed");
+            Default::default()
+        })
     }
 
     /// A random wait of up to `probe_delay`, holding no permit meanwhile.
