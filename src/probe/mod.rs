@@ -370,7 +370,7 @@ impl Prober {
     }
 
     fn builds_circuits(&self) -> bool {
-        !matches!(self.connector, Connector::Direct)
+        !matches!(self.connector, Connector::Direct | Connector::DirectFrom(_))
     }
 
     async fn connect_and_negotiate(
