@@ -70,6 +70,7 @@ pub struct Login<'a> {
 /// when given, else the web's roots. Never without verification.
 pub fn tls_config(trust_file: &str) -> Result<Arc<rustls::ClientConfig>, LoginError> {
     let mut roots = rustls::RootCertStore::empty();
+    let mut pinned = Vec::new();
     if trust_file.is_empty() {
         roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
     } else {
@@ -81,21 +82,139 @@ pub fn tls_config(trust_file: &str) -> Result<Arc<rustls::ClientConfig>, LoginEr
             .map_err(|e| trust(e.to_string()))?;
         let blocks = pem::parse_many(text.as_bytes()).map_err(|e| trust(e.to_string()))?;
         for block in blocks.iter().filter(|b| b.tag() == "CERTIFICATE") {
-            roots
-                .add(block.contents().to_vec().into())
-                .map_err(|e| trust(e.to_string()))?;
+            pinned.push(block.contents().to_vec());
+            // A self-signed server certificate is no CA: it is pinned only.
+            let _ = roots.add(block.contents().to_vec().into());
         }
-        if roots.is_empty() {
+        if pinned.is_empty() {
             return Err(trust("holds no certificate".into()));
         }
     }
     let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let config = rustls::ClientConfig::builder_with_provider(provider)
+    let builder = rustls::ClientConfig::builder_with_provider(provider.clone())
         .with_safe_default_protocol_versions()
-        .map_err(|e| LoginError::Refused(e.to_string()))?
-        .with_root_certificates(roots)
-        .with_no_client_auth();
+        .map_err(|e| LoginError::Refused(e.to_string()))?;
+    let config = if roots.is_empty() {
+        // Only pinned certificates: nothing else can be trusted.
+        builder
+            .dangerous()
+            .with_custom_certificate_verifier(Arc::new(Pinned {
+                pinned,
+                algorithms: provider.signature_verification_algorithms,
+            }))
+            .with_no_client_auth()
+    } else if pinned.is_empty() {
+        builder.with_root_certificates(roots).with_no_client_auth()
+    } else {
+        let webpki = rustls::client::WebPkiServerVerifier::builder_with_provider(
+            Arc::new(roots),
+            provider.clone(),
+        )
+        .build()
+        .map_err(|e| LoginError::Refused(e.to_string()))?;
+        builder
+            .dangerous()
+            .with_custom_certificate_verifier(Arc::new(PinnedOr {
+                pinned,
+                webpki,
+            }))
+            .with_no_client_auth()
+    };
     Ok(Arc::new(config))
+}
+
+/// Accepts exactly the certificates of the trust file as the server's own
+/// (a self-signed test or private server), and checks the handshake's
+/// signature with the presented key.
+#[derive(Debug)]
+struct Pinned {
+    pinned: Vec<Vec<u8>>,
+    algorithms: rustls::crypto::WebPkiSupportedAlgorithms,
+}
+
+/// [`Pinned`] first, else the usual chain and name verification.
+#[derive(Debug)]
+struct PinnedOr {
+    pinned: Vec<Vec<u8>>,
+    webpki: Arc<rustls::client::WebPkiServerVerifier>,
+}
+
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::{DigitallySignedStruct, SignatureScheme};
+use rustls_pki_types::{CertificateDer, UnixTime};
+
+impl ServerCertVerifier for Pinned {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        _server_name: &ServerName<'_>,
+        _ocsp: &[u8],
+        _now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        if self.pinned.iter().any(|p| p.as_slice() == end_entity.as_ref()) {
+            Ok(ServerCertVerified::assertion())
+        } else {
+            Err(rustls::Error::InvalidCertificate(
+                rustls::CertificateError::UnknownIssuer,
+            ))
+        }
+    }
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.algorithms)
+    }
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.algorithms)
+    }
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.algorithms.supported_schemes()
+    }
+}
+
+impl ServerCertVerifier for PinnedOr {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        server_name: &ServerName<'_>,
+        ocsp: &[u8],
+        now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        if self.pinned.iter().any(|p| p.as_slice() == end_entity.as_ref()) {
+            return Ok(ServerCertVerified::assertion());
+        }
+        self.webpki
+            .verify_server_cert(end_entity, intermediates, server_name, ocsp, now)
+    }
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.webpki.verify_tls12_signature(message, cert, dss)
+    }
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.webpki.verify_tls13_signature(message, cert, dss)
+    }
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.webpki.supported_verify_schemes()
+    }
 }
 
 fn timeouts() -> Timeouts {
