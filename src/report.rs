@@ -91,6 +91,10 @@ pub struct Vantage {
     pub exit: Option<String>,
     /// SHA-256 of the SPKI of the leaf this probe was presented.
     pub spki_sha256: String,
+    /// The agent (`[[vantage]] name`) that made the probe; absent for the
+    /// coordinator's own.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub agent: Option<String>,
 }
 
 /// One endpoint in the report (docs/json.md `endpoints[]`).

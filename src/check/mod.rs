@@ -8,10 +8,12 @@
 mod confirm;
 mod probing;
 mod select;
+mod vantages;
 
 use confirm::evidence;
 use probing::{ours_when_tor_is_stuck, probed, tally, transport_advice, Probes};
 use select::{choose, probeable, target};
+use vantages::{Origin, Sight};
 
 use std::collections::BTreeSet;
 use std::net::SocketAddr;
@@ -78,6 +80,10 @@ pub struct Checker {
     /// an interceptor on its DNS path may see, do not announce a probe
     /// seconds later; no permit is held while waiting.
     pub probe_delay: Duration,
+    /// The agents to probe through, besides (or instead of) our own place.
+    pub vantages: Option<Arc<dyn crate::vantage::Vantages>>,
+    /// Whether our own place probes too (`probe.local`).
+    pub local: bool,
 }
 
 impl Checker {
@@ -90,6 +96,8 @@ impl Checker {
             confirm_mismatch: true,
             allow_private: false,
             probe_delay: Duration::ZERO,
+            vantages: None,
+            local: true,
         }
     }
 
@@ -138,7 +146,7 @@ impl Checker {
         let checked_at = self.clock.now_rfc3339();
         let mut g = self.gather(domain, services).await;
         let reports = self
-            .judge_all(domain, &g.endpoints, &g.probed, &g.exits, g.deadline)
+            .judge_all(domain, &g.endpoints, &g.probed, (&g.exits, &g.origins), g.deadline)
             .await;
         let mut report = self.report(domain, checked_at, &g, reports).await;
         report.evidence = evidence(&report, &g.probed, &g.exits, &self.clock.now_rfc3339());
@@ -165,6 +173,7 @@ impl Checker {
         let Probes {
             probed,
             exits,
+            origins,
             left_out,
             deadline,
             probeable,
@@ -182,6 +191,7 @@ impl Checker {
             endpoints,
             probed,
             exits,
+            origins,
             left_out,
             deadline,
             probeable,
@@ -357,6 +367,7 @@ struct Gathered {
     endpoints: Arc<Vec<Endpoint>>,
     probed: Vec<Probed>,
     exits: Vec<Option<ExitRelay>>,
+    origins: Vec<Origin>,
     left_out: Vec<usize>,
     deadline: tokio::time::Instant,
     probeable: usize,

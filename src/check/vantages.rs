@@ -1,0 +1,160 @@
+//! Spreading probes over the vantages (our own place and the agents), an
+//! agent's failure sent elsewhere, and a mismatch looked at from the others.
+
+use super::*;
+use crate::config::LOCAL_VANTAGE;
+use crate::vantage::wire::Job;
+
+/// The most other vantages a mismatch is looked at from.
+pub const MAX_CONFIRMING_VANTAGES: usize = 4;
+
+/// Where a probe was made from.
+#[derive(Clone, Debug, Default)]
+pub(super) struct Origin {
+    /// The agent's name; None for our own place.
+    pub(super) agent: Option<String>,
+    /// How the probe reached the server (tor, socks5, direct).
+    pub(super) transport: String,
+}
+
+impl Origin {
+    /// The vantage's name (ours is [`LOCAL_VANTAGE`]).
+    pub(super) fn name(&self) -> &str {
+        self.agent.as_deref().unwrap_or(LOCAL_VANTAGE)
+    }
+}
+
+/// One probe's outcome: what it saw, through which exit, from where.
+pub(super) type Sight = (Probed, Option<ExitRelay>, Origin);
+
+impl Checker {
+    /// The vantages that can probe now, but none of `skip`, with weights.
+    fn candidates(&self, skip: &[String]) -> Vec<(String, u32)> {
+        let mut all = Vec::new();
+        if self.local || self.vantages.is_none() {
+            all.push((LOCAL_VANTAGE.to_owned(), 1));
+        }
+        if let Some(v) = &self.vantages {
+            all.extend(v.available());
+        }
+        all.retain(|(name, _)| !skip.contains(name));
+        all
+    }
+
+    /// A vantage by weight among the candidates.
+    fn pick(&self, skip: &[String]) -> Option<String> {
+        let all = self.candidates(skip);
+        let total: u32 = all.iter().map(|(_, w)| *w).sum();
+        if total == 0 {
+            return None;
+        }
+        let mut at = rand::random_range(0..total);
+        for (name, w) in all {
+            if at < w {
+                return Some(name);
+            }
+            at -= w;
+        }
+        None
+    }
+
+    /// One probe from a vantage picked by weight; when an agent fails (not
+    /// the server), the probe goes to another, until the deadline.
+    pub(super) async fn probe_spread(
+        &self,
+        endpoint: &Endpoint,
+        target: &Target,
+        deadline: tokio::time::Instant,
+    ) -> Sight {
+        let mut skip = Vec::new();
+        let mut failures = Vec::new();
+        while let Some(name) = self.pick(&skip) {
+            match self.probe_at(&name, endpoint, target, deadline, &[]).await {
+                Ok(sight) => return sight,
+                Err(e) => {
+                    tracing::info!(vantage = %name, error = %e, "probe sent elsewhere");
+                    failures.push(e.to_string());
+                    skip.push(name);
+                }
+            }
+        }
+        let why = if failures.is_empty() {
+            "no vantage is available to probe from".to_owned()
+        } else {
+            format!("no vantage could probe it ({})", failures.join("; "))
+        };
+        (Probed::NotProbed(format!("not probed: {why}")), None, Origin::default())
+    }
+
+    /// One probe from vantage `name`, avoiding `avoid` exits; an agent's
+    /// failure is an error (never the server's).
+    pub(super) async fn probe_at(
+        &self,
+        name: &str,
+        endpoint: &Endpoint,
+        target: &Target,
+        deadline: tokio::time::Instant,
+        avoid: &[ExitRelay],
+    ) -> Result<Sight, crate::vantage::AgentFailure> {
+        let remote = self.vantages.as_ref().filter(|_| name != LOCAL_VANTAGE);
+        let Some(remote) = remote else {
+            let (p, exit) = probed(self.prober.probe(target, deadline, avoid).await);
+            let origin = Origin {
+                agent: None,
+                transport: self.prober.transport().into(),
+            };
+            return Ok((p, exit, origin));
+        };
+        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+        let job = Job {
+            service: endpoint.service,
+            domain: target.domain.trim_end_matches('.').to_owned(),
+            host: endpoint.host.clone(),
+            addr: target.addr,
+            timeout: left.min(self.prober.check_budget() / CHECK_BUDGET_TIMEOUTS_F),
+            avoid: avoid.iter().map(|e| e.rsa.clone()).collect(),
+        };
+        if job.timeout.is_zero() {
+            return Ok((Probed::NotProbed(self.prober.deadline_passed().to_string()), None, Origin::default()));
+        }
+        let answer = tokio::time::timeout_at(deadline, remote.probe(name, job)).await;
+        let (result, transport) = match answer {
+            Ok(r) => r?,
+            Err(_) => {
+                return Err(crate::vantage::AgentFailure {
+                    agent: name.to_owned(),
+                    why: "no answer by the check's deadline".into(),
+                })
+            }
+        };
+        let (p, exit) = probed(result);
+        Ok((p, exit, Origin { agent: Some(name.to_owned()), transport }))
+    }
+
+    /// Every other vantage (at most [`MAX_CONFIRMING_VANTAGES`]) probes the
+    /// endpoint at once; agents that fail are left out.
+    pub(super) async fn probe_others(
+        &self,
+        first: &Origin,
+        endpoint: &Endpoint,
+        target: &Target,
+        deadline: tokio::time::Instant,
+    ) -> Vec<Sight> {
+        if self.vantages.is_none() {
+            return Vec::new();
+        }
+        let mut others = self.candidates(&[first.name().to_owned()]);
+        others.truncate(MAX_CONFIRMING_VANTAGES);
+        let probes = others
+            .iter()
+            .map(|(name, _)| self.probe_at(name, endpoint, target, deadline, &[]));
+        futures::future::join_all(probes)
+            .await
+            .into_iter()
+            .filter_map(Result::ok)
+            .collect()
+    }
+}
+
+/// The probe timeout as a divisor of the check's budget.
+const CHECK_BUDGET_TIMEOUTS_F: u32 = crate::probe::CHECK_BUDGET_TIMEOUTS;
