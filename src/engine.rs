@@ -91,6 +91,8 @@ pub struct Engine {
     tor_dirs: TorDirs,
     /// The checker and when its resolver (with hickory's caches) was built.
     checker: tokio::sync::Mutex<Option<(Checker, Instant)>>,
+    /// The agents checks probe through (set once by the XMPP front).
+    vantages: std::sync::OnceLock<std::sync::Arc<dyn crate::vantage::Vantages>>,
     /// How many times the resolver was rebuilt (its caches dropped).
     resolver_renewals: std::sync::atomic::AtomicU64,
     monitor_wake: Notify,
@@ -173,6 +175,7 @@ impl Engine {
             },
             config,
             checker: tokio::sync::Mutex::new(None),
+            vantages: std::sync::OnceLock::new(),
             resolver_renewals: Default::default(),
             monitor_wake: Notify::new(),
             outbox_wake: Notify::new(),
@@ -243,7 +246,7 @@ impl Engine {
                     Err(e) => tracing::warn!(error = %e, "cannot renew the DNS resolver"),
                 }
             }
-            return Ok(checker.clone());
+            return Ok(self.with_vantages(checker.clone()));
         }
         let connector = setup::connector(&self.config, Some(&self.tor_dirs)).await?;
         let prober = setup::prober(&self.config, connector)
@@ -252,8 +255,28 @@ impl Engine {
         let resolver = setup::resolver(&self.config, &self.clock)?;
         let mut checker = Checker::new(resolver, prober, self.clock.clone());
         checker.allow_private = self.config.probe.allow_private;
+        checker.local = self.config.probe.local;
         *slot = Some((checker.clone(), Instant::now()));
-        Ok(checker)
+        Ok(self.with_vantages(checker))
+    }
+
+    /// The checker with the agents, once the XMPP front has them.
+    fn with_vantages(&self, mut checker: Checker) -> Checker {
+        checker.vantages = self.vantages.get().cloned();
+        checker
+    }
+
+    /// For the operators' `health`: each agent's state, last contact and success rate.
+    pub fn vantage_lines(&self) -> Vec<(String, String, String, String)> {
+        self.vantages
+            .get()
+            .map(|v| v.describe())
+            .unwrap_or_default()
+    }
+
+    /// The agents to probe through (`[[vantage]]`); set once.
+    pub fn set_vantages(&self, vantages: std::sync::Arc<dyn crate::vantage::Vantages>) {
+        let _ = self.vantages.set(vantages);
     }
 
     /// A full check, as the monitor runs it.

@@ -36,8 +36,8 @@
 //!   per JID and in all
 
 pub mod admission;
-pub mod agent;
 pub mod advice;
+pub mod agent;
 pub mod alert;
 pub mod check;
 pub mod cli;

@@ -731,11 +731,13 @@ mod tests {
                 transport: "tor".into(),
                 exit: Some("ab".repeat(20)),
                 spki_sha256: "01".repeat(32),
+                agent: None,
             },
             Vantage {
                 transport: "socks5".into(),
                 exit: None,
                 spki_sha256: "01".repeat(32),
+                agent: None,
             },
         ];
         let v = serde_json::to_value(&e).unwrap();

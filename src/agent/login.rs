@@ -114,10 +114,7 @@ pub fn tls_config(trust_file: &str) -> Result<Arc<rustls::ClientConfig>, LoginEr
         .map_err(|e| LoginError::Refused(e.to_string()))?;
         builder
             .dangerous()
-            .with_custom_certificate_verifier(Arc::new(PinnedOr {
-                pinned,
-                webpki,
-            }))
+            .with_custom_certificate_verifier(Arc::new(PinnedOr { pinned, webpki }))
             .with_no_client_auth()
     };
     Ok(Arc::new(config))
@@ -152,7 +149,11 @@ impl ServerCertVerifier for Pinned {
         _ocsp: &[u8],
         _now: UnixTime,
     ) -> Result<ServerCertVerified, rustls::Error> {
-        if self.pinned.iter().any(|p| p.as_slice() == end_entity.as_ref()) {
+        if self
+            .pinned
+            .iter()
+            .any(|p| p.as_slice() == end_entity.as_ref())
+        {
             Ok(ServerCertVerified::assertion())
         } else {
             Err(rustls::Error::InvalidCertificate(
@@ -190,7 +191,11 @@ impl ServerCertVerifier for PinnedOr {
         ocsp: &[u8],
         now: UnixTime,
     ) -> Result<ServerCertVerified, rustls::Error> {
-        if self.pinned.iter().any(|p| p.as_slice() == end_entity.as_ref()) {
+        if self
+            .pinned
+            .iter()
+            .any(|p| p.as_slice() == end_entity.as_ref())
+        {
             return Ok(ServerCertVerified::assertion());
         }
         self.webpki
@@ -266,7 +271,11 @@ async fn login_inner(l: &Login<'_>) -> Result<(Session, String), LoginError> {
         .map_err(|e| io(&e))?;
     match plain.next().await {
         Some(Ok(el)) if el.is("proceed", TLS_NS) => {}
-        other => return Err(LoginError::Refused(format!("STARTTLS not accepted: {other:?}"))),
+        other => {
+            return Err(LoginError::Refused(format!(
+                "STARTTLS not accepted: {other:?}"
+            )))
+        }
     }
     let tcp = plain.into_inner().into_inner();
     let name = ServerName::try_from(l.tls_name.to_owned())

@@ -66,7 +66,11 @@ pub async fn run(config: Config) -> Result<(), AgentError> {
     let password = a.password()?;
     let (_, domain) = a.jid.split_once('@').expect("validated");
     let addr = server_addr(&config).await?;
-    let tls_name = if a.tls_name.is_empty() { domain } else { &a.tls_name };
+    let tls_name = if a.tls_name.is_empty() {
+        domain
+    } else {
+        &a.tls_name
+    };
     let tls = login::tls_config(&a.trust_file)?;
     let connector = crate::setup::connector(&config, None).await?;
     let agent = Arc::new(Agent {
@@ -206,7 +210,9 @@ impl Agent {
         tokio::spawn(async move {
             let answer = me.run_job(&job).await;
             drop(permit);
-            let _ = tx.send(iq_reply(&id, &from, Some(wire::answer_element(&answer)))).await;
+            let _ = tx
+                .send(iq_reply(&id, &from, Some(wire::answer_element(&answer))))
+                .await;
         });
         None
     }

@@ -17,7 +17,8 @@ impl Checker {
         let now = self.clock.now();
         let mut reports = Vec::with_capacity(endpoints.len());
         let mut exit_counts: Vec<((bool, u16), Option<ExitCount>)> = Vec::new();
-        for (((endpoint, p), exit), origin) in endpoints.iter().zip(probed).zip(exits).zip(origins) {
+        for (((endpoint, p), exit), origin) in endpoints.iter().zip(probed).zip(exits).zip(origins)
+        {
             let mut report = judge_off_runtime(endpoint, p, now).await;
             add_vantage(&mut report, exit.as_ref(), origin);
             if report.verdict == EndpointVerdict::Mismatch && self.confirm_mismatch {
@@ -55,7 +56,6 @@ impl Checker {
         reports
     }
 
-
     /// A second probe, over Tor through an exit that is neither the first
     /// probe's nor of its family; the mismatch is confirmed only when that
     /// probe too sees a key no record matches. When it cannot be made the
@@ -75,7 +75,10 @@ impl Checker {
         let target = target(domain, endpoint, address);
         let mut first = first;
         let others = self.probe_others(origin, endpoint, &target, deadline).await;
-        match self.from_others(&mut first, endpoint, origin, others, now).await {
+        match self
+            .seen_by_others(&mut first, endpoint, origin, others, now)
+            .await
+        {
             Some(true) => return first,
             Some(false) => {}
             // Nobody else saw anything: the same vantage looks again.
@@ -89,11 +92,17 @@ impl Checker {
         let avoid: Vec<ExitRelay> = first_exit.into_iter().collect();
         // Like the first probe, retried once: one failed circuit (common on
         // Tor) must not leave a real interception unconfirmed.
-        let (second, exit, again_origin) =
-            match self.probe_at(origin.name(), endpoint, &target, deadline, &avoid).await {
-                Ok(sight) => sight,
-                Err(e) => (Probed::NotProbed(format!("not probed: {e}")), None, origin.clone()),
-            };
+        let (second, exit, again_origin) = match self
+            .probe_at(origin.name(), endpoint, &target, deadline, &avoid)
+            .await
+        {
+            Ok(sight) => sight,
+            Err(e) => (
+                Probed::NotProbed(format!("not probed: {e}")),
+                None,
+                origin.clone(),
+            ),
+        };
         let mut again = judge_off_runtime(endpoint, &second, now).await;
         let only_here = first.notes.iter().any(|n| n.starts_with(SPARED));
         let how = match (&exit, over_tor) {
@@ -165,7 +174,7 @@ impl Checker {
     /// says from how many networks); Some(false) when the others saw the
     /// matching key (the first vantage must look again); None when no
     /// other vantage saw a key.
-    async fn from_others(
+    async fn seen_by_others(
         &self,
         first: &mut EndpointReport,
         endpoint: &Endpoint,

@@ -146,7 +146,13 @@ impl Checker {
         let checked_at = self.clock.now_rfc3339();
         let mut g = self.gather(domain, services).await;
         let reports = self
-            .judge_all(domain, &g.endpoints, &g.probed, (&g.exits, &g.origins), g.deadline)
+            .judge_all(
+                domain,
+                &g.endpoints,
+                &g.probed,
+                (&g.exits, &g.origins),
+                g.deadline,
+            )
             .await;
         let mut report = self.report(domain, checked_at, &g, reports).await;
         report.evidence = evidence(&report, &g.probed, &g.exits, &self.clock.now_rfc3339());

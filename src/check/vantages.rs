@@ -83,7 +83,11 @@ impl Checker {
         } else {
             format!("no vantage could probe it ({})", failures.join("; "))
         };
-        (Probed::NotProbed(format!("not probed: {why}")), None, Origin::default())
+        (
+            Probed::NotProbed(format!("not probed: {why}")),
+            None,
+            Origin::default(),
+        )
     }
 
     /// One probe from vantage `name`, avoiding `avoid` exits; an agent's
@@ -115,7 +119,11 @@ impl Checker {
             avoid: avoid.iter().map(|e| e.rsa.clone()).collect(),
         };
         if job.timeout.is_zero() {
-            return Ok((Probed::NotProbed(self.prober.deadline_passed().to_string()), None, Origin::default()));
+            return Ok((
+                Probed::NotProbed(self.prober.deadline_passed().to_string()),
+                None,
+                Origin::default(),
+            ));
         }
         let answer = tokio::time::timeout_at(deadline, remote.probe(name, job)).await;
         let (result, transport) = match answer {
@@ -128,7 +136,14 @@ impl Checker {
             }
         };
         let (p, exit) = probed(result);
-        Ok((p, exit, Origin { agent: Some(name.to_owned()), transport }))
+        Ok((
+            p,
+            exit,
+            Origin {
+                agent: Some(name.to_owned()),
+                transport,
+            },
+        ))
     }
 
     /// Every other vantage (at most [`MAX_CONFIRMING_VANTAGES`]) probes the

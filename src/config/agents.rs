@@ -114,27 +114,47 @@ impl AgentConfig {
 pub fn validate_vantages(list: &[VantageConfig]) -> Result<(), ConfigError> {
     let bad = |what: String| Err(ConfigError::Invalid(what));
     if list.len() > MAX_VANTAGES {
-        return bad(format!("at most {MAX_VANTAGES} [[vantage]] entries, not {}", list.len()));
+        return bad(format!(
+            "at most {MAX_VANTAGES} [[vantage]] entries, not {}",
+            list.len()
+        ));
     }
     for (i, v) in list.iter().enumerate() {
         if v.name.is_empty() || v.name.len() > 64 || v.name.chars().any(|c| c.is_control()) {
-            return bad(format!("vantage.name must be 1 to 64 printable characters, not {:?}", v.name));
+            return bad(format!(
+                "vantage.name must be 1 to 64 printable characters, not {:?}",
+                v.name
+            ));
         }
         match v.jid.split_once('@') {
             Some((u, h)) if !u.is_empty() && !h.is_empty() && !h.contains('/') => {}
-            _ => return bad(format!("vantage {:?}: jid must be a bare user@host, not {:?}", v.name, v.jid)),
+            _ => {
+                return bad(format!(
+                    "vantage {:?}: jid must be a bare user@host, not {:?}",
+                    v.name, v.jid
+                ))
+            }
         }
         if !(1..=100).contains(&v.weight) {
-            return bad(format!("vantage {:?}: weight must be between 1 and 100, not {}", v.name, v.weight));
+            return bad(format!(
+                "vantage {:?}: weight must be between 1 and 100, not {}",
+                v.name, v.weight
+            ));
         }
-        let twin = list[..i].iter().find(|o| {
-            o.name == v.name || o.jid.eq_ignore_ascii_case(&v.jid)
-        });
+        let twin = list[..i]
+            .iter()
+            .find(|o| o.name == v.name || o.jid.eq_ignore_ascii_case(&v.jid));
         if let Some(o) = twin {
-            return bad(format!("vantage {:?} repeats the name or jid of {:?}", v.name, o.name));
+            return bad(format!(
+                "vantage {:?} repeats the name or jid of {:?}",
+                v.name, o.name
+            ));
         }
         if v.name == crate::config::LOCAL_VANTAGE {
-            return bad(format!("vantage name {:?} is the coordinator's own", v.name));
+            return bad(format!(
+                "vantage name {:?} is the coordinator's own",
+                v.name
+            ));
         }
     }
     Ok(())

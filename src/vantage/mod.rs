@@ -35,6 +35,10 @@ pub trait Vantages: Send + Sync {
     fn available(&self) -> Vec<(String, u32)>;
     /// One probe through `agent`; the future ends by the job's timeout.
     fn probe(&self, agent: &str, job: wire::Job) -> BoxFuture<'static, Remote>;
+    /// For operators, per agent: name, state, last contact, success rate.
+    fn describe(&self) -> Vec<(String, String, String, String)> {
+        Vec::new()
+    }
 }
 
 /// The answer an agent sends for its own probe's result.

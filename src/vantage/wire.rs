@@ -164,7 +164,10 @@ fn name(n: &str) -> NcName {
 fn attr<'a>(el: &'a Element, key: &'static str) -> Result<&'a str, WireError> {
     let v = el.attr(key).ok_or(WireError::Missing(key))?;
     if v.len() > MAX_TEXT || v.chars().any(char::is_control) {
-        return Err(bad(key, format!("longer than {MAX_TEXT} bytes or not printable")));
+        return Err(bad(
+            key,
+            format!("longer than {MAX_TEXT} bytes or not printable"),
+        ));
     }
     Ok(v)
 }
@@ -250,7 +253,10 @@ pub fn parse_job(el: &Element) -> Result<Job, WireError> {
     let mut avoid = Vec::new();
     for child in el.children() {
         if !child.is("avoid", NS) || avoid.len() == MAX_AVOID {
-            return Err(bad("probe", format!("at most {MAX_AVOID} <avoid/> children and nothing else")));
+            return Err(bad(
+                "probe",
+                format!("at most {MAX_AVOID} <avoid/> children and nothing else"),
+            ));
         }
         let exit = attr(child, "exit")?;
         if !is_fingerprint(exit) {
@@ -329,7 +335,10 @@ pub fn parse_answer(el: &Element) -> Result<Answer, WireError> {
     let mut total = 0;
     for child in el.children() {
         if !child.is("cert", NS) || chain.len() == MAX_CERTS || child.children().next().is_some() {
-            return Err(bad("seen", format!("at most {MAX_CERTS} <cert/> children and nothing else")));
+            return Err(bad(
+                "seen",
+                format!("at most {MAX_CERTS} <cert/> children and nothing else"),
+            ));
         }
         let text = child.text();
         if text.len() > MAX_CHAIN_BYTES * 4 / 3 + 4 {
@@ -340,7 +349,10 @@ pub fn parse_answer(el: &Element) -> Result<Answer, WireError> {
             .map_err(|e| bad("cert", e.to_string()))?;
         total += der.len();
         if der.is_empty() || total > MAX_CHAIN_BYTES {
-            return Err(bad("cert", format!("empty, or the chain is over {MAX_CHAIN_BYTES} bytes")));
+            return Err(bad(
+                "cert",
+                format!("empty, or the chain is over {MAX_CHAIN_BYTES} bytes"),
+            ));
         }
         chain.push(der);
     }
@@ -374,7 +386,10 @@ fn parse_failure(el: &Element) -> Result<Failure, WireError> {
     }
     let text = el.text();
     if text.len() > MAX_TEXT || text.chars().any(char::is_control) {
-        return Err(bad("failed", format!("text longer than {MAX_TEXT} bytes or not printable")));
+        return Err(bad(
+            "failed",
+            format!("text longer than {MAX_TEXT} bytes or not printable"),
+        ));
     }
     Ok(Failure {
         whose,

@@ -52,9 +52,18 @@ fn answers_round_trip_through_xml_text() {
 #[test]
 fn documented_examples_parse() {
     let j: Element = "<probe xmlns='urn:certwatch:agent:1' service='xmpp-client' tls='starttls' domain='example.org' sni='example.org' host='xmpp.example.org' address='192.0.2.1' port='5222' timeout='60000'/>".parse().unwrap();
-    assert_eq!(parse_job(&j).unwrap().addr, "192.0.2.1:5222".parse().unwrap());
+    assert_eq!(
+        parse_job(&j).unwrap().addr,
+        "192.0.2.1:5222".parse().unwrap()
+    );
     let f: Element = "<failed xmlns='urn:certwatch:agent:1' whose='server' reason='other'>connection refused</failed>".parse().unwrap();
-    assert!(matches!(parse_answer(&f).unwrap(), Answer::Failed(Failure { whose: Whose::Server, .. })));
+    assert!(matches!(
+        parse_answer(&f).unwrap(),
+        Answer::Failed(Failure {
+            whose: Whose::Server,
+            ..
+        })
+    ));
 }
 
 #[test]
@@ -79,9 +88,16 @@ fn malformed_jobs_are_refused() {
     let mut many = job();
     many.avoid = vec!["c".repeat(40); MAX_AVOID];
     let mut el = job_element(&many);
-    el.append_child(Element::builder("avoid", NS).attr(name("exit"), "d".repeat(40)).build());
+    el.append_child(
+        Element::builder("avoid", NS)
+            .attr(name("exit"), "d".repeat(40))
+            .build(),
+    );
     assert!(parse_job(&el).is_err(), "too many avoids accepted");
-    let long = job_element(&Job { host: "h".repeat(MAX_TEXT + 1), ..job() });
+    let long = job_element(&Job {
+        host: "h".repeat(MAX_TEXT + 1),
+        ..job()
+    });
     assert!(parse_job(&long).is_err(), "long host accepted");
 }
 
@@ -89,15 +105,24 @@ fn malformed_jobs_are_refused() {
 fn malformed_and_oversized_answers_are_refused() {
     let too_many = Answer::Seen(Sighting {
         chain: vec![vec![1]; MAX_CERTS + 1],
-        ..match seen() { Answer::Seen(s) => s, _ => unreachable!() }
+        ..match seen() {
+            Answer::Seen(s) => s,
+            _ => unreachable!(),
+        }
     });
     let too_big = Answer::Seen(Sighting {
         chain: vec![vec![7; MAX_CHAIN_BYTES / 2 + 1]; 2],
-        ..match seen() { Answer::Seen(s) => s, _ => unreachable!() }
+        ..match seen() {
+            Answer::Seen(s) => s,
+            _ => unreachable!(),
+        }
     });
     let empty = Answer::Seen(Sighting {
         chain: vec![],
-        ..match seen() { Answer::Seen(s) => s, _ => unreachable!() }
+        ..match seen() {
+            Answer::Seen(s) => s,
+            _ => unreachable!(),
+        }
     });
     for a in [too_many, too_big, empty] {
         assert!(parse_answer(&answer_element(&a)).is_err());
@@ -151,8 +176,18 @@ fn fuzzed_elements_never_panic_and_stay_bounded() {
         String::from(&answer_element(&failed())),
     ];
     let pieces = [
-        "'", "<", ">", "&amp;", "\u{0}", "é", "99999999999999999999", "-1", "<cert>AAAA</cert>",
-        "<avoid exit='aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa'/>", " x='y'", "",
+        "'",
+        "<",
+        ">",
+        "&amp;",
+        "\u{0}",
+        "é",
+        "99999999999999999999",
+        "-1",
+        "<cert>AAAA</cert>",
+        "<avoid exit='aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa'/>",
+        " x='y'",
+        "",
     ];
     let mut rng = Rng(0x2545_f491_4f6c_dd1d);
     let mut parsed = 0;
@@ -162,15 +197,25 @@ fn fuzzed_elements_never_panic_and_stay_bounded() {
             let at = rng.below(text.len() + 1);
             let at = (0..=at).rev().find(|i| text.is_char_boundary(*i)).unwrap();
             let end = (at + rng.below(8)).min(text.len());
-            let end = (end..=text.len()).find(|i| text.is_char_boundary(*i)).unwrap();
+            let end = (end..=text.len())
+                .find(|i| text.is_char_boundary(*i))
+                .unwrap();
             let piece = pieces[rng.below(pieces.len())];
-            let piece = if rng.below(20) == 0 { piece.repeat(5000) } else { piece.to_owned() };
+            let piece = if rng.below(20) == 0 {
+                piece.repeat(5000)
+            } else {
+                piece.to_owned()
+            };
             text.replace_range(at..end, &piece);
         }
-        let Ok(el) = text.parse::<Element>() else { continue };
+        let Ok(el) = text.parse::<Element>() else {
+            continue;
+        };
         parsed += 1;
         if let Ok(j) = parse_job(&el) {
-            assert!(j.avoid.len() <= MAX_AVOID && j.timeout <= MAX_TIMEOUT && j.host.len() <= MAX_TEXT);
+            assert!(
+                j.avoid.len() <= MAX_AVOID && j.timeout <= MAX_TIMEOUT && j.host.len() <= MAX_TEXT
+            );
         }
         match parse_answer(&el) {
             Ok(Answer::Seen(s)) => {
@@ -181,5 +226,8 @@ fn fuzzed_elements_never_panic_and_stay_bounded() {
             Err(_) => {}
         }
     }
-    assert!(parsed > 100, "the mutations left too little well-formed XML ({parsed})");
+    assert!(
+        parsed > 100,
+        "the mutations left too little well-formed XML ({parsed})"
+    );
 }
