@@ -146,6 +146,9 @@ pub struct ProbeConfig {
     pub bind: String,
     /// Whether the coordinator probes from its own place too, beside its agents.
     pub local: bool,
+    /// How long a listed agent may stay offline before the operators are told.
+    #[serde(with = "humantime_serde")]
+    pub vantage_away: Duration,
 }
 
 impl Default for ProbeConfig {
@@ -162,9 +165,13 @@ impl Default for ProbeConfig {
             circuit_burst: CIRCUIT_BURST,
             bind: String::new(),
             local: true,
+            vantage_away: VANTAGE_AWAY,
         }
     }
 }
+
+/// How long an agent may stay offline before the operators are told (default).
+pub const VANTAGE_AWAY: Duration = Duration::from_secs(300);
 
 /// `[monitor]`: how often each domain is probed.
 #[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]

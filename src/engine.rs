@@ -121,6 +121,8 @@ pub struct Engine {
     /// Operator messages that could not be queued in the store (it is what
     /// failed): sent from memory, lost on a restart.
     urgent: Mutex<VecDeque<Delivery>>,
+    /// Numbers the in-memory operator notices (their delivery ids).
+    urgent_seq: std::sync::atomic::AtomicU64,
     /// Counters every finished check bumps (served by the web front).
     metrics: std::sync::Arc<crate::metrics::Metrics>,
 }
@@ -191,6 +193,7 @@ impl Engine {
             check_soon: Mutex::new(Vec::new()),
             self_watch: Mutex::new(self_watch),
             urgent: Mutex::new(VecDeque::new()),
+            urgent_seq: Default::default(),
             metrics: Default::default(),
         })
     }
@@ -562,7 +565,12 @@ impl Engine {
     /// if the runtime still runs.
     pub fn tell_operators_urgently(&self, text: &str) {
         let now = self.clock.now_rfc3339();
-        let deliveries = self.operator_deliveries(&format!("operator-watchdog-{now}"), text, &now);
+        // Unique even for two notices in the same second.
+        let seq = self
+            .urgent_seq
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let id = format!("operator-watchdog-{now}-{seq}");
+        let deliveries = self.operator_deliveries(&id, text, &now);
         self.push_urgent(deliveries);
         self.wake_outbox();
     }

@@ -10,6 +10,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::probe::tls::{ChainPolicy, ChainVerifier};
 use futures::{SinkExt, StreamExt};
 use rustls_pki_types::ServerName;
 use tokio::io::BufStream;
@@ -94,17 +95,15 @@ pub fn tls_config(trust_file: &str) -> Result<Arc<rustls::ClientConfig>, LoginEr
     let builder = rustls::ClientConfig::builder_with_provider(provider.clone())
         .with_safe_default_protocol_versions()
         .map_err(|e| LoginError::Refused(e.to_string()))?;
-    let config = if roots.is_empty() {
-        // Only pinned certificates: nothing else can be trusted.
-        builder
-            .dangerous()
-            .with_custom_certificate_verifier(Arc::new(Pinned {
-                pinned,
-                algorithms: provider.signature_verification_algorithms,
-            }))
-            .with_no_client_auth()
-    } else if pinned.is_empty() {
-        builder.with_root_certificates(roots).with_no_client_auth()
+    if pinned.is_empty() {
+        return Ok(Arc::new(
+            builder.with_root_certificates(roots).with_no_client_auth(),
+        ));
+    }
+    // The file's certificates are taken as they are; a CA among them also
+    // verifies other chains (with the name checked).
+    let otherwise = if roots.is_empty() {
+        None
     } else {
         let webpki = rustls::client::WebPkiServerVerifier::builder_with_provider(
             Arc::new(roots),
@@ -112,114 +111,21 @@ pub fn tls_config(trust_file: &str) -> Result<Arc<rustls::ClientConfig>, LoginEr
         )
         .build()
         .map_err(|e| LoginError::Refused(e.to_string()))?;
+        Some(webpki)
+    };
+    let verifier = ChainVerifier::new(
+        ChainPolicy::Pinned {
+            certs: pinned,
+            otherwise,
+        },
+        provider.signature_verification_algorithms,
+    );
+    Ok(Arc::new(
         builder
             .dangerous()
-            .with_custom_certificate_verifier(Arc::new(PinnedOr { pinned, webpki }))
-            .with_no_client_auth()
-    };
-    Ok(Arc::new(config))
-}
-
-/// Accepts exactly the certificates of the trust file as the server's own
-/// (a self-signed test or private server), and checks the handshake's
-/// signature with the presented key.
-#[derive(Debug)]
-struct Pinned {
-    pinned: Vec<Vec<u8>>,
-    algorithms: rustls::crypto::WebPkiSupportedAlgorithms,
-}
-
-/// [`Pinned`] first, else the usual chain and name verification.
-#[derive(Debug)]
-struct PinnedOr {
-    pinned: Vec<Vec<u8>>,
-    webpki: Arc<rustls::client::WebPkiServerVerifier>,
-}
-
-use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
-use rustls::{DigitallySignedStruct, SignatureScheme};
-use rustls_pki_types::{CertificateDer, UnixTime};
-
-impl ServerCertVerifier for Pinned {
-    fn verify_server_cert(
-        &self,
-        end_entity: &CertificateDer<'_>,
-        _intermediates: &[CertificateDer<'_>],
-        _server_name: &ServerName<'_>,
-        _ocsp: &[u8],
-        _now: UnixTime,
-    ) -> Result<ServerCertVerified, rustls::Error> {
-        if self
-            .pinned
-            .iter()
-            .any(|p| p.as_slice() == end_entity.as_ref())
-        {
-            Ok(ServerCertVerified::assertion())
-        } else {
-            Err(rustls::Error::InvalidCertificate(
-                rustls::CertificateError::UnknownIssuer,
-            ))
-        }
-    }
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.algorithms)
-    }
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.algorithms)
-    }
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.algorithms.supported_schemes()
-    }
-}
-
-impl ServerCertVerifier for PinnedOr {
-    fn verify_server_cert(
-        &self,
-        end_entity: &CertificateDer<'_>,
-        intermediates: &[CertificateDer<'_>],
-        server_name: &ServerName<'_>,
-        ocsp: &[u8],
-        now: UnixTime,
-    ) -> Result<ServerCertVerified, rustls::Error> {
-        if self
-            .pinned
-            .iter()
-            .any(|p| p.as_slice() == end_entity.as_ref())
-        {
-            return Ok(ServerCertVerified::assertion());
-        }
-        self.webpki
-            .verify_server_cert(end_entity, intermediates, server_name, ocsp, now)
-    }
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        self.webpki.verify_tls12_signature(message, cert, dss)
-    }
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        self.webpki.verify_tls13_signature(message, cert, dss)
-    }
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.webpki.supported_verify_schemes()
-    }
+            .with_custom_certificate_verifier(Arc::new(verifier))
+            .with_no_client_auth(),
+    ))
 }
 
 fn timeouts() -> Timeouts {

@@ -1,6 +1,7 @@
 //! Judging every endpoint off the runtime, and confirming a mismatch
 //! through a second probe from another exit.
 
+use super::vantages::SEEN_ONLY_FROM;
 use super::*;
 
 impl Checker {
@@ -27,6 +28,7 @@ impl Checker {
                     .confirm(domain, endpoint, report, first, now, deadline)
                     .await;
             }
+            self.suspects.update(endpoint, &report, origin);
             if let (Some(ip), Probed::Observed(_) | Probed::Failed(_)) = (endpoint.address, p) {
                 let addr = SocketAddr::new(ip, endpoint.port);
                 let key = (addr.is_ipv6(), addr.port());
@@ -128,7 +130,7 @@ impl Checker {
                 if only_here {
                     first.notes.retain(|n| !n.starts_with(SPARED));
                     first.notes.push(format!(
-                        "seen only from {}: an interceptor that spares other networks, or that vantage's own path is intercepted",
+                        "{SEEN_ONLY_FROM}{}: an interceptor that spares other networks, or that vantage's own path is intercepted",
                         origin.name()
                     ));
                 }

@@ -84,6 +84,8 @@ pub struct Checker {
     pub vantages: Option<Arc<dyn crate::vantage::Vantages>>,
     /// Whether our own place probes too (`probe.local`).
     pub local: bool,
+    /// Endpoints seen intercepted from one vantage only (shared by clones).
+    suspects: vantages::Suspects,
 }
 
 impl Checker {
@@ -98,6 +100,7 @@ impl Checker {
             probe_delay: Duration::ZERO,
             vantages: None,
             local: true,
+            suspects: Default::default(),
         }
     }
 
@@ -383,3 +386,5 @@ struct Gathered {
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod vantage_tests;

@@ -8,6 +8,52 @@ use crate::vantage::wire::Job;
 /// The most other vantages a mismatch is looked at from.
 pub const MAX_CONFIRMING_VANTAGES: usize = 4;
 
+/// The most endpoints remembered as seen intercepted from one vantage only.
+pub const MAX_SUSPECTS: usize = 4096;
+
+/// Endpoints (host, address and port) where the last check saw a key no
+/// record matches from one vantage only, and that vantage: their next
+/// probes are made from there first (when it is available), until it sees
+/// the matching key again. Without this, an interceptor that spares other
+/// networks would make the verdict flap with the pick of the vantage.
+#[derive(Clone, Default)]
+pub struct Suspects(Arc<std::sync::Mutex<std::collections::HashMap<(String, SocketAddr), String>>>);
+
+impl Suspects {
+    /// The vantage `endpoint` was last seen intercepted from only.
+    pub(super) fn get(&self, endpoint: &Endpoint) -> Option<String> {
+        let key = suspect_key(endpoint)?;
+        self.0.lock().expect("suspects lock").get(&key).cloned()
+    }
+
+    /// After a check judged `endpoint` (probed from `origin`): remember or forget.
+    pub(super) fn update(&self, endpoint: &Endpoint, report: &EndpointReport, origin: &Origin) {
+        let Some(key) = suspect_key(endpoint) else {
+            return;
+        };
+        let mut map = self.0.lock().expect("suspects lock");
+        let only = report.verdict == EndpointVerdict::Mismatch
+            && report.notes.iter().any(|n| n.starts_with(SEEN_ONLY_FROM));
+        if only {
+            if map.len() < MAX_SUSPECTS || map.contains_key(&key) {
+                map.insert(key, origin.name().to_owned());
+            }
+        } else if report.verdict != EndpointVerdict::Mismatch
+            && map.get(&key).is_some_and(|v| v == origin.name())
+        {
+            map.remove(&key);
+        }
+    }
+}
+
+fn suspect_key(endpoint: &Endpoint) -> Option<(String, SocketAddr)> {
+    let addr = SocketAddr::new(endpoint.address?, endpoint.port);
+    Some((endpoint.host.to_ascii_lowercase(), addr))
+}
+
+/// How a mismatch seen from one vantage only begins its note.
+pub(super) const SEEN_ONLY_FROM: &str = "seen only from ";
+
 /// Where a probe was made from.
 #[derive(Clone, Debug, Default)]
 pub(super) struct Origin {
@@ -59,7 +105,11 @@ impl Checker {
     }
 
     /// One probe from a vantage picked by weight; when an agent fails (not
-    /// the server), the probe goes to another, until the deadline.
+    /// the server), the probe goes to another, until the deadline. A
+    /// vantage that could not reach the server (a failure that is not a
+    /// finding: not STARTTLS missing, not a chain too large) is second-guessed
+    /// once from another vantage: one agent's claim (or one network's
+    /// outage) does not make a server others reach "unreachable".
     pub(super) async fn probe_spread(
         &self,
         endpoint: &Endpoint,
@@ -68,8 +118,23 @@ impl Checker {
     ) -> Sight {
         let mut skip = Vec::new();
         let mut failures = Vec::new();
-        while let Some(name) = self.pick(&skip) {
+        let mut unreached: Option<Sight> = None;
+        // Where this endpoint was last seen intercepted from only: there first.
+        let suspect = self
+            .suspects
+            .get(endpoint)
+            .filter(|name| self.candidates(&[]).iter().any(|(n, _)| n == name));
+        let mut next = suspect.or_else(|| self.pick(&skip));
+        while let Some(name) = next {
             match self.probe_at(&name, endpoint, target, deadline, &[]).await {
+                Ok(sight) if unreached.is_none() && not_reached(&sight.0) => {
+                    tracing::info!(vantage = %name, "could not reach the server: asking another vantage");
+                    unreached = Some(sight);
+                    skip.push(name);
+                }
+                Ok(sight) if unreached.is_some() && not_reached(&sight.0) => {
+                    return unreached.expect("checked");
+                }
                 Ok(sight) => return sight,
                 Err(e) => {
                     tracing::info!(vantage = %name, error = %e, "probe sent elsewhere");
@@ -77,6 +142,10 @@ impl Checker {
                     skip.push(name);
                 }
             }
+            next = self.pick(&skip);
+        }
+        if let Some(sight) = unreached {
+            return sight;
         }
         let why = if failures.is_empty() {
             "no vantage is available to probe from".to_owned()
@@ -169,6 +238,11 @@ impl Checker {
             .filter_map(Result::ok)
             .collect()
     }
+}
+
+/// Whether a probe failed to reach the server without a finding about it.
+fn not_reached(p: &Probed) -> bool {
+    matches!(p, Probed::Failed(e) if !e.is_starttls_missing() && !e.is_chain_too_large())
 }
 
 /// The probe timeout as a divisor of the check's budget.

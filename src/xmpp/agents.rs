@@ -36,6 +36,12 @@ pub struct AgentState {
     pub failed: u64,
     /// Failures since its last answer.
     pub failing: u32,
+    /// Since when it has been offline (None while online; the
+    /// coordinator's start for an agent not seen yet).
+    pub offline_since: Option<SystemTime>,
+    /// Whether the operators were told it is away or failing (and not yet
+    /// that it is back).
+    pub told: bool,
 }
 
 /// Where a job's answer goes: the payload of the IQ result, or why it bounced.
@@ -49,27 +55,74 @@ pub struct Agents {
     state: Mutex<HashMap<String, AgentState>>,
     pending: Mutex<HashMap<String, (String, Answering)>>,
     next: AtomicU64,
-    /// Told when an agent starts failing or comes back (name, failing?).
-    notices: Mutex<Option<tokio::sync::mpsc::UnboundedSender<(String, bool)>>>,
+    /// How long an agent may stay offline before the operators are told.
+    away: Duration,
+    /// Where the operators' notices go (away or failing, and back).
+    notices: Mutex<Option<tokio::sync::mpsc::UnboundedSender<String>>>,
 }
 
 impl Agents {
     /// The agents of the `[[vantage]]` list.
-    pub fn new(me: Jid, link: Arc<Link>, list: Vec<VantageConfig>) -> Agents {
+    pub fn new(me: Jid, link: Arc<Link>, list: Vec<VantageConfig>, away: Duration) -> Agents {
+        let now = SystemTime::now();
+        let state = list
+            .iter()
+            .map(|v| {
+                let s = AgentState {
+                    offline_since: Some(now),
+                    ..AgentState::default()
+                };
+                (v.name.clone(), s)
+            })
+            .collect();
         Agents {
             me,
             link,
             list,
-            state: Mutex::new(HashMap::new()),
+            state: Mutex::new(state),
             pending: Mutex::new(HashMap::new()),
             next: AtomicU64::new(1),
+            away,
             notices: Mutex::new(None),
         }
     }
 
-    /// Where "agent failing / back" notices go.
-    pub fn notify(&self, tx: tokio::sync::mpsc::UnboundedSender<(String, bool)>) {
+    /// Where the operators' notices about agents go.
+    pub fn notify(&self, tx: tokio::sync::mpsc::UnboundedSender<String>) {
         *self.notices.lock().expect("agents lock") = Some(tx);
+    }
+
+    fn tell(&self, text: String) {
+        tracing::warn!("{text}");
+        if let Some(tx) = self.notices.lock().expect("agents lock").as_ref() {
+            let _ = tx.send(text);
+        }
+    }
+
+    /// Tells the operators, once, of each agent offline for longer than
+    /// `vantage_away`; called every few seconds.
+    pub fn sweep(&self, now: SystemTime) {
+        let mut notes = Vec::new();
+        {
+            let mut state = self.state.lock().expect("agents lock");
+            for (name, s) in state.iter_mut() {
+                let Some(since) = s.offline_since.filter(|_| !s.told) else {
+                    continue;
+                };
+                let gone = now.duration_since(since).unwrap_or_default();
+                if gone >= self.away {
+                    s.told = true;
+                    notes.push(format!(
+                        "Vantage agent {name} has been offline for {} (since {}): its probes are made from the other vantages; see `health`. You are told once when it is back.",
+                        humantime::format_duration(Duration::from_secs(gone.as_secs())),
+                        humantime::format_rfc3339_seconds(since)
+                    ));
+                }
+            }
+        }
+        for n in notes {
+            self.tell(n);
+        }
     }
 
     /// The listed agent with this bare JID.
@@ -105,17 +158,48 @@ impl Agents {
     /// An agent's presence.
     pub fn on_presence(&self, from: &Jid, available: bool) {
         let Some(v) = self.named(from) else { return };
-        let mut state = self.state.lock().expect("agents lock");
-        let s = state.entry(v.name.clone()).or_default();
-        s.last_contact = Some(SystemTime::now());
-        if available {
-            if s.online.is_none() {
-                tracing::info!(agent = %v.name, jid = %from, "agent online");
+        let mut back = false;
+        {
+            let mut state = self.state.lock().expect("agents lock");
+            let s = state.entry(v.name.clone()).or_default();
+            let now = SystemTime::now();
+            s.last_contact = Some(now);
+            if available {
+                if s.online.is_none() {
+                    tracing::info!(agent = %v.name, jid = %from, "agent online");
+                }
+                s.online = Some(from.clone());
+                s.offline_since = None;
+                // Back from being away; one that keeps failing is back
+                // when it answers again.
+                back = s.told && s.failing < FAILURES_FOR_NOTICE;
+                s.told &= !back;
+            } else if s.online.as_ref() == Some(from) {
+                tracing::info!(agent = %v.name, jid = %from, "agent offline");
+                s.online = None;
+                s.offline_since = Some(now);
             }
-            s.online = Some(from.clone());
-        } else if s.online.as_ref() == Some(from) {
-            tracing::info!(agent = %v.name, jid = %from, "agent offline");
-            s.online = None;
+        }
+        if !available {
+            self.fail_pending(&v.name, "the agent went offline mid-job");
+        }
+        if back {
+            self.tell(format!("Vantage agent {} is back online.", v.name));
+        }
+    }
+
+    /// Ends every job of agent `name` still waiting for its answer.
+    fn fail_pending(&self, name: &str, why: &str) {
+        let mut pending = self.pending.lock().expect("agents lock");
+        let ids: Vec<String> = pending
+            .iter()
+            .filter(|(_, (n, _))| n == name)
+            .map(|(id, _)| id.clone())
+            .collect();
+        for id in ids {
+            if let Some((_, tx)) = pending.remove(&id) {
+                let _ = tx.send(Err(why.to_owned()));
+            }
         }
     }
 
@@ -123,6 +207,9 @@ impl Agents {
     pub fn on_answer(&self, from: Option<&Jid>, id: &str, answer: Result<Option<Element>, String>) {
         let mut pending = self.pending.lock().expect("agents lock");
         let Some((name, _)) = pending.get(id) else {
+            if id.starts_with("job-") && from.is_some_and(|f| !self.is_agent(f)) {
+                tracing::debug!(from = ?from.map(|f| f.to_string()), id, "an IQ answer to no job of ours from a JID not in [[vantage]]: ignored");
+            }
             return;
         };
         let sent_to = self.list.iter().find(|v| &v.name == name);
@@ -146,26 +233,29 @@ impl Agents {
             s.last_contact = Some(SystemTime::now());
             if ok {
                 s.answered += 1;
-                let was = s.failing >= FAILURES_FOR_NOTICE;
                 s.failing = 0;
-                was.then_some(false)
+                let back = s.told && s.online.is_some();
+                s.told &= !back;
+                back.then(|| format!("Vantage agent {name} answers again."))
             } else {
                 s.failed += 1;
                 s.failing += 1;
-                (s.failing == FAILURES_FOR_NOTICE).then_some(true)
+                let tell = s.failing >= FAILURES_FOR_NOTICE && !s.told;
+                s.told |= tell;
+                tell.then(|| format!("Vantage agent {name} keeps failing ({FAILURES_FOR_NOTICE} jobs in a row): its probes are made from the other vantages; see `health` for its last contact. You are told once when it answers again."))
             }
         };
-        if let Some(failing) = note {
-            if let Some(tx) = self.notices.lock().expect("agents lock").as_ref() {
-                let _ = tx.send((name.to_owned(), failing));
-            }
+        if let Some(text) = note {
+            self.tell(text);
         }
     }
 
-    /// Marks an agent gone (its link dropped, or it stayed silent).
+    /// Marks an agent gone (its job bounced: it is not there).
     pub fn gone(&self, name: &str) {
         if let Some(s) = self.state.lock().expect("agents lock").get_mut(name) {
-            s.online = None;
+            if s.online.take().is_some() {
+                s.offline_since = Some(SystemTime::now());
+            }
         }
     }
 
@@ -205,7 +295,7 @@ impl Agents {
             Ok(Err(_)) => Err(fail("the answer was lost".into())),
             Ok(Ok(Err(e))) => {
                 self.gone(&name);
-                Err(fail(format!("the job bounced: {e}")))
+                Err(fail(e))
             }
             Ok(Ok(Ok(None))) => Err(fail("an empty answer".into())),
             Ok(Ok(Ok(Some(el)))) => match wire::parse_answer(&el) {

@@ -44,7 +44,7 @@ pub fn on_iq(ctx: &Arc<Ctx>, iq: Iq) {
         Iq::Error {
             from, id, error, ..
         } => {
-            let why = format!("{:?}", error.defined_condition);
+            let why = format!("the job bounced: {:?}", error.defined_condition);
             return ctx.agents.on_answer(from.as_ref(), &id, Err(why));
         }
         _ => return,

@@ -345,6 +345,7 @@ pub async fn run(
         me.clone(),
         link.clone(),
         engine.config().vantage.clone(),
+        engine.config().probe.vantage_away,
     ));
     if !engine.config().vantage.is_empty() {
         engine.set_vantages(Arc::new(agents.clone()));
@@ -575,23 +576,29 @@ async fn store_presence(ctx: &Ctx) {
     }
 }
 
-/// Tells the operators, once each way, when an agent keeps failing and when it is back.
+/// Tells the operators, once each way, when an agent stays away or keeps
+/// failing and when it is back; looks for agents away every few seconds.
 fn agent_notices(engine: &Arc<Engine>, agents: &Arc<agents::Agents>) {
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
     agents.notify(tx);
     let engine = engine.clone();
+    let agents = agents.clone();
     tokio::spawn(async move {
-        while let Some((name, failing)) = rx.recv().await {
-            let text = if failing {
-                format!("Vantage agent {name} keeps failing ({} jobs in a row): its probes are made elsewhere; see `health` for its last contact", agents::FAILURES_FOR_NOTICE)
-            } else {
-                format!("Vantage agent {name} answers again.")
-            };
-            tracing::warn!(agent = %name, failing, "agent notice");
-            engine.tell_operators_urgently(&text);
+        let mut sweep = tokio::time::interval(AGENT_SWEEP);
+        loop {
+            tokio::select! {
+                text = rx.recv() => match text {
+                    Some(text) => engine.tell_operators_urgently(&text),
+                    None => return,
+                },
+                _ = sweep.tick() => agents.sweep(std::time::SystemTime::now()),
+            }
         }
     });
 }
+
+/// How often the coordinator looks for agents away too long.
+const AGENT_SWEEP: Duration = Duration::from_secs(2);
 
 fn on_presence(ctx: &Arc<Ctx>, p: Presence) {
     let Some(from) = p.from.clone() else { return };
