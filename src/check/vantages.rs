@@ -228,6 +228,8 @@ impl Checker {
             return Vec::new();
         }
         let mut others = self.candidates(&[first.name().to_owned()]);
+        // A different few each time when there are more than the bound.
+        rand::seq::SliceRandom::shuffle(&mut others[..], &mut rand::rng());
         others.truncate(MAX_CONFIRMING_VANTAGES);
         let probes = others
             .iter()

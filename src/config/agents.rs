@@ -7,7 +7,7 @@ use super::{read_bounded, ConfigError, SECRET_LIMIT};
 
 /// `[agent]`: a probe-only process that logs in to an XMPP server as an
 /// ordinary client and probes for one coordinator.
-#[derive(Clone, Debug, Default, Deserialize, Serialize, PartialEq)]
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
 pub struct AgentConfig {
     /// The agent's own account, `user@host`.
@@ -29,6 +29,24 @@ pub struct AgentConfig {
     /// Jobs run at once at most; more are answered "busy".
     pub max_jobs: usize,
 }
+
+impl Default for AgentConfig {
+    fn default() -> Self {
+        AgentConfig {
+            jid: String::new(),
+            password: String::new(),
+            password_file: String::new(),
+            coordinator: String::new(),
+            server: String::new(),
+            trust_file: String::new(),
+            tls_name: String::new(),
+            max_jobs: DEFAULT_AGENT_JOBS,
+        }
+    }
+}
+
+/// Jobs an agent runs at once unless configured otherwise.
+pub const DEFAULT_AGENT_JOBS: usize = 8;
 
 /// The most jobs an agent may be configured to run at once.
 pub const MAX_AGENT_JOBS: usize = 256;
@@ -91,7 +109,7 @@ impl AgentConfig {
                 self.coordinator
             ));
         }
-        if !(1..=MAX_AGENT_JOBS).contains(&self.max_jobs()) {
+        if !(1..=MAX_AGENT_JOBS).contains(&self.max_jobs) {
             return bad(format!(
                 "agent.max_jobs must be between 1 and {MAX_AGENT_JOBS}, not {}",
                 self.max_jobs
@@ -100,13 +118,9 @@ impl AgentConfig {
         Ok(())
     }
 
-    /// Jobs at once (8 when not set).
+    /// Jobs at once.
     pub fn max_jobs(&self) -> usize {
-        if self.max_jobs == 0 {
-            8
-        } else {
-            self.max_jobs
-        }
+        self.max_jobs
     }
 }
 
@@ -202,5 +216,11 @@ mod tests {
         a.jid = "example.org".into();
         assert!(a.validate().is_err());
         assert!(AgentConfig::default().password().is_err());
+        // No job at once is no agent: an error, not a silent default.
+        a.jid = "probe1@example.org".into();
+        a.max_jobs = 0;
+        assert!(a.validate().is_err());
+        a.max_jobs = MAX_AGENT_JOBS + 1;
+        assert!(a.validate().is_err());
     }
 }

@@ -345,3 +345,7 @@ impl Vantages for Arc<Agents> {
             .collect()
     }
 }
+
+#[cfg(test)]
+#[path = "agents_tests.rs"]
+mod tests;
