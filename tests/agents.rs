@@ -426,3 +426,17 @@ fn prosody_agents() {
         },
     );
 }
+
+#[test]
+fn ejabberd_agents() {
+    agents_flow(
+        "ejabberd",
+        Ports {
+            host: 19400,
+            target: 19600,
+            probed: 19699,
+            web: 19480,
+            addr_base: "127.64.0",
+        },
+    );
+}

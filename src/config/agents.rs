@@ -22,7 +22,8 @@ pub struct AgentConfig {
     pub server: String,
     /// A PEM file of certificates to trust for the login connection (a
     /// private CA, or the server's own self-signed certificate) instead of
-    /// the built-in web roots. The server's name is still verified.
+    /// the built-in web roots. A certificate of the file presented exactly is
+    /// pinned (no name check); other chains are verified with the name.
     pub trust_file: String,
     /// The name the login certificate must carry; empty: the JID's domain.
     pub tls_name: String,
