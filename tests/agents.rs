@@ -20,7 +20,10 @@ use std::io::{Read, Write};
 use std::path::PathBuf;
 use std::time::Duration;
 
-use common::{eventually, wait_component, workdir, Client, Lab, Proc, TestCert, COMPONENT, HOSTS};
+use common::{
+    count, eventually, is_from_bot, wait_component, workdir, Client, Lab, Proc, TestCert,
+    COMPONENT, HOSTS,
+};
 use serde_json::{json, Value};
 
 const T: Duration = Duration::from_secs(20);
@@ -50,7 +53,7 @@ struct World {
     host: Lab,
     interceptor: Client,
     rules: PathBuf,
-    host_cert: TestCert,
+    host_cert: PathBuf,
     ports: Ports,
 }
 
@@ -69,7 +72,7 @@ impl World {
         let text = format!(
             "[agent]\njid = \"{user}@localhost\"\npassword = \"{user}-pw\"\ncoordinator = \"{COMPONENT}\"\nserver = \"127.0.0.1:{}\"\ntrust_file = \"{}\"\n\n[probe]\ntransport = \"direct\"\ntimeout = \"5s\"\nallow_private = true\nbind = \"{bind}\"\n",
             self.ports.host + 22,
-            self.host_cert.cert.display()
+            self.host_cert.display()
         );
         std::fs::write(&config, text).unwrap();
         let log = std::fs::OpenOptions::new()
@@ -132,7 +135,7 @@ fn world(server: &str, ports: Ports) -> World {
     let good = TestCert::generate(&dir, "good", &["down.test"]);
     let mitm = TestCert::generate(&dir, "mitm", &["down.test"]);
     // The agents' login: a certificate with the server's name in it.
-    let host_cert = TestCert::generate(&dir, "host", &["localhost"]);
+    let (host_cert, host_key) = login_cert(&dir);
     let tb = ports.target;
     let target_env: Vec<(&str, String)> = vec![
         ("C2S_PORT", (tb + 22).to_string()),
@@ -162,8 +165,10 @@ fn world(server: &str, ports: Ports) -> World {
         ("COMPONENT_JID", COMPONENT.into()),
         ("COMPONENT_SECRET", "s3cret".into()),
         ("EXTRA_USERS", "agent-a agent-b agent-c mallory".into()),
-        ("TLS_CERT", host_cert.cert.display().to_string()),
-        ("TLS_KEY", host_cert.key.display().to_string()),
+        // The agents never log in without TLS.
+        ("EJABBERD_STARTTLS", "1".into()),
+        ("TLS_CERT", host_cert.display().to_string()),
+        ("TLS_KEY", host_key.display().to_string()),
     ];
     let host = Lab::start("xmpplab.sh", &[server], &dir.join("host"), &host_env);
     let rules = dir.join("rules.json");
@@ -198,19 +203,33 @@ fn world(server: &str, ports: Ports) -> World {
     }
 }
 
-fn is_from_bot(v: &Value, needle: &str) -> bool {
-    v["event"] == "message"
-        && v["from"].as_str().is_some_and(|f| f.starts_with(COMPONENT))
-        && v["body"].as_str().is_some_and(|b| b.contains(needle))
-}
-
-/// Counts what arrives within `window` that matches.
-fn count(client: &mut Client, window: Duration, pred: impl Fn(&Value) -> bool) -> usize {
-    let mut n = 0;
-    while client.wait_event(window, &pred).is_some() {
-        n += 1;
-    }
-    n
+/// A certificate for the agents' login with the server's name in it (the
+/// lab's default has none), valid 30 days: ejabberd's certificate timer
+/// fails on rcgen's default expiry in the year 4096.
+fn login_cert(dir: &std::path::Path) -> (PathBuf, PathBuf) {
+    let (cert, key) = (dir.join("host.crt"), dir.join("host.key"));
+    let out = std::process::Command::new("openssl")
+        .args([
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+        ])
+        .args(["-nodes", "-days", "30", "-subj", "/CN=localhost"])
+        .args(["-addext", "subjectAltName=DNS:localhost", "-keyout"])
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert)
+        .output()
+        .expect("run openssl");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (cert, key)
 }
 
 /// The agents named in the report's vantage entries.

@@ -21,7 +21,7 @@ const SERVICES: [Service; 4] = [
     Service::XmppsServer,
 ];
 
-fn checker(prober: Prober) -> Checker {
+pub(super) fn checker(prober: Prober) -> Checker {
     let resolver = Resolver::new(&ResolverSettings {
         nameservers: vec!["127.0.0.1:9".parse().unwrap()],
         trust_anchor: None,

@@ -8,7 +8,6 @@ use futures::future::BoxFuture;
 
 use super::*;
 use crate::dane::Tlsa;
-use crate::dns::ResolverSettings;
 use crate::probe::tls::TlsObservation;
 use crate::probe::transport::Connector;
 use crate::vantage::{wire, AgentFailure, Remote, Vantages};
@@ -100,16 +99,8 @@ fn leaf() -> (Vec<u8>, String) {
 }
 
 fn checker(fake: &Arc<Fake>) -> Checker {
-    let resolver = Resolver::new(&ResolverSettings {
-        nameservers: vec!["127.0.0.1:9".parse().unwrap()],
-        trust_anchor: None,
-        timeout: None,
-        clock: None,
-    })
-    .unwrap();
     let prober = Prober::new(Connector::Direct, Duration::from_secs(5), None);
-    let mut c = Checker::new(resolver, prober, crate::clock::system());
-    c.allow_private = true;
+    let mut c = super::tests::checker(prober);
     c.local = false;
     c.vantages = Some(Arc::new(fake.clone()));
     c

@@ -13,6 +13,7 @@
 #   COMPONENT_JID=certwatch.localhost COMPONENT_SECRET=s3cret
 #   C2S_PORT=15222 C2S_TLS_PORT=15223 S2S_PORT=15269 S2S_TLS_PORT=15270 COMPONENT_PORT=15347
 #   TLS_CERT, TLS_KEY            PEM files; a self-signed EC certificate is made when unset
+#   EJABBERD_STARTTLS=0          1: ejabberd offers STARTTLS on c2s (Prosody always does)
 #   EJABBERD_DIST_PORT=C2S_PORT+1000 (ejabberd's Erlang distribution port)
 #
 # The component part of each server's configuration is copied from
@@ -190,6 +191,8 @@ listen:
     shaper: none
     access: c2s
 EOF
+    # STARTTLS offered on c2s (not required), for clients that insist on it.
+    [ "${EJABBERD_STARTTLS:-0}" = 1 ] && echo "    starttls: true"
     # The example's listener, with this lab's port, name and password.
     sed -n '/^  -$/,$p' "$ROOT/ejabberd-example/ejabberd.yml" \
       | sed -e "s/port: 5347/port: $COMP/" -e "s/certwatch\.example\.org/$JID/" -e "s/change-me/$SECRET/"
