@@ -23,12 +23,12 @@ LAYERS = [
     ["dane"],                                         # TLSA records, matching (pure)
     ["advice", "alert", "selfwatch"],                 # what to publish, what to tell (pure)
     ["dns", "probe"],                                 # observations (network)
-    ["judge"],                                        # observations -> verdicts
+    ["judge", "vantage"],                             # observations -> verdicts; remote places to probe from
     ["check", "store"],                               # one check; durable state
     ["setup"],                                        # parts built from config
     ["engine"],                                       # the service core
     ["commands", "monitor"],                          # what drives the core
-    ["xmpp", "web"],                                  # the XMPP and web fronts
+    ["xmpp", "web", "agent"],                         # the XMPP and web fronts; the agent process
     ["watchdog"],                                     # ends a serve that stopped making progress
     ["serve"],                                        # process start-up
     ["cli"],                                          # the command line

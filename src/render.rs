@@ -249,12 +249,18 @@ fn alarm_lines(report: &Report, max: usize) -> Vec<String> {
     let mut lines = group_lines(&alarming, max, |e| match (e.verdict, &e.spki_sha256) {
         (EndpointVerdict::StarttlsMissing, _) => "STARTTLS was not offered".into(),
         (_, Some(k)) => format!(
-            "presented key {k}{}",
+            "presented key {k}{}{}",
             if confirmed.contains(&k.as_str()) {
                 " (confirmed by a second probe)"
             } else {
                 ""
-            }
+            },
+            // Where it was seen from, when agents probe too.
+            e.notes
+                .iter()
+                .find(|n| n.starts_with("seen only from ") || n.starts_with("seen from "))
+                .map(|n| format!("; {n}"))
+                .unwrap_or_default()
         ),
         (_, None) => e.error.clone().unwrap_or_else(|| "no matching key".into()),
     });

@@ -97,6 +97,10 @@ pub struct Vantage {
     pub exit: Option<String>,
     /// SHA-256 of the SPKI of the leaf this probe was presented.
     pub spki_sha256: String,
+    /// The agent (`[[vantage]] name`) that made the probe; absent for the
+    /// coordinator's own.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub agent: Option<String>,
 }
 
 /// One endpoint in the report (docs/json.md `endpoints[]`).
@@ -810,11 +814,13 @@ mod tests {
                 transport: "tor".into(),
                 exit: Some("ab".repeat(20)),
                 spki_sha256: "01".repeat(32),
+                agent: None,
             },
             Vantage {
                 transport: "socks5".into(),
                 exit: None,
                 spki_sha256: "01".repeat(32),
+                agent: None,
             },
         ];
         let v = serde_json::to_value(&e).unwrap();

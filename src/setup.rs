@@ -72,6 +72,9 @@ pub async fn connector_with_progress(
         stall_limit: BOOTSTRAP_STALL_LIMIT,
         progress,
     };
+    if let Some(source) = config.probe_bind()? {
+        return Ok(Connector::DirectFrom(source));
+    }
     Ok(Connector::start(
         config.probe.transport,
         socks5,

@@ -9,10 +9,12 @@ mod confirm;
 mod horizons;
 mod probing;
 mod select;
+mod vantages;
 
 use confirm::evidence;
 use probing::{ours_when_tor_is_stuck, probed, tally, transport_advice, Probes};
 use select::{choose, probeable, target};
+use vantages::{Origin, Sight};
 
 use std::collections::BTreeSet;
 use std::net::SocketAddr;
@@ -79,6 +81,12 @@ pub struct Checker {
     /// an interceptor on its DNS path may see, do not announce a probe
     /// seconds later; no permit is held while waiting.
     pub probe_delay: Duration,
+    /// The agents to probe through, besides (or instead of) our own place.
+    pub vantages: Option<Arc<dyn crate::vantage::Vantages>>,
+    /// Whether our own place probes too (`probe.local`).
+    pub local: bool,
+    /// Endpoints seen intercepted from one vantage only (shared by clones).
+    suspects: vantages::Suspects,
 }
 
 impl Checker {
@@ -91,6 +99,9 @@ impl Checker {
             confirm_mismatch: true,
             allow_private: false,
             probe_delay: Duration::ZERO,
+            vantages: None,
+            local: true,
+            suspects: Default::default(),
         }
     }
 
@@ -139,7 +150,13 @@ impl Checker {
         let checked_at = self.clock.now_rfc3339();
         let mut g = self.gather(domain, services).await;
         let reports = self
-            .judge_all(domain, &g.endpoints, &g.probed, &g.exits, g.deadline)
+            .judge_all(
+                domain,
+                &g.endpoints,
+                &g.probed,
+                (&g.exits, &g.origins),
+                g.deadline,
+            )
             .await;
         let horizons = self.horizons(&g, &reports).await;
         let mut report = self.report(domain, checked_at, &g, reports).await;
@@ -168,6 +185,7 @@ impl Checker {
         let Probes {
             probed,
             exits,
+            origins,
             left_out,
             deadline,
             probeable,
@@ -185,6 +203,7 @@ impl Checker {
             endpoints,
             probed,
             exits,
+            origins,
             left_out,
             deadline,
             probeable,
@@ -380,6 +399,7 @@ struct Gathered {
     endpoints: Arc<Vec<Endpoint>>,
     probed: Vec<Probed>,
     exits: Vec<Option<ExitRelay>>,
+    origins: Vec<Origin>,
     left_out: Vec<usize>,
     deadline: tokio::time::Instant,
     probeable: usize,
@@ -389,3 +409,5 @@ struct Gathered {
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod vantage_tests;

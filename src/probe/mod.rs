@@ -382,7 +382,7 @@ impl Prober {
     }
 
     fn builds_circuits(&self) -> bool {
-        !matches!(self.connector, Connector::Direct)
+        !matches!(self.connector, Connector::Direct | Connector::DirectFrom(_))
     }
 
     async fn connect_and_negotiate(

@@ -482,3 +482,19 @@ pub fn wait_component(client: &mut Client) {
         (r["ok"] == true).then_some(())
     });
 }
+
+/// Whether `v` is a chat message from the component whose body contains `needle`.
+pub fn is_from_bot(v: &Value, needle: &str) -> bool {
+    v["event"] == "message"
+        && v["from"].as_str().is_some_and(|f| f.starts_with(COMPONENT))
+        && v["body"].as_str().is_some_and(|b| b.contains(needle))
+}
+
+/// Counts what `client` gets within `window` that matches (the backlog included).
+pub fn count(client: &mut Client, window: Duration, pred: impl Fn(&Value) -> bool) -> usize {
+    let mut n = 0;
+    while client.wait_event(window, &pred).is_some() {
+        n += 1;
+    }
+    n
+}
