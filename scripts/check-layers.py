@@ -25,12 +25,12 @@ LAYERS = [
     ["advice", "alert", "selfwatch"],                 # what to publish, what to tell (pure)
     ["warning"],                                      # expiry and rollover warnings (pure)
     ["dns", "probe"],                                 # observations (network)
-    ["judge"],                                        # observations -> verdicts
+    ["judge", "vantage"],                             # observations -> verdicts; remote places to probe from
     ["check", "store"],                               # one check; durable state
     ["setup"],                                        # parts built from config
     ["engine"],                                       # the service core
     ["commands", "monitor"],                          # what drives the core
-    ["xmpp", "web"],                                  # the XMPP and web fronts
+    ["xmpp", "web", "agent"],                         # the XMPP and web fronts; the agent process
     ["watchdog"],                                     # ends a serve that stopped making progress
     ["serve"],                                        # process start-up
     ["cli"],                                          # the command line

@@ -8,7 +8,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-packages=(prosody lua-sec ejabberd nsd unbound bind9-utils bind9-dnsutils tor iproute2 util-linux openssl procps python3-pip python3-dnspython profanity tmux chromium chromium-driver fonts-dejavu-core)
+packages=(pkg-config libssl-dev prosody lua-sec ejabberd nsd unbound bind9-utils bind9-dnsutils tor iproute2 util-linux openssl procps python3-pip python3-dnspython profanity tmux chromium chromium-driver fonts-dejavu-core)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || missing+=("$p")

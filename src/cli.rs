@@ -141,6 +141,8 @@ pub enum Command {
     /// Run the XMPP component and, with [web], the web front (docs/chat.md, docs/web.md).
     #[command(after_help = EXIT_CODES_HELP)]
     Serve,
+    /// Run a probe-only agent for a coordinator ([agent], docs/agents.md).
+    Agent,
 }
 
 /// Parses the arguments, runs the command and returns the exit status.
@@ -170,7 +172,7 @@ pub fn main() -> i32 {
             return EXIT_CONFIG;
         }
     };
-    init_logging(matches!(cli.command, Command::Serve));
+    init_logging(matches!(cli.command, Command::Serve | Command::Agent));
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -188,6 +190,13 @@ pub fn main() -> i32 {
             service,
         } => runtime.block_on(run_check(&config, &domain, json, service)),
         Command::Tlsa { .. } => unreachable!("handled above"),
+        Command::Agent => match runtime.block_on(crate::agent::run(config)) {
+            Ok(()) => 0,
+            Err(e) => {
+                eprintln!("certwatch: {e}");
+                EXIT_CONFIG
+            }
+        },
         Command::Serve => match runtime.block_on(crate::serve::serve(config)) {
             Ok(()) => 0,
             Err(e) => {
@@ -270,6 +279,13 @@ async fn run_check(config: &Config, input: &str, json: bool, service: ServiceSet
             return EXIT_CONFIG;
         }
     };
+    let profiles = match setup::profiles(config) {
+        Ok(p) => p,
+        Err(e) => {
+            eprintln!("certwatch: {e}");
+            return EXIT_CONFIG;
+        }
+    };
     // A person at a terminal sees Tor's bootstrap; scripts and --json see nothing.
     let progress = (!json && std::io::stderr().is_terminal()).then(|| {
         Box::new(|line: &str| {
@@ -293,7 +309,7 @@ async fn run_check(config: &Config, input: &str, json: bool, service: ServiceSet
             return report.verdict.exit_code();
         }
     };
-    let mut checker = Checker::new(resolver, setup::prober(config, connector), clock);
+    let mut checker = Checker::new(resolver, setup::prober(config, connector, profiles), clock);
     checker.allow_private = config.probe.allow_private;
     let (report, _health) = checker.check(&domain, service).await;
     print_report(&report, json);

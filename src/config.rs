@@ -11,6 +11,9 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+mod agents;
+pub use agents::{validate_vantages, AgentConfig, VantageConfig, MAX_AGENT_JOBS, MAX_VANTAGES};
+
 /// The whole configuration.
 #[derive(Clone, Debug, Default, Deserialize, Serialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
@@ -27,6 +30,10 @@ pub struct Config {
     pub store: StoreConfig,
     /// The web front.
     pub web: WebConfig,
+    /// `certwatch agent`: its account and coordinator.
+    pub agent: AgentConfig,
+    /// The agents this coordinator probes through.
+    pub vantage: Vec<VantageConfig>,
     /// Whether the file has an `[xmpp]` section: without one, `serve` runs
     /// no XMPP front (the web front alone). Not a key of the file.
     #[serde(skip)]
@@ -87,6 +94,40 @@ pub enum Transport {
     Direct,
 }
 
+/// Which software a probe speaks as (`probe.s2s_profile`, `probe.c2s_profile`):
+/// its TLS library and settings and its stream header.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ProfileName {
+    /// Prosody 0.12 on Debian 12 opening an s2s stream (LuaSec over OpenSSL 3.0).
+    Prosody,
+    /// Profanity 0.13 on Debian 12 (libstrophe 0.12 over OpenSSL 3.0), a c2s client.
+    Profanity,
+    /// CertWatch's own rustls handshake and header, kept for comparison.
+    Rustls,
+}
+
+impl ProfileName {
+    /// The name as written in the configuration.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ProfileName::Prosody => "prosody",
+            ProfileName::Profanity => "profanity",
+            ProfileName::Rustls => "rustls",
+        }
+    }
+
+    /// Whether the imitated software opens server-to-server streams
+    /// (`server`) or client-to-server ones (`!server`).
+    pub fn speaks(self, server: bool) -> bool {
+        match self {
+            ProfileName::Prosody => server,
+            ProfileName::Profanity => !server,
+            ProfileName::Rustls => true,
+        }
+    }
+}
+
 impl std::str::FromStr for Transport {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
@@ -135,6 +176,17 @@ pub struct ProbeConfig {
     pub circuits_per_second: f64,
     /// How many fresh circuits may be asked for at once after a quiet time.
     pub circuit_burst: u32,
+    /// What s2s probes speak as: "prosody" (default) or "rustls".
+    pub s2s_profile: ProfileName,
+    /// What c2s probes speak as: "profanity" (default) or "rustls".
+    pub c2s_profile: ProfileName,
+    /// The source address of direct probes (empty: the system's choice).
+    pub bind: String,
+    /// Whether the coordinator probes from its own place too, beside its agents.
+    pub local: bool,
+    /// How long a listed agent may stay offline before the operators are told.
+    #[serde(with = "humantime_serde")]
+    pub vantage_away: Duration,
 }
 
 impl Default for ProbeConfig {
@@ -149,9 +201,17 @@ impl Default for ProbeConfig {
             s2s_from: String::new(),
             circuits_per_second: CIRCUITS_PER_SECOND,
             circuit_burst: CIRCUIT_BURST,
+            s2s_profile: ProfileName::Prosody,
+            c2s_profile: ProfileName::Profanity,
+            bind: String::new(),
+            local: true,
+            vantage_away: VANTAGE_AWAY,
         }
     }
 }
+
+/// How long an agent may stay offline before the operators are told (default).
+pub const VANTAGE_AWAY: Duration = Duration::from_secs(300);
 
 /// `[monitor]`: how often each domain is probed.
 #[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
@@ -434,6 +494,24 @@ impl Config {
         }
     }
 
+    /// `probe.bind` as an address: only for the direct transport.
+    pub fn probe_bind(&self) -> Result<Option<std::net::IpAddr>, ConfigError> {
+        let bind = self.probe.bind.trim();
+        if bind.is_empty() {
+            return Ok(None);
+        }
+        let ip = bind.parse().map_err(|_| {
+            ConfigError::Invalid(format!("probe.bind must be an IP address, not {bind:?}"))
+        })?;
+        if self.probe.transport != Transport::Direct {
+            return Err(ConfigError::Invalid(format!(
+                "probe.bind is for transport = \"direct\" only, not {}",
+                self.probe.transport
+            )));
+        }
+        Ok(Some(ip))
+    }
+
     /// Checks what serde cannot: values that parse but cannot work.
     pub fn validate(&self) -> Result<(), ConfigError> {
         self.nameservers()?;
@@ -494,6 +572,13 @@ impl Config {
             )));
         }
         self.web.validate()?;
+        self.probe_bind()?;
+        validate_vantages(&self.vantage)?;
+        if !self.probe.local && self.vantage.is_empty() {
+            return Err(ConfigError::Invalid(
+                "probe.local = false needs at least one [[vantage]] to probe from".into(),
+            ));
+        }
         let rate = self.probe.circuits_per_second;
         if !(rate.is_finite() && rate > 0.0 && rate <= MAX_CIRCUITS_PER_SECOND) {
             return Err(ConfigError::Invalid(format!(
@@ -524,6 +609,9 @@ fn is_hostname(s: &str) -> bool {
                 && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
         })
 }
+
+/// The name reports give the coordinator's own vantage.
+pub const LOCAL_VANTAGE: &str = "local";
 
 /// Fresh Tor circuits per second, unless configured otherwise
 /// (`probe.circuits_per_second`).
@@ -867,7 +955,11 @@ mod tests {
         let table = toml::Table::try_from(Config::default()).unwrap();
         let mut keys = Vec::new();
         for (section, value) in &table {
-            for key in value.as_table().expect("a section").keys() {
+            // `[[vantage]]` is a list, empty by default: documented apart.
+            let Some(value) = value.as_table() else {
+                continue;
+            };
+            for key in value.keys() {
                 keys.push(format!("{section}.{key}"));
             }
         }

@@ -91,6 +91,8 @@ pub struct Engine {
     tor_dirs: TorDirs,
     /// The checker and when its resolver (with hickory's caches) was built.
     checker: tokio::sync::Mutex<Option<(Checker, Instant)>>,
+    /// The agents checks probe through (set once by the XMPP front).
+    vantages: std::sync::OnceLock<std::sync::Arc<dyn crate::vantage::Vantages>>,
     /// How many times the resolver was rebuilt (its caches dropped).
     resolver_renewals: std::sync::atomic::AtomicU64,
     monitor_wake: Notify,
@@ -119,8 +121,12 @@ pub struct Engine {
     /// Operator messages that could not be queued in the store (it is what
     /// failed): sent from memory, lost on a restart.
     urgent: Mutex<VecDeque<Delivery>>,
+    /// Numbers the in-memory operator notices (their delivery ids).
+    urgent_seq: std::sync::atomic::AtomicU64,
     /// Counters every finished check bumps (served by the web front).
     metrics: std::sync::Arc<crate::metrics::Metrics>,
+    /// The probe profiles, built (and checked) at start-up.
+    profiles: crate::probe::Profiles,
 }
 
 /// Whether the transport has started (for the operators).
@@ -156,6 +162,8 @@ impl Engine {
         // own resolver on first use so that no first-hour cache outlives a
         // renewal.
         setup::resolver(&config, &clock)?;
+        // So is a probe profile that cannot be used here.
+        let profiles = setup::profiles(&config)?;
         let base = PathBuf::from(format!("{}-arti", config.store.path));
         let circuits = std::sync::Arc::new(setup::circuit_budget(&config));
         let self_watch = match store.meta::<SelfWatch>(SELF_WATCH_KEY) {
@@ -173,6 +181,7 @@ impl Engine {
             },
             config,
             checker: tokio::sync::Mutex::new(None),
+            vantages: std::sync::OnceLock::new(),
             resolver_renewals: Default::default(),
             monitor_wake: Notify::new(),
             outbox_wake: Notify::new(),
@@ -188,7 +197,9 @@ impl Engine {
             check_soon: Mutex::new(Vec::new()),
             self_watch: Mutex::new(self_watch),
             urgent: Mutex::new(VecDeque::new()),
+            urgent_seq: Default::default(),
             metrics: Default::default(),
+            profiles,
         })
     }
 
@@ -243,17 +254,37 @@ impl Engine {
                     Err(e) => tracing::warn!(error = %e, "cannot renew the DNS resolver"),
                 }
             }
-            return Ok(checker.clone());
+            return Ok(self.with_vantages(checker.clone()));
         }
         let connector = setup::connector(&self.config, Some(&self.tor_dirs)).await?;
-        let prober = setup::prober(&self.config, connector)
+        let prober = setup::prober(&self.config, connector, self.profiles.clone())
             .with_spacing(self.spacing.clone())
             .with_circuit_budget(self.circuits.clone());
         let resolver = setup::resolver(&self.config, &self.clock)?;
         let mut checker = Checker::new(resolver, prober, self.clock.clone());
         checker.allow_private = self.config.probe.allow_private;
+        checker.local = self.config.probe.local;
         *slot = Some((checker.clone(), Instant::now()));
-        Ok(checker)
+        Ok(self.with_vantages(checker))
+    }
+
+    /// The checker with the agents, once the XMPP front has them.
+    fn with_vantages(&self, mut checker: Checker) -> Checker {
+        checker.vantages = self.vantages.get().cloned();
+        checker
+    }
+
+    /// For the operators' `health`: each agent's state, last contact and success rate.
+    pub fn vantage_lines(&self) -> Vec<(String, String, String, String)> {
+        self.vantages
+            .get()
+            .map(|v| v.describe())
+            .unwrap_or_default()
+    }
+
+    /// The agents to probe through (`[[vantage]]`); set once.
+    pub fn set_vantages(&self, vantages: std::sync::Arc<dyn crate::vantage::Vantages>) {
+        let _ = self.vantages.set(vantages);
     }
 
     /// A full check, as the monitor runs it.
@@ -539,7 +570,12 @@ impl Engine {
     /// if the runtime still runs.
     pub fn tell_operators_urgently(&self, text: &str) {
         let now = self.clock.now_rfc3339();
-        let deliveries = self.operator_deliveries(&format!("operator-watchdog-{now}"), text, &now);
+        // Unique even for two notices in the same second.
+        let seq = self
+            .urgent_seq
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let id = format!("operator-watchdog-{now}-{seq}");
+        let deliveries = self.operator_deliveries(&id, text, &now);
         self.push_urgent(deliveries);
         self.wake_outbox();
     }

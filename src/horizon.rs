@@ -72,9 +72,9 @@ impl RrsetHorizon {
         now: u64,
     ) -> RrsetHorizon {
         RrsetHorizon {
-            name: name.trim_end_matches('.').to_ascii_lowercase(),
+            name: dns_name(name),
             rtype: rtype.to_owned(),
-            zone: zone.trim_end_matches('.').to_ascii_lowercase(),
+            zone: dns_name(zone),
             ttl,
             inception,
             expiration,
@@ -191,6 +191,84 @@ impl Horizons {
             .collect()
     }
 
+    /// The `n` [`nearest`](Horizons::nearest) horizons as lines for
+    /// people, counted from `now`: what runs out, when, what to do.
+    pub fn lines(&self, n: usize, now: u64) -> Vec<String> {
+        self.nearest(n)
+            .iter()
+            .map(|h| {
+                let when = if h.at > now {
+                    format!("in {} ({})", in_words(h.at - now), utc_minutes(h.at))
+                } else {
+                    format!("{} ago ({})", in_words(now - h.at), utc_minutes(h.at))
+                };
+                match h.kind {
+                    HorizonKind::Signatures if h.at > now => format!(
+                        "signatures of {} expire {when}, counting the TTL: re-sign the zone (is its signer running?)",
+                        zone_words(&h.subject)
+                    ),
+                    HorizonKind::Signatures => format!(
+                        "signatures of {} ran out {when}, counting the TTL: resolvers may refuse its data now; re-sign the zone",
+                        zone_words(&h.subject)
+                    ),
+                    HorizonKind::Certificate => self.certificate_line(h, &when, h.at > now),
+                }
+            })
+            .collect()
+    }
+
+    /// The line of a certificate horizon: under DANE-TA the check fails
+    /// then; otherwise only clients that check it against a CA do.
+    fn certificate_line(&self, h: &Horizon, when: &str, ahead: bool) -> String {
+        let e = self.endpoints.iter().find(|e| e.endpoint == h.what);
+        let verb = if ahead { "expires" } else { "expired" };
+        match e {
+            Some(e) if e.counts_for_dane => {
+                let what = match e.chain_not_after {
+                    Some(c) if c < e.not_after => "a certificate on the way to the DANE-TA trust anchor of",
+                    _ => "the certificate of",
+                };
+                format!(
+                    "{what} {} {verb} {when}: its DANE-TA record authenticates it only while it is valid, so the check fails then; renew it",
+                    h.what
+                )
+            }
+            _ => format!(
+                "the certificate of {} {verb} {when}: with a DANE-EE record (3 x x) this date does not affect the key check, but clients that check the certificate against a CA fail then; renew it, keeping the key or publishing the new key's TLSA record first",
+                h.what
+            ),
+        }
+    }
+
+    /// Signatures whose timing is wrong beyond expiry, one line per zone
+    /// and problem (a zone signed with a short window has it on every RRset).
+    pub fn zone_problems(&self) -> Vec<String> {
+        let mut seen: Vec<(&str, SignatureProblem)> = Vec::new();
+        let mut out = Vec::new();
+        for r in &self.rrsets {
+            let Some(problem) = r.problem else { continue };
+            if seen.contains(&(r.zone.as_str(), problem)) {
+                continue;
+            }
+            seen.push((r.zone.as_str(), problem));
+            let zone = zone_words(&r.zone);
+            out.push(match problem {
+                SignatureProblem::InceptionInFuture => format!(
+                    "signatures of {zone} start only at {} (the signer's clock runs ahead, or ours behind): validators reject them until then",
+                    utc_minutes(r.inception)
+                ),
+                SignatureProblem::ShortValidity => format!(
+                    "signatures of {zone} are valid for only {} counting the TTL (the {} of {}: inception to expiration less {} s): one missed re-signing breaks the zone; sign for longer",
+                    in_words(r.expires_at.saturating_sub(r.inception)),
+                    r.rtype,
+                    r.name,
+                    r.ttl
+                ),
+            });
+        }
+        out
+    }
+
     /// Signatures whose timing is wrong beyond expiry (future inception,
     /// short window), one line each.
     pub fn problems(&self) -> Vec<String> {
@@ -215,6 +293,23 @@ impl Horizons {
                 })
             })
             .collect()
+    }
+}
+
+/// A DNS name as horizons keep it: lowercase, without the trailing dot;
+/// the root stays `.`.
+fn dns_name(name: &str) -> String {
+    match name.trim_end_matches('.') {
+        "" => ".".to_owned(),
+        n => n.to_ascii_lowercase(),
+    }
+}
+
+/// A zone in words: "example.org", or "the root zone".
+fn zone_words(zone: &str) -> String {
+    match zone {
+        "." | "" => "the root zone".to_owned(),
+        z => z.to_owned(),
     }
 }
 
@@ -470,6 +565,102 @@ mod tests {
             h.problems()[0].contains("valid for only 1 day"),
             "{:?}",
             h.problems()
+        );
+    }
+
+    #[test]
+    fn lines_say_what_runs_out_when_and_what_to_do() {
+        let h = Horizons {
+            rrsets: vec![
+                RrsetHorizon::new(
+                    "example.org.",
+                    "DNSKEY",
+                    "example.org.",
+                    3600,
+                    (NOW - DAY, NOW + 2 * DAY),
+                    NOW,
+                ),
+                RrsetHorizon::new(
+                    "a.example.org",
+                    "A",
+                    "example.org",
+                    3600,
+                    (NOW - DAY, NOW + 2 * DAY),
+                    NOW,
+                ),
+                RrsetHorizon::new(".", "DNSKEY", ".", 3600, (NOW - DAY, NOW + 20 * DAY), NOW),
+                // Past its safe end: expiration less a TTL longer than what is left.
+                RrsetHorizon::new("org", "DS", "org", 7200, (NOW - DAY, NOW + 3600), NOW),
+            ],
+            endpoints: vec![
+                EndpointHorizon {
+                    endpoint: "xmpps-client x.example.org:5223 [192.0.2.1] direct".into(),
+                    not_after: NOW + 3 * DAY,
+                    chain_not_after: None,
+                    counts_for_dane: false,
+                },
+                EndpointHorizon {
+                    endpoint: "xmpps-server x.example.org:5270 [192.0.2.1] direct".into(),
+                    not_after: NOW + 30 * DAY,
+                    chain_not_after: Some(NOW + 4 * DAY),
+                    counts_for_dane: true,
+                },
+            ],
+        };
+        let lines = h.lines(10, NOW);
+        assert_eq!(lines.len(), 5, "{lines:#?}");
+        assert_eq!(
+            lines[0],
+            "signatures of org ran out 1 hour ago (2027-01-15 07:00 UTC), counting the TTL: resolvers may refuse its data now; re-sign the zone"
+        );
+        assert!(
+            lines[1]
+                .starts_with("signatures of example.org expire in 1 day (2027-01-17 07:00 UTC)"),
+            "{lines:#?}"
+        );
+        assert!(
+            lines[2].starts_with("the certificate of xmpps-client x.example.org:5223 [192.0.2.1] direct expires in 3 days")
+                && lines[2].contains("DANE-EE")
+                && lines[2].contains("clients that check the certificate against a CA fail then"),
+            "{lines:#?}"
+        );
+        assert!(
+            lines[3].starts_with(
+                "a certificate on the way to the DANE-TA trust anchor of xmpps-server"
+            ) && lines[3].contains("in 4 days")
+                && lines[3].contains("the check fails then"),
+            "{lines:#?}"
+        );
+        assert!(
+            lines[4].starts_with("signatures of the root zone expire in 19 days"),
+            "{lines:#?}"
+        );
+        assert_eq!(h.lines(2, NOW).len(), 2);
+        // One line per zone and problem, however many RRsets share it.
+        let problems = h.zone_problems();
+        assert_eq!(problems.len(), 2, "{problems:#?}");
+        assert!(
+            problems[0].starts_with("signatures of example.org are valid for only 2 days"),
+            "{problems:#?}"
+        );
+        assert!(
+            problems[1].starts_with("signatures of org are valid for only"),
+            "{problems:#?}"
+        );
+        let ahead = Horizons {
+            rrsets: vec![RrsetHorizon::new(
+                "x.example",
+                "SRV",
+                "example",
+                300,
+                (NOW + 3600, NOW + 30 * DAY),
+                NOW,
+            )],
+            endpoints: vec![],
+        };
+        assert_eq!(
+            ahead.zone_problems(),
+            ["signatures of example start only at 2027-01-15 09:00 UTC (the signer's clock runs ahead, or ours behind): validators reject them until then"]
         );
     }
 }

@@ -11,13 +11,16 @@
 //!   [`watchdog`]: ends a `serve` that stopped making progress
 //! - [`xmpp`]: the XEP-0114 front (stanzas in and out, PubSub, XEP-0050
 //!   ad-hoc commands, delivery); [`web`]: the HTTP front (pages, JSON,
-//!   Atom, badge, metrics, health)
+//!   Atom, badge, metrics, health); [`agent`]: `certwatch agent`, a
+//!   probe-only XMPP client that probes for a coordinator
 //! - [`commands`]: the commands, each defined once for chat, ad-hoc and web;
 //!   [`monitor`]: the schedule that drives checks
 //! - [`engine`]: the running service's core (checker, limits, self-watch)
 //! - [`setup`]: resolver, transport and prober built from the config
 //! - [`check`]: one check of a domain; [`store`]: sled
-//! - [`judge`]: an endpoint's verdict from DNS and probe observations (pure)
+//! - [`judge`]: an endpoint's verdict from DNS and probe observations (pure);
+//!   [`vantage`]: places to probe from other than our own (agents), and the
+//!   job protocol they speak
 //! - [`dns`]: SRV, A/AAAA, TLSA with DNSSEC proofs; [`probe`]: transport
 //!   (Tor, SOCKS5, direct) → STARTTLS or direct TLS → the presented chain
 //! - [`warning`]: expiry and rollover warnings beside the alerts (pure)
@@ -37,6 +40,7 @@
 
 pub mod admission;
 pub mod advice;
+pub mod agent;
 pub mod alert;
 pub mod check;
 pub mod cli;
@@ -63,6 +67,7 @@ pub mod selfwatch;
 pub mod serve;
 pub mod setup;
 pub mod store;
+pub mod vantage;
 pub mod vocab;
 pub mod warning;
 pub mod watchdog;

@@ -19,6 +19,10 @@ pub const MAX_RECORDS_SHOWN: usize = 6;
 pub const MAX_ALERT_GROUPS: usize = 4;
 /// Endpoint lines in `status`; the rest are counted.
 pub const MAX_STATUS_GROUPS: usize = 16;
+/// Horizons (what runs out next) in a `check` reply.
+pub const CHECK_HORIZONS: usize = 2;
+/// Horizons in `status`.
+pub const STATUS_HORIZONS: usize = 3;
 
 /// What a chat reply needs besides the report.
 #[derive(Clone, Copy, Debug, Default)]
@@ -59,6 +63,7 @@ pub fn check_reply(report: &Report, ctx: &Context) -> String {
         Verdict::Ok => {
             out.extend(unreachable_line(report));
             out.extend(warnings(report));
+            out.extend(runs_out(report, CHECK_HORIZONS, None));
         }
         Verdict::Mismatch => {
             out.extend(alarm_lines(report, usize::MAX));
@@ -110,8 +115,9 @@ pub fn check_reply(report: &Report, ctx: &Context) -> String {
     out.join("\n")
 }
 
-/// What `status DOMAIN` shows: [`details`], then the next step.
-pub fn status_reply(report: &Report, component: &str) -> String {
+/// What `status DOMAIN` shows: [`details`], the [`STATUS_HORIZONS`]
+/// nearest horizons counted from `now` (UNIX seconds), then the next step.
+pub fn status_reply(report: &Report, component: &str, now: u64) -> String {
     let next = next_step(
         report,
         &Context {
@@ -119,7 +125,23 @@ pub fn status_reply(report: &Report, component: &str) -> String {
             likely_domain: None,
         },
     );
-    format!("{}\n{next}", details(report))
+    let mut out = vec![details(report)];
+    out.extend(runs_out(report, STATUS_HORIZONS, Some(now)));
+    out.push(next);
+    out.join("\n")
+}
+
+/// "Runs out: ..." lines: each zone's signature problems, then the `n`
+/// nearest horizons counted from `now` (the check's time when None).
+fn runs_out(report: &Report, n: usize, now: Option<u64>) -> Vec<String> {
+    let Some(now) = now.or(report.checked_at_unix()) else {
+        return Vec::new();
+    };
+    report
+        .horizon_lines(n, now)
+        .into_iter()
+        .map(|l| format!("Runs out: {l}"))
+        .collect()
 }
 
 /// The full details of a report (`status`, and an alert's PubSub item):
@@ -233,12 +255,18 @@ fn alarm_lines(report: &Report, max: usize) -> Vec<String> {
     let mut lines = group_lines(&alarming, max, |e| match (e.verdict, &e.spki_sha256) {
         (EndpointVerdict::StarttlsMissing, _) => "STARTTLS was not offered".into(),
         (_, Some(k)) => format!(
-            "presented key {k}{}",
+            "presented key {k}{}{}",
             if confirmed.contains(&k.as_str()) {
                 " (confirmed by a second probe)"
             } else {
                 ""
-            }
+            },
+            // Where it was seen from, when agents probe too.
+            e.notes
+                .iter()
+                .find(|n| n.starts_with("seen only from ") || n.starts_with("seen from "))
+                .map(|n| format!("; {n}"))
+                .unwrap_or_default()
         ),
         (_, None) => e.error.clone().unwrap_or_else(|| "no matching key".into()),
     });
@@ -637,5 +665,55 @@ mod tests {
         let lines = alert_lines(&r, Verdict::Mismatch);
         assert_eq!(lines.len(), MAX_ALERT_GROUPS + 1, "{lines:?}");
         assert_eq!(lines.last().unwrap(), "and 6 more endpoint(s)");
+    }
+
+    #[test]
+    fn check_and_status_show_the_nearest_horizons_and_the_verdict_stays() {
+        use crate::horizon::{EndpointHorizon, Horizons, RrsetHorizon};
+        let mut r = lab_report("ok");
+        let at = r.checked_at_unix().unwrap();
+        let day = 86_400;
+        let sig = |zone: &str, days: u64| {
+            RrsetHorizon::new(zone, "DNSKEY", zone, 300, (at - day, at + days * day), at)
+        };
+        r.horizons = Horizons {
+            rrsets: vec![sig("good.test", 40), sig("test", 50), sig(".", 60)],
+            endpoints: vec![EndpointHorizon {
+                endpoint: "xmpps-client xmpp.good.test:15223 [127.0.0.1] direct".into(),
+                not_after: at + 2 * day,
+                chain_not_after: None,
+                counts_for_dane: false,
+            }],
+        };
+        let reply = check_reply(&r, &CTX);
+        let runs: Vec<&str> = reply
+            .lines()
+            .filter(|l| l.starts_with("Runs out: "))
+            .collect();
+        assert_eq!(runs.len(), CHECK_HORIZONS, "{reply}");
+        assert!(
+            runs[0].contains("certificate of xmpps-client xmpp.good.test:15223"),
+            "{reply}"
+        );
+        assert!(runs[0].contains("expires in 2 days"), "{reply}");
+        assert!(
+            runs[1].contains("signatures of good.test expire in 39 days"),
+            "{reply}"
+        );
+        assert!(reply.starts_with("good.test: OK"), "{reply}");
+        assert!(reply.lines().last().unwrap().starts_with("Next: "));
+        // status, read three days after the check: counted from then.
+        let status = status_reply(&r, "certwatch.localhost", at + 3 * day);
+        let runs: Vec<&str> = status
+            .lines()
+            .filter(|l| l.starts_with("Runs out: "))
+            .collect();
+        assert_eq!(runs.len(), STATUS_HORIZONS, "{status}");
+        assert!(runs[0].contains("expired 1 day ago"), "{status}");
+        assert!(
+            runs[2].contains("signatures of test expire in 46 days"),
+            "{status}"
+        );
+        assert!(status.lines().last().unwrap().starts_with("Next: "));
     }
 }

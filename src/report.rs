@@ -1,11 +1,15 @@
 //! The result of a check: verdicts, the JSON of docs/json.md, exit codes, text.
 
 use std::net::IpAddr;
+use std::time::SystemTime;
 
 use serde::{Deserialize, Serialize};
 
-use crate::horizon::Horizons;
+use crate::horizon::{unix, Horizons};
 use crate::rollover::{Observed, RolloverNote};
+
+/// How many horizons the text report (`check`) shows.
+pub const TEXT_HORIZONS: usize = 5;
 
 /// The verdict for one endpoint.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -94,6 +98,10 @@ pub struct Vantage {
     pub exit: Option<String>,
     /// SHA-256 of the SPKI of the leaf this probe was presented.
     pub spki_sha256: String,
+    /// The agent (`[[vantage]] name`) that made the probe; absent for the
+    /// coordinator's own.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub agent: Option<String>,
 }
 
 /// One endpoint in the report (docs/json.md `endpoints[]`).
@@ -146,7 +154,7 @@ pub struct EndpointReport {
 }
 
 impl EndpointReport {
-    /// "service host:port [address] tls", as alerts and evidence name it.
+    /// "service host:port [address] tls", as alerts, evidence and horizons name it.
     pub fn label(&self) -> String {
         format!(
             "{} {}:{} [{}] {}",
@@ -237,6 +245,9 @@ pub const STORED_ENDPOINTS: usize = 64;
 pub const STORED_TLSA: usize = 8;
 /// Error and advice lines a stored report keeps, each.
 pub const STORED_LINES: usize = 32;
+/// Signature horizons (and, apart, certificate horizons) a stored report
+/// keeps, the nearest first.
+pub const STORED_HORIZONS: usize = 32;
 
 impl Report {
     /// The report as the store keeps it at every check: bounded whatever the
@@ -272,6 +283,14 @@ impl Report {
             }
             e.notes.truncate(STORED_LINES);
         }
+        // The nearest horizons (and every signature problem first) are
+        // what warnings and pages use.
+        let h = &mut r.horizons;
+        h.rrsets
+            .sort_by_key(|x| (x.problem.is_none(), x.expires_at));
+        h.rrsets.truncate(STORED_HORIZONS);
+        h.endpoints.sort_by_key(|e| e.expires_at());
+        h.endpoints.truncate(STORED_HORIZONS);
         r.errors.truncate(STORED_LINES);
         r.advice.truncate(STORED_LINES);
         r.records_to_add.truncate(STORED_LINES);
@@ -478,6 +497,19 @@ impl Report {
         }
     }
 
+    /// When the check ran, in UNIX seconds (None if `checked_at` does not parse).
+    pub fn checked_at_unix(&self) -> Option<u64> {
+        humantime::parse_rfc3339(&self.checked_at).ok().map(unix)
+    }
+
+    /// What runs out: the signature problems of each zone, then the `n`
+    /// nearest horizons, counted from `now` (docs/json.md `horizons`).
+    pub fn horizon_lines(&self, n: usize, now: u64) -> Vec<String> {
+        let mut lines = self.horizons.zone_problems();
+        lines.extend(self.horizons.lines(n, now));
+        lines
+    }
+
     /// The human-readable report (`check` without `--json`).
     pub fn to_text(&self) -> String {
         let mut out = String::new();
@@ -489,6 +521,16 @@ impl Report {
         ));
         for e in &self.endpoints {
             e.push_text(&mut out);
+        }
+        let now = self
+            .checked_at_unix()
+            .unwrap_or_else(|| unix(SystemTime::now()));
+        let horizons = self.horizon_lines(TEXT_HORIZONS, now);
+        if !horizons.is_empty() {
+            out.push_str("\nRuns out (nearest first; warnings, not part of the verdict):\n");
+            for h in horizons {
+                out.push_str(&format!("  - {h}\n"));
+            }
         }
         self.push_problems_text(&mut out);
         self.push_advice_text(&mut out);
@@ -693,7 +735,32 @@ mod tests {
             })
             .collect();
         r.errors = vec!["e".into(); 500];
+        // Horizons: the nearest kept, signature problems first.
+        let now = 1_800_000_000;
+        r.horizons.rrsets = (0..100u64)
+            .map(|i| {
+                let name = format!("_{i}._tcp.example.org");
+                let start = if i == 99 { now + 60 } else { now - 3600 };
+                let until = now + 40 * 86_400 - i * 3600;
+                crate::horizon::RrsetHorizon::new(
+                    &name,
+                    "TLSA",
+                    "example.org",
+                    300,
+                    (start, until),
+                    now,
+                )
+            })
+            .collect();
         let stored = r.bounded_for_store();
+        let kept = &stored.horizons.rrsets;
+        assert_eq!(kept.len(), STORED_HORIZONS);
+        assert_eq!(kept[0].name, "_99._tcp.example.org", "the problem first");
+        assert_eq!(kept[1].name, "_98._tcp.example.org", "then the nearest");
+        assert!(kept
+            .windows(2)
+            .skip(1)
+            .all(|w| w[0].expires_at <= w[1].expires_at));
         assert_eq!(stored.verdict, r.verdict);
         assert_eq!(stored.endpoints.len(), STORED_ENDPOINTS);
         assert_eq!(
@@ -807,11 +874,13 @@ mod tests {
                 transport: "tor".into(),
                 exit: Some("ab".repeat(20)),
                 spki_sha256: "01".repeat(32),
+                agent: None,
             },
             Vantage {
                 transport: "socks5".into(),
                 exit: None,
                 spki_sha256: "01".repeat(32),
+                agent: None,
             },
         ];
         let v = serde_json::to_value(&e).unwrap();

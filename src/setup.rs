@@ -12,7 +12,7 @@ use crate::error::{ErrorKind, HasKind};
 use crate::probe::transport::{
     BootstrapWatch, Connector, ProgressFn, TorDirs, TransportSetupError,
 };
-use crate::probe::Prober;
+use crate::probe::{Prober, Profiles};
 
 /// How long the embedded Tor client may take to bootstrap.
 pub const BOOTSTRAP_TIMEOUT: Duration = Duration::from_secs(180);
@@ -72,6 +72,9 @@ pub async fn connector_with_progress(
         stall_limit: BOOTSTRAP_STALL_LIMIT,
         progress,
     };
+    if let Some(source) = config.probe_bind()? {
+        return Ok(Connector::DirectFrom(source));
+    }
     Ok(Connector::start(
         config.probe.transport,
         socks5,
@@ -83,13 +86,30 @@ pub async fn connector_with_progress(
     .await?)
 }
 
-/// A prober over a started transport, bounded by `probe.timeout`.
-pub fn prober(config: &Config, connector: Connector) -> Prober {
+/// The probe profiles `probe.s2s_profile` and `probe.c2s_profile` name,
+/// built now: one that cannot be used here is a configuration error naming
+/// its key, never a silent fallback to another.
+pub fn profiles(config: &Config) -> Result<Profiles, SetupError> {
+    let profiles = Profiles::new(config.probe.s2s_profile, config.probe.c2s_profile)
+        .map_err(|e| SetupError::Config(ConfigError::Invalid(e.to_string())))?;
+    tracing::debug!(
+        s2s = config.probe.s2s_profile.as_str(),
+        c2s = config.probe.c2s_profile.as_str(),
+        openssl = openssl::version::version(),
+        "probe profiles"
+    );
+    Ok(profiles)
+}
+
+/// A prober over a started transport, bounded by `probe.timeout`, speaking
+/// as `profiles` say.
+pub fn prober(config: &Config, connector: Connector, profiles: Profiles) -> Prober {
     // The prober leaves `from` out when probing that very domain: a server
     // refuses a stream "from" a host it serves itself.
     Prober::new(connector, config.probe.timeout, config.s2s_from())
         .with_max_endpoints(config.probe.max_endpoints)
         .with_circuit_budget(std::sync::Arc::new(circuit_budget(config)))
+        .with_profiles(profiles)
 }
 
 /// The circuit budget `[probe]` asks for.

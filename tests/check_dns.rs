@@ -15,6 +15,22 @@ fn endpoints(json: &Value) -> &Vec<Value> {
     json["endpoints"].as_array().expect("endpoints array")
 }
 
+/// The global options that point a check at a lab resolver and its trust
+/// anchor, probing directly (the lab lives on loopback addresses).
+fn lab_flags(ns: &str, anchor: &str) -> Vec<String> {
+    [
+        "--nameserver",
+        ns,
+        "--trust-anchor",
+        anchor,
+        "--transport",
+        "direct",
+        "--allow-private",
+    ]
+    .map(String::from)
+    .to_vec()
+}
+
 fn verdicts_of(json: &Value, service: &str) -> Vec<String> {
     endpoints(json)
         .iter()
@@ -57,18 +73,7 @@ fn dnssec_lab_verdicts_advice_and_tlsa_command() {
             .1
             .clone()
     };
-    let global = |ns: &str| {
-        vec![
-            "--nameserver".to_string(),
-            ns.to_string(),
-            "--trust-anchor".into(),
-            get("TRUST_ANCHOR"),
-            "--transport".into(),
-            "direct".into(),
-            // The lab lives on loopback addresses.
-            "--allow-private".into(),
-        ]
-    };
+    let global = |ns: &str| lab_flags(ns, &get("TRUST_ANCHOR"));
     let auth = global(&get("AUTH_NS"));
 
     // One DNSKEY (and DS) fetch per zone per check, however many RRsets the
@@ -502,4 +507,238 @@ fn dnssec_lab_verdicts_advice_and_tlsa_command() {
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(78));
+}
+
+/// The RRSIG dnssec-signzone wrote over `owner`/`rtype`, as served (dig):
+/// (original TTL, inception, expiration), the times as RFC 3339.
+fn served_rrsig(auth: &str, owner: &str, rtype: &str) -> (u64, String, String) {
+    let (ip, port) = auth.rsplit_once(':').unwrap();
+    let out = std::process::Command::new("dig")
+        .args([
+            "+time=1", "+tries=1", "+norec", "+dnssec", "+noall", "+answer",
+        ])
+        .args(["-p", port, &format!("@{ip}"), owner, rtype])
+        .output()
+        .expect("run dig");
+    let text = String::from_utf8_lossy(&out.stdout);
+    // owner ttl class RRSIG type alg labels origttl expiration inception ...
+    let f: Vec<&str> = text
+        .lines()
+        .map(|l| l.split_whitespace().collect::<Vec<_>>())
+        .find(|f| f.len() > 9 && f[3] == "RRSIG" && f[4] == rtype)
+        .unwrap_or_else(|| panic!("no RRSIG over {owner} {rtype}: {text}"));
+    let time = |t: &str| {
+        format!(
+            "{}-{}-{}T{}:{}:{}Z",
+            &t[..4],
+            &t[4..6],
+            &t[6..8],
+            &t[8..10],
+            &t[10..12],
+            &t[12..14]
+        )
+    };
+    (f[7].parse().unwrap(), time(f[9]), time(f[8]))
+}
+
+fn secs(rfc3339: &str) -> u64 {
+    humantime::parse_rfc3339(rfc3339)
+        .unwrap()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+}
+
+fn rrset<'a>(json: &'a Value, rtype: &str, name: &str) -> &'a Value {
+    json["horizons"]["rrsets"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no horizons: {json:#}"))
+        .iter()
+        .find(|r| r["type"] == rtype && r["name"] == name)
+        .unwrap_or_else(|| panic!("no horizon for {rtype} {name}: {json:#}"))
+}
+
+#[test]
+fn horizons_of_short_signatures_skewed_clocks_and_expiring_certificates() {
+    const HORIZON: u16 = 15993;
+    const SOON: u16 = 15992;
+    const SOON_TA: u16 = 15991;
+    const DAY: u64 = 86_400;
+    let dir = workdir("horizons");
+    let good = TestCert::generate(&dir, "good", &["good.test"]);
+    let other = TestCert::generate(&dir, "other", &["other.test"]);
+    let now = secs(&humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string());
+    // The GOOD key in a long-lived certificate, and in one that expires in 2 days.
+    let (long, key) = good.reissued_until(&["xmpp.shortsig.test"], now + 365 * DAY);
+    common::tls_server(HORIZON, vec![long], key.clone());
+    let soon_until = now + 2 * DAY;
+    let (soon, _) = good.reissued_until(&["xmpp.soon.test"], soon_until);
+    common::tls_server(SOON, vec![soon], key);
+    // DANE-TA: a leaf for 20 days under a CA that runs out in 5.
+    let ca_until = now + 5 * DAY;
+    let ca_key = rcgen::KeyPair::generate().unwrap();
+    let mut ca = common::cert_params_until(&[], ca_until);
+    ca.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    let ca_cert = ca.self_signed(&ca_key).unwrap();
+    let ca_spki = hex::encode(certwatch::dane::spki_sha256(ca_cert.der()).unwrap());
+    let issuer = rcgen::Issuer::new(ca, ca_key);
+    let leaf_key = rcgen::KeyPair::generate().unwrap();
+    let leaf = common::cert_params_until(&["xmpp.soon.test"], now + 20 * DAY)
+        .signed_by(&leaf_key, &issuer)
+        .unwrap();
+    common::tls_server(
+        SOON_TA,
+        vec![leaf.der().to_vec(), ca_cert.der().to_vec()],
+        leaf_key.serialize_der(),
+    );
+
+    let env: Vec<(&str, String)> = vec![
+        ("GOOD_SPKI", good.spki.clone()),
+        ("OTHER_SPKI", other.spki.clone()),
+        ("DNSLAB_ADDR_BASE", "127.54.0".into()),
+        ("HORIZON_PORT", HORIZON.to_string()),
+        ("SOON_PORT", SOON.to_string()),
+        ("SOON_TA_PORT", SOON_TA.to_string()),
+        ("SOON_TA", ca_spki),
+    ];
+    let dns = Lab::start("dnslab.sh", &[], &dir.join("dns"), &env);
+    let lab_env = dns.env_file("env");
+    let get = |k: &str| lab_env.iter().find(|(key, _)| key == k).unwrap().1.clone();
+    let global = |ns: &str| lab_flags(ns, &get("TRUST_ANCHOR"));
+    let auth = global(&get("AUTH_NS"));
+    let text_of = |flags: &[String], domain: &str| {
+        let out = certwatch()
+            .args(flags)
+            .args(["check", domain])
+            .env("RUST_LOG", "warn")
+            .output()
+            .unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+        )
+    };
+
+    // Signed for 2 days: still ok (exit 0), with the horizon in JSON and
+    // text, through the authoritative server and a validating resolver.
+    let tlsa_owner = format!("_{HORIZON}._tcp.xmpp.shortsig.test");
+    let (ttl, inception, expiration) = served_rrsig(&get("AUTH_NS"), &tlsa_owner, "TLSA");
+    assert_eq!(ttl, 30);
+    for flags in [&auth, &global(&get("VALIDATING_NS"))] {
+        let (code, json) = check_json(flags, "shortsig.test", &[]);
+        assert_eq!(
+            (code, json["verdict"].as_str()),
+            (0, Some("ok")),
+            "{json:#}"
+        );
+        let t = rrset(&json, "TLSA", &tlsa_owner);
+        assert_eq!(t["zone"], "shortsig.test", "{t:#}");
+        assert_eq!(t["ttl"], 30, "{t:#}");
+        assert_eq!(t["inception"], inception.as_str(), "{t:#}");
+        assert_eq!(t["expiration"], expiration.as_str(), "{t:#}");
+        assert_eq!(
+            secs(t["expires_at"].as_str().unwrap()),
+            secs(&expiration) - 30,
+            "{t:#}"
+        );
+        assert_eq!(t["problem"], "short_validity", "{t:#}");
+        // The chain of trust: the zone's keys, its DS in test., and so on up.
+        for (rtype, name, zone) in [
+            ("SRV", "_xmpps-client._tcp.shortsig.test", "shortsig.test"),
+            ("A", "xmpp.shortsig.test", "shortsig.test"),
+            ("DNSKEY", "shortsig.test", "shortsig.test"),
+            ("DS", "shortsig.test", "test"),
+            ("DNSKEY", "test", "test"),
+            ("DS", "test", "."),
+            ("DNSKEY", ".", "."),
+        ] {
+            assert_eq!(rrset(&json, rtype, name)["zone"], zone, "{rtype} {name}");
+        }
+    }
+    let (code, text) = text_of(&auth, "shortsig.test");
+    eprintln!("{text}");
+    assert_eq!(code, Some(0), "{text}");
+    assert!(text.contains("Runs out"), "{text}");
+    assert!(
+        text.contains("signatures of shortsig.test expire in 1 day (")
+            && text.contains("re-sign the zone"),
+        "{text}"
+    );
+    assert!(
+        text.contains("signatures of shortsig.test are valid for only 2 days"),
+        "{text}"
+    );
+
+    // Re-signed for 30 days (the lab's `resign`): the horizon moves out.
+    dns.run_with("resign", &["shortsig", "now+2592000"]);
+    let (_, _, later) = served_rrsig(&get("AUTH_NS"), &tlsa_owner, "TLSA");
+    let (code, json) = check_json(&auth, "shortsig.test", &[]);
+    assert_eq!(code, 0, "{json:#}");
+    let t = rrset(&json, "TLSA", &tlsa_owner);
+    assert_eq!(t["expiration"], later.as_str(), "{t:#}");
+    assert!(secs(&later) >= now + 29 * DAY, "{later}");
+    assert!(t.get("problem").is_none(), "{t:#}");
+
+    // Inception an hour ahead: bogus, and the report says why and when.
+    let (code, text) = text_of(&auth, "skew.test");
+    assert_eq!(code, Some(1), "{text}");
+    assert!(
+        text.contains("start only at") && text.contains("the signer's clock runs ahead"),
+        "{text}"
+    );
+
+    // A certificate that expires in 2 days under DANE-EE, and a DANE-TA
+    // chain whose CA runs out in 5: ok, with both dates.
+    let (code, json) = check_json(&auth, "soon.test", &[]);
+    assert_eq!(
+        (code, json["verdict"].as_str()),
+        (0, Some("ok")),
+        "{json:#}"
+    );
+    let eps = json["horizons"]["endpoints"].as_array().unwrap();
+    let ep = |port: u16| {
+        eps.iter()
+            .find(|e| {
+                e["endpoint"]
+                    .as_str()
+                    .unwrap()
+                    .contains(&format!(":{port} "))
+            })
+            .unwrap_or_else(|| panic!("no endpoint horizon for {port}: {json:#}"))
+    };
+    let ee = ep(SOON);
+    assert_eq!(
+        ee["endpoint"],
+        format!("xmpps-client xmpp.soon.test:{SOON} [127.0.0.1] direct")
+    );
+    assert_eq!(
+        secs(ee["not_after"].as_str().unwrap()),
+        soon_until,
+        "{ee:#}"
+    );
+    assert_eq!(ee["counts_for_dane"], false, "{ee:#}");
+    assert!(ee.get("chain_not_after").is_none(), "{ee:#}");
+    let ta = ep(SOON_TA);
+    assert_eq!(ta["counts_for_dane"], true, "{ta:#}");
+    assert_eq!(secs(ta["not_after"].as_str().unwrap()), now + 20 * DAY);
+    assert_eq!(secs(ta["chain_not_after"].as_str().unwrap()), ca_until);
+    // A normally signed zone: distant horizons, its keys and its parent's.
+    let keys = rrset(&json, "DNSKEY", "soon.test");
+    assert!(keys.get("problem").is_none(), "{keys:#}");
+    assert!(secs(keys["expires_at"].as_str().unwrap()) > now + 29 * DAY);
+    rrset(&json, "DS", "soon.test");
+    rrset(&json, "DNSKEY", "test");
+    let (code, text) = text_of(&auth, "soon.test");
+    eprintln!("{text}");
+    assert_eq!(code, Some(0), "{text}");
+    assert!(
+        text.contains(&format!(
+            "the certificate of xmpps-client xmpp.soon.test:{SOON} [127.0.0.1] direct expires in 1 day"
+        )) && text.contains("this date does not affect the key check, but clients that check the certificate against a CA fail then"),
+        "{text}"
+    );
+    assert!(
+        text.contains("DANE-TA trust anchor of xmpps-server") && text.contains("expires in 4 days"),
+        "{text}"
+    );
 }

@@ -118,7 +118,6 @@ fn seed_hostile(db: &Path) {
 /// the report quotes the names).
 fn hostile_tls_server(port: u16) -> String {
     use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair};
-    use std::sync::Arc;
     let ca_key = KeyPair::generate().unwrap();
     let mut ca = CertificateParams::new(Vec::<String>::new()).unwrap();
     ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
@@ -132,32 +131,11 @@ fn hostile_tls_server(port: u16) -> String {
         CertificateParams::new(vec![format!("{SCRIPT}.example"), IMG.to_owned()]).unwrap();
     leaf.distinguished_name.push(DnType::CommonName, SCRIPT);
     let leaf_cert = leaf.signed_by(&leaf_key, &issuer).unwrap();
-    let chain = vec![leaf_cert.der().clone(), ca_cert.der().clone()];
-    let key = rustls_pki_types::PrivateKeyDer::Pkcs8(leaf_key.serialize_der().into());
-    let config = rustls::ServerConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .unwrap()
-    .with_no_client_auth()
-    .with_single_cert(chain, key)
-    .unwrap();
-    let config = Arc::new(config);
-    let listener =
-        std::net::TcpListener::bind(("127.0.0.1", port)).expect("bind the hostile server");
-    std::thread::spawn(move || {
-        for conn in listener.incoming() {
-            let Ok(sock) = conn else { continue };
-            let config = config.clone();
-            std::thread::spawn(move || {
-                let _ = sock.set_read_timeout(Some(Duration::from_secs(5)));
-                let mut tls =
-                    rustls::StreamOwned::new(rustls::ServerConnection::new(config).unwrap(), sock);
-                let mut buf = [0u8; 256];
-                let _ = tls.read(&mut buf);
-            });
-        }
-    });
+    common::tls_server(
+        port,
+        vec![leaf_cert.der().to_vec(), ca_cert.der().to_vec()],
+        leaf_key.serialize_der(),
+    );
     ca_spki
 }
 

@@ -1,6 +1,7 @@
 //! Judging every endpoint off the runtime, and confirming a mismatch
 //! through a second probe from another exit.
 
+use super::vantages::SEEN_ONLY_FROM;
 use super::*;
 
 impl Checker {
@@ -11,20 +12,23 @@ impl Checker {
         domain: &Domain,
         endpoints: &[Endpoint],
         probed: &[Probed],
-        exits: &[Option<ExitRelay>],
+        (exits, origins): (&[Option<ExitRelay>], &[Origin]),
         deadline: tokio::time::Instant,
     ) -> Vec<EndpointReport> {
         let now = self.clock.now();
         let mut reports = Vec::with_capacity(endpoints.len());
         let mut exit_counts: Vec<((bool, u16), Option<ExitCount>)> = Vec::new();
-        for ((endpoint, p), exit) in endpoints.iter().zip(probed).zip(exits) {
+        for (((endpoint, p), exit), origin) in endpoints.iter().zip(probed).zip(exits).zip(origins)
+        {
             let mut report = judge_off_runtime(endpoint, p, now).await;
-            self.add_vantage(&mut report, exit.as_ref());
+            add_vantage(&mut report, exit.as_ref(), origin);
             if report.verdict == EndpointVerdict::Mismatch && self.confirm_mismatch {
+                let first = (exit.clone(), origin);
                 report = self
-                    .confirm(domain, endpoint, report, exit.clone(), now, deadline)
+                    .confirm(domain, endpoint, report, first, now, deadline)
                     .await;
             }
+            self.suspects.update(endpoint, &report, origin);
             if let (Some(ip), Probed::Observed(_) | Probed::Failed(_)) = (endpoint.address, p) {
                 let addr = SocketAddr::new(ip, endpoint.port);
                 let key = (addr.is_ipv6(), addr.port());
@@ -54,17 +58,6 @@ impl Checker {
         reports
     }
 
-    /// Records the probe behind `report` as a vantage, when it saw a key.
-    fn add_vantage(&self, report: &mut EndpointReport, exit: Option<&ExitRelay>) {
-        if let Some(spki) = &report.spki_sha256 {
-            report.vantage.push(Vantage {
-                transport: self.prober.transport().into(),
-                exit: exit.map(|e| e.rsa.clone()),
-                spki_sha256: spki.clone(),
-            });
-        }
-    }
-
     /// A second probe, over Tor through an exit that is neither the first
     /// probe's nor of its family; the mismatch is confirmed only when that
     /// probe too sees a key no record matches. When it cannot be made the
@@ -74,14 +67,26 @@ impl Checker {
         domain: &Domain,
         endpoint: &Endpoint,
         first: EndpointReport,
-        first_exit: Option<ExitRelay>,
+        (first_exit, origin): (Option<ExitRelay>, &Origin),
         now: SystemTime,
         deadline: tokio::time::Instant,
     ) -> EndpointReport {
         let Some(address) = endpoint.address else {
             return first;
         };
-        let over_tor = self.prober.transport() == "tor";
+        let target = target(domain, endpoint, address);
+        let mut first = first;
+        let others = self.probe_others(origin, endpoint, &target, deadline).await;
+        match self
+            .seen_by_others(&mut first, endpoint, origin, others, now)
+            .await
+        {
+            Some(true) => return first,
+            Some(false) => {}
+            // Nobody else saw anything: the same vantage looks again.
+            None => {}
+        }
+        let over_tor = origin.transport == "tor";
         if over_tor && first_exit.is_none() {
             // Nothing to steer away from: a second probe could be the same exit.
             return unconfirmed(first, "the first probe's Tor exit is not known");
@@ -89,29 +94,46 @@ impl Checker {
         let avoid: Vec<ExitRelay> = first_exit.into_iter().collect();
         // Like the first probe, retried once: one failed circuit (common on
         // Tor) must not leave a real interception unconfirmed.
-        let (second, exit) = probed(
-            self.prober
-                .probe(&target(domain, endpoint, address), deadline, &avoid)
-                .await,
-        );
+        let (second, exit, again_origin) = match self
+            .probe_at(origin.name(), endpoint, &target, deadline, &avoid)
+            .await
+        {
+            Ok(sight) => sight,
+            Err(e) => (
+                Probed::NotProbed(format!("not probed: {e}")),
+                None,
+                origin.clone(),
+            ),
+        };
         let mut again = judge_off_runtime(endpoint, &second, now).await;
+        let only_here = first.notes.iter().any(|n| n.starts_with(SPARED));
         let how = match (&exit, over_tor) {
             (Some(e), _) => format!("through a different Tor exit ({e})"),
             (None, true) => "over a fresh circuit".to_owned(),
-            (None, false) if self.prober.transport() == "socks5" => {
+            (None, false) if origin.transport == "socks5" => {
                 "over a fresh circuit of the proxy (which does not say which exit it used)"
                     .to_owned()
             }
             (None, false) => "over a second connection".to_owned(),
         };
+        let how = match &origin.agent {
+            Some(agent) => format!("{how} from vantage {agent}"),
+            None => how,
+        };
         match again.verdict {
             EndpointVerdict::Mismatch => {
-                let mut first = first;
-                self.add_vantage_to(&mut first, &again, exit.as_ref());
+                add_vantage_to(&mut first, &again, exit.as_ref(), &again_origin);
                 first.confirmed = Some(true);
                 first
                     .notes
                     .push(format!("confirmed by a second probe {how}"));
+                if only_here {
+                    first.notes.retain(|n| !n.starts_with(SPARED));
+                    first.notes.push(format!(
+                        "{SEEN_ONLY_FROM}{}: an interceptor that spares other networks, or that vantage's own path is intercepted",
+                        origin.name()
+                    ));
+                }
                 if again.spki_sha256 != first.spki_sha256 {
                     first.notes.push(format!(
                         "the second probe saw yet another key: {}",
@@ -121,7 +143,7 @@ impl Checker {
                 first
             }
             EndpointVerdict::Match => {
-                self.add_vantage(&mut again, exit.as_ref());
+                add_vantage(&mut again, exit.as_ref(), &again_origin);
                 again.vantage.splice(0..0, first.vantage.iter().cloned());
                 again.notes.push(format!(
                     "a first probe saw a non-matching key (SPKI sha256 {}), not seen again by a second probe {how}",
@@ -149,20 +171,82 @@ impl Checker {
         }
     }
 
-    /// Adds the vantage of a second probe (judged as `again`) to `first`.
-    fn add_vantage_to(
+    /// What the other vantages saw of a mismatch `first` saw: Some(true)
+    /// when another saw a key no record matches too (confirmed, `first`
+    /// says from how many networks); Some(false) when the others saw the
+    /// matching key (the first vantage must look again); None when no
+    /// other vantage saw a key.
+    async fn seen_by_others(
         &self,
         first: &mut EndpointReport,
-        again: &EndpointReport,
-        exit: Option<&ExitRelay>,
-    ) {
-        if let Some(spki) = &again.spki_sha256 {
-            first.vantage.push(Vantage {
-                transport: self.prober.transport().into(),
-                exit: exit.map(|e| e.rsa.clone()),
-                spki_sha256: spki.clone(),
-            });
+        endpoint: &Endpoint,
+        origin: &Origin,
+        others: Vec<Sight>,
+        now: SystemTime,
+    ) -> Option<bool> {
+        let mut bad = vec![origin.name().to_owned()];
+        let mut good = Vec::new();
+        for (p, exit, o) in others {
+            let judged = judge_off_runtime(endpoint, &p, now).await;
+            let name = o.name().to_owned();
+            match judged.verdict {
+                EndpointVerdict::Mismatch => bad.push(name),
+                EndpointVerdict::Match => good.push(name),
+                _ => continue,
+            }
+            add_vantage_to(first, &judged, exit.as_ref(), &o);
         }
+        if bad.len() >= 2 {
+            first.confirmed = Some(true);
+            first.notes.push(format!(
+                "confirmed by a second probe from another vantage ({})",
+                bad[1..].join(", ")
+            ));
+            let mut seen = format!("seen from {} networks ({})", bad.len(), bad.join(", "));
+            if !good.is_empty() {
+                seen.push_str(&format!("; not from {}", good.join(", ")));
+            }
+            first.notes.push(seen);
+            return Some(true);
+        }
+        if good.is_empty() {
+            return None;
+        }
+        first.notes.push(format!("{SPARED}{}", good.join(", ")));
+        Some(false)
+    }
+}
+
+/// The note on a mismatch that other vantages saw the matching key, until
+/// the first vantage looked again.
+const SPARED: &str = "the matching key was seen from ";
+
+/// A vantage entry.
+fn vantage_of(spki: String, exit: Option<&ExitRelay>, origin: &Origin) -> Vantage {
+    Vantage {
+        transport: origin.transport.clone(),
+        exit: exit.map(|e| e.rsa.clone()),
+        spki_sha256: spki,
+        agent: origin.agent.clone(),
+    }
+}
+
+/// Records the probe behind `report` as a vantage, when it saw a key.
+fn add_vantage(report: &mut EndpointReport, exit: Option<&ExitRelay>, origin: &Origin) {
+    if let Some(spki) = &report.spki_sha256 {
+        report.vantage.push(vantage_of(spki.clone(), exit, origin));
+    }
+}
+
+/// Adds the vantage of a second probe (judged as `again`) to `first`.
+fn add_vantage_to(
+    first: &mut EndpointReport,
+    again: &EndpointReport,
+    exit: Option<&ExitRelay>,
+    origin: &Origin,
+) {
+    if let Some(spki) = &again.spki_sha256 {
+        first.vantage.push(vantage_of(spki.clone(), exit, origin));
     }
 }
 

@@ -6,12 +6,15 @@
 //! each one off the runtime and confirms a mismatch through another exit.
 
 mod confirm;
+mod horizons;
 mod probing;
 mod select;
+mod vantages;
 
 use confirm::evidence;
 use probing::{ours_when_tor_is_stuck, probed, tally, transport_advice, Probes};
 use select::{choose, probeable, target};
+use vantages::{Origin, Sight};
 
 use std::collections::BTreeSet;
 use std::net::SocketAddr;
@@ -78,6 +81,12 @@ pub struct Checker {
     /// an interceptor on its DNS path may see, do not announce a probe
     /// seconds later; no permit is held while waiting.
     pub probe_delay: Duration,
+    /// The agents to probe through, besides (or instead of) our own place.
+    pub vantages: Option<Arc<dyn crate::vantage::Vantages>>,
+    /// Whether our own place probes too (`probe.local`).
+    pub local: bool,
+    /// Endpoints seen intercepted from one vantage only (shared by clones).
+    suspects: vantages::Suspects,
 }
 
 impl Checker {
@@ -90,6 +99,9 @@ impl Checker {
             confirm_mismatch: true,
             allow_private: false,
             probe_delay: Duration::ZERO,
+            vantages: None,
+            local: true,
+            suspects: Default::default(),
         }
     }
 
@@ -138,9 +150,17 @@ impl Checker {
         let checked_at = self.clock.now_rfc3339();
         let mut g = self.gather(domain, services).await;
         let reports = self
-            .judge_all(domain, &g.endpoints, &g.probed, &g.exits, g.deadline)
+            .judge_all(
+                domain,
+                &g.endpoints,
+                &g.probed,
+                (&g.exits, &g.origins),
+                g.deadline,
+            )
             .await;
+        let horizons = self.horizons(&g, &reports).await;
         let mut report = self.report(domain, checked_at, &g, reports).await;
+        report.horizons = horizons;
         report.evidence = evidence(&report, &g.probed, &g.exits, &self.clock.now_rfc3339());
         // Without memory: what one check can say of the records (the
         // monitor judges them again against what it saw before).
@@ -169,6 +189,7 @@ impl Checker {
         let Probes {
             probed,
             exits,
+            origins,
             left_out,
             deadline,
             probeable,
@@ -186,6 +207,7 @@ impl Checker {
             endpoints,
             probed,
             exits,
+            origins,
             left_out,
             deadline,
             probeable,
@@ -305,6 +327,25 @@ impl Checker {
         }
     }
 
+    /// When what the verdict rests on runs out, off the async threads (the
+    /// DANE-TA path search verifies signatures); nothing if that task fails.
+    async fn horizons(&self, g: &Gathered, reports: &[EndpointReport]) -> crate::horizon::Horizons {
+        let (signatures, endpoints, probed) = (
+            g.found.signatures.clone(),
+            g.endpoints.clone(),
+            g.probed.clone(),
+        );
+        let (reports, now) = (reports.to_vec(), self.clock.now());
+        tokio::task::spawn_blocking(move || {
+            horizons::horizons(&signatures, &endpoints, &probed, &reports, now)
+        })
+        .await
+        .unwrap_or_else(|e| {
+            tracing::error!(error = %e, "working out the horizons failed");
+            Default::default()
+        })
+    }
+
     /// A random wait of up to `probe_delay`, holding no permit meanwhile.
     async fn wait_before_probes(&self) {
         if self.probe_delay.is_zero() {
@@ -363,6 +404,7 @@ struct Gathered {
     endpoints: Arc<Vec<Endpoint>>,
     probed: Vec<Probed>,
     exits: Vec<Option<ExitRelay>>,
+    origins: Vec<Origin>,
     left_out: Vec<usize>,
     deadline: tokio::time::Instant,
     probeable: usize,
@@ -372,3 +414,5 @@ struct Gathered {
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod vantage_tests;

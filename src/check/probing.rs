@@ -17,7 +17,7 @@ impl Checker {
                 async move {
                     if !self.prober.hold().await {
                         let p = Probed::NotProbed("not probed: shutting down".into());
-                        return (i, (p, None), None);
+                        return (i, (p, None, Origin::default()), None);
                     }
                     let started = tokio::time::Instant::now();
                     // Boxed: keeps the check's future shallow for the compiler.
@@ -34,10 +34,12 @@ impl Checker {
         self.prober.hold().await;
         let mut probed = vec![Probed::Skipped; endpoints.len()];
         let mut exits = vec![None; endpoints.len()];
+        let mut origins = vec![Origin::default(); endpoints.len()];
         let mut durations = Vec::new();
-        for (i, (p, exit), took) in probes {
+        for (i, (p, exit, origin), took) in probes {
             probed[i] = p;
             exits[i] = exit;
+            origins[i] = origin;
             durations.extend(took);
         }
         let probeable = endpoints.iter().filter(|e| probeable(e)).count();
@@ -50,6 +52,7 @@ impl Checker {
         Probes {
             probed,
             exits,
+            origins,
             left_out,
             deadline,
             probeable,
@@ -62,21 +65,21 @@ impl Checker {
         domain: &Domain,
         endpoint: &Endpoint,
         deadline: tokio::time::Instant,
-    ) -> (Probed, Option<ExitRelay>) {
+    ) -> Sight {
         let Some(address) = endpoint.address.filter(|_| probeable(endpoint)) else {
-            return (Probed::Skipped, None);
+            return (Probed::Skipped, None, Origin::default());
         };
         let target = target(domain, endpoint, address);
         if let Some(why) = netpolicy::refusal(target.addr, self.allow_private) {
-            return (Probed::Refused(why), None);
+            return (Probed::Refused(why), None, Origin::default());
         }
-        probed(self.prober.probe(&target, deadline, &[]).await)
+        self.probe_spread(endpoint, &target, deadline).await
     }
 }
 
 /// One endpoint's probe: its index, what it saw and through which exit,
 /// and how long it took when it was made.
-type ProbeOutcome = (usize, (Probed, Option<ExitRelay>), Option<Duration>);
+type ProbeOutcome = (usize, Sight, Option<Duration>);
 
 /// What the probing phase of a check gave.
 pub(super) struct Probes {
@@ -84,6 +87,8 @@ pub(super) struct Probes {
     pub(super) probed: Vec<Probed>,
     /// Per endpoint, the Tor exit its probe went through.
     pub(super) exits: Vec<Option<ExitRelay>>,
+    /// Per endpoint, the vantage its probe was made from.
+    pub(super) origins: Vec<Origin>,
     /// Probeable endpoints over the cap, not probed.
     pub(super) left_out: Vec<usize>,
     /// When the check's probes must end.

@@ -21,7 +21,7 @@ const SERVICES: [Service; 4] = [
     Service::XmppsServer,
 ];
 
-fn checker(prober: Prober) -> Checker {
+pub(super) fn checker(prober: Prober) -> Checker {
     let resolver = Resolver::new(&ResolverSettings {
         nameservers: vec!["127.0.0.1:9".parse().unwrap()],
         trust_anchor: None,
@@ -442,7 +442,13 @@ async fn probe_and_confirm(addr: SocketAddr, tlsa_key: &[u8]) -> EndpointReport 
     let endpoints = Arc::new(vec![e]);
     let out = c.probe_all(&domain, endpoints.clone()).await;
     let mut reports = c
-        .judge_all(&domain, &endpoints, &out.probed, &out.exits, out.deadline)
+        .judge_all(
+            &domain,
+            &endpoints,
+            &out.probed,
+            (&out.exits, &out.origins),
+            out.deadline,
+        )
         .await;
     reports.pop().unwrap()
 }

@@ -39,7 +39,21 @@ pub(super) async fn run(engine: &Engine) -> Answer {
         })
         .unwrap_or_else(|| "the system's".into());
     let transport = engine.config().probe.transport.to_string();
-    answer(&engine.self_watch(), &nameservers, &transport, tor)
+    let mut a = answer(&engine.self_watch(), &nameservers, &transport, tor);
+    let vantages = engine.vantage_lines();
+    if !vantages.is_empty() {
+        a.text.push_str("\nVantages:");
+        for (name, state, contact, rate) in vantages {
+            a.text.push_str(&format!(
+                "\n{name}: {state}; last contact {contact}; {rate}"
+            ));
+            if let Some(t) = a.table.as_mut() {
+                t.rows
+                    .push(vec![format!("vantage {name}"), state, contact, rate]);
+            }
+        }
+    }
+    a
 }
 
 /// The answer from the self-watch, the resolvers' words, the transport's

@@ -29,7 +29,8 @@ pub(super) fn run(engine: &Engine, domain: &Domain, jid: &str) -> Result<Answer,
         };
         return Ok(Answer::done(text).about(domain));
     };
-    let mut reply = render::status_reply(&report, engine.component());
+    let now = crate::horizon::unix(engine.clock().now());
+    let mut reply = render::status_reply(&report, engine.component(), now);
     if let Some(last) = engine.store().evidence(domain.as_str())?.first() {
         let when = last
             .items

@@ -141,14 +141,7 @@ fn match_inner(records: &[Tlsa], ctx: &MatchContext, cost: &mut MatchCost) -> Ma
         let ignored = |e| notes.push(format!("certificate {i} of the chain is ignored: {e}"));
         certs.push(parse_cert(der).map_err(ignored).ok());
     }
-    let matcher = Matcher {
-        ctx,
-        certs,
-        pkix: OnceCell::new(),
-        verified: RefCell::new(HashMap::new()),
-        checks: Cell::new(0),
-        exhausted: Cell::new(false),
-    };
+    let matcher = Matcher::new(ctx, certs);
     let mut outcome = None;
     for record in usable {
         match matcher.check(record) {
@@ -174,6 +167,26 @@ fn match_inner(records: &[Tlsa], ctx: &MatchContext, cost: &mut MatchCost) -> Ma
         return MatchOutcome::SearchExhausted { notes };
     }
     MatchOutcome::NoMatch { notes }
+}
+
+/// Under DANE-TA (usage 2): the certificates a match of `record` rests on,
+/// from the leaf up to the trust anchor it names (indices into
+/// `ctx.chain`, leaf first), along the first path that authenticates the
+/// chain as [`match_chain`] would find it. None for other usages, or when
+/// no path does (within the same bounds: [`MAX_CHAIN_BEYOND_LEAF`],
+/// [`MAX_SIGNATURE_CHECKS`]). Their validity dates are what a DANE-TA
+/// verdict depends on (RFC 7671 §5.2.2).
+pub fn trust_anchor_path(record: &Tlsa, ctx: &MatchContext) -> Option<Vec<usize>> {
+    if record.usage != 2 || record.usable().is_err() {
+        return None;
+    }
+    let considered = ctx.chain.len().min(1 + MAX_CHAIN_BEYOND_LEAF);
+    let ctx = &MatchContext {
+        chain: &ctx.chain[..considered],
+        ..*ctx
+    };
+    let certs = ctx.chain.iter().map(|der| parse_cert(der).ok()).collect();
+    Matcher::new(ctx, certs).dane_ta_path(record).ok()
 }
 
 /// Why an issuer's key was not taken as having signed a certificate.
@@ -202,7 +215,18 @@ struct Matcher<'a> {
     exhausted: Cell<bool>,
 }
 
-impl Matcher<'_> {
+impl<'a> Matcher<'a> {
+    fn new(ctx: &'a MatchContext<'a>, certs: Vec<Option<X509Certificate<'a>>>) -> Matcher<'a> {
+        Matcher {
+            ctx,
+            certs,
+            pkix: OnceCell::new(),
+            verified: RefCell::new(HashMap::new()),
+            checks: Cell::new(0),
+            exhausted: Cell::new(false),
+        }
+    }
+
     fn check(&self, record: &Tlsa) -> Result<(), String> {
         const NOT_LEAF: &str = "does not match the server's certificate";
         match record.usage {
@@ -212,7 +236,7 @@ impl Matcher<'_> {
                 Err(e) => Err(format!("matched but PKIX validation failed: {e}")),
             },
             1 | 3 => Err(NOT_LEAF.into()),
-            2 => self.dane_ta(record),
+            2 => self.dane_ta_path(record).map(|_| ()),
             0 => self.pkix_ta(record),
             u => Err(Unusable::Usage(u).to_string()),
         }
@@ -235,8 +259,9 @@ impl Matcher<'_> {
         format!("certificate {index} ({})", subject.unwrap_or_default())
     }
 
-    /// RFC 7671 §5.2: the record names a trust anchor in the chain; the leaf must chain to it.
-    fn dane_ta(&self, record: &Tlsa) -> Result<(), String> {
+    /// RFC 7671 §5.2: the record names a trust anchor in the chain; the
+    /// leaf must chain to it. The path found, leaf first.
+    fn dane_ta_path(&self, record: &Tlsa) -> Result<Vec<usize>, String> {
         let anchors = (0..self.certs.len()).filter(|&i| self.matches(record, i));
         let mut failures = Vec::new();
         for anchor in anchors {
@@ -250,7 +275,7 @@ impl Matcher<'_> {
             let mut visited = vec![false; self.certs.len()];
             let mut why = String::new();
             let found = match self.search(0, anchor, &mut visited, &mut why) {
-                Some(path) => self.check_path(&path),
+                Some(path) => self.check_path(&path).map(|()| path),
                 None if self.exhausted.get() => Err(format!(
                     "the signature budget ({MAX_SIGNATURE_CHECKS}) ran out before a path to it was found"
                 )),
@@ -258,7 +283,7 @@ impl Matcher<'_> {
                 None => Err(format!("the chain does not verify up to it: {why}")),
             };
             match found {
-                Ok(()) => return Ok(()),
+                Ok(path) => return Ok(path),
                 Err(e) => failures.push(format!("matches {} but {e}", self.describe(anchor))),
             }
         }

@@ -12,10 +12,12 @@ pub mod exits;
 pub mod failure;
 pub mod fault;
 mod lexer;
+pub mod profile;
 mod socks5;
 pub mod starttls;
 pub mod stream;
 pub mod tls;
+mod tls_openssl;
 pub mod transport;
 mod xml;
 
@@ -29,6 +31,7 @@ use tokio::time::Instant;
 
 pub use self::budget::CircuitBudget;
 pub use self::failure::{ProbeError, ProbeFailure};
+pub use self::profile::{ProfileError, Profiles};
 use self::starttls::{negotiate, Limits};
 use self::tls::TlsObservation;
 use self::transport::{Connector, ExitCount, ExitRelay};
@@ -190,10 +193,12 @@ pub struct Prober {
     max_endpoints: usize,
     gate: Option<Arc<Gate>>,
     circuits: Option<Arc<CircuitBudget>>,
+    profiles: Profiles,
 }
 
 impl Prober {
-    /// A prober whose whole probe (connection included) is bounded by `timeout`.
+    /// A prober whose whole probe (connection included) is bounded by
+    /// `timeout`, speaking with the rustls profile until told otherwise.
     pub fn new(connector: Connector, timeout: Duration, from: Option<String>) -> Prober {
         let limits = Limits {
             io_timeout: timeout.min(Duration::from_secs(20)),
@@ -210,7 +215,14 @@ impl Prober {
             max_endpoints: MAX_ENDPOINTS,
             gate: None,
             circuits: None,
+            profiles: Profiles::rustls(),
         }
+    }
+
+    /// The same prober, speaking as `profiles` say.
+    pub fn with_profiles(mut self, profiles: Profiles) -> Prober {
+        self.profiles = profiles;
+        self
     }
 
     /// The same prober, holding `gate`'s permit only while it works.
@@ -370,7 +382,7 @@ impl Prober {
     }
 
     fn builds_circuits(&self) -> bool {
-        !matches!(self.connector, Connector::Direct)
+        !matches!(self.connector, Connector::Direct | Connector::DirectFrom(_))
     }
 
     async fn connect_and_negotiate(
@@ -399,6 +411,7 @@ impl Prober {
             from,
             target.tls,
             &self.limits,
+            self.profiles.of(target.role),
         )
         .await
         .map_err(ProbeError::Session)?;

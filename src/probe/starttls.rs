@@ -7,7 +7,8 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::time::Instant;
 
 use super::failure::ProbeFailure;
-use super::tls::{handshake_and_restart, Restart, TlsObservation};
+use super::profile::Profile;
+use super::tls::{handshake_as, Restart, TlsObservation};
 pub use super::xml::Limits;
 use super::xml::{Xml, NS_STREAMS, NS_TLS};
 use crate::vocab::{Role, TlsMode};
@@ -16,6 +17,8 @@ use crate::vocab::{Role, TlsMode};
 ///
 /// `domain` is both the stream's `to` and the SNI; `from` is sent only for
 /// [`Role::Server`] (a client's `from` would be its JID, which we do not have).
+/// `profile` says what software the probe speaks as: its TLS stack and
+/// settings, its stream header and its `<starttls/>`.
 pub async fn negotiate<S: AsyncRead + AsyncWrite + Unpin>(
     stream: S,
     domain: &str,
@@ -23,9 +26,13 @@ pub async fn negotiate<S: AsyncRead + AsyncWrite + Unpin>(
     from: Option<&str>,
     mode: TlsMode,
     limits: &Limits,
+    profile: &Profile,
 ) -> Result<TlsObservation, ProbeFailure> {
     let deadline = Instant::now() + limits.total_timeout;
-    let header = stream_header(domain, role, from);
+    let from = from.filter(|_| role == Role::Server);
+    let header = profile.header(domain, role, from);
+    let sni = profile.sends_sni(mode).then_some(domain);
+    let alpn = profile.alpn(role, mode);
     // Inside TLS the probe opens a stream as a client or server would, and
     // closes it politely (see `Restart`); the handshake has its own bound.
     let restart = || Restart {
@@ -36,14 +43,14 @@ pub async fn negotiate<S: AsyncRead + AsyncWrite + Unpin>(
     match mode {
         TlsMode::Direct => {
             let until = deadline.min(Instant::now() + limits.io_timeout);
-            handshake_and_restart(stream, domain, Some(role.alpn()), until, Some(restart())).await
+            handshake_as(profile.tls(), stream, sni, alpn, until, Some(restart())).await
         }
         TlsMode::StartTls => {
             let mut xml = Xml::new(stream, limits, deadline);
-            starttls(&mut xml, &header, role).await?;
+            starttls(&mut xml, &header, &profile.starttls(), role).await?;
             let stream = xml.into_inner();
             let until = deadline.min(Instant::now() + limits.io_timeout);
-            handshake_and_restart(stream, domain, None, until, Some(restart())).await
+            handshake_as(profile.tls(), stream, sni, alpn, until, Some(restart())).await
         }
     }
 }
@@ -52,6 +59,7 @@ pub async fn negotiate<S: AsyncRead + AsyncWrite + Unpin>(
 async fn starttls<S: AsyncRead + AsyncWrite + Unpin>(
     xml: &mut Xml<S>,
     header: &str,
+    request: &str,
     role: Role,
 ) -> Result<(), ProbeFailure> {
     xml.send(header.as_bytes(), "stream header").await?;
@@ -66,50 +74,13 @@ async fn starttls<S: AsyncRead + AsyncWrite + Unpin>(
     }
 
     let stage = "proceed";
-    xml.send(format!("<starttls xmlns='{NS_TLS}'/>").as_bytes(), stage)
-        .await?;
+    xml.send(request.as_bytes(), stage).await?;
     let answer = xml.next_top(stage).await?;
     match (answer.ns.as_str(), answer.local.as_str()) {
         (NS_TLS, "proceed") => Ok(()),
         (NS_TLS, "failure") => Err(ProbeFailure::StartTlsRefused),
         _ => Err(answer.unexpected(stage)),
     }
-}
-
-/// Our opening stream header (RFC 6120 §4.7).
-pub(super) fn stream_header(domain: &str, role: Role, from: Option<&str>) -> String {
-    let mut h = format!(
-        "<?xml version='1.0'?><stream:stream to='{}' version='1.0' xmlns='{}' xmlns:stream='{NS_STREAMS}'",
-        escape(domain),
-        role.namespace()
-    );
-    if role == Role::Server {
-        if let Some(from) = from {
-            h.push_str(&format!(" from='{}'", escape(from)));
-        }
-        // Real s2s initiators declare dialback (XEP-0220), and a probe that
-        // looks like one gets the answer a real peer would; an unused
-        // declaration is harmless.
-        h.push_str(" xmlns:db='jabber:server:dialback'");
-    }
-    h.push('>');
-    h
-}
-
-/// Escapes a string for a single-quoted attribute.
-fn escape(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for c in s.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '\'' => out.push_str("&apos;"),
-            '"' => out.push_str("&quot;"),
-            c => out.push(c),
-        }
-    }
-    out
 }
 
 #[cfg(test)]

@@ -17,10 +17,12 @@ use tokio::task::JoinHandle;
 use tokio::time::Instant;
 use tokio_rustls::TlsAcceptor;
 
-use super::{negotiate, starttls, stream_header, Limits};
+use super::{negotiate, starttls, Limits};
+use crate::config::ProfileName;
 use crate::error::HasKind;
 use crate::probe::failure::{clip, ProbeFailure, MAX_DETAIL};
 use crate::probe::lexer::decode;
+use crate::probe::profile::Profile;
 use crate::probe::tls::TlsObservation;
 use crate::probe::xml::Xml;
 use crate::vocab::{Role, TlsMode};
@@ -96,8 +98,24 @@ where
     (addr, handle)
 }
 
-/// Probes `addr`; the outer timeout only guards against a hung test.
+fn rustls() -> Profile {
+    Profile::build(ProfileName::Rustls).unwrap()
+}
+
+/// Probes `addr` with the rustls profile; the outer timeout only guards against a hung test.
 async fn probe(
+    addr: SocketAddr,
+    role: Role,
+    from: Option<&str>,
+    mode: TlsMode,
+    limits: &Limits,
+) -> Result<TlsObservation, ProbeFailure> {
+    probe_as(&rustls(), addr, role, from, mode, limits).await
+}
+
+/// Probes `addr` speaking as `profile`.
+async fn probe_as(
+    profile: &Profile,
     addr: SocketAddr,
     role: Role,
     from: Option<&str>,
@@ -107,7 +125,7 @@ async fn probe(
     let stream = TcpStream::connect(addr).await.unwrap();
     tokio::time::timeout(
         Duration::from_secs(30),
-        negotiate(stream, DOMAIN, role, from, mode, limits),
+        negotiate(stream, DOMAIN, role, from, mode, limits, profile),
     )
     .await
     .expect("negotiate must return on its own")
@@ -175,7 +193,12 @@ async fn answer_inside_tls<S: AsyncRead + AsyncWrite + Unpin>(tls: &mut S) -> St
 
 /// Reads the client's stream header (it ends with the first `'>`).
 async fn client_header<R: AsyncRead + Unpin>(r: &mut R) -> String {
-    read_until(r, b"'>").await
+    // The header's end, in either quote style (the declaration ends in `?>`).
+    let mut h = read_until(r, b">").await;
+    while !h.is_empty() && !h.contains("<stream:stream") {
+        h.push_str(&read_until(r, b">").await);
+    }
+    h
 }
 
 /// A STARTTLS server speaking one dialect, then TLS with `id`.
@@ -719,6 +742,7 @@ async fn dribbling_server_hits_the_total_timeout() {
         None,
         TlsMode::StartTls,
         &limits,
+        &rustls(),
     )
     .await;
     assert_eq!(
@@ -741,9 +765,11 @@ async fn nothing_after_proceed_is_consumed() {
         &Limits::default(),
         Instant::now() + Duration::from_secs(5),
     );
+    let p = rustls();
     starttls(
         &mut xml,
-        &stream_header(DOMAIN, Role::Client, None),
+        &p.header(DOMAIN, Role::Client, None),
+        &p.starttls(),
         Role::Client,
     )
     .await
@@ -757,11 +783,12 @@ async fn nothing_after_proceed_is_consumed() {
 
 #[test]
 fn header_escapes_and_declares() {
-    let h = stream_header("a'b&c", Role::Server, Some("x<y"));
+    let p = rustls();
+    let h = p.header("a'b&c", Role::Server, Some("x<y"));
     assert!(h.starts_with("<?xml version='1.0'?><stream:stream to='a&apos;b&amp;c' version='1.0'"));
     assert!(h.contains(" xmlns='jabber:server' xmlns:stream='http://etherx.jabber.org/streams'"));
     assert!(h.contains(" from='x&lt;y'"));
-    let c = stream_header("example.org", Role::Client, Some("ignored.example"));
+    let c = p.header("example.org", Role::Client, Some("ignored.example"));
     assert!(!c.contains("from="), "a client stream carries no from: {c}");
     assert!(c.ends_with("xmlns='jabber:client' xmlns:stream='http://etherx.jabber.org/streams'>"));
 }
@@ -809,6 +836,7 @@ fn negotiate_future_is_send() {
     fn assert_send<T: Send>(_: &T) {}
     let (client, _server) = tokio::io::duplex(16);
     let limits = Limits::default();
+    let profile = rustls();
     let fut = negotiate(
         client,
         DOMAIN,
@@ -816,6 +844,7 @@ fn negotiate_future_is_send() {
         None,
         TlsMode::StartTls,
         &limits,
+        &profile,
     );
     assert_send(&fut);
 }
@@ -858,11 +887,48 @@ async fn a_chain_over_the_handshake_limit_is_chain_too_large() {
     let id = stuffed(237);
     let bytes: usize = id.chain.iter().map(|c| c.len()).sum();
     assert!(bytes > 0xffff, "{bytes} bytes must exceed rustls's 64 KiB");
-    for (mode, versions) in [
-        (TlsMode::Direct, rustls::ALL_VERSIONS),
-        (TlsMode::StartTls, &[&rustls::version::TLS12][..]),
-    ] {
-        let tls = acceptor(&id, versions, &[b"xmpp-client"]);
+    // Under every profile alike: rustls, and OpenSSL with both settings.
+    let cases = [
+        (
+            ProfileName::Rustls,
+            Role::Client,
+            TlsMode::Direct,
+            rustls::ALL_VERSIONS,
+        ),
+        (
+            ProfileName::Rustls,
+            Role::Client,
+            TlsMode::StartTls,
+            &[&rustls::version::TLS12][..],
+        ),
+        (
+            ProfileName::Profanity,
+            Role::Client,
+            TlsMode::Direct,
+            rustls::ALL_VERSIONS,
+        ),
+        (
+            ProfileName::Profanity,
+            Role::Client,
+            TlsMode::StartTls,
+            &[&rustls::version::TLS12][..],
+        ),
+        (
+            ProfileName::Prosody,
+            Role::Server,
+            TlsMode::Direct,
+            rustls::ALL_VERSIONS,
+        ),
+        (
+            ProfileName::Prosody,
+            Role::Server,
+            TlsMode::StartTls,
+            &[&rustls::version::TLS12][..],
+        ),
+    ];
+    for (name, role, mode, versions) in cases {
+        let profile = Profile::build(name).unwrap();
+        let tls = acceptor(&id, versions, &[b"xmpp-client", b"xmpp-server"]);
         let (addr, server) = serve(move |s| async move {
             match mode {
                 TlsMode::Direct => {
@@ -871,7 +937,8 @@ async fn a_chain_over_the_handshake_limit_is_chain_too_large() {
                 TlsMode::StartTls => {
                     let mut s = s;
                     client_header(&mut s).await;
-                    let before = format!("{HEADER}{FEATURES}");
+                    let header = HEADER.replace("jabber:client", role.namespace());
+                    let before = format!("{header}{FEATURES}");
                     s.write_all(before.as_bytes()).await.unwrap();
                     read_until(&mut s, b"/>").await;
                     s.write_all(PROCEED.as_bytes()).await.unwrap();
@@ -880,18 +947,18 @@ async fn a_chain_over_the_handshake_limit_is_chain_too_large() {
             }
         })
         .await;
-        let got = probe(addr, Role::Client, None, mode, &roomy()).await;
+        let got = probe_as(&profile, addr, role, None, mode, &roomy()).await;
         match got {
             Err(f @ ProbeFailure::ChainTooLarge { .. }) => {
                 assert!(f.is_remote(), "{f:?} is the server's doing");
                 let text = f.to_string();
                 assert!(text.contains("chain is too large to check"), "{text}");
                 eprintln!(
-                    "{mode:?}, {} certificates, {bytes} bytes: {text}",
+                    "{name:?} {mode:?}, {} certificates, {bytes} bytes: {text}",
                     id.chain.len()
                 );
             }
-            other => panic!("{mode:?}: {other:?}"),
+            other => panic!("{name:?} {mode:?}: {other:?}"),
         }
         server.await.unwrap();
     }

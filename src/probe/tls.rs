@@ -18,6 +18,7 @@ use tokio_rustls::client::TlsStream;
 use tokio_rustls::TlsConnector;
 
 use super::failure::ProbeFailure;
+use super::profile::Tls;
 
 /// Stage name reported for failures during the handshake.
 const STAGE: &str = "tls handshake";
@@ -58,29 +59,75 @@ pub struct TlsObservation {
     pub alpn: Option<String>,
 }
 
-/// Accepts any certificate chain, so that a wrong, expired or self-signed
-/// chain is still observed rather than lost to a verification error. The
-/// chain itself is kept by rustls (`peer_certificates`), per connection, so
-/// one shared config can serve concurrent probes without mixing them up.
+/// Which chains a [`ChainVerifier`] accepts.
 #[derive(Debug)]
-struct AcceptAnyChain {
+pub enum ChainPolicy {
+    /// Any chain, so that a wrong, expired or self-signed chain is still
+    /// observed rather than lost to a verification error (a probe). The
+    /// chain itself is kept by rustls (`peer_certificates`), per
+    /// connection, so one shared config can serve concurrent probes.
+    Any,
+    /// Exactly these DER certificates as the server's own leaf (a
+    /// self-signed or private server; its name is not checked then), else,
+    /// when given, the usual chain and name verification.
+    Pinned {
+        /// The certificates accepted as they are.
+        certs: Vec<Vec<u8>>,
+        /// The verifier for every other chain; None: refuse them.
+        otherwise: Option<Arc<rustls::client::WebPkiServerVerifier>>,
+    },
+}
+
+/// A verifier that accepts chains by its [`ChainPolicy`] and always checks
+/// the handshake's signature: it proves the server holds the key of the
+/// leaf, so a recorded key is one actually in use.
+#[derive(Debug)]
+pub struct ChainVerifier {
+    policy: ChainPolicy,
     algorithms: WebPkiSupportedAlgorithms,
 }
 
-impl ServerCertVerifier for AcceptAnyChain {
+impl ChainVerifier {
+    /// A verifier with `policy`, checking signatures with `algorithms`.
+    pub fn new(policy: ChainPolicy, algorithms: WebPkiSupportedAlgorithms) -> ChainVerifier {
+        ChainVerifier { policy, algorithms }
+    }
+}
+
+impl ServerCertVerifier for ChainVerifier {
     fn verify_server_cert(
         &self,
-        _end_entity: &CertificateDer<'_>,
-        _intermediates: &[CertificateDer<'_>],
-        _server_name: &ServerName<'_>,
-        _ocsp_response: &[u8],
-        _now: UnixTime,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        server_name: &ServerName<'_>,
+        ocsp_response: &[u8],
+        now: UnixTime,
     ) -> Result<ServerCertVerified, rustls::Error> {
-        Ok(ServerCertVerified::assertion())
+        match &self.policy {
+            ChainPolicy::Any => Ok(ServerCertVerified::assertion()),
+            ChainPolicy::Pinned { certs, .. }
+                if certs.iter().any(|c| c.as_slice() == end_entity.as_ref()) =>
+            {
+                Ok(ServerCertVerified::assertion())
+            }
+            ChainPolicy::Pinned {
+                otherwise: Some(webpki),
+                ..
+            } => webpki.verify_server_cert(
+                end_entity,
+                intermediates,
+                server_name,
+                ocsp_response,
+                now,
+            ),
+            ChainPolicy::Pinned {
+                otherwise: None, ..
+            } => Err(rustls::Error::InvalidCertificate(
+                rustls::CertificateError::UnknownIssuer,
+            )),
+        }
     }
 
-    // The handshake signature is still checked: it proves the server holds the
-    // key of the leaf we record, so the record is of a key actually in use.
     fn verify_tls12_signature(
         &self,
         message: &[u8],
@@ -109,9 +156,10 @@ pub fn recording_config(alpn: Option<&[u8]>) -> Arc<ClientConfig> {
     // An explicit provider, because the process-wide default may be unset or
     // be another backend chosen by some other dependency.
     let provider = Arc::new(ring::default_provider());
-    let verifier = Arc::new(AcceptAnyChain {
-        algorithms: provider.signature_verification_algorithms,
-    });
+    let verifier = Arc::new(ChainVerifier::new(
+        ChainPolicy::Any,
+        provider.signature_verification_algorithms,
+    ));
     let mut config = ClientConfig::builder_with_provider(provider)
         .with_protocol_versions(rustls::ALL_VERSIONS)
         .expect("ring supports TLS 1.2 and 1.3")
@@ -148,7 +196,9 @@ pub(crate) async fn handshake_until<S: AsyncRead + AsyncWrite + Unpin>(
 }
 
 /// [`handshake_until`], then (with `restart`) a new stream inside TLS up to
-/// its features, then a polite close.
+/// its features, then a polite close: over rustls or, for an OpenSSL
+/// profile, over the system OpenSSL (`sni` None sends no SNI there; rustls
+/// always sends it).
 pub(crate) async fn handshake_and_restart<S: AsyncRead + AsyncWrite + Unpin>(
     stream: S,
     sni: &str,
@@ -156,16 +206,52 @@ pub(crate) async fn handshake_and_restart<S: AsyncRead + AsyncWrite + Unpin>(
     deadline: Instant,
     restart: Option<Restart<'_>>,
 ) -> Result<TlsObservation, ProbeFailure> {
-    let name = ServerName::try_from(sni.to_owned()).map_err(|_| ProbeFailure::Io {
-        detail: format!("not a usable TLS server name: {sni:?}"),
-    })?;
-    let connector = TlsConnector::from(recording_config(alpn));
-    let mut tls = match tokio::time::timeout_at(deadline, connector.connect(name, stream)).await {
-        Err(_) => return Err(ProbeFailure::Timeout { stage: STAGE }),
-        Ok(Err(e)) => return Err(handshake_failure(e)),
-        Ok(Ok(tls)) => tls,
-    };
-    let observation = observe(&tls)?;
+    handshake_as(&Tls::Rustls, stream, Some(sni), alpn, deadline, restart).await
+}
+
+/// [`handshake_and_restart`] with the TLS stack of a profile.
+pub(super) async fn handshake_as<S: AsyncRead + AsyncWrite + Unpin>(
+    stack: &Tls,
+    stream: S,
+    sni: Option<&str>,
+    alpn: Option<&[u8]>,
+    deadline: Instant,
+    restart: Option<Restart<'_>>,
+) -> Result<TlsObservation, ProbeFailure> {
+    match stack {
+        Tls::OpenSsl(ctx) => {
+            let tls = super::tls_openssl::connect(ctx, stream, sni, alpn, deadline).await?;
+            let observation = super::tls_openssl::observe(&tls)?;
+            finish(tls, observation, sni, deadline, restart).await
+        }
+        Tls::Rustls => {
+            let sni = sni.unwrap_or_default();
+            let name = ServerName::try_from(sni.to_owned()).map_err(|_| ProbeFailure::Io {
+                detail: format!("not a usable TLS server name: {sni:?}"),
+            })?;
+            let connector = TlsConnector::from(recording_config(alpn));
+            let tls = match tokio::time::timeout_at(deadline, connector.connect(name, stream)).await
+            {
+                Err(_) => return Err(ProbeFailure::Timeout { stage: STAGE }),
+                Ok(Err(e)) => return Err(handshake_failure(e)),
+                Ok(Ok(tls)) => tls,
+            };
+            let observation = observe(&tls)?;
+            finish(tls, observation, Some(sni), deadline, restart).await
+        }
+    }
+}
+
+/// The stream restart inside TLS (if asked for) and the polite close, the
+/// same over every TLS stack.
+async fn finish<T: AsyncRead + AsyncWrite + Unpin>(
+    mut tls: T,
+    observation: TlsObservation,
+    sni: Option<&str>,
+    deadline: Instant,
+    restart: Option<Restart<'_>>,
+) -> Result<TlsObservation, ProbeFailure> {
+    let sni = sni.unwrap_or_default();
     if let Some(r) = restart {
         let by = deadline.min(Instant::now() + RESTART_GRACE);
         match tokio::time::timeout_at(by, restart_stream(&mut tls, &r, by)).await {

@@ -34,6 +34,8 @@ pub enum Connector {
     Socks5(SocketAddr, Carried),
     /// Plain TCP.
     Direct,
+    /// Plain TCP from this source address (`probe.bind`).
+    DirectFrom(std::net::IpAddr),
 }
 
 impl Connector {
@@ -76,7 +78,7 @@ impl Connector {
         match self {
             Connector::Tor(..) => "tor",
             Connector::Socks5(..) => "socks5",
-            Connector::Direct => "direct",
+            Connector::Direct | Connector::DirectFrom(_) => "direct",
         }
     }
 
@@ -104,8 +106,9 @@ impl Connector {
     ) -> Result<Connected, ConnectFailure> {
         let attempt = async {
             match self {
-                Connector::Direct => {
-                    let stream = TcpStream::connect(addr)
+                Connector::Direct | Connector::DirectFrom(_) => {
+                    let stream = self
+                        .direct(addr)
                         .await
                         .map_err(|e| ConnectFailure::Remote(io_message(&e)))?;
                     let _ = stream.set_nodelay(true);
@@ -131,6 +134,20 @@ impl Connector {
         }
     }
 
+    /// A plain TCP connection, from `probe.bind` when set.
+    async fn direct(&self, addr: SocketAddr) -> std::io::Result<TcpStream> {
+        let Connector::DirectFrom(source) = self else {
+            return TcpStream::connect(addr).await;
+        };
+        let socket = if addr.is_ipv4() {
+            tokio::net::TcpSocket::new_v4()?
+        } else {
+            tokio::net::TcpSocket::new_v6()?
+        };
+        socket.bind(SocketAddr::new(*source, 0))?;
+        socket.connect(addr).await
+    }
+
     /// Whose doing it is that no connection was made within `timeout`. Direct:
     /// the server's. Over Tor arti's own budgets end first (see
     /// [`arti_budgets`]), so reaching ours means arti is stuck, unless arti is
@@ -140,7 +157,7 @@ impl Connector {
         let after = humantime::format_duration(timeout);
         let window = timeout * CARRIED_VOUCHES;
         match self {
-            Connector::Direct => {
+            Connector::Direct | Connector::DirectFrom(_) => {
                 ConnectFailure::Remote(format!("connection timed out after {after}"))
             }
             Connector::Tor(tor) => {

@@ -17,6 +17,7 @@ use crate::admission::{QueueFull, CHECKS_QUEUED_PER_JID};
 use crate::commands::CommandError;
 use crate::domain::Domain;
 use crate::engine::{CHECKS_PER_HOUR, COMMANDS_PER_MINUTE};
+use crate::horizon::unix;
 use crate::store::StateStore as _;
 
 /// Alerts listed on a domain's page at most.
@@ -253,7 +254,9 @@ fn domain_page(web: &Web, segment: &str) -> Response {
             name: name(d),
             checking,
             failure,
-            report: report.as_ref().map(ReportView::of),
+            report: report
+                .as_ref()
+                .map(|r| ReportView::of(r, unix(web.engine.clock().now()))),
             alerts: alert_rows(&alerts),
             monitored: state.is_some(),
             xmpp: web.xmpp_view(d),

@@ -56,8 +56,29 @@ fn hostile_report(domain: &str) -> Report {
         evidence: vec![],
         nxdomain: false,
         resolvers: vec![],
-        horizons: Default::default(),
+        horizons: hostile_horizons(),
         rollover: vec![],
+    }
+}
+
+/// Horizons whose names and endpoint carry markup (from DNS and certificates).
+fn hostile_horizons() -> crate::horizon::Horizons {
+    let now = 1_796_378_400; // 2026-12-04T10:00:00Z
+    crate::horizon::Horizons {
+        rrsets: vec![crate::horizon::RrsetHorizon::new(
+            &format!("{SCRIPT}.evil.example"),
+            "TLSA",
+            IMG,
+            300,
+            (now + 3600, now + 2 * 86_400),
+            now,
+        )],
+        endpoints: vec![crate::horizon::EndpointHorizon {
+            endpoint: format!("xmpp-client {SCRIPT}:5222 [192.0.2.1] starttls"),
+            not_after: now + 86_400,
+            chain_not_after: None,
+            counts_for_dane: false,
+        }],
     }
 }
 
@@ -159,6 +180,10 @@ async fn hostile_hostnames_tlsa_and_errors_are_escaped_on_the_domain_page() {
         "{body}"
     );
     assert!(body.contains("ALARM"), "the verdict sentence: {body}");
+    assert!(
+        body.contains("id=\"horizons\"") && body.contains("start only at"),
+        "what runs out: {body}"
+    );
     assert!(body.contains("matched:"), "which record matched: {body}");
     assert!(body
         .contains("href=\"xmpp:certwatch.example.org?pubsub;action=subscribe;node=evil.example\""));

@@ -79,7 +79,12 @@ pub struct ReportView {
     pub advice: Vec<String>,
     /// Failures that limited the check.
     pub errors: Vec<String>,
+    /// What runs out next: signature problems, then the nearest horizons.
+    pub horizons: Vec<String>,
 }
+
+/// Horizons the domain page shows.
+pub const PAGE_HORIZONS: usize = 3;
 
 /// Spells out a TLSA record's three numbers (RFC 6698 §2.1, RFC 7218 names).
 pub fn tlsa_meaning(record: &str) -> String {
@@ -139,8 +144,8 @@ fn endpoint_row(e: &EndpointReport) -> EndpointRow {
 }
 
 impl ReportView {
-    /// The view of a report.
-    pub fn of(report: &Report) -> ReportView {
+    /// The view of a report, its horizons counted from `now` (UNIX seconds).
+    pub fn of(report: &Report, now: u64) -> ReportView {
         ReportView {
             look: look(report.verdict),
             sentence: report.summary(),
@@ -159,6 +164,7 @@ impl ReportView {
                 .chain(&report.bogus_rrsets)
                 .cloned()
                 .collect(),
+            horizons: report.horizon_lines(PAGE_HORIZONS, now),
         }
     }
 }

@@ -118,7 +118,15 @@ pub(in crate::xmpp) mod tests {
         let link = Arc::new(Link::default());
         let (tx, rx) = mpsc::channel(4096);
         link.set(Some(tx));
+        let me = Jid::new("certwatch.localhost").unwrap();
+        let agents = Arc::new(crate::xmpp::agents::Agents::new(
+            me,
+            link.clone(),
+            vec![],
+            std::time::Duration::from_secs(300),
+        ));
         let ctx = Arc::new(Ctx {
+            agents,
             engine: Arc::new(engine),
             link,
             me: Jid::new("certwatch.localhost").unwrap(),

@@ -38,6 +38,15 @@ pub fn on_iq(ctx: &Arc<Ctx>, iq: Iq) {
             payload,
             ..
         } => (from, id, payload, true),
+        Iq::Result {
+            from, id, payload, ..
+        } => return ctx.agents.on_answer(from.as_ref(), &id, Ok(payload)),
+        Iq::Error {
+            from, id, error, ..
+        } => {
+            let why = format!("the job bounced: {:?}", error.defined_condition);
+            return ctx.agents.on_answer(from.as_ref(), &id, Err(why));
+        }
         _ => return,
     };
     if !ctx.engine.allow_iq(&from.to_bare().to_string()) {

@@ -6,6 +6,7 @@
 
 pub mod adhoc;
 pub mod adhoc_front;
+pub mod agents;
 pub mod chat;
 pub mod forms;
 pub mod iq;
@@ -224,6 +225,8 @@ pub struct Ctx {
     presence_dirty: std::sync::atomic::AtomicBool,
     /// XEP-0050 sessions waiting for their form.
     adhoc: adhoc_front::Sessions,
+    /// The agents (`[[vantage]]`) checks probe through.
+    pub agents: Arc<agents::Agents>,
 }
 
 /// Where the presence book is kept in the store's meta tree.
@@ -338,7 +341,18 @@ pub async fn run(
             None
         })
         .unwrap_or_default();
+    let agents = Arc::new(agents::Agents::new(
+        me.clone(),
+        link.clone(),
+        engine.config().vantage.clone(),
+        engine.config().probe.vantage_away,
+    ));
+    if !engine.config().vantage.is_empty() {
+        engine.set_vantages(Arc::new(agents.clone()));
+        agent_notices(&engine, &agents);
+    }
     let ctx = Arc::new(Ctx {
+        agents,
         engine,
         link: link.clone(),
         me: me.clone(),
@@ -432,6 +446,16 @@ async fn run_link(ctx: &Arc<Ctx>, server: SocketAddr, secret: &str) -> Result<()
     let (tx, mut rx) = mpsc::channel::<Outgoing>(OUTGOING_QUEUE);
     ctx.link.set(Some(tx));
     announce(ctx);
+    for jid in ctx.agents.jids() {
+        // Agents answer our presence with theirs: who is online, at once.
+        if let Ok(to) = Jid::new(&jid) {
+            ctx.link.send(stanzas::available(
+                &ctx.me,
+                &to,
+                crate::commands::HELP_LINES,
+            ));
+        }
+    }
     let last_seen = Arc::new(Mutex::new(Instant::now()));
     let writer = async {
         while let Some(out) = rx.recv().await {
@@ -552,8 +576,40 @@ async fn store_presence(ctx: &Ctx) {
     }
 }
 
+/// Tells the operators, once each way, when an agent stays away or keeps
+/// failing and when it is back; looks for agents away every few seconds.
+fn agent_notices(engine: &Arc<Engine>, agents: &Arc<agents::Agents>) {
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    agents.notify(tx);
+    let engine = engine.clone();
+    let agents = agents.clone();
+    tokio::spawn(async move {
+        let mut sweep = tokio::time::interval(AGENT_SWEEP);
+        loop {
+            tokio::select! {
+                text = rx.recv() => match text {
+                    Some(text) => engine.tell_operators_urgently(&text),
+                    None => return,
+                },
+                _ = sweep.tick() => agents.sweep(std::time::SystemTime::now()),
+            }
+        }
+    });
+}
+
+/// How often the coordinator looks for agents away too long.
+const AGENT_SWEEP: Duration = Duration::from_secs(2);
+
 fn on_presence(ctx: &Arc<Ctx>, p: Presence) {
     let Some(from) = p.from.clone() else { return };
+    if ctx.agents.is_agent(&from) {
+        match p.type_ {
+            PresenceType::None => ctx.agents.on_presence(&from, true),
+            PresenceType::Unavailable => ctx.agents.on_presence(&from, false),
+            _ => {}
+        }
+        return;
+    }
     let bare = Jid::from(from.to_bare());
     // Presence requests count with the sender's IQs: a flood from one JID
     // is ignored past its limit.

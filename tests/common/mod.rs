@@ -72,6 +72,68 @@ impl TestCert {
     }
 }
 
+/// Certificate parameters for `names`, valid from 30 days ago until
+/// `not_after` (UNIX seconds).
+pub fn cert_params_until(names: &[&str], not_after: u64) -> rcgen::CertificateParams {
+    use x509_parser::time::ASN1Time;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let mut params =
+        rcgen::CertificateParams::new(names.iter().map(|s| s.to_string()).collect::<Vec<_>>())
+            .unwrap();
+    let at = |secs: u64| ASN1Time::from_timestamp(secs as i64).unwrap().to_datetime();
+    params.not_before = at(now - 30 * 86_400);
+    params.not_after = at(not_after);
+    params
+}
+
+impl TestCert {
+    /// A self-signed certificate (DER) for this key, for `names`, that
+    /// expires at `not_after` (UNIX seconds), and the key (PKCS#8 DER): the
+    /// same key (so the same DANE-EE record) in a certificate of chosen life.
+    pub fn reissued_until(&self, names: &[&str], not_after: u64) -> (Vec<u8>, Vec<u8>) {
+        let key = rcgen::KeyPair::from_pem(&std::fs::read_to_string(&self.key).unwrap()).unwrap();
+        let cert = cert_params_until(names, not_after)
+            .self_signed(&key)
+            .unwrap();
+        (cert.der().to_vec(), key.serialize_der())
+    }
+}
+
+/// A direct-TLS server on 127.0.0.1:`port` that presents `chain` (DER,
+/// leaf first) for `key` (PKCS#8 DER), completes each handshake and reads
+/// a little: enough for a probe to see the chain. Runs as long as the test.
+pub fn tls_server(port: u16, chain: Vec<Vec<u8>>, key: Vec<u8>) {
+    use std::sync::Arc;
+    let chain = chain.into_iter().map(Into::into).collect();
+    let key = rustls_pki_types::PrivateKeyDer::Pkcs8(key.into());
+    let config = rustls::ServerConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_no_client_auth()
+    .with_single_cert(chain, key)
+    .unwrap();
+    let config = Arc::new(config);
+    let listener = TcpListener::bind(("127.0.0.1", port)).expect("bind the TLS server");
+    std::thread::spawn(move || {
+        for conn in listener.incoming() {
+            let Ok(sock) = conn else { continue };
+            let config = config.clone();
+            std::thread::spawn(move || {
+                let _ = sock.set_read_timeout(Some(Duration::from_secs(5)));
+                let mut tls =
+                    rustls::StreamOwned::new(rustls::ServerConnection::new(config).unwrap(), sock);
+                let mut buf = [0u8; 256];
+                let _ = tls.read(&mut buf);
+            });
+        }
+    });
+}
+
 /// Runs `script start ARGS DIR` with `env`, and `script stop ARGS DIR` when dropped.
 pub struct Lab {
     script: PathBuf,
@@ -100,11 +162,18 @@ impl Lab {
 
     /// Runs another verb of the script (e.g. `reload`).
     pub fn run(&self, verb: &str) {
+        self.run_with(verb, &[]);
+    }
+
+    /// Runs another verb of the script with arguments after the directory
+    /// (e.g. `resign DIR shortsig now+2592000`).
+    pub fn run_with(&self, verb: &str, extra: &[&str]) {
         let out = Command::new("bash")
             .arg(&self.script)
             .arg(verb)
             .args(&self.args)
             .arg(&self.dir)
+            .args(extra)
             .envs(self.env.iter().map(|(k, v)| (k, v)))
             .output()
             .expect("run lab script");
@@ -434,4 +503,20 @@ pub fn wait_component(client: &mut Client) {
         let r = client.cmd(json!({"cmd": "ping", "to": COMPONENT}));
         (r["ok"] == true).then_some(())
     });
+}
+
+/// Whether `v` is a chat message from the component whose body contains `needle`.
+pub fn is_from_bot(v: &Value, needle: &str) -> bool {
+    v["event"] == "message"
+        && v["from"].as_str().is_some_and(|f| f.starts_with(COMPONENT))
+        && v["body"].as_str().is_some_and(|b| b.contains(needle))
+}
+
+/// Counts what `client` gets within `window` that matches (the backlog included).
+pub fn count(client: &mut Client, window: Duration, pred: impl Fn(&Value) -> bool) -> usize {
+    let mut n = 0;
+    while client.wait_event(window, &pred).is_some() {
+        n += 1;
+    }
+    n
 }

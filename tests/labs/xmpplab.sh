@@ -14,6 +14,7 @@
 #   C2S_PORT=15222 C2S_TLS_PORT=15223 S2S_PORT=15269 S2S_TLS_PORT=15270 COMPONENT_PORT=15347
 #   TLS_CERT, TLS_KEY            PEM files; a self-signed EC certificate is made when unset
 #   EJABBERD_DIST_PORT=C2S_PORT+1000 (ejabberd's Erlang distribution port)
+#   EJABBERD_STARTTLS=""         non-empty: ejabberd's c2s port offers STARTTLS
 #
 # The component part of each server's configuration is copied from
 # prosody-example/ and ejabberd-example/, so the examples cannot rot.
@@ -190,6 +191,8 @@ listen:
     shaper: none
     access: c2s
 EOF
+    # Offered on request only: the test clients log in in plaintext.
+    [ -z "${EJABBERD_STARTTLS:-}" ] || printf '    starttls: true\n'
     # The example's listener, with this lab's port, name and password.
     sed -n '/^  -$/,$p' "$ROOT/ejabberd-example/ejabberd.yml" \
       | sed -e "s/port: 5347/port: $COMP/" -e "s/certwatch\.example\.org/$JID/" -e "s/change-me/$SECRET/"

@@ -1,0 +1,115 @@
+//! Places to probe from other than our own: a coordinator's agents.
+//!
+//! [`Vantages`] is what a check sees of them (which agents can take a
+//! probe now, and one probe through one of them); the XMPP front implements
+//! it. [`wire`] is the job protocol the agents speak (docs/agents.md).
+//! An agent's failure (it timed out, went away, answered nonsense, is busy)
+//! is never the server's: [`AgentFailure`] keeps it apart.
+
+pub mod wire;
+
+use futures::future::BoxFuture;
+
+use crate::error::{ErrorKind, HasKind};
+use crate::probe::transport::{ConnectFailure, ExitRelay};
+use crate::probe::{ProbeError, ProbeFailure, Seen};
+use wire::{Failure, Sighting, Whose};
+
+/// Why an agent gave no answer about the server: the agent's doing.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("vantage {agent}: {why}")]
+pub struct AgentFailure {
+    /// The vantage's name.
+    pub agent: String,
+    /// What went wrong.
+    pub why: String,
+}
+
+/// What a probe through an agent gave: what the server showed (a chain, or
+/// a failure of the server's), and the agent's transport; or the agent's failure.
+pub type Remote = Result<(Result<Seen, ProbeError>, String), AgentFailure>;
+
+/// The agents a check may probe through.
+pub trait Vantages: Send + Sync {
+    /// The agents that can take a probe now: name and weight.
+    fn available(&self) -> Vec<(String, u32)>;
+    /// One probe through `agent`; the future ends by the job's timeout.
+    fn probe(&self, agent: &str, job: wire::Job) -> BoxFuture<'static, Remote>;
+    /// For operators, per agent: name, state, last contact, success rate.
+    fn describe(&self) -> Vec<(String, String, String, String)> {
+        Vec::new()
+    }
+}
+
+/// The answer an agent sends for its own probe's result.
+pub fn answer_of(result: &Result<Seen, ProbeError>, transport: &str, millis: u64) -> wire::Answer {
+    match result {
+        Ok(seen) => wire::Answer::Seen(Sighting {
+            transport: transport.to_owned(),
+            exit: seen.exit.as_ref().map(|e| e.rsa.clone()),
+            chain: seen.observation.chain.clone(),
+            version: seen.observation.version.clone(),
+            cipher: seen.observation.cipher.clone(),
+            millis,
+        }),
+        Err(e) => wire::Answer::Failed(failure_of(e)),
+    }
+}
+
+/// Whose a probe's failure is, on the wire.
+pub fn failure_of(e: &ProbeError) -> Failure {
+    let (whose, reason) = match e {
+        ProbeError::NotProbed(_) => (Whose::NotProbed, "other"),
+        e if e.is_starttls_missing() => (
+            Whose::Server,
+            if matches!(e, ProbeError::Session(ProbeFailure::StartTlsRefused)) {
+                "starttls-refused"
+            } else {
+                "starttls-missing"
+            },
+        ),
+        e if e.is_chain_too_large() => (Whose::Server, "chain-too-large"),
+        ProbeError::Connect(ConnectFailure::ExitRefused(_)) => (Whose::Server, "exit-refused"),
+        e if e.kind() == ErrorKind::Remote => (Whose::Server, "other"),
+        _ => (Whose::Transport, "other"),
+    };
+    Failure {
+        whose,
+        reason: reason.to_owned(),
+        text: wire::clip(&e.to_string()),
+    }
+}
+
+/// What the coordinator makes of an agent's answer.
+pub fn remote_of(agent: &str, answer: wire::Answer) -> Remote {
+    match answer {
+        wire::Answer::Seen(s) => {
+            let seen = Seen {
+                observation: s.observation(),
+                exit: s.exit.map(|rsa| ExitRelay { rsa, ed25519: None }),
+            };
+            Ok((Ok(seen), s.transport))
+        }
+        wire::Answer::Failed(f) if f.whose == Whose::Server => {
+            let text = format!("{} (seen from {agent})", f.text);
+            let e = match f.reason.as_str() {
+                "starttls-missing" => ProbeError::Session(ProbeFailure::StartTlsMissing),
+                "starttls-refused" => ProbeError::Session(ProbeFailure::StartTlsRefused),
+                "chain-too-large" => {
+                    ProbeError::Session(ProbeFailure::ChainTooLarge { detail: text })
+                }
+                "exit-refused" => ProbeError::Connect(ConnectFailure::ExitRefused(text)),
+                _ => ProbeError::Connect(ConnectFailure::Remote(text)),
+            };
+            Ok((Err(e), String::new()))
+        }
+        wire::Answer::Failed(f) => Err(AgentFailure {
+            agent: agent.to_owned(),
+            why: match f.whose {
+                Whose::Busy => format!("busy: {}", f.text),
+                Whose::NotProbed => format!("did not probe: {}", f.text),
+                _ => format!("its transport failed: {}", f.text),
+            },
+        }),
+    }
+}

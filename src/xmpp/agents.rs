@@ -1,0 +1,351 @@
+//! The coordinator's side of the agents (docs/agents.md): who they are
+//! (`[[vantage]]`), which are online (their presence), probe jobs sent as
+//! IQ sets and their answers matched by id. Answers from any JID not in
+//! the list are ignored and logged.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
+
+use futures::future::BoxFuture;
+use tokio::sync::oneshot;
+use tokio_xmpp::minidom::Element;
+use tokio_xmpp::parsers::iq::Iq;
+use tokio_xmpp::parsers::jid::Jid;
+
+use super::Link;
+use crate::config::VantageConfig;
+use crate::vantage::{wire, AgentFailure, Remote, Vantages};
+
+/// Jobs waiting for an answer, at most (each has a timeout too).
+pub const MAX_PENDING_JOBS: usize = 4096;
+/// Agent failures in a row that make an operator notice.
+pub const FAILURES_FOR_NOTICE: u32 = 3;
+
+/// What the coordinator knows of one agent.
+#[derive(Clone, Debug, Default)]
+pub struct AgentState {
+    /// The full JID it is online as, if it is.
+    pub online: Option<Jid>,
+    /// When it was last heard from.
+    pub last_contact: Option<SystemTime>,
+    /// Jobs it answered.
+    pub answered: u64,
+    /// Jobs it failed (timeout, gone, nonsense, busy, its transport).
+    pub failed: u64,
+    /// Failures since its last answer.
+    pub failing: u32,
+    /// Since when it has been offline (None while online; the
+    /// coordinator's start for an agent not seen yet).
+    pub offline_since: Option<SystemTime>,
+    /// Whether the operators were told it is away or failing (and not yet
+    /// that it is back).
+    pub told: bool,
+}
+
+/// Where a job's answer goes: the payload of the IQ result, or why it bounced.
+type Answering = oneshot::Sender<Result<Option<Element>, String>>;
+
+/// The agents of one coordinator.
+pub struct Agents {
+    me: Jid,
+    link: Arc<Link>,
+    list: Vec<VantageConfig>,
+    state: Mutex<HashMap<String, AgentState>>,
+    pending: Mutex<HashMap<String, (String, Answering)>>,
+    next: AtomicU64,
+    /// How long an agent may stay offline before the operators are told.
+    away: Duration,
+    /// Where the operators' notices go (away or failing, and back).
+    notices: Mutex<Option<tokio::sync::mpsc::UnboundedSender<String>>>,
+}
+
+impl Agents {
+    /// The agents of the `[[vantage]]` list.
+    pub fn new(me: Jid, link: Arc<Link>, list: Vec<VantageConfig>, away: Duration) -> Agents {
+        let now = SystemTime::now();
+        let state = list
+            .iter()
+            .map(|v| {
+                let s = AgentState {
+                    offline_since: Some(now),
+                    ..AgentState::default()
+                };
+                (v.name.clone(), s)
+            })
+            .collect();
+        Agents {
+            me,
+            link,
+            list,
+            state: Mutex::new(state),
+            pending: Mutex::new(HashMap::new()),
+            next: AtomicU64::new(1),
+            away,
+            notices: Mutex::new(None),
+        }
+    }
+
+    /// Where the operators' notices about agents go.
+    pub fn notify(&self, tx: tokio::sync::mpsc::UnboundedSender<String>) {
+        *self.notices.lock().expect("agents lock") = Some(tx);
+    }
+
+    fn tell(&self, text: String) {
+        tracing::warn!("{text}");
+        if let Some(tx) = self.notices.lock().expect("agents lock").as_ref() {
+            let _ = tx.send(text);
+        }
+    }
+
+    /// Tells the operators, once, of each agent offline for longer than
+    /// `vantage_away`; called every few seconds.
+    pub fn sweep(&self, now: SystemTime) {
+        let mut notes = Vec::new();
+        {
+            let mut state = self.state.lock().expect("agents lock");
+            for (name, s) in state.iter_mut() {
+                let Some(since) = s.offline_since.filter(|_| !s.told) else {
+                    continue;
+                };
+                let gone = now.duration_since(since).unwrap_or_default();
+                if gone >= self.away {
+                    s.told = true;
+                    notes.push(format!(
+                        "Vantage agent {name} has been offline for {} (since {}): its probes are made from the other vantages; see `health`. You are told once when it is back.",
+                        humantime::format_duration(Duration::from_secs(gone.as_secs())),
+                        humantime::format_rfc3339_seconds(since)
+                    ));
+                }
+            }
+        }
+        for n in notes {
+            self.tell(n);
+        }
+    }
+
+    /// The listed agent with this bare JID.
+    fn named(&self, from: &Jid) -> Option<&VantageConfig> {
+        let bare = from.to_bare().to_string();
+        self.list.iter().find(|v| v.jid.eq_ignore_ascii_case(&bare))
+    }
+
+    /// Whether `from` is one of our agents.
+    pub fn is_agent(&self, from: &Jid) -> bool {
+        self.named(from).is_some()
+    }
+
+    /// The agents' bare JIDs (to say we are here when the link comes up).
+    pub fn jids(&self) -> Vec<String> {
+        self.list.iter().map(|v| v.jid.clone()).collect()
+    }
+
+    /// Every agent's name and state, in list order.
+    pub fn states(&self) -> Vec<(String, AgentState)> {
+        let state = self.state.lock().expect("agents lock");
+        self.list
+            .iter()
+            .map(|v| {
+                (
+                    v.name.clone(),
+                    state.get(&v.name).cloned().unwrap_or_default(),
+                )
+            })
+            .collect()
+    }
+
+    /// An agent's presence.
+    pub fn on_presence(&self, from: &Jid, available: bool) {
+        let Some(v) = self.named(from) else { return };
+        let mut back = false;
+        {
+            let mut state = self.state.lock().expect("agents lock");
+            let s = state.entry(v.name.clone()).or_default();
+            let now = SystemTime::now();
+            s.last_contact = Some(now);
+            if available {
+                if s.online.is_none() {
+                    tracing::info!(agent = %v.name, jid = %from, "agent online");
+                }
+                s.online = Some(from.clone());
+                s.offline_since = None;
+                // Back from being away; one that keeps failing is back
+                // when it answers again.
+                back = s.told && s.failing < FAILURES_FOR_NOTICE;
+                s.told &= !back;
+            } else if s.online.as_ref() == Some(from) {
+                tracing::info!(agent = %v.name, jid = %from, "agent offline");
+                s.online = None;
+                s.offline_since = Some(now);
+            }
+        }
+        if !available {
+            self.fail_pending(&v.name, "the agent went offline mid-job");
+        }
+        if back {
+            self.tell(format!("Vantage agent {} is back online.", v.name));
+        }
+    }
+
+    /// Ends every job of agent `name` still waiting for its answer.
+    fn fail_pending(&self, name: &str, why: &str) {
+        let mut pending = self.pending.lock().expect("agents lock");
+        let ids: Vec<String> = pending
+            .iter()
+            .filter(|(_, (n, _))| n == name)
+            .map(|(id, _)| id.clone())
+            .collect();
+        for id in ids {
+            if let Some((_, tx)) = pending.remove(&id) {
+                let _ = tx.send(Err(why.to_owned()));
+            }
+        }
+    }
+
+    /// An IQ result or error addressed to us: a job's answer, if from the agent it was sent to.
+    pub fn on_answer(&self, from: Option<&Jid>, id: &str, answer: Result<Option<Element>, String>) {
+        let mut pending = self.pending.lock().expect("agents lock");
+        let Some((name, _)) = pending.get(id) else {
+            if id.starts_with("job-") && from.is_some_and(|f| !self.is_agent(f)) {
+                tracing::debug!(from = ?from.map(|f| f.to_string()), id, "an IQ answer to no job of ours from a JID not in [[vantage]]: ignored");
+            }
+            return;
+        };
+        let sent_to = self.list.iter().find(|v| &v.name == name);
+        let from_ok = match (from, sent_to) {
+            (Some(f), Some(v)) => f.to_bare().to_string().eq_ignore_ascii_case(&v.jid),
+            _ => false,
+        };
+        if !from_ok {
+            tracing::warn!(from = ?from.map(|f| f.to_string()), id, "a probe answer from a JID that is not the agent the job went to: ignored");
+            return;
+        }
+        if let Some((_, tx)) = pending.remove(id) {
+            let _ = tx.send(answer);
+        }
+    }
+
+    fn record(&self, name: &str, ok: bool) {
+        let note = {
+            let mut state = self.state.lock().expect("agents lock");
+            let s = state.entry(name.to_owned()).or_default();
+            s.last_contact = Some(SystemTime::now());
+            if ok {
+                s.answered += 1;
+                s.failing = 0;
+                let back = s.told && s.online.is_some();
+                s.told &= !back;
+                back.then(|| format!("Vantage agent {name} answers again."))
+            } else {
+                s.failed += 1;
+                s.failing += 1;
+                let tell = s.failing >= FAILURES_FOR_NOTICE && !s.told;
+                s.told |= tell;
+                tell.then(|| format!("Vantage agent {name} keeps failing ({FAILURES_FOR_NOTICE} jobs in a row): its probes are made from the other vantages; see `health` for its last contact. You are told once when it answers again."))
+            }
+        };
+        if let Some(text) = note {
+            self.tell(text);
+        }
+    }
+
+    /// Marks an agent gone (its job bounced: it is not there).
+    pub fn gone(&self, name: &str) {
+        if let Some(s) = self.state.lock().expect("agents lock").get_mut(name) {
+            if s.online.take().is_some() {
+                s.offline_since = Some(SystemTime::now());
+            }
+        }
+    }
+
+    async fn run(self: Arc<Self>, name: String, job: wire::Job) -> Remote {
+        let fail = |why: String| AgentFailure {
+            agent: name.clone(),
+            why,
+        };
+        let to = {
+            let state = self.state.lock().expect("agents lock");
+            state.get(&name).and_then(|s| s.online.clone())
+        };
+        let Some(to) = to else {
+            return Err(fail("offline".into()));
+        };
+        let id = format!("job-{}", self.next.fetch_add(1, Ordering::Relaxed));
+        let (tx, rx) = oneshot::channel();
+        {
+            let mut pending = self.pending.lock().expect("agents lock");
+            if pending.len() >= MAX_PENDING_JOBS {
+                return Err(fail("too many jobs waiting for answers".into()));
+            }
+            pending.insert(id.clone(), (name.clone(), tx));
+        }
+        // The agent gets the job's timeout, and a little more to answer.
+        let wait = job.timeout + Duration::from_secs(5);
+        self.link.send(Iq::Set {
+            from: Some(self.me.clone()),
+            to: Some(to),
+            id: id.clone(),
+            payload: wire::job_element(&job),
+        });
+        let answer = tokio::time::timeout(wait, rx).await;
+        self.pending.lock().expect("agents lock").remove(&id);
+        let result = match answer {
+            Err(_) => Err(fail(format!("no answer within {}s", wait.as_secs()))),
+            Ok(Err(_)) => Err(fail("the answer was lost".into())),
+            Ok(Ok(Err(e))) => {
+                self.gone(&name);
+                Err(fail(e))
+            }
+            Ok(Ok(Ok(None))) => Err(fail("an empty answer".into())),
+            Ok(Ok(Ok(Some(el)))) => match wire::parse_answer(&el) {
+                Ok(a) => crate::vantage::remote_of(&name, a),
+                Err(e) => Err(fail(format!("a malformed answer: {e}"))),
+            },
+        };
+        self.record(&name, result.is_ok());
+        result
+    }
+}
+
+impl Vantages for Arc<Agents> {
+    fn available(&self) -> Vec<(String, u32)> {
+        let state = self.state.lock().expect("agents lock");
+        self.list
+            .iter()
+            .filter(|v| state.get(&v.name).is_some_and(|s| s.online.is_some()))
+            .map(|v| (v.name.clone(), v.weight))
+            .collect()
+    }
+
+    fn probe(&self, agent: &str, job: wire::Job) -> BoxFuture<'static, Remote> {
+        Box::pin(self.clone().run(agent.to_owned(), job))
+    }
+
+    fn describe(&self) -> Vec<(String, String, String, String)> {
+        self.states()
+            .into_iter()
+            .map(|(name, s)| {
+                let state = match (&s.online, s.failing) {
+                    (None, _) => "offline".to_owned(),
+                    (Some(_), 0) => "online".to_owned(),
+                    (Some(_), n) => format!("online, failing ({n} jobs in a row)"),
+                };
+                let contact = s
+                    .last_contact
+                    .map(|t| humantime::format_rfc3339_seconds(t).to_string())
+                    .unwrap_or_else(|| "never".into());
+                let total = s.answered + s.failed;
+                let rate = match (s.answered * 100).checked_div(total) {
+                    None => "no jobs yet".to_owned(),
+                    Some(pct) => format!("{} of {total} jobs answered ({pct}%)", s.answered),
+                };
+                (name, state, contact, rate)
+            })
+            .collect()
+    }
+}
+
+#[cfg(test)]
+#[path = "agents_tests.rs"]
+mod tests;

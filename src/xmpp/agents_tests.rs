@@ -1,0 +1,199 @@
+//! The coordinator's side of the job protocol against hostile answers:
+//! answers from a JID not listed or from another agent than the job's,
+//! malformed and oversized answers, an agent leaving mid-job, and the
+//! operators' notices (once each way).
+
+use std::time::{Duration, SystemTime};
+
+use tokio::sync::mpsc;
+use tokio_xmpp::minidom::Element;
+use tokio_xmpp::parsers::iq::Iq;
+use tokio_xmpp::parsers::jid::Jid;
+
+use super::*;
+use crate::vantage::wire;
+use crate::xmpp::{Outgoing, Stanza};
+
+fn vantage(name: &str) -> VantageConfig {
+    VantageConfig {
+        name: name.into(),
+        jid: format!("{name}@example.org"),
+        weight: 1,
+    }
+}
+
+/// Agents a and b, both online; the link's outgoing queue.
+fn agents(away: Duration) -> (Arc<Agents>, mpsc::Receiver<Outgoing>) {
+    let link = Arc::new(Link::default());
+    let (tx, rx) = mpsc::channel(64);
+    link.set(Some(tx));
+    let me = Jid::new("certwatch.example.org").unwrap();
+    let a = Arc::new(Agents::new(
+        me,
+        link,
+        vec![vantage("a"), vantage("b")],
+        away,
+    ));
+    for n in ["a", "b"] {
+        a.on_presence(&full(n), true);
+    }
+    (a, rx)
+}
+
+fn full(name: &str) -> Jid {
+    Jid::new(&format!("{name}@example.org/r1")).unwrap()
+}
+
+fn job() -> wire::Job {
+    wire::Job {
+        service: crate::vocab::Service::XmppClient,
+        domain: "example.org".into(),
+        host: "xmpp.example.org".into(),
+        addr: "192.0.2.1:5222".parse().unwrap(),
+        timeout: Duration::from_secs(2),
+        avoid: vec![],
+    }
+}
+
+/// Sends a job to `agent`; returns its future and the id it went out with.
+async fn send(
+    agents: &Arc<Agents>,
+    rx: &mut mpsc::Receiver<Outgoing>,
+    agent: &str,
+) -> (tokio::task::JoinHandle<Remote>, String) {
+    let task = tokio::spawn(agents.probe(agent, job()));
+    let Some(Outgoing::Stanza { stanza, .. }) = rx.recv().await else {
+        panic!("no job sent")
+    };
+    let Stanza::Iq(Iq::Set { id, to, .. }) = *stanza else {
+        panic!("not an IQ set")
+    };
+    assert_eq!(to, Some(full(agent)));
+    (task, id)
+}
+
+fn seen(chain_len: usize) -> Element {
+    let c = rcgen::generate_simple_self_signed(vec!["x".to_owned()]).unwrap();
+    let der = c.cert.der().to_vec();
+    wire::answer_element(&wire::Answer::Seen(wire::Sighting {
+        transport: "direct".into(),
+        exit: None,
+        chain: vec![der; chain_len],
+        version: "TLSv1.3".into(),
+        cipher: "TLS13_AES_128_GCM_SHA256".into(),
+        millis: 3,
+    }))
+}
+
+#[tokio::test(start_paused = true)]
+async fn answers_from_strangers_and_other_agents_are_ignored() {
+    let (agents, mut rx) = agents(Duration::from_secs(300));
+    let (task, id) = send(&agents, &mut rx, "a").await;
+    // A JID not in the list, and agent b, answer a's job: both ignored.
+    let mallory = Jid::new("mallory@example.org/x").unwrap();
+    agents.on_answer(Some(&mallory), &id, Ok(Some(seen(1))));
+    agents.on_answer(Some(&full("b")), &id, Ok(Some(seen(1))));
+    agents.on_answer(None, &id, Ok(Some(seen(1))));
+    assert!(!task.is_finished());
+    tokio::task::yield_now().await;
+    assert!(!task.is_finished(), "a stranger's answer was taken");
+    // a's own answer is taken (its full JID may differ: the bare one counts).
+    let other_resource = Jid::new("a@example.org/r2").unwrap();
+    agents.on_answer(Some(&other_resource), &id, Ok(Some(seen(1))));
+    let remote = task.await.unwrap();
+    assert!(matches!(remote, Ok((Ok(_), _))), "{remote:?}");
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_answer_to_no_job_changes_nothing() {
+    let (agents, mut rx) = agents(Duration::from_secs(300));
+    // b answers a job it was never sent (a's id, before and after a's answer).
+    agents.on_answer(Some(&full("b")), "job-1", Ok(Some(seen(1))));
+    let (task, id) = send(&agents, &mut rx, "a").await;
+    agents.on_answer(Some(&full("a")), &id, Ok(Some(seen(1))));
+    assert!(task.await.unwrap().is_ok());
+    agents.on_answer(Some(&full("b")), &id, Ok(Some(seen(1))));
+    let states = agents.states();
+    assert_eq!(states[1].1.answered + states[1].1.failed, 0, "{states:?}");
+}
+
+#[tokio::test(start_paused = true)]
+async fn malformed_and_oversized_answers_are_the_agents_failure() {
+    let (agents, mut rx) = agents(Duration::from_secs(300));
+    let bad = [
+        Element::builder("seen", wire::NS).build(),
+        Element::builder("nonsense", "urn:other").build(),
+        seen(wire::MAX_CERTS + 1),
+    ];
+    for el in bad {
+        let (task, id) = send(&agents, &mut rx, "a").await;
+        agents.on_answer(Some(&full("a")), &id, Ok(Some(el)));
+        let e = task.await.unwrap().unwrap_err();
+        assert_eq!(e.agent, "a");
+        assert!(e.why.contains("malformed"), "{e}");
+    }
+    // An empty result too.
+    let (task, id) = send(&agents, &mut rx, "a").await;
+    agents.on_answer(Some(&full("a")), &id, Ok(None));
+    assert!(task.await.unwrap().is_err());
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_agent_leaving_mid_job_fails_it_at_once() {
+    let (agents, mut rx) = agents(Duration::from_secs(300));
+    let (task, _) = send(&agents, &mut rx, "a").await;
+    agents.on_presence(&full("a"), false);
+    let e = tokio::time::timeout(Duration::from_millis(10), task)
+        .await
+        .expect("the job waited for its timeout")
+        .unwrap()
+        .unwrap_err();
+    assert!(e.why.contains("went offline mid-job"), "{e}");
+    assert_eq!(agents.available(), vec![("b".to_owned(), 1)]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn silence_is_the_agents_failure() {
+    let (agents, mut rx) = agents(Duration::from_secs(300));
+    let (task, _) = send(&agents, &mut rx, "a").await;
+    let e = task.await.unwrap().unwrap_err();
+    assert!(e.why.contains("no answer"), "{e}");
+}
+
+#[tokio::test(start_paused = true)]
+async fn operators_hear_once_when_an_agent_is_away_and_once_when_back() {
+    let (agents, _rx) = agents(Duration::from_secs(300));
+    let (tx, mut notes) = mpsc::unbounded_channel();
+    agents.notify(tx);
+    agents.on_presence(&full("a"), false);
+    let t0 = SystemTime::now();
+    agents.sweep(t0 + Duration::from_secs(299));
+    assert!(notes.try_recv().is_err(), "told before vantage_away");
+    for s in [300, 301, 900] {
+        agents.sweep(t0 + Duration::from_secs(s));
+    }
+    let n = notes.try_recv().unwrap();
+    assert!(n.contains("Vantage agent a has been offline"), "{n}");
+    assert!(notes.try_recv().is_err(), "told twice");
+    agents.on_presence(&full("a"), true);
+    agents.on_presence(&full("a"), true);
+    assert!(notes.try_recv().unwrap().contains("a is back online"));
+    assert!(notes.try_recv().is_err(), "told twice it is back");
+}
+
+#[tokio::test(start_paused = true)]
+async fn operators_hear_once_when_an_agent_keeps_failing_and_once_when_it_answers() {
+    let (agents, mut rx) = agents(Duration::from_secs(300));
+    let (tx, mut notes) = mpsc::unbounded_channel();
+    agents.notify(tx);
+    for _ in 0..FAILURES_FOR_NOTICE + 3 {
+        let (task, _) = send(&agents, &mut rx, "a").await;
+        assert!(task.await.unwrap().is_err());
+    }
+    assert!(notes.try_recv().unwrap().contains("keeps failing"));
+    assert!(notes.try_recv().is_err(), "told twice");
+    let (task, id) = send(&agents, &mut rx, "a").await;
+    agents.on_answer(Some(&full("a")), &id, Ok(Some(seen(1))));
+    assert!(task.await.unwrap().is_ok());
+    assert!(notes.try_recv().unwrap().contains("answers again"));
+}
