@@ -14,10 +14,11 @@
 //! The marks of what was warned live in [`DomainState::warned`], committed
 //! with the deliveries, so a restart neither loses nor repeats a warning.
 
+use std::collections::HashSet;
 use std::time::Duration;
 
 use crate::alert::{bounded, transition_with, AlertPolicy, MAX_CHAT_ALERT};
-use crate::horizon::{due, in_words, utc_minutes, HorizonKind, Horizons};
+use crate::horizon::{due, in_words, utc_minutes, HorizonKind, Horizons, SHORT_WINDOW};
 use crate::model::{Alert, AlertKind, DomainState, WarnMark, MAX_WARN_MARKS};
 use crate::render;
 use crate::report::{EndpointVerdict, Report, Verdict};
@@ -81,16 +82,46 @@ pub fn after_check(
     }
 }
 
-/// The horizons warnings may speak of: every signature (validated data),
-/// and the certificates of endpoints whose key matched a TLSA record.
-fn trusted(report: &Report) -> Horizons {
+/// A signature is overdue for re-signing once less than this part of its
+/// lifetime (inception to expiry less TTL) is left. Every common signer
+/// re-signs earlier by default (BIND at a quarter or more, OpenDNSSEC at
+/// about a fifth, Knot at a tenth plus its propagation delay and the zone's
+/// largest TTL, PowerDNS at two thirds), so a live signer's normal rhythm
+/// never warns, while a stopped one is caught with a tenth of the lifetime
+/// to go (3 days of 30).
+const OVERDUE_PART: u64 = 10;
+
+/// The horizons warnings may speak of:
+/// - signatures of the zones the domain's own records are signed in (SRV,
+///   CNAME, A/AAAA, TLSA, and those zones' DNSKEY RRsets), not those of
+///   the zones above them (root, TLD: the admin cannot re-sign them, and
+///   their signers keep short windows by design), nor DS RRsets, which the
+///   parent signs; and only once re-signing is overdue ([`OVERDUE_PART`]),
+///   or when the lifetime is itself shorter than [`SHORT_WINDOW`];
+/// - the certificates of endpoints whose key matched a TLSA record (an
+///   interceptor's certificate is not the admin's to renew).
+fn trusted(report: &Report, now: u64) -> Horizons {
     let matched = |label: &str| {
         report
             .endpoints
             .iter()
             .any(|e| e.verdict == EndpointVerdict::Match && e.label() == label)
     };
+    let own: HashSet<&str> = report
+        .horizons
+        .rrsets
+        .iter()
+        .filter(|r| matches!(r.rtype.as_str(), "SRV" | "CNAME" | "A" | "AAAA" | "TLSA"))
+        .map(|r| r.zone.as_str())
+        .collect();
     let mut h = report.horizons.clone();
+    h.rrsets.retain(|r| {
+        let lifetime = r.expires_at.saturating_sub(r.inception);
+        let left = r.expires_at.saturating_sub(now);
+        own.contains(r.zone.as_str())
+            && r.rtype != "DS"
+            && (lifetime < SHORT_WINDOW.as_secs() || left < lifetime / OVERDUE_PART)
+    });
     h.endpoints.retain(|e| matched(&e.endpoint));
     h
 }
@@ -105,8 +136,18 @@ fn horizon_changes(
     now: u64,
 ) -> (Vec<String>, Vec<String>) {
     let (mut warnings, mut renewed) = (Vec::new(), Vec::new());
-    for h in trusted(report).nearest(usize::MAX) {
-        let key = format!("{} {}", kind_word(h.kind), h.subject);
+    let mut done = HashSet::new();
+    // The nearest horizons only, so the marks never churn past their bound.
+    for h in trusted(report, now).nearest(MAX_WARN_MARKS) {
+        // A certificate is one mark per host, whatever address served it.
+        let key = match h.kind {
+            HorizonKind::Signatures => format!("signatures {}", h.subject),
+            HorizonKind::Certificate => format!("certificate {}", host_of(report, &h.subject)),
+        };
+        // Its nearest horizon speaks for it.
+        if !done.insert(key.clone()) {
+            continue;
+        }
         let band = due(h.at, now, thresholds).map(|i| thresholds[i].as_secs());
         let mark = WarnMark {
             threshold: band.unwrap_or(0),
@@ -153,11 +194,14 @@ fn horizon_changes(
     (warnings, renewed)
 }
 
-fn kind_word(kind: HorizonKind) -> &'static str {
-    match kind {
-        HorizonKind::Signatures => "signatures",
-        HorizonKind::Certificate => "certificate",
-    }
+/// The host of the endpoint a certificate horizon names.
+fn host_of(report: &Report, label: &str) -> String {
+    report
+        .endpoints
+        .iter()
+        .find(|e| e.label() == label)
+        .map(|e| e.host.clone())
+        .unwrap_or_else(|| label.to_owned())
 }
 
 /// One line: a warning ("signatures of live.example expire in 2 days
@@ -185,12 +229,7 @@ fn describe(
             format!("signatures of {subject} renewed: now expire {when}")
         }
         HorizonKind::Certificate => {
-            let host = report
-                .endpoints
-                .iter()
-                .find(|e| e.label() == subject)
-                .map(|e| e.host.clone())
-                .unwrap_or_else(|| subject.to_owned());
+            let host = host_of(report, subject);
             if !warn {
                 return format!("certificate of {host} renewed: now expires {when}");
             }
@@ -233,9 +272,10 @@ fn render(
         title.push_str(&format!(" (and {} more)", lines.len() - 1));
     }
     let state_line = match kind {
-        AlertKind::Warning => {
-            format!("A warning, not an alarm: nothing is wrong yet, the domain is still {state}.")
+        AlertKind::Warning if state.is_alarm() => {
+            format!("A warning beside the alarm: the domain is {state}, and its alert says why.")
         }
+        AlertKind::Warning => format!("A warning, not an alarm: the domain is {state}."),
         _ => format!("The domain is {state}."),
     };
     let mut chat: Vec<String> = vec![title.clone()];
