@@ -138,22 +138,13 @@ fn main() {
         .unwrap();
     let accepted = Arc::new(AtomicUsize::new(0));
     rt.block_on(async {
-        for j in 0..hosts {
-            let addr: SocketAddr = format!(
-                "{HOST_BASE}.{}:{}",
-                j % HOST_ADDRS + 1,
-                PORT as usize + j / HOST_ADDRS
-            )
-            .parse()
-            .unwrap();
-            let listener = TcpListener::bind(addr).await.unwrap();
-            tokio::spawn(common::responder(
-                listener,
-                cert_der.clone(),
-                key_der.clone(),
-                accepted.clone(),
-            ));
-        }
+        common::spawn_responders(
+            (HOST_BASE, HOST_ADDRS, PORT),
+            hosts,
+            (&cert_der, &key_der),
+            &accepted,
+        )
+        .await;
         let relay = TcpListener::bind(("127.0.0.1", RELAY)).await.unwrap();
         tokio::spawn(socks5_relay(relay));
         subscribe_all(&dir.join("db"), n).await;

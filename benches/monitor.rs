@@ -24,12 +24,9 @@
 mod common;
 
 use certwatch::store::StateStore as _;
-use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-
-use tokio::net::TcpListener;
 
 use certwatch::config::{Config, Transport};
 use certwatch::domain::Domain;
@@ -137,22 +134,8 @@ fn main() {
     let figures = rt.block_on(async {
         let accepted = Arc::new(AtomicUsize::new(0));
         // The same address:port layout as dnslab.sh's bench zone.
-        for j in 0..hosts {
-            let addr: SocketAddr = format!(
-                "{HOST_BASE}.{}:{}",
-                j % HOST_ADDRS + 1,
-                PORT as usize + j / HOST_ADDRS
-            )
-            .parse()
-            .unwrap();
-            let listener = TcpListener::bind(addr).await.unwrap();
-            tokio::spawn(common::responder(
-                listener,
-                cert.der().to_vec(),
-                key.serialize_der(),
-                accepted.clone(),
-            ));
-        }
+        common::spawn_responders((HOST_BASE, HOST_ADDRS, PORT), hosts, (cert.der(), &key.serialize_der()), &accepted)
+            .await;
         let mut config = Config::default();
         config.dns.nameservers = vec![get("AUTH_NS")];
         config.dns.trust_anchor = get("TRUST_ANCHOR");

@@ -8,6 +8,29 @@ use std::sync::Arc;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 
+/// Starts a [`responder`] on each of `hosts` address:ports: host J on
+/// BASE.(J mod ADDRS + 1), port PORT + J div ADDRS (dnslab.sh's bench zone).
+pub async fn spawn_responders(
+    (base, addrs, port): (&str, usize, u16),
+    hosts: usize,
+    (cert, key): (&[u8], &[u8]),
+    accepted: &Arc<AtomicUsize>,
+) {
+    for j in 0..hosts {
+        let addr: std::net::SocketAddr =
+            format!("{base}.{}:{}", j % addrs + 1, port as usize + j / addrs)
+                .parse()
+                .unwrap();
+        let listener = TcpListener::bind(addr).await.unwrap();
+        tokio::spawn(responder(
+            listener,
+            cert.to_vec(),
+            key.to_vec(),
+            accepted.clone(),
+        ));
+    }
+}
+
 /// A STARTTLS responder that accepts any stream `to` and presents `cert`.
 pub async fn responder(
     listener: TcpListener,
