@@ -14,21 +14,19 @@
 //!                         (tests/labs/tornet.sh), embedded arti
 //!   BENCH_CIRCUITS=100    probe.circuits_per_second over Tor (burst: 2 s worth)
 //!
-//! The XMPP endpoints are a minimal STARTTLS responder in this file that
+//! The XMPP endpoints are a minimal STARTTLS responder (benches/common) that
 //! accepts any stream `to` (Prosody would need one VirtualHost per domain);
 //! its CPU is in the figures. NSD runs beside it, in its own processes.
 
 // The real monitor loop is one deep future; its layout needs more depth.
 #![recursion_limit = "256"]
 
+mod common;
+
 use certwatch::store::StateStore as _;
-use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpListener;
 
 use certwatch::config::{Config, Transport};
 use certwatch::domain::Domain;
@@ -136,22 +134,8 @@ fn main() {
     let figures = rt.block_on(async {
         let accepted = Arc::new(AtomicUsize::new(0));
         // The same address:port layout as dnslab.sh's bench zone.
-        for j in 0..hosts {
-            let addr: SocketAddr = format!(
-                "{HOST_BASE}.{}:{}",
-                j % HOST_ADDRS + 1,
-                PORT as usize + j / HOST_ADDRS
-            )
-            .parse()
-            .unwrap();
-            let listener = TcpListener::bind(addr).await.unwrap();
-            tokio::spawn(responder(
-                listener,
-                cert.der().to_vec(),
-                key.serialize_der(),
-                accepted.clone(),
-            ));
-        }
+        common::spawn_responders((HOST_BASE, HOST_ADDRS, PORT), hosts, (cert.der(), &key.serialize_der()), &accepted)
+            .await;
         let mut config = Config::default();
         config.dns.nameservers = vec![get("AUTH_NS")];
         config.dns.trust_anchor = get("TRUST_ANCHOR");
@@ -242,7 +226,7 @@ fn main() {
         });
         let probes0 = accepted.load(Ordering::Relaxed);
         let circuits0 = engine.circuits_taken();
-        let cpu0 = cpu_seconds();
+        let cpu0 = common::cpu_seconds("self");
         let start = Instant::now();
         let monitor = tokio::spawn(run_observed(engine.clone(), observer));
         let want = n * rounds;
@@ -272,7 +256,7 @@ fn main() {
             }
         }
         let wall = start.elapsed().as_secs_f64();
-        let cpu = cpu_seconds() - cpu0;
+        let cpu = common::cpu_seconds("self") - cpu0;
         let probes = accepted.load(Ordering::Relaxed) - probes0;
         let circuits = engine.circuits_taken() - circuits0;
         monitor.abort();
@@ -391,80 +375,6 @@ fn count_checked(store: &Store, n: usize) -> usize {
                 .is_some()
         })
         .count()
-}
-
-/// A STARTTLS responder that accepts any stream `to` and presents `cert`.
-async fn responder(listener: TcpListener, cert: Vec<u8>, key: Vec<u8>, accepted: Arc<AtomicUsize>) {
-    let config = rustls::ServerConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .unwrap()
-    .with_no_client_auth()
-    .with_single_cert(
-        vec![cert.into()],
-        rustls_pki_types::PrivateKeyDer::Pkcs8(key.into()),
-    )
-    .unwrap();
-    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
-    loop {
-        let Ok((mut s, _)) = listener.accept().await else {
-            continue;
-        };
-        accepted.fetch_add(1, Ordering::Relaxed);
-        let acceptor = acceptor.clone();
-        tokio::spawn(async move {
-            let mut buf = [0u8; 2048];
-            let mut seen = Vec::new();
-            // Stream header, then features with STARTTLS.
-            while !seen.windows(7).any(|w| w == b"version") || !seen.ends_with(b">") {
-                let Ok(n) = s.read(&mut buf).await else {
-                    return;
-                };
-                if n == 0 || seen.len() > 8192 {
-                    return;
-                }
-                seen.extend_from_slice(&buf[..n]);
-            }
-            let _ = s.write_all(b"<?xml version='1.0'?><stream:stream xmlns='jabber:client' xmlns:stream='http://etherx.jabber.org/streams' id='b' version='1.0'><stream:features><starttls xmlns='urn:ietf:params:xml:ns:xmpp-tls'><required/></starttls></stream:features>").await;
-            seen.clear();
-            while !seen.windows(8).any(|w| w == b"starttls") || !seen.ends_with(b">") {
-                let Ok(n) = s.read(&mut buf).await else {
-                    return;
-                };
-                if n == 0 || seen.len() > 8192 {
-                    return;
-                }
-                seen.extend_from_slice(&buf[..n]);
-            }
-            let _ = s
-                .write_all(b"<proceed xmlns='urn:ietf:params:xml:ns:xmpp-tls'/>")
-                .await;
-            if let Ok(mut tls) = acceptor.accept(s).await {
-                let _ = tls.read(&mut buf).await;
-            }
-        });
-    }
-}
-
-/// User plus system CPU seconds of this process (the kernel's utime and
-/// stime, the counters getrusage(RUSAGE_SELF) reports; read from /proc
-/// because the crate forbids the unsafe code a libc call needs).
-fn cpu_seconds() -> f64 {
-    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
-    let fields: Vec<&str> = stat
-        .rsplit(')')
-        .next()
-        .unwrap_or("")
-        .split_whitespace()
-        .collect();
-    let ticks = |i: usize| {
-        fields
-            .get(i)
-            .and_then(|v| v.parse::<f64>().ok())
-            .unwrap_or(0.0)
-    };
-    (ticks(11) + ticks(12)) / 100.0
 }
 
 /// A `/proc/self/status` figure in KiB (`VmHWM:` is the peak RSS).

@@ -12,6 +12,8 @@
 //! The clients run in this process, on the same cores as the server, so
 //! the rates are floors; the CPU figures count both sides.
 
+mod common;
+
 use certwatch::store::StateStore as _;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -130,13 +132,13 @@ fn main() {
         let engine = Arc::new(Engine::new(config, store, certwatch::clock::system()).unwrap());
 
         let t = Instant::now();
-        let cpu = cpu_seconds();
+        let cpu = common::cpu_seconds("self");
         certwatch::web::ops::refresh_once(&engine).unwrap();
         println!(
             "one refresh of the store-held gauges (a store scan, every {} s): {:.2} s, {:.2} s CPU",
             certwatch::web::ops::GAUGES_EVERY.as_secs(),
             t.elapsed().as_secs_f64(),
-            cpu_seconds() - cpu
+            common::cpu_seconds("self") - cpu
         );
 
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -157,13 +159,13 @@ fn main() {
 
         let t = Instant::now();
         let scrapes = 10_000;
-        let cpu = cpu_seconds();
+        let cpu = common::cpu_seconds("self");
         for _ in 0..scrapes {
             std::hint::black_box(engine.metrics().encode());
         }
         println!(
             "rendering /metrics alone: {:.1} µs CPU per scrape ({:.1} µs wall)",
-            (cpu_seconds() - cpu) * 1e6 / scrapes as f64,
+            (common::cpu_seconds("self") - cpu) * 1e6 / scrapes as f64,
             t.elapsed().as_secs_f64() * 1e6 / scrapes as f64
         );
 
@@ -185,9 +187,9 @@ fn main() {
         );
 
         for route in ["domain", "metrics", "qr"] {
-            let cpu = cpu_seconds();
+            let cpu = common::cpu_seconds("self");
             let (count, mut latencies) = drive(addr, route, n, clients, seconds).await;
-            let cpu = cpu_seconds() - cpu;
+            let cpu = common::cpu_seconds("self") - cpu;
             latencies.sort_unstable();
             let pct = |p: usize| latencies[(latencies.len() - 1) * p / 100] as f64 / 1000.0;
             let label = match route {
@@ -278,23 +280,4 @@ async fn request(conn: &mut TcpStream, path: &str) -> u16 {
         buf.extend_from_slice(&chunk[..k]);
     }
     status
-}
-
-/// User plus system CPU seconds of this process, from /proc (the crate
-/// forbids the unsafe code a getrusage call needs).
-fn cpu_seconds() -> f64 {
-    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
-    let fields: Vec<&str> = stat
-        .rsplit(')')
-        .next()
-        .unwrap_or("")
-        .split_whitespace()
-        .collect();
-    let ticks = |i: usize| {
-        fields
-            .get(i)
-            .and_then(|v| v.parse::<f64>().ok())
-            .unwrap_or(0.0)
-    };
-    (ticks(11) + ticks(12)) / 100.0
 }

@@ -17,7 +17,7 @@
 mod common;
 
 use std::io::{Read, Write};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use common::{
@@ -68,26 +68,12 @@ impl World {
     /// Starts agent `i` of [`AGENTS`].
     fn agent(&self, i: usize) -> Proc {
         let (name, user, bind) = AGENTS[i];
-        let config = self.dir.join(format!("agent-{name}.toml"));
         let text = format!(
             "[agent]\njid = \"{user}@localhost\"\npassword = \"{user}-pw\"\ncoordinator = \"{COMPONENT}\"\nserver = \"127.0.0.1:{}\"\ntrust_file = \"{}\"\n\n[probe]\ntransport = \"direct\"\ntimeout = \"5s\"\nallow_private = true\nbind = \"{bind}\"\n",
             self.ports.host + 22,
             self.host_cert.display()
         );
-        std::fs::write(&config, text).unwrap();
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(self.dir.join(format!("agent-{name}.log")))
-            .unwrap();
-        Proc(
-            common::certwatch()
-                .args(["--config", config.to_str().unwrap(), "agent"])
-                .env("RUST_LOG", "info,certwatch=debug")
-                .stderr(log)
-                .spawn()
-                .expect("start certwatch agent"),
-        )
+        start_agent(&self.dir, name, &text)
     }
 
     /// The coordinator: its own vantage from 127.0.0.1 and the three agents.
@@ -110,24 +96,49 @@ impl World {
 
     /// The stored report of `domain` as JSON (the web front's copy).
     fn report(&self, domain: &str) -> Option<Value> {
-        let addr = format!("127.0.0.1:{}", self.ports.web);
-        let mut s = std::net::TcpStream::connect(&addr).ok()?;
-        s.set_read_timeout(Some(T)).ok()?;
-        write!(
-            s,
-            "GET /domain/{domain}.json HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
-        )
-        .ok()?;
-        let mut text = String::new();
-        s.read_to_string(&mut text).ok()?;
-        let (head, body) = text.split_once("\r\n\r\n")?;
-        head.starts_with("HTTP/1.1 200").then_some(())?;
-        serde_json::from_str(body).ok()
+        report(self.ports.web, domain)
     }
 
     fn log(&self) -> String {
         std::fs::read_to_string(self.dir.join("certwatch.log")).unwrap_or_default()
     }
+}
+
+/// Starts `certwatch agent` with the configuration `text`, its log in
+/// `dir`/agent-NAME.log.
+fn start_agent(dir: &Path, name: &str, text: &str) -> Proc {
+    let config = dir.join(format!("agent-{name}.toml"));
+    std::fs::write(&config, text).unwrap();
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(dir.join(format!("agent-{name}.log")))
+        .unwrap();
+    Proc(
+        common::certwatch()
+            .args(["--config", config.to_str().unwrap(), "agent"])
+            .env("RUST_LOG", "info,certwatch=debug")
+            .stderr(log)
+            .spawn()
+            .expect("start certwatch agent"),
+    )
+}
+
+/// The stored report of `domain` as JSON (the web front's copy on `web`).
+fn report(web: u16, domain: &str) -> Option<Value> {
+    let addr = format!("127.0.0.1:{web}");
+    let mut s = std::net::TcpStream::connect(&addr).ok()?;
+    s.set_read_timeout(Some(T)).ok()?;
+    write!(
+        s,
+        "GET /domain/{domain}.json HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )
+    .ok()?;
+    let mut text = String::new();
+    s.read_to_string(&mut text).ok()?;
+    let (head, body) = text.split_once("\r\n\r\n")?;
+    head.starts_with("HTTP/1.1 200").then_some(())?;
+    serde_json::from_str(body).ok()
 }
 
 fn world(server: &str, ports: Ports) -> World {
@@ -458,4 +469,131 @@ fn ejabberd_agents() {
             addr_base: "127.64.0",
         },
     );
+}
+
+/// One agent over the suite's private Tor network (tests/labs/tornet.sh),
+/// the coordinator not probing at all (`probe.local = false`): the agent
+/// bootstraps arti against the lab's authorities, takes the coordinator's
+/// jobs and reports each key with the exit it left through. A good domain
+/// is ok, every vantage entry naming the agent, "tor" and one of the lab's
+/// exits; a domain whose records name another key is confirmed through a
+/// second exit (the job tells the agent to avoid the first).
+#[test]
+fn agent_over_tor() {
+    common::assert_isolated();
+    let dir = workdir("agents-tor");
+    let good = TestCert::generate(&dir, "good", &["localhost", "twozsk.test", "wrong.test"]);
+    let other = TestCert::generate(&dir, "other", &["wrong.test"]);
+    let b: u16 = 19800;
+    let env: Vec<(&str, String)> = vec![
+        ("C2S_PORT", (b + 22).to_string()),
+        ("C2S_TLS_PORT", (b + 23).to_string()),
+        ("S2S_PORT", (b + 69).to_string()),
+        ("S2S_TLS_PORT", (b + 70).to_string()),
+        ("COMPONENT_PORT", (b + 47).to_string()),
+        ("GOOD_SPKI", good.spki.clone()),
+        ("OTHER_SPKI", other.spki.clone()),
+        ("DNSLAB_ADDR_BASE", "127.66.0".into()),
+        ("TLS_CERT", good.cert.display().to_string()),
+        ("TLS_KEY", good.key.display().to_string()),
+        ("EXTRA_HOSTS", HOSTS.into()),
+        ("EXTRA_USERS", "agent-t".into()),
+        ("TORNET_PORT_BASE", "19900".into()),
+        (
+            "TORNET_KEYCACHE",
+            common::root()
+                .join("target/tornet-keys")
+                .display()
+                .to_string(),
+        ),
+        ("TORNET_OWNER_PID", std::process::id().to_string()),
+    ];
+    let tor = Lab::start("tornet.sh", &[], &dir.join("tor"), &env);
+    let dns = Lab::start("dnslab.sh", &[], &dir.join("dns"), &env);
+    let _xmpp = Lab::start("xmpplab.sh", &["prosody"], &dir.join("prosody"), &env);
+    let exits: Vec<String> = std::fs::read_to_string(tor.dir.join("nodes"))
+        .unwrap()
+        .lines()
+        .filter(|l| l.split_whitespace().nth(1) == Some("exit"))
+        .filter_map(|l| l.split_whitespace().nth(3).map(str::to_ascii_lowercase))
+        .collect();
+    assert_eq!(exits.len(), 3, "the lab's exits");
+
+    let lab = dns.env_file("env");
+    let var = |k: &str| lab.iter().find(|(key, _)| key == k).unwrap().1.clone();
+    let web = b + 80;
+    let sections = format!(
+        "[dns]\nnameservers = [\"{}\"]\ntrust_anchor = \"{}\"\n\n[probe]\ntransport = \"direct\"\nlocal = false\ntimeout = \"20s\"\nallow_private = true\n\n[monitor]\ninterval = \"1h\"\njitter = \"1s\"\n\n[web]\nlisten = \"127.0.0.1:{web}\"\n\n[[vantage]]\nname = \"t\"\njid = \"agent-t@localhost\"\nweight = 1\n",
+        var("VALIDATING_NS"),
+        var("TRUST_ANCHOR"),
+    );
+    let _bot = common::start_bot(&dir, b + 47, &sections);
+    let agent_text = format!(
+        "[agent]\njid = \"agent-t@localhost\"\npassword = \"agent-t-pw\"\ncoordinator = \"{COMPONENT}\"\nserver = \"127.0.0.1:{}\"\ntrust_file = \"{}\"\n\n[probe]\ntransport = \"tor\"\narti_config = \"{}\"\ncircuits_per_second = 20.0\ntimeout = \"30s\"\nallow_private = true\n",
+        b + 22,
+        good.cert.display(),
+        common::arti_config(&tor, &dir).display()
+    );
+    let _agent = start_agent(&dir, "t", &agent_text);
+    let mut alice = Client::connect("alice@localhost", "alice-pw", b + 22);
+    let mut admin = Client::connect("admin@localhost", "admin-pw", b + 22);
+    wait_component(&mut alice);
+    eventually(Duration::from_secs(60), "agent t online", || {
+        admin
+            .poll(COMPONENT, "health", T)
+            .contains("\nt: online")
+            .then_some(())
+    });
+    // Every vantage entry of `e`: the agent, over Tor, through a lab exit.
+    let by_agent_over_tor = |e: &Value| -> Vec<String> {
+        let vantage = e["vantage"].as_array().cloned().unwrap_or_default();
+        assert!(!vantage.is_empty(), "{e:#}");
+        vantage
+            .iter()
+            .map(|v| {
+                assert_eq!(v["agent"], "t", "{e:#}");
+                assert_eq!(v["transport"], "tor", "{e:#}");
+                let exit = v["exit"].as_str().unwrap_or_default().to_ascii_lowercase();
+                assert!(exits.contains(&exit), "not a lab exit: {e:#}");
+                exit
+            })
+            .collect()
+    };
+
+    // The good key, seen through the agent's Tor: ok.
+    let sub = alice.ask(COMPONENT, "subscribe twozsk.test", T);
+    assert!(sub.starts_with("Subscribed to twozsk.test"), "{sub}");
+    let r = eventually(Duration::from_secs(120), "twozsk.test checked", || {
+        report(web, "twozsk.test").filter(|r| r["checked_at"].is_string())
+    });
+    assert_eq!(r["verdict"], "ok", "{r:#}");
+    let endpoints = r["endpoints"].as_array().unwrap();
+    assert_eq!(endpoints.len(), 4, "{r:#}");
+    for e in endpoints {
+        assert_eq!(e["verdict"], "match", "{e:#}");
+        by_agent_over_tor(e);
+    }
+
+    // Another key than the records name: an alarm, each mismatch confirmed
+    // through a second exit.
+    let sub = alice.ask(COMPONENT, "subscribe wrong.test", T);
+    assert!(sub.starts_with("Subscribed to wrong.test"), "{sub}");
+    let alarm = alice
+        .wait_event(Duration::from_secs(120), |v| {
+            is_from_bot(v, "ALARM") && is_from_bot(v, "wrong.test")
+        })
+        .expect("no alarm for wrong.test over the agent's Tor");
+    assert!(
+        alarm["body"].as_str().unwrap().contains("confirmed"),
+        "{alarm}"
+    );
+    let r = report(web, "wrong.test").expect("wrong.test's report");
+    assert_eq!(r["verdict"], "mismatch", "{r:#}");
+    for e in r["endpoints"].as_array().unwrap() {
+        assert_eq!(e["verdict"], "mismatch", "{e:#}");
+        assert_eq!(e["confirmed"], true, "{e:#}");
+        let seen = by_agent_over_tor(e);
+        assert_eq!(seen.len(), 2, "{e:#}");
+        assert_ne!(seen[0], seen[1], "confirmed through the same exit: {e:#}");
+    }
 }

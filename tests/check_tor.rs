@@ -279,17 +279,7 @@ fn checks_over_our_own_tor_network() {
     let get = |k: &str| lab.iter().find(|(key, _)| key == k).unwrap().1.clone();
 
     // arti's own TOML from the lab, plus a fresh state directory for this run.
-    let arti = dir.join("arti.toml");
-    let base = std::fs::read_to_string(tor.dir.join("arti.toml")).unwrap();
-    std::fs::write(
-        &arti,
-        format!(
-            "{base}\n[storage]\nstate_dir = \"{}\"\ncache_dir = \"{}\"\n[storage.permissions]\ndangerously_trust_everyone = true\n",
-            dir.join("arti-state").display(),
-            dir.join("arti-cache").display()
-        ),
-    )
-    .unwrap();
+    let arti = common::arti_config(&tor, &dir);
     // r1's RSA fingerprint, from the lab's node list.
     let r1 = std::fs::read_to_string(tor.dir.join("nodes"))
         .unwrap()

@@ -85,17 +85,7 @@ fn our_tor_network_stopping_tells_the_operator_not_the_subscribers() {
 
     let lab = dns.env_file("env");
     let get = |k: &str| lab.iter().find(|(key, _)| key == k).unwrap().1.clone();
-    let arti = dir.join("arti.toml");
-    let base = std::fs::read_to_string(tor.dir.join("arti.toml")).unwrap();
-    std::fs::write(
-        &arti,
-        format!(
-            "{base}\n[storage]\nstate_dir = \"{}\"\ncache_dir = \"{}\"\n[storage.permissions]\ndangerously_trust_everyone = true\n",
-            dir.join("arti-state").display(),
-            dir.join("arti-cache").display()
-        ),
-    )
-    .unwrap();
+    let arti = common::arti_config(&tor, &dir);
     // A short probe timeout and interval keep the outage short; arti's own
     // circuit and stream budgets are fitted inside the timeout.
     let sections = format!(

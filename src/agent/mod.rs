@@ -53,6 +53,8 @@ pub(crate) fn ncname(name: &str) -> NcName {
 /// What one agent knows while it runs.
 struct Agent {
     coordinator: String,
+    /// Our account's domain: the server, which answers our keepalive pings.
+    server: String,
     prober: Prober,
     allow_private: bool,
     jobs: Arc<Semaphore>,
@@ -76,6 +78,7 @@ pub async fn run(config: Config) -> Result<(), AgentError> {
     let connector = crate::setup::connector(&config, None).await?;
     let agent = Arc::new(Agent {
         coordinator: a.coordinator.trim().to_ascii_lowercase(),
+        server: domain.to_ascii_lowercase(),
         prober: crate::setup::prober(&config, connector, profiles),
         allow_private: config.probe.allow_private,
         jobs: Arc::new(Semaphore::new(a.max_jobs())),
@@ -136,7 +139,10 @@ impl Agent {
             let out = tokio::select! {
                 incoming = session.next() => match incoming {
                     Some(Ok(el)) => self.handle(el, &tx),
-                    Some(Err(ReadError::SoftTimeout)) => Some(self.presence()),
+                    // Quiet for a while: a ping the server must answer
+                    // (a presence gets no answer, and the stream would
+                    // end at the response timeout).
+                    Some(Err(ReadError::SoftTimeout)) => Some(self.keepalive()),
                     Some(Err(ReadError::ParseError(e))) => {
                         tracing::debug!(error = %e, "unreadable element skipped");
                         None
@@ -153,6 +159,17 @@ impl Agent {
                 }
             }
         }
+    }
+
+    /// A ping to our server (XEP-0199); its answer, result or error, is
+    /// traffic enough to keep the stream.
+    fn keepalive(&self) -> Element {
+        Element::builder("iq", CLIENT_NS)
+            .attr(ncname("type"), "get")
+            .attr(ncname("id"), "keepalive")
+            .attr(ncname("to"), self.server.as_str())
+            .append(Element::builder("ping", PING_NS).build())
+            .build()
     }
 
     /// Directed presence to the coordinator: "I am here".

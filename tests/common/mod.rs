@@ -520,3 +520,20 @@ pub fn count(client: &mut Client, window: Duration, pred: impl Fn(&Value) -> boo
     }
     n
 }
+
+/// arti's own TOML for the private Tor network `tor` (tests/labs/tornet.sh),
+/// with a fresh state and cache directory under `dir`; returns its path.
+pub fn arti_config(tor: &Lab, dir: &Path) -> PathBuf {
+    let arti = dir.join("arti.toml");
+    let base = std::fs::read_to_string(tor.dir.join("arti.toml")).unwrap();
+    std::fs::write(
+        &arti,
+        format!(
+            "{base}\n[storage]\nstate_dir = \"{}\"\ncache_dir = \"{}\"\n[storage.permissions]\ndangerously_trust_everyone = true\n",
+            dir.join("arti-state").display(),
+            dir.join("arti-cache").display()
+        ),
+    )
+    .unwrap();
+    arti
+}
