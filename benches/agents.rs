@@ -21,7 +21,7 @@
 //!   BENCH_INTERVAL=20    monitor.interval in seconds: the demand is
 //!                        DOMAINS / INTERVAL checks a second, above the budget
 //!   BENCH_CIRCUITS=10    probe.circuits_per_second of every vantage (burst 1)
-//!   BENCH_SECONDS=20     the measured window of each run (after 5 s warm-up)
+//!   BENCH_SECONDS=15     the measured window of each run (after 5 s warm-up)
 //!
 //! Five runs, each a fresh `serve` on a copy of the same store (every
 //! domain subscribed, never checked): the coordinator alone probing; 1, 2
@@ -123,7 +123,7 @@ fn main() {
         cert: cert.cert.clone(),
         interval: env_or("BENCH_INTERVAL", 20),
         circuits: env_or("BENCH_CIRCUITS", 10.0),
-        window: Duration::from_secs(env_or("BENCH_SECONDS", 20)),
+        window: Duration::from_secs(env_or("BENCH_SECONDS", 15)),
     };
     let der = |p: &Path| {
         pem::parse(std::fs::read(p).unwrap())
