@@ -125,6 +125,15 @@ impl Profile {
         Ok(Profile { name, tls })
     }
 
+    /// A profile over a given OpenSSL context (tests of local failures).
+    #[cfg(test)]
+    pub(super) fn with_context(name: ProfileName, ctx: SslContext) -> Profile {
+        Profile {
+            name,
+            tls: Tls::OpenSsl(ctx),
+        }
+    }
+
     /// The profile's name.
     pub fn name(&self) -> ProfileName {
         self.name
