@@ -39,8 +39,9 @@ pub struct ProfileError {
 }
 
 impl Profiles {
-    /// Builds both profiles; a profile of the wrong role, or one whose TLS
-    /// library refuses its settings, is an error naming its key.
+    /// Builds both profiles; a profile of the wrong role, one whose TLS
+    /// library refuses its settings, or one that cannot complete a
+    /// handshake here (TLS 1.3 and 1.2, in process), is an error naming its key.
     pub fn new(s2s: ProfileName, c2s: ProfileName) -> Result<Profiles, ProfileError> {
         let build = |name: ProfileName, role: Role, key: &'static str| {
             if !name.speaks(role == Role::Server) {
@@ -57,11 +58,19 @@ impl Profiles {
                     ),
                 });
             }
-            Profile::build(name).map_err(|e| ProfileError {
+            let refused = |detail: String| ProfileError {
                 key,
                 name: name.as_str(),
-                detail: format!("the system OpenSSL refused its settings: {e}"),
-            })
+                detail,
+            };
+            let profile = Profile::build(name)
+                .map_err(|e| refused(format!("the system OpenSSL refused its settings: {e}")))?;
+            if let Tls::OpenSsl(ctx) = &profile.tls {
+                super::profile_check::handshakes(ctx).map_err(|e| {
+                    refused(format!("the system OpenSSL cannot handshake with it: {e}"))
+                })?;
+            }
+            Ok(profile)
         };
         Ok(Profiles {
             s2s: Arc::new(build(s2s, Role::Server, "s2s_profile")?),
