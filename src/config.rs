@@ -116,16 +116,6 @@ impl ProfileName {
             ProfileName::Rustls => "rustls",
         }
     }
-
-    /// Whether the imitated software opens server-to-server streams
-    /// (`server`) or client-to-server ones (`!server`).
-    pub fn speaks(self, server: bool) -> bool {
-        match self {
-            ProfileName::Prosody => server,
-            ProfileName::Profanity => !server,
-            ProfileName::Rustls => true,
-        }
-    }
 }
 
 impl std::str::FromStr for Transport {

@@ -165,11 +165,11 @@ fn verdict_against_records(
             EndpointVerdict::StarttlsMissing
         }
         // The server (or whoever answers for it) sent a chain too large
-        // for the handshake. It cannot be checked against the records, and
+        // for the handshake, or one the probe's OpenSSL cannot parse. It cannot be checked against the records, and
         // an interceptor could send one on purpose: calling that
         // unreachable would let it keep the monitor quiet (and count as
         // our failure). So it is an alarm, with the reason in `error`.
-        Probed::Failed(e) if e.is_chain_too_large() => {
+        Probed::Failed(e) if e.is_chain_unusable() => {
             report.error = Some(e.to_string());
             EndpointVerdict::Mismatch
         }
@@ -295,6 +295,9 @@ mod tests {
         let too_large = Probed::Failed(ProbeError::Session(ProbeFailure::ChainTooLarge {
             detail: "received corrupt message of type HandshakePayloadTooLarge".into(),
         }));
+        let unparsable = Probed::Failed(ProbeError::Session(ProbeFailure::ChainUnparsable {
+            detail: "error:0A00000D:SSL routines:tls_process_server_certificate:ASN1 lib".into(),
+        }));
         let refused = Probed::Failed(ProbeError::Connect(
             crate::probe::transport::ConnectFailure::Remote("connection refused".into()),
         ));
@@ -332,6 +335,14 @@ mod tests {
             // A chain too large to receive cannot be checked: an alarm, never silence.
             (present(&good), too_large.clone(), EndpointVerdict::Mismatch),
             (TlsaState::Absent, too_large, EndpointVerdict::NoTlsa),
+            // So is one the probe's OpenSSL cannot parse (garbage appended
+            // to the chain): never "unreachable".
+            (
+                present(&good),
+                unparsable.clone(),
+                EndpointVerdict::Mismatch,
+            ),
+            (TlsaState::Absent, unparsable, EndpointVerdict::NoTlsa),
             (TlsaState::Absent, observed(&der), EndpointVerdict::NoTlsa),
             (TlsaState::Absent, no_starttls, EndpointVerdict::NoTlsa),
             (

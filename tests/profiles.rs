@@ -367,6 +367,63 @@ fn a_profile_that_cannot_be_used_stops_check_naming_the_key() {
     }
 }
 
+#[test]
+fn a_profile_the_local_openssl_cannot_handshake_with_stops_check() {
+    // A local policy leaving no protocol the profiles accept (as a crypto
+    // policy or openssl.cnf can): every probe would fail, so the start-up
+    // handshake stops `check` (78) naming the key, instead of every server
+    // looking unreachable.
+    let dir = workdir("profiles-openssl-conf");
+    let conf = dir.join("openssl.cnf");
+    std::fs::write(
+        &conf,
+        "openssl_conf = conf
+[conf]
+ssl_conf = ssl
+[ssl]
+system_default = sys
+         [sys]
+MaxProtocol = TLSv1.1
+",
+    )
+    .unwrap();
+    for (body, key) in [
+        ("", "probe.s2s_profile = \"prosody\""),
+        (
+            "s2s_profile = \"rustls\"",
+            "probe.c2s_profile = \"profanity\"",
+        ),
+    ] {
+        let cfg = dir.join("certwatch.toml");
+        std::fs::write(&cfg, format!("[probe]\ntransport = \"direct\"\n{body}\n")).unwrap();
+        let out = common::certwatch()
+            .env("OPENSSL_CONF", &conf)
+            .arg("--config")
+            .arg(&cfg)
+            .args(["check", "example.org"])
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(78), "{body}: {err}");
+        assert!(err.contains(key), "{body}: {err}");
+        assert!(err.contains("cannot handshake"), "{body}: {err}");
+    }
+    // The same configuration without that policy gets past start-up (and
+    // then fails to resolve in the namespace: exit 3, not 78).
+    let out = common::certwatch()
+        .arg("--config")
+        .arg(dir.join("certwatch.toml"))
+        .args(["check", "example.org"])
+        .output()
+        .unwrap();
+    assert_ne!(
+        out.status.code(),
+        Some(78),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 /// Probes a real server under every profile of `role`, and returns the leaf's SPKI seen by each.
 fn spki_under_profiles(port: u16, domain: &str, role: Role, tls: TlsMode) -> Vec<String> {
     let names = match role {

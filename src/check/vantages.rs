@@ -244,7 +244,7 @@ impl Checker {
 
 /// Whether a probe failed to reach the server without a finding about it.
 fn not_reached(p: &Probed) -> bool {
-    matches!(p, Probed::Failed(e) if !e.is_starttls_missing() && !e.is_chain_too_large())
+    matches!(p, Probed::Failed(e) if !e.is_starttls_missing() && !e.is_chain_unusable())
 }
 
 /// The probe timeout as a divisor of the check's budget.

@@ -53,6 +53,18 @@ impl ProbeError {
             ProbeError::Session(ProbeFailure::ChainTooLarge { .. })
         )
     }
+
+    /// The server's chain could not be checked because of the chain itself:
+    /// too large, or not parsable by the probe's TLS library. Either is an
+    /// alarm, never "unreachable": an interceptor could cause both on purpose.
+    pub fn is_chain_unusable(&self) -> bool {
+        matches!(
+            self,
+            ProbeError::Session(
+                ProbeFailure::ChainTooLarge { .. } | ProbeFailure::ChainUnparsable { .. }
+            )
+        )
+    }
 }
 
 /// Why a probe did not produce an observation; each says whose problem it is.
@@ -99,14 +111,23 @@ pub enum ProbeFailure {
     /// The TLS handshake failed: an alert, a malformed message, or no TLS at all.
     #[error("TLS handshake failed: {detail}")]
     Tls {
-        /// rustls's description.
+        /// The TLS library's description (rustls's or OpenSSL's).
         detail: String,
     },
-    /// The server's Certificate message, or one certificate in it, is over
-    /// rustls's 64 KiB limit, so the chain was never seen whole.
+    /// The server's certificates are over 64 KiB (rustls's limit on the
+    /// Certificate message and on each certificate, which the OpenSSL
+    /// profiles apply too), so the chain was never seen whole.
     #[error("the server's certificate chain is too large to check ({detail})")]
     ChainTooLarge {
-        /// rustls's description.
+        /// The TLS library's description (rustls's or OpenSSL's).
+        detail: String,
+    },
+    /// A certificate of the server's chain could not be parsed by the
+    /// probe's TLS library (OpenSSL parses every one, the leaf and all
+    /// after it), so the chain was not recorded.
+    #[error("the server's certificate chain could not be parsed ({detail})")]
+    ChainUnparsable {
+        /// OpenSSL's description.
         detail: String,
     },
     /// A local or transport failure that says nothing about the server.

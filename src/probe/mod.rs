@@ -13,6 +13,7 @@ pub mod failure;
 pub mod fault;
 mod lexer;
 pub mod profile;
+mod profile_check;
 mod socks5;
 pub mod starttls;
 pub mod stream;

@@ -39,11 +39,12 @@ pub struct ProfileError {
 }
 
 impl Profiles {
-    /// Builds both profiles; a profile of the wrong role, or one whose TLS
-    /// library refuses its settings, is an error naming its key.
+    /// Builds both profiles; a profile of the wrong role, one whose TLS
+    /// library refuses its settings, or one that cannot complete a
+    /// handshake here (TLS 1.3 and 1.2, in process), is an error naming its key.
     pub fn new(s2s: ProfileName, c2s: ProfileName) -> Result<Profiles, ProfileError> {
         let build = |name: ProfileName, role: Role, key: &'static str| {
-            if !name.speaks(role == Role::Server) {
+            if !speaks(name, role) {
                 return Err(ProfileError {
                     key,
                     name: name.as_str(),
@@ -57,11 +58,19 @@ impl Profiles {
                     ),
                 });
             }
-            Profile::build(name).map_err(|e| ProfileError {
+            let refused = |detail: String| ProfileError {
                 key,
                 name: name.as_str(),
-                detail: format!("the system OpenSSL refused its settings: {e}"),
-            })
+                detail,
+            };
+            let profile = Profile::build(name)
+                .map_err(|e| refused(format!("the system OpenSSL refused its settings: {e}")))?;
+            if let Tls::OpenSsl(ctx) = &profile.tls {
+                super::profile_check::handshakes(ctx).map_err(|e| {
+                    refused(format!("the system OpenSSL cannot handshake with it: {e}"))
+                })?;
+            }
+            Ok(profile)
         };
         Ok(Profiles {
             s2s: Arc::new(build(s2s, Role::Server, "s2s_profile")?),
@@ -74,6 +83,7 @@ impl Profiles {
         let p = Arc::new(Profile {
             name: ProfileName::Rustls,
             tls: Tls::Rustls,
+            order: prosody_order(),
         });
         Profiles {
             s2s: p.clone(),
@@ -90,10 +100,24 @@ impl Profiles {
     }
 }
 
+/// Whether the software `name` imitates opens streams of `role`
+/// (server-to-server for [`Role::Server`]).
+fn speaks(name: ProfileName, role: Role) -> bool {
+    matches!(
+        (name, role),
+        (ProfileName::Prosody, Role::Server)
+            | (ProfileName::Profanity, Role::Client)
+            | (ProfileName::Rustls, _)
+    )
+}
+
 /// One profile: a TLS stack with its settings, and a way of writing XML.
 pub struct Profile {
     name: ProfileName,
     tls: Tls,
+    /// The order of Prosody's stream attributes, drawn once when the
+    /// profile is built (used by `prosody` only).
+    order: [&'static str; 8],
 }
 
 /// The TLS stack a profile handshakes with.
@@ -122,7 +146,21 @@ impl Profile {
             ProfileName::Prosody => Tls::OpenSsl(prosody_context()?),
             ProfileName::Profanity => Tls::OpenSsl(profanity_context()?),
         };
-        Ok(Profile { name, tls })
+        Ok(Profile {
+            name,
+            tls,
+            order: prosody_order(),
+        })
+    }
+
+    /// A profile over a given OpenSSL context (tests of local failures).
+    #[cfg(test)]
+    pub(super) fn with_context(name: ProfileName, ctx: SslContext) -> Profile {
+        Profile {
+            name,
+            tls: Tls::OpenSsl(ctx),
+            order: prosody_order(),
+        }
     }
 
     /// The profile's name.
@@ -156,7 +194,7 @@ impl Profile {
     pub(super) fn header(&self, domain: &str, role: Role, from: Option<&str>) -> String {
         match self.name {
             ProfileName::Rustls => rustls_header(domain, role, from),
-            ProfileName::Prosody => prosody_header(domain, role, from),
+            ProfileName::Prosody => prosody_header(&self.order, domain, role, from),
             ProfileName::Profanity => format!(
                 "<?xml version=\"1.0\"?><stream:stream to=\"{}\" xml:lang=\"en\" version=\"1.0\" \
                  xmlns=\"{}\" xmlns:stream=\"{NS_STREAMS}\">",
@@ -232,26 +270,54 @@ fn rustls_header(domain: &str, role: Role, from: Option<&str>) -> String {
     h
 }
 
+/// The attributes of Prosody's s2s header.
+const PROSODY_ATTRIBUTES: [&str; 8] = [
+    "xml:lang",
+    "xmlns",
+    "xmlns:stream",
+    "version",
+    "to",
+    "id",
+    "xmlns:db",
+    "from",
+];
+
+/// An order of Prosody's attributes. Prosody writes them in the order of a
+/// Lua table, which Lua's hash seed makes different for each Prosody
+/// process but keeps for the process's lifetime; so the profile draws one
+/// order when it is built, for the life of this process, and an order that
+/// changed from one connection to the next marks nothing.
+fn prosody_order() -> [&'static str; 8] {
+    let mut order = PROSODY_ATTRIBUTES;
+    order.shuffle(&mut rand::rng());
+    order
+}
+
 /// Prosody's s2s header: its attributes (an empty `id` among them), single
-/// quotes, no spaces beyond one before each attribute. Prosody writes them in
-/// the order of a Lua table, which Lua's hash seed makes different for each
-/// Prosody process; the probe draws a fresh order for each probe.
-fn prosody_header(domain: &str, role: Role, from: Option<&str>) -> String {
-    let mut attrs = vec![
-        ("xml:lang", "en".to_owned()),
-        ("xmlns", role.namespace().to_owned()),
-        ("xmlns:stream", NS_STREAMS.to_owned()),
-        ("version", "1.0".to_owned()),
-        ("to", escape(domain)),
-        ("id", String::new()),
-        ("xmlns:db", "jabber:server:dialback".to_owned()),
-    ];
-    if let Some(from) = from {
-        attrs.push(("from", escape(from)));
-    }
-    attrs.shuffle(&mut rand::rng());
+/// quotes, no spaces beyond one before each attribute, in `order`. Without
+/// `from` (probing our own domain, or `s2s_from = "none"`) the attribute is
+/// left out, which real Prosody never does: documented as a tell.
+fn prosody_header(
+    order: &[&'static str; 8],
+    domain: &str,
+    role: Role,
+    from: Option<&str>,
+) -> String {
     let mut h = String::from("<?xml version='1.0'?><stream:stream");
-    for (k, v) in attrs {
+    for k in order {
+        let v = match *k {
+            "xml:lang" => "en".to_owned(),
+            "xmlns" => role.namespace().to_owned(),
+            "xmlns:stream" => NS_STREAMS.to_owned(),
+            "version" => "1.0".to_owned(),
+            "to" => escape(domain),
+            "xmlns:db" => "jabber:server:dialback".to_owned(),
+            "from" => match from {
+                Some(from) => escape(from),
+                None => continue,
+            },
+            _ => String::new(), // id: empty, as Prosody sends it
+        };
         h.push_str(&format!(" {k}='{v}'"));
     }
     h.push('>');
@@ -305,10 +371,11 @@ mod tests {
     }
 
     #[test]
-    fn prosody_headers_carry_prosodys_attributes_in_varying_order() {
-        let p = Profile::build(ProfileName::Prosody).unwrap();
+    fn prosody_headers_keep_one_order_per_profile_and_vary_between_processes() {
         let mut orders = std::collections::HashSet::new();
-        for _ in 0..50 {
+        for _ in 0..20 {
+            // A profile per "process": one order for all its probes.
+            let p = Profile::build(ProfileName::Prosody).unwrap();
             let h = p.header("a'b.example", Role::Server, Some("x.example"));
             let attrs = h
                 .strip_prefix("<?xml version='1.0'?><stream:stream")
@@ -326,11 +393,16 @@ mod tests {
                 assert_eq!(attrs.matches(attr).count(), 1, "{attr} in {h}");
             }
             assert_eq!(attrs.matches('=').count(), 8, "{h}");
+            for _ in 0..10 {
+                let again = p.header("a'b.example", Role::Server, Some("x.example"));
+                assert_eq!(again, h, "one order for the profile's lifetime");
+            }
+            let own = p.header("x.example", Role::Server, None);
+            assert!(!own.contains("from="), "{own}");
+            assert_eq!(own, p.header("x.example", Role::Server, None));
             orders.insert(h);
         }
-        assert!(orders.len() > 1, "the order varies");
-        let own = p.header("x.example", Role::Server, None);
-        assert!(!own.contains("from="), "{own}");
+        assert!(orders.len() > 1, "the order is drawn, not fixed");
     }
 
     #[test]

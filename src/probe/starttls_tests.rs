@@ -882,84 +882,187 @@ fn stuffed(n: usize) -> Identity {
     }
 }
 
-#[tokio::test]
-async fn a_chain_over_the_handshake_limit_is_chain_too_large() {
-    let id = stuffed(237);
-    let bytes: usize = id.chain.iter().map(|c| c.len()).sum();
-    assert!(bytes > 0xffff, "{bytes} bytes must exceed rustls's 64 KiB");
-    // Under every profile alike: rustls, and OpenSSL with both settings.
-    let cases = [
-        (
-            ProfileName::Rustls,
-            Role::Client,
-            TlsMode::Direct,
-            rustls::ALL_VERSIONS,
-        ),
-        (
-            ProfileName::Rustls,
-            Role::Client,
-            TlsMode::StartTls,
-            &[&rustls::version::TLS12][..],
-        ),
-        (
-            ProfileName::Profanity,
-            Role::Client,
-            TlsMode::Direct,
-            rustls::ALL_VERSIONS,
-        ),
-        (
-            ProfileName::Profanity,
-            Role::Client,
-            TlsMode::StartTls,
-            &[&rustls::version::TLS12][..],
-        ),
-        (
-            ProfileName::Prosody,
-            Role::Server,
-            TlsMode::Direct,
-            rustls::ALL_VERSIONS,
-        ),
-        (
-            ProfileName::Prosody,
-            Role::Server,
-            TlsMode::StartTls,
-            &[&rustls::version::TLS12][..],
-        ),
-    ];
-    for (name, role, mode, versions) in cases {
+/// The TLS versions a test server offers.
+type Versions = &'static [&'static rustls::SupportedProtocolVersion];
+
+/// Every profile with each way into TLS: direct over TLS 1.3 (the
+/// Certificate message encrypted), STARTTLS over TLS 1.2 (in the clear).
+fn every_profile() -> Vec<(ProfileName, Role, TlsMode, Versions)> {
+    const TLS12: Versions = &[&rustls::version::TLS12];
+    let mut cases = Vec::new();
+    for (name, role) in [
+        (ProfileName::Rustls, Role::Client),
+        (ProfileName::Profanity, Role::Client),
+        (ProfileName::Prosody, Role::Server),
+    ] {
+        cases.push((name, role, TlsMode::Direct, rustls::ALL_VERSIONS));
+        cases.push((name, role, TlsMode::StartTls, TLS12));
+    }
+    cases
+}
+
+/// Serves one probe of `role`: for STARTTLS the plaintext up to
+/// `<proceed/>`, then `tls` on the connection.
+async fn serve_tls<F, Fut>(role: Role, mode: TlsMode, tls: F) -> (SocketAddr, JoinHandle<()>)
+where
+    F: FnOnce(TcpStream) -> Fut + Send + 'static,
+    Fut: Future<Output = ()> + Send + 'static,
+{
+    serve(move |mut s| async move {
+        if mode == TlsMode::StartTls {
+            client_header(&mut s).await;
+            let header = HEADER.replace("jabber:client", role.namespace());
+            let before = format!("{header}{FEATURES}");
+            s.write_all(before.as_bytes()).await.unwrap();
+            read_until(&mut s, b"/>").await;
+            s.write_all(PROCEED.as_bytes()).await.unwrap();
+        }
+        tls(s).await
+    })
+    .await
+}
+
+/// Probes a server presenting `id` under every profile and way in.
+async fn probe_every_profile(
+    id: &Identity,
+) -> Vec<(ProfileName, TlsMode, Result<TlsObservation, ProbeFailure>)> {
+    let mut got = Vec::new();
+    for (name, role, mode, versions) in every_profile() {
         let profile = Profile::build(name).unwrap();
-        let tls = acceptor(&id, versions, &[b"xmpp-client", b"xmpp-server"]);
-        let (addr, server) = serve(move |s| async move {
-            match mode {
-                TlsMode::Direct => {
-                    let _ = tls.accept(s).await;
-                }
-                TlsMode::StartTls => {
-                    let mut s = s;
-                    client_header(&mut s).await;
-                    let header = HEADER.replace("jabber:client", role.namespace());
-                    let before = format!("{header}{FEATURES}");
-                    s.write_all(before.as_bytes()).await.unwrap();
-                    read_until(&mut s, b"/>").await;
-                    s.write_all(PROCEED.as_bytes()).await.unwrap();
-                    let _ = tls.accept(s).await;
-                }
+        let tls = acceptor(id, versions, &[b"xmpp-client", b"xmpp-server"]);
+        let (addr, server) = serve_tls(role, mode, move |s| async move {
+            if let Ok(mut s) = tls.accept(s).await {
+                hold(&mut s).await;
             }
         })
         .await;
-        let got = probe_as(&profile, addr, role, None, mode, &roomy()).await;
-        match got {
-            Err(f @ ProbeFailure::ChainTooLarge { .. }) => {
-                assert!(f.is_remote(), "{f:?} is the server's doing");
-                let text = f.to_string();
-                assert!(text.contains("chain is too large to check"), "{text}");
-                eprintln!(
-                    "{name:?} {mode:?}, {} certificates, {bytes} bytes: {text}",
-                    id.chain.len()
-                );
-            }
-            other => panic!("{name:?} {mode:?}: {other:?}"),
-        }
+        got.push((
+            name,
+            mode,
+            probe_as(&profile, addr, role, None, mode, &roomy()).await,
+        ));
         server.await.unwrap();
     }
+    got
+}
+
+#[tokio::test]
+async fn a_chain_over_the_handshake_limit_is_chain_too_large() {
+    // Over our 64 KiB bound but under OpenSSL's 100 KiB `max_cert_list`
+    // (caught after the handshake), and over both (OpenSSL's own refusal,
+    // SSL_R_EXCESSIVE_MESSAGE_SIZE): the same finding under every profile.
+    for (n, at_least, at_most) in [(200, 0xffff, 100 * 1024), (320, 100 * 1024, 200 * 1024)] {
+        let id = stuffed(n);
+        let bytes: usize = id.chain.iter().map(|c| c.len()).sum();
+        assert!(
+            bytes > at_least && bytes < at_most,
+            "{n} certificates: {bytes} bytes"
+        );
+        for (name, mode, got) in probe_every_profile(&id).await {
+            match got {
+                Err(f @ ProbeFailure::ChainTooLarge { .. }) => {
+                    assert!(f.is_remote(), "{f:?} is the server's doing");
+                    let text = f.to_string();
+                    assert!(text.contains("chain is too large to check"), "{text}");
+                    eprintln!("{name:?} {mode:?}, {n} certificates, {bytes} bytes: {text}");
+                }
+                other => panic!("{name:?} {mode:?} {bytes} bytes: {other:?}"),
+            }
+        }
+    }
+}
+
+#[tokio::test]
+async fn garbage_after_the_leaf_is_an_alarm_under_every_profile() {
+    // An interceptor appends a certificate nobody can parse. rustls records
+    // the chain as presented; OpenSSL refuses the handshake. Neither may
+    // come out as a mere "unreachable", which would keep the monitor quiet.
+    for garbage in [&b"\x30\x03\x02\x01\x00"[..], b"not a certificate at all"] {
+        let mut id = self_signed();
+        let leaf = id.chain[0].clone();
+        id.chain.push(CertificateDer::from(garbage.to_vec()));
+        for (name, mode, got) in probe_every_profile(&id).await {
+            match (name, got) {
+                (ProfileName::Rustls, Ok(obs)) => {
+                    assert_eq!(obs.chain, [leaf.to_vec(), garbage.to_vec()]);
+                }
+                (ProfileName::Prosody | ProfileName::Profanity, Err(f)) => {
+                    assert!(
+                        matches!(f, ProbeFailure::ChainUnparsable { .. }),
+                        "{name:?} {mode:?}: {f:?}"
+                    );
+                    let e = crate::probe::ProbeError::Session(f);
+                    assert!(e.is_chain_unusable() && e.is_remote(), "{e}");
+                    assert!(e.to_string().contains("could not be parsed"), "{e}");
+                }
+                (name, other) => panic!("{name:?} {mode:?}: {other:?}"),
+            }
+        }
+    }
+}
+
+#[tokio::test]
+async fn eof_in_the_handshake_is_closed_under_every_profile() {
+    // The server reads the ClientHello, sends the start of a record and
+    // closes: the peer's doing (Closed), as rustls has always said.
+    for (name, role, mode, _) in every_profile() {
+        let profile = Profile::build(name).unwrap();
+        let (addr, server) = serve_tls(role, mode, |mut s| async move {
+            let mut head = [0u8; 5];
+            s.read_exact(&mut head).await.unwrap();
+            assert_eq!(head[0], 0x16, "a TLS handshake record");
+            let mut hello = vec![0u8; usize::from(u16::from_be_bytes([head[3], head[4]]))];
+            s.read_exact(&mut hello).await.unwrap();
+            s.write_all(&[0x16, 0x03, 0x03, 0x00, 0x40, 0x02, 0x00])
+                .await
+                .unwrap();
+            s.shutdown().await.unwrap();
+            hold(&mut s).await;
+        })
+        .await;
+        let got = probe_as(&profile, addr, role, None, mode, &roomy()).await;
+        assert_eq!(
+            got.as_ref().err(),
+            Some(&ProbeFailure::Closed {
+                stage: "tls handshake"
+            }),
+            "{name:?} {mode:?}: {got:?}"
+        );
+        server.await.unwrap();
+    }
+}
+
+#[tokio::test]
+async fn our_own_unusable_openssl_settings_are_ours() {
+    // No protocol left (as a local crypto policy could leave us): OpenSSL
+    // fails before the server says anything. Ours, never the server's.
+    let mut b =
+        openssl::ssl::SslContextBuilder::new(openssl::ssl::SslMethod::tls_client()).unwrap();
+    b.set_min_proto_version(Some(openssl::ssl::SslVersion::TLS1_3))
+        .unwrap();
+    b.set_max_proto_version(Some(openssl::ssl::SslVersion::TLS1_2))
+        .unwrap();
+    let profile = Profile::with_context(ProfileName::Profanity, b.build());
+    let tls = acceptor(&self_signed(), rustls::ALL_VERSIONS, &[]);
+    let (addr, server) = serve_tls(Role::Client, TlsMode::Direct, move |s| async move {
+        let _ = tls.accept(s).await;
+    })
+    .await;
+    let got = probe_as(
+        &profile,
+        addr,
+        Role::Client,
+        None,
+        TlsMode::Direct,
+        &roomy(),
+    )
+    .await;
+    match got {
+        Err(f @ ProbeFailure::Io { .. }) => {
+            assert!(f.is_ours(), "{f:?}");
+            assert!(f.to_string().contains("no protocols available"), "{f}");
+        }
+        other => panic!("{other:?}"),
+    }
+    server.await.unwrap();
 }

@@ -20,8 +20,8 @@ use tokio_rustls::TlsConnector;
 use super::failure::ProbeFailure;
 use super::profile::Tls;
 
-/// Stage name reported for failures during the handshake.
-const STAGE: &str = "tls handshake";
+/// Stage name reported for failures during the handshake (over any TLS stack).
+pub(super) const STAGE: &str = "tls handshake";
 
 /// How long a polite close may take at most: the observation is already in
 /// hand, so a peer that will not take our close_notify must not delay it.
@@ -174,42 +174,10 @@ pub fn recording_config(alpn: Option<&[u8]>) -> Arc<ClientConfig> {
     Arc::new(config)
 }
 
-/// Runs a TLS handshake over `stream` with SNI `sni`, records the presented chain and closes; `timeout` bounds the whole call.
-pub async fn handshake<S: AsyncRead + AsyncWrite + Unpin>(
-    stream: S,
-    sni: &str,
-    alpn: Option<&[u8]>,
-    timeout: Duration,
-) -> Result<TlsObservation, ProbeFailure> {
-    handshake_until(stream, sni, alpn, Instant::now() + timeout).await
-}
-
-/// [`handshake`] against an absolute deadline, so a caller with its own
-/// overall budget cannot be overrun by the close.
-pub(crate) async fn handshake_until<S: AsyncRead + AsyncWrite + Unpin>(
-    stream: S,
-    sni: &str,
-    alpn: Option<&[u8]>,
-    deadline: Instant,
-) -> Result<TlsObservation, ProbeFailure> {
-    handshake_and_restart(stream, sni, alpn, deadline, None).await
-}
-
-/// [`handshake_until`], then (with `restart`) a new stream inside TLS up to
-/// its features, then a polite close: over rustls or, for an OpenSSL
-/// profile, over the system OpenSSL (`sni` None sends no SNI there; rustls
-/// always sends it).
-pub(crate) async fn handshake_and_restart<S: AsyncRead + AsyncWrite + Unpin>(
-    stream: S,
-    sni: &str,
-    alpn: Option<&[u8]>,
-    deadline: Instant,
-    restart: Option<Restart<'_>>,
-) -> Result<TlsObservation, ProbeFailure> {
-    handshake_as(&Tls::Rustls, stream, Some(sni), alpn, deadline, restart).await
-}
-
-/// [`handshake_and_restart`] with the TLS stack of a profile.
+/// Runs a TLS handshake over `stream` with the TLS stack of a profile and
+/// records the presented chain; then (with `restart`) opens a new stream
+/// inside TLS up to its features, and closes politely. `sni` None sends no
+/// SNI over OpenSSL; rustls always sends one (an empty name is refused).
 pub(super) async fn handshake_as<S: AsyncRead + AsyncWrite + Unpin>(
     stack: &Tls,
     stream: S,

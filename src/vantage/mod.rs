@@ -69,6 +69,7 @@ pub fn failure_of(e: &ProbeError) -> Failure {
             },
         ),
         e if e.is_chain_too_large() => (Whose::Server, "chain-too-large"),
+        e if e.is_chain_unusable() => (Whose::Server, "chain-unparsable"),
         ProbeError::Connect(ConnectFailure::ExitRefused(_)) => (Whose::Server, "exit-refused"),
         e if e.kind() == ErrorKind::Remote => (Whose::Server, "other"),
         _ => (Whose::Transport, "other"),
@@ -98,6 +99,9 @@ pub fn remote_of(agent: &str, answer: wire::Answer) -> Remote {
                 "chain-too-large" => {
                     ProbeError::Session(ProbeFailure::ChainTooLarge { detail: text })
                 }
+                "chain-unparsable" => {
+                    ProbeError::Session(ProbeFailure::ChainUnparsable { detail: text })
+                }
                 "exit-refused" => ProbeError::Connect(ConnectFailure::ExitRefused(text)),
                 _ => ProbeError::Connect(ConnectFailure::Remote(text)),
             };
@@ -111,5 +115,32 @@ pub fn remote_of(agent: &str, answer: wire::Answer) -> Remote {
                 _ => format!("its transport failed: {}", f.text),
             },
         }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_chain_an_agent_cannot_use_stays_the_servers_alarm() {
+        for f in [
+            ProbeFailure::ChainTooLarge { detail: "x".into() },
+            ProbeFailure::ChainUnparsable { detail: "x".into() },
+        ] {
+            let sent = failure_of(&ProbeError::Session(f.clone()));
+            assert_eq!(sent.whose, Whose::Server);
+            // Through the wire's own parser, as the coordinator reads it.
+            let answer = wire::Answer::Failed(sent);
+            let back = wire::parse_answer(&wire::answer_element(&answer)).unwrap();
+            let (Err(e), _) = remote_of("a1", back).unwrap() else {
+                panic!("a failure");
+            };
+            let ProbeError::Session(inner) = &e else {
+                panic!("{f:?} came back as {e:?}");
+            };
+            assert_eq!(std::mem::discriminant(inner), std::mem::discriminant(&f));
+            assert!(e.is_chain_unusable() && e.is_remote(), "{e:?}");
+        }
     }
 }

@@ -124,7 +124,7 @@ pub struct Failure {
     /// Whose it is.
     pub whose: Whose,
     /// For the server's: `starttls-missing`, `starttls-refused`,
-    /// `chain-too-large`, `exit-refused` or `other`.
+    /// `chain-too-large`, `chain-unparsable`, `exit-refused` or `other`.
     pub reason: String,
     /// What happened, for people.
     pub text: String,
@@ -399,10 +399,11 @@ fn parse_failure(el: &Element) -> Result<Failure, WireError> {
 }
 
 /// The reasons a `<failed/>` may give.
-pub const REASONS: [&str; 5] = [
+pub const REASONS: [&str; 6] = [
     "starttls-missing",
     "starttls-refused",
     "chain-too-large",
+    "chain-unparsable",
     "exit-refused",
     "other",
 ];
