@@ -18,7 +18,7 @@ use std::collections::HashSet;
 use std::time::Duration;
 
 use crate::alert::{bounded, transition_with, AlertPolicy, MAX_CHAT_ALERT};
-use crate::horizon::{due, in_words, utc_minutes, HorizonKind, Horizons, SHORT_WINDOW};
+use crate::horizon::{due, in_words, utc_minutes, Horizon, HorizonKind, Horizons, SHORT_WINDOW};
 use crate::model::{Alert, AlertKind, DomainState, WarnMark, MAX_WARN_MARKS};
 use crate::render;
 use crate::report::{EndpointVerdict, Report, Verdict};
@@ -96,11 +96,10 @@ const OVERDUE_PART: u64 = 10;
 ///   CNAME, A/AAAA, TLSA, and those zones' DNSKEY RRsets), not those of
 ///   the zones above them (root, TLD: the admin cannot re-sign them, and
 ///   their signers keep short windows by design), nor DS RRsets, which the
-///   parent signs; and only once re-signing is overdue ([`OVERDUE_PART`]),
-///   or when the lifetime is itself shorter than [`SHORT_WINDOW`];
+///   parent signs (when they may warn: [`candidates`]);
 /// - the certificates of endpoints whose key matched a TLSA record (an
 ///   interceptor's certificate is not the admin's to renew).
-fn trusted(report: &Report, now: u64) -> Horizons {
+fn trusted(report: &Report) -> Horizons {
     let matched = |label: &str| {
         report
             .endpoints
@@ -115,15 +114,39 @@ fn trusted(report: &Report, now: u64) -> Horizons {
         .map(|r| r.zone.as_str())
         .collect();
     let mut h = report.horizons.clone();
-    h.rrsets.retain(|r| {
-        let lifetime = r.expires_at.saturating_sub(r.inception);
-        let left = r.expires_at.saturating_sub(now);
-        own.contains(r.zone.as_str())
-            && r.rtype != "DS"
-            && (lifetime < SHORT_WINDOW.as_secs() || left < lifetime / OVERDUE_PART)
-    });
+    h.rrsets
+        .retain(|r| own.contains(r.zone.as_str()) && r.rtype != "DS");
     h.endpoints.retain(|e| matched(&e.endpoint));
     h
+}
+
+/// The horizons of `trusted` that may warn now, nearest first, each with
+/// whether it may: a signature only once re-signing is overdue
+/// ([`OVERDUE_PART`]) or its lifetime is under [`SHORT_WINDOW`]. A zone
+/// with no such signature is still listed (by its nearest), so that a
+/// warned zone re-signed on its usual rhythm gets its renewed note.
+fn candidates(trusted: &Horizons, now: u64) -> Vec<(Horizon, bool)> {
+    let mut due_now = trusted.clone();
+    due_now.rrsets.retain(|r| {
+        let lifetime = r.expires_at.saturating_sub(r.inception);
+        let left = r.expires_at.saturating_sub(now);
+        lifetime < SHORT_WINDOW.as_secs() || left < lifetime / OVERDUE_PART
+    });
+    let mut out: Vec<(Horizon, bool)> = due_now
+        .nearest(MAX_WARN_MARKS)
+        .into_iter()
+        .map(|h| (h, true))
+        .collect();
+    for h in trusted.nearest(MAX_WARN_MARKS) {
+        if !out
+            .iter()
+            .any(|(o, _)| o.kind == h.kind && o.subject == h.subject)
+        {
+            out.push((h, false));
+        }
+    }
+    out.truncate(MAX_WARN_MARKS);
+    out
 }
 
 /// The lines of the warnings due and of the renewed notes, nearest first;
@@ -138,7 +161,7 @@ fn horizon_changes(
     let (mut warnings, mut renewed) = (Vec::new(), Vec::new());
     let mut done = HashSet::new();
     // The nearest horizons only, so the marks never churn past their bound.
-    for h in trusted(report, now).nearest(MAX_WARN_MARKS) {
+    for (h, may_warn) in candidates(&trusted(report), now) {
         // A certificate is one mark per host, whatever address served it.
         let key = match h.kind {
             HorizonKind::Signatures => format!("signatures {}", h.subject),
@@ -148,7 +171,9 @@ fn horizon_changes(
         if !done.insert(key.clone()) {
             continue;
         }
-        let band = due(h.at, now, thresholds).map(|i| thresholds[i].as_secs());
+        let band = due(h.at, now, thresholds)
+            .filter(|_| may_warn)
+            .map(|i| thresholds[i].as_secs());
         let mark = WarnMark {
             threshold: band.unwrap_or(0),
             at: h.at,
