@@ -25,8 +25,11 @@ pub const LAST_WARNING: Duration = Duration::from_secs(12 * 3600);
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum SignatureProblem {
-    /// The signature's inception is in the future: the signer's clock runs
-    /// ahead (or ours behind); validators reject it until then.
+    /// The signature's inception is in the future. Checks no longer give
+    /// it: a horizon comes only from a signature valid at the check's clock
+    /// (a zone whose only signatures start later is bogus, and the check
+    /// says so with the date). Kept so that reports stored by earlier
+    /// versions still read.
     InceptionInFuture,
     /// The validity window is shorter than [`SHORT_WINDOW`].
     ShortValidity,
@@ -62,14 +65,14 @@ pub struct RrsetHorizon {
 }
 
 impl RrsetHorizon {
-    /// The horizon of an RRset from one signature's fields, judged at `now`.
+    /// The horizon of an RRset from one signature's fields (a signature
+    /// that verified, valid at the check's clock).
     pub fn new(
         name: &str,
         rtype: &str,
         zone: &str,
         ttl: u32,
         (inception, expiration): (u64, u64),
-        now: u64,
     ) -> RrsetHorizon {
         RrsetHorizon {
             name: dns_name(name),
@@ -79,7 +82,7 @@ impl RrsetHorizon {
             inception,
             expiration,
             expires_at: usable_until(expiration, ttl),
-            problem: signature_problem(inception, expiration, ttl, now),
+            problem: signature_problem(inception, expiration, ttl),
         }
     }
 }
@@ -268,32 +271,6 @@ impl Horizons {
         }
         out
     }
-
-    /// Signatures whose timing is wrong beyond expiry (future inception,
-    /// short window), one line each.
-    pub fn problems(&self) -> Vec<String> {
-        self.rrsets
-            .iter()
-            .filter_map(|r| {
-                let problem = r.problem?;
-                Some(match problem {
-                    SignatureProblem::InceptionInFuture => format!(
-                        "the signature of the {} of {} starts only at {} (the signer's clock runs ahead): validators reject it until then",
-                        r.rtype,
-                        r.name,
-                        utc_minutes(r.inception)
-                    ),
-                    SignatureProblem::ShortValidity => format!(
-                        "the signature of the {} of {} is valid for only {} (TTL {} s included): one missed re-signing breaks the zone",
-                        r.rtype,
-                        r.name,
-                        in_words(r.expiration.saturating_sub(r.inception)),
-                        r.ttl
-                    ),
-                })
-            })
-            .collect()
-    }
 }
 
 /// A DNS name as horizons keep it: lowercase, without the trailing dot;
@@ -322,17 +299,10 @@ pub fn usable_until(expiration: u64, ttl: u32) -> u64 {
     expiration.saturating_sub(u64::from(ttl))
 }
 
-/// A problem with a signature's timing at `now`, if any: an inception in
-/// the future first (it fails now), then a window shorter than [`SHORT_WINDOW`].
-pub fn signature_problem(
-    inception: u64,
-    expiration: u64,
-    ttl: u32,
-    now: u64,
-) -> Option<SignatureProblem> {
-    if inception > now {
-        return Some(SignatureProblem::InceptionInFuture);
-    }
+/// A problem with a signature's timing, if any: a window (less the TTL)
+/// shorter than [`SHORT_WINDOW`]. A signature not valid yet gives no
+/// horizon at all, so it is no problem of one.
+pub fn signature_problem(inception: u64, expiration: u64, ttl: u32) -> Option<SignatureProblem> {
     let window = usable_until(expiration, ttl).saturating_sub(inception);
     (window < SHORT_WINDOW.as_secs()).then_some(SignatureProblem::ShortValidity)
 }
@@ -442,27 +412,20 @@ mod tests {
     }
 
     #[test]
-    fn a_signature_not_yet_valid_is_a_problem_before_a_short_one() {
-        let future = signature_problem(NOW + 60, NOW + 30 * DAY, 3600, NOW);
-        assert_eq!(future, Some(SignatureProblem::InceptionInFuture));
+    fn a_short_window_is_a_problem() {
         // dnssec-signzone -e now+2d (inception an hour back): short.
-        let short = signature_problem(NOW - 3600, NOW + 2 * DAY, 3600, NOW);
+        let short = signature_problem(NOW - 3600, NOW + 2 * DAY, 3600);
         assert_eq!(short, Some(SignatureProblem::ShortValidity));
         // The usual 30 days: fine.
-        assert_eq!(
-            signature_problem(NOW - 3600, NOW + 30 * DAY, 3600, NOW),
-            None
-        );
+        assert_eq!(signature_problem(NOW - 3600, NOW + 30 * DAY, 3600), None);
         // Exactly the short window (less the TTL) is not short.
-        let edge = signature_problem(NOW, NOW + SHORT_WINDOW.as_secs() + 3600, 3600, NOW);
+        let edge = signature_problem(NOW, NOW + SHORT_WINDOW.as_secs() + 3600, 3600);
         assert_eq!(edge, None);
-        let under = signature_problem(NOW, NOW + SHORT_WINDOW.as_secs() + 3599, 3600, NOW);
+        let under = signature_problem(NOW, NOW + SHORT_WINDOW.as_secs() + 3599, 3600);
         assert_eq!(under, Some(SignatureProblem::ShortValidity));
-        // Inception exactly now is valid.
-        assert_ne!(
-            signature_problem(NOW, NOW + 30 * DAY, 0, NOW),
-            Some(SignatureProblem::InceptionInFuture)
-        );
+        // A later inception is no problem of its own (such a signature
+        // does not verify at the check's clock and gives no horizon).
+        assert_eq!(signature_problem(NOW + 60, NOW + 30 * DAY, 3600), None);
     }
 
     #[test]
@@ -503,7 +466,7 @@ mod tests {
     }
 
     fn rrset(name: &str, zone: &str, expiration: u64) -> RrsetHorizon {
-        RrsetHorizon::new(name, "TLSA", zone, 3600, (NOW - 3600, expiration), NOW)
+        RrsetHorizon::new(name, "TLSA", zone, 3600, (NOW - 3600, expiration))
     }
 
     #[test]
@@ -562,9 +525,17 @@ mod tests {
         let back: Horizons = serde_json::from_value(v).unwrap();
         assert_eq!(back, h);
         assert!(
-            h.problems()[0].contains("valid for only 1 day"),
+            h.zone_problems()[0].contains("valid for only 1 day"),
             "{:?}",
-            h.problems()
+            h.zone_problems()
+        );
+        // A problem only earlier versions gave still reads.
+        let mut v = serde_json::to_value(&h).unwrap();
+        v["rrsets"][0]["problem"] = "inception_in_future".into();
+        let old: Horizons = serde_json::from_value(v).unwrap();
+        assert_eq!(
+            old.rrsets[0].problem,
+            Some(SignatureProblem::InceptionInFuture)
         );
     }
 
@@ -578,7 +549,6 @@ mod tests {
                     "example.org.",
                     3600,
                     (NOW - DAY, NOW + 2 * DAY),
-                    NOW,
                 ),
                 RrsetHorizon::new(
                     "a.example.org",
@@ -586,11 +556,10 @@ mod tests {
                     "example.org",
                     3600,
                     (NOW - DAY, NOW + 2 * DAY),
-                    NOW,
                 ),
-                RrsetHorizon::new(".", "DNSKEY", ".", 3600, (NOW - DAY, NOW + 20 * DAY), NOW),
+                RrsetHorizon::new(".", "DNSKEY", ".", 3600, (NOW - DAY, NOW + 20 * DAY)),
                 // Past its safe end: expiration less a TTL longer than what is left.
-                RrsetHorizon::new("org", "DS", "org", 7200, (NOW - DAY, NOW + 3600), NOW),
+                RrsetHorizon::new("org", "DS", "org", 7200, (NOW - DAY, NOW + 3600)),
             ],
             endpoints: vec![
                 EndpointHorizon {
@@ -646,21 +615,6 @@ mod tests {
         assert!(
             problems[1].starts_with("signatures of org are valid for only"),
             "{problems:#?}"
-        );
-        let ahead = Horizons {
-            rrsets: vec![RrsetHorizon::new(
-                "x.example",
-                "SRV",
-                "example",
-                300,
-                (NOW + 3600, NOW + 30 * DAY),
-                NOW,
-            )],
-            endpoints: vec![],
-        };
-        assert_eq!(
-            ahead.zone_problems(),
-            ["signatures of example start only at 2027-01-15 09:00 UTC (the signer's clock runs ahead, or ours behind): validators reject them until then"]
         );
     }
 }

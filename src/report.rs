@@ -742,14 +742,7 @@ mod tests {
                 let name = format!("_{i}._tcp.example.org");
                 let start = if i == 99 { now + 60 } else { now - 3600 };
                 let until = now + 40 * 86_400 - i * 3600;
-                crate::horizon::RrsetHorizon::new(
-                    &name,
-                    "TLSA",
-                    "example.org",
-                    300,
-                    (start, until),
-                    now,
-                )
+                crate::horizon::RrsetHorizon::new(&name, "TLSA", "example.org", 300, (start, until))
             })
             .collect();
         let stored = r.bounded_for_store();

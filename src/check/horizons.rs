@@ -7,7 +7,7 @@ use std::time::SystemTime;
 use crate::dane::{self, MatchContext, Tlsa};
 use crate::dns::discovery::{Endpoint, TlsaState};
 use crate::dns::Signature;
-use crate::horizon::{unix, EndpointHorizon, Horizons, RrsetHorizon};
+use crate::horizon::{EndpointHorizon, Horizons, RrsetHorizon};
 use crate::judge::Probed;
 use crate::report::{EndpointReport, EndpointVerdict};
 
@@ -23,7 +23,7 @@ pub(super) fn horizons(
     now: SystemTime,
 ) -> Horizons {
     Horizons {
-        rrsets: signature_horizons(signatures, unix(now)),
+        rrsets: signature_horizons(signatures),
         endpoints: endpoints
             .iter()
             .zip(probed)
@@ -34,7 +34,7 @@ pub(super) fn horizons(
 }
 
 /// One horizon per signed RRset, in discovery's order.
-fn signature_horizons(signatures: &[Signature], now: u64) -> Vec<RrsetHorizon> {
+fn signature_horizons(signatures: &[Signature]) -> Vec<RrsetHorizon> {
     signatures
         .iter()
         .map(|s| {
@@ -44,7 +44,6 @@ fn signature_horizons(signatures: &[Signature], now: u64) -> Vec<RrsetHorizon> {
                 &s.signer,
                 s.original_ttl,
                 (s.inception, s.expiration),
-                now,
             )
         })
         .collect()
@@ -241,16 +240,16 @@ mod tests {
             rtype: "TLSA".into(),
             signer: "example.org".into(),
             original_ttl: 3600,
-            inception: NOW + 60,
-            expiration: NOW + 30 * DAY,
+            inception: NOW - 60,
+            expiration: NOW + 2 * DAY,
         };
         let h = horizons(&[sig], &[], &[], &[], at(NOW));
         let r = &h.rrsets[0];
-        assert_eq!(r.expires_at, NOW + 30 * DAY - 3600);
+        assert_eq!(r.expires_at, NOW + 2 * DAY - 3600);
         assert_eq!(r.zone, "example.org");
         assert_eq!(
             r.problem,
-            Some(crate::horizon::SignatureProblem::InceptionInFuture)
+            Some(crate::horizon::SignatureProblem::ShortValidity)
         );
     }
 }

@@ -49,7 +49,6 @@ fn report(now: u64, sigs: u64, eps: &[(u16, &str)], cert: u64) -> Report {
             "live.example",
             0,
             (NOW - DAY, sigs),
-            now,
         )],
         endpoints: endpoints
             .iter()
@@ -361,7 +360,6 @@ fn a_rollover_done_too_fast_is_a_warning_and_no_alarm() {
             "live.example",
             3600,
             (NOW - DAY, far()),
-            now,
         ));
         r
     };

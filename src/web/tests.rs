@@ -71,7 +71,6 @@ fn hostile_horizons() -> crate::horizon::Horizons {
             IMG,
             300,
             (now + 3600, now + 2 * 86_400),
-            now,
         )],
         endpoints: vec![crate::horizon::EndpointHorizon {
             endpoint: format!("xmpp-client {SCRIPT}:5222 [192.0.2.1] starttls"),
@@ -181,7 +180,7 @@ async fn hostile_hostnames_tlsa_and_errors_are_escaped_on_the_domain_page() {
     );
     assert!(body.contains("ALARM"), "the verdict sentence: {body}");
     assert!(
-        body.contains("id=\"horizons\"") && body.contains("start only at"),
+        body.contains("id=\"horizons\"") && body.contains("valid for only"),
         "what runs out: {body}"
     );
     assert!(body.contains("matched:"), "which record matched: {body}");
