@@ -96,22 +96,64 @@ pub struct EndpointHorizon {
     /// The presented leaf certificate's notAfter.
     #[serde(with = "rfc3339_secs")]
     pub not_after: u64,
-    /// Under DANE-TA (usage 2): the earliest notAfter from the leaf up to
-    /// the matching trust anchor (RFC 7671 §5.2.2), which the verdict rests on.
+    /// Under usages 0, 1 and 2: the earliest notAfter among the
+    /// certificates the match rests on (DANE-TA: from the leaf up to the
+    /// matching trust anchor, RFC 7671 §5.2.2; PKIX: the leaf and the
+    /// validated path's intermediates).
     #[serde(
         default,
         skip_serializing_if = "Option::is_none",
         with = "opt_rfc3339_secs"
     )]
     pub chain_not_after: Option<u64>,
-    /// Whether the DANE verdict depends on these dates (DANE-TA); under
+    /// Whether the DANE verdict depends on these dates: under DANE-TA and
+    /// the PKIX usages (0, 1, 2) the match needs valid certificates; under
     /// DANE-EE (usage 3) it does not, but clients that check the
     /// certificate against a CA still fail when it expires.
     pub counts_for_dane: bool,
+    /// The usage of the TLSA record that matched (addition; absent in
+    /// reports stored by earlier versions).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub usage: Option<u8>,
+    /// The selector of the TLSA record that matched: 0 pins the whole
+    /// certificate, so a renewed one needs its record published first
+    /// (addition).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub selector: Option<u8>,
 }
 
+/// A certificate's effect when the matched record is not known (reports
+/// stored by earlier versions).
+pub const UNKNOWN_EFFECT: &str = "clients that check the certificate against a CA fail then";
+/// Its renewal advice then.
+pub const UNKNOWN_RENEWAL: &str =
+    "renew it, keeping the key or publishing the new key's TLSA record first";
+
 impl EndpointHorizon {
-    /// The date that matters for warnings: the chain's under DANE-TA, the leaf's otherwise.
+    /// What the certificate running out breaks, under the matched record.
+    pub fn effect(&self) -> &'static str {
+        match self.usage {
+            Some(2) => "its DANE-TA record (2 x x) authenticates it only while it is valid, so the check fails then",
+            Some(1) => "its PKIX-EE record (1 x x) needs a valid PKIX path, so the check fails then",
+            Some(0) => "its PKIX-TA record (0 x x) needs a valid PKIX path, so the check fails then",
+            Some(3) => "with a DANE-EE record (3 x x) this date does not affect the key check, but clients that check the certificate against a CA fail then",
+            _ => UNKNOWN_EFFECT,
+        }
+    }
+
+    /// How to renew the certificate without breaking the match: a record
+    /// on the server's own certificate with selector 0 pins the whole
+    /// certificate, which renewing always changes.
+    pub fn renewal(&self) -> &'static str {
+        match (self.usage, self.selector) {
+            (Some(1 | 3), Some(0)) => "renew it, but publish the new certificate's TLSA record before installing it (a record with selector 0 pins the whole certificate, which renewing changes)",
+            (Some(0 | 2), _) => "renew it under the same trust anchor, or publish the new anchor's TLSA record first",
+            _ => UNKNOWN_RENEWAL,
+        }
+    }
+
+    /// The date that matters for warnings: the chain's when the dates
+    /// count (usages 0, 1, 2), the leaf's otherwise.
     pub fn expires_at(&self) -> u64 {
         match self.chain_not_after {
             Some(chain) if self.counts_for_dane => chain.min(self.not_after),
@@ -220,27 +262,25 @@ impl Horizons {
             .collect()
     }
 
-    /// The line of a certificate horizon: under DANE-TA the check fails
-    /// then; otherwise only clients that check it against a CA do.
+    /// The line of a certificate horizon: what runs out, what that breaks
+    /// under the matched record, and how to renew without breaking it.
     fn certificate_line(&self, h: &Horizon, when: &str, ahead: bool) -> String {
         let e = self.endpoints.iter().find(|e| e.endpoint == h.what);
         let verb = if ahead { "expires" } else { "expired" };
-        match e {
-            Some(e) if e.counts_for_dane => {
-                let what = match e.chain_not_after {
-                    Some(c) if c < e.not_after => "a certificate on the way to the DANE-TA trust anchor of",
-                    _ => "the certificate of",
-                };
-                format!(
-                    "{what} {} {verb} {when}: its DANE-TA record authenticates it only while it is valid, so the check fails then; renew it",
-                    h.what
-                )
+        let what = match e {
+            Some(e) if e.counts_for_dane && e.chain_not_after.is_some_and(|c| c < e.not_after) => {
+                match e.usage {
+                    Some(0 | 1) => "a certificate on the PKIX path of",
+                    _ => "a certificate on the way to the DANE-TA trust anchor of",
+                }
             }
-            _ => format!(
-                "the certificate of {} {verb} {when}: with a DANE-EE record (3 x x) this date does not affect the key check, but clients that check the certificate against a CA fail then; renew it, keeping the key or publishing the new key's TLSA record first",
-                h.what
-            ),
-        }
+            _ => "the certificate of",
+        };
+        let (effect, renewal) = match e {
+            Some(e) => (e.effect(), e.renewal()),
+            None => (UNKNOWN_EFFECT, UNKNOWN_RENEWAL),
+        };
+        format!("{what} {} {verb} {when}: {effect}; {renewal}", h.what)
     }
 
     /// Signatures whose timing is wrong beyond expiry, one line per zone
@@ -486,6 +526,8 @@ mod tests {
                 not_after: NOW + 15 * DAY,
                 chain_not_after: Some(NOW + 5 * DAY),
                 counts_for_dane: false,
+                usage: None,
+                selector: None,
             }],
         };
         let n = h.nearest(3);
@@ -506,6 +548,8 @@ mod tests {
             not_after: NOW + 15 * DAY,
             chain_not_after: Some(NOW + 5 * DAY),
             counts_for_dane: true,
+            usage: None,
+            selector: None,
         };
         assert_eq!(e.expires_at(), NOW + 5 * DAY);
         e.chain_not_after = None;
@@ -567,12 +611,16 @@ mod tests {
                     not_after: NOW + 3 * DAY,
                     chain_not_after: None,
                     counts_for_dane: false,
+                    usage: Some(3),
+                    selector: Some(1),
                 },
                 EndpointHorizon {
                     endpoint: "xmpps-server x.example.org:5270 [192.0.2.1] direct".into(),
                     not_after: NOW + 30 * DAY,
                     chain_not_after: Some(NOW + 4 * DAY),
                     counts_for_dane: true,
+                    usage: Some(2),
+                    selector: Some(1),
                 },
             ],
         };
@@ -616,5 +664,72 @@ mod tests {
             problems[1].starts_with("signatures of org are valid for only"),
             "{problems:#?}"
         );
+    }
+
+    #[test]
+    fn rfc7671_the_certificate_line_follows_the_matched_records_usage_and_selector() {
+        let line = |usage: u8, selector: u8, chain: Option<u64>| {
+            let h = Horizons {
+                rrsets: vec![],
+                endpoints: vec![EndpointHorizon {
+                    endpoint: "e".into(),
+                    not_after: NOW + 10 * DAY,
+                    chain_not_after: chain,
+                    counts_for_dane: usage != 3,
+                    usage: Some(usage),
+                    selector: Some(selector),
+                }],
+            };
+            h.lines(1, NOW).remove(0)
+        };
+        // PKIX usages fail with the certificate, dated by the path.
+        for usage in [0, 1] {
+            let l = line(usage, 1, Some(NOW + 2 * DAY));
+            assert!(
+                l.starts_with("a certificate on the PKIX path of e expires in 2 days")
+                    && l.contains("needs a valid PKIX path, so the check fails then")
+                    && !l.contains("does not affect the key check"),
+                "{l}"
+            );
+        }
+        let l = line(1, 1, Some(NOW + 10 * DAY));
+        assert!(
+            l.starts_with("the certificate of e expires in 10 days"),
+            "{l}"
+        );
+        // Selector 0 on the server's own certificate: publish first.
+        for usage in [1, 3] {
+            let l = line(usage, 0, None);
+            assert!(
+                l.contains("publish the new certificate's TLSA record before installing it")
+                    && !l.contains("keeping the key"),
+                "{l}"
+            );
+        }
+        let l = line(3, 1, None);
+        assert!(
+            l.contains("with a DANE-EE record (3 x x) this date does not affect the key check")
+                && l.contains("keeping the key or publishing the new key's TLSA record first"),
+            "{l}"
+        );
+        let l = line(2, 0, Some(NOW + 10 * DAY));
+        assert!(
+            l.contains("DANE-TA record (2 x x)") && l.contains("under the same trust anchor"),
+            "{l}"
+        );
+        // A horizon stored by an earlier version (no usage): no DANE claim.
+        let old = Horizons {
+            rrsets: vec![],
+            endpoints: vec![EndpointHorizon {
+                endpoint: "e".into(),
+                not_after: NOW + DAY,
+                chain_not_after: None,
+                counts_for_dane: false,
+                usage: None,
+                selector: None,
+            }],
+        };
+        let l = old.lines(1, NOW).remove(0);
+        assert!(!l.contains("DANE-EE") && l.contains("against a CA"), "{l}");
     }
 }

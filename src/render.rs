@@ -683,6 +683,8 @@ mod tests {
                 not_after: at + 2 * day,
                 chain_not_after: None,
                 counts_for_dane: false,
+                usage: None,
+                selector: None,
             }],
         };
         let reply = check_reply(&r, &CTX);

@@ -130,6 +130,12 @@ pub struct EndpointReport {
     /// The record that matched.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub matched: Option<String>,
+    /// Not in JSON (the check's horizons carry it): when the match stops
+    /// holding, the earliest notAfter among the certificates it rests on
+    /// under usages 0, 1 and 2 (`dane::MatchOutcome::Matched`); None under
+    /// DANE-EE and without a match.
+    #[serde(skip)]
+    pub matched_until: Option<u64>,
     /// Why it was unreachable (or what failed).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
@@ -694,6 +700,7 @@ mod tests {
             spki_sha256: None,
             cert_sha256: None,
             matched: None,
+            matched_until: None,
             error: None,
             tlsa_name: "_5222._tcp.xmpp.example.org".into(),
             tls_version: None,

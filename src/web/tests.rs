@@ -40,6 +40,7 @@ fn hostile_report(domain: &str) -> Report {
             spki_sha256: Some(format!("{IMG}ff")),
             cert_sha256: None,
             matched: Some("3 1 1 abcd".into()),
+            matched_until: None,
             error: Some(format!("certificate 1 (CN={SCRIPT}) {IMG}")),
             tlsa_name: format!("_5222._tcp.{SCRIPT}."),
             tls_version: None,
@@ -77,6 +78,8 @@ fn hostile_horizons() -> crate::horizon::Horizons {
             not_after: now + 86_400,
             chain_not_after: None,
             counts_for_dane: false,
+            usage: None,
+            selector: None,
         }],
     }
 }
