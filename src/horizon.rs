@@ -18,6 +18,9 @@ use serde::{Deserialize, Serialize};
 /// re-sign well before expiry, commonly days ahead.
 pub const SHORT_WINDOW: Duration = Duration::from_secs(3 * 24 * 3600);
 
+/// Most zone-problem lines a report shows (then one "and N more zones").
+pub const MAX_ZONE_PROBLEMS: usize = 3;
+
 /// The last warning before a horizon, whatever `[monitor] warn_before` says.
 pub const LAST_WARNING: Duration = Duration::from_secs(12 * 3600);
 
@@ -284,8 +287,39 @@ impl Horizons {
     }
 
     /// Signatures whose timing is wrong beyond expiry, one line per zone
-    /// and problem (a zone signed with a short window has it on every RRset).
+    /// and problem (a zone signed with a short window has it on every
+    /// RRset), at most [`MAX_ZONE_PROBLEMS`] lines and one that counts the
+    /// zones left out.
     pub fn zone_problems(&self) -> Vec<String> {
+        let mut lines = self.all_zone_problems();
+        if lines.len() > MAX_ZONE_PROBLEMS {
+            let shown: std::collections::HashSet<&str> = lines[..MAX_ZONE_PROBLEMS]
+                .iter()
+                .map(|(zone, _)| zone.as_str())
+                .collect();
+            let mut more: Vec<&str> = lines
+                .iter()
+                .map(|(zone, _)| zone.as_str())
+                .filter(|z| !shown.contains(z))
+                .collect();
+            more.sort_unstable();
+            more.dedup();
+            let more = more.len();
+            lines.truncate(MAX_ZONE_PROBLEMS);
+            let mut out: Vec<String> = lines.into_iter().map(|(_, l)| l).collect();
+            if more > 0 {
+                out.push(format!(
+                    "and {more} more zone{} with signature problems",
+                    if more == 1 { "" } else { "s" }
+                ));
+            }
+            return out;
+        }
+        lines.into_iter().map(|(_, l)| l).collect()
+    }
+
+    /// Every (zone, line) of [`zone_problems`](Horizons::zone_problems).
+    fn all_zone_problems(&self) -> Vec<(String, String)> {
         let mut seen: Vec<(&str, SignatureProblem)> = Vec::new();
         let mut out = Vec::new();
         for r in &self.rrsets {
@@ -295,7 +329,7 @@ impl Horizons {
             }
             seen.push((r.zone.as_str(), problem));
             let zone = zone_words(&r.zone);
-            out.push(match problem {
+            let line = match problem {
                 SignatureProblem::InceptionInFuture => format!(
                     "signatures of {zone} start only at {} (the signer's clock runs ahead, or ours behind): validators reject them until then",
                     utc_minutes(r.inception)
@@ -307,7 +341,8 @@ impl Horizons {
                     r.name,
                     r.ttl
                 ),
-            });
+            };
+            out.push((r.zone.clone(), line));
         }
         out
     }
@@ -731,5 +766,41 @@ mod tests {
         };
         let l = old.lines(1, NOW).remove(0);
         assert!(!l.contains("DANE-EE") && l.contains("against a CA"), "{l}");
+    }
+
+    #[test]
+    fn zone_problem_lines_are_bounded() {
+        let zones = 40;
+        let h = Horizons {
+            rrsets: (0..zones)
+                .flat_map(|i| {
+                    let zone = format!("z{i:02}.example");
+                    [
+                        rrset(&format!("a.{zone}"), &zone, NOW + DAY),
+                        rrset(&format!("b.{zone}"), &zone, NOW + DAY),
+                    ]
+                })
+                .collect(),
+            endpoints: vec![],
+        };
+        let lines = h.zone_problems();
+        assert_eq!(lines.len(), MAX_ZONE_PROBLEMS + 1, "{lines:#?}");
+        assert!(
+            lines[0].starts_with("signatures of z00.example"),
+            "{lines:#?}"
+        );
+        assert_eq!(
+            lines[MAX_ZONE_PROBLEMS],
+            format!(
+                "and {} more zones with signature problems",
+                zones - MAX_ZONE_PROBLEMS
+            )
+        );
+        // At the bound: no count line.
+        let few = Horizons {
+            rrsets: h.rrsets[..2 * MAX_ZONE_PROBLEMS].to_vec(),
+            endpoints: vec![],
+        };
+        assert_eq!(few.zone_problems().len(), MAX_ZONE_PROBLEMS);
     }
 }
