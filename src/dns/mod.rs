@@ -85,9 +85,8 @@ pub struct Answer<T> {
     pub nxdomain: bool,
     /// Why validation failed, in the admin's words, when `security` is bogus.
     pub bogus_reason: Option<String>,
-    /// When `security` is secure: each RRset the answer used (its CNAME
-    /// links and its records) with its RRSIGs, each once; not yet verified
-    /// ([`Resolver::signatures`] picks the signature to believe).
+    /// When `security` is secure: each RRset used (CNAME links, records)
+    /// with its RRSIGs, unverified ([`Resolver::signatures`] verifies).
     pub signed: Vec<SignedRrset>,
 }
 
