@@ -244,3 +244,38 @@ fn verifications_are_bounded_per_rrset_and_in_all() {
     assert!(believe(&s, |z| (*z == zone).then_some(&keys[..]), NOW, &mut budget).is_some());
     assert_eq!(budget, 0);
 }
+
+#[test]
+fn the_validators_mark_on_a_forged_rrsig_does_not_make_it_believed() {
+    // hickory's validation cache marks the RRSIG at a cached index: here
+    // the forged one carries the mark, the real one does not.
+    use hickory_resolver::proto::dnssec::Proof;
+    let key = ZoneKey::generate();
+    let rrset = a_rrset("xmpp.example.org.");
+    let real = key.sign("example.org.", &rrset, (NOW - DAY, NOW + 30 * DAY));
+    let as_record = |sig: RRSIG, proof: Proof| {
+        let data = RData::DNSSEC(DNSSECRData::RRSIG(sig));
+        let mut r = Record::from_rdata(name("xmpp.example.org."), 300, data);
+        r.proof = proof;
+        r
+    };
+    let mut records = rrset.clone();
+    records.push(as_record(real.clone(), Proof::Indeterminate));
+    records.push(as_record(
+        forged(&real, (NOW - DAY, NOW + 3600)),
+        Proof::Secure,
+    ));
+    let set = super::super::signatures::signed_rrset(
+        &records,
+        "xmpp.example.org",
+        hickory_resolver::proto::rr::RecordType::A,
+    )
+    .unwrap();
+    // The marked one is tried first, fails, and the real one stands.
+    assert_eq!(
+        set.rrsigs[0].input().sig_expiration.get() as u64,
+        NOW + 3600
+    );
+    let sig = believed(&set, "example.org.", std::slice::from_ref(&key.dnskey)).unwrap();
+    assert_eq!(sig.expiration, NOW + 30 * DAY);
+}
