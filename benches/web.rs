@@ -56,6 +56,7 @@ fn report(domain: &str) -> Report {
         spki_sha256: Some(spki.clone()),
         cert_sha256: Some("cd".repeat(32)),
         matched: Some(format!("3 1 1 {spki}")),
+        matched_until: None,
         error: None,
         tlsa_name: format!("_{port}._tcp.xmpp.{domain}"),
         tls_version: Some("TLSv1.3".into()),

@@ -505,6 +505,7 @@ mod tests {
             spki_sha256: Some(key.into()),
             cert_sha256: None,
             matched: None,
+            matched_until: None,
             error: None,
             tlsa_name: String::new(),
             tls_version: None,

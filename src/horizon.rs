@@ -18,6 +18,9 @@ use serde::{Deserialize, Serialize};
 /// re-sign well before expiry, commonly days ahead.
 pub const SHORT_WINDOW: Duration = Duration::from_secs(3 * 24 * 3600);
 
+/// Most zone-problem lines a report shows (then one "and N more zones").
+pub const MAX_ZONE_PROBLEMS: usize = 3;
+
 /// The last warning before a horizon, whatever `[monitor] warn_before` says.
 pub const LAST_WARNING: Duration = Duration::from_secs(12 * 3600);
 
@@ -25,8 +28,11 @@ pub const LAST_WARNING: Duration = Duration::from_secs(12 * 3600);
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum SignatureProblem {
-    /// The signature's inception is in the future: the signer's clock runs
-    /// ahead (or ours behind); validators reject it until then.
+    /// The signature's inception is in the future. Checks no longer give
+    /// it: a horizon comes only from a signature valid at the check's clock
+    /// (a zone whose only signatures start later is bogus, and the check
+    /// says so with the date). Kept so that reports stored by earlier
+    /// versions still read.
     InceptionInFuture,
     /// The validity window is shorter than [`SHORT_WINDOW`].
     ShortValidity,
@@ -62,14 +68,14 @@ pub struct RrsetHorizon {
 }
 
 impl RrsetHorizon {
-    /// The horizon of an RRset from one signature's fields, judged at `now`.
+    /// The horizon of an RRset from one signature's fields (a signature
+    /// that verified, valid at the check's clock).
     pub fn new(
         name: &str,
         rtype: &str,
         zone: &str,
         ttl: u32,
         (inception, expiration): (u64, u64),
-        now: u64,
     ) -> RrsetHorizon {
         RrsetHorizon {
             name: dns_name(name),
@@ -79,7 +85,7 @@ impl RrsetHorizon {
             inception,
             expiration,
             expires_at: usable_until(expiration, ttl),
-            problem: signature_problem(inception, expiration, ttl, now),
+            problem: signature_problem(inception, expiration, ttl),
         }
     }
 }
@@ -93,22 +99,64 @@ pub struct EndpointHorizon {
     /// The presented leaf certificate's notAfter.
     #[serde(with = "rfc3339_secs")]
     pub not_after: u64,
-    /// Under DANE-TA (usage 2): the earliest notAfter from the leaf up to
-    /// the matching trust anchor (RFC 7671 §5.2.2), which the verdict rests on.
+    /// Under usages 0, 1 and 2: the earliest notAfter among the
+    /// certificates the match rests on (DANE-TA: from the leaf up to the
+    /// matching trust anchor, RFC 7671 §5.2.2; PKIX: the leaf and the
+    /// validated path's intermediates).
     #[serde(
         default,
         skip_serializing_if = "Option::is_none",
         with = "opt_rfc3339_secs"
     )]
     pub chain_not_after: Option<u64>,
-    /// Whether the DANE verdict depends on these dates (DANE-TA); under
+    /// Whether the DANE verdict depends on these dates: under DANE-TA and
+    /// the PKIX usages (0, 1, 2) the match needs valid certificates; under
     /// DANE-EE (usage 3) it does not, but clients that check the
     /// certificate against a CA still fail when it expires.
     pub counts_for_dane: bool,
+    /// The usage of the TLSA record that matched (addition; absent in
+    /// reports stored by earlier versions).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub usage: Option<u8>,
+    /// The selector of the TLSA record that matched: 0 pins the whole
+    /// certificate, so a renewed one needs its record published first
+    /// (addition).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub selector: Option<u8>,
 }
 
+/// A certificate's effect when the matched record is not known (reports
+/// stored by earlier versions).
+pub const UNKNOWN_EFFECT: &str = "clients that check the certificate against a CA fail then";
+/// Its renewal advice then.
+pub const UNKNOWN_RENEWAL: &str =
+    "renew it, keeping the key or publishing the new key's TLSA record first";
+
 impl EndpointHorizon {
-    /// The date that matters for warnings: the chain's under DANE-TA, the leaf's otherwise.
+    /// What the certificate running out breaks, under the matched record.
+    pub fn effect(&self) -> &'static str {
+        match self.usage {
+            Some(2) => "its DANE-TA record (2 x x) authenticates it only while it is valid, so the check fails then",
+            Some(1) => "its PKIX-EE record (1 x x) needs a valid PKIX path, so the check fails then",
+            Some(0) => "its PKIX-TA record (0 x x) needs a valid PKIX path, so the check fails then",
+            Some(3) => "with a DANE-EE record (3 x x) this date does not affect the key check, but clients that check the certificate against a CA fail then",
+            _ => UNKNOWN_EFFECT,
+        }
+    }
+
+    /// How to renew the certificate without breaking the match: a record
+    /// on the server's own certificate with selector 0 pins the whole
+    /// certificate, which renewing always changes.
+    pub fn renewal(&self) -> &'static str {
+        match (self.usage, self.selector) {
+            (Some(1 | 3), Some(0)) => "renew it, but publish the new certificate's TLSA record before installing it (a record with selector 0 pins the whole certificate, which renewing changes)",
+            (Some(0 | 2), _) => "renew it under the same trust anchor, or publish the new anchor's TLSA record first",
+            _ => UNKNOWN_RENEWAL,
+        }
+    }
+
+    /// The date that matters for warnings: the chain's when the dates
+    /// count (usages 0, 1, 2), the leaf's otherwise.
     pub fn expires_at(&self) -> u64 {
         match self.chain_not_after {
             Some(chain) if self.counts_for_dane => chain.min(self.not_after),
@@ -217,32 +265,61 @@ impl Horizons {
             .collect()
     }
 
-    /// The line of a certificate horizon: under DANE-TA the check fails
-    /// then; otherwise only clients that check it against a CA do.
+    /// The line of a certificate horizon: what runs out, what that breaks
+    /// under the matched record, and how to renew without breaking it.
     fn certificate_line(&self, h: &Horizon, when: &str, ahead: bool) -> String {
         let e = self.endpoints.iter().find(|e| e.endpoint == h.what);
         let verb = if ahead { "expires" } else { "expired" };
-        match e {
-            Some(e) if e.counts_for_dane => {
-                let what = match e.chain_not_after {
-                    Some(c) if c < e.not_after => "a certificate on the way to the DANE-TA trust anchor of",
-                    _ => "the certificate of",
-                };
-                format!(
-                    "{what} {} {verb} {when}: its DANE-TA record authenticates it only while it is valid, so the check fails then; renew it",
-                    h.what
-                )
+        let what = match e {
+            Some(e) if e.counts_for_dane && e.chain_not_after.is_some_and(|c| c < e.not_after) => {
+                match e.usage {
+                    Some(0 | 1) => "a certificate on the PKIX path of",
+                    _ => "a certificate on the way to the DANE-TA trust anchor of",
+                }
             }
-            _ => format!(
-                "the certificate of {} {verb} {when}: with a DANE-EE record (3 x x) this date does not affect the key check, but clients that check the certificate against a CA fail then; renew it, keeping the key or publishing the new key's TLSA record first",
-                h.what
-            ),
-        }
+            _ => "the certificate of",
+        };
+        let (effect, renewal) = match e {
+            Some(e) => (e.effect(), e.renewal()),
+            None => (UNKNOWN_EFFECT, UNKNOWN_RENEWAL),
+        };
+        format!("{what} {} {verb} {when}: {effect}; {renewal}", h.what)
     }
 
     /// Signatures whose timing is wrong beyond expiry, one line per zone
-    /// and problem (a zone signed with a short window has it on every RRset).
+    /// and problem (a zone signed with a short window has it on every
+    /// RRset), at most [`MAX_ZONE_PROBLEMS`] lines and one that counts the
+    /// zones left out.
     pub fn zone_problems(&self) -> Vec<String> {
+        let mut lines = self.all_zone_problems();
+        if lines.len() > MAX_ZONE_PROBLEMS {
+            let shown: std::collections::HashSet<&str> = lines[..MAX_ZONE_PROBLEMS]
+                .iter()
+                .map(|(zone, _)| zone.as_str())
+                .collect();
+            let mut more: Vec<&str> = lines
+                .iter()
+                .map(|(zone, _)| zone.as_str())
+                .filter(|z| !shown.contains(z))
+                .collect();
+            more.sort_unstable();
+            more.dedup();
+            let more = more.len();
+            lines.truncate(MAX_ZONE_PROBLEMS);
+            let mut out: Vec<String> = lines.into_iter().map(|(_, l)| l).collect();
+            if more > 0 {
+                out.push(format!(
+                    "and {more} more zone{} with signature problems",
+                    if more == 1 { "" } else { "s" }
+                ));
+            }
+            return out;
+        }
+        lines.into_iter().map(|(_, l)| l).collect()
+    }
+
+    /// Every (zone, line) of [`zone_problems`](Horizons::zone_problems).
+    fn all_zone_problems(&self) -> Vec<(String, String)> {
         let mut seen: Vec<(&str, SignatureProblem)> = Vec::new();
         let mut out = Vec::new();
         for r in &self.rrsets {
@@ -252,7 +329,7 @@ impl Horizons {
             }
             seen.push((r.zone.as_str(), problem));
             let zone = zone_words(&r.zone);
-            out.push(match problem {
+            let line = match problem {
                 SignatureProblem::InceptionInFuture => format!(
                     "signatures of {zone} start only at {} (the signer's clock runs ahead, or ours behind): validators reject them until then",
                     utc_minutes(r.inception)
@@ -264,35 +341,10 @@ impl Horizons {
                     r.name,
                     r.ttl
                 ),
-            });
+            };
+            out.push((r.zone.clone(), line));
         }
         out
-    }
-
-    /// Signatures whose timing is wrong beyond expiry (future inception,
-    /// short window), one line each.
-    pub fn problems(&self) -> Vec<String> {
-        self.rrsets
-            .iter()
-            .filter_map(|r| {
-                let problem = r.problem?;
-                Some(match problem {
-                    SignatureProblem::InceptionInFuture => format!(
-                        "the signature of the {} of {} starts only at {} (the signer's clock runs ahead): validators reject it until then",
-                        r.rtype,
-                        r.name,
-                        utc_minutes(r.inception)
-                    ),
-                    SignatureProblem::ShortValidity => format!(
-                        "the signature of the {} of {} is valid for only {} (TTL {} s included): one missed re-signing breaks the zone",
-                        r.rtype,
-                        r.name,
-                        in_words(r.expiration.saturating_sub(r.inception)),
-                        r.ttl
-                    ),
-                })
-            })
-            .collect()
     }
 }
 
@@ -322,17 +374,10 @@ pub fn usable_until(expiration: u64, ttl: u32) -> u64 {
     expiration.saturating_sub(u64::from(ttl))
 }
 
-/// A problem with a signature's timing at `now`, if any: an inception in
-/// the future first (it fails now), then a window shorter than [`SHORT_WINDOW`].
-pub fn signature_problem(
-    inception: u64,
-    expiration: u64,
-    ttl: u32,
-    now: u64,
-) -> Option<SignatureProblem> {
-    if inception > now {
-        return Some(SignatureProblem::InceptionInFuture);
-    }
+/// A problem with a signature's timing, if any: a window (less the TTL)
+/// shorter than [`SHORT_WINDOW`]. A signature not valid yet gives no
+/// horizon at all, so it is no problem of one.
+pub fn signature_problem(inception: u64, expiration: u64, ttl: u32) -> Option<SignatureProblem> {
     let window = usable_until(expiration, ttl).saturating_sub(inception);
     (window < SHORT_WINDOW.as_secs()).then_some(SignatureProblem::ShortValidity)
 }
@@ -442,27 +487,20 @@ mod tests {
     }
 
     #[test]
-    fn a_signature_not_yet_valid_is_a_problem_before_a_short_one() {
-        let future = signature_problem(NOW + 60, NOW + 30 * DAY, 3600, NOW);
-        assert_eq!(future, Some(SignatureProblem::InceptionInFuture));
+    fn a_short_window_is_a_problem() {
         // dnssec-signzone -e now+2d (inception an hour back): short.
-        let short = signature_problem(NOW - 3600, NOW + 2 * DAY, 3600, NOW);
+        let short = signature_problem(NOW - 3600, NOW + 2 * DAY, 3600);
         assert_eq!(short, Some(SignatureProblem::ShortValidity));
         // The usual 30 days: fine.
-        assert_eq!(
-            signature_problem(NOW - 3600, NOW + 30 * DAY, 3600, NOW),
-            None
-        );
+        assert_eq!(signature_problem(NOW - 3600, NOW + 30 * DAY, 3600), None);
         // Exactly the short window (less the TTL) is not short.
-        let edge = signature_problem(NOW, NOW + SHORT_WINDOW.as_secs() + 3600, 3600, NOW);
+        let edge = signature_problem(NOW, NOW + SHORT_WINDOW.as_secs() + 3600, 3600);
         assert_eq!(edge, None);
-        let under = signature_problem(NOW, NOW + SHORT_WINDOW.as_secs() + 3599, 3600, NOW);
+        let under = signature_problem(NOW, NOW + SHORT_WINDOW.as_secs() + 3599, 3600);
         assert_eq!(under, Some(SignatureProblem::ShortValidity));
-        // Inception exactly now is valid.
-        assert_ne!(
-            signature_problem(NOW, NOW + 30 * DAY, 0, NOW),
-            Some(SignatureProblem::InceptionInFuture)
-        );
+        // A later inception is no problem of its own (such a signature
+        // does not verify at the check's clock and gives no horizon).
+        assert_eq!(signature_problem(NOW + 60, NOW + 30 * DAY, 3600), None);
     }
 
     #[test]
@@ -503,7 +541,7 @@ mod tests {
     }
 
     fn rrset(name: &str, zone: &str, expiration: u64) -> RrsetHorizon {
-        RrsetHorizon::new(name, "TLSA", zone, 3600, (NOW - 3600, expiration), NOW)
+        RrsetHorizon::new(name, "TLSA", zone, 3600, (NOW - 3600, expiration))
     }
 
     #[test]
@@ -523,6 +561,8 @@ mod tests {
                 not_after: NOW + 15 * DAY,
                 chain_not_after: Some(NOW + 5 * DAY),
                 counts_for_dane: false,
+                usage: None,
+                selector: None,
             }],
         };
         let n = h.nearest(3);
@@ -543,6 +583,8 @@ mod tests {
             not_after: NOW + 15 * DAY,
             chain_not_after: Some(NOW + 5 * DAY),
             counts_for_dane: true,
+            usage: None,
+            selector: None,
         };
         assert_eq!(e.expires_at(), NOW + 5 * DAY);
         e.chain_not_after = None;
@@ -562,9 +604,17 @@ mod tests {
         let back: Horizons = serde_json::from_value(v).unwrap();
         assert_eq!(back, h);
         assert!(
-            h.problems()[0].contains("valid for only 1 day"),
+            h.zone_problems()[0].contains("valid for only 1 day"),
             "{:?}",
-            h.problems()
+            h.zone_problems()
+        );
+        // A problem only earlier versions gave still reads.
+        let mut v = serde_json::to_value(&h).unwrap();
+        v["rrsets"][0]["problem"] = "inception_in_future".into();
+        let old: Horizons = serde_json::from_value(v).unwrap();
+        assert_eq!(
+            old.rrsets[0].problem,
+            Some(SignatureProblem::InceptionInFuture)
         );
     }
 
@@ -578,7 +628,6 @@ mod tests {
                     "example.org.",
                     3600,
                     (NOW - DAY, NOW + 2 * DAY),
-                    NOW,
                 ),
                 RrsetHorizon::new(
                     "a.example.org",
@@ -586,11 +635,10 @@ mod tests {
                     "example.org",
                     3600,
                     (NOW - DAY, NOW + 2 * DAY),
-                    NOW,
                 ),
-                RrsetHorizon::new(".", "DNSKEY", ".", 3600, (NOW - DAY, NOW + 20 * DAY), NOW),
+                RrsetHorizon::new(".", "DNSKEY", ".", 3600, (NOW - DAY, NOW + 20 * DAY)),
                 // Past its safe end: expiration less a TTL longer than what is left.
-                RrsetHorizon::new("org", "DS", "org", 7200, (NOW - DAY, NOW + 3600), NOW),
+                RrsetHorizon::new("org", "DS", "org", 7200, (NOW - DAY, NOW + 3600)),
             ],
             endpoints: vec![
                 EndpointHorizon {
@@ -598,12 +646,16 @@ mod tests {
                     not_after: NOW + 3 * DAY,
                     chain_not_after: None,
                     counts_for_dane: false,
+                    usage: Some(3),
+                    selector: Some(1),
                 },
                 EndpointHorizon {
                     endpoint: "xmpps-server x.example.org:5270 [192.0.2.1] direct".into(),
                     not_after: NOW + 30 * DAY,
                     chain_not_after: Some(NOW + 4 * DAY),
                     counts_for_dane: true,
+                    usage: Some(2),
+                    selector: Some(1),
                 },
             ],
         };
@@ -647,20 +699,108 @@ mod tests {
             problems[1].starts_with("signatures of org are valid for only"),
             "{problems:#?}"
         );
-        let ahead = Horizons {
-            rrsets: vec![RrsetHorizon::new(
-                "x.example",
-                "SRV",
-                "example",
-                300,
-                (NOW + 3600, NOW + 30 * DAY),
-                NOW,
-            )],
+    }
+
+    #[test]
+    fn rfc7671_the_certificate_line_follows_the_matched_records_usage_and_selector() {
+        let line = |usage: u8, selector: u8, chain: Option<u64>| {
+            let h = Horizons {
+                rrsets: vec![],
+                endpoints: vec![EndpointHorizon {
+                    endpoint: "e".into(),
+                    not_after: NOW + 10 * DAY,
+                    chain_not_after: chain,
+                    counts_for_dane: usage != 3,
+                    usage: Some(usage),
+                    selector: Some(selector),
+                }],
+            };
+            h.lines(1, NOW).remove(0)
+        };
+        // PKIX usages fail with the certificate, dated by the path.
+        for usage in [0, 1] {
+            let l = line(usage, 1, Some(NOW + 2 * DAY));
+            assert!(
+                l.starts_with("a certificate on the PKIX path of e expires in 2 days")
+                    && l.contains("needs a valid PKIX path, so the check fails then")
+                    && !l.contains("does not affect the key check"),
+                "{l}"
+            );
+        }
+        let l = line(1, 1, Some(NOW + 10 * DAY));
+        assert!(
+            l.starts_with("the certificate of e expires in 10 days"),
+            "{l}"
+        );
+        // Selector 0 on the server's own certificate: publish first.
+        for usage in [1, 3] {
+            let l = line(usage, 0, None);
+            assert!(
+                l.contains("publish the new certificate's TLSA record before installing it")
+                    && !l.contains("keeping the key"),
+                "{l}"
+            );
+        }
+        let l = line(3, 1, None);
+        assert!(
+            l.contains("with a DANE-EE record (3 x x) this date does not affect the key check")
+                && l.contains("keeping the key or publishing the new key's TLSA record first"),
+            "{l}"
+        );
+        let l = line(2, 0, Some(NOW + 10 * DAY));
+        assert!(
+            l.contains("DANE-TA record (2 x x)") && l.contains("under the same trust anchor"),
+            "{l}"
+        );
+        // A horizon stored by an earlier version (no usage): no DANE claim.
+        let old = Horizons {
+            rrsets: vec![],
+            endpoints: vec![EndpointHorizon {
+                endpoint: "e".into(),
+                not_after: NOW + DAY,
+                chain_not_after: None,
+                counts_for_dane: false,
+                usage: None,
+                selector: None,
+            }],
+        };
+        let l = old.lines(1, NOW).remove(0);
+        assert!(!l.contains("DANE-EE") && l.contains("against a CA"), "{l}");
+    }
+
+    #[test]
+    fn zone_problem_lines_are_bounded() {
+        let zones = 40;
+        let h = Horizons {
+            rrsets: (0..zones)
+                .flat_map(|i| {
+                    let zone = format!("z{i:02}.example");
+                    [
+                        rrset(&format!("a.{zone}"), &zone, NOW + DAY),
+                        rrset(&format!("b.{zone}"), &zone, NOW + DAY),
+                    ]
+                })
+                .collect(),
             endpoints: vec![],
         };
-        assert_eq!(
-            ahead.zone_problems(),
-            ["signatures of example start only at 2027-01-15 09:00 UTC (the signer's clock runs ahead, or ours behind): validators reject them until then"]
+        let lines = h.zone_problems();
+        assert_eq!(lines.len(), MAX_ZONE_PROBLEMS + 1, "{lines:#?}");
+        assert!(
+            lines[0].starts_with("signatures of z00.example"),
+            "{lines:#?}"
         );
+        assert_eq!(
+            lines[MAX_ZONE_PROBLEMS],
+            format!(
+                "and {} more zones with signature problems",
+                zones - MAX_ZONE_PROBLEMS
+            )
+        );
+        // At the bound: no count line.
+        let few = Horizons {
+            rrsets: h.rrsets[..2 * MAX_ZONE_PROBLEMS].to_vec(),
+            endpoints: vec![],
+        };
+        assert_eq!(few.zone_problems().len(), MAX_ZONE_PROBLEMS);
     }
 }

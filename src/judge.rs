@@ -65,6 +65,7 @@ fn frame(endpoint: &Endpoint) -> EndpointReport {
         spki_sha256: None,
         cert_sha256: None,
         matched: None,
+        matched_until: None,
         error: endpoint.error.clone(),
         tlsa_name: endpoint.tlsa_name.clone(),
         tls_version: None,
@@ -186,8 +187,12 @@ fn verdict_against_records(
 /// an alarm or a DNS finding, never silence.
 fn verdict_from_match(report: &mut EndpointReport, outcome: MatchOutcome) -> EndpointVerdict {
     match outcome {
-        MatchOutcome::Matched { record } => {
+        MatchOutcome::Matched {
+            record,
+            valid_until,
+        } => {
             report.matched = Some(record.to_string());
+            report.matched_until = valid_until;
             EndpointVerdict::Match
         }
         MatchOutcome::NoMatch { notes } => {

@@ -719,6 +719,7 @@ mod tests {
                 spki_sha256: None,
                 cert_sha256: None,
                 matched: None,
+                matched_until: None,
                 error: None,
                 tlsa_name: "_5222._tcp.xmpp.example.org".into(),
                 tls_version: None,

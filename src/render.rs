@@ -674,7 +674,7 @@ mod tests {
         let at = r.checked_at_unix().unwrap();
         let day = 86_400;
         let sig = |zone: &str, days: u64| {
-            RrsetHorizon::new(zone, "DNSKEY", zone, 300, (at - day, at + days * day), at)
+            RrsetHorizon::new(zone, "DNSKEY", zone, 300, (at - day, at + days * day))
         };
         r.horizons = Horizons {
             rrsets: vec![sig("good.test", 40), sig("test", 50), sig(".", 60)],
@@ -683,6 +683,8 @@ mod tests {
                 not_after: at + 2 * day,
                 chain_not_after: None,
                 counts_for_dane: false,
+                usage: None,
+                selector: None,
             }],
         };
         let reply = check_reply(&r, &CTX);

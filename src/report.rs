@@ -130,6 +130,12 @@ pub struct EndpointReport {
     /// The record that matched.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub matched: Option<String>,
+    /// Not in JSON (the check's horizons carry it): when the match stops
+    /// holding, the earliest notAfter among the certificates it rests on
+    /// under usages 0, 1 and 2 (`dane::MatchOutcome::Matched`); None under
+    /// DANE-EE and without a match.
+    #[serde(skip)]
+    pub matched_until: Option<u64>,
     /// Why it was unreachable (or what failed).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
@@ -694,6 +700,7 @@ mod tests {
             spki_sha256: None,
             cert_sha256: None,
             matched: None,
+            matched_until: None,
             error: None,
             tlsa_name: "_5222._tcp.xmpp.example.org".into(),
             tls_version: None,
@@ -742,14 +749,7 @@ mod tests {
                 let name = format!("_{i}._tcp.example.org");
                 let start = if i == 99 { now + 60 } else { now - 3600 };
                 let until = now + 40 * 86_400 - i * 3600;
-                crate::horizon::RrsetHorizon::new(
-                    &name,
-                    "TLSA",
-                    "example.org",
-                    300,
-                    (start, until),
-                    now,
-                )
+                crate::horizon::RrsetHorizon::new(&name, "TLSA", "example.org", 300, (start, until))
             })
             .collect();
         let stored = r.bounded_for_store();

@@ -18,7 +18,10 @@ use std::collections::HashSet;
 use std::time::Duration;
 
 use crate::alert::{bounded, transition_with, AlertPolicy, MAX_CHAT_ALERT};
-use crate::horizon::{due, in_words, utc_minutes, Horizon, HorizonKind, Horizons, SHORT_WINDOW};
+use crate::horizon::{
+    due, in_words, utc_minutes, Horizon, HorizonKind, Horizons, SHORT_WINDOW, UNKNOWN_EFFECT,
+    UNKNOWN_RENEWAL,
+};
 use crate::model::{Alert, AlertKind, DomainState, WarnMark, MAX_WARN_MARKS};
 use crate::render;
 use crate::report::{EndpointVerdict, Report, Verdict};
@@ -258,19 +261,17 @@ fn describe(
             if !warn {
                 return format!("certificate of {host} renewed: now expires {when}");
             }
-            let dane = report
+            let horizon = report
                 .horizons
                 .endpoints
                 .iter()
-                .find(|e| e.endpoint == subject)
-                .is_some_and(|e| e.counts_for_dane);
-            let effect = if dane {
-                "the DANE check (DANE-TA) fails with it"
-            } else {
-                "under DANE-EE the key check is unaffected, but clients that check it against a CA fail"
+                .find(|e| e.endpoint == subject);
+            let (effect, renewal) = match horizon {
+                Some(e) => (e.effect(), e.renewal()),
+                None => (UNKNOWN_EFFECT, UNKNOWN_RENEWAL),
             };
             format!(
-                "certificate of {host} {} {when}: renew it ({effect})",
+                "certificate of {host} {} {when}: {effect}; {renewal}",
                 if past { "expired" } else { "expires" }
             )
         }

@@ -79,6 +79,7 @@ fn seed_hostile(db: &Path) {
             spki_sha256: Some(IMG.into()),
             cert_sha256: None,
             matched: None,
+            matched_until: None,
             error: Some(format!("certificate 0 (CN={SCRIPT}, SAN={IMG})")),
             tlsa_name: format!("_5222._tcp.{IMG}."),
             tls_version: None,

@@ -1,40 +1,35 @@
 //! The horizons of a check: when the signatures and certificates its
-//! verdict rests on run out ([`crate::horizon`]), from what discovery and
-//! the probes observed, judged at the check's clock. They change no verdict.
+//! verdict rests on run out ([`crate::horizon`]), from what discovery, the
+//! probes and the judge observed. They change no verdict.
 
-use std::time::SystemTime;
-
-use crate::dane::{self, MatchContext, Tlsa};
+use crate::dane::{self, Tlsa};
 use crate::dns::discovery::{Endpoint, TlsaState};
 use crate::dns::Signature;
-use crate::horizon::{unix, EndpointHorizon, Horizons, RrsetHorizon};
+use crate::horizon::{EndpointHorizon, Horizons, RrsetHorizon};
 use crate::judge::Probed;
 use crate::report::{EndpointReport, EndpointVerdict};
 
-/// The horizons of a check, from discovery's signatures and each endpoint's
-/// probe and verdict (the three lists side by side). The DANE-TA path
-/// search verifies certificate signatures (bounded as in matching): run
-/// it off the async threads.
+/// The horizons of a check, from discovery's signatures (verified ones)
+/// and each endpoint's probe and verdict (the three lists side by side).
 pub(super) fn horizons(
     signatures: &[Signature],
     endpoints: &[Endpoint],
     probed: &[Probed],
     reports: &[EndpointReport],
-    now: SystemTime,
 ) -> Horizons {
     Horizons {
-        rrsets: signature_horizons(signatures, unix(now)),
+        rrsets: signature_horizons(signatures),
         endpoints: endpoints
             .iter()
             .zip(probed)
             .zip(reports)
-            .filter_map(|((e, p), r)| endpoint_horizon(e, p, r, now))
+            .filter_map(|((e, p), r)| endpoint_horizon(e, p, r))
             .collect(),
     }
 }
 
 /// One horizon per signed RRset, in discovery's order.
-fn signature_horizons(signatures: &[Signature], now: u64) -> Vec<RrsetHorizon> {
+fn signature_horizons(signatures: &[Signature]) -> Vec<RrsetHorizon> {
     signatures
         .iter()
         .map(|s| {
@@ -44,43 +39,34 @@ fn signature_horizons(signatures: &[Signature], now: u64) -> Vec<RrsetHorizon> {
                 &s.signer,
                 s.original_ttl,
                 (s.inception, s.expiration),
-                now,
             )
         })
         .collect()
 }
 
-/// The certificate horizon of an endpoint that presented a chain whose
-/// leaf parses: the leaf's notAfter and, when a DANE-TA record matched,
-/// the earliest notAfter on the path from the leaf to that anchor.
+/// The certificate horizon of an endpoint whose chain a TLSA record
+/// authenticated (verdict match): its leaf's notAfter, the record's usage
+/// and selector, and under usages 0, 1 and 2 the date the judge found the
+/// match rests on. A chain nobody authenticated (a mismatch: perhaps an
+/// interceptor's) has none: its dates are not the admin's to act on.
 fn endpoint_horizon(
     endpoint: &Endpoint,
     probed: &Probed,
     report: &EndpointReport,
-    now: SystemTime,
 ) -> Option<EndpointHorizon> {
+    let record = matched_record(endpoint, report)?;
     let Probed::Observed(obs) = probed else {
         return None;
     };
     let not_after = dane::not_after(obs.chain.first()?)?;
-    let ta = matched_record(endpoint, report).filter(|r| r.usage == 2);
-    let chain_not_after = ta.and_then(|record| {
-        let ctx = MatchContext {
-            chain: &obs.chain,
-            reference_names: &endpoint.reference_names,
-            now,
-            pkix_roots: None,
-        };
-        let path = dane::trust_anchor_path(record, &ctx)?;
-        path.iter()
-            .filter_map(|&i| dane::not_after(&obs.chain[i]))
-            .min()
-    });
+    let counts = record.usage != 3;
     Some(EndpointHorizon {
         endpoint: report.label(),
         not_after,
-        chain_not_after,
-        counts_for_dane: ta.is_some(),
+        chain_not_after: report.matched_until.filter(|_| counts),
+        counts_for_dane: counts,
+        usage: Some(record.usage),
+        selector: Some(record.selector),
     })
 }
 
@@ -108,7 +94,7 @@ mod tests {
     const DAY: u64 = 86_400;
     const NOW: u64 = 1_800_000_000;
 
-    fn at(secs: u64) -> SystemTime {
+    fn at(secs: u64) -> std::time::SystemTime {
         std::time::UNIX_EPOCH + std::time::Duration::from_secs(secs)
     }
 
@@ -181,7 +167,7 @@ mod tests {
         let e = endpoint(records);
         let p = observed(chain);
         let r = judge(&e, &p, at(NOW));
-        horizons(&[], &[e], &[p], &[r], at(NOW)).endpoints.pop()
+        horizons(&[], &[e], &[p], &[r]).endpoints.pop()
     }
 
     #[test]
@@ -209,29 +195,65 @@ mod tests {
     }
 
     #[test]
-    fn a_chain_that_matched_nothing_still_has_its_leaf_date_and_no_chain_date() {
-        let (chain, _, _) = chain(NOW + 3 * DAY, NOW + 5 * DAY);
-        // A DANE-TA record naming another CA: a mismatch.
-        let h = horizon_of(vec![record(2, vec![7; 32])], chain).unwrap();
-        assert_eq!((h.not_after, h.chain_not_after), (NOW + 3 * DAY, None));
-        assert!(!h.counts_for_dane);
+    fn a_chain_nobody_authenticated_has_no_horizon() {
+        // An interceptor's chain, or a mismatch of any kind: its expired
+        // leaf must not be shown as the admin's to renew.
+        let (expired, _, leaf) = chain(NOW - 3 * DAY, NOW + 5 * DAY);
+        let h = horizon_of(vec![record(2, vec![7; 32])], expired.clone());
+        assert_eq!(h, None);
+        let (other, _, _) = chain(NOW + 30 * DAY, NOW + 60 * DAY);
+        assert_eq!(horizon_of(vec![record(3, leaf.clone())], other), None);
+        // The same chain under a record it matches: a horizon.
+        assert!(horizon_of(vec![record(3, leaf)], expired).is_some());
+        // No TLSA records at all: no match, no horizon.
+        let (certs, _, _) = chain(NOW + 3 * DAY, NOW + 5 * DAY);
+        let e = Endpoint {
+            tlsa: TlsaState::Absent,
+            ..endpoint(vec![])
+        };
+        let p = observed(certs);
+        let r = judge(&e, &p, at(NOW));
+        assert!(horizons(&[], &[e], &[p], &[r]).endpoints.is_empty());
+    }
+
+    #[test]
+    fn without_a_parsed_chain_there_is_no_horizon() {
         // No chain (not probed, or an unreadable leaf): no horizon.
         let e = endpoint(vec![]);
         let r = judge(&e, &Probed::Skipped, at(NOW));
-        assert!(horizons(
-            &[],
-            std::slice::from_ref(&e),
-            &[Probed::Skipped],
-            &[r],
-            at(NOW)
-        )
-        .endpoints
-        .is_empty());
+        assert!(
+            horizons(&[], std::slice::from_ref(&e), &[Probed::Skipped], &[r])
+                .endpoints
+                .is_empty()
+        );
         let garbage = observed(vec![vec![0x30, 0x03, 1, 2, 3]]);
         let r = judge(&e, &garbage, at(NOW));
-        assert!(horizons(&[], &[e], &[garbage], &[r], at(NOW))
-            .endpoints
-            .is_empty());
+        assert!(horizons(&[], &[e], &[garbage], &[r]).endpoints.is_empty());
+    }
+
+    #[test]
+    fn rfc6698_under_pkix_usages_the_date_counts_and_the_record_is_carried() {
+        // The judge found a PKIX-EE match resting on a path until NOW + 4 days
+        // (webpki roots cannot be faked here: the report is built as the
+        // judge builds it, see the matcher's tests for the dates).
+        let (certs, _, leaf) = chain(NOW + 20 * DAY, NOW + 4 * DAY);
+        let e = endpoint(vec![Tlsa {
+            selector: 0,
+            ..record(1, leaf)
+        }]);
+        let p = observed(certs);
+        let mut r = judge(&e, &p, at(NOW));
+        r.verdict = EndpointVerdict::Match;
+        r.matched = match &e.tlsa {
+            TlsaState::Present { records } => Some(records[0].to_string()),
+            _ => None,
+        };
+        r.matched_until = Some(NOW + 4 * DAY);
+        let h = horizons(&[], &[e], &[p], &[r]).endpoints.pop().unwrap();
+        assert!(h.counts_for_dane);
+        assert_eq!((h.usage, h.selector), (Some(1), Some(0)));
+        assert_eq!(h.chain_not_after, Some(NOW + 4 * DAY));
+        assert_eq!(h.expires_at(), NOW + 4 * DAY);
     }
 
     #[test]
@@ -241,16 +263,16 @@ mod tests {
             rtype: "TLSA".into(),
             signer: "example.org".into(),
             original_ttl: 3600,
-            inception: NOW + 60,
-            expiration: NOW + 30 * DAY,
+            inception: NOW - 60,
+            expiration: NOW + 2 * DAY,
         };
-        let h = horizons(&[sig], &[], &[], &[], at(NOW));
+        let h = horizons(&[sig], &[], &[], &[]);
         let r = &h.rrsets[0];
-        assert_eq!(r.expires_at, NOW + 30 * DAY - 3600);
+        assert_eq!(r.expires_at, NOW + 2 * DAY - 3600);
         assert_eq!(r.zone, "example.org");
         assert_eq!(
             r.problem,
-            Some(crate::horizon::SignatureProblem::InceptionInFuture)
+            Some(crate::horizon::SignatureProblem::ShortValidity)
         );
     }
 }

@@ -158,7 +158,7 @@ impl Checker {
                 g.deadline,
             )
             .await;
-        let horizons = self.horizons(&g, &reports).await;
+        let horizons = self.horizons(&g, &reports);
         let mut report = self.report(domain, checked_at, &g, reports).await;
         report.horizons = horizons;
         report.evidence = evidence(&report, &g.probed, &g.exits, &self.clock.now_rfc3339());
@@ -327,23 +327,10 @@ impl Checker {
         }
     }
 
-    /// When what the verdict rests on runs out, off the async threads (the
-    /// DANE-TA path search verifies signatures); nothing if that task fails.
-    async fn horizons(&self, g: &Gathered, reports: &[EndpointReport]) -> crate::horizon::Horizons {
-        let (signatures, endpoints, probed) = (
-            g.found.signatures.clone(),
-            g.endpoints.clone(),
-            g.probed.clone(),
-        );
-        let (reports, now) = (reports.to_vec(), self.clock.now());
-        tokio::task::spawn_blocking(move || {
-            horizons::horizons(&signatures, &endpoints, &probed, &reports, now)
-        })
-        .await
-        .unwrap_or_else(|e| {
-            tracing::error!(error = %e, "working out the horizons failed");
-            Default::default()
-        })
+    /// When what the verdict rests on runs out: discovery's verified
+    /// signatures, and the dates the judge found each match rests on.
+    fn horizons(&self, g: &Gathered, reports: &[EndpointReport]) -> crate::horizon::Horizons {
+        horizons::horizons(&g.found.signatures, &g.endpoints, &g.probed, reports)
     }
 
     /// A random wait of up to `probe_delay`, holding no permit meanwhile.

@@ -50,6 +50,13 @@ pub enum MatchOutcome {
     Matched {
         /// The first record, in the order given, that did.
         record: Tlsa,
+        /// The earliest notAfter (UNIX seconds) among the certificates the
+        /// match rests on, which stops matching then: under DANE-TA
+        /// (usage 2) the path from the leaf up to the named anchor (RFC
+        /// 7671 §5.2.2); under PKIX-TA and PKIX-EE (usages 0, 1) the leaf
+        /// and the intermediates of the validated PKIX path. None under
+        /// DANE-EE (usage 3), whose match does not depend on dates.
+        valid_until: Option<u64>,
     },
     /// Usable records existed and none authenticated the chain.
     NoMatch {
@@ -145,10 +152,11 @@ fn match_inner(records: &[Tlsa], ctx: &MatchContext, cost: &mut MatchCost) -> Ma
     let mut outcome = None;
     for record in usable {
         match matcher.check(record) {
-            Ok(()) => {
+            Ok(valid_until) => {
                 // Sound even after the budget ran out: a match is a verified path.
                 outcome = Some(MatchOutcome::Matched {
                     record: record.clone(),
+                    valid_until,
                 });
                 break;
             }
@@ -167,26 +175,6 @@ fn match_inner(records: &[Tlsa], ctx: &MatchContext, cost: &mut MatchCost) -> Ma
         return MatchOutcome::SearchExhausted { notes };
     }
     MatchOutcome::NoMatch { notes }
-}
-
-/// Under DANE-TA (usage 2): the certificates a match of `record` rests on,
-/// from the leaf up to the trust anchor it names (indices into
-/// `ctx.chain`, leaf first), along the first path that authenticates the
-/// chain as [`match_chain`] would find it. None for other usages, or when
-/// no path does (within the same bounds: [`MAX_CHAIN_BEYOND_LEAF`],
-/// [`MAX_SIGNATURE_CHECKS`]). Their validity dates are what a DANE-TA
-/// verdict depends on (RFC 7671 §5.2.2).
-pub fn trust_anchor_path(record: &Tlsa, ctx: &MatchContext) -> Option<Vec<usize>> {
-    if record.usage != 2 || record.usable().is_err() {
-        return None;
-    }
-    let considered = ctx.chain.len().min(1 + MAX_CHAIN_BEYOND_LEAF);
-    let ctx = &MatchContext {
-        chain: &ctx.chain[..considered],
-        ..*ctx
-    };
-    let certs = ctx.chain.iter().map(|der| parse_cert(der).ok()).collect();
-    Matcher::new(ctx, certs).dane_ta_path(record).ok()
 }
 
 /// Why an issuer's key was not taken as having signed a certificate.
@@ -227,19 +215,41 @@ impl<'a> Matcher<'a> {
         }
     }
 
-    fn check(&self, record: &Tlsa) -> Result<(), String> {
+    /// Whether `record` authenticates the chain; if so, until when (see
+    /// [`MatchOutcome::Matched`]).
+    fn check(&self, record: &Tlsa) -> Result<Option<u64>, String> {
         const NOT_LEAF: &str = "does not match the server's certificate";
         match record.usage {
-            3 if self.matches(record, 0) => Ok(()),
+            3 if self.matches(record, 0) => Ok(None),
             1 if self.matches(record, 0) => match self.pkix() {
-                Ok(_) => Ok(()),
+                Ok(path) => Ok(self.pkix_until(path)),
                 Err(e) => Err(format!("matched but PKIX validation failed: {e}")),
             },
             1 | 3 => Err(NOT_LEAF.into()),
-            2 => self.dane_ta_path(record).map(|_| ()),
-            0 => self.pkix_ta(record),
+            2 => self.dane_ta_path(record).map(|path| {
+                let dates = path.iter().filter_map(|&i| self.cert(i).map(not_after));
+                dates.min()
+            }),
+            0 => {
+                self.pkix_ta(record)?;
+                Ok(self.pkix().as_ref().ok().and_then(|p| self.pkix_until(p)))
+            }
             u => Err(Unusable::Usage(u).to_string()),
         }
+    }
+
+    /// The earliest notAfter of the leaf and the PKIX path's intermediates
+    /// (the root store's anchor carries no date webpki checks).
+    fn pkix_until(&self, path: &PkixPath) -> Option<u64> {
+        let intermediates = path
+            .intermediates
+            .iter()
+            .filter_map(|d| super::not_after(d));
+        self.cert(0)
+            .map(not_after)
+            .into_iter()
+            .chain(intermediates)
+            .min()
     }
 
     fn matches(&self, record: &Tlsa, index: usize) -> bool {
@@ -518,6 +528,11 @@ fn name_matches(presented: &str, reference: &str) -> bool {
         Some(_) => false,
         None => !presented.is_empty() && presented == reference,
     }
+}
+
+/// A certificate's notAfter in UNIX seconds (0 before the epoch).
+pub(super) fn not_after(cert: &X509Certificate) -> u64 {
+    u64::try_from(cert.validity().not_after.timestamp()).unwrap_or(0)
 }
 
 fn asn1_time(t: SystemTime) -> ASN1Time {

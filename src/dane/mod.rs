@@ -16,8 +16,8 @@ mod tests;
 
 pub use keyfile::{spki_from_cert_pem, spki_from_key_pem, KeyFileError};
 pub use matching::{
-    match_chain, match_chain_counted, trust_anchor_path, MatchContext, MatchCost, MatchOutcome,
-    MAX_CHAIN_BEYOND_LEAF, MAX_SIGNATURE_CHECKS,
+    match_chain, match_chain_counted, MatchContext, MatchCost, MatchOutcome, MAX_CHAIN_BEYOND_LEAF,
+    MAX_SIGNATURE_CHECKS,
 };
 
 /// A TLSA record (RFC 6698 §2.1).
@@ -200,8 +200,7 @@ pub fn association_from_spki(spki_der: &[u8], matching: u8) -> Vec<u8> {
 /// A certificate's notAfter in UNIX seconds (0 before the epoch); None
 /// when it does not parse.
 pub fn not_after(der: &[u8]) -> Option<u64> {
-    let cert = parse_cert(der).ok()?;
-    Some(u64::try_from(cert.validity().not_after.timestamp()).unwrap_or(0))
+    parse_cert(der).ok().map(|c| matching::not_after(&c))
 }
 
 pub(super) fn parse_cert(der: &[u8]) -> Result<X509Certificate<'_>, CertError> {

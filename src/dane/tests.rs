@@ -79,6 +79,17 @@ fn self_signed(names: &[&str], years: (i32, i32)) -> Vec<u8> {
     cert.unwrap().der().to_vec()
 }
 
+/// The outcome without the match's date (for tests about which record matched).
+fn dateless(outcome: MatchOutcome) -> MatchOutcome {
+    match outcome {
+        MatchOutcome::Matched { record, .. } => MatchOutcome::Matched {
+            record,
+            valid_until: None,
+        },
+        other => other,
+    }
+}
+
 fn rec(usage: u8, selector: u8, matching: u8, cert: &[u8]) -> Tlsa {
     record_for(cert, usage, selector, matching).unwrap()
 }
@@ -204,7 +215,13 @@ fn rfc7671_s4_1_only_unusable_records_means_no_tlsa() {
         pkix_roots: Some(&[]),
     };
     let outcome = match_chain(&[bad_usage, good.clone()], &ctx);
-    assert_eq!(outcome, MatchOutcome::Matched { record: good });
+    assert_eq!(
+        dateless(outcome),
+        MatchOutcome::Matched {
+            record: good,
+            valid_until: None
+        }
+    );
 }
 
 #[test]
@@ -241,7 +258,10 @@ fn rfc7671_s5_1_dane_ee_ignores_names_and_dates() {
     let record = rec(3, 1, 1, &expired_misnamed);
     assert_eq!(
         run(&record, &chain, NAME, &[]),
-        MatchOutcome::Matched { record }
+        MatchOutcome::Matched {
+            record,
+            valid_until: None
+        }
     );
     // The rest of the chain is ignored too, so a pinned CA is not the leaf.
     expect(
@@ -314,8 +334,11 @@ fn rfc7671_s5_2_dane_ta_through_intermediates_in_any_order() {
     ];
     for (case, record, chain) in table {
         assert_eq!(
-            run(&record, &chain, NAME, &[]),
-            MatchOutcome::Matched { record },
+            dateless(run(&record, &chain, NAME, &[])),
+            MatchOutcome::Matched {
+                record,
+                valid_until: None
+            },
             "{case}"
         );
     }
@@ -688,9 +711,10 @@ fn stuffed_chain_whose_leaf_is_the_anchor() {
     // Anchor at position 0, the self-issued leaf: a match, with no signature to check.
     let (outcome, cost) = run_counted(std::slice::from_ref(&record), &chain, &[SERVER]);
     assert_eq!(
-        outcome,
+        dateless(outcome),
         MatchOutcome::Matched {
-            record: record.clone()
+            record: record.clone(),
+            valid_until: None
         }
     );
     assert_eq!(cost.signature_checks, 0);
@@ -731,9 +755,10 @@ fn an_anchor_beyond_the_bound_is_not_seen() {
             &[SERVER],
         );
         assert_eq!(
-            outcome,
+            dateless(outcome),
             MatchOutcome::Matched {
-                record: record.clone()
+                record: record.clone(),
+                valid_until: None
             },
             "CA at {at}"
         );
@@ -818,13 +843,20 @@ fn dane_ee_is_untouched_by_an_exhausted_search() {
     assert_eq!(
         outcome,
         MatchOutcome::Matched {
-            record: pin.clone()
+            record: pin.clone(),
+            valid_until: None
         }
     );
     assert!(cost.exhausted);
     // Alone, the pin costs no signature check at all, however long the chain.
     let (outcome, cost) = run_counted(std::slice::from_ref(&pin), &chain, &[SERVER]);
-    assert_eq!(outcome, MatchOutcome::Matched { record: pin });
+    assert_eq!(
+        outcome,
+        MatchOutcome::Matched {
+            record: pin,
+            valid_until: None
+        }
+    );
     assert_eq!(cost, MatchCost::default());
 }
 
@@ -855,4 +887,53 @@ fn stuffed_chain_under_pkix_usages_is_cut_too() {
         );
         assert!(notes(&outcome).contains("are ignored"));
     }
+}
+
+#[test]
+fn rfc7671_a_match_lasts_until_the_earliest_date_it_rests_on() {
+    // A leaf until 2035 under an intermediate until 2030 under a root.
+    let root = Ca::root("Root");
+    let mut p = params(&[], "Intermediate", (2020, 2030));
+    p.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    p.key_usages = vec![
+        KeyUsagePurpose::KeyCertSign,
+        KeyUsagePurpose::DigitalSignature,
+    ];
+    let key = KeyPair::generate().unwrap();
+    let der = p.signed_by(&key, &root.issuer()).unwrap().der().to_vec();
+    let inter = Ca {
+        params: p,
+        key,
+        der,
+    };
+    let leaf = inter.leaf(NAME, (2020, 2035));
+    let chain = [leaf.clone(), inter.der.clone(), root.der.clone()];
+    let anchors = [root.anchor()];
+    let at = |y| Some(date_time_ymd(y, 1, 1).unix_timestamp() as u64);
+    #[rustfmt::skip]
+    let table = [
+        // DANE-EE: dates do not count.
+        ("3 1 1", rec(3, 1, 1, &leaf), None),
+        // DANE-TA: the path up to the anchor (the root lasts until 2040).
+        ("2 1 1 root", rec(2, 1, 1, &root.der), at(2030)),
+        ("2 0 1 intermediate", rec(2, 0, 1, &inter.der), at(2030)),
+        // PKIX-EE and PKIX-TA: the leaf and the PKIX path's intermediates.
+        ("1 1 1", rec(1, 1, 1, &leaf), at(2030)),
+        ("0 1 1 root", rec(0, 1, 1, &root.der), at(2030)),
+    ];
+    for (case, record, until) in table {
+        let outcome = run(&record, &chain, NAME, &anchors);
+        let MatchOutcome::Matched { valid_until, .. } = outcome else {
+            panic!("{case}: {outcome:?}")
+        };
+        assert_eq!(valid_until, until, "{case}");
+    }
+    // With the leaf expiring first, the leaf's date.
+    let short = inter.leaf(NAME, (2020, 2028));
+    let chain = [short.clone(), inter.der.clone()];
+    let outcome = run(&rec(1, 0, 1, &short), &chain, NAME, &anchors);
+    let MatchOutcome::Matched { valid_until, .. } = outcome else {
+        panic!("{outcome:?}")
+    };
+    assert_eq!(valid_until, at(2028));
 }

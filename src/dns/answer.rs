@@ -14,12 +14,12 @@ use hickory_resolver::proto::dnssec::Proof;
 use hickory_resolver::proto::op::ResponseCode;
 use hickory_resolver::proto::rr::{Name, RData, Record, RecordType};
 
-use super::signatures::signatures_of;
+use super::signatures::signed_rrsets;
 use super::{name_to_string, Answer, DnsFailure, Security};
 
 /// The records of `rtype` at `qname` (through its CNAME chain), with the
 /// weakest proof among the records used and, when that is secure, the
-/// signatures of the RRsets used.
+/// RRsets used with their RRSIGs.
 pub(super) fn positive<T>(
     qname: &Name,
     records: &[Record],
@@ -81,8 +81,8 @@ pub(super) fn positive<T>(
         security = Security::Indeterminate;
     }
     rrsets.push((owner, rtype));
-    let signatures = if security == Security::Secure {
-        signatures_of(records, &rrsets)
+    let signed = if security == Security::Secure {
+        signed_rrsets(records, &rrsets)
     } else {
         Vec::new()
     };
@@ -92,7 +92,7 @@ pub(super) fn positive<T>(
         cnames,
         nxdomain: false,
         bogus_reason: None,
-        signatures,
+        signed,
     }
 }
 

@@ -8,7 +8,7 @@ use std::collections::HashMap;
 use std::net::IpAddr;
 
 use super::signatures::{self, MAX_KEY_ZONES};
-use super::{Answer, DnsFailure, Resolver, Security, Signature};
+use super::{Answer, DnsFailure, Resolver, Security, Signature, SignedRrset};
 use crate::dane::Tlsa;
 use crate::domain::Domain;
 use crate::vocab::Service;
@@ -95,9 +95,10 @@ pub struct Discovery {
     /// The domain's own address lookup said NXDOMAIN on fallback: with no
     /// SRV records either, the domain does not exist.
     pub nxdomain: bool,
-    /// The signatures over every secure RRset used (SRV, CNAME links,
-    /// A/AAAA, TLSA), then over the DNSKEY and DS RRsets of their zones and
-    /// of every zone above them up to the root; each RRset once.
+    /// The signatures that verify over every secure RRset used (SRV, CNAME
+    /// links, A/AAAA, TLSA), then over the DNSKEY and DS RRsets of their
+    /// zones and of every zone above them up to the root; each RRset once,
+    /// none for an RRset without a signature that verifies.
     pub signatures: Vec<Signature>,
 }
 
@@ -109,6 +110,7 @@ pub async fn discover(resolver: &Resolver, domain: &Domain, services: &[Service]
         out: Discovery::default(),
         addresses: HashMap::new(),
         tlsa: HashMap::new(),
+        signed: Vec::new(),
     };
     // The SRV lookups are independent: ask them all at once.
     let answers = futures::future::join_all(services.iter().map(|s| {
@@ -120,14 +122,8 @@ pub async fn discover(resolver: &Resolver, domain: &Domain, services: &[Service]
         walk.service(service, srv).await;
     }
     let mut out = walk.out;
-    let mut zones: Vec<String> = Vec::new();
-    for sig in &out.signatures {
-        if !zones.contains(&sig.signer) {
-            zones.push(sig.signer.clone());
-        }
-    }
-    let (keys, left_out) = resolver.key_signatures(&zones).await;
-    signatures::merge(&mut out.signatures, keys);
+    let (signatures, left_out) = resolver.signatures(&walk.signed).await;
+    out.signatures = signatures;
     if left_out > 0 {
         out.notes.push(format!(
             "the signatures of {left_out} zone(s) on the way to {domain}'s records were not looked at: a check looks at {MAX_KEY_ZONES} zones at most"
@@ -142,6 +138,8 @@ struct Walk<'a> {
     out: Discovery,
     addresses: HashMap<String, Result<Answer<IpAddr>, DnsFailure>>,
     tlsa: HashMap<String, TlsaState>,
+    /// The secure RRsets used, with their RRSIGs, each once.
+    signed: Vec<SignedRrset>,
 }
 
 impl Walk<'_> {
@@ -154,7 +152,7 @@ impl Walk<'_> {
                 return;
             }
         };
-        signatures::merge(&mut self.out.signatures, srv.signatures.clone());
+        signatures::merge(&mut self.signed, srv.signed.clone());
         if srv.records.is_empty() {
             return self
                 .no_srv(service, srv.security, srv.bogus_reason.as_deref())
@@ -281,7 +279,7 @@ impl Walk<'_> {
             None => {
                 let fresh = self.resolver.addresses(host).await;
                 if let Ok(answer) = &fresh {
-                    signatures::merge(&mut self.out.signatures, answer.signatures.clone());
+                    signatures::merge(&mut self.signed, answer.signed.clone());
                 }
                 self.addresses.insert(host.to_owned(), fresh.clone());
                 fresh
@@ -423,7 +421,7 @@ impl Walk<'_> {
     }
 
     fn tlsa_answer(&mut self, name: &str, answer: crate::dns::Answer<Tlsa>) -> TlsaState {
-        signatures::merge(&mut self.out.signatures, answer.signatures.clone());
+        signatures::merge(&mut self.signed, answer.signed.clone());
         match (answer.security, answer.records.is_empty()) {
             (Security::Bogus, _) => TlsaState::Bogus {
                 reason: failed(

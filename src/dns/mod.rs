@@ -9,10 +9,11 @@ mod cd;
 mod diagnose;
 pub mod discovery;
 pub mod signatures;
+mod verify;
 
 use self::answer::{negative, positive};
 use self::cd::CdProvider;
-pub use self::signatures::Signature;
+pub use self::signatures::{Signature, SignedRrset};
 
 use std::net::{IpAddr, SocketAddr};
 use std::path::Path;
@@ -84,9 +85,9 @@ pub struct Answer<T> {
     pub nxdomain: bool,
     /// Why validation failed, in the admin's words, when `security` is bogus.
     pub bogus_reason: Option<String>,
-    /// When `security` is secure: the signature timing of each RRset the
-    /// answer used (its CNAME links and its records), each once.
-    pub signatures: Vec<Signature>,
+    /// When `security` is secure: each RRset used (CNAME links, records)
+    /// with its RRSIGs, unverified ([`Resolver::signatures`] verifies).
+    pub signed: Vec<SignedRrset>,
 }
 
 impl<T> Answer<T> {
@@ -97,7 +98,7 @@ impl<T> Answer<T> {
             cnames: Vec::new(),
             nxdomain,
             bogus_reason: None,
-            signatures: Vec::new(),
+            signed: Vec::new(),
         }
     }
 }
@@ -373,10 +374,10 @@ impl Resolver {
             }
         }
         let security = v4.security.and(v6.security);
-        let mut signatures = Vec::new();
+        let mut signed = Vec::new();
         if security == Security::Secure {
-            signatures::merge(&mut signatures, v4.signatures);
-            signatures::merge(&mut signatures, v6.signatures);
+            signatures::merge(&mut signed, v4.signed);
+            signatures::merge(&mut signed, v6.signed);
         }
         Ok(Answer {
             records,
@@ -384,7 +385,7 @@ impl Resolver {
             cnames,
             nxdomain: v4.nxdomain && v6.nxdomain,
             bogus_reason: v4.bogus_reason.or(v6.bogus_reason),
-            signatures,
+            signed,
         })
     }
 
@@ -492,7 +493,7 @@ impl Resolver {
         let mut security = Security::Secure;
         let mut owner = name.trim_end_matches('.').to_ascii_lowercase();
         let mut cnames = Vec::new();
-        let mut signatures = Vec::new();
+        let mut signed = Vec::new();
         loop {
             let qname = parse_name(&owner)?;
             let step = match self.inner.lookup(qname.clone(), RecordType::CNAME).await {
@@ -502,7 +503,7 @@ impl Resolver {
                             RData::CNAME(c) => Some(name_to_string(&c.0)),
                             _ => None,
                         });
-                    let sigs = link.signatures;
+                    let sigs = link.signed;
                     link.records
                         .into_iter()
                         .next()
@@ -523,7 +524,7 @@ impl Resolver {
                 return Err(chain_too_long(name));
             }
             security = security.and(link_security);
-            signatures::merge(&mut signatures, link_signatures);
+            signatures::merge(&mut signed, link_signatures);
             cnames.push(target.clone());
             owner = target;
         }
@@ -542,9 +543,9 @@ impl Resolver {
             Security::Bogus
         };
         let security = security.and(last_security);
-        signatures::merge(&mut signatures, last.signatures);
+        signatures::merge(&mut signed, last.signed);
         if security != Security::Secure {
-            signatures.clear();
+            signed.clear();
         }
         Ok(Some(Answer {
             records: last.records,
@@ -552,7 +553,7 @@ impl Resolver {
             cnames,
             nxdomain: last.nxdomain,
             bogus_reason: None,
-            signatures,
+            signed,
         }))
     }
 }

@@ -1,29 +1,34 @@
 //! The signatures validated answers rest on: when each runs out.
 //!
 //! For every RRset a validated answer used (its CNAME links and its
-//! records), the timing of the RRSIG the validator used: the signer, the
-//! RRset's original TTL, inception and expiration (RFC 4034 §3.1). Only
-//! secure RRsets have one. An RRSIG the validator did not use is never
-//! taken: it was not verified, and a forged one (any path can add RRSIG
-//! records) would only make noise. When hickory marks none (it marks the
-//! one it used), the earliest-expiring covering RRSIG of the RRset's zone
-//! stands in.
+//! records), the timing of a signature over it that verifies: the signer,
+//! the RRset's original TTL, inception and expiration (RFC 4034 §3.1).
+//! Answers carry the evidence ([`SignedRrset`]: the records and every RRSIG
+//! that came with them); which signature to believe is decided in
+//! [`verify`](super::verify), against the signer zone's secure DNSKEY
+//! records. An RRset without a signature that verifies has no timing: an
+//! unverified RRSIG is never taken (any path can add RRSIG records).
 //!
-//! The DNSKEY RRsets of the zones on the way from the root, and the DS
-//! RRsets in their parents, are asked through the same validating resolver
-//! by [`Resolver::key_signatures`](super::Resolver::key_signatures). This
-//! module judges nothing: the check turns these into horizons.
+//! The DNSKEY RRsets of the signer zones and of the zones above them up to
+//! the root, and the DS RRsets in their parents, are asked through the same
+//! validating resolver by [`Resolver::signatures`](super::Resolver::signatures)
+//! (they give the keys, and have signatures of their own). This module
+//! judges nothing: the check turns these into horizons.
 
-use hickory_resolver::proto::dnssec::rdata::{DNSSECRData, RRSIG};
+use std::collections::HashMap;
+
+use hickory_resolver::proto::dnssec::rdata::{DNSSECRData, DNSKEY, RRSIG};
 use hickory_resolver::proto::dnssec::Proof;
 use hickory_resolver::proto::rr::{Name, RData, Record, RecordType};
 
 use super::answer::positive;
-use super::{name_to_string, parse_name, Resolver, Security};
+pub use super::verify::SignedRrset;
+use super::verify::{believe, MAX_VERIFICATIONS};
+use super::{name_to_string, Resolver, Security};
 
-/// Most zones whose DNSKEY and DS signatures one check asks for: the
-/// zones of a domain and its hosts, and their parents up to the root, are
-/// a handful; a hostile zone must not fan us out.
+/// Most zones whose DNSKEY and DS RRsets one check asks for: the zones of
+/// a domain and its hosts, and their parents up to the root, are a handful;
+/// a hostile zone must not fan us out.
 pub const MAX_KEY_ZONES: usize = 16;
 
 /// The timing of the signature over one RRset.
@@ -44,20 +49,6 @@ pub struct Signature {
     pub expiration: u64,
 }
 
-impl Signature {
-    fn from_rrsig(owner: &Name, rrsig: &RRSIG) -> Signature {
-        let input = rrsig.input();
-        Signature {
-            name: name_to_string(owner),
-            rtype: input.type_covered.to_string(),
-            signer: name_to_string(&input.signer_name),
-            original_ttl: input.original_ttl,
-            inception: u64::from(input.sig_inception.get()),
-            expiration: u64::from(input.sig_expiration.get()),
-        }
-    }
-}
-
 fn rrsig(record: &Record) -> Option<&RRSIG> {
     match &record.data {
         RData::DNSSEC(DNSSECRData::RRSIG(s)) => Some(s),
@@ -65,115 +56,161 @@ fn rrsig(record: &Record) -> Option<&RRSIG> {
     }
 }
 
-/// The signature of the `rtype` RRset at `owner` among `records` (an
-/// answer section with its RRSIGs): the one the validator marked secure,
-/// else the earliest-expiring one from the zone of the first covering
-/// RRSIG. None when no RRSIG covers it.
-pub(super) fn signature_of(
+/// The `rtype` RRset at `owner` among `records` (an answer section with its
+/// RRSIGs) with the RRSIGs over it, the one the validator marked first.
+/// None when no record of it is there.
+pub(super) fn signed_rrset(
     records: &[Record],
     owner: &str,
     rtype: RecordType,
-) -> Option<Signature> {
-    let covering: Vec<(&Record, &RRSIG)> = records
-        .iter()
-        .filter(|r| name_to_string(&r.name) == owner)
+) -> Option<SignedRrset> {
+    let at_owner = || records.iter().filter(|r| name_to_string(&r.name) == owner);
+    let rrset: Vec<Record> = at_owner()
+        .filter(|r| r.record_type() == rtype)
+        .cloned()
+        .collect();
+    let first = rrset.first()?;
+    let mut covering: Vec<(&Record, &RRSIG)> = at_owner()
         .filter_map(|r| rrsig(r).map(|s| (r, s)))
         .filter(|(_, s)| s.input().type_covered == rtype)
         .collect();
-    if let Some((r, s)) = covering.iter().find(|(r, _)| r.proof == Proof::Secure) {
-        return Some(Signature::from_rrsig(&r.name, s));
-    }
-    let signer = &covering.first()?.1.input().signer_name;
-    covering
-        .iter()
-        .filter(|(_, s)| &s.input().signer_name == signer)
-        .min_by_key(|(_, s)| s.input().sig_expiration.get())
-        .map(|(r, s)| Signature::from_rrsig(&r.name, s))
+    // Stable: the marked one first, the others in the order they came.
+    covering.sort_by_key(|(r, _)| r.proof != Proof::Secure);
+    Some(SignedRrset {
+        owner: first.name.clone(),
+        rtype,
+        rrsigs: covering.into_iter().map(|(_, s)| s.clone()).collect(),
+        records: rrset,
+    })
 }
 
-/// The signatures of the RRsets `used` ((owner, type) pairs) among
-/// `records`, each once.
-pub(super) fn signatures_of(records: &[Record], used: &[(String, RecordType)]) -> Vec<Signature> {
-    let mut out: Vec<Signature> = Vec::new();
-    for (owner, rtype) in used {
-        if let Some(sig) = signature_of(records, owner, *rtype) {
-            if !out.contains(&sig) {
-                out.push(sig);
-            }
-        }
-    }
+/// The RRsets `used` ((owner, type) pairs) among `records`, each once.
+pub(super) fn signed_rrsets(records: &[Record], used: &[(String, RecordType)]) -> Vec<SignedRrset> {
+    let mut out = Vec::new();
+    merge(
+        &mut out,
+        used.iter()
+            .filter_map(|(owner, rtype)| signed_rrset(records, owner, *rtype)),
+    );
     out
 }
 
 /// Adds `more` to `into`, each RRset once (the first seen stays).
-pub fn merge(into: &mut Vec<Signature>, more: impl IntoIterator<Item = Signature>) {
-    for sig in more {
-        if !into
-            .iter()
-            .any(|s| s.name == sig.name && s.rtype == sig.rtype)
-        {
-            into.push(sig);
+pub fn merge(into: &mut Vec<SignedRrset>, more: impl IntoIterator<Item = SignedRrset>) {
+    for set in more {
+        if !into.iter().any(|s| s.same_rrset(&set)) {
+            into.push(set);
+        }
+    }
+}
+
+/// The zones to fetch keys for, in order: those the validator's marks
+/// and the DS RRsets name first, the other plausible signers after.
+#[derive(Default)]
+struct Zones {
+    first: Vec<Name>,
+    then: Vec<Name>,
+    done: Vec<Name>,
+    left_out: Vec<Name>,
+}
+
+impl Zones {
+    fn add(&mut self, set: &SignedRrset, now: u64) {
+        for (i, zone) in set.candidate_signers(now).into_iter().enumerate() {
+            let queue = if i == 0 {
+                &mut self.first
+            } else {
+                &mut self.then
+            };
+            queue.push(zone);
+        }
+    }
+
+    /// The next zone to fetch, each once; past [`MAX_KEY_ZONES`] the rest
+    /// are counted as left out.
+    fn next(&mut self) -> Option<Name> {
+        loop {
+            let zone = match self.first.is_empty() {
+                false => self.first.remove(0),
+                true if !self.then.is_empty() => self.then.remove(0),
+                true => return None,
+            };
+            if self.done.contains(&zone) || self.left_out.contains(&zone) {
+                continue;
+            }
+            if self.done.len() >= MAX_KEY_ZONES {
+                self.left_out.push(zone);
+                continue;
+            }
+            self.done.push(zone.clone());
+            return Some(zone);
         }
     }
 }
 
 impl Resolver {
-    /// The signatures the chain of trust to `zones` rests on: over the
-    /// DNSKEY RRset of each zone and of every zone above it up to the root,
-    /// and over each one's DS RRset in its parent (the parent is the DS
-    /// signature's signer). Secure RRsets only; a lookup that fails or is
-    /// not secure ends its branch. At most [`MAX_KEY_ZONES`] zones: the
-    /// second value says how many were left out. The validator fetched these
-    /// RRsets already, so the lookups are answered from its key cache.
-    pub async fn key_signatures(&self, zones: &[String]) -> (Vec<Signature>, usize) {
-        let mut todo: Vec<String> = zones.iter().rev().cloned().collect();
-        let mut done: Vec<String> = Vec::new();
-        let mut out = Vec::new();
-        let mut left_out = 0;
-        while let Some(zone) = todo.pop() {
-            if done.contains(&zone) {
-                continue;
-            }
-            if done.len() >= MAX_KEY_ZONES {
-                left_out += 1;
-                continue;
-            }
-            done.push(zone.clone());
-            let root = zone == ".";
-            let (keys, ds) =
-                tokio::join!(self.rrset_signatures(&zone, RecordType::DNSKEY), async {
-                    match root {
-                        true => Vec::new(),
-                        false => self.rrset_signatures(&zone, RecordType::DS).await,
-                    }
-                });
-            merge(&mut out, keys);
-            for sig in ds {
-                if !todo.contains(&sig.signer) && !done.contains(&sig.signer) {
-                    todo.push(sig.signer.clone());
+    /// The signatures to believe over `rrsets` and over the chain of trust
+    /// they rest on: the DNSKEY RRset of each signer zone and of every zone
+    /// above it up to the root, and each one's DS RRset in its parent.
+    /// Secure RRsets only; a lookup that fails or is not secure ends its
+    /// branch. At most [`MAX_KEY_ZONES`] zones: the second value says how
+    /// many were left out. The validator fetched these RRsets already, so
+    /// the lookups are answered from its key cache.
+    pub async fn signatures(&self, rrsets: &[SignedRrset]) -> (Vec<Signature>, usize) {
+        let now = crate::horizon::unix(self.clock.now());
+        let mut zones = Zones::default();
+        for set in rrsets {
+            zones.add(set, now);
+        }
+        let mut keys: HashMap<String, Vec<DNSKEY>> = HashMap::new();
+        let mut chain: Vec<SignedRrset> = Vec::new();
+        while let Some(zone) = zones.next() {
+            let (dnskey, ds) = tokio::join!(self.secure_rrset(&zone, RecordType::DNSKEY), async {
+                match zone.is_root() {
+                    true => None,
+                    false => self.secure_rrset(&zone, RecordType::DS).await,
                 }
-                merge(&mut out, [sig]);
+            });
+            if let Some(set) = dnskey {
+                keys.insert(name_to_string(&zone), dnskeys(&set.records));
+                merge(&mut chain, [set]);
+            }
+            if let Some(set) = ds {
+                zones.add(&set, now);
+                merge(&mut chain, [set]);
             }
         }
-        (out, left_out)
+        let mut budget = MAX_VERIFICATIONS;
+        let mut out: Vec<Signature> = Vec::new();
+        for set in rrsets.iter().chain(&chain) {
+            let lookup = |zone: &Name| keys.get(&name_to_string(zone)).map(Vec::as_slice);
+            if let Some(sig) = believe(set, lookup, now, &mut budget) {
+                out.push(sig);
+            }
+        }
+        (out, zones.left_out.len())
     }
 
-    /// The signatures of a secure `rtype` RRset at `name`; nothing otherwise.
-    async fn rrset_signatures(&self, name: &str, rtype: RecordType) -> Vec<Signature> {
-        let Ok(qname) = parse_name(name) else {
-            return Vec::new();
-        };
-        match self.inner.lookup(qname.clone(), rtype).await {
-            Ok(lookup) => {
-                let answer = positive(&qname, lookup.answers(), rtype, &|_| Some(()));
-                match answer.security {
-                    Security::Secure => answer.signatures,
-                    _ => Vec::new(),
-                }
-            }
-            Err(_) => Vec::new(),
+    /// A secure `rtype` RRset at `name` with its RRSIGs; None otherwise.
+    async fn secure_rrset(&self, name: &Name, rtype: RecordType) -> Option<SignedRrset> {
+        let lookup = self.inner.lookup(name.clone(), rtype).await.ok()?;
+        let answer = positive(name, lookup.answers(), rtype, &|_| Some(()));
+        match answer.security {
+            Security::Secure => answer.signed.into_iter().find(|s| s.rtype == rtype),
+            _ => None,
         }
     }
+}
+
+/// The DNSKEY records among `records`.
+fn dnskeys(records: &[Record]) -> Vec<DNSKEY> {
+    records
+        .iter()
+        .filter_map(|r| match &r.data {
+            RData::DNSSEC(DNSSECRData::DNSKEY(k)) => Some(k.clone()),
+            _ => None,
+        })
+        .collect()
 }
 
 #[cfg(test)]
@@ -183,24 +220,20 @@ mod tests {
     use hickory_resolver::proto::dnssec::Algorithm;
     use hickory_resolver::proto::rr::rdata::A;
 
+    const NOW: u64 = 1_800_000_000;
+
     fn name(s: &str) -> Name {
         Name::from_ascii(s).unwrap()
     }
 
-    fn sig_record(
-        owner: &str,
-        covered: RecordType,
-        signer: &str,
-        (inception, expiration): (u32, u32),
-        proof: Proof,
-    ) -> Record {
+    fn sig_record(owner: &str, covered: RecordType, signer: &str, proof: Proof) -> Record {
         let input = SigInput {
             type_covered: covered,
             algorithm: Algorithm::ECDSAP256SHA256,
             num_labels: 3,
             original_ttl: 3600,
-            sig_expiration: expiration.into(),
-            sig_inception: inception.into(),
+            sig_expiration: ((NOW + 100) as u32).into(),
+            sig_inception: ((NOW - 100) as u32).into(),
             key_tag: 1,
             signer_name: name(signer),
         };
@@ -217,94 +250,120 @@ mod tests {
         r
     }
 
-    #[test]
-    fn rfc4034_the_signature_the_validator_used_gives_the_timing() {
-        let records = [
-            a("xmpp.example.org."),
-            // An unverified RRSIG that expires sooner: a forgery's noise.
-            sig_record(
-                "xmpp.example.org.",
-                RecordType::A,
-                "example.org.",
-                (100, 200),
-                Proof::Indeterminate,
-            ),
-            sig_record(
-                "xmpp.example.org.",
-                RecordType::A,
-                "Example.org.",
-                (1_000, 5_000),
-                Proof::Secure,
-            ),
-        ];
-        let sig = signature_of(&records, "xmpp.example.org", RecordType::A).unwrap();
-        assert_eq!(
-            sig,
-            Signature {
-                name: "xmpp.example.org".into(),
-                rtype: "A".into(),
-                signer: "example.org".into(),
-                original_ttl: 3600,
-                inception: 1_000,
-                expiration: 5_000,
-            }
-        );
-        // None covers AAAA, nor another owner.
-        assert_eq!(
-            signature_of(&records, "xmpp.example.org", RecordType::AAAA),
-            None
-        );
-        assert_eq!(signature_of(&records, "example.org", RecordType::A), None);
+    fn signers(set: &SignedRrset) -> Vec<String> {
+        set.rrsigs
+            .iter()
+            .map(|s| name_to_string(&s.input().signer_name))
+            .collect()
     }
 
     #[test]
-    fn without_a_marked_signature_the_earliest_of_the_zone_stands_in() {
+    fn an_rrset_comes_with_its_rrsigs_the_marked_one_first() {
         let records = [
             sig_record(
-                "x.example.org.",
-                RecordType::TLSA,
-                "example.org.",
-                (100, 900),
-                Proof::Indeterminate,
-            ),
-            sig_record(
-                "x.example.org.",
-                RecordType::TLSA,
-                "example.org.",
-                (100, 700),
-                Proof::Indeterminate,
-            ),
-            // Another signer (not the zone of the first): left out.
-            sig_record(
-                "x.example.org.",
-                RecordType::TLSA,
+                "xmpp.example.org.",
+                RecordType::A,
                 "org.",
-                (100, 300),
                 Proof::Indeterminate,
             ),
+            a("xmpp.example.org."),
+            sig_record(
+                "xmpp.example.org.",
+                RecordType::A,
+                "example.org.",
+                Proof::Secure,
+            ),
+            // Over another type, or at another owner: not this RRset's.
+            sig_record(
+                "xmpp.example.org.",
+                RecordType::AAAA,
+                "example.org.",
+                Proof::Secure,
+            ),
+            sig_record(
+                "other.example.org.",
+                RecordType::A,
+                "example.org.",
+                Proof::Secure,
+            ),
+            a("other.example.org."),
         ];
-        let sig = signature_of(&records, "x.example.org", RecordType::TLSA).unwrap();
-        assert_eq!((sig.expiration, sig.signer.as_str()), (700, "example.org"));
+        let set = signed_rrset(&records, "xmpp.example.org", RecordType::A).unwrap();
+        assert_eq!(set.records, vec![a("xmpp.example.org.")]);
+        assert_eq!(signers(&set), vec!["example.org", "org"]);
+        // The marked signer is the first zone asked for.
+        assert_eq!(
+            set.candidate_signers(NOW),
+            vec![name("example.org."), name("org.")]
+        );
+        // No record of the type: nothing, whatever RRSIGs there are.
+        assert_eq!(
+            signed_rrset(&records, "xmpp.example.org", RecordType::AAAA),
+            None
+        );
     }
 
     #[test]
     fn each_rrset_is_kept_once() {
-        let records = [sig_record(
-            "a.example.",
-            RecordType::A,
-            "example.",
-            (1, 2),
-            Proof::Secure,
-        )];
+        let records = [
+            a("a.example."),
+            sig_record("a.example.", RecordType::A, "example.", Proof::Secure),
+        ];
         let used = [
             ("a.example".to_owned(), RecordType::A),
             ("a.example".to_owned(), RecordType::A),
             ("b.example".to_owned(), RecordType::A),
         ];
-        let sigs = signatures_of(&records, &used);
-        assert_eq!(sigs.len(), 1);
-        let mut all = sigs.clone();
-        merge(&mut all, sigs.clone());
-        assert_eq!(all, sigs);
+        let sets = signed_rrsets(&records, &used);
+        assert_eq!(sets.len(), 1);
+        let mut all = sets.clone();
+        merge(&mut all, sets.clone());
+        assert_eq!(all, sets);
+    }
+
+    #[test]
+    fn zones_are_fetched_once_and_left_out_once() {
+        let mut zones = Zones::default();
+        // More zones than a check looks at, each named several times (as
+        // the DS RRsets of many children name their parent).
+        let many: Vec<Name> = (0..MAX_KEY_ZONES + 3)
+            .map(|i| name(&format!("z{i}.example.")))
+            .collect();
+        for _ in 0..3 {
+            zones.first.extend(many.iter().cloned());
+        }
+        let mut fetched = Vec::new();
+        while let Some(z) = zones.next() {
+            fetched.push(z);
+        }
+        assert_eq!(fetched, many[..MAX_KEY_ZONES].to_vec());
+        assert_eq!(zones.left_out.len(), 3);
+    }
+
+    #[test]
+    fn the_zones_the_validator_marked_come_before_other_signers() {
+        let records = [
+            a("xmpp.example.org."),
+            sig_record(
+                "xmpp.example.org.",
+                RecordType::A,
+                "example.org.",
+                Proof::Secure,
+            ),
+            sig_record(
+                "xmpp.example.org.",
+                RecordType::A,
+                "org.",
+                Proof::Indeterminate,
+            ),
+        ];
+        let set = signed_rrset(&records, "xmpp.example.org", RecordType::A).unwrap();
+        let mut zones = Zones::default();
+        zones.add(&set, NOW);
+        zones.first.push(name("example."));
+        assert_eq!(zones.next(), Some(name("example.org.")));
+        assert_eq!(zones.next(), Some(name("example.")));
+        assert_eq!(zones.next(), Some(name("org.")));
+        assert_eq!(zones.next(), None);
     }
 }

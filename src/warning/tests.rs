@@ -28,6 +28,7 @@ fn endpoint(port: u16, key: &str) -> EndpointReport {
         spki_sha256: Some(key.into()),
         cert_sha256: None,
         matched: (key == GOOD).then(|| format!("3 1 1 {GOOD}")),
+        matched_until: None,
         error: None,
         tlsa_name: format!("_{port}._tcp.xmpp.live.example"),
         tls_version: None,
@@ -50,7 +51,6 @@ fn report(now: u64, sigs: u64, eps: &[(u16, &str)], cert: u64) -> Report {
             0,
             // A long lifetime: overdue for re-signing within every threshold.
             (sigs.saturating_sub(400 * DAY), sigs),
-            now,
         )],
         endpoints: endpoints
             .iter()
@@ -59,6 +59,8 @@ fn report(now: u64, sigs: u64, eps: &[(u16, &str)], cert: u64) -> Report {
                 not_after: cert,
                 chain_not_after: None,
                 counts_for_dane: false,
+                usage: Some(3),
+                selector: Some(1),
             })
             .collect(),
     };
@@ -262,7 +264,7 @@ fn certificates_are_warned_and_marked_once_per_host_with_what_dane_ee_means() {
     let a = &out.alerts[0];
     assert_eq!(
         a.title,
-        "live.example: certificate of xmpp.live.example expires in 2 days (2027-01-17 08:00 UTC): renew it (under DANE-EE the key check is unaffected, but clients that check it against a CA fail)"
+        "live.example: certificate of xmpp.live.example expires in 2 days (2027-01-17 08:00 UTC): with a DANE-EE record (3 x x) this date does not affect the key check, but clients that check the certificate against a CA fail then; renew it, keeping the key or publishing the new key's TLSA record first"
     );
     assert!(a.chat.contains("A warning, not an alarm"), "{}", a.chat);
     assert!(a.chat.chars().count() <= MAX_CHAT_ALERT);
@@ -366,7 +368,6 @@ fn a_rollover_done_too_fast_is_a_warning_and_no_alarm() {
             "live.example",
             3600,
             (NOW - DAY, far()),
-            now,
         ));
         r
     };
@@ -403,6 +404,30 @@ fn a_rollover_done_too_fast_is_a_warning_and_no_alarm() {
     assert!(a.is_empty(), "once");
 }
 
+#[test]
+fn a_certificate_warning_says_what_the_matched_record_needs() {
+    // PKIX-EE with selector 0: the check fails with the certificate, and
+    // the renewed certificate needs its record first.
+    let eps = [(5222, GOOD)];
+    let mut r = report(NOW, far(), &eps, NOW + 2 * DAY);
+    let e = &mut r.horizons.endpoints[0];
+    (e.usage, e.selector, e.counts_for_dane) = (Some(1), Some(0), true);
+    let out = after_check(
+        &DomainState::default(),
+        r,
+        &AlertPolicy::default(),
+        &limits(),
+        NOW,
+    );
+    let title = &out.alerts[0].title;
+    assert!(
+        title.contains("PKIX-EE record (1 x x) needs a valid PKIX path, so the check fails then")
+            && title.contains("publish the new certificate's TLSA record before installing it")
+            && !title.contains("DANE-EE"),
+        "{title}"
+    );
+}
+
 /// live.example's SRV signed in `zone` for `lifetime` until `until`, as a
 /// report at `now` with no endpoints.
 fn signed(now: u64, rtype: &str, zone: &str, lifetime: u64, until: u64) -> Report {
@@ -413,7 +438,6 @@ fn signed(now: u64, rtype: &str, zone: &str, lifetime: u64, until: u64) -> Repor
         zone,
         0,
         (until - lifetime, until),
-        now,
     ));
     r
 }
@@ -453,7 +477,6 @@ fn zones_above_the_domain_and_ds_records_are_never_warned_about() {
         "example",
         0,
         (NOW - 6 * DAY, NOW + H),
-        NOW,
     ));
     let alerts = run(&mut state, [(NOW, r.clone())]);
     assert!(alerts[0].is_empty(), "{alerts:?}");

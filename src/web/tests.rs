@@ -40,6 +40,7 @@ fn hostile_report(domain: &str) -> Report {
             spki_sha256: Some(format!("{IMG}ff")),
             cert_sha256: None,
             matched: Some("3 1 1 abcd".into()),
+            matched_until: None,
             error: Some(format!("certificate 1 (CN={SCRIPT}) {IMG}")),
             tlsa_name: format!("_5222._tcp.{SCRIPT}."),
             tls_version: None,
@@ -71,13 +72,14 @@ fn hostile_horizons() -> crate::horizon::Horizons {
             IMG,
             300,
             (now + 3600, now + 2 * 86_400),
-            now,
         )],
         endpoints: vec![crate::horizon::EndpointHorizon {
             endpoint: format!("xmpp-client {SCRIPT}:5222 [192.0.2.1] starttls"),
             not_after: now + 86_400,
             chain_not_after: None,
             counts_for_dane: false,
+            usage: None,
+            selector: None,
         }],
     }
 }
@@ -181,7 +183,7 @@ async fn hostile_hostnames_tlsa_and_errors_are_escaped_on_the_domain_page() {
     );
     assert!(body.contains("ALARM"), "the verdict sentence: {body}");
     assert!(
-        body.contains("id=\"horizons\"") && body.contains("start only at"),
+        body.contains("id=\"horizons\"") && body.contains("valid for only"),
         "what runs out: {body}"
     );
     assert!(body.contains("matched:"), "which record matched: {body}");
