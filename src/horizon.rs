@@ -174,6 +174,61 @@ pub struct Horizons {
     /// Per endpoint that presented a certificate.
     #[serde(default)]
     pub endpoints: Vec<EndpointHorizon>,
+    /// Per zone whose secure DS (in the parent) and DNSKEY RRsets the check
+    /// fetched: which DS matches which key, for the KSK rollover notes
+    /// (not in the JSON; the notes are).
+    #[serde(skip)]
+    pub zone_keys: Vec<ZoneKeys>,
+}
+
+/// A zone's secure DS RRset (in its parent) against its secure DNSKEY
+/// RRset, as one check saw them.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ZoneKeys {
+    /// The zone, lowercase, without the trailing dot.
+    pub zone: String,
+    /// Its DS records.
+    pub ds: Vec<DsSeen>,
+    /// Its SEP (KSK) DNSKEY records, revoked ones left out.
+    pub keys: Vec<KeySeen>,
+    /// The DS RRset's TTL from a signature over it that verifies.
+    pub ds_ttl: Option<u32>,
+}
+
+/// One DS record and whether it matches a DNSKEY of its zone.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DsSeen {
+    /// The key tag it names.
+    pub key_tag: u16,
+    /// The key's algorithm number.
+    pub algorithm: u8,
+    /// The digest type number.
+    pub digest_type: u8,
+    /// The digest, lowercase hex.
+    pub digest: String,
+    /// Its digest is that of a DNSKEY the zone publishes.
+    pub matches: bool,
+}
+
+impl DsSeen {
+    /// Presentation form: "12345 13 2 ab…" (lowercase).
+    pub fn record(&self) -> String {
+        format!(
+            "{} {} {} {}",
+            self.key_tag, self.algorithm, self.digest_type, self.digest
+        )
+    }
+}
+
+/// One SEP (KSK) DNSKEY and whether a DS matches it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct KeySeen {
+    /// Its key tag.
+    pub key_tag: u16,
+    /// Its algorithm number.
+    pub algorithm: u8,
+    /// A DS record of the zone matches it.
+    pub matched: bool,
 }
 
 /// What kind of thing runs out.
@@ -547,6 +602,7 @@ mod tests {
     #[test]
     fn nearest_keeps_one_per_subject_nearest_first() {
         let h = Horizons {
+            zone_keys: Vec::new(),
             rrsets: vec![
                 rrset(
                     "_5222._tcp.xmpp.example.org.",
@@ -594,6 +650,7 @@ mod tests {
     #[test]
     fn json_gives_rfc3339_and_reads_back() {
         let h = Horizons {
+            zone_keys: Vec::new(),
             rrsets: vec![rrset("a.example", "example", NOW + DAY)],
             endpoints: vec![],
         };
@@ -621,6 +678,7 @@ mod tests {
     #[test]
     fn lines_say_what_runs_out_when_and_what_to_do() {
         let h = Horizons {
+            zone_keys: Vec::new(),
             rrsets: vec![
                 RrsetHorizon::new(
                     "example.org.",
@@ -705,6 +763,7 @@ mod tests {
     fn rfc7671_the_certificate_line_follows_the_matched_records_usage_and_selector() {
         let line = |usage: u8, selector: u8, chain: Option<u64>| {
             let h = Horizons {
+                zone_keys: Vec::new(),
                 rrsets: vec![],
                 endpoints: vec![EndpointHorizon {
                     endpoint: "e".into(),
@@ -754,6 +813,7 @@ mod tests {
         );
         // A horizon stored by an earlier version (no usage): no DANE claim.
         let old = Horizons {
+            zone_keys: Vec::new(),
             rrsets: vec![],
             endpoints: vec![EndpointHorizon {
                 endpoint: "e".into(),
@@ -772,6 +832,7 @@ mod tests {
     fn zone_problem_lines_are_bounded() {
         let zones = 40;
         let h = Horizons {
+            zone_keys: Vec::new(),
             rrsets: (0..zones)
                 .flat_map(|i| {
                     let zone = format!("z{i:02}.example");
@@ -798,6 +859,7 @@ mod tests {
         );
         // At the bound: no count line.
         let few = Horizons {
+            zone_keys: Vec::new(),
             rrsets: h.rrsets[..2 * MAX_ZONE_PROBLEMS].to_vec(),
             endpoints: vec![],
         };

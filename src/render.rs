@@ -677,6 +677,7 @@ mod tests {
             RrsetHorizon::new(zone, "DNSKEY", zone, 300, (at - day, at + days * day))
         };
         r.horizons = Horizons {
+            zone_keys: Vec::new(),
             rrsets: vec![sig("good.test", 40), sig("test", 50), sig(".", 60)],
             endpoints: vec![EndpointHorizon {
                 endpoint: "xmpps-client xmpp.good.test:15223 [127.0.0.1] direct".into(),

@@ -29,6 +29,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::horizon::{in_words, utc_minutes};
 
+mod ksk;
+pub use ksk::{watch_keys, SeenDs, MAX_DS};
+
 /// TLSA records a domain's memory keeps at most.
 pub const MAX_RECORDS: usize = 16;
 /// Keys (SPKI digests) a domain's memory keeps at most.
@@ -86,12 +89,16 @@ pub struct RolloverMemory {
     /// Keys presented that matched, at most [`MAX_KEYS`].
     #[serde(default)]
     pub keys: Vec<SeenKey>,
+    /// DS records seen in the parents of the zones checked, at most
+    /// [`MAX_DS`].
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub ds: Vec<SeenDs>,
 }
 
 impl RolloverMemory {
     /// Whether nothing is remembered yet.
     pub fn is_empty(&self) -> bool {
-        self.records.is_empty() && self.keys.is_empty()
+        self.records.is_empty() && self.keys.is_empty() && self.ds.is_empty()
     }
 }
 
@@ -108,6 +115,15 @@ pub enum RolloverKind {
     TooEarly,
     /// The name's only record is one `3 1 1`: advice.
     SingleRecord,
+    /// A DS in the parent for a key the zone does not publish, while
+    /// another DS matches: the next KSK pre-published, or a leftover.
+    DsPrePublished,
+    /// A KSK (SEP DNSKEY) no DS matches, while another key is matched:
+    /// the next KSK waiting for its DS.
+    KskWithoutDs,
+    /// The zone's keys switched to a key whose DS was first seen less than
+    /// the DS RRset's TTL ago (a warning).
+    DsTooEarly,
 }
 
 /// One rollover note (docs/json.md `rollover[]`).
@@ -115,9 +131,10 @@ pub enum RolloverKind {
 pub struct RolloverNote {
     /// What it says.
     pub kind: RolloverKind,
-    /// The TLSA owner name.
+    /// The TLSA owner name (the zone, for the DS and KSK kinds).
     pub name: String,
-    /// The record it is about, in presentation form.
+    /// The record it is about, in presentation form (for a KSK: its key
+    /// tag and algorithm).
     pub record: String,
     /// When CertWatch first saw the record (RFC 3339), when it knows.
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -53,12 +53,15 @@ pub fn after_check(
 ) -> Outcome {
     let mut memory = prev.rollover.clone();
     let watched = rollover::watch(Some(&mut memory), &report.rollover_observed(), now);
+    let keys = rollover::watch_keys(Some(&mut memory), &report.horizons.zone_keys, now);
     report.rollover = watched.notes;
+    report.rollover.extend(keys.notes);
     let (mut next, change) = transition_with(prev, &report, policy);
     next.rollover = memory;
     let state = next.state.unwrap_or(report.verdict);
     let (mut warnings, renewed) = horizon_changes(prev, &mut next, &report, thresholds, now);
     warnings.extend(watched.warnings.into_iter().map(|n| n.text));
+    warnings.extend(keys.warnings.into_iter().map(|n| n.text));
     let mut alerts: Vec<Alert> = change.into_iter().collect();
     if !warnings.is_empty() {
         alerts.push(render(

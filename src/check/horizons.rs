@@ -25,6 +25,7 @@ pub(super) fn horizons(
             .zip(reports)
             .filter_map(|((e, p), r)| endpoint_horizon(e, p, r))
             .collect(),
+        zone_keys: Vec::new(),
     }
 }
 

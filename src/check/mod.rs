@@ -161,11 +161,14 @@ impl Checker {
         let horizons = self.horizons(&g, &reports);
         let mut report = self.report(domain, checked_at, &g, reports).await;
         report.horizons = horizons;
+        report.horizons.zone_keys = g.found.zone_keys.clone();
         report.evidence = evidence(&report, &g.probed, &g.exits, &self.clock.now_rfc3339());
         // Without memory: what one check can say of the records (the
         // monitor judges them again against what it saw before).
         let now = crate::horizon::unix(self.clock.now());
         report.rollover = crate::rollover::watch(None, &report.rollover_observed(), now).notes;
+        let keys = crate::rollover::watch_keys(None, &report.horizons.zone_keys, now);
+        report.rollover.extend(keys.notes);
         tracing::info!(verdict = %report.verdict, endpoints = report.endpoints.len(), "checked");
         (report, std::mem::take(&mut g.health))
     }

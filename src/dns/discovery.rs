@@ -100,6 +100,9 @@ pub struct Discovery {
     /// zones and of every zone above them up to the root; each RRset once,
     /// none for an RRset without a signature that verifies.
     pub signatures: Vec<Signature>,
+    /// Per zone whose secure DS and DNSKEY RRsets were fetched for those
+    /// signatures: which DS matches which key.
+    pub zone_keys: Vec<crate::horizon::ZoneKeys>,
 }
 
 /// Walks the DNS of one domain.
@@ -122,8 +125,9 @@ pub async fn discover(resolver: &Resolver, domain: &Domain, services: &[Service]
         walk.service(service, srv).await;
     }
     let mut out = walk.out;
-    let (signatures, left_out) = resolver.signatures(&walk.signed).await;
+    let (signatures, zone_keys, left_out) = resolver.signatures(&walk.signed).await;
     out.signatures = signatures;
+    out.zone_keys = zone_keys;
     if left_out > 0 {
         out.notes.push(format!(
             "the signatures of {left_out} zone(s) on the way to {domain}'s records were not looked at: a check looks at {MAX_KEY_ZONES} zones at most"

@@ -8,6 +8,7 @@ mod answer;
 mod cd;
 mod diagnose;
 pub mod discovery;
+mod keyzone;
 pub mod signatures;
 mod verify;
 

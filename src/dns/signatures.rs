@@ -17,14 +17,16 @@
 
 use std::collections::HashMap;
 
-use hickory_resolver::proto::dnssec::rdata::{DNSSECRData, DNSKEY, RRSIG};
+use hickory_resolver::proto::dnssec::rdata::{DNSSECRData, DNSKEY, DS, RRSIG};
 use hickory_resolver::proto::dnssec::Proof;
 use hickory_resolver::proto::rr::{Name, RData, Record, RecordType};
 
 use super::answer::positive;
+use super::keyzone::zone_keys;
 pub use super::verify::SignedRrset;
 use super::verify::{believe, MAX_VERIFICATIONS};
 use super::{name_to_string, Resolver, Security};
+use crate::horizon::ZoneKeys;
 
 /// Most zones whose DNSKEY and DS RRsets one check asks for: the zones of
 /// a domain and its hosts, and their parents up to the root, are a handful;
@@ -155,8 +157,13 @@ impl Resolver {
     /// Secure RRsets only; a lookup that fails or is not secure ends its
     /// branch. At most [`MAX_KEY_ZONES`] zones: the second value says how
     /// many were left out. The validator fetched these RRsets already, so
-    /// the lookups are answered from its key cache.
-    pub async fn signatures(&self, rrsets: &[SignedRrset]) -> (Vec<Signature>, usize) {
+    /// the lookups are answered from its key cache. With them, per zone
+    /// whose DS and DNSKEY RRsets are both secure, which DS matches which
+    /// key ([`ZoneKeys`], the DS TTL from a signature that verifies).
+    pub async fn signatures(
+        &self,
+        rrsets: &[SignedRrset],
+    ) -> (Vec<Signature>, Vec<ZoneKeys>, usize) {
         let now = crate::horizon::unix(self.clock.now());
         let mut zones = Zones::default();
         for set in rrsets {
@@ -164,6 +171,7 @@ impl Resolver {
         }
         let mut keys: HashMap<String, Vec<DNSKEY>> = HashMap::new();
         let mut chain: Vec<SignedRrset> = Vec::new();
+        let mut delegations: Vec<(Name, Vec<DS>)> = Vec::new();
         while let Some(zone) = zones.next() {
             let (dnskey, ds) = tokio::join!(self.secure_rrset(&zone, RecordType::DNSKEY), async {
                 match zone.is_root() {
@@ -176,6 +184,7 @@ impl Resolver {
                 merge(&mut chain, [set]);
             }
             if let Some(set) = ds {
+                delegations.push((zone.clone(), ds_records(&set.records)));
                 zones.add(&set, now);
                 merge(&mut chain, [set]);
             }
@@ -188,7 +197,19 @@ impl Resolver {
                 out.push(sig);
             }
         }
-        (out, zones.left_out.len())
+        let mut pairs = Vec::new();
+        for (zone, ds) in &delegations {
+            let Some(keys) = keys.get(&name_to_string(zone)) else {
+                continue;
+            };
+            let mut pair = zone_keys(zone, keys, ds);
+            pair.ds_ttl = out
+                .iter()
+                .find(|s| s.rtype == "DS" && s.name == pair.zone)
+                .map(|s| s.original_ttl);
+            pairs.push(pair);
+        }
+        (out, pairs, zones.left_out.len())
     }
 
     /// A secure `rtype` RRset at `name` with its RRSIGs; None otherwise.
@@ -200,6 +221,17 @@ impl Resolver {
             _ => None,
         }
     }
+}
+
+/// The DS records among `records`.
+fn ds_records(records: &[Record]) -> Vec<DS> {
+    records
+        .iter()
+        .filter_map(|r| match &r.data {
+            RData::DNSSEC(DNSSECRData::DS(d)) => Some(d.clone()),
+            _ => None,
+        })
+        .collect()
 }
 
 /// The DNSKEY records among `records`.

@@ -146,4 +146,4 @@ pub(super) fn believe<'k>(
 
 #[cfg(test)]
 #[path = "verify_tests.rs"]
-mod tests;
+pub(super) mod tests;

@@ -44,6 +44,7 @@ fn endpoint(port: u16, key: &str) -> EndpointReport {
 fn report(now: u64, sigs: u64, eps: &[(u16, &str)], cert: u64) -> Report {
     let endpoints: Vec<EndpointReport> = eps.iter().map(|(p, k)| endpoint(*p, k)).collect();
     let horizons = Horizons {
+        zone_keys: Vec::new(),
         rrsets: vec![RrsetHorizon::new(
             "_xmpp-client._tcp.live.example",
             "SRV",

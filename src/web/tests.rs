@@ -66,6 +66,7 @@ fn hostile_report(domain: &str) -> Report {
 fn hostile_horizons() -> crate::horizon::Horizons {
     let now = 1_796_378_400; // 2026-12-04T10:00:00Z
     crate::horizon::Horizons {
+        zone_keys: Vec::new(),
         rrsets: vec![crate::horizon::RrsetHorizon::new(
             &format!("{SCRIPT}.evil.example"),
             "TLSA",
