@@ -126,6 +126,8 @@ fn dnssec_lab_verdicts_advice_and_tlsa_command() {
         // Signed twice over (two ZSKs, two algorithms): as secure as once.
         ("twozsk.test", 0, "ok"),
         ("twoalg.test", 0, "ok"),
+        // Two KSKs, a DS for one only, and a DS for a key not published.
+        ("twoksk.test", 0, "ok"),
         // A forged direct-TLS SRV next to a good STARTTLS one.
         ("bogusdirect.test", 1, "bogus"),
         // Nine signed CNAME links to the TLSA: valid, as unbound and delv say.
@@ -145,6 +147,50 @@ fn dnssec_lab_verdicts_advice_and_tlsa_command() {
         reports.insert(*domain, json);
     }
     assert!(failures.is_empty(), "{}", failures.join("\n\n"));
+
+    // A KSK rollover half done is noted, never an alarm: the DS of a key
+    // the zone does not publish, and a KSK with no DS at the parent yet.
+    let ksk_notes = |domain: &str| -> Vec<(String, String)> {
+        reports[domain]["rollover"]
+            .as_array()
+            .map(|a| {
+                a.iter()
+                    .filter(|n| n["kind"].as_str().is_some_and(|k| k.contains("ds")))
+                    .map(|n| {
+                        (
+                            n["kind"].as_str().unwrap().to_owned(),
+                            n["name"].as_str().unwrap().to_owned(),
+                        )
+                    })
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    let mut two = ksk_notes("twoksk.test");
+    two.sort();
+    assert_eq!(
+        two,
+        [
+            ("ds_pre_published".to_owned(), "twoksk.test".to_owned()),
+            ("ksk_without_ds".to_owned(), "twoksk.test".to_owned())
+        ],
+        "{:#}",
+        reports["twoksk.test"]
+    );
+    let twoksk = &reports["twoksk.test"]["rollover"];
+    let texts = twoksk.to_string();
+    assert!(
+        texts.contains("a key with no DS at the parent yet"),
+        "{twoksk:#}"
+    );
+    assert!(
+        texts.contains("or the leftover of a retired key"),
+        "{twoksk:#}"
+    );
+    // One KSK and its DS (the root, test., good.test; two algorithms each
+    // with its DS): nothing to note.
+    assert_eq!(ksk_notes("good.test"), []);
+    assert_eq!(ksk_notes("twoalg.test"), []);
 
     // Every service, target, port and address is an endpoint; hex is lowercase.
     let g = &reports["good.test"];

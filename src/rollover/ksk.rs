@@ -123,8 +123,8 @@ fn ksk_without_ds(z: &ZoneKeys, k: &KeySeen) -> RolloverNote {
         z,
         format!("key tag {} algorithm {}", k.key_tag, k.algorithm),
         format!(
-            "the KSK {} (key tag {}) of {} is a key with no DS at the parent yet: a next KSK waiting for its DS (submit it to the parent when the rollover is due)",
-            k.algorithm, k.key_tag, z.zone
+            "the KSK with key tag {} (algorithm {}) of {} is a key with no DS at the parent yet: a next KSK waiting for its DS (submit it to the parent when the rollover is due)",
+            k.key_tag, k.algorithm, z.zone
         ),
     )
 }

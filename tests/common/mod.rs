@@ -434,7 +434,7 @@ pub const NOSTARTTLS: u16 = 15998;
 pub const DOWN: u16 = 15999;
 
 /// Lab domains Prosody must serve (the probe's stream `to` and SNI).
-pub const HOSTS: &str = "good.test wrong.test rollover.test notlsa.test nsec.test nosrv.test dot.test unsigned.test expired.test badsig.test badds.test dsunsigned.test cname.test cnameinsecure.test shared.test nostarttls.test down.test d7.bench.test twozsk.test twoalg.test edit.test bogusdirect.test longcname.test toolongcname.test flip.test chat.aliasfb.test shortsig.test roll.test rush.test";
+pub const HOSTS: &str = "good.test wrong.test rollover.test notlsa.test nsec.test nosrv.test dot.test unsigned.test expired.test badsig.test badds.test dsunsigned.test cname.test cnameinsecure.test shared.test nostarttls.test down.test d7.bench.test twozsk.test twoalg.test twoksk.test edit.test bogusdirect.test longcname.test toolongcname.test flip.test chat.aliasfb.test shortsig.test roll.test rush.test";
 
 /// A server that speaks XMPP but offers no STARTTLS (a downgrade in the path).
 pub fn no_starttls_server(port: u16) {

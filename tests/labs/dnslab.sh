@@ -108,6 +108,10 @@
 #   twoalg.test        secure, signed with two algorithms (ECDSAP256SHA256 and
 #                      ED25519, a KSK and a ZSK each; both DS in test.); like
 #                      twozsk (no AAAA)
+#   twoksk.test        secure, like twozsk (no AAAA) but with two KSKs, the DS
+#                      of only one in test. (the next KSK waiting for its DS),
+#                      and in test. also the DS of a KSK the zone does not
+#                      publish (a pre-published next KSK, or a leftover)
 #   bogusdirect.test   _xmpp-client -> C2S xmpp.bogusdirect.test. (secure, TLSA
 #                      GOOD); _xmpps-client -> C2S_TLS, TLSA GOOD, but bogus:
 #                      the RRSIG over that SRV is corrupted. No server SRVs
@@ -445,7 +449,7 @@ wait_bg() { # wait_bg [SKIP-PREFIX]: wait for all jobs but those named SKIP-PREF
 
 # ---------------------------------------------------------------- zones
 SIGNED="good wrong rollover notlsa nsec nosrv nostarttls down dot expired badsig badds cname cnameinsecure shared"
-SIGNED="$SIGNED twozsk twoalg bogusdirect longcname toolongcname aliasfb flip sixmitm many edit"
+SIGNED="$SIGNED twozsk twoalg twoksk bogusdirect longcname toolongcname aliasfb flip sixmitm many edit"
 SIGNED="$SIGNED shortsig skew soon roll rush"
 # BENCH_DOMAINS=N adds bench.test with N domains dI.bench.test, each with an
 # _xmpp-client SRV (the benchmark's workload): to xmpp.good.test when
@@ -492,6 +496,9 @@ spawn key-twozsk-zsk2 ecdsa "$DIR/keys" twozsk.test
 ed25519() { dnssec-keygen -q -K "$1" -a ED25519 -n ZONE "${@:2}"; }
 spawn key-twoalg-ksk2 ed25519 "$DIR/keys" -f KSK twoalg.test
 spawn key-twoalg-zsk2 ed25519 "$DIR/keys" twoalg.test
+# twoksk.test: a second KSK (no DS for it), and one it never publishes.
+spawn key-twoksk-ksk2 ecdsa "$DIR/keys" -f KSK twoksk.test
+spawn key-twoksk-stray ecdsa "$DIR/spare" -f KSK twoksk.test
 # A key the badds.test zone never publishes, and the key dsunsigned.test
 # would have used had it been signed: their DS go into test.
 spawn key-badds-stray ecdsa "$DIR/spare" -f KSK badds.test
@@ -615,7 +622,7 @@ leaf() { # leaf NAME: the unsigned zone text of NAME.test.
           }'
       fi
       ;;
-    twozsk | twoalg | flip) like_good "$z" "3 1 1 $GOOD" ;;
+    twozsk | twoalg | twoksk | flip) like_good "$z" "3 1 1 $GOOD" ;;
     edit) like_good "$z" "3 1 1 $OTHER" ;;
     bogusdirect)
       echo "_xmpp-client._tcp.$z IN SRV 0 5 $C2S xmpp.$z"
@@ -732,6 +739,7 @@ for z in roll rush; do
   done
 done
 spawn ds-badds-stray ds_to "$DIR/ds/badds-stray.ds" "$(ksk "$DIR/spare" badds.test)"
+spawn ds-twoksk-stray ds_to "$DIR/ds/twoksk-stray.ds" "$(ksk "$DIR/spare" twoksk.test)"
 spawn ds-dsunsigned ds_to "$DIR/ds/dsunsigned.ds" "$(ksk "$DIR/spare" dsunsigned.test)"
 spawn ds-test ds_to "$DIR/ds/test.ds" "$(ksk "$DIR/keys" test)"
 wait_bg
@@ -751,9 +759,10 @@ wait_bg
     [ "$z" = badds ] && continue
     mapfile -t dsl <"$DIR/dsset/dsset-$z.test." # one a KSK (twoalg.test has two)
     [ "${#dsl[@]}" -gt 0 ] || die "no DS records for $z.test from dnssec-signzone"
+    [ "$z" = twoksk ] && { [ "${#dsl[@]}" = 2 ] || die "twoksk.test: expected 2 DS records"; dsl=("${dsl[0]}"); }
     printf '%s\n' "${dsl[@]}"
   done
-  cat "$DIR/ds/badds-stray.ds" "$DIR/ds/dsunsigned.ds"
+  cat "$DIR/ds/badds-stray.ds" "$DIR/ds/dsunsigned.ds" "$DIR/ds/twoksk-stray.ds"
 } >"$DIR/zones/test.zone"
 
 {
