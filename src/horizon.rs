@@ -174,9 +174,10 @@ pub struct Horizons {
     /// Per endpoint that presented a certificate.
     #[serde(default)]
     pub endpoints: Vec<EndpointHorizon>,
-    /// Per zone whose secure DS (in the parent) and DNSKEY RRsets the check
-    /// fetched: which DS matches which key, for the KSK rollover notes
-    /// (not in the JSON; the notes are).
+    /// Per zone that signs the domain's own records and whose secure DS
+    /// (in the parent) and DNSKEY RRsets the check fetched: which DS
+    /// matches which key, for the KSK rollover notes (not in the JSON; the
+    /// notes are).
     #[serde(skip)]
     pub zone_keys: Vec<ZoneKeys>,
 }

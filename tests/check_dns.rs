@@ -187,8 +187,9 @@ fn dnssec_lab_verdicts_advice_and_tlsa_command() {
         texts.contains("or the leftover of a retired key"),
         "{twoksk:#}"
     );
-    // One KSK and its DS (the root, test., good.test; two algorithms each
-    // with its DS): nothing to note.
+    // One KSK and its DS (good.test), two algorithms each with its DS
+    // (twoalg.test): nothing to note. The TLD and the root are never looked
+    // at (not the admin's keys).
     assert_eq!(ksk_notes("good.test"), []);
     assert_eq!(ksk_notes("twoalg.test"), []);
 

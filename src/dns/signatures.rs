@@ -158,8 +158,9 @@ impl Resolver {
     /// branch. At most [`MAX_KEY_ZONES`] zones: the second value says how
     /// many were left out. The validator fetched these RRsets already, so
     /// the lookups are answered from its key cache. With them, per zone
-    /// whose DS and DNSKEY RRsets are both secure, which DS matches which
-    /// key ([`ZoneKeys`], the DS TTL from a signature that verifies).
+    /// that signs one of `rrsets` (not the zones above) and whose DS and
+    /// DNSKEY RRsets are both secure, which DS matches which key
+    /// ([`ZoneKeys`], the DS TTL from a signature that verifies).
     pub async fn signatures(
         &self,
         rrsets: &[SignedRrset],
@@ -197,9 +198,17 @@ impl Resolver {
                 out.push(sig);
             }
         }
+        // The zones that sign the domain's own records: the TLD and the
+        // root above them are not the admin's to roll.
+        let own: Vec<&str> = out
+            .iter()
+            .filter(|s| s.rtype != "DNSKEY" && s.rtype != "DS")
+            .map(|s| s.signer.as_str())
+            .collect();
         let mut pairs = Vec::new();
         for (zone, ds) in &delegations {
-            let Some(keys) = keys.get(&name_to_string(zone)) else {
+            let name = name_to_string(zone);
+            let Some(keys) = keys.get(&name).filter(|_| own.contains(&name.as_str())) else {
                 continue;
             };
             let mut pair = zone_keys(zone, keys, ds);

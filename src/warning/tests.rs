@@ -406,6 +406,66 @@ fn a_rollover_done_too_fast_is_a_warning_and_no_alarm() {
 }
 
 #[test]
+fn keys_switched_before_the_ds_ttl_passed_are_a_warning_and_no_alarm() {
+    use crate::horizon::{DsSeen, KeySeen, ZoneKeys};
+    let policy = AlertPolicy::default();
+    let ds = |tag: u16, matches: bool| DsSeen {
+        key_tag: tag,
+        algorithm: 13,
+        digest_type: 2,
+        digest: "ab".repeat(32),
+        matches,
+    };
+    let with = |now: u64, ds: Vec<DsSeen>, ksk: u16| {
+        let mut r = report(now, far(), &[(5222, GOOD)], far());
+        r.horizons.zone_keys = vec![ZoneKeys {
+            zone: "live.example".into(),
+            ds,
+            keys: vec![KeySeen {
+                key_tag: ksk,
+                algorithm: 13,
+                matched: true,
+            }],
+            ds_ttl: Some(86_400),
+        }];
+        r
+    };
+    let mut state = DomainState::default();
+    let mut step = |now: u64, r: Report| {
+        let out = after_check(&state, r, &policy, &limits(), now);
+        state = out.next;
+        (out.alerts, out.report.rollover)
+    };
+    let (a, _) = step(NOW, with(NOW, vec![ds(1, true)], 1));
+    assert!(a.is_empty());
+    let (a, notes) = step(
+        NOW + 600,
+        with(NOW + 600, vec![ds(1, true), ds(2, false)], 1),
+    );
+    assert!(a.is_empty());
+    assert!(notes
+        .iter()
+        .any(|n| n.kind == rollover::RolloverKind::DsPrePublished));
+    let switched = with(NOW + 1200, vec![ds(1, false), ds(2, true)], 2);
+    let (a, notes) = step(NOW + 1200, switched.clone());
+    assert_eq!(a.len(), 1, "{a:#?}");
+    assert_eq!(a[0].kind, AlertKind::Warning);
+    assert_eq!(a[0].to, Verdict::Ok);
+    assert!(
+        a[0].title.contains("published 10 minutes ago, TTL 1 day"),
+        "{}",
+        a[0].title
+    );
+    assert!(notes
+        .iter()
+        .any(|n| n.kind == rollover::RolloverKind::DsTooEarly));
+    let (a, _) = step(NOW + 1800, switched);
+    assert!(a.is_empty(), "once");
+    // The DS records seen are stored with the domain's state.
+    assert_eq!(state.rollover.ds.len(), 2);
+}
+
+#[test]
 fn a_certificate_warning_says_what_the_matched_record_needs() {
     // PKIX-EE with selector 0: the check fails with the certificate, and
     // the renewed certificate needs its record first.
