@@ -31,7 +31,8 @@
 //!   [`metrics`]: counters and gauges in memory
 //! - [`report`]: the result of a check (JSON, text, verdicts); [`horizon`]:
 //!   when the signatures and certificates it rests on run out; [`rollover`]:
-//!   TLSA records against the keys presented over time (key rollovers)
+//!   TLSA records against the keys presented over time, DS records against
+//!   a zone's KSKs (key rollovers)
 //! - [`vocab`]: the shared words (service, role, TLS mode); [`error`]: whose
 //!   problem a failure is; [`clock`]: wall time, handed in; [`config`]: the
 //!   TOML file; [`domain`]: input validation; [`netpolicy`]: which

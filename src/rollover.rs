@@ -24,6 +24,9 @@
 //!
 //! Times are UNIX seconds; "first seen" is when CertWatch first saw a
 //! record, not when it was published (that was at most one interval before).
+//!
+//! The same for a zone's keys (a KSK rollover: DS records in the parent
+//! against the zone's KSKs) is [`watch_keys`]; its notes join the same list.
 
 use serde::{Deserialize, Serialize};
 
