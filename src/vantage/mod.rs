@@ -41,19 +41,41 @@ pub trait Vantages: Send + Sync {
     }
 }
 
-/// The answer an agent sends for its own probe's result.
+/// The answer an agent sends for its own probe's result, within the
+/// wire's bounds: a chain longer than [`wire::MAX_CERTS`] is cut to the
+/// certificates matching considers (the leaf and the
+/// [`crate::dane::MAX_CHAIN_BEYOND_LEAF`] after it: the verdict is the
+/// same as from the whole chain), and a chain over [`wire::MAX_CHAIN_BYTES`]
+/// is the server's `chain-too-large`, as in our own probe. So no chain a
+/// server sends makes the answer malformed (the agent's failure).
 pub fn answer_of(result: &Result<Seen, ProbeError>, transport: &str, millis: u64) -> wire::Answer {
-    match result {
-        Ok(seen) => wire::Answer::Seen(Sighting {
-            transport: transport.to_owned(),
-            exit: seen.exit.as_ref().map(|e| e.rsa.clone()),
-            chain: seen.observation.chain.clone(),
-            version: seen.observation.version.clone(),
-            cipher: seen.observation.cipher.clone(),
-            millis,
-        }),
-        Err(e) => wire::Answer::Failed(failure_of(e)),
+    let seen = match result {
+        Ok(seen) => seen,
+        Err(e) => return wire::Answer::Failed(failure_of(e)),
+    };
+    let chain = &seen.observation.chain;
+    let bytes: usize = chain.iter().map(Vec::len).sum();
+    if bytes > wire::MAX_CHAIN_BYTES || chain.iter().any(Vec::is_empty) {
+        let e = ProbeError::Session(ProbeFailure::ChainTooLarge {
+            detail: format!("{} certificates of {bytes} bytes", chain.len()),
+        });
+        return wire::Answer::Failed(failure_of(&e));
     }
+    if chain.len() > wire::MAX_CERTS {
+        tracing::info!(
+            presented = chain.len(),
+            sent = wire::MAX_CERTS,
+            "a long chain: only the certificates matching considers are sent"
+        );
+    }
+    wire::Answer::Seen(Sighting {
+        transport: transport.to_owned(),
+        exit: seen.exit.as_ref().map(|e| e.rsa.clone()),
+        chain: chain.iter().take(wire::MAX_CERTS).cloned().collect(),
+        version: seen.observation.version.clone(),
+        cipher: seen.observation.cipher.clone(),
+        millis,
+    })
 }
 
 /// Whose a probe's failure is, on the wire.
@@ -121,6 +143,55 @@ pub fn remote_of(agent: &str, answer: wire::Answer) -> Remote {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::probe::tls::TlsObservation;
+
+    fn seen(chain: Vec<Vec<u8>>) -> Result<Seen, ProbeError> {
+        Ok(Seen {
+            observation: TlsObservation {
+                chain,
+                version: "TLSv1.3".into(),
+                cipher: "TLS13_AES_128_GCM_SHA256".into(),
+                alpn: None,
+            },
+            exit: None,
+        })
+    }
+
+    /// The coordinator's reading of what the agent sends for `result`.
+    fn through_the_wire(result: &Result<Seen, ProbeError>) -> Remote {
+        let sent = answer_of(result, "direct", 5);
+        let back = wire::parse_answer(&wire::answer_element(&sent)).map_err(|e| AgentFailure {
+            agent: "a1".into(),
+            why: format!("a malformed answer: {e}"),
+        })?;
+        remote_of("a1", back)
+    }
+
+    #[test]
+    fn a_long_chain_through_an_agent_is_what_matching_considers_never_malformed() {
+        // An interceptor presents its leaf and 30 more: the agent sends the
+        // leaf and the 16 matching considers, the coordinator reads them.
+        let c = rcgen::generate_simple_self_signed(vec!["x".to_owned()]).unwrap();
+        let leaf = c.cert.der().to_vec();
+        let mut chain = vec![leaf.clone()];
+        chain.extend((0..30).map(|i| vec![0x30, i as u8]));
+        let (Ok(got), _) = through_the_wire(&seen(chain.clone())).unwrap() else {
+            panic!("not a chain");
+        };
+        assert_eq!(got.observation.chain, chain[..wire::MAX_CERTS].to_vec());
+        assert_eq!(wire::MAX_CERTS, 1 + crate::dane::MAX_CHAIN_BEYOND_LEAF);
+        // The verdict's inputs are the same as from the whole chain.
+        assert_eq!(got.observation.chain[0], leaf);
+    }
+
+    #[test]
+    fn a_chain_over_the_byte_bound_is_the_servers_chain_too_large() {
+        let chain = vec![vec![0x30; wire::MAX_CHAIN_BYTES / 2 + 1]; 2];
+        let (Err(e), _) = through_the_wire(&seen(chain)).unwrap() else {
+            panic!("not a failure");
+        };
+        assert!(e.is_chain_too_large() && e.is_remote(), "{e:?}");
+    }
 
     #[test]
     fn a_chain_an_agent_cannot_use_stays_the_servers_alarm() {

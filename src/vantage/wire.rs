@@ -16,10 +16,20 @@ use crate::vocab::{Service, TlsMode};
 
 /// The protocol's namespace; a new version gets a new one.
 pub const NS: &str = "urn:certwatch:agent:1";
-/// The most certificates a chain may carry.
-pub const MAX_CERTS: usize = 16;
+/// The most certificates a chain may carry: the leaf and as many after it
+/// as matching considers. An agent sends no more (it cuts a longer chain,
+/// see [`super::answer_of`]), so no server can make its answer malformed.
+pub const MAX_CERTS: usize = 1 + crate::dane::MAX_CHAIN_BEYOND_LEAF;
 /// The most DER bytes of one whole chain (rustls's Certificate message limit).
 pub const MAX_CHAIN_BYTES: usize = 64 * 1024;
+/// The largest `<seen/>` a legal chain makes, serialised (base64 grows the
+/// DER by 4/3; tags and attributes add a little). XMPP servers must carry
+/// an IQ this large from the agent: Prosody's `c2s_stanza_size_limit`
+/// (256 KiB by default) and ejabberd's `max_stanza_size` (262144 in its
+/// example configuration) do.
+pub const MAX_ANSWER_BYTES: usize = MAX_CHAIN_BYTES * 4 / 3 + 16 * 1024;
+// Under Prosody's c2s_stanza_size_limit and ejabberd's example max_stanza_size.
+const _: () = assert!(MAX_ANSWER_BYTES < 256 * 1024);
 /// The most characters of any attribute value or failure text.
 pub const MAX_TEXT: usize = 512;
 /// The most exits a job asks to avoid.

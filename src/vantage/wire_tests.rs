@@ -231,3 +231,31 @@ fn fuzzed_elements_never_panic_and_stay_bounded() {
         "the mutations left too little well-formed XML ({parsed})"
     );
 }
+
+#[test]
+fn a_maximal_legal_chain_fits_the_wire_and_the_servers_stanza_limits() {
+    // MAX_CERTS certificates of MAX_CHAIN_BYTES in all, sizes that make
+    // base64 pad worst (1 mod 3), in an IQ result as the agent sends it.
+    let each = MAX_CHAIN_BYTES / MAX_CERTS;
+    let mut chain = vec![vec![0x30; (each - 1) / 3 * 3 + 1]; MAX_CERTS];
+    let used: usize = chain.iter().map(Vec::len).sum();
+    chain[0].extend(vec![0x30; MAX_CHAIN_BYTES - used]);
+    assert_eq!(chain.iter().map(Vec::len).sum::<usize>(), MAX_CHAIN_BYTES);
+    let answer = Answer::Seen(Sighting {
+        chain,
+        ..match seen() {
+            Answer::Seen(s) => s,
+            _ => unreachable!(),
+        }
+    });
+    let el = answer_element(&answer);
+    assert_eq!(parse_answer(&reparse(&el)).unwrap(), answer);
+    let iq = Element::builder("iq", "jabber:client")
+        .attr(name("type"), "result")
+        .attr(name("id"), "job-0123456789abcdef-1")
+        .attr(name("to"), "certwatch.example.org")
+        .append(el)
+        .build();
+    let bytes = String::from(&iq).len();
+    assert!(bytes <= MAX_ANSWER_BYTES, "{bytes} > {MAX_ANSWER_BYTES}");
+}
