@@ -50,7 +50,12 @@ impl Vantages for Arc<Fake> {
         self.agents.iter().map(|(n, _)| (n.clone(), 1)).collect()
     }
 
-    fn probe(&self, agent: &str, _job: wire::Job) -> BoxFuture<'static, Remote> {
+    fn probe(
+        &self,
+        agent: &str,
+        _job: wire::Job,
+        _deadline: tokio::time::Instant,
+    ) -> BoxFuture<'static, Remote> {
         self.jobs.lock().unwrap().push(agent.to_owned());
         let does = self
             .agents
@@ -74,10 +79,7 @@ impl Vantages for Arc<Fake> {
                     };
                     Ok((Ok(seen), "direct".to_owned()))
                 }
-                Does::Fails => Err(AgentFailure {
-                    agent,
-                    why: "no answer within 10s".into(),
-                }),
+                Does::Fails => Err(AgentFailure::agent(&agent, "no answer within 10s")),
                 Does::Unreachable => {
                     let failed = wire::Answer::Failed(wire::Failure {
                         whose: wire::Whose::Server,

@@ -189,14 +189,14 @@ impl Checker {
                 Origin::default(),
             ));
         }
-        let answer = tokio::time::timeout_at(deadline, remote.probe(name, job)).await;
+        let answer = tokio::time::timeout_at(deadline, remote.probe(name, job, deadline)).await;
         let (result, transport) = match answer {
             Ok(r) => r?,
             Err(_) => {
-                return Err(crate::vantage::AgentFailure {
-                    agent: name.to_owned(),
-                    why: "no answer by the check's deadline".into(),
-                })
+                return Err(crate::vantage::AgentFailure::agent(
+                    name,
+                    "no answer by the check's deadline",
+                ))
             }
         };
         let (p, exit) = probed(result);

@@ -15,7 +15,7 @@ use crate::probe::transport::{ConnectFailure, ExitRelay};
 use crate::probe::{ProbeError, ProbeFailure, Seen};
 use wire::{Failure, Sighting, Whose};
 
-/// Why an agent gave no answer about the server: the agent's doing.
+/// Why an agent gave no answer about the server: never the server's doing.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("vantage {agent}: {why}")]
 pub struct AgentFailure {
@@ -23,6 +23,33 @@ pub struct AgentFailure {
     pub agent: String,
     /// What went wrong.
     pub why: String,
+    /// Whose it is: the agent's, the agent being busy, or ours.
+    pub blame: Blame,
+}
+
+impl AgentFailure {
+    /// The agent's own failure (it timed out, went away, answered nonsense).
+    pub fn agent(agent: &str, why: impl Into<String>) -> AgentFailure {
+        AgentFailure {
+            agent: agent.to_owned(),
+            why: why.into(),
+            blame: Blame::Agent,
+        }
+    }
+}
+
+/// Whose an [`AgentFailure`] is. Only [`Blame::Agent`] counts against the
+/// agent (its failures in a row, the operators' notice); every kind sends
+/// the probe to another vantage.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Blame {
+    /// The agent failed.
+    Agent,
+    /// The agent runs as many jobs as it may: no failure, ask another.
+    Busy,
+    /// Our side could not send the job or wait for it (our link to the
+    /// server is down, our table of waiting jobs is full).
+    Ours,
 }
 
 /// What a probe through an agent gave: what the server showed (a chain, or
@@ -33,8 +60,15 @@ pub type Remote = Result<(Result<Seen, ProbeError>, String), AgentFailure>;
 pub trait Vantages: Send + Sync {
     /// The agents that can take a probe now: name and weight.
     fn available(&self) -> Vec<(String, u32)>;
-    /// One probe through `agent`; the future ends by the job's timeout.
-    fn probe(&self, agent: &str, job: wire::Job) -> BoxFuture<'static, Remote>;
+    /// One probe through `agent`; the future ends by the job's timeout
+    /// (and a little more for the answer), never past `deadline`, and may
+    /// be dropped before.
+    fn probe(
+        &self,
+        agent: &str,
+        job: wire::Job,
+        deadline: tokio::time::Instant,
+    ) -> BoxFuture<'static, Remote>;
     /// For operators, per agent: name, state, last contact, success rate.
     fn describe(&self) -> Vec<(String, String, String, String)> {
         Vec::new()
@@ -129,13 +163,13 @@ pub fn remote_of(agent: &str, answer: wire::Answer) -> Remote {
             };
             Ok((Err(e), String::new()))
         }
-        wire::Answer::Failed(f) => Err(AgentFailure {
-            agent: agent.to_owned(),
-            why: match f.whose {
-                Whose::Busy => format!("busy: {}", f.text),
-                Whose::NotProbed => format!("did not probe: {}", f.text),
-                _ => format!("its transport failed: {}", f.text),
+        wire::Answer::Failed(f) => Err(match f.whose {
+            Whose::Busy => AgentFailure {
+                blame: Blame::Busy,
+                ..AgentFailure::agent(agent, format!("busy: {}", f.text))
             },
+            Whose::NotProbed => AgentFailure::agent(agent, format!("did not probe: {}", f.text)),
+            _ => AgentFailure::agent(agent, format!("its transport failed: {}", f.text)),
         }),
     }
 }
@@ -160,10 +194,8 @@ mod tests {
     /// The coordinator's reading of what the agent sends for `result`.
     fn through_the_wire(result: &Result<Seen, ProbeError>) -> Remote {
         let sent = answer_of(result, "direct", 5);
-        let back = wire::parse_answer(&wire::answer_element(&sent)).map_err(|e| AgentFailure {
-            agent: "a1".into(),
-            why: format!("a malformed answer: {e}"),
-        })?;
+        let back = wire::parse_answer(&wire::answer_element(&sent))
+            .map_err(|e| AgentFailure::agent("a1", format!("a malformed answer: {e}")))?;
         remote_of("a1", back)
     }
 

@@ -16,10 +16,12 @@ use tokio_xmpp::parsers::jid::Jid;
 
 use super::Link;
 use crate::config::VantageConfig;
-use crate::vantage::{wire, AgentFailure, Remote, Vantages};
+use crate::vantage::{wire, AgentFailure, Blame, Remote, Vantages};
 
-/// Jobs waiting for an answer, at most (each has a timeout too).
-pub const MAX_PENDING_JOBS: usize = 4096;
+#[path = "agent_jobs.rs"]
+mod jobs;
+use jobs::{Entry, Full, Waiting};
+pub use jobs::{MAX_PENDING_JOBS, MAX_PENDING_PER_AGENT};
 /// Agent failures in a row that make an operator notice.
 pub const FAILURES_FOR_NOTICE: u32 = 3;
 
@@ -44,16 +46,13 @@ pub struct AgentState {
     pub told: bool,
 }
 
-/// Where a job's answer goes: the payload of the IQ result, or why it bounced.
-type Answering = oneshot::Sender<Result<Option<Element>, String>>;
-
 /// The agents of one coordinator.
 pub struct Agents {
     me: Jid,
     link: Arc<Link>,
     list: Vec<VantageConfig>,
     state: Mutex<HashMap<String, AgentState>>,
-    pending: Mutex<HashMap<String, (String, Answering)>>,
+    pending: jobs::Table,
     next: AtomicU64,
     /// How long an agent may stay offline before the operators are told.
     away: Duration,
@@ -80,7 +79,7 @@ impl Agents {
             link,
             list,
             state: Mutex::new(state),
-            pending: Mutex::new(HashMap::new()),
+            pending: jobs::Table::default(),
             next: AtomicU64::new(1),
             away,
             notices: Mutex::new(None),
@@ -190,29 +189,18 @@ impl Agents {
 
     /// Ends every job of agent `name` still waiting for its answer.
     fn fail_pending(&self, name: &str, why: &str) {
-        let mut pending = self.pending.lock().expect("agents lock");
-        let ids: Vec<String> = pending
-            .iter()
-            .filter(|(_, (n, _))| n == name)
-            .map(|(id, _)| id.clone())
-            .collect();
-        for id in ids {
-            if let Some((_, tx)) = pending.remove(&id) {
-                let _ = tx.send(Err(why.to_owned()));
-            }
-        }
+        self.pending.fail(|e| e.agent == name, why);
     }
 
     /// An IQ result or error addressed to us: a job's answer, if from the agent it was sent to.
     pub fn on_answer(&self, from: Option<&Jid>, id: &str, answer: Result<Option<Element>, String>) {
-        let mut pending = self.pending.lock().expect("agents lock");
-        let Some((name, _)) = pending.get(id) else {
+        let Some(name) = self.pending.agent_of(id) else {
             if id.starts_with("job-") && from.is_some_and(|f| !self.is_agent(f)) {
                 tracing::debug!(from = ?from.map(|f| f.to_string()), id, "an IQ answer to no job of ours from a JID not in [[vantage]]: ignored");
             }
             return;
         };
-        let sent_to = self.list.iter().find(|v| &v.name == name);
+        let sent_to = self.list.iter().find(|v| v.name == name);
         let from_ok = match (from, sent_to) {
             (Some(f), Some(v)) => f.to_bare().to_string().eq_ignore_ascii_case(&v.jid),
             _ => false,
@@ -221,8 +209,8 @@ impl Agents {
             tracing::warn!(from = ?from.map(|f| f.to_string()), id, "a probe answer from a JID that is not the agent the job went to: ignored");
             return;
         }
-        if let Some((_, tx)) = pending.remove(id) {
-            let _ = tx.send(answer);
+        if let Some(e) = self.pending.take(id) {
+            let _ = e.tx.send(answer);
         }
     }
 
@@ -259,11 +247,13 @@ impl Agents {
         }
     }
 
-    async fn run(self: Arc<Self>, name: String, job: wire::Job) -> Remote {
-        let fail = |why: String| AgentFailure {
-            agent: name.clone(),
-            why,
-        };
+    async fn run(
+        self: Arc<Self>,
+        name: String,
+        job: wire::Job,
+        deadline: tokio::time::Instant,
+    ) -> Remote {
+        let fail = |why: String| AgentFailure::agent(&name, why);
         let to = {
             let state = self.state.lock().expect("agents lock");
             state.get(&name).and_then(|s| s.online.clone())
@@ -273,25 +263,53 @@ impl Agents {
         };
         let id = format!("job-{}", self.next.fetch_add(1, Ordering::Relaxed));
         let (tx, rx) = oneshot::channel();
-        {
-            let mut pending = self.pending.lock().expect("agents lock");
-            if pending.len() >= MAX_PENDING_JOBS {
-                return Err(fail("too many jobs waiting for answers".into()));
+        let entry = Entry {
+            agent: name.clone(),
+            tx,
+        };
+        match self.pending.add(&id, entry) {
+            Ok(()) => {}
+            Err(Full::Agent) => {
+                return Err(AgentFailure {
+                    blame: Blame::Busy,
+                    ..fail(format!(
+                        "{MAX_PENDING_PER_AGENT} of its jobs wait for answers"
+                    ))
+                })
             }
-            pending.insert(id.clone(), (name.clone(), tx));
+            Err(Full::All) => {
+                tracing::warn!(agent = %name, "{MAX_PENDING_JOBS} agent jobs wait for answers: no more sent");
+                return Err(AgentFailure {
+                    blame: Blame::Ours,
+                    ..fail(format!(
+                        "our table of {MAX_PENDING_JOBS} jobs waiting for answers is full"
+                    ))
+                });
+            }
         }
-        // The agent gets the job's timeout, and a little more to answer.
+        // Taken out of the table however the wait ends, even dropped.
+        let mut waiting = Waiting {
+            agents: &self,
+            id: id.clone(),
+            agent: name.clone(),
+            settled: false,
+        };
+        // The agent gets the job's timeout, and a little more to answer,
+        // but never past the check's deadline.
         let wait = job.timeout + Duration::from_secs(5);
+        let until = (tokio::time::Instant::now() + wait).min(deadline);
         self.link.send(Iq::Set {
             from: Some(self.me.clone()),
             to: Some(to),
             id: id.clone(),
             payload: wire::job_element(&job),
         });
-        let answer = tokio::time::timeout(wait, rx).await;
-        self.pending.lock().expect("agents lock").remove(&id);
+        let answer = tokio::time::timeout_at(until, rx).await;
         let result = match answer {
-            Err(_) => Err(fail(format!("no answer within {}s", wait.as_secs()))),
+            Err(_) if until < deadline => {
+                Err(fail(format!("no answer within {}s", wait.as_secs())))
+            }
+            Err(_) => Err(fail("no answer by the check's deadline".into())),
             Ok(Err(_)) => Err(fail("the answer was lost".into())),
             Ok(Ok(Err(e))) => {
                 self.gone(&name);
@@ -304,6 +322,8 @@ impl Agents {
             },
         };
         self.record(&name, result.is_ok());
+        waiting.settled = true;
+        drop(waiting);
         result
     }
 }
@@ -318,8 +338,13 @@ impl Vantages for Arc<Agents> {
             .collect()
     }
 
-    fn probe(&self, agent: &str, job: wire::Job) -> BoxFuture<'static, Remote> {
-        Box::pin(self.clone().run(agent.to_owned(), job))
+    fn probe(
+        &self,
+        agent: &str,
+        job: wire::Job,
+        deadline: tokio::time::Instant,
+    ) -> BoxFuture<'static, Remote> {
+        Box::pin(self.clone().run(agent.to_owned(), job, deadline))
     }
 
     fn describe(&self) -> Vec<(String, String, String, String)> {

@@ -61,7 +61,8 @@ async fn send(
     rx: &mut mpsc::Receiver<Outgoing>,
     agent: &str,
 ) -> (tokio::task::JoinHandle<Remote>, String) {
-    let task = tokio::spawn(agents.probe(agent, job()));
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    let task = tokio::spawn(agents.probe(agent, job(), deadline));
     let Some(Outgoing::Stanza { stanza, .. }) = rx.recv().await else {
         panic!("no job sent")
     };
@@ -196,4 +197,64 @@ async fn operators_hear_once_when_an_agent_keeps_failing_and_once_when_it_answer
     agents.on_answer(Some(&full("a")), &id, Ok(Some(seen(1))));
     assert!(task.await.unwrap().is_ok());
     assert!(notes.try_recv().unwrap().contains("answers again"));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_job_dropped_before_its_answer_leaves_no_entry_and_counts_as_a_failure() {
+    let (agents, mut rx) = agents(Duration::from_secs(300));
+    // The check's deadline drops the probe first (as probe_at's timeout_at).
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    let probe = agents.probe("a", job(), deadline);
+    let dropped = tokio::time::timeout(Duration::from_millis(100), probe).await;
+    assert!(dropped.is_err(), "the job ended by itself");
+    assert!(
+        matches!(rx.try_recv(), Ok(Outgoing::Stanza { .. })),
+        "no job sent"
+    );
+    assert_eq!(agents.pending.len(), 0, "the dropped job's entry stayed");
+    assert_eq!(agents.states()[0].1.failed, 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_jobs_wait_ends_at_the_checks_deadline() {
+    let (agents, _rx) = agents(Duration::from_secs(300));
+    let t0 = tokio::time::Instant::now();
+    let deadline = t0 + Duration::from_millis(500);
+    let e = agents.probe("a", job(), deadline).await.unwrap_err();
+    assert!(e.why.contains("by the check's deadline"), "{e}");
+    assert_eq!(tokio::time::Instant::now(), deadline);
+    assert_eq!(agents.pending.len(), 0);
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_job_table_is_bounded_per_agent_and_in_all_and_full_is_ours() {
+    use crate::vantage::Blame;
+    let (agents, _rx) = agents(Duration::from_secs(300));
+    let add = |agent: &str, id: String| {
+        let (tx, _) = oneshot::channel();
+        let entry = Entry {
+            agent: agent.to_owned(),
+            tx,
+        };
+        agents.pending.add(&id, entry)
+    };
+    for i in 0..MAX_PENDING_PER_AGENT {
+        add("a", format!("a{i}")).unwrap();
+    }
+    assert_eq!(add("a", "a-more".into()), Err(Full::Agent));
+    // Agent a is busy: not its failure.
+    let e = agents.probe("a", job(), far()).await.unwrap_err();
+    assert_eq!(e.blame, Blame::Busy, "{e}");
+    for i in MAX_PENDING_PER_AGENT..MAX_PENDING_JOBS {
+        add(&format!("x{}", i % 64), format!("x{i}")).unwrap();
+    }
+    assert_eq!(add("b", "b-more".into()), Err(Full::All));
+    // A full table is ours, not b's, and is never a failure of b.
+    let e = agents.probe("b", job(), far()).await.unwrap_err();
+    assert_eq!(e.blame, Blame::Ours, "{e}");
+    assert_eq!(agents.states()[1].1.failed, 0);
+}
+
+fn far() -> tokio::time::Instant {
+    tokio::time::Instant::now() + Duration::from_secs(60)
 }
