@@ -222,14 +222,19 @@ impl Agent {
                 reason: "other".into(),
                 text: format!("{} jobs already running", self.jobs.available_permits()),
             });
-            return Some(iq_reply(&id, &from, Some(wire::answer_element(&busy))));
+            let el = wire::answer_element_for(&job, &busy);
+            return Some(iq_reply(&id, &from, Some(el)));
         };
         let (me, tx) = (self.clone(), tx.clone());
         tokio::spawn(async move {
             let answer = me.run_job(&job).await;
             drop(permit);
             let _ = tx
-                .send(iq_reply(&id, &from, Some(wire::answer_element(&answer))))
+                .send(iq_reply(
+                    &id,
+                    &from,
+                    Some(wire::answer_element_for(&job, &answer)),
+                ))
                 .await;
         });
         None

@@ -14,8 +14,9 @@ use crate::probe::tls::TlsObservation;
 use crate::probe::Target;
 use crate::vocab::{Service, TlsMode};
 
-/// The protocol's namespace; a new version gets a new one.
-pub const NS: &str = "urn:certwatch:agent:1";
+/// The protocol's namespace; a new version gets a new one (2: answers
+/// name their job's endpoint, see [`answer_element_for`]).
+pub const NS: &str = "urn:certwatch:agent:2";
 /// The most certificates a chain may carry: the leaf and as many after it
 /// as matching considers. An agent sends no more (it cuts a longer chain,
 /// see [`super::answer_of`]), so no server can make its answer malformed.
@@ -308,6 +309,50 @@ pub fn answer_element(answer: &Answer) -> Element {
             .append(clip(&f.text))
             .build(),
     }
+}
+
+/// The attributes by which an answer names its job's endpoint.
+const ECHOED: [&str; 5] = ["service", "domain", "host", "address", "port"];
+
+fn echo_values(job: &Job) -> [String; 5] {
+    [
+        job.service.as_str().to_owned(),
+        job.domain.clone(),
+        job.host.clone(),
+        job.addr.ip().to_string(),
+        job.addr.port().to_string(),
+    ]
+}
+
+/// The answer to `job`: its `<seen/>` or `<failed/>`, naming the job's
+/// endpoint (service, domain, host, address, port), so that an answer can
+/// never be taken for another job's.
+pub fn answer_element_for(job: &Job, answer: &Answer) -> Element {
+    let mut el = answer_element(answer);
+    for (key, value) in ECHOED.into_iter().zip(echo_values(job)) {
+        el.set_attr(
+            xmpp_parsers::minidom::rxml::Namespace::NONE,
+            name(key),
+            value,
+        );
+    }
+    el
+}
+
+/// Reads an agent's answer to `job`: refused unless it names the job's
+/// endpoint.
+pub fn parse_answer_to(el: &Element, job: &Job) -> Result<Answer, WireError> {
+    for (key, want) in ECHOED.into_iter().zip(echo_values(job)) {
+        let got = attr(el, key)?;
+        let same = match key {
+            "address" => got.parse::<IpAddr>().ok() == Some(job.addr.ip()),
+            _ => got.eq_ignore_ascii_case(&want),
+        };
+        if !same {
+            return Err(bad(key, format!("{got:?} is not the job's ({want:?})")));
+        }
+    }
+    parse_answer(el)
 }
 
 /// Cuts a text to [`MAX_TEXT`] bytes (at a character boundary), without control characters.

@@ -22,6 +22,8 @@ use crate::vantage::{wire, AgentFailure, Blame, Remote, Vantages};
 mod jobs;
 use jobs::{Entry, Full, Waiting};
 pub use jobs::{MAX_PENDING_JOBS, MAX_PENDING_PER_AGENT};
+/// How often a probe answer from a stranger is logged, at most.
+pub const STRANGER_LOG_EVERY: Duration = Duration::from_secs(10);
 /// Agent failures in a row that make an operator notice.
 pub const FAILURES_FOR_NOTICE: u32 = 3;
 
@@ -53,7 +55,12 @@ pub struct Agents {
     list: Vec<VantageConfig>,
     state: Mutex<HashMap<String, AgentState>>,
     pending: jobs::Table,
+    /// Job ids are `job-PREFIX-N`: the prefix is random per process, so an
+    /// id is never reused across restarts nor guessed by others.
+    prefix: String,
     next: AtomicU64,
+    /// When a stranger's answer was last logged, and how many since were not.
+    strangers: Mutex<(Option<std::time::Instant>, u64)>,
     /// How long an agent may stay offline before the operators are told.
     away: Duration,
     /// Where the operators' notices go (away or failing, and back).
@@ -80,7 +87,9 @@ impl Agents {
             list,
             state: Mutex::new(state),
             pending: jobs::Table::default(),
+            prefix: format!("{:016x}", rand::random::<u64>()),
             next: AtomicU64::new(1),
+            strangers: Mutex::new((None, 0)),
             away,
             notices: Mutex::new(None),
         }
@@ -192,26 +201,48 @@ impl Agents {
         self.pending.fail(|e| e.agent == name, why);
     }
 
-    /// An IQ result or error addressed to us: a job's answer, if from the agent it was sent to.
+    /// An IQ result or error addressed to us: a job's answer, if from the
+    /// agent it was sent to. Any other probe answer is ignored and logged.
     pub fn on_answer(&self, from: Option<&Jid>, id: &str, answer: Result<Option<Element>, String>) {
-        let Some(name) = self.pending.agent_of(id) else {
-            if id.starts_with("job-") && from.is_some_and(|f| !self.is_agent(f)) {
-                tracing::debug!(from = ?from.map(|f| f.to_string()), id, "an IQ answer to no job of ours from a JID not in [[vantage]]: ignored");
+        let ours = |name: &str| {
+            let sent_to = self.list.iter().find(|v| v.name == name);
+            matches!((from, sent_to), (Some(f), Some(v)) if f.to_bare().to_string().eq_ignore_ascii_case(&v.jid))
+        };
+        match self.pending.agent_of(id) {
+            Some(name) if ours(&name) => {
+                if let Some(e) = self.pending.take(id) {
+                    let _ = e.tx.send(answer);
+                }
             }
-            return;
-        };
-        let sent_to = self.list.iter().find(|v| v.name == name);
-        let from_ok = match (from, sent_to) {
-            (Some(f), Some(v)) => f.to_bare().to_string().eq_ignore_ascii_case(&v.jid),
-            _ => false,
-        };
-        if !from_ok {
-            tracing::warn!(from = ?from.map(|f| f.to_string()), id, "a probe answer from a JID that is not the agent the job went to: ignored");
+            // Another JID answers a job of ours, or sends a probe answer
+            // (or an error to a job id) that no job of ours waits for.
+            Some(_) => self.stranger(from, id),
+            None => {
+                let probe_answer = match &answer {
+                    Ok(Some(el)) => el.ns() == wire::NS,
+                    Ok(None) | Err(_) => id.starts_with("job-"),
+                };
+                if probe_answer && !from.is_some_and(|f| self.is_agent(f)) {
+                    self.stranger(from, id);
+                }
+            }
+        }
+    }
+
+    /// Logs a probe answer from a JID that is not the job's agent, at most
+    /// once every [`STRANGER_LOG_EVERY`] (with how many were not logged).
+    fn stranger(&self, from: Option<&Jid>, id: &str) {
+        let mut s = self.strangers.lock().expect("agents lock");
+        let now = std::time::Instant::now();
+        if s.0
+            .is_some_and(|t| now.duration_since(t) < STRANGER_LOG_EVERY)
+        {
+            s.1 += 1;
             return;
         }
-        if let Some(e) = self.pending.take(id) {
-            let _ = e.tx.send(answer);
-        }
+        let unlogged = std::mem::take(&mut s.1);
+        s.0 = Some(now);
+        tracing::debug!(from = ?from.map(|f| f.to_string()), id, unlogged, "a probe answer from a JID that is not the agent the job went to: ignored");
     }
 
     fn record(&self, name: &str, ok: bool) {
@@ -261,7 +292,8 @@ impl Agents {
         let Some(to) = to else {
             return Err(fail("offline".into()));
         };
-        let id = format!("job-{}", self.next.fetch_add(1, Ordering::Relaxed));
+        let n = self.next.fetch_add(1, Ordering::Relaxed);
+        let id = format!("job-{}-{n}", self.prefix);
         let (tx, rx) = oneshot::channel();
         let entry = Entry {
             agent: name.clone(),
@@ -316,9 +348,12 @@ impl Agents {
                 Err(fail(e))
             }
             Ok(Ok(Ok(None))) => Err(fail("an empty answer".into())),
-            Ok(Ok(Ok(Some(el)))) => match wire::parse_answer(&el) {
+            Ok(Ok(Ok(Some(el)))) => match wire::parse_answer_to(&el, &job) {
                 Ok(a) => crate::vantage::remote_of(&name, a),
-                Err(e) => Err(fail(format!("a malformed answer: {e}"))),
+                Err(e) => {
+                    tracing::warn!(agent = %name, %id, error = %e, "a malformed answer, or one about another endpoint than its job's");
+                    Err(fail(format!("a malformed answer: {e}")))
+                }
             },
         };
         self.record(&name, result.is_ok());

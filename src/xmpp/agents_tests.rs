@@ -74,16 +74,24 @@ async fn send(
 }
 
 fn seen(chain_len: usize) -> Element {
+    seen_for(&job(), chain_len)
+}
+
+/// An agent's answer that names `job`'s endpoint.
+fn seen_for(job: &wire::Job, chain_len: usize) -> Element {
     let c = rcgen::generate_simple_self_signed(vec!["x".to_owned()]).unwrap();
     let der = c.cert.der().to_vec();
-    wire::answer_element(&wire::Answer::Seen(wire::Sighting {
-        transport: "direct".into(),
-        exit: None,
-        chain: vec![der; chain_len],
-        version: "TLSv1.3".into(),
-        cipher: "TLS13_AES_128_GCM_SHA256".into(),
-        millis: 3,
-    }))
+    wire::answer_element_for(
+        job,
+        &wire::Answer::Seen(wire::Sighting {
+            transport: "direct".into(),
+            exit: None,
+            chain: vec![der; chain_len],
+            version: "TLSv1.3".into(),
+            cipher: "TLS13_AES_128_GCM_SHA256".into(),
+            millis: 3,
+        }),
+    )
 }
 
 #[tokio::test(start_paused = true)]
@@ -257,4 +265,29 @@ async fn the_job_table_is_bounded_per_agent_and_in_all_and_full_is_ours() {
 
 fn far() -> tokio::time::Instant {
     tokio::time::Instant::now() + Duration::from_secs(60)
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_answer_about_another_endpoint_is_the_agents_failure() {
+    // A late answer to an old job (another endpoint) under this job's id.
+    let (agents, mut rx) = agents(Duration::from_secs(300));
+    let (task, id) = send(&agents, &mut rx, "a").await;
+    let old = wire::Job {
+        addr: "192.0.2.99:5222".parse().unwrap(),
+        ..job()
+    };
+    agents.on_answer(Some(&full("a")), &id, Ok(Some(seen_for(&old, 1))));
+    let e = task.await.unwrap().unwrap_err();
+    assert!(e.why.contains("address"), "{e}");
+}
+
+#[tokio::test(start_paused = true)]
+async fn job_ids_differ_across_restarts_and_are_not_small_numbers() {
+    let (one, mut rx1) = agents(Duration::from_secs(300));
+    let (two, mut rx2) = agents(Duration::from_secs(300));
+    let (_t1, id1) = send(&one, &mut rx1, "a").await;
+    let (_t2, id2) = send(&two, &mut rx2, "a").await;
+    assert_ne!(id1, id2, "a restarted coordinator reuses job ids");
+    let prefix = id1.strip_prefix("job-").unwrap().split('-').next().unwrap();
+    assert_eq!(prefix.len(), 16, "{id1}");
 }
