@@ -14,8 +14,18 @@ pub const MAX_PENDING_JOBS: usize = 4096;
 /// agent counts as busy (not failing) and the probe goes elsewhere.
 pub const MAX_PENDING_PER_AGENT: usize = crate::config::MAX_AGENT_JOBS;
 
-/// Where a job's answer goes: the payload of the IQ result, or why it bounced.
-pub(super) type Answering = oneshot::Sender<Result<Option<Element>, String>>;
+/// How a job's wait ended, other than by its timeout.
+#[derive(Debug)]
+pub(super) enum Ended {
+    /// The agent's answer: the payload of the IQ result, or why it bounced.
+    Answer(Result<Option<Element>, String>),
+    /// Our link to the server went down: the answer can no longer come
+    /// (our failure, not the agent's).
+    LinkLost,
+}
+
+/// Where a job's end goes.
+pub(super) type Answering = oneshot::Sender<Ended>;
 
 /// One job waiting for its answer.
 pub(super) struct Entry {
@@ -67,8 +77,8 @@ impl Table {
         self.lock().remove(id)
     }
 
-    /// Ends every waiting job `which` picks with `why`; says how many.
-    pub(super) fn fail(&self, which: impl Fn(&Entry) -> bool, why: &str) -> usize {
+    /// Ends every waiting job `which` picks as `end` says; says how many.
+    pub(super) fn fail(&self, which: impl Fn(&Entry) -> bool, end: impl Fn() -> Ended) -> usize {
         let mut map = self.lock();
         let ids: Vec<String> = map
             .iter()
@@ -77,7 +87,7 @@ impl Table {
             .collect();
         for id in &ids {
             if let Some(e) = map.remove(id) {
-                let _ = e.tx.send(Err(why.to_owned()));
+                let _ = e.tx.send(end());
             }
         }
         ids.len()

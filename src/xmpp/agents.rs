@@ -20,10 +20,14 @@ use crate::vantage::{wire, AgentFailure, Blame, Remote, Vantages};
 
 #[path = "agent_jobs.rs"]
 mod jobs;
-use jobs::{Entry, Full, Waiting};
+use jobs::{Ended, Entry, Full, Waiting};
 pub use jobs::{MAX_PENDING_JOBS, MAX_PENDING_PER_AGENT};
 /// How often a probe answer from a stranger is logged, at most.
 pub const STRANGER_LOG_EVERY: Duration = Duration::from_secs(10);
+/// The shortest and the longest an agent that keeps failing is not picked.
+pub const COOL_DOWN_MIN: Duration = Duration::from_secs(30);
+/// See [`COOL_DOWN_MIN`].
+pub const COOL_DOWN_MAX: Duration = Duration::from_secs(600);
 /// Agent failures in a row that make an operator notice.
 pub const FAILURES_FOR_NOTICE: u32 = 3;
 
@@ -46,6 +50,20 @@ pub struct AgentState {
     /// Whether the operators were told it is away or failing (and not yet
     /// that it is back).
     pub told: bool,
+    /// An agent that keeps failing is not picked until then (see [`cool_down`]).
+    pub resting_until: Option<tokio::time::Instant>,
+}
+
+/// How long an agent that failed `failing` jobs in a row is not picked:
+/// none below [`FAILURES_FOR_NOTICE`], then [`COOL_DOWN_MIN`], doubling
+/// with each further failure up to [`COOL_DOWN_MAX`]. After it, one job
+/// tells whether it works again.
+pub fn cool_down(failing: u32) -> Duration {
+    if failing < FAILURES_FOR_NOTICE {
+        return Duration::ZERO;
+    }
+    let doublings = (failing - FAILURES_FOR_NOTICE).min(16);
+    (COOL_DOWN_MIN * 2u32.pow(doublings)).min(COOL_DOWN_MAX)
 }
 
 /// The agents of one coordinator.
@@ -198,7 +216,8 @@ impl Agents {
 
     /// Ends every job of agent `name` still waiting for its answer.
     fn fail_pending(&self, name: &str, why: &str) {
-        self.pending.fail(|e| e.agent == name, why);
+        self.pending
+            .fail(|e| e.agent == name, || Ended::Answer(Err(why.to_owned())));
     }
 
     /// An IQ result or error addressed to us: a job's answer, if from the
@@ -211,7 +230,7 @@ impl Agents {
         match self.pending.agent_of(id) {
             Some(name) if ours(&name) => {
                 if let Some(e) = self.pending.take(id) {
-                    let _ = e.tx.send(answer);
+                    let _ = e.tx.send(Ended::Answer(answer));
                 }
             }
             // Another JID answers a job of ours, or sends a probe answer
@@ -253,12 +272,15 @@ impl Agents {
             if ok {
                 s.answered += 1;
                 s.failing = 0;
+                s.resting_until = None;
                 let back = s.told && s.online.is_some();
                 s.told &= !back;
                 back.then(|| format!("Vantage agent {name} answers again."))
             } else {
                 s.failed += 1;
                 s.failing += 1;
+                let rest = cool_down(s.failing);
+                s.resting_until = (!rest.is_zero()).then(|| tokio::time::Instant::now() + rest);
                 let tell = s.failing >= FAILURES_FOR_NOTICE && !s.told;
                 s.told |= tell;
                 tell.then(|| format!("Vantage agent {name} keeps failing ({FAILURES_FOR_NOTICE} jobs in a row): its probes are made from the other vantages; see `health` for its last contact. You are told once when it answers again."))
@@ -267,6 +289,23 @@ impl Agents {
         if let Some(text) = note {
             self.tell(text);
         }
+    }
+
+    /// Our link to the server went down: every agent is offline for us
+    /// (their presence comes again with the link), and every waiting job
+    /// ends at once as our failure, not the agents'.
+    pub fn link_lost(&self) {
+        let now = SystemTime::now();
+        for s in self.state.lock().expect("agents lock").values_mut() {
+            if s.online.take().is_some() {
+                s.offline_since = Some(now);
+            }
+        }
+        let n = self.pending.fail(|_| true, || Ended::LinkLost);
+        tracing::info!(
+            jobs = n,
+            "link lost: every agent offline until it says it is there"
+        );
     }
 
     /// Marks an agent gone (its job bounced: it is not there).
@@ -311,12 +350,10 @@ impl Agents {
             }
             Err(Full::All) => {
                 tracing::warn!(agent = %name, "{MAX_PENDING_JOBS} agent jobs wait for answers: no more sent");
-                return Err(AgentFailure {
-                    blame: Blame::Ours,
-                    ..fail(format!(
-                        "our table of {MAX_PENDING_JOBS} jobs waiting for answers is full"
-                    ))
-                });
+                return Err(ours(
+                    &name,
+                    format!("our table of {MAX_PENDING_JOBS} jobs waiting for answers is full"),
+                ));
             }
         }
         // Taken out of the table however the wait ends, even dropped.
@@ -330,12 +367,19 @@ impl Agents {
         // but never past the check's deadline.
         let wait = job.timeout + Duration::from_secs(5);
         let until = (tokio::time::Instant::now() + wait).min(deadline);
-        self.link.send(Iq::Set {
+        let sent = self.link.try_send(Iq::Set {
             from: Some(self.me.clone()),
             to: Some(to),
             id: id.clone(),
             payload: wire::job_element(&job),
         });
+        if let Err(why) = sent {
+            waiting.settled = true;
+            return Err(ours(
+                &name,
+                format!("our link could not send the job: {why}"),
+            ));
+        }
         let answer = tokio::time::timeout_at(until, rx).await;
         let result = match answer {
             Err(_) if until < deadline => {
@@ -343,12 +387,16 @@ impl Agents {
             }
             Err(_) => Err(fail("no answer by the check's deadline".into())),
             Ok(Err(_)) => Err(fail("the answer was lost".into())),
-            Ok(Ok(Err(e))) => {
+            Ok(Ok(Ended::LinkLost)) => Err(ours(
+                &name,
+                "our link to the server was lost mid-job".into(),
+            )),
+            Ok(Ok(Ended::Answer(Err(e)))) => {
                 self.gone(&name);
                 Err(fail(e))
             }
-            Ok(Ok(Ok(None))) => Err(fail("an empty answer".into())),
-            Ok(Ok(Ok(Some(el)))) => match wire::parse_answer_to(&el, &job) {
+            Ok(Ok(Ended::Answer(Ok(None)))) => Err(fail("an empty answer".into())),
+            Ok(Ok(Ended::Answer(Ok(Some(el))))) => match wire::parse_answer_to(&el, &job) {
                 Ok(a) => crate::vantage::remote_of(&name, a),
                 Err(e) => {
                     tracing::warn!(agent = %name, %id, error = %e, "a malformed answer, or one about another endpoint than its job's");
@@ -356,19 +404,34 @@ impl Agents {
                 }
             },
         };
-        self.record(&name, result.is_ok());
+        // Busy, or our own failure: not the agent's.
+        match &result {
+            Ok(_) => self.record(&name, true),
+            Err(e) if e.blame == Blame::Agent => self.record(&name, false),
+            Err(_) => {}
+        }
         waiting.settled = true;
         drop(waiting);
         result
     }
 }
 
+/// A job to `agent` that failed on our side (never counted against it).
+fn ours(agent: &str, why: String) -> AgentFailure {
+    AgentFailure {
+        blame: Blame::Ours,
+        ..AgentFailure::agent(agent, why)
+    }
+}
+
 impl Vantages for Arc<Agents> {
     fn available(&self) -> Vec<(String, u32)> {
         let state = self.state.lock().expect("agents lock");
+        let now = tokio::time::Instant::now();
+        let can = |s: &AgentState| s.online.is_some() && s.resting_until.is_none_or(|t| t <= now);
         self.list
             .iter()
-            .filter(|v| state.get(&v.name).is_some_and(|s| s.online.is_some()))
+            .filter(|v| state.get(&v.name).is_some_and(can))
             .map(|v| (v.name.clone(), v.weight))
             .collect()
     }
@@ -389,7 +452,18 @@ impl Vantages for Arc<Agents> {
                 let state = match (&s.online, s.failing) {
                     (None, _) => "offline".to_owned(),
                     (Some(_), 0) => "online".to_owned(),
-                    (Some(_), n) => format!("online, failing ({n} jobs in a row)"),
+                    (Some(_), n) => {
+                        let left = s
+                            .resting_until
+                            .map(|t| t.saturating_duration_since(tokio::time::Instant::now()));
+                        match left.filter(|l| !l.is_zero()) {
+                            Some(l) => format!(
+                                "online, failing ({n} jobs in a row), not picked for {}s",
+                                l.as_secs()
+                            ),
+                            None => format!("online, failing ({n} jobs in a row)"),
+                        }
+                    }
                 };
                 let contact = s
                     .last_contact

@@ -291,3 +291,95 @@ async fn job_ids_differ_across_restarts_and_are_not_small_numbers() {
     let prefix = id1.strip_prefix("job-").unwrap().split('-').next().unwrap();
     assert_eq!(prefix.len(), 16, "{id1}");
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_busy_agent_is_not_failing() {
+    let (agents, mut rx) = agents(Duration::from_secs(300));
+    let (tx, mut notes) = mpsc::unbounded_channel();
+    agents.notify(tx);
+    let busy = wire::Answer::Failed(wire::Failure {
+        whose: wire::Whose::Busy,
+        reason: "other".into(),
+        text: "8 jobs running".into(),
+    });
+    for _ in 0..FAILURES_FOR_NOTICE + 2 {
+        let (task, id) = send(&agents, &mut rx, "a").await;
+        let el = wire::answer_element_for(&job(), &busy);
+        agents.on_answer(Some(&full("a")), &id, Ok(Some(el)));
+        let e = task.await.unwrap().unwrap_err();
+        assert_eq!(e.blame, crate::vantage::Blame::Busy, "{e}");
+    }
+    let a = &agents.states()[0].1;
+    assert_eq!((a.failed, a.failing), (0, 0), "{a:?}");
+    assert!(
+        notes.try_recv().is_err(),
+        "a busy agent was reported failing"
+    );
+    assert!(agents.available().iter().any(|(n, _)| n == "a"));
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_agent_that_keeps_failing_rests_then_gets_one_job_again() {
+    let (agents, mut rx) = agents(Duration::from_secs(300));
+    let picked = |agents: &Arc<Agents>| agents.available().iter().any(|(n, _)| n == "a");
+    for _ in 0..FAILURES_FOR_NOTICE - 1 {
+        let (task, _) = send(&agents, &mut rx, "a").await;
+        assert!(task.await.unwrap().is_err());
+    }
+    assert!(picked(&agents), "rested before it kept failing");
+    let (task, _) = send(&agents, &mut rx, "a").await;
+    assert!(task.await.unwrap().is_err());
+    assert!(!picked(&agents), "picked while it keeps failing");
+    assert!(agents.describe()[0].1.contains("not picked for"));
+    tokio::time::advance(COOL_DOWN_MIN).await;
+    assert!(picked(&agents), "never picked again");
+    // One more failure: a longer rest.
+    let (task, _) = send(&agents, &mut rx, "a").await;
+    assert!(task.await.unwrap().is_err());
+    tokio::time::advance(COOL_DOWN_MIN).await;
+    assert!(!picked(&agents));
+    assert_eq!(cool_down(FAILURES_FOR_NOTICE + 1), COOL_DOWN_MIN * 2);
+    assert_eq!(cool_down(100), COOL_DOWN_MAX);
+    // It answers: picked at once, and again after that.
+    tokio::time::advance(COOL_DOWN_MIN).await;
+    let (task, id) = send(&agents, &mut rx, "a").await;
+    agents.on_answer(Some(&full("a")), &id, Ok(Some(seen(1))));
+    assert!(task.await.unwrap().is_ok());
+    assert!(picked(&agents));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_job_our_link_cannot_send_fails_at_once_as_ours() {
+    let (agents, rx) = agents(Duration::from_secs(300));
+    // The link's queue is gone (the link just closed).
+    drop(rx);
+    let t0 = tokio::time::Instant::now();
+    let e = agents.probe("a", job(), far()).await.unwrap_err();
+    assert_eq!(e.blame, crate::vantage::Blame::Ours, "{e}");
+    assert!(e.why.contains("our link could not send the job"), "{e}");
+    assert_eq!(tokio::time::Instant::now(), t0, "it waited");
+    assert_eq!(agents.states()[0].1.failed, 0);
+    assert_eq!(agents.pending.len(), 0);
+}
+
+#[tokio::test(start_paused = true)]
+async fn losing_our_link_ends_every_job_as_ours_and_takes_the_agents_offline() {
+    let (agents, mut rx) = agents(Duration::from_secs(300));
+    let (ta, _) = send(&agents, &mut rx, "a").await;
+    let (tb, _) = send(&agents, &mut rx, "b").await;
+    agents.link_lost();
+    for task in [ta, tb] {
+        let e = tokio::time::timeout(Duration::from_millis(10), task)
+            .await
+            .expect("the job waited for its timeout")
+            .unwrap()
+            .unwrap_err();
+        assert_eq!(e.blame, crate::vantage::Blame::Ours, "{e}");
+    }
+    assert!(agents.available().is_empty());
+    let states = agents.states();
+    assert!(states.iter().all(|(_, s)| s.failed == 0), "{states:?}");
+    // Back with the link: their presence makes them available again.
+    agents.on_presence(&full("a"), true);
+    assert_eq!(agents.available(), vec![("a".to_owned(), 1)]);
+}
