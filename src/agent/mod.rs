@@ -58,6 +58,8 @@ struct Agent {
     prober: Prober,
     allow_private: bool,
     jobs: Arc<Semaphore>,
+    /// The most jobs run at once (`agent.max_jobs`).
+    max_jobs: usize,
 }
 
 /// Runs the agent until the process is stopped: logs in, serves jobs,
@@ -82,6 +84,7 @@ pub async fn run(config: Config) -> Result<(), AgentError> {
         prober: crate::setup::prober(&config, connector, profiles),
         allow_private: config.probe.allow_private,
         jobs: Arc::new(Semaphore::new(a.max_jobs())),
+        max_jobs: a.max_jobs(),
     });
     let l = Login {
         addr,
@@ -220,7 +223,7 @@ impl Agent {
             let busy = Answer::Failed(Failure {
                 whose: Whose::Busy,
                 reason: "other".into(),
-                text: format!("{} jobs already running", self.jobs.available_permits()),
+                text: format!("{} jobs already running (agent.max_jobs)", self.max_jobs),
             });
             let el = wire::answer_element_for(&job, &busy);
             return Some(iq_reply(&id, &from, Some(el)));

@@ -31,6 +31,8 @@ pub(super) type Answering = oneshot::Sender<Ended>;
 pub(super) struct Entry {
     /// The agent's name.
     pub(super) agent: String,
+    /// The full JID the job went to.
+    pub(super) to: Jid,
     /// Where its answer goes.
     pub(super) tx: Answering,
 }

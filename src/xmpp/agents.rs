@@ -207,17 +207,18 @@ impl Agents {
             }
         }
         if !available {
-            self.fail_pending(&v.name, "the agent went offline mid-job");
+            // Only the jobs sent to that resource: another may still answer.
+            self.fail_pending(from, "the agent went offline mid-job");
         }
         if back {
             self.tell(format!("Vantage agent {} is back online.", v.name));
         }
     }
 
-    /// Ends every job of agent `name` still waiting for its answer.
-    fn fail_pending(&self, name: &str, why: &str) {
+    /// Ends every job sent to the full JID `to` still waiting for its answer.
+    fn fail_pending(&self, to: &Jid, why: &str) {
         self.pending
-            .fail(|e| e.agent == name, || Ended::Answer(Err(why.to_owned())));
+            .fail(|e| &e.to == to, || Ended::Answer(Err(why.to_owned())));
     }
 
     /// An IQ result or error addressed to us: a job's answer, if from the
@@ -336,6 +337,7 @@ impl Agents {
         let (tx, rx) = oneshot::channel();
         let entry = Entry {
             agent: name.clone(),
+            to: to.clone(),
             tx,
         };
         match self.pending.add(&id, entry) {

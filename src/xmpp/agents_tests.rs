@@ -242,6 +242,7 @@ async fn the_job_table_is_bounded_per_agent_and_in_all_and_full_is_ours() {
         let (tx, _) = oneshot::channel();
         let entry = Entry {
             agent: agent.to_owned(),
+            to: full(agent),
             tx,
         };
         agents.pending.add(&id, entry)
@@ -382,4 +383,17 @@ async fn losing_our_link_ends_every_job_as_ours_and_takes_the_agents_offline() {
     // Back with the link: their presence makes them available again.
     agents.on_presence(&full("a"), true);
     assert_eq!(agents.available(), vec![("a".to_owned(), 1)]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn another_resource_leaving_does_not_end_the_jobs_of_the_one_online() {
+    let (agents, mut rx) = agents(Duration::from_secs(300));
+    let (task, id) = send(&agents, &mut rx, "a").await;
+    // a@example.org/old (a stale session) goes away: a's job to r1 waits on.
+    let old = Jid::new("a@example.org/old").unwrap();
+    agents.on_presence(&old, false);
+    tokio::task::yield_now().await;
+    assert!(!task.is_finished(), "a job to r1 ended when /old left");
+    agents.on_answer(Some(&full("a")), &id, Ok(Some(seen(1))));
+    assert!(task.await.unwrap().is_ok());
 }
