@@ -346,7 +346,7 @@ impl Engine {
         self.note_health(&health, None).await;
         // Our own Tor or DNS failing says nothing about the domain: such a
         // report is the reply, never the domain's last result (as in the monitor).
-        let ours = report.verdict == crate::report::Verdict::Unreachable && health.ours();
+        let ours = health.says_nothing(report.verdict);
         if !ours && services == ServiceSet::All {
             let kept = self.keep_result(&report.bounded_for_store()).await;
             if let Err(Error::Store(e)) = &kept {

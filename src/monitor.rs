@@ -29,7 +29,6 @@ use crate::check::Health;
 use crate::domain::Domain;
 use crate::engine::{Engine, Error};
 use crate::probe::Gate;
-use crate::report::Verdict;
 use crate::store::StoreError;
 
 /// Checks working at once in the monitor.
@@ -539,7 +538,7 @@ pub async fn check_domain_gated(
     // nothing else decided the verdict: nothing is known about the domain,
     // so its state (and its subscribers) are left alone. An alarm or a DNS
     // finding seen meanwhile still counts.
-    if report.verdict == Verdict::Unreachable && health.ours() {
+    if health.says_nothing(report.verdict) {
         return Next::Interval;
     }
     if hold_back(&report, held) {

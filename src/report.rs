@@ -324,6 +324,9 @@ pub struct Evidence {
     pub chain_pem: String,
 }
 
+/// How the error of an endpoint no vantage could probe begins.
+pub const NO_VANTAGE: &str = "no vantage could probe it";
+
 /// The most PEM text one endpoint's evidence keeps.
 pub const MAX_EVIDENCE_PEM: usize = 64 * 1024;
 
@@ -423,6 +426,17 @@ impl Report {
             .count()
     }
 
+    /// Whether some endpoint was not checked because no vantage could
+    /// probe it (the agents offline or failing, `probe.local = false`).
+    pub fn no_vantage(&self) -> bool {
+        self.endpoints.iter().any(|e| {
+            e.verdict == EndpointVerdict::NotChecked
+                && e.error
+                    .as_deref()
+                    .is_some_and(|e| e.starts_with(NO_VANTAGE))
+        })
+    }
+
     /// Whether our own transport failed on some endpoint (`not_checked`).
     pub fn transport_failed(&self) -> bool {
         self.endpoints
@@ -485,6 +499,9 @@ impl Report {
             Verdict::NoTlsa => {
                 format!("{d}: not protected, DNSSEC is on but TLSA records are missing")
             }
+            Verdict::Unreachable if self.no_vantage() => format!(
+                "{d}: could not check, {NO_VANTAGE} (our agents are offline or failing; nothing is known about the server)"
+            ),
             Verdict::Unreachable if self.transport_failed() => format!(
                 "{d}: could not check, our {} failed (nothing is known about the server)",
                 transport_words(&self.transport)

@@ -9,10 +9,10 @@
 //! the agents named in the JSON); an interceptor that intercepts only one
 //! agent's address (one alarm, "seen only from" that agent, no flapping,
 //! one recovery); an interceptor on every address (one alarm, confirmed
-//! from several networks); an agent killed mid-job while a stranger answers
-//! its job (no subscriber alert, the probe made elsewhere, the stranger's
-//! answer ignored and logged, one operator notice that the agent is away
-//! and one when it is back).
+//! from several networks); an agent killed mid-job while a stranger sends
+//! answers to guessed job ids (no subscriber alert, the probe made
+//! elsewhere, the stranger's answers ignored and logged, one operator
+//! notice that the agent is away and one when it is back).
 
 mod common;
 
@@ -361,7 +361,7 @@ fn agents_flow(server: &str, ports: Ports) {
         })
         .unwrap_or_else(|| panic!("{server}: no recovery after all were intercepted"));
 
-    // 4. Agent c is killed mid-job, while a stranger answers its job.
+    // 4. Agent c is killed mid-job, while a stranger answers guessed job ids.
     let mut mallory = Client::connect("mallory@localhost", "mallory-pw", host_port);
     w.rules(json!({"127.0.0.4": "hold", "*": "forward"}));
     w.interceptor
@@ -369,13 +369,13 @@ fn agents_flow(server: &str, ports: Ports) {
             v["event"] == "conn" && v["from"] == "127.0.0.4" && v["mode"] == "hold"
         })
         .unwrap_or_else(|| panic!("{server}: agent c never got a job"));
-    // The job is pending: answer every id as if from an agent, with the
-    // interceptor's key (a false alarm is what this stranger wants).
+    // The job is pending: answer ids of its form as if from an agent, with
+    // the interceptor's key (a false alarm is what this stranger wants).
+    // Job ids carry a random prefix, so the stranger can only guess them.
     let mitm_der = pem::parse(std::fs::read(w.dir.join("mitm.crt")).unwrap()).unwrap();
     let b64 = base64_der(mitm_der.contents());
-    let seen = format!("<seen xmlns='urn:certwatch:agent:1' transport='direct' version='TLSv1.3' cipher='TLS13_AES_128_GCM_SHA256' ms='3'><cert>{b64}</cert></seen>");
-    let r = mallory
-        .cmd(json!({"cmd": "iq_results", "to": COMPONENT, "first": 1, "last": 600, "xml": seen}));
+    let seen = format!("<seen xmlns='urn:certwatch:agent:2' transport='direct' version='TLSv1.3' cipher='TLS13_AES_128_GCM_SHA256' ms='3' service='xmpp-client' domain='{d}' host='xmpp.{d}' address='127.0.0.1' port='{}'><cert>{b64}</cert></seen>", w.ports.probed);
+    let r = mallory.cmd(json!({"cmd": "iq_results", "to": COMPONENT, "first": 1, "last": 600, "prefix": "0123456789abcdef-", "xml": seen}));
     assert_eq!(r["ok"], true, "{r}");
     eventually(T, "the stranger's answer to be logged", || {
         w.log()

@@ -58,6 +58,8 @@ struct Agent {
     prober: Prober,
     allow_private: bool,
     jobs: Arc<Semaphore>,
+    /// The most jobs run at once (`agent.max_jobs`).
+    max_jobs: usize,
 }
 
 /// Runs the agent until the process is stopped: logs in, serves jobs,
@@ -82,6 +84,7 @@ pub async fn run(config: Config) -> Result<(), AgentError> {
         prober: crate::setup::prober(&config, connector, profiles),
         allow_private: config.probe.allow_private,
         jobs: Arc::new(Semaphore::new(a.max_jobs())),
+        max_jobs: a.max_jobs(),
     });
     let l = Login {
         addr,
@@ -220,16 +223,21 @@ impl Agent {
             let busy = Answer::Failed(Failure {
                 whose: Whose::Busy,
                 reason: "other".into(),
-                text: format!("{} jobs already running", self.jobs.available_permits()),
+                text: format!("{} jobs already running (agent.max_jobs)", self.max_jobs),
             });
-            return Some(iq_reply(&id, &from, Some(wire::answer_element(&busy))));
+            let el = wire::answer_element_for(&job, &busy);
+            return Some(iq_reply(&id, &from, Some(el)));
         };
         let (me, tx) = (self.clone(), tx.clone());
         tokio::spawn(async move {
             let answer = me.run_job(&job).await;
             drop(permit);
             let _ = tx
-                .send(iq_reply(&id, &from, Some(wire::answer_element(&answer))))
+                .send(iq_reply(
+                    &id,
+                    &from,
+                    Some(wire::answer_element_for(&job, &answer)),
+                ))
                 .await;
         });
         None

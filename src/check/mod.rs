@@ -12,7 +12,7 @@ mod select;
 mod vantages;
 
 use confirm::evidence;
-use probing::{ours_when_tor_is_stuck, probed, tally, transport_advice, Probes};
+use probing::{no_vantage, ours_when_tor_is_stuck, probed, tally, transport_advice, Probes};
 use select::{choose, probeable, target};
 use vantages::{Origin, Sight};
 
@@ -61,6 +61,14 @@ impl Health {
     /// answer, or a probe our Tor client or proxy could not carry.
     pub fn ours(&self) -> bool {
         self.dns_failures > 0 || self.transport_failures > 0
+    }
+
+    /// Whether a check with this verdict says nothing about the domain:
+    /// our own part (resolver, Tor or proxy, the vantages) failed and
+    /// nothing else decided it. Such a check changes no domain's state and
+    /// alerts no subscriber; the operators are told (selfwatch).
+    pub fn says_nothing(&self, verdict: crate::report::Verdict) -> bool {
+        verdict == crate::report::Verdict::Unreachable && self.ours()
     }
 }
 
@@ -250,10 +258,17 @@ impl Checker {
                 self.prober.deadline_passed()
             ));
         }
-        if g.health.transport_failures > 0 {
+        let no_vantage = g.probed.iter().filter(|p| no_vantage(p)).count();
+        if no_vantage > 0 {
+            errors.push(format!(
+                "{no_vantage} endpoint(s) were not checked: {} (our agents are offline or failing; `probe.local = false`): nothing is known about those servers, so this check could not be completed; a monitor keeps the last state and tells its operators",
+                crate::report::NO_VANTAGE
+            ));
+        }
+        if g.health.transport_failures > no_vantage {
             errors.push(transport_advice(
                 self.prober.transport(),
-                g.health.transport_failures,
+                g.health.transport_failures - no_vantage,
                 g.health.probes,
                 g.tor.as_ref(),
             ));

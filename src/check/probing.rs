@@ -117,6 +117,14 @@ pub(super) fn tally(probed: &[Probed], health: &mut Health) {
     }
 }
 
+/// Whether no vantage could make this probe (our agents offline or failing).
+pub(super) fn no_vantage(p: &Probed) -> bool {
+    matches!(
+        p,
+        Probed::Failed(ProbeError::Connect(ConnectFailure::NoVantage(_)))
+    )
+}
+
 /// When arti says after the probes that it is stuck, a stream that broke or
 /// went silent after it was opened is no news about the server: it becomes
 /// our failure. What a server or exit said (a refusal reported by the exit,

@@ -50,7 +50,12 @@ impl Vantages for Arc<Fake> {
         self.agents.iter().map(|(n, _)| (n.clone(), 1)).collect()
     }
 
-    fn probe(&self, agent: &str, _job: wire::Job) -> BoxFuture<'static, Remote> {
+    fn probe(
+        &self,
+        agent: &str,
+        _job: wire::Job,
+        _deadline: tokio::time::Instant,
+    ) -> BoxFuture<'static, Remote> {
         self.jobs.lock().unwrap().push(agent.to_owned());
         let does = self
             .agents
@@ -74,10 +79,7 @@ impl Vantages for Arc<Fake> {
                     };
                     Ok((Ok(seen), "direct".to_owned()))
                 }
-                Does::Fails => Err(AgentFailure {
-                    agent,
-                    why: "no answer within 10s".into(),
-                }),
+                Does::Fails => Err(AgentFailure::agent(&agent, "no answer within 10s")),
                 Does::Unreachable => {
                     let failed = wire::Answer::Failed(wire::Failure {
                         whose: wire::Whose::Server,
@@ -175,11 +177,62 @@ async fn every_agent_failing_is_not_probed_not_unreachable() {
     let fake = Fake::new(&[("a", Does::Fails), ("b", Does::Fails)]);
     let c = checker(&fake);
     let domain = Domain::parse("example.org").unwrap();
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
-    let (p, _, _) = c.probe_endpoint(&domain, &endpoint(&spki), deadline).await;
+    // Two endpoints: neither is checked, and neither is "unreachable".
+    let mut second = endpoint(&spki);
+    second.address = Some("192.0.2.2".parse().unwrap());
+    let endpoints = vec![endpoint(&spki), second];
+    let out = c.probe_all(&domain, Arc::new(endpoints.clone())).await;
+    let mut health = Health::default();
+    tally(&out.probed, &mut health);
+    assert!(health.ours(), "{health:?}");
+    let reports: Vec<_> = endpoints
+        .iter()
+        .zip(&out.probed)
+        .map(|(e, p)| judge(e, p, SystemTime::now()))
+        .collect();
+    for r in &reports {
+        assert_eq!(r.verdict, EndpointVerdict::NotChecked, "{r:?}");
+        let error = r.error.as_deref().unwrap_or_default();
+        assert!(
+            error.starts_with("no vantage could probe it: agents offline or failing"),
+            "{error}"
+        );
+    }
+    // The monitor's decision: the domain's state is left alone, no
+    // subscriber is alerted (the operators are told by selfwatch).
+    let verdict = Report::overall(&reports, false, false);
+    assert_eq!(verdict, crate::report::Verdict::Unreachable);
+    assert!(health.says_nothing(verdict));
+    // With another endpoint that matched, the domain is still not "ok".
+    let mut with_match = reports.clone();
+    with_match[0].verdict = EndpointVerdict::Match;
+    assert!(health.says_nothing(Report::overall(&with_match, false, false)));
+    // The summary says why, not "unreachable" and not "our Tor client".
+    let g = Gathered {
+        found: Default::default(),
+        unanswered: 0,
+        resolver_works: true,
+        health,
+        endpoints: Arc::new(endpoints),
+        probed: out.probed,
+        exits: out.exits,
+        origins: out.origins,
+        left_out: out.left_out,
+        deadline: out.deadline,
+        probeable: out.probeable,
+        tor: None,
+    };
+    let line = c.error_lines(&domain, &g);
     assert!(
-        matches!(&p, Probed::NotProbed(why) if why.contains("no vantage could probe it")),
-        "{p:?}"
+        line.iter()
+            .any(|l| l.contains("2 endpoint(s) were not checked: no vantage could probe it")),
+        "{line:?}"
+    );
+    assert!(
+        !line
+            .iter()
+            .any(|l| l.contains("slow servers") || l.contains("our own")),
+        "{line:?}"
     );
 }
 

@@ -147,13 +147,8 @@ impl Checker {
         if let Some(sight) = unreached {
             return sight;
         }
-        let why = if failures.is_empty() {
-            "no vantage is available to probe from".to_owned()
-        } else {
-            format!("no vantage could probe it ({})", failures.join("; "))
-        };
         (
-            Probed::NotProbed(format!("not probed: {why}")),
+            Probed::Failed(no_vantage(&failures)),
             None,
             Origin::default(),
         )
@@ -194,14 +189,14 @@ impl Checker {
                 Origin::default(),
             ));
         }
-        let answer = tokio::time::timeout_at(deadline, remote.probe(name, job)).await;
+        let answer = tokio::time::timeout_at(deadline, remote.probe(name, job, deadline)).await;
         let (result, transport) = match answer {
             Ok(r) => r?,
             Err(_) => {
-                return Err(crate::vantage::AgentFailure {
-                    agent: name.to_owned(),
-                    why: "no answer by the check's deadline".into(),
-                })
+                return Err(crate::vantage::AgentFailure::agent(
+                    name,
+                    "no answer by the check's deadline",
+                ))
             }
         };
         let (p, exit) = probed(result);
@@ -240,6 +235,22 @@ impl Checker {
             .filter_map(Result::ok)
             .collect()
     }
+}
+
+/// No vantage could make the probe: our own failure (like our Tor
+/// failing), never the server's. The endpoint is "not checked": its state
+/// is left alone and the operators are told, never its subscribers.
+fn no_vantage(failures: &[String]) -> ProbeError {
+    use crate::report::NO_VANTAGE;
+    let why = if failures.is_empty() {
+        format!("{NO_VANTAGE}: no vantage is available (agents offline)")
+    } else {
+        format!(
+            "{NO_VANTAGE}: agents offline or failing ({})",
+            failures.join("; ")
+        )
+    };
+    ProbeError::Connect(ConnectFailure::NoVantage(why))
 }
 
 /// Whether a probe failed to reach the server without a finding about it.

@@ -36,13 +36,19 @@ pub enum ConnectFailure {
     /// confirming probe that cannot be made.
     #[error("{0}")]
     NoOtherExit(String),
+    /// No vantage could make the probe (`probe.local = false` and every
+    /// agent offline or failing): our own failure, like our Tor failing.
+    #[error("{0}")]
+    NoVantage(String),
 }
 
 impl Whose for ConnectFailure {
     fn kind(&self) -> Kind {
         match self {
             ConnectFailure::Remote(_) | ConnectFailure::ExitRefused(_) => Kind::Remote,
-            ConnectFailure::Transport(_) | ConnectFailure::NoOtherExit(_) => Kind::Tor,
+            ConnectFailure::Transport(_)
+            | ConnectFailure::NoOtherExit(_)
+            | ConnectFailure::NoVantage(_) => Kind::Tor,
         }
     }
 }

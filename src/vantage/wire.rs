@@ -14,12 +14,23 @@ use crate::probe::tls::TlsObservation;
 use crate::probe::Target;
 use crate::vocab::{Service, TlsMode};
 
-/// The protocol's namespace; a new version gets a new one.
-pub const NS: &str = "urn:certwatch:agent:1";
-/// The most certificates a chain may carry.
-pub const MAX_CERTS: usize = 16;
+/// The protocol's namespace; a new version gets a new one (2: answers
+/// name their job's endpoint, see [`answer_element_for`]).
+pub const NS: &str = "urn:certwatch:agent:2";
+/// The most certificates a chain may carry: the leaf and as many after it
+/// as matching considers. An agent sends no more (it cuts a longer chain,
+/// see [`super::answer_of`]), so no server can make its answer malformed.
+pub const MAX_CERTS: usize = 1 + crate::dane::MAX_CHAIN_BEYOND_LEAF;
 /// The most DER bytes of one whole chain (rustls's Certificate message limit).
 pub const MAX_CHAIN_BYTES: usize = 64 * 1024;
+/// The largest `<seen/>` a legal chain makes, serialised (base64 grows the
+/// DER by 4/3; tags and attributes add a little). XMPP servers must carry
+/// an IQ this large from the agent: Prosody's `c2s_stanza_size_limit`
+/// (256 KiB by default) and ejabberd's `max_stanza_size` (262144 in its
+/// example configuration) do.
+pub const MAX_ANSWER_BYTES: usize = MAX_CHAIN_BYTES * 4 / 3 + 16 * 1024;
+// Under Prosody's c2s_stanza_size_limit and ejabberd's example max_stanza_size.
+const _: () = assert!(MAX_ANSWER_BYTES < 256 * 1024);
 /// The most characters of any attribute value or failure text.
 pub const MAX_TEXT: usize = 512;
 /// The most exits a job asks to avoid.
@@ -298,6 +309,50 @@ pub fn answer_element(answer: &Answer) -> Element {
             .append(clip(&f.text))
             .build(),
     }
+}
+
+/// The attributes by which an answer names its job's endpoint.
+const ECHOED: [&str; 5] = ["service", "domain", "host", "address", "port"];
+
+fn echo_values(job: &Job) -> [String; 5] {
+    [
+        job.service.as_str().to_owned(),
+        job.domain.clone(),
+        job.host.clone(),
+        job.addr.ip().to_string(),
+        job.addr.port().to_string(),
+    ]
+}
+
+/// The answer to `job`: its `<seen/>` or `<failed/>`, naming the job's
+/// endpoint (service, domain, host, address, port), so that an answer can
+/// never be taken for another job's.
+pub fn answer_element_for(job: &Job, answer: &Answer) -> Element {
+    let mut el = answer_element(answer);
+    for (key, value) in ECHOED.into_iter().zip(echo_values(job)) {
+        el.set_attr(
+            xmpp_parsers::minidom::rxml::Namespace::NONE,
+            name(key),
+            value,
+        );
+    }
+    el
+}
+
+/// Reads an agent's answer to `job`: refused unless it names the job's
+/// endpoint.
+pub fn parse_answer_to(el: &Element, job: &Job) -> Result<Answer, WireError> {
+    for (key, want) in ECHOED.into_iter().zip(echo_values(job)) {
+        let got = attr(el, key)?;
+        let same = match key {
+            "address" => got.parse::<IpAddr>().ok() == Some(job.addr.ip()),
+            _ => got.eq_ignore_ascii_case(&want),
+        };
+        if !same {
+            return Err(bad(key, format!("{got:?} is not the job's ({want:?})")));
+        }
+    }
+    parse_answer(el)
 }
 
 /// Cuts a text to [`MAX_TEXT`] bytes (at a character boundary), without control characters.

@@ -51,12 +51,12 @@ fn answers_round_trip_through_xml_text() {
 
 #[test]
 fn documented_examples_parse() {
-    let j: Element = "<probe xmlns='urn:certwatch:agent:1' service='xmpp-client' tls='starttls' domain='example.org' sni='example.org' host='xmpp.example.org' address='192.0.2.1' port='5222' timeout='60000'/>".parse().unwrap();
+    let j: Element = "<probe xmlns='urn:certwatch:agent:2' service='xmpp-client' tls='starttls' domain='example.org' sni='example.org' host='xmpp.example.org' address='192.0.2.1' port='5222' timeout='60000'/>".parse().unwrap();
     assert_eq!(
         parse_job(&j).unwrap().addr,
         "192.0.2.1:5222".parse().unwrap()
     );
-    let f: Element = "<failed xmlns='urn:certwatch:agent:1' whose='server' reason='other'>connection refused</failed>".parse().unwrap();
+    let f: Element = "<failed xmlns='urn:certwatch:agent:2' whose='server' reason='other'>connection refused</failed>".parse().unwrap();
     assert!(matches!(
         parse_answer(&f).unwrap(),
         Answer::Failed(Failure {
@@ -79,7 +79,7 @@ fn malformed_jobs_are_refused() {
         ("timeout='5000'", "timeout='99999999'"),
         ("sni='good.test'", "sni='evil.test'"),
         ("domain='good.test'", "domain=''"),
-        ("urn:certwatch:agent:1", "urn:certwatch:agent:2"),
+        ("urn:certwatch:agent:2", "urn:certwatch:agent:1"),
     ] {
         assert!(good.contains(from), "{from}");
         let el: Element = good.replacen(from, to, 1).parse().unwrap();
@@ -128,21 +128,21 @@ fn malformed_and_oversized_answers_are_refused() {
         assert!(parse_answer(&answer_element(&a)).is_err());
     }
     for text in [
-        "<seen xmlns='urn:certwatch:agent:1' transport='tor' version='v' cipher='c' ms='1'><cert>!!notbase64</cert></seen>",
-        "<seen xmlns='urn:certwatch:agent:1' transport='carrier-pigeon' version='v' cipher='c' ms='1'><cert>AQID</cert></seen>",
-        "<seen xmlns='urn:certwatch:agent:1' transport='tor' exit='xyz' version='v' cipher='c' ms='1'><cert>AQID</cert></seen>",
-        "<seen xmlns='urn:certwatch:agent:1' transport='tor' version='v' cipher='c' ms='1'><cert>AQID</cert><junk/></seen>",
-        "<seen xmlns='urn:certwatch:agent:1' transport='tor' version='v' cipher='c'><cert>AQID</cert></seen>",
-        "<failed xmlns='urn:certwatch:agent:1' whose='nobody' reason='other'>x</failed>",
-        "<failed xmlns='urn:certwatch:agent:1' whose='server' reason='gremlins'>x</failed>",
-        "<failed xmlns='urn:certwatch:agent:1' whose='server' reason='other'><b/></failed>",
-        "<other xmlns='urn:certwatch:agent:1'/>",
+        "<seen xmlns='urn:certwatch:agent:2' transport='tor' version='v' cipher='c' ms='1'><cert>!!notbase64</cert></seen>",
+        "<seen xmlns='urn:certwatch:agent:2' transport='carrier-pigeon' version='v' cipher='c' ms='1'><cert>AQID</cert></seen>",
+        "<seen xmlns='urn:certwatch:agent:2' transport='tor' exit='xyz' version='v' cipher='c' ms='1'><cert>AQID</cert></seen>",
+        "<seen xmlns='urn:certwatch:agent:2' transport='tor' version='v' cipher='c' ms='1'><cert>AQID</cert><junk/></seen>",
+        "<seen xmlns='urn:certwatch:agent:2' transport='tor' version='v' cipher='c'><cert>AQID</cert></seen>",
+        "<failed xmlns='urn:certwatch:agent:2' whose='nobody' reason='other'>x</failed>",
+        "<failed xmlns='urn:certwatch:agent:2' whose='server' reason='gremlins'>x</failed>",
+        "<failed xmlns='urn:certwatch:agent:2' whose='server' reason='other'><b/></failed>",
+        "<other xmlns='urn:certwatch:agent:2'/>",
     ] {
         let el: Element = text.parse().unwrap();
         assert!(parse_answer(&el).is_err(), "{text} accepted");
     }
     let long: Element = format!(
-        "<failed xmlns='urn:certwatch:agent:1' whose='server' reason='other'>{}</failed>",
+        "<failed xmlns='urn:certwatch:agent:2' whose='server' reason='other'>{}</failed>",
         "x".repeat(MAX_TEXT + 1)
     )
     .parse()
@@ -230,4 +230,68 @@ fn fuzzed_elements_never_panic_and_stay_bounded() {
         parsed > 100,
         "the mutations left too little well-formed XML ({parsed})"
     );
+}
+
+#[test]
+fn a_maximal_legal_chain_fits_the_wire_and_the_servers_stanza_limits() {
+    // MAX_CERTS certificates of MAX_CHAIN_BYTES in all, sizes that make
+    // base64 pad worst (1 mod 3), in an IQ result as the agent sends it.
+    let each = MAX_CHAIN_BYTES / MAX_CERTS;
+    let mut chain = vec![vec![0x30; (each - 1) / 3 * 3 + 1]; MAX_CERTS];
+    let used: usize = chain.iter().map(Vec::len).sum();
+    chain[0].extend(vec![0x30; MAX_CHAIN_BYTES - used]);
+    assert_eq!(chain.iter().map(Vec::len).sum::<usize>(), MAX_CHAIN_BYTES);
+    let answer = Answer::Seen(Sighting {
+        chain,
+        ..match seen() {
+            Answer::Seen(s) => s,
+            _ => unreachable!(),
+        }
+    });
+    let el = answer_element(&answer);
+    assert_eq!(parse_answer(&reparse(&el)).unwrap(), answer);
+    let iq = Element::builder("iq", "jabber:client")
+        .attr(name("type"), "result")
+        .attr(name("id"), "job-0123456789abcdef-1")
+        .attr(name("to"), "certwatch.example.org")
+        .append(el)
+        .build();
+    let bytes = String::from(&iq).len();
+    assert!(bytes <= MAX_ANSWER_BYTES, "{bytes} > {MAX_ANSWER_BYTES}");
+}
+
+#[test]
+fn an_answer_is_taken_only_for_the_job_whose_endpoint_it_names() {
+    let answer = seen();
+    let el = reparse(&answer_element_for(&job(), &answer));
+    assert_eq!(parse_answer_to(&el, &job()).unwrap(), answer);
+    // The same answer, read for another job (a late answer to an old job
+    // whose id came back): refused, whatever differs.
+    let others = [
+        Job {
+            domain: "other.test".into(),
+            ..job()
+        },
+        Job {
+            host: "xmpp2.good.test".into(),
+            ..job()
+        },
+        Job {
+            addr: "127.0.0.2:15222".parse().unwrap(),
+            ..job()
+        },
+        Job {
+            addr: "127.0.0.1:15223".parse().unwrap(),
+            ..job()
+        },
+        Job {
+            service: Service::XmppServer,
+            ..job()
+        },
+    ];
+    for other in others {
+        assert!(parse_answer_to(&el, &other).is_err(), "{other:?}");
+    }
+    // An answer that names no endpoint (version 1) is refused too.
+    assert!(parse_answer_to(&answer_element(&answer), &job()).is_err());
 }

@@ -16,10 +16,18 @@ use tokio_xmpp::parsers::jid::Jid;
 
 use super::Link;
 use crate::config::VantageConfig;
-use crate::vantage::{wire, AgentFailure, Remote, Vantages};
+use crate::vantage::{wire, AgentFailure, Blame, Remote, Vantages};
 
-/// Jobs waiting for an answer, at most (each has a timeout too).
-pub const MAX_PENDING_JOBS: usize = 4096;
+#[path = "agent_jobs.rs"]
+mod jobs;
+use jobs::{Ended, Entry, Full, Waiting};
+pub use jobs::{MAX_PENDING_JOBS, MAX_PENDING_PER_AGENT};
+/// How often a probe answer from a stranger is logged, at most.
+pub const STRANGER_LOG_EVERY: Duration = Duration::from_secs(10);
+/// The shortest and the longest an agent that keeps failing is not picked.
+pub const COOL_DOWN_MIN: Duration = Duration::from_secs(30);
+/// See [`COOL_DOWN_MIN`].
+pub const COOL_DOWN_MAX: Duration = Duration::from_secs(600);
 /// Agent failures in a row that make an operator notice.
 pub const FAILURES_FOR_NOTICE: u32 = 3;
 
@@ -42,10 +50,21 @@ pub struct AgentState {
     /// Whether the operators were told it is away or failing (and not yet
     /// that it is back).
     pub told: bool,
+    /// An agent that keeps failing is not picked until then (see [`cool_down`]).
+    pub resting_until: Option<tokio::time::Instant>,
 }
 
-/// Where a job's answer goes: the payload of the IQ result, or why it bounced.
-type Answering = oneshot::Sender<Result<Option<Element>, String>>;
+/// How long an agent that failed `failing` jobs in a row is not picked:
+/// none below [`FAILURES_FOR_NOTICE`], then [`COOL_DOWN_MIN`], doubling
+/// with each further failure up to [`COOL_DOWN_MAX`]. After it, one job
+/// tells whether it works again.
+pub fn cool_down(failing: u32) -> Duration {
+    if failing < FAILURES_FOR_NOTICE {
+        return Duration::ZERO;
+    }
+    let doublings = (failing - FAILURES_FOR_NOTICE).min(16);
+    (COOL_DOWN_MIN * 2u32.pow(doublings)).min(COOL_DOWN_MAX)
+}
 
 /// The agents of one coordinator.
 pub struct Agents {
@@ -53,8 +72,13 @@ pub struct Agents {
     link: Arc<Link>,
     list: Vec<VantageConfig>,
     state: Mutex<HashMap<String, AgentState>>,
-    pending: Mutex<HashMap<String, (String, Answering)>>,
+    pending: jobs::Table,
+    /// Job ids are `job-PREFIX-N`: the prefix is random per process, so an
+    /// id is never reused across restarts nor guessed by others.
+    prefix: String,
     next: AtomicU64,
+    /// When a stranger's answer was last logged, and how many since were not.
+    strangers: Mutex<(Option<std::time::Instant>, u64)>,
     /// How long an agent may stay offline before the operators are told.
     away: Duration,
     /// Where the operators' notices go (away or failing, and back).
@@ -80,8 +104,10 @@ impl Agents {
             link,
             list,
             state: Mutex::new(state),
-            pending: Mutex::new(HashMap::new()),
+            pending: jobs::Table::default(),
+            prefix: format!("{:016x}", rand::random::<u64>()),
             next: AtomicU64::new(1),
+            strangers: Mutex::new((None, 0)),
             away,
             notices: Mutex::new(None),
         }
@@ -181,49 +207,62 @@ impl Agents {
             }
         }
         if !available {
-            self.fail_pending(&v.name, "the agent went offline mid-job");
+            // Only the jobs sent to that resource: another may still answer.
+            self.fail_pending(from, "the agent went offline mid-job");
         }
         if back {
             self.tell(format!("Vantage agent {} is back online.", v.name));
         }
     }
 
-    /// Ends every job of agent `name` still waiting for its answer.
-    fn fail_pending(&self, name: &str, why: &str) {
-        let mut pending = self.pending.lock().expect("agents lock");
-        let ids: Vec<String> = pending
-            .iter()
-            .filter(|(_, (n, _))| n == name)
-            .map(|(id, _)| id.clone())
-            .collect();
-        for id in ids {
-            if let Some((_, tx)) = pending.remove(&id) {
-                let _ = tx.send(Err(why.to_owned()));
+    /// Ends every job sent to the full JID `to` still waiting for its answer.
+    fn fail_pending(&self, to: &Jid, why: &str) {
+        self.pending
+            .fail(|e| &e.to == to, || Ended::Answer(Err(why.to_owned())));
+    }
+
+    /// An IQ result or error addressed to us: a job's answer, if from the
+    /// agent it was sent to. Any other probe answer is ignored and logged.
+    pub fn on_answer(&self, from: Option<&Jid>, id: &str, answer: Result<Option<Element>, String>) {
+        let ours = |name: &str| {
+            let sent_to = self.list.iter().find(|v| v.name == name);
+            matches!((from, sent_to), (Some(f), Some(v)) if f.to_bare().to_string().eq_ignore_ascii_case(&v.jid))
+        };
+        match self.pending.agent_of(id) {
+            Some(name) if ours(&name) => {
+                if let Some(e) = self.pending.take(id) {
+                    let _ = e.tx.send(Ended::Answer(answer));
+                }
+            }
+            // Another JID answers a job of ours, or sends a probe answer
+            // (or an error to a job id) that no job of ours waits for.
+            Some(_) => self.stranger(from, id),
+            None => {
+                let probe_answer = match &answer {
+                    Ok(Some(el)) => el.ns() == wire::NS,
+                    Ok(None) | Err(_) => id.starts_with("job-"),
+                };
+                if probe_answer && !from.is_some_and(|f| self.is_agent(f)) {
+                    self.stranger(from, id);
+                }
             }
         }
     }
 
-    /// An IQ result or error addressed to us: a job's answer, if from the agent it was sent to.
-    pub fn on_answer(&self, from: Option<&Jid>, id: &str, answer: Result<Option<Element>, String>) {
-        let mut pending = self.pending.lock().expect("agents lock");
-        let Some((name, _)) = pending.get(id) else {
-            if id.starts_with("job-") && from.is_some_and(|f| !self.is_agent(f)) {
-                tracing::debug!(from = ?from.map(|f| f.to_string()), id, "an IQ answer to no job of ours from a JID not in [[vantage]]: ignored");
-            }
-            return;
-        };
-        let sent_to = self.list.iter().find(|v| &v.name == name);
-        let from_ok = match (from, sent_to) {
-            (Some(f), Some(v)) => f.to_bare().to_string().eq_ignore_ascii_case(&v.jid),
-            _ => false,
-        };
-        if !from_ok {
-            tracing::warn!(from = ?from.map(|f| f.to_string()), id, "a probe answer from a JID that is not the agent the job went to: ignored");
+    /// Logs a probe answer from a JID that is not the job's agent, at most
+    /// once every [`STRANGER_LOG_EVERY`] (with how many were not logged).
+    fn stranger(&self, from: Option<&Jid>, id: &str) {
+        let mut s = self.strangers.lock().expect("agents lock");
+        let now = std::time::Instant::now();
+        if s.0
+            .is_some_and(|t| now.duration_since(t) < STRANGER_LOG_EVERY)
+        {
+            s.1 += 1;
             return;
         }
-        if let Some((_, tx)) = pending.remove(id) {
-            let _ = tx.send(answer);
-        }
+        let unlogged = std::mem::take(&mut s.1);
+        s.0 = Some(now);
+        tracing::debug!(from = ?from.map(|f| f.to_string()), id, unlogged, "a probe answer from a JID that is not the agent the job went to: ignored");
     }
 
     fn record(&self, name: &str, ok: bool) {
@@ -234,12 +273,15 @@ impl Agents {
             if ok {
                 s.answered += 1;
                 s.failing = 0;
+                s.resting_until = None;
                 let back = s.told && s.online.is_some();
                 s.told &= !back;
                 back.then(|| format!("Vantage agent {name} answers again."))
             } else {
                 s.failed += 1;
                 s.failing += 1;
+                let rest = cool_down(s.failing);
+                s.resting_until = (!rest.is_zero()).then(|| tokio::time::Instant::now() + rest);
                 let tell = s.failing >= FAILURES_FOR_NOTICE && !s.told;
                 s.told |= tell;
                 tell.then(|| format!("Vantage agent {name} keeps failing ({FAILURES_FOR_NOTICE} jobs in a row): its probes are made from the other vantages; see `health` for its last contact. You are told once when it answers again."))
@@ -248,6 +290,23 @@ impl Agents {
         if let Some(text) = note {
             self.tell(text);
         }
+    }
+
+    /// Our link to the server went down: every agent is offline for us
+    /// (their presence comes again with the link), and every waiting job
+    /// ends at once as our failure, not the agents'.
+    pub fn link_lost(&self) {
+        let now = SystemTime::now();
+        for s in self.state.lock().expect("agents lock").values_mut() {
+            if s.online.take().is_some() {
+                s.offline_since = Some(now);
+            }
+        }
+        let n = self.pending.fail(|_| true, || Ended::LinkLost);
+        tracing::info!(
+            jobs = n,
+            "link lost: every agent offline until it says it is there"
+        );
     }
 
     /// Marks an agent gone (its job bounced: it is not there).
@@ -259,11 +318,13 @@ impl Agents {
         }
     }
 
-    async fn run(self: Arc<Self>, name: String, job: wire::Job) -> Remote {
-        let fail = |why: String| AgentFailure {
-            agent: name.clone(),
-            why,
-        };
+    async fn run(
+        self: Arc<Self>,
+        name: String,
+        job: wire::Job,
+        deadline: tokio::time::Instant,
+    ) -> Remote {
+        let fail = |why: String| AgentFailure::agent(&name, why);
         let to = {
             let state = self.state.lock().expect("agents lock");
             state.get(&name).and_then(|s| s.online.clone())
@@ -271,55 +332,119 @@ impl Agents {
         let Some(to) = to else {
             return Err(fail("offline".into()));
         };
-        let id = format!("job-{}", self.next.fetch_add(1, Ordering::Relaxed));
+        let n = self.next.fetch_add(1, Ordering::Relaxed);
+        let id = format!("job-{}-{n}", self.prefix);
         let (tx, rx) = oneshot::channel();
-        {
-            let mut pending = self.pending.lock().expect("agents lock");
-            if pending.len() >= MAX_PENDING_JOBS {
-                return Err(fail("too many jobs waiting for answers".into()));
+        let entry = Entry {
+            agent: name.clone(),
+            to: to.clone(),
+            tx,
+        };
+        match self.pending.add(&id, entry) {
+            Ok(()) => {}
+            Err(Full::Agent) => {
+                return Err(AgentFailure {
+                    blame: Blame::Busy,
+                    ..fail(format!(
+                        "{MAX_PENDING_PER_AGENT} of its jobs wait for answers"
+                    ))
+                })
             }
-            pending.insert(id.clone(), (name.clone(), tx));
+            Err(Full::All) => {
+                tracing::warn!(agent = %name, "{MAX_PENDING_JOBS} agent jobs wait for answers: no more sent");
+                return Err(ours(
+                    &name,
+                    format!("our table of {MAX_PENDING_JOBS} jobs waiting for answers is full"),
+                ));
+            }
         }
-        // The agent gets the job's timeout, and a little more to answer.
+        // Taken out of the table however the wait ends, even dropped.
+        let mut waiting = Waiting {
+            agents: &self,
+            id: id.clone(),
+            agent: name.clone(),
+            settled: false,
+        };
+        // The agent gets the job's timeout, and a little more to answer,
+        // but never past the check's deadline.
         let wait = job.timeout + Duration::from_secs(5);
-        self.link.send(Iq::Set {
+        let until = (tokio::time::Instant::now() + wait).min(deadline);
+        let sent = self.link.try_send(Iq::Set {
             from: Some(self.me.clone()),
             to: Some(to),
             id: id.clone(),
             payload: wire::job_element(&job),
         });
-        let answer = tokio::time::timeout(wait, rx).await;
-        self.pending.lock().expect("agents lock").remove(&id);
+        if let Err(why) = sent {
+            waiting.settled = true;
+            return Err(ours(
+                &name,
+                format!("our link could not send the job: {why}"),
+            ));
+        }
+        let answer = tokio::time::timeout_at(until, rx).await;
         let result = match answer {
-            Err(_) => Err(fail(format!("no answer within {}s", wait.as_secs()))),
+            Err(_) if until < deadline => {
+                Err(fail(format!("no answer within {}s", wait.as_secs())))
+            }
+            Err(_) => Err(fail("no answer by the check's deadline".into())),
             Ok(Err(_)) => Err(fail("the answer was lost".into())),
-            Ok(Ok(Err(e))) => {
+            Ok(Ok(Ended::LinkLost)) => Err(ours(
+                &name,
+                "our link to the server was lost mid-job".into(),
+            )),
+            Ok(Ok(Ended::Answer(Err(e)))) => {
                 self.gone(&name);
                 Err(fail(e))
             }
-            Ok(Ok(Ok(None))) => Err(fail("an empty answer".into())),
-            Ok(Ok(Ok(Some(el)))) => match wire::parse_answer(&el) {
+            Ok(Ok(Ended::Answer(Ok(None)))) => Err(fail("an empty answer".into())),
+            Ok(Ok(Ended::Answer(Ok(Some(el))))) => match wire::parse_answer_to(&el, &job) {
                 Ok(a) => crate::vantage::remote_of(&name, a),
-                Err(e) => Err(fail(format!("a malformed answer: {e}"))),
+                Err(e) => {
+                    tracing::warn!(agent = %name, %id, error = %e, "a malformed answer, or one about another endpoint than its job's");
+                    Err(fail(format!("a malformed answer: {e}")))
+                }
             },
         };
-        self.record(&name, result.is_ok());
+        // Busy, or our own failure: not the agent's.
+        match &result {
+            Ok(_) => self.record(&name, true),
+            Err(e) if e.blame == Blame::Agent => self.record(&name, false),
+            Err(_) => {}
+        }
+        waiting.settled = true;
+        drop(waiting);
         result
+    }
+}
+
+/// A job to `agent` that failed on our side (never counted against it).
+fn ours(agent: &str, why: String) -> AgentFailure {
+    AgentFailure {
+        blame: Blame::Ours,
+        ..AgentFailure::agent(agent, why)
     }
 }
 
 impl Vantages for Arc<Agents> {
     fn available(&self) -> Vec<(String, u32)> {
         let state = self.state.lock().expect("agents lock");
+        let now = tokio::time::Instant::now();
+        let can = |s: &AgentState| s.online.is_some() && s.resting_until.is_none_or(|t| t <= now);
         self.list
             .iter()
-            .filter(|v| state.get(&v.name).is_some_and(|s| s.online.is_some()))
+            .filter(|v| state.get(&v.name).is_some_and(can))
             .map(|v| (v.name.clone(), v.weight))
             .collect()
     }
 
-    fn probe(&self, agent: &str, job: wire::Job) -> BoxFuture<'static, Remote> {
-        Box::pin(self.clone().run(agent.to_owned(), job))
+    fn probe(
+        &self,
+        agent: &str,
+        job: wire::Job,
+        deadline: tokio::time::Instant,
+    ) -> BoxFuture<'static, Remote> {
+        Box::pin(self.clone().run(agent.to_owned(), job, deadline))
     }
 
     fn describe(&self) -> Vec<(String, String, String, String)> {
@@ -329,7 +454,18 @@ impl Vantages for Arc<Agents> {
                 let state = match (&s.online, s.failing) {
                     (None, _) => "offline".to_owned(),
                     (Some(_), 0) => "online".to_owned(),
-                    (Some(_), n) => format!("online, failing ({n} jobs in a row)"),
+                    (Some(_), n) => {
+                        let left = s
+                            .resting_until
+                            .map(|t| t.saturating_duration_since(tokio::time::Instant::now()));
+                        match left.filter(|l| !l.is_zero()) {
+                            Some(l) => format!(
+                                "online, failing ({n} jobs in a row), not picked for {}s",
+                                l.as_secs()
+                            ),
+                            None => format!("online, failing ({n} jobs in a row)"),
+                        }
+                    }
                 };
                 let contact = s
                     .last_contact

@@ -73,6 +73,9 @@ fn stanza_to(stanza: &Stanza) -> String {
     to.map_or_else(|| "?".to_owned(), |j| j.to_string())
 }
 
+/// Why a stanza was not sent when there is no link.
+const NO_LINK: &str = "no link to the server";
+
 /// The current link to the server, if any.
 #[derive(Default)]
 pub struct Link {
@@ -96,21 +99,25 @@ impl Link {
     pub fn send(&self, stanza: impl Into<Stanza>) {
         let stanza = stanza.into();
         let to = stanza_to(&stanza);
-        match self.sender() {
-            Some(tx) => {
-                if let Err(e) = tx.try_send(Outgoing::Stanza {
-                    stanza: Box::new(stanza),
-                    ack: None,
-                }) {
-                    let why = match e {
-                        mpsc::error::TrySendError::Full(_) => "the outgoing queue is full",
-                        mpsc::error::TrySendError::Closed(_) => "the link just closed",
-                    };
-                    tracing::warn!(%to, "reply not sent: {why}");
-                }
-            }
-            None => tracing::info!(%to, "reply not sent: no link to the server"),
+        match self.try_send(stanza) {
+            Ok(()) => {}
+            Err(why @ NO_LINK) => tracing::info!(%to, "reply not sent: {why}"),
+            Err(why) => tracing::warn!(%to, "reply not sent: {why}"),
         }
+    }
+
+    /// Queues a stanza on the current link without waiting; says why not
+    /// when there is no link or its queue is full (the stanza is dropped).
+    pub fn try_send(&self, stanza: impl Into<Stanza>) -> Result<(), &'static str> {
+        let tx = self.sender().ok_or(NO_LINK)?;
+        let queued = tx.try_send(Outgoing::Stanza {
+            stanza: Box::new(stanza.into()),
+            ack: None,
+        });
+        queued.map_err(|e| match e {
+            mpsc::error::TrySendError::Full(_) => "the outgoing queue is full",
+            mpsc::error::TrySendError::Closed(_) => "the link just closed",
+        })
     }
 
     /// Queues a stanza on the current link, waiting up to [`SEND_WAIT`] for
@@ -408,6 +415,7 @@ async fn connection_loop(ctx: Arc<Ctx>, server: SocketAddr, secret: String) {
             Err(e) => tracing::warn!(%server, error = %e, "link to the server failed"),
         }
         ctx.link.set(None);
+        ctx.agents.link_lost();
         requeue_recent(&ctx).await;
         if started.elapsed() > BACKOFF_MAX {
             backoff = BACKOFF_MIN;

@@ -248,10 +248,12 @@ class Driver(slixmpp.ClientXMPP):
             await iq.send(timeout=TIMEOUT)
             return {"ok": True}
         if c == "iq_results":
-            # IQ results with ids job-FIRST..job-LAST and one payload, as a
-            # stranger answering jobs it was never sent would send them.
+            # IQ results with ids job-PREFIXFIRST..job-PREFIXLAST and one
+            # payload, as a stranger answering jobs it was never sent
+            # (guessing their ids) would send them.
+            prefix = cmd.get("prefix", "")
             for n in range(cmd["first"], cmd["last"] + 1):
-                self.send_raw(f"<iq type='result' id='job-{n}' to='{to}'>{cmd['xml']}</iq>")
+                self.send_raw(f"<iq type='result' id='job-{prefix}{n}' to='{to}'>{cmd['xml']}</iq>")
             return {"ok": True}
         if c == "subscribe_presence":
             self.send_presence(pto=to, ptype="subscribe")
