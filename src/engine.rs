@@ -655,7 +655,17 @@ impl Engine {
                         .join(", "))
                     .unwrap_or_else(|| "the system's".into())
             ),
-            Cause::Transport => format!("our {}", self.transport_words()),
+            Cause::Transport if self.config.vantage.is_empty() => {
+                format!("our {}", self.transport_words())
+            }
+            // With agents, the failure may be theirs as much as ours.
+            Cause::Transport if !self.config.probe.local => {
+                "probing through our vantage agents".into()
+            }
+            Cause::Transport => format!(
+                "probing (our {} and our vantage agents)",
+                self.transport_words()
+            ),
             Cause::Store => format!("our store ({})", self.config.store.path),
             Cause::Internal => "checking (a check panicked)".into(),
         }
@@ -996,6 +1006,25 @@ mod tests {
         config.xmpp.admins = admins.iter().map(|s| s.to_string()).collect();
         config.dns.nameservers = vec!["127.0.0.1:9".into()];
         Engine::new(config, Store::temporary().unwrap(), crate::clock::system()).unwrap()
+    }
+
+    #[test]
+    fn with_agents_a_probing_failure_is_not_called_our_tor_clients() {
+        let mut engine = engine_with_admins(&["op@localhost"]);
+        assert_eq!(engine.part_words(Cause::Transport), "our Tor client");
+        engine.config.vantage = vec![crate::config::VantageConfig {
+            name: "a".into(),
+            jid: "a@localhost".into(),
+            weight: 1,
+        }];
+        let both = engine.part_words(Cause::Transport);
+        assert!(
+            both.contains("our Tor client and our vantage agents"),
+            "{both}"
+        );
+        engine.config.probe.local = false;
+        let agents = engine.part_words(Cause::Transport);
+        assert_eq!(agents, "probing through our vantage agents");
     }
 
     #[tokio::test(start_paused = true)]
