@@ -333,3 +333,23 @@ async fn confirmation_asks_at_most_the_bounded_number_of_other_vantages() {
     // The first probe and at most MAX_CONFIRMING_VANTAGES others.
     assert_eq!(fake.jobs().len(), 1 + vantages::MAX_CONFIRMING_VANTAGES);
 }
+
+#[tokio::test]
+async fn local_false_holds_before_the_agents_are_handed_over() {
+    let (_, spki) = leaf();
+    let fake = Fake::new(&[("a", Does::Fails)]);
+    let mut c = checker(&fake);
+    // Serve's first checks may run before the XMPP front sets the agents:
+    // `probe.local = false` must still keep this machine from probing.
+    c.vantages = None;
+    let r = probe_and_judge(&c, &endpoint(&spki)).await;
+    assert_eq!(r.verdict, EndpointVerdict::NotChecked, "{r:?}");
+    assert!(r.vantage.is_empty(), "{r:?}");
+    // With `local = true` and no agents, this machine probes (a closed
+    // loopback port here: refused, so unreachable rather than not checked).
+    c.local = true;
+    let mut closed = endpoint(&spki);
+    (closed.address, closed.port) = (Some("127.0.0.1".parse().unwrap()), 9);
+    let r = probe_and_judge(&c, &closed).await;
+    assert_eq!(r.verdict, EndpointVerdict::Unreachable, "{r:?}");
+}

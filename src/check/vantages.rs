@@ -77,7 +77,9 @@ impl Checker {
     /// The vantages that can probe now, but none of `skip`, with weights.
     fn candidates(&self, skip: &[String]) -> Vec<(String, u32)> {
         let mut all = Vec::new();
-        if self.local || self.vantages.is_none() {
+        // `local = false` holds from the first check, before the XMPP front
+        // has handed over its agents: nothing probes from here then.
+        if self.local {
             all.push((LOCAL_VANTAGE.to_owned(), 1));
         }
         if let Some(v) = &self.vantages {
