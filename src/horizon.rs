@@ -421,6 +421,14 @@ fn zone_words(zone: &str) -> String {
     }
 }
 
+/// Whether an RRset of type `rtype` is one of the domain's own records (SRV,
+/// CNAME, A/AAAA, TLSA) rather than a zone's keys (DNSKEY) or a delegation
+/// (DS): the zones that sign such records are the domain admin's to re-sign
+/// and roll; the TLD and the root above them are not.
+pub fn is_own_record(rtype: &str) -> bool {
+    !matches!(rtype, "DNSKEY" | "DS")
+}
+
 /// When signed data stops being safe: the signature's expiration minus the
 /// RRset's TTL, because a resolver that fetched the data just before
 /// expiration may hand it out for one TTL more, and validators downstream

@@ -116,7 +116,7 @@ fn trusted(report: &Report) -> Horizons {
         .horizons
         .rrsets
         .iter()
-        .filter(|r| matches!(r.rtype.as_str(), "SRV" | "CNAME" | "A" | "AAAA" | "TLSA"))
+        .filter(|r| crate::horizon::is_own_record(&r.rtype))
         .map(|r| r.zone.as_str())
         .collect();
     let mut h = report.horizons.clone();

@@ -202,7 +202,7 @@ impl Resolver {
         // root above them are not the admin's to roll.
         let own: Vec<&str> = out
             .iter()
-            .filter(|s| s.rtype != "DNSKEY" && s.rtype != "DS")
+            .filter(|s| crate::horizon::is_own_record(&s.rtype))
             .map(|s| s.signer.as_str())
             .collect();
         let mut pairs = Vec::new();
